@@ -1,0 +1,1 @@
+"""Contract (``protocol``) and registry (``registry``) for infrastructure providers."""

@@ -1,0 +1,235 @@
+"""Provider registry: aliases to provider classes, resolved lazily.
+
+Built-in providers are known by alias and module path only, so importing this
+module (or starting the server) imports no cloud SDK: a provider's module, and
+with it its SDK, is imported the first time that alias is used. Third-party
+packages register through the ``alphaswarm.providers`` entry-point group
+(``alias = "package.module:ProviderClass"``) or by calling
+``register_provider_class`` from code that the server imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .errors import InfrastructureProviderUnavailable, ProviderNotFoundError
+from .models import ProviderKind
+from .protocol import InfrastructureProvider
+
+ENTRY_POINT_GROUP = "alphaswarm.providers"
+DISTRIBUTION = "alphaswarm-controller"
+
+log = logging.getLogger(__name__)
+
+ProviderClass = type[InfrastructureProvider]
+
+
+@dataclass(frozen=True, slots=True)
+class LazyProvider:
+    """Where to find a provider class without importing it yet."""
+
+    alias: str
+    target: str
+    """``module:ClassName``."""
+    kind: ProviderKind | str
+    extra: str | None = None
+    """The pip extra that installs its SDK (built-ins only)."""
+    sdk_modules: tuple[str, ...] = ()
+    """Top-level modules whose absence means the extra is not installed."""
+    origin: str = "builtin"
+
+
+BUILTIN_PROVIDERS: tuple[LazyProvider, ...] = (
+    LazyProvider(
+        "local", "alphaswarm_controller.providers.local:LocalProvider", ProviderKind.LOCAL
+    ),
+    LazyProvider(
+        "docker_compose",
+        "alphaswarm_controller.providers.docker_compose:DockerComposeProvider",
+        ProviderKind.DOCKER_COMPOSE,
+        extra="docker_compose",
+        sdk_modules=("docker",),
+    ),
+    LazyProvider(
+        "kubernetes",
+        "alphaswarm_controller.providers.kubernetes:KubernetesProvider",
+        ProviderKind.KUBERNETES,
+        extra="kubernetes",
+        sdk_modules=("kubernetes",),
+    ),
+    LazyProvider(
+        "aws",
+        "alphaswarm_controller.providers.aws:AwsProvider",
+        ProviderKind.AWS,
+        extra="aws",
+        sdk_modules=("boto3",),
+    ),
+    LazyProvider(
+        "azure",
+        "alphaswarm_controller.providers.azure:AzureProvider",
+        ProviderKind.AZURE,
+        extra="azure",
+        sdk_modules=("azure.identity", "azure.mgmt.containerinstance"),
+    ),
+    LazyProvider(
+        "gcp",
+        "alphaswarm_controller.providers.gcp:GcpProvider",
+        ProviderKind.GCP,
+        extra="gcp",
+        sdk_modules=("google.cloud.run_v2", "google.cloud.secretmanager"),
+    ),
+)
+
+
+def _module_present(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+class Registry:
+    """Aliases to provider classes (loaded) or to where to load them from (lazy)."""
+
+    def __init__(self, builtins: Iterable[LazyProvider] = BUILTIN_PROVIDERS) -> None:
+        self._lock = threading.Lock()
+        self._classes: dict[str, ProviderClass] = {}
+        self._lazy: dict[str, LazyProvider] = {entry.alias: entry for entry in builtins}
+
+    def register(self, alias: str, cls: ProviderClass, *, replace: bool = False) -> None:
+        with self._lock:
+            if not replace and (alias in self._classes or alias in self._lazy):
+                raise ValueError(
+                    f"provider alias {alias!r} is already registered; "
+                    "pass replace=True to override it"
+                )
+            self._lazy.pop(alias, None)
+            self._classes[alias] = cls
+
+    def register_lazy(self, entry: LazyProvider, *, replace: bool = False) -> None:
+        with self._lock:
+            if not replace and (entry.alias in self._classes or entry.alias in self._lazy):
+                raise ValueError(f"provider alias {entry.alias!r} is already registered")
+            self._classes.pop(entry.alias, None)
+            self._lazy[entry.alias] = entry
+
+    def load_entry_points(self) -> list[str]:
+        """Register third-party providers from installed distributions; return their aliases."""
+        added = []
+        for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if point.name in self:
+                log.warning(
+                    "ignoring entry point %s = %s: alias already registered",
+                    point.name,
+                    point.value,
+                )
+                continue
+            dist = point.dist.name if point.dist else "unknown distribution"
+            self.register_lazy(
+                LazyProvider(point.name, point.value, kind=point.name, origin=dist)
+            )
+            added.append(point.name)
+        return added
+
+    def __contains__(self, alias: object) -> bool:
+        return alias in self._classes or alias in self._lazy
+
+    def aliases(self) -> list[str]:
+        return sorted({*self._classes, *self._lazy})
+
+    def is_loaded(self, alias: str) -> bool:
+        return alias in self._classes
+
+    def lazy_entry(self, alias: str) -> LazyProvider | None:
+        return self._lazy.get(alias)
+
+    def installed(self, alias: str) -> bool:
+        """Whether the alias's SDK is importable, without importing it."""
+        if alias in self._classes:
+            return True
+        entry = self._lazy.get(alias)
+        if entry is None:
+            return False
+        return all(_module_present(name) for name in entry.sdk_modules)
+
+    def kind(self, alias: str) -> str:
+        cls = self._classes.get(alias)
+        if cls is not None:
+            return str(getattr(cls.provider_kind, "value", cls.provider_kind))
+        entry = self._lazy.get(alias)
+        if entry is None:
+            raise ProviderNotFoundError(alias, self.aliases())
+        return str(getattr(entry.kind, "value", entry.kind))
+
+    def get(self, alias: str) -> ProviderClass:
+        """The provider class for ``alias``, importing its module on first use."""
+        cls = self._classes.get(alias)
+        if cls is not None:
+            return cls
+        entry = self._lazy.get(alias)
+        if entry is None:
+            raise ProviderNotFoundError(alias, self.aliases())
+        cls = self._load(entry)
+        with self._lock:
+            if self._lazy.get(alias) is entry:
+                del self._lazy[alias]
+                self._classes[alias] = cls
+        return self._classes[alias]
+
+    def _load(self, entry: LazyProvider) -> ProviderClass:
+        module_name, _, class_name = entry.target.partition(":")
+        missing = [name for name in entry.sdk_modules if not _module_present(name)]
+        try:
+            if missing:
+                raise ModuleNotFoundError(name=missing[0])
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except ModuleNotFoundError as exc:
+            if entry.extra is not None:
+                install = f"pip install '{DISTRIBUTION}[{entry.extra}]'"
+                message = (
+                    f"provider {entry.alias!r} needs the {exc.name!r} package: {install}"
+                )
+            else:
+                install = f"install the package that provides {entry.target}"
+                message = f"provider {entry.alias!r} cannot be loaded ({exc.name!r} missing)"
+            raise InfrastructureProviderUnavailable(
+                message,
+                reason="SDK_MISSING",
+                metadata={"install": install, "missing_module": str(exc.name)},
+            ) from exc
+        if not (isinstance(cls, type) and issubclass(cls, InfrastructureProvider)):
+            raise InfrastructureProviderUnavailable(
+                f"{entry.target} is not an InfrastructureProvider subclass",
+                reason="PROVIDER_INVALID",
+            )
+        return cls
+
+
+#: The process-wide registry that ``register_provider_class`` writes to.
+REGISTRY = Registry()
+
+
+def register_provider_class(
+    alias: str, *, replace: bool = False, registry: Registry | None = None
+) -> Callable[[ProviderClass], ProviderClass]:
+    """Class decorator registering a provider under ``alias``.
+
+    ``replace=True`` overrides an existing registration (built-in modules use it
+    so that importing them after their lazy entry is harmless).
+    """
+
+    def decorate(cls: ProviderClass) -> ProviderClass:
+        if getattr(cls, "provider_alias", alias) != alias:
+            raise ValueError(
+                f"{cls.__name__}.provider_alias is {cls.provider_alias!r}, registered as {alias!r}"
+            )
+        (registry or REGISTRY).register(alias, cls, replace=replace)
+        return cls
+
+    return decorate

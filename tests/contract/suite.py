@@ -1,0 +1,300 @@
+"""The provider-agnostic contract: one set of assertions every provider must pass.
+
+A provider's test module subclasses ``ProviderContract`` and supplies three
+fixtures; nothing else changes between backends:
+
+* ``provider``: an opened ``InfrastructureProvider`` talking to a real backend
+  (or a real-protocol emulator), closed after the test.
+* ``spec_factory``: ``(service_id, namespace, replicas, env) -> DeploymentSpec``
+  that this backend can run (a command for ``local``, an image elsewhere).
+* ``namespace``: a namespace no other test uses.
+
+Backends converge asynchronously, so assertions about readiness poll
+``status`` through ``wait_for`` with a generous bound instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import pytest
+
+from alphaswarm_core.providers.protocol import (
+    CapabilityUnsupported,
+    ConfigMapPatch,
+    ConfigVersionConflict,
+    DeploymentNotFoundError,
+    DeploymentSpec,
+    DeploymentState,
+    DeploymentStatus,
+    InfrastructureProvider,
+)
+
+SETTLE_TIMEOUT = 90.0
+
+
+class SpecFactory(Protocol):
+    def __call__(
+        self,
+        service_id: str,
+        namespace: str,
+        replicas: int = 1,
+        env: Mapping[str, str] | None = None,
+    ) -> DeploymentSpec: ...
+
+
+def unique_name(prefix: str = "svc") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def wait_for(
+    provider: InfrastructureProvider,
+    service_id: str,
+    namespace: str,
+    predicate: Callable[[DeploymentStatus], bool],
+    timeout: float = SETTLE_TIMEOUT,
+) -> DeploymentStatus:
+    """Poll ``status`` until ``predicate`` holds; fail with the last status seen."""
+    deadline = time.monotonic() + timeout
+    status = await provider.status(service_id, namespace=namespace)
+    while not predicate(status):
+        if time.monotonic() > deadline:
+            pytest.fail(f"status never satisfied the condition within {timeout}s: {status}")
+        await asyncio.sleep(0.2)
+        status = await provider.status(service_id, namespace=namespace)
+    return status
+
+
+def ready(count: int) -> Callable[[DeploymentStatus], bool]:
+    def check(status: DeploymentStatus) -> bool:
+        return (
+            status.desired_replicas == count
+            and status.ready_replicas == count
+            and status.state is (DeploymentState.RUNNING if count else DeploymentState.STOPPED)
+        )
+
+    return check
+
+
+def instance_ids(status: DeploymentStatus) -> set[str]:
+    return {instance.instance_id for instance in status.instances}
+
+
+class ProviderContract:
+    """Subclass in a provider's test module; supply the fixtures named in the module doc."""
+
+    async def test_health_reports_alias_and_kind(self, provider: InfrastructureProvider) -> None:
+        health = await provider.health()
+        assert health.healthy, health.message
+        assert health.alias == provider.provider_alias
+        kind = getattr(provider.provider_kind, "value", provider.provider_kind)
+        assert health.kind == kind
+
+    async def test_start_reaches_desired_replicas(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        service = unique_name()
+        status = await provider.start(spec_factory(service, namespace, replicas=2))
+        assert (status.service_id, status.namespace) == (service, namespace)
+        assert status.provider == provider.provider_alias
+        assert status.desired_replicas == 2
+        settled = await wait_for(provider, service, namespace, ready(2))
+        assert len(settled.instances) == 2
+        assert all(instance.ready for instance in settled.instances)
+
+    async def test_start_twice_changes_nothing(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        service = unique_name()
+        spec = spec_factory(service, namespace, replicas=2)
+        await provider.start(spec)
+        first = await wait_for(provider, service, namespace, ready(2))
+        await provider.start(spec)
+        second = await wait_for(provider, service, namespace, ready(2))
+        assert instance_ids(second) == instance_ids(first)
+
+    async def test_start_with_changed_spec_replaces_replicas(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        service = unique_name()
+        await provider.start(spec_factory(service, namespace, replicas=1, env={"MODE": "a"}))
+        first = await wait_for(provider, service, namespace, ready(1))
+        await provider.start(spec_factory(service, namespace, replicas=1, env={"MODE": "b"}))
+
+        def replaced(status: DeploymentStatus) -> bool:
+            ids = instance_ids(status)
+            return ready(1)(status) and bool(ids) and not ids & instance_ids(first)
+
+        await wait_for(provider, service, namespace, replaced)
+
+    async def test_scale_up_down_and_to_zero(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        service = unique_name()
+        await provider.start(spec_factory(service, namespace, replicas=1))
+        await wait_for(provider, service, namespace, ready(1))
+
+        scaled = await provider.scale(service, 3, namespace=namespace)
+        assert scaled.desired_replicas == 3
+        three = await wait_for(provider, service, namespace, ready(3))
+
+        await provider.scale(service, 3, namespace=namespace)
+        same = await wait_for(provider, service, namespace, ready(3))
+        assert instance_ids(same) == instance_ids(three), "scale to the current count is a no-op"
+
+        await provider.scale(service, 2, namespace=namespace)
+        await wait_for(provider, service, namespace, ready(2))
+
+        zero = await provider.scale(service, 0, namespace=namespace)
+        assert zero.desired_replicas == 0
+        await wait_for(provider, service, namespace, ready(0))
+        listed = await provider.list_deployments(namespace=namespace)
+        assert service in {s.service_id for s in listed}, "scale to 0 keeps the definition"
+
+        await provider.scale(service, 1, namespace=namespace)
+        await wait_for(provider, service, namespace, ready(1))
+
+    async def test_stop_is_idempotent_and_keeps_definition(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        service = unique_name()
+        await provider.start(spec_factory(service, namespace, replicas=2))
+        await wait_for(provider, service, namespace, ready(2))
+
+        stopped = await provider.stop(service, namespace=namespace)
+        assert stopped.state is DeploymentState.STOPPED
+        again = await provider.stop(service, namespace=namespace)
+        assert again.state is DeploymentState.STOPPED
+        status = await wait_for(provider, service, namespace, ready(0))
+        assert status.ready_replicas == 0
+
+        await provider.start(spec_factory(service, namespace, replicas=1))
+        await wait_for(provider, service, namespace, ready(1))
+
+    async def test_unknown_service_is_not_found(
+        self, provider: InfrastructureProvider, namespace: str
+    ) -> None:
+        missing = unique_name("missing")
+        with pytest.raises(DeploymentNotFoundError):
+            await provider.status(missing, namespace=namespace)
+        with pytest.raises(DeploymentNotFoundError):
+            await provider.stop(missing, namespace=namespace)
+        with pytest.raises(DeploymentNotFoundError):
+            await provider.scale(missing, 2, namespace=namespace)
+        with pytest.raises(DeploymentNotFoundError):
+            await provider.status(missing, namespace=namespace)
+
+    async def test_list_is_scoped_to_namespace(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        other_namespace = unique_name("ns")
+        first, second, elsewhere = unique_name(), unique_name(), unique_name()
+        await provider.start(spec_factory(first, namespace, replicas=1))
+        await provider.start(spec_factory(second, namespace, replicas=1))
+        await provider.start(spec_factory(elsewhere, other_namespace, replicas=1))
+        try:
+            listed = await provider.list_deployments(namespace=namespace)
+            names = {(s.namespace, s.service_id) for s in listed}
+            assert {(namespace, first), (namespace, second)} <= names
+            assert all(s.namespace == namespace for s in listed)
+            everywhere = {
+                (s.namespace, s.service_id) for s in await provider.list_deployments()
+            }
+            assert (other_namespace, elsewhere) in everywhere
+        finally:
+            await provider.stop(elsewhere, namespace=other_namespace)
+
+    async def test_config_versions_and_conflicts(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        service = unique_name()
+        await provider.start(spec_factory(service, namespace, replicas=1))
+        if "config" not in provider.capabilities():
+            with pytest.raises(CapabilityUnsupported):
+                await provider.get_config(service, namespace=namespace)
+            return
+        initial = await provider.get_config(service, namespace=namespace)
+        assert initial.service_id == service
+
+        applied = await provider.apply_config(
+            ConfigMapPatch(service, namespace, set={"GREETING": "hello", "LEVEL": "1"},
+                           expected_version=initial.version)
+        )
+        assert applied.data["GREETING"] == "hello"
+        assert applied.version != initial.version
+
+        with pytest.raises(ConfigVersionConflict):
+            await provider.apply_config(
+                ConfigMapPatch(service, namespace, set={"GREETING": "stale"},
+                               expected_version=initial.version)
+            )
+        current = await provider.get_config(service, namespace=namespace)
+        assert current.data["GREETING"] == "hello", "a conflicting patch changes nothing"
+        assert current.version == applied.version
+
+        removed = await provider.apply_config(ConfigMapPatch(service, namespace, remove=("LEVEL",)))
+        assert "LEVEL" not in removed.data
+        assert removed.data["GREETING"] == "hello"
+        await wait_for(provider, service, namespace, ready(1))
+
+    async def test_unknown_service_config_is_not_found(
+        self, provider: InfrastructureProvider, namespace: str
+    ) -> None:
+        expected = (
+            DeploymentNotFoundError
+            if "config" in provider.capabilities()
+            else CapabilityUnsupported
+        )
+        with pytest.raises(expected):
+            await provider.get_config(unique_name("missing"), namespace=namespace)
+
+    async def test_metrics_stream_until_cancelled(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        service = unique_name()
+        await provider.start(spec_factory(service, namespace, replicas=2))
+        await wait_for(provider, service, namespace, ready(2))
+        if "metrics" not in provider.capabilities():
+            with pytest.raises(CapabilityUnsupported):
+                provider.stream_metrics(service, namespace=namespace, interval_seconds=0.2)
+            return
+        stream = provider.stream_metrics(service, namespace=namespace, interval_seconds=0.2)
+        samples = []
+        try:
+            async with asyncio.timeout(60):
+                async for sample in stream:
+                    samples.append(sample)
+                    if len(samples) == 3:
+                        break
+        finally:
+            with contextlib.suppress(AttributeError):
+                await stream.aclose()  # type: ignore[attr-defined]
+        assert [s.service_id for s in samples] == [service] * 3
+        assert all(s.provider == provider.provider_alias for s in samples)
+        assert samples[-1].ok, samples[-1].error
+        assert samples[-1].replicas == 2
+        assert samples[-1].memory_bytes > 0
+        assert samples[0].timestamp <= samples[-1].timestamp
+
+    async def test_watch_yields_current_then_changes(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        service = unique_name()
+        await provider.start(spec_factory(service, namespace, replicas=1))
+        await wait_for(provider, service, namespace, ready(1))
+        watch = provider.watch(service, namespace=namespace, interval_seconds=0.2)
+        try:
+            async with asyncio.timeout(60):
+                first = await anext(watch)
+                assert first.service_id == service and first.ready_replicas == 1
+                await provider.scale(service, 2, namespace=namespace)
+                async for status in watch:
+                    if status.desired_replicas == 2:
+                        break
+        finally:
+            await watch.aclose()  # type: ignore[attr-defined]
