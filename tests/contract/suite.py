@@ -57,7 +57,7 @@ async def wait_for(
     service_id: str,
     namespace: str,
     predicate: Callable[[DeploymentStatus], bool],
-    timeout: float = SETTLE_TIMEOUT,
+    timeout: float = SETTLE_TIMEOUT,  # noqa: ASYNC109 - a polling bound, not a call timeout
 ) -> DeploymentStatus:
     """Poll ``status`` until ``predicate`` holds; fail with the last status seen."""
     deadline = time.monotonic() + timeout
@@ -252,6 +252,22 @@ class ProviderContract:
         )
         with pytest.raises(expected):
             await provider.get_config(unique_name("missing"), namespace=namespace)
+
+    async def test_unknown_service_metrics_is_not_found(
+        self, provider: InfrastructureProvider, namespace: str
+    ) -> None:
+        missing = unique_name("missing")
+        if "metrics" not in provider.capabilities():
+            with pytest.raises(CapabilityUnsupported):
+                provider.stream_metrics(missing, namespace=namespace, interval_seconds=0.2)
+            return
+        stream = provider.stream_metrics(missing, namespace=namespace, interval_seconds=0.2)
+        try:
+            with pytest.raises(DeploymentNotFoundError):
+                async with asyncio.timeout(30):
+                    await anext(stream)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
 
     async def test_metrics_stream_until_cancelled(
         self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str

@@ -59,7 +59,7 @@ _MEMORY_UNITS = {
 }
 
 
-class ProviderKind(str, enum.Enum):
+class ProviderKind(enum.StrEnum):
     """The family of backend a provider drives. Third-party providers may use a plain string."""
 
     LOCAL = "local"
@@ -70,7 +70,7 @@ class ProviderKind(str, enum.Enum):
     GCP = "gcp"
 
 
-class DeploymentState(str, enum.Enum):
+class DeploymentState(enum.StrEnum):
     """Coarse state of a service, the same vocabulary on every backend."""
 
     PENDING = "pending"

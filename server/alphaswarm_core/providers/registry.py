@@ -11,12 +11,14 @@ packages register through the ``alphaswarm.providers`` entry-point group
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.metadata
-import importlib.util
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import InfrastructureProviderUnavailable, ProviderNotFoundError
 from .models import ProviderKind
@@ -88,10 +90,24 @@ BUILTIN_PROVIDERS: tuple[LazyProvider, ...] = (
 
 
 def _module_present(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # a parent package is missing
-        return False
+    """Whether ``name`` is importable, without importing it or its parent packages.
+
+    ``importlib.util.find_spec("azure.identity")`` would import ``azure``, so the
+    path entries are searched directly; start-up stays free of SDK imports.
+    """
+    if name in sys.modules:
+        return True
+    locations = [entry or "." for entry in sys.path]
+    *packages, leaf = name.split(".")
+    for part in packages:
+        locations = [str(Path(base, part)) for base in locations if Path(base, part).is_dir()]
+        if not locations:
+            return False
+    suffixes = importlib.machinery.all_suffixes()
+    return any(
+        Path(base, leaf).is_dir() or any(Path(base, leaf + suffix).exists() for suffix in suffixes)
+        for base in locations
+    )
 
 
 class Registry:
@@ -203,6 +219,8 @@ class Registry:
                 reason="SDK_MISSING",
                 metadata={"install": install, "missing_module": str(exc.name)},
             ) from exc
+        except AttributeError:
+            cls = None
         if not (isinstance(cls, type) and issubclass(cls, InfrastructureProvider)):
             raise InfrastructureProviderUnavailable(
                 f"{entry.target} is not an InfrastructureProvider subclass",

@@ -1,0 +1,1 @@
+"""The alphaswarm-controller gRPC service: ProviderService over the provider registry."""

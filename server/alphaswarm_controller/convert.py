@@ -1,0 +1,176 @@
+"""Translation between wire messages and the provider-agnostic models.
+
+Request translation also validates (through the models), so a servicer method
+that converts its request has rejected bad input before any backend call.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from alphaswarm.provider.v1 import types_pb2 as types
+from alphaswarm_core.providers.errors import FieldViolation, InvalidSpecError
+from alphaswarm_core.providers.models import (
+    DEFAULT_NAMESPACE,
+    ConfigMapPatch,
+    DeploymentSpec,
+    DeploymentState,
+    DeploymentStatus,
+    MetricSample,
+    PortSpec,
+    ProviderHealth,
+    Resources,
+    ServiceConfig,
+    check_name,
+    check_replicas,
+    validate_service_ref,
+)
+
+MIN_INTERVAL_SECONDS = 0.1
+MAX_INTERVAL_SECONDS = 3600.0
+DEFAULT_INTERVAL_SECONDS = 10.0
+
+_STATES = {
+    DeploymentState.PENDING: types.DEPLOYMENT_STATE_PENDING,
+    DeploymentState.RUNNING: types.DEPLOYMENT_STATE_RUNNING,
+    DeploymentState.DEGRADED: types.DEPLOYMENT_STATE_DEGRADED,
+    DeploymentState.STOPPED: types.DEPLOYMENT_STATE_STOPPED,
+    DeploymentState.FAILED: types.DEPLOYMENT_STATE_FAILED,
+}
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def service_ref(service_id: str, namespace: str) -> tuple[str, str]:
+    """Validated (service_id, namespace) with the namespace defaulted."""
+    namespace = namespace or DEFAULT_NAMESPACE
+    validate_service_ref(service_id, namespace)
+    return service_id, namespace
+
+
+def spec_from_proto(message: types.DeploymentSpec) -> DeploymentSpec:
+    return DeploymentSpec(
+        service_id=message.service_id,
+        namespace=message.namespace or DEFAULT_NAMESPACE,
+        image=message.image,
+        command=tuple(message.command),
+        env=dict(message.env),
+        replicas=message.replicas,
+        labels=dict(message.labels),
+        ports=tuple(
+            PortSpec(p.container_port, p.host_port, p.protocol or "tcp") for p in message.ports
+        ),
+        resources=Resources(cpu=message.resources.cpu, memory=message.resources.memory),
+        provider_options=dict(message.provider_options),
+    ).validate()
+
+
+def patch_from_proto(message: types.ConfigMapPatch) -> ConfigMapPatch:
+    return ConfigMapPatch(
+        service_id=message.service_id,
+        namespace=message.namespace or DEFAULT_NAMESPACE,
+        set=dict(message.set),
+        remove=tuple(message.remove),
+        expected_version=message.expected_version,
+    ).validate()
+
+
+def interval_seconds(message: Duration, present: bool) -> float:
+    if not present:
+        return DEFAULT_INTERVAL_SECONDS
+    seconds = message.seconds + message.nanos / 1e9
+    if not MIN_INTERVAL_SECONDS <= seconds <= MAX_INTERVAL_SECONDS:
+        raise InvalidSpecError.single(
+            "interval",
+            f"must be between {MIN_INTERVAL_SECONDS} s and {MAX_INTERVAL_SECONDS:.0f} s",
+        )
+    return seconds
+
+
+def status_to_proto(status: DeploymentStatus) -> types.DeploymentStatus:
+    return types.DeploymentStatus(
+        service_id=status.service_id,
+        namespace=status.namespace,
+        provider=status.provider,
+        state=_STATES[status.state],
+        desired_replicas=status.desired_replicas,
+        ready_replicas=status.ready_replicas,
+        message=status.message,
+        updated_at=_timestamp(status.updated_at),
+        restarts=status.restarts,
+        instances=[
+            types.InstanceStatus(
+                instance_id=i.instance_id,
+                state=i.state,
+                ready=i.ready,
+                restarts=i.restarts,
+                message=i.message,
+            )
+            for i in status.instances
+        ],
+        image=status.image,
+        labels=dict(status.labels),
+    )
+
+
+def health_to_proto(health: ProviderHealth) -> types.ProviderHealth:
+    return types.ProviderHealth(
+        alias=health.alias,
+        kind=health.kind,
+        healthy=health.healthy,
+        message=health.message,
+        details=dict(health.details),
+        checked_at=_timestamp(health.checked_at),
+    )
+
+
+def config_to_proto(config: ServiceConfig) -> types.ServiceConfig:
+    return types.ServiceConfig(
+        service_id=config.service_id,
+        namespace=config.namespace,
+        data=dict(config.data),
+        version=config.version,
+    )
+
+
+def sample_to_proto(sample: MetricSample) -> types.MetricSample:
+    return types.MetricSample(
+        service_id=sample.service_id,
+        namespace=sample.namespace,
+        provider=sample.provider,
+        timestamp=_timestamp(sample.timestamp),
+        replicas=sample.replicas,
+        cpu_percent=sample.cpu_percent,
+        memory_bytes=sample.memory_bytes,
+        network_rx_bytes=sample.network_rx_bytes,
+        network_tx_bytes=sample.network_tx_bytes,
+        ok=sample.ok,
+        error=sample.error,
+        extra=dict(sample.extra),
+    )
+
+
+def replicas(value: int) -> int:
+    violations: list[FieldViolation] = []
+    check_replicas(violations, "replicas", value)
+    if violations:
+        raise InvalidSpecError(violations)
+    return value
+
+
+def namespace_filter(namespace: str) -> str | None:
+    """ListDeployments' namespace: empty lists every namespace."""
+    if not namespace:
+        return None
+    violations: list[FieldViolation] = []
+    check_name(violations, "namespace", namespace)
+    if violations:
+        raise InvalidSpecError(violations)
+    return namespace

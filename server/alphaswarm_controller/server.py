@@ -1,0 +1,113 @@
+"""Builds and runs the grpc.aio server: ProviderService, health, reflection, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import grpc
+from grpc_reflection.v1alpha import reflection
+
+from alphaswarm.provider.v1 import provider_service_pb2 as pb
+from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
+from alphaswarm_core.providers.concurrency import shared_runner
+from alphaswarm_core.providers.registry import Registry
+
+from .errors import ErrorMappingInterceptor
+from .health import SERVICE_NAME, HealthReporter
+from .pool import ProviderPool
+from .providers import bootstrap
+from .servicer import ProviderServicer
+from .settings import ServerSettings
+from .streams import ShutdownSignal
+
+log = logging.getLogger("alphaswarm_controller")
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    pool: ProviderPool
+    health: HealthReporter
+    shutdown_signal: ShutdownSignal
+    settings: ServerSettings
+
+    async def stop(self) -> None:
+        """Graceful stop: NOT_SERVING, end streams, let unary calls finish, close providers."""
+        await self.health.shutdown()
+        self.shutdown_signal.set()
+        await self.server.stop(self.settings.shutdown_grace_seconds)
+        await self.pool.close()
+
+
+def _provider_env(settings: ServerSettings, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment providers read, with the resolved state dir filled in."""
+    merged = dict(env)
+    merged["ALPHASWARM_CP_STATE_DIR"] = str(settings.state_dir)
+    return merged
+
+
+async def start_server(
+    settings: ServerSettings,
+    *,
+    env: Mapping[str, str] | None = None,
+    registry: Registry | None = None,
+) -> RunningServer:
+    env = os.environ if env is None else env
+    provider_env = _provider_env(settings, env)
+    pool = ProviderPool(bootstrap(registry), settings.default_provider, provider_env)
+    shutdown = ShutdownSignal()
+    server = grpc.aio.server(
+        interceptors=[
+            ErrorMappingInterceptor(f"/{SERVICE_NAME}/", settings.call_timeout_seconds)
+        ],
+    )
+    pb_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(pool, shutdown), server)
+    reporter = HealthReporter(pool, settings.providers, settings.health_interval_seconds)
+    from grpc_health.v1 import health_pb2_grpc
+
+    health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
+    if settings.reflection:
+        names = (
+            pb.DESCRIPTOR.services_by_name["ProviderService"].full_name,
+            HEALTH_SERVICE,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise SystemExit(f"cannot listen on {settings.listen}")
+    await server.start()
+    await reporter.start()
+    host = settings.listen.rsplit(":", 1)[0]
+    log.info("alphaswarm-server listening on %s:%d (default provider %s)",
+             host, port, settings.default_provider)
+    return RunningServer(server, port, pool, reporter, shutdown, settings)
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Run until SIGTERM/SIGINT, then stop gracefully."""
+    running = await start_server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    serving = asyncio.create_task(running.server.wait_for_termination())
+    waiting = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down (grace %.0f s)", settings.shutdown_grace_seconds)
+    await running.stop()
+    for task in (serving, waiting):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    shared_runner().shutdown()
+    log.info("stopped")

@@ -1,0 +1,197 @@
+"""An in-memory provider for service-layer tests: full contract, plus failure injection.
+
+It is a real ``InfrastructureProvider`` (it passes the contract suite), so the
+gRPC layer can be tested end to end without a backend, and each row of the
+error table can be provoked on demand through ``fail_next``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from alphaswarm_core.providers.protocol import (
+    ConfigMapPatch,
+    ConfigVersionConflict,
+    DeploymentNotFoundError,
+    DeploymentSpec,
+    DeploymentState,
+    DeploymentStatus,
+    InfrastructureProvider,
+    InstanceStatus,
+    MetricSample,
+    ProviderHealth,
+    ServiceConfig,
+)
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class _Service:
+    spec: DeploymentSpec
+    replicas: int
+    instances: list[str] = field(default_factory=list)
+    config: dict[str, str] = field(default_factory=dict)
+    config_version: int = 1
+
+
+class MemoryProvider(InfrastructureProvider):
+    provider_kind = "memory"
+    provider_alias = "memory"
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.services: dict[tuple[str, str], _Service] = {}
+        self.calls: list[str] = []
+        self.failures: dict[str, BaseException] = {}
+        """Method name -> error raised by that method's next call."""
+        self.hang_seconds = 0.0
+        self.opened = False
+        self.open_streams = 0
+        self.closed = False
+
+    async def open(self) -> None:
+        self.opened = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def _enter(self, name: str) -> None:
+        self.calls.append(name)
+        if self.hang_seconds:
+            await asyncio.sleep(self.hang_seconds)
+        error = self.failures.pop(name, None)
+        if error is not None:
+            raise error
+
+    def _get(self, service_id: str, namespace: str | None) -> _Service:
+        key = (self.ns(namespace), service_id)
+        if key not in self.services:
+            raise DeploymentNotFoundError(service_id, self.ns(namespace))
+        return self.services[key]
+
+    def _resize(self, service: _Service, replicas: int) -> None:
+        del service.instances[replicas:]
+        while len(service.instances) < replicas:
+            service.instances.append(f"{service.spec.service_id}-{next(_ids)}")
+        service.replicas = replicas
+
+    def _status(self, service: _Service) -> DeploymentStatus:
+        spec = service.spec
+        state = DeploymentState.RUNNING if service.replicas else DeploymentState.STOPPED
+        return DeploymentStatus(
+            service_id=spec.service_id,
+            namespace=spec.namespace,
+            provider=self.provider_alias,
+            state=state,
+            desired_replicas=service.replicas,
+            ready_replicas=len(service.instances),
+            instances=tuple(
+                InstanceStatus(instance_id=i, state="running", ready=True)
+                for i in service.instances
+            ),
+            image=spec.image or " ".join(spec.command),
+            labels=dict(spec.labels),
+        )
+
+    async def health(self) -> ProviderHealth:
+        await self._enter("health")
+        return ProviderHealth(self.provider_alias, "memory", True, "in memory")
+
+    async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
+        await self._enter("start")
+        key = (spec.namespace, spec.service_id)
+        service = self.services.get(key)
+        if service is None:
+            service = self.services[key] = _Service(spec, 0)
+        elif replace(service.spec, replicas=0) != replace(spec, replicas=0):
+            service.instances.clear()
+        service.spec = spec
+        self._resize(service, spec.replicas)
+        return self._status(service)
+
+    async def stop(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+        await self._enter("stop")
+        service = self._get(service_id, namespace)
+        self._resize(service, 0)
+        return self._status(service)
+
+    async def scale(
+        self, service_id: str, replicas: int, *, namespace: str | None = None
+    ) -> DeploymentStatus:
+        await self._enter("scale")
+        service = self._get(service_id, namespace)
+        self._resize(service, replicas)
+        return self._status(service)
+
+    async def status(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+        await self._enter("status")
+        return self._status(self._get(service_id, namespace))
+
+    async def list_deployments(self, *, namespace: str | None = None) -> list[DeploymentStatus]:
+        await self._enter("list_deployments")
+        return [
+            self._status(s)
+            for (ns, _), s in self.services.items()
+            if namespace is None or ns == namespace
+        ]
+
+    async def get_config(self, service_id: str, *, namespace: str | None = None) -> ServiceConfig:
+        await self._enter("get_config")
+        service = self._get(service_id, namespace)
+        return ServiceConfig(
+            service_id, self.ns(namespace), dict(service.config), str(service.config_version)
+        )
+
+    async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
+        await self._enter("apply_config")
+        service = self._get(patch.service_id, patch.namespace)
+        current = str(service.config_version)
+        if patch.expected_version and patch.expected_version != current:
+            raise ConfigVersionConflict(
+                patch.service_id, patch.namespace, expected=patch.expected_version, actual=current
+            )
+        service.config = patch.applied_to(service.config)
+        service.config_version += 1
+        return await self.get_config(patch.service_id, namespace=patch.namespace)
+
+    async def stream_metrics(
+        self,
+        service_id: str,
+        *,
+        namespace: str | None = None,
+        interval_seconds: float = 10.0,
+    ) -> AsyncIterator[MetricSample]:
+        await self._enter("stream_metrics")
+        service = self._get(service_id, namespace)
+        self.open_streams += 1
+        try:
+            while True:
+                yield self._sample(service, interval_seconds)
+                await asyncio.sleep(interval_seconds)
+        finally:
+            self.open_streams -= 1
+
+    def _sample(self, service: _Service, interval_seconds: float) -> MetricSample:
+        return MetricSample(
+            service_id=service.spec.service_id,
+            namespace=service.spec.namespace,
+            provider=self.provider_alias,
+            timestamp=datetime.now(UTC),
+            replicas=len(service.instances),
+            cpu_percent=1.5 * len(service.instances),
+            memory_bytes=1024 * 1024 * len(service.instances),
+            extra={"interval_seconds": interval_seconds},
+        )
+
+
+class ConfiglessProvider(MemoryProvider):
+    """A provider without the optional config capability (for UNIMPLEMENTED)."""
+
+    provider_alias = "configless"
+    get_config = InfrastructureProvider.get_config
+    apply_config = InfrastructureProvider.apply_config

@@ -1,0 +1,67 @@
+"""Graceful stop: NOT_SERVING first, unary calls finish, streams end UNAVAILABLE, nothing left."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from alphaswarm.provider.v1 import provider_service_pb2 as pb
+from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
+from alphaswarm.provider.v1 import types_pb2 as types
+from alphaswarm_controller.server import start_server
+from tests.fakes.memory_provider import MemoryProvider
+from tests.service.conftest import make_registry, settings
+from tests.service.rich_status import details
+
+
+async def test_graceful_stop(tmp_path: Path) -> None:
+    baseline = set(asyncio.all_tasks())
+    running = await start_server(settings(tmp_path), env={}, registry=make_registry())
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    stub = pb_grpc.ProviderServiceStub(channel)
+    health = health_pb2_grpc.HealthStub(channel)
+    memory = await running.pool.get("memory")
+    assert isinstance(memory, MemoryProvider)
+
+    await stub.StartDeployment(pb.StartDeploymentRequest(
+        spec=types.DeploymentSpec(service_id="web", command=["sleep", "1"], replicas=1)))
+    request = pb.StreamMetricsRequest(service_id="web")
+    request.interval.FromMilliseconds(100)
+    streams = [stub.StreamMetrics(request) for _ in range(5)]
+    for stream in streams:
+        await stream.read()
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+
+    memory.hang_seconds = 1.0
+    in_flight = asyncio.ensure_future(stub.GetDeploymentStatus(
+        pb.GetDeploymentStatusRequest(service_id="web")))
+    await asyncio.sleep(0.2)
+    stopping = asyncio.ensure_future(running.stop())
+
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    watch.cancel()
+    finished = await in_flight
+    assert finished.status.service_id == "web", "in-flight unary call completes"
+    for stream in streams:
+        try:
+            while True:
+                message = await stream.read()
+                assert message is not grpc.aio.EOF  # type: ignore[attr-defined]
+        except grpc.aio.AioRpcError as error:
+            found = details(error)
+            assert found.code is grpc.StatusCode.UNAVAILABLE
+            assert found.error_info is not None
+            assert found.error_info.reason == "SERVER_SHUTTING_DOWN"
+            assert found.retry_info is not None
+    await asyncio.wait_for(stopping, timeout=4.0)  # well inside the 5 s grace
+    await channel.close(None)
+
+    assert memory.closed, "providers are closed"
+    assert memory.open_streams == 0, "backend streams released"
+    await asyncio.sleep(0)
+    leftover = {t for t in asyncio.all_tasks() - baseline if t is not asyncio.current_task()}
+    assert not leftover, f"tasks left running: {leftover}"
