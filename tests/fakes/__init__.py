@@ -1,0 +1,1 @@
+"""Real-protocol emulators of backends that cannot run on a test machine."""
