@@ -75,20 +75,33 @@ def to_status(error: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]
     provider = current_provider.get()
     if provider:
         metadata["provider"] = provider
-    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN,
-                                                 metadata=metadata))]
+    details = [
+        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=metadata))
+    ]
     if isinstance(error, InvalidSpecError):
-        details.append(_pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in error.violations
-        ])))
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
     elif isinstance(error, DeploymentNotFoundError):
-        details.append(_pack(error_details_pb2.ResourceInfo(
-            resource_type="alphaswarm.provider.v1.Deployment",
-            resource_name=f"{error.namespace}/{error.service_id}",
-            owner=provider,
-            description=error.message,
-        )))
+        details.append(
+            _pack(
+                error_details_pb2.ResourceInfo(
+                    resource_type="alphaswarm.provider.v1.Deployment",
+                    resource_name=f"{error.namespace}/{error.service_id}",
+                    owner=provider,
+                    description=error.message,
+                )
+            )
+        )
     elif isinstance(error, BackendUnavailableError):
         delay = error_details_pb2.RetryInfo()
         delay.retry_delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
+
+# The local provider forks replica processes; gRPC's fork handlers are for
+# children that use gRPC, which replicas never do (they exec at once).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from .server import serve
 from .settings import ServerSettings

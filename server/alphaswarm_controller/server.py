@@ -11,13 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
-from grpc_reflection.v1alpha import reflection
 
-from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm_core.providers.concurrency import shared_runner
 from alphaswarm_core.providers.registry import Registry
 
+from . import reflection
 from .errors import ErrorMappingInterceptor
 from .health import SERVICE_NAME, HealthReporter
 from .pool import ProviderPool
@@ -66,9 +65,7 @@ async def start_server(
     pool = ProviderPool(bootstrap(registry), settings.default_provider, provider_env)
     shutdown = ShutdownSignal()
     server = grpc.aio.server(
-        interceptors=[
-            ErrorMappingInterceptor(f"/{SERVICE_NAME}/", settings.call_timeout_seconds)
-        ],
+        interceptors=[ErrorMappingInterceptor(f"/{SERVICE_NAME}/", settings.call_timeout_seconds)],
     )
     pb_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(pool, shutdown), server)
     reporter = HealthReporter(pool, settings.providers, settings.health_interval_seconds)
@@ -76,20 +73,19 @@ async def start_server(
 
     health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
     if settings.reflection:
-        names = (
-            pb.DESCRIPTOR.services_by_name["ProviderService"].full_name,
-            HEALTH_SERVICE,
-            reflection.SERVICE_NAME,
-        )
-        reflection.enable_server_reflection(names, server)
+        reflection.enable(server, (SERVICE_NAME, HEALTH_SERVICE))
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise SystemExit(f"cannot listen on {settings.listen}")
     await server.start()
     await reporter.start()
     host = settings.listen.rsplit(":", 1)[0]
-    log.info("alphaswarm-server listening on %s:%d (default provider %s)",
-             host, port, settings.default_provider)
+    log.info(
+        "alphaswarm-server listening on %s:%d (default provider %s)",
+        host,
+        port,
+        settings.default_provider,
+    )
     return RunningServer(server, port, pool, reporter, shutdown, settings)
 
 

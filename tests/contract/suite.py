@@ -202,9 +202,7 @@ class ProviderContract:
             names = {(s.namespace, s.service_id) for s in listed}
             assert {(namespace, first), (namespace, second)} <= names
             assert all(s.namespace == namespace for s in listed)
-            everywhere = {
-                (s.namespace, s.service_id) for s in await provider.list_deployments()
-            }
+            everywhere = {(s.namespace, s.service_id) for s in await provider.list_deployments()}
             assert (other_namespace, elsewhere) in everywhere
         finally:
             await provider.stop(elsewhere, namespace=other_namespace)
@@ -222,16 +220,21 @@ class ProviderContract:
         assert initial.service_id == service
 
         applied = await provider.apply_config(
-            ConfigMapPatch(service, namespace, set={"GREETING": "hello", "LEVEL": "1"},
-                           expected_version=initial.version)
+            ConfigMapPatch(
+                service,
+                namespace,
+                set={"GREETING": "hello", "LEVEL": "1"},
+                expected_version=initial.version,
+            )
         )
         assert applied.data["GREETING"] == "hello"
         assert applied.version != initial.version
 
         with pytest.raises(ConfigVersionConflict):
             await provider.apply_config(
-                ConfigMapPatch(service, namespace, set={"GREETING": "stale"},
-                               expected_version=initial.version)
+                ConfigMapPatch(
+                    service, namespace, set={"GREETING": "stale"}, expected_version=initial.version
+                )
             )
         current = await provider.get_config(service, namespace=namespace)
         assert current.data["GREETING"] == "hello", "a conflicting patch changes nothing"

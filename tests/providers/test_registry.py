@@ -68,8 +68,9 @@ def test_unknown_alias_names_the_known_ones() -> None:
 def test_missing_sdk_names_the_extra_to_install() -> None:
     registry = Registry(builtins=())
     registry.register_lazy(
-        LazyProvider("fly", "fly_provider:FlyProvider", "fly", extra="fly",
-                     sdk_modules=("no_such_fly_sdk",))
+        LazyProvider(
+            "fly", "fly_provider:FlyProvider", "fly", extra="fly", sdk_modules=("no_such_fly_sdk",)
+        )
     )
     assert not registry.installed("fly")
     with pytest.raises(InfrastructureProviderUnavailable) as caught:
@@ -96,13 +97,15 @@ def test_register_provider_class_refuses_silent_override() -> None:
 
 def test_third_party_provider_via_entry_point(tmp_path: Path) -> None:
     """A package that only declares the entry point is usable without editing the project."""
-    (tmp_path / "nomad_provider.py").write_text(textwrap.dedent("""
+    (tmp_path / "nomad_provider.py").write_text(
+        textwrap.dedent("""
         from tests.fakes.memory_provider import MemoryProvider
 
         class NomadProvider(MemoryProvider):
             provider_kind = "nomad"
             provider_alias = "nomad"
-    """))
+    """)
+    )
     dist = tmp_path / "nomad_provider-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: nomad-provider\nVersion: 0.1\n")

@@ -25,8 +25,7 @@ async def rpc_error(call: object) -> Details:
 
 
 def spec(service_id: str = "web", **kwargs: object) -> types.DeploymentSpec:
-    return types.DeploymentSpec(service_id=service_id, command=["sleep", "1"], replicas=1,
-                                **kwargs)  # type: ignore[arg-type]
+    return types.DeploymentSpec(service_id=service_id, command=["sleep", "1"], replicas=1, **kwargs)  # type: ignore[arg-type]
 
 
 async def test_invalid_fields_are_invalid_argument_with_every_violation(harness: Harness) -> None:
@@ -129,7 +128,8 @@ async def test_missing_sdk_is_failed_precondition_with_install_hint(harness: Har
 async def test_missing_credentials_is_failed_precondition(harness: Harness) -> None:
     unprobed = await harness.provider("configless")  # not probed by the health loop
     unprobed.failures["health"] = InfrastructureProviderUnavailable(
-        "no credentials: set EXAMPLE_TOKEN", reason="CREDENTIALS_MISSING",
+        "no credentials: set EXAMPLE_TOKEN",
+        reason="CREDENTIALS_MISSING",
         metadata={"env": "EXAMPLE_TOKEN"},
     )
     request = pb.CheckHealthRequest(provider="configless")

@@ -50,9 +50,7 @@ async def test_start_scale_status_stop_round_trip(harness: Harness) -> None:
         pb.ScaleDeploymentRequest(service_id="api", replicas=3)
     )
     assert scaled.status.desired_replicas == 3
-    status = await harness.stub.GetDeploymentStatus(
-        pb.GetDeploymentStatusRequest(service_id="api")
-    )
+    status = await harness.stub.GetDeploymentStatus(pb.GetDeploymentStatusRequest(service_id="api"))
     assert status.status.ready_replicas == 3 and len(status.status.instances) == 3
     stopped = await harness.stub.StopDeployment(pb.StopDeploymentRequest(service_id="api"))
     assert stopped.status.state == types.DEPLOYMENT_STATE_STOPPED
@@ -172,8 +170,9 @@ async def test_health_service_follows_provider_health(tmp_path: object) -> None:
                 await asyncio.sleep(0.05)
 
     try:
-        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, (
-            health_pb2.HealthCheckResponse.NOT_SERVING
+        serving, not_serving = (
+            health_pb2.HealthCheckResponse.SERVING,
+            (health_pb2.HealthCheckResponse.NOT_SERVING),
         )
         assert await state("") == serving
         assert await state("alphaswarm.provider.v1.ProviderService") == serving

@@ -26,8 +26,11 @@ async def test_graceful_stop(tmp_path: Path) -> None:
     memory = await running.pool.get("memory")
     assert isinstance(memory, MemoryProvider)
 
-    await stub.StartDeployment(pb.StartDeploymentRequest(
-        spec=types.DeploymentSpec(service_id="web", command=["sleep", "1"], replicas=1)))
+    await stub.StartDeployment(
+        pb.StartDeploymentRequest(
+            spec=types.DeploymentSpec(service_id="web", command=["sleep", "1"], replicas=1)
+        )
+    )
     request = pb.StreamMetricsRequest(service_id="web")
     request.interval.FromMilliseconds(100)
     streams = [stub.StreamMetrics(request) for _ in range(5)]
@@ -37,8 +40,9 @@ async def test_graceful_stop(tmp_path: Path) -> None:
     assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
 
     memory.hang_seconds = 1.0
-    in_flight = asyncio.ensure_future(stub.GetDeploymentStatus(
-        pb.GetDeploymentStatusRequest(service_id="web")))
+    in_flight = asyncio.ensure_future(
+        stub.GetDeploymentStatus(pb.GetDeploymentStatusRequest(service_id="web"))
+    )
     await asyncio.sleep(0.2)
     stopping = asyncio.ensure_future(running.stop())
 

@@ -420,9 +420,7 @@ def _check_config(violations: list[FieldViolation], path: str, data: Mapping[str
         total += len(key) + len(value.encode())
         if not _CONFIG_KEY.match(key):
             violations.append(
-                FieldViolation(
-                    f"{path}[{key[:64]!r}]", "config keys are 1-253 of [A-Za-z0-9_.-]"
-                )
+                FieldViolation(f"{path}[{key[:64]!r}]", "config keys are 1-253 of [A-Za-z0-9_.-]")
             )
         elif _has_nul(value) or len(value.encode()) > MAX_CONFIG_VALUE_BYTES:
             violations.append(

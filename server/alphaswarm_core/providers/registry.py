@@ -147,9 +147,7 @@ class Registry:
                 )
                 continue
             dist = point.dist.name if point.dist else "unknown distribution"
-            self.register_lazy(
-                LazyProvider(point.name, point.value, kind=point.name, origin=dist)
-            )
+            self.register_lazy(LazyProvider(point.name, point.value, kind=point.name, origin=dist))
             added.append(point.name)
         return added
 
@@ -208,9 +206,7 @@ class Registry:
         except ModuleNotFoundError as exc:
             if entry.extra is not None:
                 install = f"pip install '{DISTRIBUTION}[{entry.extra}]'"
-                message = (
-                    f"provider {entry.alias!r} needs the {exc.name!r} package: {install}"
-                )
+                message = f"provider {entry.alias!r} needs the {exc.name!r} package: {install}"
             else:
                 install = f"install the package that provides {entry.target}"
                 message = f"provider {entry.alias!r} cannot be loaded ({exc.name!r} missing)"

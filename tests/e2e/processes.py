@@ -1,0 +1,39 @@
+"""Find the replica processes a test started, by a marker in their environment."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import psutil
+
+
+def marked(marker: str, value: str) -> list[psutil.Process]:
+    """Live processes whose environment has ``marker=value``."""
+    found = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if process.environ().get(marker) == value:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def wait_until(
+    check: Callable[[], bool], what: str, timeout: float = 30.0, interval: float = 0.2
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def environ_of(process: psutil.Process) -> dict[str, str]:
+    try:
+        return dict(process.environ())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return {}
