@@ -18,6 +18,7 @@ from alphaswarm.provider.v1 import types_pb2 as types
 from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
 
 from . import convert, paging
+from .fanout import MetricsFanout
 from .pool import ProviderPool
 from .streams import ShutdownSignal, until_shutdown
 
@@ -28,6 +29,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
     def __init__(self, pool: ProviderPool, shutdown: ShutdownSignal) -> None:
         self._pool = pool
         self._shutdown = shutdown
+        self._fanout = MetricsFanout()
 
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: Context
@@ -135,9 +137,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         service_id, namespace = convert.service_ref(request.service_id, request.namespace)
         interval = convert.interval_seconds(request.interval, request.HasField("interval"))
         provider = await self._pool.get(request.provider)
-        samples = provider.stream_metrics(
-            service_id, namespace=namespace, interval_seconds=interval
-        )
+        samples = self._fanout.subscribe(provider, service_id, namespace, interval)
         async for sample in until_shutdown(samples, self._shutdown):
             yield pb.StreamMetricsResponse(sample=convert.sample_to_proto(sample))
 

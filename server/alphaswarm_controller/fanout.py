@@ -1,0 +1,104 @@
+"""One backend metrics stream per (provider, namespace, service, interval), shared.
+
+A thousand dashboards watching one service must cost the backend one poll per
+interval, not a thousand. The first subscriber starts a pump over the
+provider's ``stream_metrics``; every subscriber gets its own small queue; the
+last one to leave cancels the pump, which closes the provider's stream and so
+releases its backend resources. A newcomer gets the latest sample at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
+
+from alphaswarm_core.providers.models import MetricSample
+from alphaswarm_core.providers.protocol import InfrastructureProvider
+
+FeedKey = tuple[str, str, str, float]
+
+#: Samples a slow subscriber may fall behind by before the oldest is dropped.
+QUEUE_DEPTH = 8
+
+
+class _End:
+    """The provider's stream ended normally."""
+
+
+@dataclass(eq=False)
+class _Feed:
+    subscribers: set[asyncio.Queue[MetricSample | BaseException | _End]] = field(
+        default_factory=set
+    )
+    latest: MetricSample | None = None
+    task: asyncio.Task[None] | None = None
+
+    def publish(self, item: MetricSample | BaseException | _End) -> None:
+        for queue in self.subscribers:
+            if queue.full():
+                queue.get_nowait()  # metrics are latest-wins: drop the oldest
+            queue.put_nowait(item)
+
+
+class MetricsFanout:
+    def __init__(self) -> None:
+        self._feeds: dict[FeedKey, _Feed] = {}
+
+    def feeds(self) -> int:
+        """Backend streams open now (for tests and benchmarks)."""
+        return len(self._feeds)
+
+    async def subscribe(
+        self,
+        provider: InfrastructureProvider,
+        service_id: str,
+        namespace: str,
+        interval_seconds: float,
+    ) -> AsyncGenerator[MetricSample, None]:
+        key = (provider.provider_alias, namespace, service_id, interval_seconds)
+        feed = self._feeds.get(key)
+        if feed is None:
+            # Calling stream_metrics here, not in the pump, makes an unsupported
+            # capability fail this subscriber's call directly.
+            source = provider.stream_metrics(
+                service_id, namespace=namespace, interval_seconds=interval_seconds
+            )
+            feed = self._feeds[key] = _Feed()
+            feed.task = asyncio.create_task(self._pump(key, feed, source))
+        queue: asyncio.Queue[MetricSample | BaseException | _End] = asyncio.Queue(QUEUE_DEPTH)
+        if feed.latest is not None:
+            queue.put_nowait(feed.latest)
+        feed.subscribers.add(queue)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _End):
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            feed.subscribers.discard(queue)
+            if not feed.subscribers and self._feeds.get(key) is feed:
+                del self._feeds[key]
+                if feed.task is not None:
+                    feed.task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await feed.task
+
+    async def _pump(self, key: FeedKey, feed: _Feed, source: AsyncIterator[MetricSample]) -> None:
+        try:
+            async for sample in source:
+                feed.latest = sample
+                feed.publish(sample)
+            feed.publish(_End())
+        except Exception as error:
+            feed.publish(error)
+        finally:
+            if self._feeds.get(key) is feed:
+                del self._feeds[key]  # a failed or ended feed is not reused
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
