@@ -52,6 +52,8 @@ class MemoryProvider(InfrastructureProvider):
         self.hang_seconds = 0.0
         self.opened = False
         self.open_streams = 0
+        self.polls = 0
+        """Samples produced by stream_metrics, across all streams (one per backend poll)."""
         self.closed = False
 
     async def open(self) -> None:
@@ -177,6 +179,7 @@ class MemoryProvider(InfrastructureProvider):
             self.open_streams -= 1
 
     def _sample(self, service: _Service, interval_seconds: float) -> MetricSample:
+        self.polls += 1
         return MetricSample(
             service_id=service.spec.service_id,
             namespace=service.spec.namespace,
@@ -185,7 +188,7 @@ class MemoryProvider(InfrastructureProvider):
             replicas=len(service.instances),
             cpu_percent=1.5 * len(service.instances),
             memory_bytes=1024 * 1024 * len(service.instances),
-            extra={"interval_seconds": interval_seconds},
+            extra={"interval_seconds": interval_seconds, "poll": self.polls},
         )
 
 

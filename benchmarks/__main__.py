@@ -1,0 +1,208 @@
+"""``python -m benchmarks``: every figure beside its baseline from the same run.
+
+Prints one table and writes the same rows as JSON (``--json``, default
+benchmarks/results/latest.json). ``--smoke`` runs tiny loads for CI: it checks
+that every benchmark works and counts right; its timings mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from benchmarks import startup, streams, unary
+
+
+@dataclass
+class Row:
+    figure: str
+    value: float
+    baseline: float
+    unit: str
+    target: str
+    met: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline if self.baseline else float("nan")
+
+
+def collect(smoke: bool) -> list[Row]:
+    rows: list[Row] = []
+    seconds, concurrency = (1.0, 4) if smoke else (8.0, 32)
+    calls = unary.run(seconds=seconds, concurrency=concurrency)
+    full, bare = calls["full"], calls["bare"]
+    assert full["errors"] == 0 and bare["errors"] == 0, calls
+    ratio = full["calls_per_second"] / bare["calls_per_second"]
+    rows.append(
+        Row(
+            "unary GetDeploymentStatus throughput",
+            full["calls_per_second"],
+            bare["calls_per_second"],
+            "calls/s (baseline: bare grpc.aio)",
+            "ratio >= 0.8",
+            ratio >= 0.8,
+        )
+    )
+    ratio = full["p99_ms"] / bare["p99_ms"]
+    rows.append(
+        Row(
+            "unary GetDeploymentStatus p99 latency",
+            full["p99_ms"],
+            bare["p99_ms"],
+            "ms (baseline: bare grpc.aio)",
+            "ratio <= 1.3",
+            ratio <= 1.3,
+        )
+    )
+    rows.append(
+        Row(
+            "unary server CPU per call",
+            full["server_cpu_per_call_us"],
+            bare["server_cpu_per_call_us"],
+            "us (baseline: bare grpc.aio)",
+            "report",
+            True,
+        )
+    )
+
+    one = streams.fanout(
+        services=1, per_service=50 if smoke else 1000, seconds=3.0 if smoke else 6.0
+    )
+    subscribers = one["subscribers"]
+    rows.append(
+        Row(
+            f"backend polls per interval, {subscribers:.0f} subscribers on 1 service",
+            one["polls_per_interval"],
+            subscribers,
+            "polls/s at 1 s (baseline: one per subscriber)",
+            "value <= 1.1",
+            one["polls_per_interval"] <= 1.1,
+        )
+    )
+
+    wide = streams.fanout(
+        services=5 if smoke else 100,
+        per_service=10 if smoke else 100,
+        seconds=3.0 if smoke else 8.0,
+    )
+    expected = wide["subscribers"]  # one message per subscriber per second
+    rows.append(
+        Row(
+            f"messages delivered, {wide['subscribers']:.0f} subscribers / "
+            f"{5 if smoke else 100} services",
+            wide["messages_per_second"],
+            expected,
+            "msg/s (baseline: 1 per subscriber per s)",
+            "ratio >= 0.95",
+            wide["messages_per_second"] / expected >= 0.95,
+        )
+    )
+    rows.append(
+        Row(
+            "server CPU with those streams",
+            wide["server_cpu_cores"],
+            1.0,
+            "cores (baseline: one core)",
+            "ratio < 1",
+            wide["server_cpu_cores"] < 1.0,
+        )
+    )
+    rows.append(
+        Row(
+            "backend polls per interval, same run",
+            wide["polls_per_interval"],
+            5 if smoke else 100,
+            "polls/s (baseline: one per service)",
+            "ratio <= 1.1",
+            wide["polls_per_interval"] <= 1.1 * (5 if smoke else 100),
+        )
+    )
+
+    started = startup.run(rounds=1 if smoke else 5)
+    ratio = started["full_seconds"] / started["bare_seconds"]
+    rows.append(
+        Row(
+            "start-up to SERVING (alphaswarm-server, local provider)",
+            started["full_seconds"],
+            started["bare_seconds"],
+            "s (baseline: bare grpc.aio + health + reflection)",
+            "ratio <= 1.5",
+            ratio <= 1.5,
+        )
+    )
+
+    idle = streams.idle_stream_memory(100 if smoke else 2000)
+    rows.append(
+        Row(
+            f"server RSS per idle open stream ({idle['streams']:.0f} streams)",
+            idle["rss_per_stream_kib"],
+            20.0,
+            "KiB (baseline: the 20 KiB target)",
+            "ratio < 1",
+            idle["rss_per_stream_kib"] < 20.0,
+        )
+    )
+    return rows
+
+
+def render(rows: list[Row]) -> str:
+    header = ("figure", "value", "baseline", "ratio", "target", "met", "unit")
+    lines = [header] + [
+        (
+            r.figure,
+            f"{r.value:.3g}",
+            f"{r.baseline:.3g}",
+            f"{r.ratio:.2f}",
+            r.target,
+            "yes" if r.met else "NO",
+            r.unit,
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        for line in lines
+    )
+
+
+def machine() -> str:
+    return (
+        f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny loads; for CI")
+    parser.add_argument(
+        "--json", type=Path, default=Path(__file__).parent / "results" / "latest.json"
+    )
+    args = parser.parse_args()
+    rows = collect(args.smoke)
+    print(f"machine: {machine()}")
+    print(render(rows))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "smoke": args.smoke,
+                "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Servers under measurement, each run in its own process (``python -m benchmarks.servers``).
+
+``full``: the real alphaswarm server (interceptors, validation, registry,
+conversion, health, reflection) over the in-memory provider, with ``--services``
+deployments of 2 replicas. ``bare``: a plain grpc.aio server with health and
+reflection whose GetDeploymentStatus answers a prebuilt message from memory —
+the floor the full server is compared with. Both print ``PORT <n>`` when serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+async def run_full(services: int, state_dir: str) -> None:
+    from alphaswarm_controller.server import start_server
+    from alphaswarm_controller.settings import ServerSettings
+    from alphaswarm_core.providers.models import DeploymentSpec
+    from alphaswarm_core.providers.registry import Registry
+    from tests.fakes.memory_provider import MemoryProvider
+
+    registry = Registry(builtins=())
+    registry.register("memory", MemoryProvider)
+    settings = ServerSettings.from_env(
+        {
+            "ALPHASWARM_CP_LISTEN": "127.0.0.1:0",
+            "ALPHASWARM_CP_PROVIDER": "memory",
+            "ALPHASWARM_CP_STATE_DIR": state_dir,
+            "ALPHASWARM_CP_LOG_LEVEL": "WARNING",
+        }
+    )
+    running = await start_server(settings, env={}, registry=registry)
+    provider = await running.pool.get("memory")
+    for index in range(services):
+        spec = DeploymentSpec(f"svc-{index}", command=("sleep", "1"), replicas=2)
+        await provider.start(spec)
+    print(f"PORT {running.port}", flush=True)
+    await running.server.wait_for_termination()
+
+
+async def run_bare() -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1._async import HealthServicer
+    from grpc_reflection.v1alpha import reflection
+
+    from alphaswarm.provider.v1 import provider_service_pb2 as pb
+    from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
+    from alphaswarm.provider.v1 import types_pb2 as types
+
+    answer = pb.GetDeploymentStatusResponse(
+        status=types.DeploymentStatus(
+            service_id="svc-0",
+            namespace="default",
+            provider="memory",
+            state=types.DEPLOYMENT_STATE_RUNNING,
+            desired_replicas=2,
+            ready_replicas=2,
+            instances=[
+                types.InstanceStatus(instance_id=f"svc-0-{i}", state="running", ready=True)
+                for i in (1, 2)
+            ],
+        )
+    )
+
+    class Bare(pb_grpc.ProviderServiceServicer):
+        async def GetDeploymentStatus(self, request: Any, context: Any) -> Any:
+            return answer
+
+    server = grpc.aio.server()
+    pb_grpc.add_ProviderServiceServicer_to_server(Bare(), server)  # type: ignore[abstract]
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            "alphaswarm.provider.v1.ProviderService",
+            "grpc.health.v1.Health",
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    print(f"PORT {port}", flush=True)
+    await server.wait_for_termination()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=["full", "bare"])
+    parser.add_argument("--services", type=int, default=1)
+    parser.add_argument("--state-dir", default="/tmp/alphaswarm-bench-state")
+    args = parser.parse_args()
+    if args.kind == "full":
+        asyncio.run(run_full(args.services, args.state_dir))
+    else:
+        asyncio.run(run_bare())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Metric fan-out and memory per open stream, against the full server.
+
+Every sample of the in-memory provider carries a provider-wide poll number, so
+the client side can count how many backend polls served all subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import grpc
+
+from alphaswarm.provider.v1 import provider_service_pb2 as pb
+from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
+from benchmarks.harness import now, server
+
+
+async def _subscribe(
+    stub: pb_grpc.ProviderServiceAsyncStub,
+    service_id: str,
+    interval_ms: int,
+    polls: set[int],
+    counter: list[int],
+) -> None:
+    request = pb.StreamMetricsRequest(service_id=service_id)
+    request.interval.FromMilliseconds(interval_ms)
+    call = stub.StreamMetrics(request)
+    try:
+        async for response in call:
+            polls.add(int(response.sample.extra["poll"]))
+            counter[0] += 1
+    except grpc.aio.AioRpcError as error:
+        if error.code() is not grpc.StatusCode.CANCELLED:
+            raise
+
+
+async def _fanout(
+    address: str, services: int, per_service: int, seconds: float, channels: int
+) -> dict[str, float]:
+    opened = [grpc.aio.insecure_channel(address) for _ in range(channels)]
+    stubs = [pb_grpc.ProviderServiceStub(c) for c in opened]
+    polls: set[int] = set()
+    counter = [0]
+    tasks = [
+        asyncio.create_task(
+            _subscribe(stubs[i % channels], f"svc-{i % services}", 1000, polls, counter)
+        )
+        for i in range(services * per_service)
+    ]
+    await asyncio.sleep(2.0)  # every subscriber connected and served its first sample
+    polls.clear()
+    counter[0] = 0
+    started = now()
+    await asyncio.sleep(seconds)
+    elapsed = now() - started
+    delivered, distinct = counter[0], len(polls)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for channel in opened:
+        await channel.close(None)
+    return {
+        "subscribers": services * per_service,
+        "polls_per_interval": distinct / elapsed,
+        "messages_per_second": delivered / elapsed,
+        "seconds": elapsed,
+    }
+
+
+def fanout(services: int, per_service: int, seconds: float) -> dict[str, float]:
+    with server("full", services=services) as target:
+        cpu_before, started = target.cpu_seconds(), now()
+        rss_before = target.rss()
+        result = asyncio.run(_fanout(target.address, services, per_service, seconds, 8))
+        result["server_cpu_cores"] = (target.cpu_seconds() - cpu_before) / (now() - started)
+        result["server_rss_per_stream_kib"] = (
+            (target.rss() - rss_before) / 1024 / max(1, services * per_service)
+        )
+    return result
+
+
+async def _idle(address: str, streams: int, measure: Callable[[], None]) -> None:
+    opened = [grpc.aio.insecure_channel(address) for _ in range(4)]
+    stubs = [pb_grpc.ProviderServiceStub(c) for c in opened]
+    polls: set[int] = set()
+    counter = [0]
+    tasks = [
+        asyncio.create_task(_subscribe(stubs[i % 4], "svc-0", 3_600_000, polls, counter))
+        for i in range(streams)
+    ]
+    # Each stream got its first (latest) sample: all are open.
+    while counter[0] < streams:  # noqa: ASYNC110 - counting arrivals from many tasks
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    measure()
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for channel in opened:
+        await channel.close(None)
+
+
+def idle_stream_memory(streams: int) -> dict[str, float]:
+    with server("full") as target:
+        before = target.rss()
+        after: list[int] = []
+        asyncio.run(_idle(target.address, streams, lambda: after.append(target.rss())))
+    return {"streams": streams, "rss_per_stream_kib": (after[0] - before) / 1024 / streams}
