@@ -131,15 +131,25 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
     def __init__(self, service_prefix: str, call_timeout_seconds: float) -> None:
         self._prefix = service_prefix
         self._timeout = call_timeout_seconds
+        self._wrapped: dict[str, Handler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(self._prefix):
+        if handler is None or not method.startswith(self._prefix):
             return handler
+        wrapped = self._wrap(handler)
+        self._wrapped[method] = wrapped  # handlers are per method: wrap each once
+        return wrapped
+
+    def _wrap(self, handler: Handler) -> Handler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary),
