@@ -14,8 +14,8 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -30,12 +30,13 @@ from alphaswarm_core.providers.errors import (
     InvalidSpecError,
 )
 
+from .interception import BehaviorInterceptor, Context, StreamBehavior, UnaryBehavior
+
 DOMAIN = "alphaswarm.dev"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 log = logging.getLogger(__name__)
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 #: Alias of the provider serving the current RPC, for ErrorInfo metadata and logs.
 current_provider: contextvars.ContextVar[str] = contextvars.ContextVar(
@@ -109,7 +110,7 @@ def to_status(error: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]
     return code, status_pb2.Status(code=code.value[0], message=error.message, details=details)
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> None:
+async def _abort(context: Context, error: BaseException) -> None:
     code, status = to_status(error)
     log.info("provider=%s -> %s: %s", current_provider.get() or "-", code.name, status.message)
     await context.abort(
@@ -117,7 +118,7 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: BaseExcepti
     )
 
 
-def _start_deadline(context: grpc.aio.ServicerContext[Any, Any], cap: float) -> float:
+def _start_deadline(context: Context, cap: float) -> float:
     """Publish the call's deadline (caller's, capped by ``cap``) to providers; return budget."""
     remaining = context.time_remaining()
     budget = cap if remaining is None else min(cap, remaining)
@@ -125,67 +126,67 @@ def _start_deadline(context: grpc.aio.ServicerContext[Any, Any], cap: float) -> 
     return budget
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class MalformedRequest:
+    """Stands in for a request whose bytes did not parse, so that the caller gets
+    INVALID_ARGUMENT (grpc itself would answer INTERNAL)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class ErrorMappingInterceptor(BehaviorInterceptor):
     """Wraps ProviderService handlers with error mapping and the per-call backend budget."""
 
     def __init__(self, service_prefix: str, call_timeout_seconds: float) -> None:
+        super().__init__()
         self._prefix = service_prefix
         self._timeout = call_timeout_seconds
-        self._wrapped: dict[str, Handler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or not method.startswith(self._prefix):
-            return handler
-        wrapped = self._wrap(handler)
-        self._wrapped[method] = wrapped  # handlers are per method: wrap each once
-        return wrapped
+    def applies_to(self, method: str) -> bool:
+        return method.startswith(self._prefix)
 
-    def _wrap(self, handler: Handler) -> Handler:
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream),  # type: ignore[arg-type]
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+    def deserializer(
+        self, method: str, inner: Callable[[bytes], Any] | None
+    ) -> Callable[[bytes], Any] | None:
+        if inner is None:
+            return None
+        parse = inner
 
-    def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        def tolerant(raw: bytes) -> Any:
             try:
-                async with asyncio.timeout(_start_deadline(context, self._timeout)):
-                    return await behavior(request, context)
-            except grpc.aio.AbortError:
-                raise
+                return parse(raw)
             except Exception as error:
-                await _abort(context, error)
+                return MalformedRequest(error)
 
-        return unary
+        return tolerant
 
-    def _wrap_stream(
-        self, behavior: Callable[..., AsyncIterator[Any]]
-    ) -> Callable[..., AsyncIterator[Any]]:
-        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            try:
-                async for item in behavior(request, context):
-                    yield item
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:
-                await _abort(context, error)
+    async def unary(
+        self, method: str, request: Any, context: Context, behavior: UnaryBehavior
+    ) -> Any:
+        try:
+            _reject_malformed(method, request)
+            async with asyncio.timeout(_start_deadline(context, self._timeout)):
+                return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, error)
 
-        return stream
+    async def stream(
+        self, method: str, request: Any, context: Context, behavior: StreamBehavior
+    ) -> AsyncIterator[Any]:
+        try:
+            _reject_malformed(method, request)
+            async for item in behavior(request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, error)
+
+
+def _reject_malformed(method: str, request: Any) -> None:
+    if isinstance(request, MalformedRequest):
+        raise InvalidSpecError.single(
+            "request", f"not a valid {method.rsplit('/', 1)[-1]} request message"
+        )

@@ -208,3 +208,16 @@ async def test_bad_interval_and_page_token(harness: Harness) -> None:
     assert found.fields == ["page_token"]
     found = await rpc_error(harness.stub.ListDeployments(pb.ListDeploymentsRequest(page_size=-3)))
     assert found.fields == ["page_size"]
+
+
+async def test_undecodable_request_bytes_are_invalid_argument(harness: Harness) -> None:
+    raw = harness.channel.unary_unary(
+        "/alphaswarm.provider.v1.ProviderService/StartDeployment",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await raw(b"\xff\xff\xff\x0f not a protobuf")
+    found = details(caught.value)
+    assert found.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert found.fields == ["request"]

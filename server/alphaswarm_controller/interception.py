@@ -1,0 +1,101 @@
+"""A base for server interceptors that wrap the handler behaviours of selected methods.
+
+grpc.aio interceptors see only call details; to act on the request, the
+context and the outcome, each layer (audit, error mapping, auth, limits) wraps
+the method's behaviour. Wrapped handlers are cached per method, so a layer
+costs one extra await per call, not a handler rebuild. Per-call state must
+therefore come from the ``context`` at call time, never from the wrapper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
+StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
+
+
+class BehaviorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Subclasses override ``unary`` and/or ``stream``; ``applies_to`` picks the methods."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, Handler] = {}
+
+    def applies_to(self, method: str) -> bool:
+        return True
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED
+            return handler
+        wrapped = self._wrap(method, handler) if self.applies_to(method) else handler
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        if handler.unary_unary is not None:
+            inner_unary: Any = handler.unary_unary
+
+            async def unary(request: Any, context: Context) -> Any:
+                return await self.unary(method, request, context, inner_unary)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=self.deserializer(method, handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream: Any = handler.unary_stream
+
+            # grpc.aio recognises streaming behaviours by being async generator functions.
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                async for item in self.stream(method, request, context, inner_stream):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=self.deserializer(method, handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            inner_bidi: Any = handler.stream_stream
+
+            async def bidi(requests: Any, context: Context) -> AsyncIterator[Any]:
+                async for item in self.stream(method, requests, context, inner_bidi):
+                    yield item
+
+            return grpc.stream_stream_rpc_method_handler(
+                bidi,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def deserializer(
+        self, method: str, inner: Callable[[bytes], Any] | None
+    ) -> Callable[[bytes], Any] | None:
+        return inner
+
+    async def unary(
+        self, method: str, request: Any, context: Context, behavior: UnaryBehavior
+    ) -> Any:
+        return await behavior(request, context)
+
+    async def stream(
+        self, method: str, request: Any, context: Context, behavior: StreamBehavior
+    ) -> AsyncIterator[Any]:
+        async for item in behavior(request, context):
+            yield item
