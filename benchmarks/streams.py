@@ -75,7 +75,7 @@ def fanout(services: int, per_service: int, seconds: float) -> dict[str, float]:
     with server("full", services=services) as target:
         cpu_before, started = target.cpu_seconds(), now()
         rss_before = target.rss()
-        result = asyncio.run(_fanout(target.address, services, per_service, seconds, 8))
+        result = asyncio.run(_fanout(target.address, services, per_service, seconds, 16))
         result["server_cpu_cores"] = (target.cpu_seconds() - cpu_before) / (now() - started)
         result["server_rss_per_stream_kib"] = (
             (target.rss() - rss_before) / 1024 / max(1, services * per_service)

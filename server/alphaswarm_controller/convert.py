@@ -26,6 +26,7 @@ from alphaswarm_core.providers.models import (
     ServiceConfig,
     check_name,
     check_replicas,
+    masked_config,
     validate_service_ref,
 )
 
@@ -132,10 +133,11 @@ def health_to_proto(health: ProviderHealth) -> types.ProviderHealth:
 
 
 def config_to_proto(config: ServiceConfig) -> types.ServiceConfig:
+    """Secret keys leave the server masked, whatever the provider returned."""
     return types.ServiceConfig(
         service_id=config.service_id,
         namespace=config.namespace,
-        data=dict(config.data),
+        data=masked_config(config.data),
         version=config.version,
     )
 

@@ -33,6 +33,11 @@ from alphaswarm_core.providers.errors import (
 from .interception import BehaviorInterceptor, Context, StreamBehavior, UnaryBehavior
 
 DOMAIN = "alphaswarm.dev"
+# Statuses travel in HTTP/2 trailers, which clients cap (8 KiB by default); errors
+# about huge inputs must not echo them back in full.
+MAX_MESSAGE_CHARS = 1000
+MAX_VIOLATIONS = 25
+MAX_DETAIL_CHARS = 256
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 log = logging.getLogger(__name__)
@@ -72,7 +77,7 @@ def to_status(error: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]
             metadata={"incident": incident},
         )
     code = grpc.StatusCode[error.code]
-    metadata = dict(error.metadata)
+    metadata = {key: _clip(value, MAX_DETAIL_CHARS) for key, value in error.metadata.items()}
     provider = current_provider.get()
     if provider:
         metadata["provider"] = provider
@@ -85,9 +90,10 @@ def to_status(error: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
+                            field=_clip(v.field, MAX_DETAIL_CHARS),
+                            description=_clip(v.description, MAX_DETAIL_CHARS),
                         )
-                        for v in error.violations
+                        for v in error.violations[:MAX_VIOLATIONS]
                     ]
                 )
             )
@@ -107,7 +113,12 @@ def to_status(error: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]
         delay = error_details_pb2.RetryInfo()
         delay.retry_delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
         details.append(_pack(delay))
-    return code, status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    message = _clip(error.message, MAX_MESSAGE_CHARS)
+    return code, status_pb2.Status(code=code.value[0], message=message, details=details)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 async def _abort(context: Context, error: BaseException) -> None:

@@ -1,21 +1,58 @@
-"""``alphaswarm-server``: configuration from the environment (see settings.py)."""
+"""``alphaswarm-server``: serve (configured from the environment, see settings.py),
+or one of the helper commands for securing it."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
 # The local provider forks replica processes; gRPC's fork handlers are for
 # children that use gRPC, which replicas never do (they exec at once).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+from .security.tokens import hash_token, new_token
 from .server import serve
 from .settings import ServerSettings
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alphaswarm-server",
+        description="Serve alphaswarm.provider.v1.ProviderService (settings: ALPHASWARM_CP_*).",
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="run the server (the default)")
+    token = commands.add_parser("new-token", help="print a new bearer token and its file entry")
+    token.add_argument("--name", required=True)
+    token.add_argument("--role", choices=["viewer", "operator", "admin"], required=True)
+    commands.add_parser("hash-token", help="print the sha256 of the token read from stdin")
+    certs = commands.add_parser("make-dev-certs", help="write a dev CA, server and client certs")
+    certs.add_argument("directory", type=Path)
+    certs.add_argument("--host", action="append", default=[], help="extra server name or IP")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "new-token":
+        token = new_token()
+        print(f"token (shown once): {token}")
+        print("tokens-file entry:")
+        print(f"  - name: {args.name}\n    sha256: {hash_token(token)}\n    role: {args.role}")
+        return
+    if args.command == "hash-token":
+        print(hash_token(sys.stdin.read().strip()))
+        return
+    if args.command == "make-dev-certs":
+        from .security.devcerts import make_dev_certs
+
+        certs = make_dev_certs(args.directory, hosts=tuple(args.host))
+        print(f"wrote {certs.ca}, {certs.server_cert}, {certs.client_cert} and keys")
+        return
     settings = ServerSettings.from_env()
     logging.basicConfig(
         level=settings.log_level,

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm_core.providers.concurrency import shared_runner
@@ -21,6 +22,11 @@ from .errors import ErrorMappingInterceptor
 from .health import SERVICE_NAME, HealthReporter
 from .pool import ProviderPool
 from .providers import bootstrap
+from .security.audit import AuditInterceptor
+from .security.auth import AuthInterceptor
+from .security.limits import StreamLimitInterceptor, server_options
+from .security.tls import is_loopback, server_credentials
+from .security.tokens import TokenStore
 from .servicer import ProviderServicer
 from .settings import ServerSettings
 from .streams import ShutdownSignal
@@ -54,6 +60,26 @@ def _provider_env(settings: ServerSettings, env: Mapping[str, str]) -> dict[str,
     return merged
 
 
+def _interceptors(settings: ServerSettings) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
+    """Outermost first: audit sees the final outcome, errors map what auth and limits raise."""
+    layers: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]
+        AuditInterceptor(settings.default_provider),
+        ErrorMappingInterceptor(f"/{SERVICE_NAME}/", settings.call_timeout_seconds),
+    ]
+    if settings.tokens_file is not None:
+        store = TokenStore.load(settings.tokens_file)
+        layers.append(
+            AuthInterceptor(store, settings.default_provider, settings.reflection == "auth")
+        )
+    elif not is_loopback(settings.listen_host):
+        log.warning(
+            "no ALPHASWARM_CP_TOKENS_FILE: every caller that reaches %s may do anything",
+            settings.listen,
+        )
+    layers.append(StreamLimitInterceptor(settings.max_streams))
+    return layers
+
+
 async def start_server(
     settings: ServerSettings,
     *,
@@ -61,29 +87,32 @@ async def start_server(
     registry: Registry | None = None,
 ) -> RunningServer:
     env = os.environ if env is None else env
+    credentials = server_credentials(settings)
     provider_env = _provider_env(settings, env)
     pool = ProviderPool(bootstrap(registry), settings.default_provider, provider_env)
     shutdown = ShutdownSignal()
-    server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor(f"/{SERVICE_NAME}/", settings.call_timeout_seconds)],
-    )
+    server = grpc.aio.server(interceptors=_interceptors(settings), options=server_options(settings))
     pb_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(pool, shutdown), server)
     reporter = HealthReporter(pool, settings.providers, settings.health_interval_seconds)
-    from grpc_health.v1 import health_pb2_grpc
-
     health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
-    if settings.reflection:
+    if settings.reflection != "off":
         reflection.enable(server, (SERVICE_NAME, HEALTH_SERVICE))
-    port = server.add_insecure_port(settings.listen)
+    if credentials is None:
+        port = server.add_insecure_port(settings.listen)
+    else:
+        port = server.add_secure_port(settings.listen, credentials)
     if port == 0:
         raise SystemExit(f"cannot listen on {settings.listen}")
     await server.start()
     await reporter.start()
-    host = settings.listen.rsplit(":", 1)[0]
+    transport = (
+        "plaintext" if credentials is None else ("mTLS" if settings.tls_client_ca else "TLS")
+    )
     log.info(
-        "alphaswarm-server listening on %s:%d (default provider %s)",
-        host,
+        "alphaswarm-server listening on %s:%d (%s, default provider %s)",
+        settings.listen.rsplit(":", 1)[0],
         port,
+        transport,
         settings.default_provider,
     )
     return RunningServer(server, port, pool, reporter, shutdown, settings)

@@ -33,6 +33,22 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw) if raw else None
+
+
+def _reflection(raw: str) -> str:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on", ""):
+        return "on"
+    if value in ("0", "false", "no", "off"):
+        return "off"
+    if value == "auth":
+        return "auth"
+    raise SystemExit(f"ALPHASWARM_CP_REFLECTION must be on, off or auth, not {raw!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     listen: str
@@ -40,11 +56,30 @@ class ServerSettings:
     providers: tuple[str, ...]
     """Providers opened at start-up and reported on grpc.health.v1 under their alias."""
     state_dir: Path
-    reflection: bool
+    reflection: str
+    """"on", "off", or "auth" (reflection needs a valid token)."""
     shutdown_grace_seconds: float
     call_timeout_seconds: float
     health_interval_seconds: float
     log_level: str
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    """When set, clients must present a certificate signed by this CA (mTLS)."""
+    insecure: bool = False
+    """Allow plaintext on a non-loopback address (behind a TLS-terminating proxy)."""
+    tokens_file: Path | None = None
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_streams_per_connection: int = 1000
+    max_streams: int = 10_000
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
@@ -57,9 +92,19 @@ class ServerSettings:
             default_provider=default_provider,
             providers=providers,
             state_dir=Path(env.get("ALPHASWARM_CP_STATE_DIR") or default_state_dir(env)),
-            reflection=_flag(env, "ALPHASWARM_CP_REFLECTION", True),
+            reflection=_reflection(env.get("ALPHASWARM_CP_REFLECTION", "on")),
             shutdown_grace_seconds=_float(env, "ALPHASWARM_CP_SHUTDOWN_GRACE_SECONDS", 15.0),
             call_timeout_seconds=_float(env, "ALPHASWARM_CP_CALL_TIMEOUT_SECONDS", 120.0),
             health_interval_seconds=_float(env, "ALPHASWARM_CP_HEALTH_INTERVAL_SECONDS", 30.0),
             log_level=(env.get("ALPHASWARM_CP_LOG_LEVEL") or "INFO").upper(),
+            tls_cert=_path(env, "ALPHASWARM_CP_TLS_CERT"),
+            tls_key=_path(env, "ALPHASWARM_CP_TLS_KEY"),
+            tls_client_ca=_path(env, "ALPHASWARM_CP_TLS_CLIENT_CA"),
+            insecure=_flag(env, "ALPHASWARM_CP_INSECURE", False),
+            tokens_file=_path(env, "ALPHASWARM_CP_TOKENS_FILE"),
+            max_message_bytes=int(_float(env, "ALPHASWARM_CP_MAX_MESSAGE_BYTES", 4 * 2**20)),
+            max_streams_per_connection=int(
+                _float(env, "ALPHASWARM_CP_MAX_STREAMS_PER_CONNECTION", 1000)
+            ),
+            max_streams=int(_float(env, "ALPHASWARM_CP_MAX_STREAMS", 10_000)),
         )

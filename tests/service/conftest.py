@@ -51,7 +51,7 @@ def settings(tmp_path: Path, **overrides: object) -> ServerSettings:
         default_provider="memory",
         providers=("memory",),
         state_dir=tmp_path,
-        reflection=True,
+        reflection="on",
         shutdown_grace_seconds=5.0,
         call_timeout_seconds=5.0,
         health_interval_seconds=60.0,

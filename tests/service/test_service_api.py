@@ -184,3 +184,26 @@ async def test_health_service_follows_provider_health(tmp_path: object) -> None:
     finally:
         await channel.close(None)
         await running.stop()
+
+
+async def test_secret_config_keys_are_write_only(harness: Harness) -> None:
+    await harness.stub.StartDeployment(pb.StartDeploymentRequest(spec=spec("vault")))
+    applied = await harness.stub.ApplyConfig(
+        pb.ApplyConfigRequest(
+            patch=types.ConfigMapPatch(
+                service_id="vault", set={"secret.DB_PASSWORD": "hunter2", "MODE": "x"}
+            )
+        )
+    )
+    assert dict(applied.config.data) == {"secret.DB_PASSWORD": "<secret>", "MODE": "x"}
+    read = await harness.stub.GetServiceConfig(pb.GetServiceConfigRequest(service_id="vault"))
+    assert read.config.data["secret.DB_PASSWORD"] == "<secret>"
+    memory = await harness.provider()
+    stored = await memory.get_config("vault", namespace="default")
+    assert stored.data["secret.DB_PASSWORD"] == "hunter2", "the backend keeps the real value"
+
+
+def test_secret_keys_reach_replicas_under_their_plain_name() -> None:
+    from alphaswarm_core.providers.models import config_environment
+
+    assert config_environment({"secret.TOKEN": "t", "LEVEL": "1"}) == {"TOKEN": "t", "LEVEL": "1"}

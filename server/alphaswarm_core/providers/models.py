@@ -38,6 +38,11 @@ MAX_CONFIG_VALUE_BYTES = 64 * 1024
 MAX_CONFIG_TOTAL_BYTES = 512 * 1024
 MAX_VERSION_LENGTH = 128
 
+SECRET_PREFIX = "secret."
+"""Config keys named ``secret.NAME`` are write-only through the API: reads show
+``SECRET_MASK`` in their place, and replicas receive the value as ``NAME``."""
+SECRET_MASK = "<secret>"
+
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONFIG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,253}$")
@@ -239,7 +244,7 @@ class ConfigMapPatch:
         both = set(self.set).intersection(self.remove)
         if both:
             violations.append(
-                FieldViolation(f"{prefix}.remove", f"keys both set and removed: {sorted(both)}")
+                FieldViolation(f"{prefix}.remove", f"{len(both)} key(s) both set and removed")
             )
         if len(self.expected_version) > MAX_VERSION_LENGTH:
             violations.append(FieldViolation(f"{prefix}.expected_version", "too long"))
@@ -280,6 +285,20 @@ class MetricSample:
     extra: Mapping[str, float] = field(default_factory=dict)
 
 
+def is_secret_key(key: str) -> bool:
+    return key.startswith(SECRET_PREFIX)
+
+
+def config_environment(data: Mapping[str, str]) -> dict[str, str]:
+    """Config as replica environment variables: ``secret.NAME`` is delivered as ``NAME``."""
+    return {key.removeprefix(SECRET_PREFIX): value for key, value in data.items()}
+
+
+def masked_config(data: Mapping[str, str]) -> dict[str, str]:
+    """Config as callers may see it: the values of secret keys replaced by the mask."""
+    return {key: SECRET_MASK if is_secret_key(key) else value for key, value in data.items()}
+
+
 # -- field checks, shared by the models and by request validation ------------------------------
 
 
@@ -315,6 +334,12 @@ def _has_nul(value: str) -> bool:
     return "\x00" in value
 
 
+def _item(path: str, key: str) -> str:
+    """``path['key']`` with the key shortened: errors must stay small whatever was sent."""
+    shown = key if len(key) <= 64 else key[:61] + "..."
+    return f"{path}[{shown!r}]"
+
+
 def _check_command(violations: list[FieldViolation], path: str, command: Sequence[str]) -> None:
     if len(command) > MAX_COMMAND_ARGS:
         violations.append(FieldViolation(path, f"at most {MAX_COMMAND_ARGS} arguments"))
@@ -337,12 +362,12 @@ def _check_env(violations: list[FieldViolation], path: str, env: Mapping[str, st
         total += len(key) + len(value.encode())
         if len(key) > MAX_ENV_KEY_LENGTH or not _ENV_KEY.match(key):
             violations.append(
-                FieldViolation(f"{path}[{key[:64]!r}]", "not a valid environment variable name")
+                FieldViolation(_item(path, key), "not a valid environment variable name")
             )
         elif _has_nul(value) or len(value.encode()) > MAX_ENV_VALUE_BYTES:
             violations.append(
                 FieldViolation(
-                    f"{path}[{key!r}]", f"no NUL bytes, at most {MAX_ENV_VALUE_BYTES} bytes"
+                    _item(path, key), f"no NUL bytes, at most {MAX_ENV_VALUE_BYTES} bytes"
                 )
             )
     if total > MAX_ENV_TOTAL_BYTES:
@@ -357,12 +382,12 @@ def _check_labels(violations: list[FieldViolation], path: str, labels: Mapping[s
         prefix, _, name = key.rpartition("/")
         if (prefix and not _LABEL_PREFIX.match(prefix)) or not _LABEL_NAME.match(name):
             violations.append(
-                FieldViolation(f"{path}[{key[:64]!r}]", "not a valid label key ([prefix/]name)")
+                FieldViolation(_item(path, key), "not a valid label key ([prefix/]name)")
             )
         elif len(value) > MAX_LABEL_VALUE_LENGTH or not _LABEL_VALUE.match(value):
             violations.append(
                 FieldViolation(
-                    f"{path}[{key!r}]",
+                    _item(path, key),
                     "label values are at most 63 of [A-Za-z0-9-_.], alphanumeric at both ends",
                 )
             )
@@ -402,11 +427,11 @@ def _check_options(violations: list[FieldViolation], path: str, options: Mapping
         return
     for key, value in options.items():
         if not key or len(key) > MAX_OPTION_KEY_LENGTH or _has_nul(key):
-            violations.append(FieldViolation(f"{path}[{key[:64]!r}]", "not a valid option key"))
+            violations.append(FieldViolation(_item(path, key), "not a valid option key"))
         elif _has_nul(value) or len(value.encode()) > MAX_OPTION_VALUE_BYTES:
             violations.append(
                 FieldViolation(
-                    f"{path}[{key!r}]", f"no NUL bytes, at most {MAX_OPTION_VALUE_BYTES} bytes"
+                    _item(path, key), f"no NUL bytes, at most {MAX_OPTION_VALUE_BYTES} bytes"
                 )
             )
 
@@ -420,12 +445,12 @@ def _check_config(violations: list[FieldViolation], path: str, data: Mapping[str
         total += len(key) + len(value.encode())
         if not _CONFIG_KEY.match(key):
             violations.append(
-                FieldViolation(f"{path}[{key[:64]!r}]", "config keys are 1-253 of [A-Za-z0-9_.-]")
+                FieldViolation(_item(path, key), "config keys are 1-253 of [A-Za-z0-9_.-]")
             )
         elif _has_nul(value) or len(value.encode()) > MAX_CONFIG_VALUE_BYTES:
             violations.append(
                 FieldViolation(
-                    f"{path}[{key!r}]", f"no NUL bytes, at most {MAX_CONFIG_VALUE_BYTES} bytes"
+                    _item(path, key), f"no NUL bytes, at most {MAX_CONFIG_VALUE_BYTES} bytes"
                 )
             )
     if total > MAX_CONFIG_TOTAL_BYTES:

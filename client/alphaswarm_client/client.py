@@ -1,0 +1,374 @@
+"""An async client for ProviderService that speaks in proto messages and typed errors.
+
+It adds only what every caller would otherwise repeat: channel lifetime, a
+default provider and deadline, request building from keyword arguments,
+paging, stream cancellation, and ``grpc.aio.AioRpcError`` turned into the
+exceptions of :mod:`alphaswarm_client.errors`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, cast
+
+import grpc
+from google.protobuf import duration_pb2
+
+from alphaswarm.provider.v1 import provider_service_pb2 as pb
+from alphaswarm.provider.v1 import provider_service_pb2_grpc, types_pb2
+from alphaswarm_client.errors import from_rpc_error
+
+Metadata = Sequence[tuple[str, str]]
+
+
+class _Default(enum.Enum):
+    TIMEOUT = enum.auto()
+
+
+#: Use the client's default deadline (``None`` means no deadline at all).
+DEFAULT_TIMEOUT: Final = _Default.TIMEOUT
+Timeout = float | None | _Default
+
+_SPEC_FIELDS = frozenset(types_pb2.DeploymentSpec.DESCRIPTOR.fields_by_name)
+
+
+class AlphaswarmClient:
+    """One channel to an alphaswarm server.
+
+    ``timeout`` is the default deadline of unary calls in seconds; streams have
+    no deadline unless a call passes one. ``provider`` is the alias used when a
+    call names none (empty: the server's default). Use it as an async context
+    manager, or call :meth:`close`.
+
+    Streams are async generators: to stop one early and cancel the call at once
+    (rather than when the generator is garbage-collected), iterate it inside
+    ``contextlib.aclosing``.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Metadata = (),
+        timeout: float | None = 30.0,
+        provider: str = "",
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.provider = provider
+        self._credentials = credentials
+        self._metadata = tuple(metadata)
+        self._options = list(options)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: provider_service_pb2_grpc.ProviderServiceAsyncStub | None = None
+
+    async def __aenter__(self) -> AlphaswarmClient:
+        self._connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel; open streams end with CANCELLED."""
+        if self._channel is not None:
+            channel, self._channel, self._stub = self._channel, None, None
+            await channel.close(None)
+
+    def _connect(self) -> provider_service_pb2_grpc.ProviderServiceAsyncStub:
+        # The channel binds to the running event loop, so it is created on first use.
+        if self._stub is None:
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+            else:
+                self._channel = grpc.aio.secure_channel(
+                    self.target, self._credentials, options=self._options
+                )
+            self._stub = provider_service_pb2_grpc.ProviderServiceStub(self._channel)
+        assert self._stub is not None
+        return self._stub
+
+    def _provider(self, provider: str | None) -> str:
+        return self.provider if provider is None else provider
+
+    def _timeout(self, timeout: Timeout, default: float | None) -> float | None:
+        return default if isinstance(timeout, _Default) else timeout
+
+    async def _unary(self, method: Any, request: Any, deadline: Timeout) -> Any:
+        try:
+            return await method(
+                request, timeout=self._timeout(deadline, self.timeout), metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+
+    async def _stream(
+        self, method: Any, request: Any, deadline: Timeout
+    ) -> AsyncGenerator[Any, None]:
+        call = method(request, timeout=self._timeout(deadline, None), metadata=self._metadata)
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        finally:
+            # Runs when the caller stops iterating early too: the server sees the cancel
+            # and releases the backend resources behind the stream.
+            call.cancel()
+
+    # -- unary RPCs ---------------------------------------------------------------------
+
+    async def list_providers(
+        self,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> pb.ListProvidersResponse:
+        """Every registered provider and the server's default alias."""
+        response: pb.ListProvidersResponse = await self._unary(
+            self._connect().ListProviders, pb.ListProvidersRequest(), timeout
+        )
+        return response
+
+    async def check_health(
+        self,
+        *,
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> types_pb2.ProviderHealth:
+        """Probe one provider's credentials and connectivity."""
+        response: pb.CheckHealthResponse = await self._unary(
+            self._connect().CheckHealth,
+            pb.CheckHealthRequest(provider=self._provider(provider)),
+            timeout,
+        )
+        return response.health
+
+    async def start_deployment(
+        self,
+        spec: types_pb2.DeploymentSpec | None = None,
+        *,
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+        **fields: Any,
+    ) -> types_pb2.DeploymentStatus:
+        """Converge a service onto ``spec``, or onto a spec built from DeploymentSpec ``fields``.
+
+        ``fields`` are DeploymentSpec field names (``service_id``, ``command``,
+        ``replicas``, ``env``, ``ports=[{"container_port": 8080}]``, ...); given
+        with ``spec`` they override its values.
+        """
+        unknown = set(fields) - _SPEC_FIELDS
+        if unknown:
+            raise TypeError(f"unknown DeploymentSpec field(s): {', '.join(sorted(unknown))}")
+        merged = types_pb2.DeploymentSpec()
+        if spec is not None:
+            merged.CopyFrom(spec)
+        if fields:
+            override = types_pb2.DeploymentSpec(**fields)
+            for name in fields:
+                merged.ClearField(cast(Any, name))
+            merged.MergeFrom(override)
+        response: pb.StartDeploymentResponse = await self._unary(
+            self._connect().StartDeployment,
+            pb.StartDeploymentRequest(provider=self._provider(provider), spec=merged),
+            timeout,
+        )
+        return response.status
+
+    async def stop_deployment(
+        self,
+        service_id: str,
+        *,
+        namespace: str = "",
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> types_pb2.DeploymentStatus:
+        """Stop every replica of a service; its definition stays."""
+        response: pb.StopDeploymentResponse = await self._unary(
+            self._connect().StopDeployment,
+            pb.StopDeploymentRequest(
+                provider=self._provider(provider), service_id=service_id, namespace=namespace
+            ),
+            timeout,
+        )
+        return response.status
+
+    async def scale_deployment(
+        self,
+        service_id: str,
+        replicas: int,
+        *,
+        namespace: str = "",
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> types_pb2.DeploymentStatus:
+        """Set a service's replica count (0 keeps the definition)."""
+        response: pb.ScaleDeploymentResponse = await self._unary(
+            self._connect().ScaleDeployment,
+            pb.ScaleDeploymentRequest(
+                provider=self._provider(provider),
+                service_id=service_id,
+                namespace=namespace,
+                replicas=replicas,
+            ),
+            timeout,
+        )
+        return response.status
+
+    async def get_status(
+        self,
+        service_id: str,
+        *,
+        namespace: str = "",
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> types_pb2.DeploymentStatus:
+        """The observed state of one service."""
+        response: pb.GetDeploymentStatusResponse = await self._unary(
+            self._connect().GetDeploymentStatus,
+            pb.GetDeploymentStatusRequest(
+                provider=self._provider(provider), service_id=service_id, namespace=namespace
+            ),
+            timeout,
+        )
+        return response.status
+
+    async def list_deployments(
+        self,
+        *,
+        namespace: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> pb.ListDeploymentsResponse:
+        """One page of services (every namespace when ``namespace`` is empty)."""
+        response: pb.ListDeploymentsResponse = await self._unary(
+            self._connect().ListDeployments,
+            pb.ListDeploymentsRequest(
+                provider=self._provider(provider),
+                namespace=namespace,
+                page_size=page_size,
+                page_token=page_token,
+            ),
+            timeout,
+        )
+        return response
+
+    async def iter_deployments(
+        self,
+        *,
+        namespace: str = "",
+        page_size: int = 0,
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> AsyncGenerator[types_pb2.DeploymentStatus, None]:
+        """Every service, following ``next_page_token`` to the last page (deadline per page)."""
+        token = ""
+        while True:
+            page = await self.list_deployments(
+                namespace=namespace,
+                page_size=page_size,
+                page_token=token,
+                provider=provider,
+                timeout=timeout,
+            )
+            for deployment in page.deployments:
+                yield deployment
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def get_config(
+        self,
+        service_id: str,
+        *,
+        namespace: str = "",
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> types_pb2.ServiceConfig:
+        """A service's configuration data and its version."""
+        response: pb.GetServiceConfigResponse = await self._unary(
+            self._connect().GetServiceConfig,
+            pb.GetServiceConfigRequest(
+                provider=self._provider(provider), service_id=service_id, namespace=namespace
+            ),
+            timeout,
+        )
+        return response.config
+
+    async def apply_config(
+        self,
+        service_id: str,
+        *,
+        set: Mapping[str, str] | None = None,
+        remove: Iterable[str] = (),
+        expected_version: str = "",
+        namespace: str = "",
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> types_pb2.ServiceConfig:
+        """Set and remove config keys; a stale ``expected_version`` raises ConfigVersionConflict."""
+        patch = types_pb2.ConfigMapPatch(
+            service_id=service_id,
+            namespace=namespace,
+            set=dict(set or {}),
+            remove=list(remove),
+            expected_version=expected_version,
+        )
+        response: pb.ApplyConfigResponse = await self._unary(
+            self._connect().ApplyConfig,
+            pb.ApplyConfigRequest(provider=self._provider(provider), patch=patch),
+            timeout,
+        )
+        return response.config
+
+    # -- streams --------------------------------------------------------------------------
+
+    async def stream_metrics(
+        self,
+        service_id: str,
+        *,
+        namespace: str = "",
+        interval: float | None = None,
+        provider: str | None = None,
+        timeout: Timeout = None,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> AsyncGenerator[types_pb2.MetricSample, None]:
+        """A sample every ``interval`` seconds (None: server default) until you stop iterating."""
+        request = pb.StreamMetricsRequest(
+            provider=self._provider(provider), service_id=service_id, namespace=namespace
+        )
+        if interval is not None:
+            request.interval.CopyFrom(_duration(interval))
+        async for response in self._stream(self._connect().StreamMetrics, request, timeout):
+            yield response.sample
+
+    async def watch(
+        self,
+        service_id: str,
+        *,
+        namespace: str = "",
+        provider: str | None = None,
+        timeout: Timeout = None,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> AsyncGenerator[types_pb2.DeploymentStatus, None]:
+        """The service's current status, then each change, until you stop iterating."""
+        request = pb.WatchDeploymentRequest(
+            provider=self._provider(provider), service_id=service_id, namespace=namespace
+        )
+        async for response in self._stream(self._connect().WatchDeployment, request, timeout):
+            yield response.status
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(round(seconds * 1e9))
+    return duration

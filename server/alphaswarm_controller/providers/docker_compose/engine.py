@@ -1,0 +1,169 @@
+"""The connection to the Docker engine: deadline-bounded calls and error translation.
+
+The provider uses the docker SDK's low-level ``APIClient`` because its calls map
+one to one onto Engine API requests: a list is one ``GET /containers/json``, not
+a list plus an inspect per container as the high-level client does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.utils import kwargs_from_env
+
+from alphaswarm_core.providers.concurrency import DEFAULT_BACKEND_TIMEOUT, remaining_timeout
+from alphaswarm_core.providers.errors import (
+    BackendConflictError,
+    BackendRejectedError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    InfrastructureProviderError,
+    InfrastructureProviderUnavailable,
+    ResourceNotFoundError,
+)
+
+ENV_VARS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+class DeadlineAPIClient(docker.APIClient):
+    """An ``APIClient`` whose every request times out with the caller's gRPC deadline.
+
+    The SDK takes one timeout per client; the bounded runner copies the request's
+    context into its worker thread, so ``remaining_timeout()`` here sees the deadline
+    of the RPC that issued the call. An explicit ``timeout=`` (streams) still wins.
+    """
+
+    def _set_request_timeout(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs.setdefault("timeout", remaining_timeout(float(self.timeout)))
+        return kwargs
+
+
+def engine_address(env: Mapping[str, str]) -> str:
+    return env.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+def where(env: Mapping[str, str]) -> str:
+    """How to reach the engine, for messages: DOCKER_HOST and TLS settings (no secrets)."""
+    parts = [f"DOCKER_HOST={engine_address(env)}"]
+    if env.get("DOCKER_TLS_VERIFY"):
+        parts.append(f"DOCKER_TLS_VERIFY={env['DOCKER_TLS_VERIFY']}")
+    if env.get("DOCKER_CERT_PATH"):
+        parts.append(f"DOCKER_CERT_PATH={env['DOCKER_CERT_PATH']}")
+    return ", ".join(parts)
+
+
+def check_tls_settings(env: Mapping[str, str]) -> None:
+    """Fail early, naming the variable, when TLS is asked for but its files are missing."""
+    if not env.get("DOCKER_TLS_VERIFY"):
+        return
+    cert_path = env.get("DOCKER_CERT_PATH") or os.path.join(os.path.expanduser("~"), ".docker")
+    missing = [
+        name
+        for name in ("ca.pem", "cert.pem", "key.pem")
+        if not os.path.isfile(os.path.join(cert_path, name))
+    ]
+    if missing:
+        raise InfrastructureProviderUnavailable(
+            f"DOCKER_TLS_VERIFY is set but DOCKER_CERT_PATH ({cert_path}) lacks "
+            f"{', '.join(missing)}; set DOCKER_CERT_PATH to the directory holding the "
+            "engine's client certificates, or unset DOCKER_TLS_VERIFY",
+            reason="CREDENTIALS_MISSING",
+            metadata={"env": ",".join(ENV_VARS), "missing": ",".join(missing)},
+        )
+
+
+def connect(env: Mapping[str, str], *, timeout: float, max_pool_size: int) -> DeadlineAPIClient:
+    """A client for the engine named by DOCKER_HOST / DOCKER_TLS_VERIFY / DOCKER_CERT_PATH.
+
+    Negotiates the API version with the engine, so it talks to it once (blocking).
+    """
+    check_tls_settings(env)
+    try:
+        kwargs = kwargs_from_env(environment=dict(env))
+        return DeadlineAPIClient(
+            version="auto",
+            timeout=math.ceil(timeout),
+            max_pool_size=max_pool_size,
+            **kwargs,
+        )
+    except Exception as exc:
+        raise unreachable(env, exc) from exc
+
+
+def unreachable(env: Mapping[str, str], exc: BaseException) -> BackendUnavailableError:
+    return BackendUnavailableError(
+        f"cannot reach the Docker engine at {where(env)}: {_short(exc)}; start the engine or "
+        "point DOCKER_HOST (and DOCKER_TLS_VERIFY / DOCKER_CERT_PATH for TLS) at it",
+        metadata={
+            "cause": "DOCKER_ENGINE_UNREACHABLE",
+            "env": ",".join(ENV_VARS),
+            "docker_host": engine_address(env),
+        },
+    )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "explanation", None) or exc).strip()
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+_PORT_TAKEN = ("port is already allocated", "address already in use")
+_CANNOT_RUN = ("OCI runtime", "executable file not found", "exec format error")
+
+
+def translate(
+    exc: BaseException, env: Mapping[str, str], *, what: str
+) -> InfrastructureProviderError:
+    """The provider error for an SDK/transport exception raised while doing ``what``."""
+    if isinstance(exc, InfrastructureProviderError):
+        return exc
+    if isinstance(exc, requests.exceptions.Timeout):
+        return BackendTimeoutError(
+            f"the Docker engine at {where(env)} did not answer in time while {what}"
+        )
+    if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError):
+        return unreachable(env, exc)
+    if isinstance(exc, docker.errors.APIError):
+        detail = _short(exc)
+        status = exc.status_code or 0
+        if any(marker in detail for marker in _PORT_TAKEN):
+            return BackendRejectedError(
+                f"{what}: a published host port is already in use ({detail})",
+                metadata={"cause": "PORT_IN_USE"},
+            )
+        if any(marker in detail for marker in _CANNOT_RUN):
+            return BackendRejectedError(
+                f"{what}: the container cannot run ({detail})",
+                metadata={"cause": "CONTAINER_START_FAILED"},
+            )
+        if status == 404:
+            return ResourceNotFoundError(f"{what}: {detail}")
+        if status == 409:
+            return BackendConflictError(f"{what}: {detail}")
+        if status == 400:
+            return BackendRejectedError(f"{what}: the engine rejected the request ({detail})")
+        if status in (502, 503, 504):
+            return BackendUnavailableError(f"{what}: the Docker engine is unavailable ({detail})")
+        return InfrastructureProviderError(f"{what}: the Docker engine failed ({detail})")
+    if isinstance(exc, docker.errors.DockerException):
+        return unreachable(env, exc)
+    return InfrastructureProviderError(f"{what}: unexpected failure ({type(exc).__name__})")
+
+
+__all__ = [
+    "DEFAULT_BACKEND_TIMEOUT",
+    "ENV_VARS",
+    "DeadlineAPIClient",
+    "connect",
+    "engine_address",
+    "translate",
+    "unreachable",
+    "where",
+]

@@ -1,0 +1,362 @@
+"""DeploymentSpec <-> Cloud Run v2 Service: names, limits, the template, and status.
+
+A service of the provider is one Cloud Run service named from (namespace,
+service_id) — readable prefix plus a hash, so any pair fits Cloud Run's 49
+character rule and two pairs never collide — labelled with both ids. Replicas
+are the service-level ``scaling.manual_instance_count`` (manual scaling mode),
+so scaling never creates a revision; only template changes (image, command,
+env, ports, limits, the config secret version) do.
+
+Cloud Run reports no per-instance list. With manual scaling, a reconciled
+service whose Ready condition succeeded and whose latest ready revision is the
+latest created one serves exactly ``manual_instance_count`` instances, so that
+is what ``ready_replicas`` reports; ``instances`` are named after the serving
+revision (``<revision>-<n>``), which is why a new revision shows new instances.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from google.cloud import run_v2
+
+from alphaswarm_core.providers.protocol import (
+    DeploymentSpec,
+    DeploymentState,
+    DeploymentStatus,
+    FieldViolation,
+    InstanceStatus,
+    InvalidSpecError,
+    Resources,
+)
+
+MANAGED_BY = ("managed-by", "alphaswarm")
+NAMESPACE_LABEL = "alphaswarm-namespace"
+SERVICE_LABEL = "alphaswarm-service"
+OWN_LABELS = frozenset({MANAGED_BY[0], NAMESPACE_LABEL, SERVICE_LABEL})
+CONFIG_ENV = "ALPHASWARM_CONFIG"
+"""Env var holding the service's config (JSON), a reference to its Secret Manager secret."""
+RESERVED_ENV = frozenset({"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", CONFIG_ENV})
+CONTAINER_NAME = "app"
+
+DEFAULT_CPU_MILLI = 1000
+DEFAULT_MEMORY = 512 * 2**20
+MIN_CPU_MILLI = 80
+WHOLE_CPUS = (1000, 2000, 4000, 6000, 8000)
+MIN_MEMORY = 128 * 2**20
+MAX_MEMORY = 32 * 2**30
+# Memory above each bound needs at least that many millicores (Cloud Run's table).
+CPU_FOR_MEMORY = ((24 * 2**30, 8000), (16 * 2**30, 6000), (8 * 2**30, 4000), (4 * 2**30, 2000))
+MAX_LABELS = 64
+_GCP_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_GCP_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_NAME_LIMIT = 49
+
+HAS_MANUAL_SCALING = "manual_instance_count" in run_v2.ServiceScaling.meta.fields
+_COND = run_v2.Condition.State
+
+
+def cloud_run_name(namespace: str, service_id: str) -> str:
+    """A valid Cloud Run service id (``^[a-z][-a-z0-9]{0,47}[a-z0-9]$``) unique per pair."""
+    digest = hashlib.sha256(f"{namespace}/{service_id}".encode()).hexdigest()[:6]
+    readable = f"{namespace}-{service_id}"
+    if not readable[0].isalpha():
+        readable = f"s{readable}"
+    return f"{readable[: _NAME_LIMIT - 7].rstrip('-')}-{digest}"
+
+
+def validate_spec(spec: DeploymentSpec) -> None:
+    """What Cloud Run would reject, as field violations, before any API call."""
+    violations: list[FieldViolation] = []
+    if not spec.image:
+        violations.append(
+            FieldViolation("spec.image", "Cloud Run runs container images: an image is required")
+        )
+    violations += _port_violations(spec)
+    for key in spec.env:
+        if key in RESERVED_ENV:
+            violations.append(
+                FieldViolation(f"spec.env[{key!r}]", "reserved by Cloud Run or the controller")
+            )
+    violations += _label_violations(spec.labels)
+    violations += _resource_violations(spec.resources)
+    if violations:
+        raise InvalidSpecError(violations)
+
+
+def _port_violations(spec: DeploymentSpec) -> list[FieldViolation]:
+    found = []
+    if len(spec.ports) > 1:
+        found.append(FieldViolation("spec.ports", "Cloud Run routes requests to one port"))
+    for index, port in enumerate(spec.ports):
+        if port.protocol != "tcp":
+            found.append(FieldViolation(f"spec.ports[{index}].protocol", "Cloud Run serves tcp"))
+        if port.host_port:
+            found.append(
+                FieldViolation(
+                    f"spec.ports[{index}].host_port",
+                    "must be 0: Cloud Run serves the port at the service URL",
+                )
+            )
+    return found
+
+
+def _label_violations(labels: Mapping[str, str]) -> list[FieldViolation]:
+    found = []
+    if len(labels) + len(OWN_LABELS) > MAX_LABELS:
+        found.append(
+            FieldViolation("spec.labels", f"at most {MAX_LABELS - len(OWN_LABELS)} labels")
+        )
+    for key, value in labels.items():
+        if key in OWN_LABELS:
+            found.append(FieldViolation(f"spec.labels[{key!r}]", "reserved by the controller"))
+        elif not _GCP_LABEL_KEY.match(key):
+            found.append(
+                FieldViolation(
+                    f"spec.labels[{key[:64]!r}]",
+                    "Google Cloud label keys are lowercase letters, digits, '_' or '-', "
+                    "starting with a letter",
+                )
+            )
+        elif not _GCP_LABEL_VALUE.match(value):
+            found.append(
+                FieldViolation(
+                    f"spec.labels[{key!r}]",
+                    "Google Cloud label values are lowercase letters, digits, '_' or '-'",
+                )
+            )
+    return found
+
+
+def _resource_violations(resources: Resources) -> list[FieldViolation]:
+    found = []
+    cpu = resources.cpu_millicores() or DEFAULT_CPU_MILLI
+    memory = resources.memory_bytes() or DEFAULT_MEMORY
+    if resources.cpu and not (MIN_CPU_MILLI <= cpu < 1000 or cpu in WHOLE_CPUS):
+        found.append(
+            FieldViolation(
+                "spec.resources.cpu",
+                "Cloud Run allows 0.08 to 1 CPU in fractions, or exactly 1, 2, 4, 6 or 8",
+            )
+        )
+    if resources.memory and not MIN_MEMORY <= memory <= MAX_MEMORY:
+        found.append(FieldViolation("spec.resources.memory", "Cloud Run allows 128Mi to 32Gi"))
+    elif resources.memory or resources.cpu:
+        for bound, needed in CPU_FOR_MEMORY:
+            if memory > bound and cpu < needed:
+                found.append(
+                    FieldViolation(
+                        "spec.resources.memory",
+                        f"more than {bound // 2**30}Gi needs at least {needed // 1000} CPUs "
+                        "on Cloud Run",
+                    )
+                )
+                break
+    return found
+
+
+def _cpu_text(millis: int) -> str:
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+def _memory_text(size: int) -> str:
+    return f"{size // 2**20}Mi" if size % 2**20 == 0 else str(size)
+
+
+def build_container(spec: DeploymentSpec, config_ref: run_v2.EnvVar | None) -> run_v2.Container:
+    env = [run_v2.EnvVar(name=k, value=v) for k, v in sorted(spec.env.items())]
+    if config_ref is not None:
+        env.append(run_v2.EnvVar(config_ref))
+    cpu = spec.resources.cpu_millicores() or DEFAULT_CPU_MILLI
+    memory = spec.resources.memory_bytes() or DEFAULT_MEMORY
+    return run_v2.Container(
+        name=CONTAINER_NAME,
+        image=spec.image,
+        command=list(spec.command[:1]),
+        args=list(spec.command[1:]),
+        env=env,
+        ports=[run_v2.ContainerPort(container_port=p.container_port) for p in spec.ports],
+        resources=run_v2.ResourceRequirements(
+            limits={"cpu": _cpu_text(cpu), "memory": _memory_text(memory)}
+        ),
+    )
+
+
+def own_labels(spec: DeploymentSpec) -> dict[str, str]:
+    return {
+        **spec.labels,
+        MANAGED_BY[0]: MANAGED_BY[1],
+        NAMESPACE_LABEL: spec.namespace,
+        SERVICE_LABEL: spec.service_id,
+    }
+
+
+def build_service(spec: DeploymentSpec) -> run_v2.Service:
+    service = run_v2.Service(
+        labels=own_labels(spec),
+        template=run_v2.RevisionTemplate(containers=[build_container(spec, None)]),
+        traffic=[
+            run_v2.TrafficTarget(
+                type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST,
+                percent=100,
+            )
+        ],
+    )
+    set_instance_count(service, spec.replicas)
+    return service
+
+
+def set_instance_count(service: run_v2.Service, count: int) -> None:
+    if HAS_MANUAL_SCALING:
+        service.scaling = run_v2.ServiceScaling(
+            scaling_mode=run_v2.ServiceScaling.ScalingMode.MANUAL, manual_instance_count=count
+        )
+    else:  # older run_v2 without manual scaling: pin the revision's instance range
+        service.template.scaling = run_v2.RevisionScaling(
+            min_instance_count=count, max_instance_count=max(count, 1)
+        )
+
+
+def instance_count(service: run_v2.Service) -> int:
+    if HAS_MANUAL_SCALING:
+        return int(service.scaling.manual_instance_count)
+    return int(service.template.scaling.min_instance_count)
+
+
+def config_ref(service: run_v2.Service) -> run_v2.EnvVar | None:
+    for container in service.template.containers:
+        for var in container.env:
+            if var.name == CONFIG_ENV:
+                return run_v2.EnvVar(var)
+    return None
+
+
+def make_config_ref(secret: str, version: str) -> run_v2.EnvVar:
+    return run_v2.EnvVar(
+        name=CONFIG_ENV,
+        value_source=run_v2.EnvVarSource(
+            secret_key_ref=run_v2.SecretKeySelector(secret=secret, version=version)
+        ),
+    )
+
+
+def _quantity(kind: str, text: str) -> int | None:
+    if not text:
+        return None
+    try:
+        if kind == "cpu":
+            return Resources(cpu=text).cpu_millicores()
+        return Resources(memory=text).memory_bytes()
+    except ValueError:
+        return None
+
+
+def template_key(template: run_v2.RevisionTemplate) -> tuple[object, ...]:
+    """What the provider owns of a template, normalised (server defaults aside)."""
+    return tuple(
+        (
+            c.image,
+            tuple(c.command),
+            tuple(c.args),
+            tuple(
+                (
+                    v.name,
+                    v.value,
+                    v.value_source.secret_key_ref.secret,
+                    v.value_source.secret_key_ref.version,
+                )
+                for v in sorted(c.env, key=lambda v: str(v.name))
+            ),
+            tuple(p.container_port for p in c.ports),
+            _quantity("cpu", c.resources.limits.get("cpu", "")),
+            _quantity("memory", c.resources.limits.get("memory", "")),
+        )
+        for c in template.containers
+    )
+
+
+def converge(existing: run_v2.Service, spec: DeploymentSpec) -> run_v2.Service | None:
+    """The service updated to ``spec`` (keeping its config reference), or None if it holds."""
+    updated = run_v2.Service(existing)
+    changed = False
+    desired = [build_container(spec, config_ref(existing))]
+    if template_key(run_v2.RevisionTemplate(containers=desired)) != template_key(existing.template):
+        updated.template.containers = desired
+        changed = True
+    if dict(existing.labels) != own_labels(spec):
+        updated.labels = own_labels(spec)
+        changed = True
+    if instance_count(existing) != spec.replicas or (
+        HAS_MANUAL_SCALING
+        and existing.scaling.scaling_mode != run_v2.ServiceScaling.ScalingMode.MANUAL
+    ):
+        set_instance_count(updated, spec.replicas)
+        changed = True
+    return updated if changed else None
+
+
+def owner(service: run_v2.Service) -> tuple[str, str] | None:
+    labels = service.labels
+    if labels.get(MANAGED_BY[0]) != MANAGED_BY[1]:
+        return None
+    namespace, service_id = labels.get(NAMESPACE_LABEL), labels.get(SERVICE_LABEL)
+    if not namespace or not service_id:
+        return None
+    return str(namespace), str(service_id)
+
+
+def limits(service: run_v2.Service) -> tuple[float, int]:
+    """(CPU cores, memory bytes) of one instance of the service's template."""
+    container = service.template.containers[0] if service.template.containers else None
+    raw = container.resources.limits if container is not None else {}
+    cpu = _quantity("cpu", raw.get("cpu", "")) or DEFAULT_CPU_MILLI
+    memory = _quantity("memory", raw.get("memory", "")) or DEFAULT_MEMORY
+    return cpu / 1000, memory
+
+
+def to_status(service: run_v2.Service, alias: str) -> DeploymentStatus:
+    namespace, service_id = owner(service) or ("", service.name.rsplit("/", 1)[-1])
+    desired = instance_count(service)
+    condition = service.terminal_condition
+    ready_revision = service.latest_ready_revision.rsplit("/", 1)[-1]
+    serving = ready_revision and any(
+        t.revision == ready_revision and t.percent > 0 for t in service.traffic_statuses
+    )
+    settled = (
+        not service.reconciling
+        and condition.state == _COND.CONDITION_SUCCEEDED
+        and service.latest_ready_revision == service.latest_created_revision
+    )
+    message = str(condition.message)
+    if condition.state == _COND.CONDITION_FAILED:
+        # A failed rollout leaves the previous ready revision serving, if there is one.
+        state = DeploymentState.DEGRADED if serving and desired else DeploymentState.FAILED
+        ready = desired if serving else 0
+    elif desired == 0:
+        state, ready = DeploymentState.STOPPED, 0
+    elif settled and serving:
+        state, ready = DeploymentState.RUNNING, desired
+    else:
+        state, ready = DeploymentState.PENDING, 0
+        message = message or "Cloud Run is reconciling the service"
+    container = service.template.containers[0] if service.template.containers else None
+    stamp: object = service.update_time or service.create_time
+    updated_at = stamp if isinstance(stamp, datetime) else datetime.now(UTC)
+    return DeploymentStatus(
+        service_id=service_id,
+        namespace=namespace,
+        provider=alias,
+        state=state,
+        desired_replicas=desired,
+        ready_replicas=ready,
+        message=message,
+        instances=tuple(
+            InstanceStatus(f"{ready_revision}-{n}", "serving", True) for n in range(ready)
+        ),
+        image=container.image if container is not None else "",
+        labels={k: v for k, v in service.labels.items() if k not in OWN_LABELS},
+        updated_at=updated_at,
+    )

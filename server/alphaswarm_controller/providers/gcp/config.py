@@ -1,0 +1,125 @@
+"""Service config in Secret Manager: one secret per service, its versions the config versions.
+
+The secret ``alphaswarm-<cloud run name>`` holds the config as a JSON object;
+the number of its newest version is the config ``version`` ("0" before the
+first write). A write is a compare-and-swap on the secret's etag (the secret's
+``alphaswarm-config-version`` label moves with every write), so two writers
+that read the same version cannot both add one: the loser gets
+ConfigVersionConflict and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from google.api_core import exceptions as gexc
+from google.cloud import secretmanager_v1 as sm
+from google.protobuf import field_mask_pb2
+
+from alphaswarm_core.providers.concurrency import remaining_timeout
+from alphaswarm_core.providers.protocol import ConfigVersionConflict
+
+from .cloudrun import MANAGED_BY, NAMESPACE_LABEL, SERVICE_LABEL
+from .errors import api_errors
+
+VERSION_LABEL = "alphaswarm-config-version"
+
+
+@dataclass(frozen=True)
+class StoredConfig:
+    data: dict[str, str]
+    version: str
+    secret: sm.Secret | None
+
+
+def secret_id(cloud_run_name: str) -> str:
+    return f"alphaswarm-{cloud_run_name}"
+
+
+class SecretConfigStore:
+    def __init__(self, client: sm.SecretManagerServiceAsyncClient, project: str) -> None:
+        self.client = client
+        self.project = project
+
+    def secret_name(self, cloud_run_name: str) -> str:
+        return f"projects/{self.project}/secrets/{secret_id(cloud_run_name)}"
+
+    async def read(self, cloud_run_name: str) -> StoredConfig:
+        name = self.secret_name(cloud_run_name)
+        with api_errors("secretmanager"):
+            try:
+                secret = await self.client.get_secret(name=name, timeout=remaining_timeout())
+            except gexc.NotFound:
+                return StoredConfig({}, "0", None)
+            try:
+                access = await self.client.access_secret_version(
+                    name=f"{name}/versions/latest", timeout=remaining_timeout()
+                )
+            except gexc.NotFound:
+                return StoredConfig({}, "0", secret)
+        data = json.loads(access.payload.data.decode() or "{}")
+        return StoredConfig(
+            {str(k): str(v) for k, v in data.items()}, access.name.rsplit("/", 1)[1], secret
+        )
+
+    async def _ensure_secret(
+        self, cloud_run_name: str, namespace: str, service_id: str
+    ) -> sm.Secret:
+        secret = sm.Secret(
+            replication=sm.Replication(automatic=sm.Replication.Automatic()),
+            labels={
+                MANAGED_BY[0]: MANAGED_BY[1],
+                NAMESPACE_LABEL: namespace,
+                SERVICE_LABEL: service_id,
+                VERSION_LABEL: "0",
+            },
+        )
+        with api_errors("secretmanager"):
+            try:
+                return await self.client.create_secret(
+                    parent=f"projects/{self.project}",
+                    secret_id=secret_id(cloud_run_name),
+                    secret=secret,
+                    timeout=remaining_timeout(),
+                )
+            except gexc.AlreadyExists:
+                return await self.client.get_secret(
+                    name=self.secret_name(cloud_run_name), timeout=remaining_timeout()
+                )
+
+    async def write(
+        self,
+        cloud_run_name: str,
+        namespace: str,
+        service_id: str,
+        current: StoredConfig,
+        data: Mapping[str, str],
+    ) -> str:
+        """Add a version holding ``data`` on top of ``current``; return its version id."""
+        secret = current.secret or await self._ensure_secret(cloud_run_name, namespace, service_id)
+        claim = sm.Secret(
+            name=secret.name,
+            etag=secret.etag,
+            labels={**secret.labels, VERSION_LABEL: str(int(current.version) + 1)},
+        )
+        with api_errors("secretmanager"):
+            try:
+                await self.client.update_secret(
+                    secret=claim,
+                    update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
+                    timeout=remaining_timeout(),
+                )
+            except (gexc.Aborted, gexc.FailedPrecondition) as exc:
+                latest = await self.read(cloud_run_name)
+                raise ConfigVersionConflict(
+                    service_id, namespace, expected=current.version, actual=latest.version
+                ) from exc
+            payload = json.dumps(dict(sorted(data.items()))).encode()
+            added = await self.client.add_secret_version(
+                parent=secret.name,
+                payload=sm.SecretPayload(data=payload),
+                timeout=remaining_timeout(),
+            )
+        return str(added.name.rsplit("/", 1)[1])

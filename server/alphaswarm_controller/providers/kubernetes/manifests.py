@@ -1,0 +1,181 @@
+"""DeploymentSpec -> the Kubernetes objects that run it (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from alphaswarm_core.providers.errors import FieldViolation, InvalidSpecError
+from alphaswarm_core.providers.models import DeploymentSpec
+
+JsonObj = dict[str, Any]
+
+MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "alphaswarm"
+SERVICE_KEY = "alphaswarm.dev/service"
+STATE_KEY = "alphaswarm.dev/state"
+CONFIG_HASH_KEY = "alphaswarm.dev/config-hash"
+RESERVED_PREFIXES = ("alphaswarm.dev/", "app.kubernetes.io/managed-by", "pod-template-hash")
+MANAGED_SELECTOR = f"{MANAGED_BY_KEY}={MANAGED_BY}"
+CONTAINER_NAME = "main"
+
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+#: provider_options this provider understands, and what each sets.
+OPTIONS = {
+    "service_type": "Service type when the spec has ports: " + ", ".join(SERVICE_TYPES),
+    "image_pull_policy": "container imagePullPolicy: " + ", ".join(PULL_POLICIES),
+    "service_account": "the pod's serviceAccountName",
+}
+
+
+def configmap_name(service_id: str) -> str:
+    return f"{service_id}-config"
+
+
+def service_selector(service_id: str) -> str:
+    return f"{SERVICE_KEY}={service_id}"
+
+
+def own_labels(service_id: str) -> dict[str, str]:
+    return {MANAGED_BY_KEY: MANAGED_BY, SERVICE_KEY: service_id}
+
+
+def user_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """The caller's labels, without the ones this provider sets itself."""
+    return {k: v for k, v in labels.items() if not k.startswith(RESERVED_PREFIXES)}
+
+
+def config_hash(data: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(dict(data), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_spec(spec: DeploymentSpec) -> None:
+    """What this backend needs beyond the model's own validation."""
+    violations: list[FieldViolation] = []
+    if not spec.image:
+        violations.append(
+            FieldViolation("spec.image", "the kubernetes provider runs containers: set an image")
+        )
+    for key in spec.labels:
+        if key.startswith(RESERVED_PREFIXES):
+            violations.append(
+                FieldViolation(f"spec.labels[{key!r}]", "this label key is reserved by alphaswarm")
+            )
+    for key, value in spec.provider_options.items():
+        if key not in OPTIONS:
+            violations.append(
+                FieldViolation(
+                    f"spec.provider_options[{key!r}]",
+                    f"unknown option; the kubernetes provider accepts {', '.join(sorted(OPTIONS))}",
+                )
+            )
+        elif key == "service_type" and value not in SERVICE_TYPES:
+            violations.append(
+                FieldViolation(f"spec.provider_options[{key!r}]", f"one of {SERVICE_TYPES}")
+            )
+        elif key == "image_pull_policy" and value not in PULL_POLICIES:
+            violations.append(
+                FieldViolation(f"spec.provider_options[{key!r}]", f"one of {PULL_POLICIES}")
+            )
+    seen: set[tuple[int, str]] = set()
+    for index, port in enumerate(spec.ports):
+        port_key = (port.host_port or port.container_port, port.protocol)
+        if port_key in seen:
+            violations.append(
+                FieldViolation(f"spec.ports[{index}]", "duplicate service port and protocol")
+            )
+        seen.add(port_key)
+    if violations:
+        raise InvalidSpecError(violations)
+
+
+def deployment_manifest(spec: DeploymentSpec, config_data_hash: str) -> JsonObj:
+    """The Deployment this provider applies (its whole field set, for server-side apply)."""
+    labels = {**user_labels(spec.labels), **own_labels(spec.service_id)}
+    container: JsonObj = {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "env": [{"name": k, "value": v} for k, v in sorted(spec.env.items())],
+        "envFrom": [{"configMapRef": {"name": configmap_name(spec.service_id)}}],
+    }
+    if spec.command:
+        container["command"] = list(spec.command)
+    if spec.ports:
+        container["ports"] = [
+            {"containerPort": p.container_port, "protocol": p.protocol.upper()} for p in spec.ports
+        ]
+    limits = {
+        k: v for k, v in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory)) if v
+    }
+    if limits:
+        container["resources"] = {"limits": limits}
+    policy = spec.provider_options.get("image_pull_policy")
+    if policy:
+        container["imagePullPolicy"] = policy
+    pod_spec: JsonObj = {"containers": [container]}
+    account = spec.provider_options.get("service_account")
+    if account:
+        pod_spec["serviceAccountName"] = account
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": spec.service_id,
+            "namespace": spec.namespace,
+            "labels": labels,
+            "annotations": {STATE_KEY: "started"},
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": {SERVICE_KEY: spec.service_id}},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {CONFIG_HASH_KEY: config_data_hash},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def service_manifest(spec: DeploymentSpec) -> JsonObj:
+    """The Service in front of the pods; ``host_port`` is the Service port when set."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": spec.service_id,
+            "namespace": spec.namespace,
+            "labels": {**user_labels(spec.labels), **own_labels(spec.service_id)},
+        },
+        "spec": {
+            "type": spec.provider_options.get("service_type", "ClusterIP"),
+            "selector": {SERVICE_KEY: spec.service_id},
+            "ports": [
+                {
+                    "name": f"{p.protocol}-{p.host_port or p.container_port}",
+                    "port": p.host_port or p.container_port,
+                    "targetPort": p.container_port,
+                    "protocol": p.protocol.upper(),
+                }
+                for p in spec.ports
+            ],
+        },
+    }
+
+
+def configmap_manifest(service_id: str, namespace: str) -> JsonObj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": configmap_name(service_id),
+            "namespace": namespace,
+            "labels": own_labels(service_id),
+        },
+        "data": {},
+    }

@@ -1,0 +1,133 @@
+"""A Deployment (and optionally its pods) as the JSON the server sent -> DeploymentStatus."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from alphaswarm_core.providers.models import DeploymentState, DeploymentStatus, InstanceStatus
+
+from .manifests import STATE_KEY, user_labels
+
+JsonObj = dict[str, Any]
+
+#: Container waiting reasons that mean the pod will not become ready by itself.
+FAILING_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _instance(pod: JsonObj) -> InstanceStatus:
+    status = pod.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    restarts = 0
+    state = str(status.get("phase") or "Unknown")
+    message = ""
+    for container in status.get("containerStatuses") or []:
+        restarts += int(container.get("restartCount") or 0)
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") and not ready:
+            state = str(waiting["reason"])
+            message = str(waiting.get("message") or "")
+    return InstanceStatus(
+        instance_id=str(pod["metadata"]["name"]),
+        state=state,
+        ready=ready,
+        restarts=restarts,
+        message=message[:300],
+    )
+
+
+def live_pods(pods: Sequence[JsonObj]) -> list[JsonObj]:
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def deployment_status(
+    deployment: JsonObj, alias: str, pods: Sequence[JsonObj] | None = None
+) -> DeploymentStatus:
+    meta = deployment["metadata"]
+    spec = deployment.get("spec") or {}
+    observed = deployment.get("status") or {}
+    desired = int(spec.get("replicas", 1))
+    ready = int(observed.get("readyReplicas") or 0)
+    updated = int(observed.get("updatedReplicas") or 0)
+    total = int(observed.get("replicas") or 0)
+    current = int(observed.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+    conditions = {c.get("type"): c for c in observed.get("conditions") or []}
+    instances = tuple(_instance(p) for p in live_pods(pods)) if pods is not None else ()
+    failing = sorted({i.state for i in instances if i.state in FAILING_REASONS})
+    restarts = sum(i.restarts for i in instances)
+
+    progressing = conditions.get("Progressing") or {}
+    replica_failure = conditions.get("ReplicaFailure") or {}
+    problems: list[str] = []
+    if progressing.get("status") == "False":
+        problems.append(f"{progressing.get('reason')}: {progressing.get('message', '')}".strip())
+    if replica_failure.get("status") == "True":
+        problems.append(
+            f"{replica_failure.get('reason')}: {replica_failure.get('message', '')}".strip()
+        )
+    if failing:
+        problems.append("pods " + ", ".join(failing))
+
+    stopped = (meta.get("annotations") or {}).get(STATE_KEY) == "stopped"
+    if desired == 0:
+        state = DeploymentState.STOPPED
+        message = "stopped" if stopped else "scaled to zero"
+    elif progressing.get("status") == "False" or replica_failure.get("status") == "True":
+        state = DeploymentState.FAILED
+        message = "; ".join(problems)
+    elif current and ready >= desired and updated >= desired and total <= desired:
+        state = DeploymentState.RUNNING
+        message = f"{ready}/{desired} ready"
+    elif failing and ready > 0:
+        state = DeploymentState.DEGRADED
+        message = f"{ready}/{desired} ready; " + "; ".join(problems)
+    else:
+        state = DeploymentState.PENDING
+        detail = "; ".join(problems) if problems else "rolling out" if current else "pending"
+        message = f"{ready}/{desired} ready; {detail}"
+
+    stamps = [
+        t
+        for t in (_parse_time(c.get("lastUpdateTime")) for c in observed.get("conditions") or [])
+        if t is not None
+    ]
+    created = _parse_time(meta.get("creationTimestamp"))
+    updated_at = max(stamps) if stamps else created or datetime.now(UTC)
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
+    return DeploymentStatus(
+        service_id=str(meta["name"]),
+        namespace=str(meta.get("namespace") or ""),
+        provider=alias,
+        state=state,
+        desired_replicas=desired,
+        ready_replicas=ready,
+        message=message,
+        updated_at=updated_at,
+        restarts=restarts,
+        instances=instances,
+        image=str(containers[0].get("image") or ""),
+        labels=user_labels(meta.get("labels") or {}),
+    )

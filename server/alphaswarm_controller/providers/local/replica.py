@@ -1,0 +1,206 @@
+"""One supervised replica: a process kept running, restarted with backoff when it exits.
+
+A single task owns the process from spawn to exit, so a stop request and a
+crash can never race each other into two processes for one replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from alphaswarm_core.providers.models import InstanceStatus
+
+from . import processes
+from .processes import LaunchPlan
+from .settings import LocalSettings
+
+log = logging.getLogger(__name__)
+
+PidHook = Callable[[int, int, float | None], Awaitable[None]]
+"""(ordinal, pid, create_time or None when the process is gone)."""
+
+
+class Replica:
+    def __init__(
+        self,
+        service_id: str,
+        ordinal: int,
+        plan: LaunchPlan,
+        *,
+        log_path: Path,
+        settings: LocalSettings,
+        on_pid: PidHook,
+    ) -> None:
+        self.service_id = service_id
+        self.ordinal = ordinal
+        self.plan = plan
+        self.log_path = log_path
+        self._settings = settings
+        self._on_pid = on_pid
+        self._process: asyncio.subprocess.Process | None = None
+        self._started_at = 0.0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.restarts = 0
+        self.state = "starting"
+        self.message = ""
+        self.last_exit_code: int | None = None
+        self.last_failure = ""
+
+    # -- observed state ---------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.pid is not None
+            and not self._stop.is_set()
+            and time.monotonic() - self._started_at >= self._settings.ready_after
+        )
+
+    @property
+    def failed_since_start(self) -> bool:
+        return self.restarts > 0 or self.state == "backoff"
+
+    def status(self) -> InstanceStatus:
+        pid = self.pid
+        state = self.state
+        if state == "starting" and self.ready:
+            state = "running"
+        instance_id = f"{self.service_id}-{self.ordinal}"
+        message = self.message
+        if pid is not None:
+            instance_id += f"@{pid}"
+            message = f"pid {pid}"
+            if self.last_failure:
+                message += f"; last exit: {self.last_failure}"
+        return InstanceStatus(
+            instance_id=instance_id,
+            state=state,
+            ready=self.ready,
+            restarts=self.restarts,
+            message=message,
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Spawn the first process, then supervise it in a task.
+
+        A spawn that fails (binary removed, log dir unwritable) puts the replica
+        in backoff like a crash would, rather than failing the whole convergence.
+        """
+        try:
+            await self._spawn_or_fail()
+        except BaseException:
+            self.kill_now()
+            raise
+        self._task = asyncio.create_task(
+            self._supervise(), name=f"alphaswarm-local:{self.service_id}-{self.ordinal}"
+        )
+
+    async def stop(self) -> None:
+        """SIGTERM, SIGKILL after the grace period; returns once no process is left."""
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        elif self._process is not None:
+            await processes.terminate(self._process, self._settings.stop_grace)
+        self.state = "stopped"
+
+    def kill_now(self) -> None:
+        """For a cancelled owner: no waiting, the group is SIGKILLed."""
+        self._stop.set()
+        if self._process is not None and self._process.returncode is None:
+            processes.kill_group_now(self._process.pid)
+        if self._task is not None:
+            self._task.cancel()
+
+    async def wait_ready_or_failed(self, within: float) -> bool:
+        """After a (re)start: True once ready, False if it crashed first or timed out."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.ready:
+                return True
+            if self.failed_since_start or self._stop.is_set():
+                return False
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _spawn(self) -> None:
+        self.state = "starting"
+        process = await processes.spawn(
+            self.plan, self.ordinal, self.log_path, pdeathsig=self._settings.pdeathsig
+        )
+        self._process = process
+        self._started_at = time.monotonic()
+        created = processes.create_time(process.pid)
+        if created is not None:
+            await self._on_pid(self.ordinal, process.pid, created)
+
+    async def _spawn_or_fail(self) -> None:
+        try:
+            await self._spawn()
+        except OSError as exc:
+            self._failed(f"cannot start {self.plan.argv[0]!r}: {exc.strerror or exc}")
+
+    async def _supervise(self) -> None:
+        settings = self._settings
+        delay = settings.backoff_initial
+        try:
+            while True:
+                process = self._process
+                if process is not None:
+                    code = await self._wait_exit_or_stop(process)
+                    self._process = None
+                    await self._on_pid(self.ordinal, process.pid, None)
+                    if self._stop.is_set():
+                        return
+                    if time.monotonic() - self._started_at >= settings.stable_after:
+                        delay = settings.backoff_initial
+                    self.restarts += 1
+                    self.last_exit_code = code
+                    self._failed(processes.describe_exit(code))
+                self.message = f"{self.last_failure}; restarting in {delay:.1f}s"
+                log.info("replica %s-%d: %s", self.service_id, self.ordinal, self.message)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                if self._stop.is_set():
+                    return
+                delay = min(delay * 2, settings.backoff_max)
+                await self._spawn_or_fail()
+        finally:
+            leftover = self._process
+            if leftover is not None and leftover.returncode is None:
+                processes.kill_group_now(leftover.pid)
+            self.state = "stopped"
+
+    def _failed(self, why: str) -> None:
+        self.state = "backoff"
+        self.last_failure = why
+
+    async def _wait_exit_or_stop(self, process: asyncio.subprocess.Process) -> int:
+        exited = asyncio.ensure_future(process.wait())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            exited.cancel()
+            raise
+        finally:
+            stopping.cancel()
+        if not exited.done():
+            self.state = "stopping"
+            return await processes.terminate(process, self._settings.stop_grace)
+        # The leader is gone; whatever it forked into its group goes with it.
+        await processes.end_group(process.pid, 0.0)
+        return exited.result()

@@ -1,0 +1,1 @@
+"""Transport security, caller authentication and authorization, audit and limits."""

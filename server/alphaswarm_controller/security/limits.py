@@ -1,0 +1,59 @@
+"""Transport limits and the server-wide cap on open streams."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from alphaswarm_controller.interception import BehaviorInterceptor, Context, StreamBehavior
+from alphaswarm_controller.settings import ServerSettings
+from alphaswarm_core.providers.errors import InfrastructureProviderError
+
+from .auth import SERVICE_PREFIX
+
+
+class StreamLimitExceeded(InfrastructureProviderError):
+    code = "RESOURCE_EXHAUSTED"
+    reason = "STREAM_LIMIT"
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        # Keepalive enforcement: answer pings, but close connections that ping
+        # more often than every 10 s without calls (a misbehaving client).
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
+class StreamLimitInterceptor(BehaviorInterceptor):
+    """RESOURCE_EXHAUSTED for a stream beyond ``limit`` open ones, server-wide."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.open = 0
+
+    def applies_to(self, method: str) -> bool:
+        return method.startswith(SERVICE_PREFIX)
+
+    async def stream(
+        self, method: str, request: Any, context: Context, behavior: StreamBehavior
+    ) -> AsyncIterator[Any]:
+        if self.open >= self.limit:
+            raise StreamLimitExceeded(
+                f"the server already serves {self.open} streams (limit {self.limit}); retry later",
+                metadata={"limit": str(self.limit)},
+            )
+        self.open += 1
+        try:
+            async for item in behavior(request, context):
+                yield item
+        finally:
+            self.open -= 1

@@ -1,0 +1,59 @@
+"""The provider contract against moto server (HTTP, real boto3 clients) plus a fake ECS scheduler.
+
+See tests/fakes/moto_server.py for what the scheduler adds to moto and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+
+import pytest
+
+from alphaswarm_controller.providers.aws import AwsProvider
+from alphaswarm_core.providers.protocol import DeploymentSpec
+from tests.contract.suite import ProviderContract, SpecFactory, unique_name
+from tests.fakes.moto_server import IMAGE, EcsTestBed, ecs_test_bed
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[EcsTestBed]:
+    with ecs_test_bed() as test_bed:
+        yield test_bed
+
+
+@pytest.fixture
+async def provider(bed: EcsTestBed) -> AsyncIterator[AwsProvider]:
+    instance = AwsProvider(env=bed.provider_env())
+    await instance.open()
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+@pytest.fixture
+def spec_factory() -> SpecFactory:
+    def make(
+        service_id: str,
+        namespace: str,
+        replicas: int = 1,
+        env: Mapping[str, str] | None = None,
+    ) -> DeploymentSpec:
+        return DeploymentSpec(
+            service_id=service_id,
+            namespace=namespace,
+            image=IMAGE,
+            replicas=replicas,
+            env=dict(env or {}),
+        )
+
+    return make
+
+
+@pytest.fixture
+def namespace() -> str:
+    return unique_name("ns")
+
+
+class TestAwsContract(ProviderContract):
+    pass

@@ -1,0 +1,322 @@
+"""Azure Container Instances mode beyond the contract: translation, ARM traffic, faults.
+
+Everything runs the real azure-mgmt clients against the ARM emulator over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from alphaswarm_controller.providers.azure import AzureProvider
+from alphaswarm_controller.providers.azure.aci import TAG_STOPPED
+from alphaswarm_core.providers.protocol import (
+    BackendPermissionDenied,
+    BackendQuotaExceeded,
+    BackendRejectedError,
+    BackendUnavailableError,
+    DeploymentSpec,
+    DeploymentState,
+    DeploymentStatus,
+    InfrastructureProviderUnavailable,
+    InvalidSpecError,
+    PortSpec,
+    Resources,
+)
+from tests.contract.suite import ready, wait_for
+from tests.fakes.arm_emulator import ArmEmulator
+from tests.fakes.arm_testing import make_provider
+
+IMAGE = "mcr.microsoft.com/azuredocs/aci-helloworld:latest"
+GROUPS = r"/containerGroups"
+
+
+@pytest.fixture
+def arm() -> Iterator[ArmEmulator]:
+    emulator = ArmEmulator(page_size=2).start()
+    yield emulator
+    emulator.close()
+
+
+@pytest.fixture
+async def provider(arm: ArmEmulator) -> AsyncIterator[AzureProvider]:
+    provider = make_provider(arm)
+    yield provider
+    await provider.close()
+
+
+def spec(service: str, replicas: int = 1, **kwargs: object) -> DeploymentSpec:
+    fields: dict[str, object] = {"image": IMAGE, "replicas": replicas, "namespace": "team"}
+    fields.update(kwargs)
+    return DeploymentSpec(service_id=service, **fields).validate()  # type: ignore[arg-type]
+
+
+def body(arm: ArmEmulator, name: str) -> dict[str, object]:
+    return arm.store.groups[name].body
+
+
+async def test_start_creates_tagged_container_groups(
+    arm: ArmEmulator, provider: AzureProvider
+) -> None:
+    await provider.start(
+        spec(
+            "web",
+            2,
+            env={"MODE": "a"},
+            labels={"team": "blue"},
+            ports=(PortSpec(8080, 8080),),
+            resources=Resources(cpu="250m", memory="512Mi"),
+        )
+    )
+    assert arm.store.names() == ["team-web-0", "team-web-1"]
+    group = body(arm, "team-web-1")
+    tags = group["tags"]
+    assert isinstance(tags, dict)
+    assert tags["alphaswarm-service"] == "web"
+    assert tags["alphaswarm-namespace"] == "team"
+    assert tags["alphaswarm-ordinal"] == "1"
+    assert tags["alphaswarm-config-version"] == "0"
+    assert tags["team"] == "blue"
+    props = group["properties"]
+    assert isinstance(props, dict)
+    container = props["containers"][0]["properties"]
+    assert container["resources"]["requests"] == {"cpu": 0.25, "memoryInGB": 0.5}
+    assert {"name": "MODE", "value": "a"} in container["environmentVariables"]
+    assert props["ipAddress"]["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert props["restartPolicy"] == "Always"
+
+
+async def test_start_twice_sends_no_writes(arm: ArmEmulator, provider: AzureProvider) -> None:
+    await provider.start(spec("api", 2))
+    arm.reset_counts()
+    await provider.start(spec("api", 2))
+    assert arm.count("PUT") == arm.count("DELETE") == arm.count("POST") == 0
+
+
+async def test_changed_spec_recreates_groups(arm: ArmEmulator, provider: AzureProvider) -> None:
+    await provider.start(spec("api", 2, env={"V": "1"}))
+    arm.reset_counts()
+    await provider.start(spec("api", 2, env={"V": "2"}))
+    assert arm.count("DELETE", GROUPS) == 2
+    assert arm.count("PUT", GROUPS) == 2
+    env = body(arm, "team-api-0")["properties"]["containers"][0]["properties"]  # type: ignore[index]
+    assert {"name": "V", "value": "2"} in env["environmentVariables"]
+
+
+async def test_list_deployments_is_one_paged_listing(
+    arm: ArmEmulator, provider: AzureProvider
+) -> None:
+    for name in ("a", "b", "c"):
+        await provider.start(spec(name, 2))
+    arm.reset_counts()
+    listed = await provider.list_deployments(namespace="team")
+    assert sorted(s.service_id for s in listed) == ["a", "b", "c"]
+    assert all(s.desired_replicas == 2 for s in listed)
+    # 6 groups, 2 per page: three GETs of the listing (following nextLink), nothing else.
+    assert arm.count("GET") == 3
+    assert arm.count("GET", GROUPS + "$") == 3
+
+
+async def test_stop_keeps_first_group_stopped(arm: ArmEmulator, provider: AzureProvider) -> None:
+    await provider.start(spec("job", 3))
+    await wait_for(provider, "job", "team", ready(3), timeout=10)
+    arm.reset_counts()
+    stopped = await provider.stop("job", namespace="team")
+    assert stopped.state is DeploymentState.STOPPED
+    assert arm.count("DELETE", GROUPS) == 2
+    assert arm.count("GET", r"/operations/") >= 2, "deletes are polled to completion"
+    assert arm.store.names() == ["team-job-0"]
+    assert arm.store.groups["team-job-0"].stopped
+    assert body(arm, "team-job-0")["tags"][TAG_STOPPED] == "true"  # type: ignore[index]
+    listed = await provider.list_deployments(namespace="team")
+    assert [(s.service_id, s.state) for s in listed] == [("job", DeploymentState.STOPPED)]
+    await provider.scale("job", 2, namespace="team")
+    await wait_for(provider, "job", "team", ready(2), timeout=10)
+    assert not arm.store.groups["team-job-0"].stopped
+
+
+async def test_scale_creates_concurrently_within_the_bound(arm: ArmEmulator) -> None:
+    provider = make_provider(arm, ALPHASWARM_AZURE_MAX_PARALLEL="3")
+    await provider.start(spec("burst", 1))
+    arm.response_delay = {"PUT": 0.15, "DELETE": 0.15}
+    status = await provider.scale("burst", 8, namespace="team")
+    assert status.desired_replicas == 8
+    assert arm.store.names() == [f"team-burst-{i}" for i in range(8)]
+    assert arm.max_in_flight["PUT"] == 3, "7 creates, at most 3 at once"
+    await provider.scale("burst", 2, namespace="team")
+    assert arm.store.names() == ["team-burst-0", "team-burst-1"]
+    assert arm.max_in_flight["DELETE"] == 3
+    await provider.close()
+
+
+async def test_failed_scale_up_deletes_what_it_created(
+    arm: ArmEmulator, provider: AzureProvider
+) -> None:
+    await provider.start(spec("q", 1))
+    arm.inject(
+        "PUT",
+        r"/team-q-3$",
+        409,
+        "ContainerGroupQuotaReached",
+        "Resource type 'Microsoft.ContainerInstance/containerGroups' container group quota "
+        "'StandardCores' exceeded in region 'westeurope'.",
+    )
+    with pytest.raises(BackendQuotaExceeded) as caught:
+        await provider.scale("q", 5, namespace="team")
+    assert caught.value.code == "RESOURCE_EXHAUSTED"
+    assert "quota" in caught.value.message
+    assert arm.store.names() == ["team-q-0"]
+    status = await provider.status("q", namespace="team")
+    assert status.desired_replicas == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"resources": Resources(cpu="5")}, "spec.resources.cpu"),
+        ({"resources": Resources(cpu="50m")}, "spec.resources.cpu"),
+        ({"resources": Resources(memory="32Gi")}, "spec.resources.memory"),
+        ({"service_id": "a--b"}, "spec.service_id"),
+        ({"service_id": "s" * 60}, "spec.service_id"),
+        ({"labels": {"app.kubernetes.io/name": "x"}}, "spec.labels['app.kubernetes.io/name']"),
+        ({"ports": (PortSpec(80, 8080),)}, "spec.ports[0].host_port"),
+        (
+            {"provider_options": {"restart_policy": "Sometimes"}},
+            "spec.provider_options['restart_policy']",
+        ),
+        ({"image": "", "command": ("sleep", "1")}, "spec.image"),
+    ],
+)
+async def test_bad_specs_fail_before_any_call(
+    arm: ArmEmulator, provider: AzureProvider, kwargs: dict[str, object], field: str
+) -> None:
+    fields: dict[str, object] = {"service_id": "bad", **kwargs}
+    service = str(fields.pop("service_id"))
+    with pytest.raises(InvalidSpecError) as caught:
+        await provider.start(spec(service, 1, **fields))
+    assert field in {v.field for v in caught.value.violations}
+    assert arm.requests == []
+
+
+async def test_scale_beyond_name_limit_is_invalid(
+    arm: ArmEmulator, provider: AzureProvider
+) -> None:
+    service = "s" * 56  # "team-" + 56 + "-9" is 63 characters, "-10" one too many
+    await provider.start(spec(service, 1))
+    arm.reset_counts()
+    with pytest.raises(InvalidSpecError) as caught:
+        await provider.scale(service, 11, namespace="team")
+    assert caught.value.violations[0].field == "replicas"
+    assert arm.requests == []
+
+
+async def test_authorization_failed_names_the_role(
+    arm: ArmEmulator, provider: AzureProvider
+) -> None:
+    arm.inject(
+        "PUT",
+        GROUPS,
+        403,
+        "AuthorizationFailed",
+        "The client 'x' does not have authorization to perform action "
+        "'Microsoft.ContainerInstance/containerGroups/write'.",
+    )
+    with pytest.raises(BackendPermissionDenied) as caught:
+        await provider.start(spec("deny", 1))
+    assert "Contributor" in caught.value.message
+    assert "alphaswarm-rg" in caught.value.message
+    assert caught.value.code == "PERMISSION_DENIED"
+
+
+async def test_throttling_is_unavailable_with_retry_after(
+    arm: ArmEmulator, provider: AzureProvider
+) -> None:
+    await provider.start(spec("busy", 1))
+    arm.inject(
+        "GET", GROUPS + "$", 429, "TooManyRequests", "throttled", headers={"Retry-After": "7"}
+    )
+    with pytest.raises(BackendUnavailableError) as caught:
+        await provider.status("busy", namespace="team")
+    assert caught.value.code == "UNAVAILABLE"
+    assert caught.value.retry_after_seconds == 7.0
+    assert (await provider.status("busy", namespace="team")).desired_replicas == 1
+
+
+async def test_status_reads_instance_views(arm: ArmEmulator, provider: AzureProvider) -> None:
+    arm.store.run_delay = 0.5
+    await provider.start(spec("slow", 2))
+    early = await provider.status("slow", namespace="team")
+    assert early.state is DeploymentState.PENDING
+    assert early.ready_replicas == 0
+    settled = await wait_for(provider, "slow", "team", ready(2), timeout=10)
+    assert all(i.state == "running" for i in settled.instances)
+    assert settled.image == IMAGE
+
+
+async def test_concurrent_operations_on_distinct_services(
+    arm: ArmEmulator, provider: AzureProvider
+) -> None:
+    names = [f"c{uuid.uuid4().hex[:6]}" for _ in range(4)]
+    await asyncio.gather(*(provider.start(spec(n, 2)) for n in names))
+    listed = await provider.list_deployments(namespace="team")
+    assert sorted(s.service_id for s in listed) == sorted(names)
+
+
+async def test_failed_provisioning_is_failed_with_the_reason(
+    arm: ArmEmulator, provider: AzureProvider
+) -> None:
+    arm.store.failing_images.add("registry.example/missing:1")
+    await provider.start(spec("broken", 1, image="registry.example/missing:1"))
+
+    def failed(status: DeploymentStatus) -> bool:
+        return status.state is DeploymentState.FAILED
+
+    status = await wait_for(provider, "broken", "team", failed, timeout=10)
+    assert status.ready_replicas == 0
+    assert "ErrImagePull" in status.instances[0].message
+
+
+async def test_invalid_settings_are_named(arm: ArmEmulator) -> None:
+    provider = make_provider(arm, ALPHASWARM_AZURE_MAX_PARALLEL="many")
+    with pytest.raises(InfrastructureProviderUnavailable) as caught:
+        await provider.health()
+    assert caught.value.reason == "SETTINGS_INVALID"
+    assert "ALPHASWARM_AZURE_MAX_PARALLEL" in caught.value.message
+
+
+async def test_failed_first_start_leaves_nothing(arm: ArmEmulator, provider: AzureProvider) -> None:
+    arm.inject("PUT", r"/team-fresh-2$", 409, "ContainerGroupQuotaReached", "quota reached")
+    with pytest.raises(BackendQuotaExceeded):
+        await provider.start(spec("fresh", 3))
+    assert arm.store.names() == []
+    assert await provider.list_deployments(namespace="team") == []
+
+
+async def test_groups_alphaswarm_did_not_create_are_left_alone(
+    arm: ArmEmulator, provider: AzureProvider
+) -> None:
+    foreign = {
+        "location": "westeurope",
+        "tags": {"owner": "someone-else"},
+        "properties": {
+            "osType": "Linux",
+            "containers": [
+                {
+                    "name": "x",
+                    "properties": {
+                        "image": IMAGE,
+                        "resources": {"requests": {"cpu": 1, "memoryInGB": 1}},
+                    },
+                }
+            ],
+        },
+    }
+    arm.store.put_group("alphaswarm-rg", "team-legacy-0", foreign)
+    assert await provider.list_deployments() == []
+    with pytest.raises(BackendRejectedError) as caught:
+        await provider.start(spec("legacy", 1))
+    assert caught.value.reason == "NAME_TAKEN"
+    assert arm.store.groups["team-legacy-0"].body["tags"] == {"owner": "someone-else"}

@@ -1,0 +1,179 @@
+"""Pure translation helpers of the kubernetes provider: no server involved."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from alphaswarm_controller.providers.kubernetes.connection import ClusterConnection
+from alphaswarm_controller.providers.kubernetes.manifests import (
+    deployment_manifest,
+    service_manifest,
+)
+from alphaswarm_controller.providers.kubernetes.metrics import quantity
+from alphaswarm_controller.providers.kubernetes.status import deployment_status
+from alphaswarm_core.providers.protocol import (
+    DeploymentSpec,
+    DeploymentState,
+    PortSpec,
+    Resources,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("250m", Decimal("0.25")),
+        ("25000000n", Decimal("0.025")),
+        ("1500u", Decimal("0.0015")),
+        ("2", Decimal(2)),
+        ("12Mi", Decimal(12 * 1024**2)),
+        ("1024Ki", Decimal(1024**2)),
+        ("1G", Decimal(10**9)),
+    ],
+)
+def test_quantities(text: str, value: Decimal) -> None:
+    assert quantity(text) == value
+
+
+def test_a_bad_quantity_is_an_error() -> None:
+    with pytest.raises(ValueError, match="quantity"):
+        quantity("12 bananas")
+
+
+def _deployment(
+    replicas: int = 2, status: dict[str, Any] | None = None, generation: int = 1, **meta: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "web",
+            "namespace": "prod",
+            "generation": generation,
+            "labels": {"team": "a", "app.kubernetes.io/managed-by": "alphaswarm"},
+            **meta,
+        },
+        "spec": {
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "main", "image": "nginx:1"}]}},
+        },
+        "status": status or {},
+    }
+
+
+def test_running_needs_the_current_generation_observed() -> None:
+    settled = {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}
+    assert deployment_status(_deployment(status=settled, generation=2), "k").state is (
+        DeploymentState.RUNNING
+    )
+    stale = {**settled, "observedGeneration": 1}
+    status = deployment_status(_deployment(status=stale, generation=2), "k")
+    assert status.state is DeploymentState.PENDING
+    assert status.labels == {"team": "a"} and status.image == "nginx:1"
+
+
+def test_progress_deadline_is_failed_with_the_reason() -> None:
+    observed = {
+        "observedGeneration": 1,
+        "replicas": 2,
+        "conditions": [
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": 'ReplicaSet "web-1" has timed out progressing.',
+            },
+        ],
+    }
+    status = deployment_status(_deployment(status=observed), "k")
+    assert status.state is DeploymentState.FAILED
+    assert "ProgressDeadlineExceeded" in status.message and "timed out" in status.message
+
+
+def test_crashing_pods_beside_ready_ones_are_degraded() -> None:
+    observed = {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1}
+    pods: list[dict[str, Any]] = [
+        {
+            "metadata": {"name": "web-a"},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"restartCount": 0, "state": {"running": {}}}],
+            },
+        },
+        {
+            "metadata": {"name": "web-b"},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [
+                    {
+                        "restartCount": 4,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                    }
+                ],
+            },
+        },
+        {
+            "metadata": {"name": "web-old", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {},
+        },
+    ]
+    status = deployment_status(_deployment(status=observed), "k", pods)
+    assert status.state is DeploymentState.DEGRADED
+    assert "CrashLoopBackOff" in status.message
+    assert status.restarts == 4
+    assert [i.instance_id for i in status.instances] == ["web-a", "web-b"], "terminating pods"
+
+
+def test_zero_replicas_is_stopped_and_says_whether_it_was_stopped() -> None:
+    scaled = deployment_status(_deployment(replicas=0), "k")
+    assert (scaled.state, scaled.message) == (DeploymentState.STOPPED, "scaled to zero")
+    stopped = deployment_status(
+        _deployment(replicas=0, annotations={"alphaswarm.dev/state": "stopped"}), "k"
+    )
+    assert (stopped.state, stopped.message) == (DeploymentState.STOPPED, "stopped")
+
+
+def test_manifests_carry_everything_the_spec_says() -> None:
+    spec = DeploymentSpec(
+        service_id="api",
+        namespace="prod",
+        image="registry/api:2",
+        command=("serve", "--port", "8080"),
+        env={"B": "2", "A": "1"},
+        replicas=3,
+        labels={"team": "core"},
+        ports=(PortSpec(8080), PortSpec(53, host_port=5353, protocol="udp")),
+        resources=Resources(cpu="500m", memory="256Mi"),
+        provider_options={"service_account": "api-sa", "image_pull_policy": "Always"},
+    ).validate()
+    deployment = deployment_manifest(spec, "hash1")
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["selector"] == {"matchLabels": {"alphaswarm.dev/service": "api"}}
+    assert pod["metadata"]["labels"]["team"] == "core"
+    assert pod["metadata"]["annotations"] == {"alphaswarm.dev/config-hash": "hash1"}
+    assert container["command"] == ["serve", "--port", "8080"]
+    assert [e["name"] for e in container["env"]] == ["A", "B"]
+    assert container["resources"] == {"limits": {"cpu": "500m", "memory": "256Mi"}}
+    assert container["imagePullPolicy"] == "Always"
+    assert pod["spec"]["serviceAccountName"] == "api-sa"
+    assert container["ports"] == [
+        {"containerPort": 8080, "protocol": "TCP"},
+        {"containerPort": 53, "protocol": "UDP"},
+    ]
+    service = service_manifest(spec)
+    assert service["spec"]["ports"][1] == {
+        "name": "udp-5353",
+        "port": 5353,
+        "targetPort": 53,
+        "protocol": "UDP",
+    }
+
+
+def test_connection_repr_hides_the_token() -> None:
+    connection = ClusterConnection(endpoint="https://k8s", token="s3cr3t-token")
+    assert "s3cr3t-token" not in repr(connection)
