@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks import startup, streams, unary
+from benchmarks import backend_calls, startup, streams, unary
 
 
 @dataclass
@@ -138,6 +138,24 @@ def collect(smoke: bool) -> list[Row]:
         )
     )
 
+    counted = {
+        "local": backend_calls.local_counts(3),
+        "docker_compose": backend_calls.docker_counts(3),
+    }
+    for alias, counts in counted.items():
+        few, many = (v for k, v in counts.items() if k.startswith("ListDeployments"))
+        rows.append(
+            Row(
+                f"{alias}: backend calls of ListDeployments, 12 services",
+                many,
+                few,
+                "calls (baseline: the same list with 4 services)",
+                "ratio <= 1",
+                many <= few,
+            )
+        )
+    CALL_TABLES.update(counted)
+
     idle = streams.idle_stream_memory(100 if smoke else 2000)
     rows.append(
         Row(
@@ -150,6 +168,21 @@ def collect(smoke: bool) -> list[Row]:
         )
     )
     return rows
+
+
+CALL_TABLES: dict[str, dict[str, int]] = {}
+
+
+def render_calls() -> str:
+    names = list(next(iter(CALL_TABLES.values()))) if CALL_TABLES else []
+    width = max((len(n) for n in names), default=0)
+    lines = ["backend calls per RPC: " + "  ".join(CALL_TABLES)]
+    lines += [
+        f"  {name.ljust(width)}  "
+        + "  ".join(str(t[name]).rjust(len(a)) for a, t in CALL_TABLES.items())
+        for name in names
+    ]
+    return "\n".join(lines)
 
 
 def render(rows: list[Row]) -> str:
@@ -190,12 +223,14 @@ def main() -> int:
     rows = collect(args.smoke)
     print(f"machine: {machine()}")
     print(render(rows))
+    print(render_calls())
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
             {
                 "machine": machine(),
                 "smoke": args.smoke,
+                "backend_calls": CALL_TABLES,
                 "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
             },
             indent=2,

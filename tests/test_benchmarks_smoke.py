@@ -24,9 +24,42 @@ def test_benchmark_smoke_produces_every_figure(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    figures = {row["figure"].split(",")[0]: row for row in report["rows"]}
-    assert len(report["rows"]) == 9
-    polls = figures["backend polls per interval"]
+    assert len(report["rows"]) == 11
+    assert set(report["backend_calls"]) == {"local", "docker_compose"}
+    polls = next(r for r in report["rows"] if "subscribers on 1 service" in r["figure"])
     # Counting, not timing: 50 subscribers of one service share one backend stream.
     assert polls["value"] < 0.5 * polls["baseline"]
-    assert all(row["value"] > 0 for row in report["rows"])
+    measured = [r for r in report["rows"] if "backend calls" not in r["figure"]]
+    assert all(row["value"] > 0 for row in measured)
+    calls = report["backend_calls"]
+    assert calls["local"]["GetDeploymentStatus"] == 0, "local serves status from memory"
+    lists = [v for k, v in calls["docker_compose"].items() if k.startswith("ListDeployments")]
+    assert lists[0] == lists[1], "listing costs the same whatever the number of services"
+
+
+def test_load_smoke_has_no_errors(tmp_path: Path) -> None:
+    out = tmp_path / "load.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.load",
+            "--seconds",
+            "6",
+            "--clients",
+            "4",
+            "--streams",
+            "5",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    assert report["errors"] == {} and report["calls"] > 0 and report["stream_messages"] > 0

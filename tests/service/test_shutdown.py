@@ -33,15 +33,18 @@ async def test_graceful_stop(tmp_path: Path) -> None:
     )
     request = pb.StreamMetricsRequest(service_id="web")
     request.interval.FromMilliseconds(100)
-    streams = [stub.StreamMetrics(request) for _ in range(5)]
+    streams = [stub.StreamMetrics(request) for _ in range(100)]
     for stream in streams:
         await stream.read()
     watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
     assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
 
     memory.hang_seconds = 1.0
-    in_flight = asyncio.ensure_future(
-        stub.GetDeploymentStatus(pb.GetDeploymentStatusRequest(service_id="web"))
+    in_flight = asyncio.gather(
+        *(
+            stub.GetDeploymentStatus(pb.GetDeploymentStatusRequest(service_id="web"))
+            for _ in range(10)
+        )
     )
     await asyncio.sleep(0.2)
     stopping = asyncio.ensure_future(running.stop())
@@ -49,7 +52,7 @@ async def test_graceful_stop(tmp_path: Path) -> None:
     assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
     watch.cancel()
     finished = await in_flight
-    assert finished.status.service_id == "web", "in-flight unary call completes"
+    assert [f.status.service_id for f in finished] == ["web"] * 10, "in-flight calls complete"
     for stream in streams:
         try:
             while True:
