@@ -124,8 +124,12 @@ def _clip(text: str, limit: int) -> str:
 async def _abort(context: Context, error: BaseException) -> None:
     code, status = to_status(error)
     log.info("provider=%s -> %s: %s", current_provider.get() or "-", code.name, status.message)
+    # Keep what outer layers already put in the trailers (x-request-id): abort replaces them.
+    kept = tuple(context.trailing_metadata() or ())
     await context.abort(
-        code, status.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
+        code,
+        status.message,
+        trailing_metadata=(*kept, (STATUS_DETAILS_KEY, status.SerializeToString())),
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 # children that use gRPC, which replicas never do (they exec at once).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+from .observability import configure_logging
 from .security.tokens import hash_token, new_token
 from .server import serve
 from .settings import ServerSettings
@@ -54,11 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {certs.ca}, {certs.server_cert}, {certs.client_cert} and keys")
         return
     settings = ServerSettings.from_env()
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format, sys.stderr)
     asyncio.run(serve(settings))
 
 

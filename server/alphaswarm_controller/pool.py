@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
 from alphaswarm_core.providers.protocol import InfrastructureProvider
@@ -18,8 +18,16 @@ log = logging.getLogger(__name__)
 class ProviderPool:
     """One instance per alias for the life of the server."""
 
-    def __init__(self, registry: Registry, default_alias: str, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        default_alias: str,
+        env: Mapping[str, str],
+        instrument: Callable[[str, InfrastructureProvider], None] | None = None,
+    ) -> None:
         self.registry = registry
+        self._instrument = instrument
+        """Called once with each new instance (observability wraps its methods)."""
         self.default_alias = default_alias
         self._env = env
         self._instances: dict[str, InfrastructureProvider] = {}
@@ -40,6 +48,8 @@ class ProviderPool:
             instance = self._instances.get(alias)
             if instance is None:
                 instance = self._create(cls, alias)
+                if self._instrument is not None:
+                    self._instrument(alias, instance)
                 await instance.open()
                 self._instances[alias] = instance
                 log.info("provider %s opened", alias)

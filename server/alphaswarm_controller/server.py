@@ -20,6 +20,7 @@ from alphaswarm_core.providers.registry import Registry
 from . import reflection
 from .errors import ErrorMappingInterceptor
 from .health import SERVICE_NAME, HealthReporter
+from .observability import Observability
 from .pool import ProviderPool
 from .providers import bootstrap
 from .security.audit import AuditInterceptor
@@ -44,6 +45,12 @@ class RunningServer:
     health: HealthReporter
     shutdown_signal: ShutdownSignal
     settings: ServerSettings
+    observability: Observability | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound port of /metrics, None when metrics are off."""
+        return self.observability.metrics_port if self.observability else None
 
     async def stop(self) -> None:
         """Graceful stop: NOT_SERVING, end streams, let unary calls finish, close providers."""
@@ -51,6 +58,8 @@ class RunningServer:
         self.shutdown_signal.set()
         await self.server.stop(self.settings.shutdown_grace_seconds)
         await self.pool.close()
+        if self.observability is not None:
+            self.observability.close()
 
 
 def _provider_env(settings: ServerSettings, env: Mapping[str, str]) -> dict[str, str]:
@@ -60,9 +69,14 @@ def _provider_env(settings: ServerSettings, env: Mapping[str, str]) -> dict[str,
     return merged
 
 
-def _interceptors(settings: ServerSettings) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
-    """Outermost first: audit sees the final outcome, errors map what auth and limits raise."""
+def _interceptors(
+    settings: ServerSettings, observability: Observability | None = None
+) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
+    """Outermost first: observability sets the request id and sees every final status,
+    audit sees the final outcome, errors map what auth and limits raise."""
+    observability = observability or Observability()
     layers: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]
+        observability.interceptor(),
         AuditInterceptor(settings.default_provider),
         ErrorMappingInterceptor(f"/{SERVICE_NAME}/", settings.call_timeout_seconds),
     ]
@@ -85,13 +99,25 @@ async def start_server(
     *,
     env: Mapping[str, str] | None = None,
     registry: Registry | None = None,
+    observability: Observability | None = None,
 ) -> RunningServer:
+    """``observability`` defaults to what ``settings`` ask for (tests inject their own)."""
     env = os.environ if env is None else env
     credentials = server_credentials(settings)
     provider_env = _provider_env(settings, env)
-    pool = ProviderPool(bootstrap(registry), settings.default_provider, provider_env)
+    if observability is None:
+        observability = Observability.from_settings(settings)
+    pool = ProviderPool(
+        bootstrap(registry),
+        settings.default_provider,
+        provider_env,
+        instrument=observability.provider_hook(),
+    )
     shutdown = ShutdownSignal()
-    server = grpc.aio.server(interceptors=_interceptors(settings), options=server_options(settings))
+    observability.start()  # before the gRPC server exists: a taken port leaves nothing behind
+    server = grpc.aio.server(
+        interceptors=_interceptors(settings, observability), options=server_options(settings)
+    )
     pb_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(pool, shutdown), server)
     reporter = HealthReporter(pool, settings.providers, settings.health_interval_seconds)
     health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
@@ -102,6 +128,7 @@ async def start_server(
     else:
         port = server.add_secure_port(settings.listen, credentials)
     if port == 0:
+        observability.close()
         raise SystemExit(f"cannot listen on {settings.listen}")
     await server.start()
     await reporter.start()
@@ -115,7 +142,7 @@ async def start_server(
         transport,
         settings.default_provider,
     )
-    return RunningServer(server, port, pool, reporter, shutdown, settings)
+    return RunningServer(server, port, pool, reporter, shutdown, settings, observability)
 
 
 async def serve(settings: ServerSettings) -> None:

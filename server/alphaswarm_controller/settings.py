@@ -49,6 +49,26 @@ def _reflection(raw: str) -> str:
     raise SystemExit(f"ALPHASWARM_CP_REFLECTION must be on, off or auth, not {raw!r}")
 
 
+def _metrics_listen(raw: str | None) -> str | None:
+    """``host:port`` of the /metrics endpoint; unset, empty or "off" = no endpoint."""
+    value = (raw or "").strip()
+    if value.lower() in ("", "off", "0", "false", "no"):
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise SystemExit(
+            f"ALPHASWARM_CP_METRICS_LISTEN must be host:port (e.g. 127.0.0.1:9464), not {raw!r}"
+        )
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise SystemExit(f"{name} must be one of {', '.join(choices)}, not {env.get(name)!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     listen: str
@@ -72,6 +92,12 @@ class ServerSettings:
     max_message_bytes: int = 4 * 1024 * 1024
     max_streams_per_connection: int = 1000
     max_streams: int = 10_000
+    metrics_listen: str | None = None
+    """host:port of the Prometheus /metrics endpoint; None = off (port 0 picks one)."""
+    tracing: str = "off"
+    """"off" or "otel" (OpenTelemetry, configured by the standard OTEL_* environment)."""
+    log_format: str = "text"
+    """"text" (human) or "json" (one object per line); both carry the request id."""
 
     @property
     def listen_host(self) -> str:
@@ -107,4 +133,7 @@ class ServerSettings:
                 _float(env, "ALPHASWARM_CP_MAX_STREAMS_PER_CONNECTION", 1000)
             ),
             max_streams=int(_float(env, "ALPHASWARM_CP_MAX_STREAMS", 10_000)),
+            metrics_listen=_metrics_listen(env.get("ALPHASWARM_CP_METRICS_LISTEN")),
+            tracing=_choice(env, "ALPHASWARM_CP_TRACING", ("off", "otel"), "off"),
+            log_format=_choice(env, "ALPHASWARM_CP_LOG_FORMAT", ("text", "json"), "text"),
         )

@@ -113,7 +113,17 @@ def test_mtls_and_token_through_grpcurl_and_cli(secured: tuple[ServerProcess, Pa
     assert outside.returncode == 1 and "PERMISSION_DENIED" in outside.stderr
     assert token not in outside.stderr
 
-    no_client_cert = run([grpcurl_binary(), "-cacert", str(certs / "ca.pem"), target, "list"])
+    no_client_cert = run(
+        [
+            grpcurl_binary(),
+            "-connect-timeout",
+            "3",
+            "-cacert",
+            str(certs / "ca.pem"),
+            target,
+            "list",
+        ]
+    )
     assert no_client_cert.returncode != 0, "mTLS refuses a client without a certificate"
 
     stopped = run([*CLI, *cli_tls, "--token", token, "-n", "demo", "stop", "web"])

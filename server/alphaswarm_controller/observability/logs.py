@@ -1,0 +1,120 @@
+"""Log set-up (JSON or text) and the per-call request id that every log line carries.
+
+The request id lives in a contextvar set by the observability interceptor for
+the whole call, so any logger used while serving it (the servicer, providers,
+the error mapping, ``alphaswarm.audit``) gets it without passing it around:
+``RequestIdFilter`` sits on the output handler and copies it onto each record.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TextIO
+
+#: Metadata key of the request id, in the caller's request and in the response headers.
+REQUEST_ID_KEY = "x-request-id"
+
+#: The id of the call being served ("" outside a call).
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "alphaswarm_request_id", default=""
+)
+
+# What a caller may send as its own id: the characters of UUIDs, hex trace ids and
+# vendor ids such as AWS's "Root=1-...", bounded, so that nothing a caller chooses
+# can break a log line (no spaces, quotes, newlines or control characters).
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:=/+@-]{1,128}")
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
+LOG_FORMATS = ("text", "json")
+
+#: Set by tracing when enabled: returns (trace_id, span_id) of the current span, or None.
+trace_ids: Callable[[], tuple[str, str] | None] | None = None
+
+AUDIT_LOGGER = "alphaswarm.audit"
+
+
+def accept_request_id(sent: str | bytes | None) -> str:
+    """The caller's id when it is sane, else a new one (32 hex digits)."""
+    if isinstance(sent, bytes):
+        sent = sent.decode("ascii", "replace")
+    if sent and _SANE_REQUEST_ID.fullmatch(sent):
+        return sent
+    return uuid.uuid4().hex
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` (and, with tracing, ``trace_id``/``span_id``) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = current_request_id.get()
+        record.request_id = rid
+        record.request_tag = f" [{rid}]" if rid else ""
+        ids = trace_ids() if trace_ids is not None else None
+        record.trace_id, record.span_id = ids if ids else ("", "")
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, exception.
+
+    Audit records (whose message is itself a JSON object) have their fields
+    merged into the line, so log pipelines query ``principal`` or ``outcome``
+    directly instead of parsing a string inside a string.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": _utc_iso(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("request_id", "trace_id", "span_id"):
+            value = getattr(record, key, "")
+            if value:
+                line[key] = value
+        if record.name == AUDIT_LOGGER:
+            _merge_audit(line)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(line, separators=(",", ":"), default=str)
+
+
+def _merge_audit(line: dict[str, Any]) -> None:
+    try:
+        fields = json.loads(line["message"])
+    except ValueError:
+        return
+    if isinstance(fields, dict):
+        for key, value in fields.items():
+            line.setdefault(key, value)
+
+
+def _utc_iso(created: float) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{seconds}.{int(created % 1 * 1000):03d}Z"
+
+
+def configure_logging(level: str, log_format: str, stream: TextIO | None = None) -> logging.Handler:
+    """Route the root logger to ``stream`` (stderr) in ``log_format``; returns the handler."""
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.addFilter(RequestIdFilter())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
