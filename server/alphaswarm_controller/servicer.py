@@ -138,7 +138,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         interval = convert.interval_seconds(request.interval, request.HasField("interval"))
         provider = await self._pool.get(request.provider)
         samples = self._fanout.subscribe(provider, service_id, namespace, interval)
-        async for sample in until_shutdown(samples, self._shutdown):
+        async for sample in until_shutdown(samples, self._shutdown, context):
             yield pb.StreamMetricsResponse(sample=convert.sample_to_proto(sample))
 
     async def WatchDeployment(
@@ -147,5 +147,5 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         service_id, namespace = convert.service_ref(request.service_id, request.namespace)
         provider = await self._pool.get(request.provider)
         changes = provider.watch(service_id, namespace=namespace)
-        async for status in until_shutdown(changes, self._shutdown):
+        async for status in until_shutdown(changes, self._shutdown, context):
             yield pb.WatchDeploymentResponse(status=convert.status_to_proto(status))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
 from .errors import ServerShuttingDown
+from .interception import Context
 
 T = TypeVar("T")
 
@@ -27,15 +29,36 @@ class ShutdownSignal:
         await self._event.wait()
 
 
-async def until_shutdown(source: AsyncIterator[T], shutdown: ShutdownSignal) -> AsyncIterator[T]:
-    """Yield from ``source`` until it ends or the server shuts down.
+async def _close(source: AsyncIterator[T]) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(RuntimeError):  # being iterated: its owner closes it
+            await aclose()
+
+
+async def until_shutdown(
+    source: AsyncIterator[T], shutdown: ShutdownSignal, context: Context | None = None
+) -> AsyncIterator[T]:
+    """Yield from ``source`` until it ends, the call ends or the server shuts down.
 
     On shutdown the stream ends with UNAVAILABLE (ServerShuttingDown) so clients
     know to reconnect; either way ``source`` is closed, releasing its backend
-    resources (pollers, watches, stats streams).
+    resources (pollers, watches, stats streams). grpc does not close a handler's
+    generator when the caller cancels while a message is being sent: the
+    generator would linger until garbage collection, holding the backend stream.
+    So the call's done-callback closes ``source`` too, unless a read is under
+    way (then the cancellation reaches this generator and its ``finally``).
     """
     stopping = asyncio.ensure_future(shutdown.wait())
     pending: asyncio.Future[T] | None = None
+    closing: list[asyncio.Task[None]] = []  # holds the close task until it ran
+
+    def on_call_done(_: Context) -> None:
+        if pending is None or pending.done():
+            closing.append(asyncio.ensure_future(_close(source)))
+
+    if context is not None:
+        context.add_done_callback(on_call_done)  # type: ignore[arg-type]  # grpc-stubs: DoneCallback of a client call
     try:
         while True:
             pending = asyncio.ensure_future(anext(source))
@@ -53,6 +76,4 @@ async def until_shutdown(source: AsyncIterator[T], shutdown: ShutdownSignal) -> 
         if pending is not None and not pending.done():
             pending.cancel()
             await asyncio.gather(pending, return_exceptions=True)
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _close(source)
