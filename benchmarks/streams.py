@@ -16,6 +16,10 @@ from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from benchmarks.harness import now, server
 
+# Channels to one address share a connection unless told otherwise, and one
+# connection carries at most ALPHASWARM_CP_MAX_STREAMS_PER_CONNECTION streams.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
 
 async def _subscribe(
     stub: pb_grpc.ProviderServiceAsyncStub,
@@ -24,22 +28,28 @@ async def _subscribe(
     polls: set[int],
     counter: list[int],
 ) -> None:
+    """One subscriber. gRPC's client cancels a few streams of a burst of thousands
+    before they start (seen with a bare grpc.aio server too): those re-subscribe."""
     request = pb.StreamMetricsRequest(service_id=service_id)
     request.interval.FromMilliseconds(interval_ms)
-    call = stub.StreamMetrics(request)
-    try:
-        async for response in call:
-            polls.add(int(response.sample.extra["poll"]))
-            counter[0] += 1
-    except grpc.aio.AioRpcError as error:
-        if error.code() is not grpc.StatusCode.CANCELLED:
-            raise
+    received = False
+    while not received:
+        try:
+            async for response in stub.StreamMetrics(request):
+                received = True
+                polls.add(int(response.sample.extra["poll"]))
+                counter[0] += 1
+            return
+        except grpc.aio.AioRpcError as error:
+            if error.code() is not grpc.StatusCode.CANCELLED:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def _fanout(
     address: str, services: int, per_service: int, seconds: float, channels: int
 ) -> dict[str, float]:
-    opened = [grpc.aio.insecure_channel(address) for _ in range(channels)]
+    opened = [grpc.aio.insecure_channel(address, options=OWN_CONNECTION) for _ in range(channels)]
     stubs = [pb_grpc.ProviderServiceStub(c) for c in opened]
     polls: set[int] = set()
     counter = [0]
@@ -84,7 +94,7 @@ def fanout(services: int, per_service: int, seconds: float) -> dict[str, float]:
 
 
 async def _idle(address: str, streams: int, measure: Callable[[], None]) -> None:
-    opened = [grpc.aio.insecure_channel(address) for _ in range(4)]
+    opened = [grpc.aio.insecure_channel(address, options=OWN_CONNECTION) for _ in range(4)]
     stubs = [pb_grpc.ProviderServiceStub(c) for c in opened]
     polls: set[int] = set()
     counter = [0]

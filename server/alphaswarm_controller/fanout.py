@@ -5,19 +5,23 @@ interval, not a thousand. The first subscriber starts a pump over the
 provider's ``stream_metrics``; every subscriber gets its own small queue; the
 last one to leave cancels the pump, which closes the provider's stream and so
 releases its backend resources. A newcomer gets the latest sample at once.
+Each sample is transformed (for the servicer: into its response message) once
+per feed, not once per subscriber.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from alphaswarm_core.providers.models import MetricSample
 from alphaswarm_core.providers.protocol import InfrastructureProvider
 
 FeedKey = tuple[str, str, str, float]
+R = TypeVar("R")
 
 #: Samples a slow subscriber may fall behind by before the oldest is dropped.
 QUEUE_DEPTH = 8
@@ -29,22 +33,25 @@ class _End:
 
 @dataclass(eq=False)
 class _Feed:
-    subscribers: set[asyncio.Queue[MetricSample | BaseException | _End]] = field(
-        default_factory=set
-    )
-    latest: MetricSample | None = None
+    subscribers: set[asyncio.Queue[Any]] = field(default_factory=set)
+    latest: Any = None
     task: asyncio.Task[None] | None = None
 
-    def publish(self, item: MetricSample | BaseException | _End) -> None:
+    def publish(self, item: Any) -> None:
         for queue in self.subscribers:
             if queue.full():
                 queue.get_nowait()  # metrics are latest-wins: drop the oldest
             queue.put_nowait(item)
 
 
-class MetricsFanout:
-    def __init__(self) -> None:
+def _same(sample: MetricSample) -> Any:
+    return sample
+
+
+class MetricsFanout(Generic[R]):
+    def __init__(self, transform: Callable[[MetricSample], R] = _same) -> None:
         self._feeds: dict[FeedKey, _Feed] = {}
+        self._transform = transform
 
     def feeds(self) -> int:
         """Backend streams open now (for tests and benchmarks)."""
@@ -56,7 +63,7 @@ class MetricsFanout:
         service_id: str,
         namespace: str,
         interval_seconds: float,
-    ) -> AsyncGenerator[MetricSample, None]:
+    ) -> AsyncGenerator[R, None]:
         key = (provider.provider_alias, namespace, service_id, interval_seconds)
         feed = self._feeds.get(key)
         if feed is None:
@@ -67,7 +74,7 @@ class MetricsFanout:
             )
             feed = self._feeds[key] = _Feed()
             feed.task = asyncio.create_task(self._pump(key, feed, source))
-        queue: asyncio.Queue[MetricSample | BaseException | _End] = asyncio.Queue(QUEUE_DEPTH)
+        queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_DEPTH)
         if feed.latest is not None:
             queue.put_nowait(feed.latest)
         feed.subscribers.add(queue)
@@ -78,7 +85,7 @@ class MetricsFanout:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                yield item  # a transformed sample
         finally:
             feed.subscribers.discard(queue)
             if not feed.subscribers and self._feeds.get(key) is feed:
@@ -91,8 +98,8 @@ class MetricsFanout:
     async def _pump(self, key: FeedKey, feed: _Feed, source: AsyncIterator[MetricSample]) -> None:
         try:
             async for sample in source:
-                feed.latest = sample
-                feed.publish(sample)
+                feed.latest = self._transform(sample)
+                feed.publish(feed.latest)
             feed.publish(_End())
         except Exception as error:
             feed.publish(error)

@@ -45,7 +45,15 @@ class BehaviorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._wrapped[method] = wrapped
         return wrapped
 
+    def _overrides(self, hook: str) -> bool:
+        return getattr(type(self), hook) is not getattr(BehaviorInterceptor, hook)
+
     def _wrap(self, method: str, handler: Handler) -> Handler:
+        # A layer that does nothing for a kind of call must not cost it a frame.
+        if handler.unary_unary is not None and not self._overrides("unary"):
+            return handler
+        if handler.unary_unary is None and not self._overrides("stream"):
+            return handler
         if handler.unary_unary is not None:
             inner_unary: Any = handler.unary_unary
 

@@ -16,6 +16,7 @@ from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm.provider.v1 import types_pb2 as types
 from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
+from alphaswarm_core.providers.models import MetricSample
 
 from . import convert, paging
 from .fanout import MetricsFanout
@@ -29,7 +30,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
     def __init__(self, pool: ProviderPool, shutdown: ShutdownSignal) -> None:
         self._pool = pool
         self._shutdown = shutdown
-        self._fanout = MetricsFanout()
+        self._fanout = MetricsFanout(_metrics_response)
 
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: Context
@@ -137,9 +138,9 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         service_id, namespace = convert.service_ref(request.service_id, request.namespace)
         interval = convert.interval_seconds(request.interval, request.HasField("interval"))
         provider = await self._pool.get(request.provider)
-        samples = self._fanout.subscribe(provider, service_id, namespace, interval)
-        async for sample in until_shutdown(samples, self._shutdown, context):
-            yield pb.StreamMetricsResponse(sample=convert.sample_to_proto(sample))
+        responses = self._fanout.subscribe(provider, service_id, namespace, interval)
+        async for response in until_shutdown(responses, self._shutdown, context):
+            yield response
 
     async def WatchDeployment(
         self, request: pb.WatchDeploymentRequest, context: Context
@@ -149,3 +150,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         changes = provider.watch(service_id, namespace=namespace)
         async for status in until_shutdown(changes, self._shutdown, context):
             yield pb.WatchDeploymentResponse(status=convert.status_to_proto(status))
+
+
+def _metrics_response(sample: MetricSample) -> pb.StreamMetricsResponse:
+    return pb.StreamMetricsResponse(sample=convert.sample_to_proto(sample))

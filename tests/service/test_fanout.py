@@ -10,6 +10,7 @@ import grpc
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import types_pb2 as types
 from alphaswarm_controller.fanout import MetricsFanout
+from alphaswarm_core.providers.models import MetricSample
 from tests.fakes.memory_provider import MemoryProvider
 from tests.service.conftest import Harness
 
@@ -23,7 +24,7 @@ async def started(provider: MemoryProvider, service_id: str, replicas: int = 2) 
 async def test_one_backend_stream_for_a_thousand_subscribers() -> None:
     provider = MemoryProvider(env={})
     await started(provider, "web")
-    fanout = MetricsFanout()
+    fanout: MetricsFanout[MetricSample] = MetricsFanout()
 
     async def first_two() -> list[int]:
         seen = []
@@ -44,7 +45,7 @@ async def test_intervals_and_services_get_their_own_feeds() -> None:
     provider = MemoryProvider(env={})
     await started(provider, "a")
     await started(provider, "b")
-    fanout = MetricsFanout()
+    fanout: MetricsFanout[MetricSample] = MetricsFanout()
     streams = [
         fanout.subscribe(provider, "a", "default", 0.1),
         fanout.subscribe(provider, "a", "default", 0.2),
@@ -62,7 +63,7 @@ async def test_intervals_and_services_get_their_own_feeds() -> None:
 
 async def test_backend_error_reaches_every_subscriber_and_feed_is_not_reused() -> None:
     provider = MemoryProvider(env={})
-    fanout = MetricsFanout()
+    fanout: MetricsFanout[MetricSample] = MetricsFanout()
     outcomes = await asyncio.gather(
         *(anext(fanout.subscribe(provider, "missing", "default", 0.1)) for _ in range(3)),
         return_exceptions=True,
