@@ -44,7 +44,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
                 installed=registry.installed(alias),
             )
             entry = registry.lazy_entry(alias)
-            info.origin = entry.origin if entry else "registered"
+            info.origin = registry.origin(alias)
             try:
                 cls = registry.get(alias) if info.installed else None
             except InfrastructureProviderUnavailable as exc:

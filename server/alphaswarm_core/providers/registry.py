@@ -117,6 +117,7 @@ class Registry:
         self._lock = threading.Lock()
         self._classes: dict[str, ProviderClass] = {}
         self._lazy: dict[str, LazyProvider] = {entry.alias: entry for entry in builtins}
+        self._origins: dict[str, str] = {entry.alias: entry.origin for entry in builtins}
 
     def register(self, alias: str, cls: ProviderClass, *, replace: bool = False) -> None:
         with self._lock:
@@ -125,8 +126,9 @@ class Registry:
                     f"provider alias {alias!r} is already registered; "
                     "pass replace=True to override it"
                 )
-            self._lazy.pop(alias, None)
+            lazy = self._lazy.pop(alias, None)
             self._classes[alias] = cls
+            self._origins[alias] = lazy.origin if lazy else self._origins.get(alias, "registered")
 
     def register_lazy(self, entry: LazyProvider, *, replace: bool = False) -> None:
         with self._lock:
@@ -134,6 +136,7 @@ class Registry:
                 raise ValueError(f"provider alias {entry.alias!r} is already registered")
             self._classes.pop(entry.alias, None)
             self._lazy[entry.alias] = entry
+            self._origins[entry.alias] = entry.origin
 
     def load_entry_points(self) -> list[str]:
         """Register third-party providers from installed distributions; return their aliases."""
@@ -159,6 +162,10 @@ class Registry:
 
     def is_loaded(self, alias: str) -> bool:
         return alias in self._classes
+
+    def origin(self, alias: str) -> str:
+        """ "builtin", the distribution of an entry point, or "registered" (from code)."""
+        return self._origins.get(alias, "registered")
 
     def lazy_entry(self, alias: str) -> LazyProvider | None:
         return self._lazy.get(alias)
