@@ -9,7 +9,7 @@ therefore come from the ``context`` at call time, never from the wrapper.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
@@ -41,14 +41,14 @@ class BehaviorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED
             return handler
-        wrapped = self._wrap(method, handler) if self.applies_to(method) else handler
+        wrapped = self.wrap(method, handler) if self.applies_to(method) else handler
         self._wrapped[method] = wrapped
         return wrapped
 
     def _overrides(self, hook: str) -> bool:
         return getattr(type(self), hook) is not getattr(BehaviorInterceptor, hook)
 
-    def _wrap(self, method: str, handler: Handler) -> Handler:
+    def wrap(self, method: str, handler: Handler) -> Handler:
         # A layer that does nothing for a kind of call must not cost it a frame.
         if handler.unary_unary is not None and not self._overrides("unary"):
             return handler
@@ -107,3 +107,34 @@ class BehaviorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     ) -> AsyncIterator[Any]:
         async for item in behavior(request, context):
             yield item
+
+
+class LayeredInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Applies behaviour layers (outermost first) with a single interception per call.
+
+    grpc.aio awaits every registered interceptor on every call, even when each
+    returns a cached handler; composing the layers once per method here leaves
+    one cached lookup per call.
+    """
+
+    def __init__(self, layers: Sequence[BehaviorInterceptor]) -> None:
+        self._layers = tuple(layers)
+        self._wrapped: dict[str, Handler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        for layer in reversed(self._layers):
+            if layer.applies_to(method):
+                handler = layer.wrap(method, handler)
+        self._wrapped[method] = handler
+        return handler

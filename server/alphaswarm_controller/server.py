@@ -20,6 +20,7 @@ from alphaswarm_core.providers.registry import Registry
 from . import reflection
 from .errors import ErrorMappingInterceptor
 from .health import SERVICE_NAME, HealthReporter
+from .interception import BehaviorInterceptor, LayeredInterceptor
 from .observability import Observability
 from .pool import ProviderPool
 from .providers import bootstrap
@@ -71,11 +72,11 @@ def _provider_env(settings: ServerSettings, env: Mapping[str, str]) -> dict[str,
 
 def _interceptors(
     settings: ServerSettings, observability: Observability | None = None
-) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
+) -> list[BehaviorInterceptor]:
     """Outermost first: observability sets the request id and sees every final status,
     audit sees the final outcome, errors map what auth and limits raise."""
     observability = observability or Observability()
-    layers: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]
+    layers: list[BehaviorInterceptor] = [
         observability.interceptor(),
         AuditInterceptor(settings.default_provider),
         ErrorMappingInterceptor(f"/{SERVICE_NAME}/", settings.call_timeout_seconds),
@@ -116,7 +117,8 @@ async def start_server(
     shutdown = ShutdownSignal()
     observability.start()  # before the gRPC server exists: a taken port leaves nothing behind
     server = grpc.aio.server(
-        interceptors=_interceptors(settings, observability), options=server_options(settings)
+        interceptors=[LayeredInterceptor(_interceptors(settings, observability))],
+        options=server_options(settings),
     )
     pb_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(pool, shutdown), server)
     reporter = HealthReporter(pool, settings.providers, settings.health_interval_seconds)
