@@ -1,10 +1,12 @@
-"""A base for server interceptors that wrap the handler behaviours of selected methods.
+"""Behaviour layers around the handlers of selected methods, and the one interceptor
+that applies them.
 
 grpc.aio interceptors see only call details; to act on the request, the
-context and the outcome, each layer (audit, error mapping, auth, limits) wraps
-the method's behaviour. Wrapped handlers are cached per method, so a layer
-costs one extra await per call, not a handler rebuild. Per-call state must
-therefore come from the ``context`` at call time, never from the wrapper.
+context and the outcome, each layer (observability, audit, error mapping, auth,
+limits) wraps the method's behaviour. ``LayeredInterceptor`` composes the
+layers once per method and caches the result, so a layer costs one extra await
+per call, not a handler rebuild. Per-call state must therefore come from the
+``context`` at call time, never from the wrapper.
 """
 
 from __future__ import annotations
@@ -20,30 +22,12 @@ UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
 StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
 
 
-class BehaviorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Subclasses override ``unary`` and/or ``stream``; ``applies_to`` picks the methods."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, Handler] = {}
+class BehaviorInterceptor:
+    """One layer: subclasses override ``unary`` and/or ``stream``; ``applies_to`` picks
+    the methods. ``LayeredInterceptor`` composes the layers for grpc.aio."""
 
     def applies_to(self, method: str) -> bool:
         return True
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None:
-            return cached
-        handler = await continuation(handler_call_details)
-        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED
-            return handler
-        wrapped = self.wrap(method, handler) if self.applies_to(method) else handler
-        self._wrapped[method] = wrapped
-        return wrapped
 
     def _overrides(self, hook: str) -> bool:
         return getattr(type(self), hook) is not getattr(BehaviorInterceptor, hook)
