@@ -7,7 +7,6 @@ image.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,21 +15,15 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.fakes.docker_images import connect_engine
+
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_TAG = "alphaswarm-controller:test"
-START_HINT = 'start one with: eval "$(bash scripts/ci/start-dockerd.sh)"'
 
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[docker.APIClient]:
-    host = os.environ.get("DOCKER_HOST")
-    if not host:
-        pytest.fail(f"DOCKER_HOST is not set: the image tests need an engine; {START_HINT}")
-    try:
-        api = docker.APIClient(base_url=host, version="auto", timeout=120)
-        api.ping()
-    except Exception as exc:
-        pytest.fail(f"no Docker engine answers at DOCKER_HOST={host} ({exc}); {START_HINT}")
+    api = connect_engine("the image tests", timeout=120)
     yield api
     api.close()
 

@@ -10,11 +10,13 @@ engine's 10-second kill timeout.
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import tarfile
 from pathlib import Path
 
 import docker
+import pytest
 
 BUSYBOX_IMAGE = "alphaswarm-test/busybox:1"
 BUSYBOX = Path("/bin/busybox")
@@ -78,3 +80,19 @@ def ensure_busybox_image(api: docker.APIClient) -> str:
     if errors:
         raise RuntimeError(f"building {BUSYBOX_IMAGE} failed: {'; '.join(errors)}")
     return BUSYBOX_IMAGE
+
+
+START_HINT = 'start one with: eval "$(bash scripts/ci/start-dockerd.sh)"'
+
+
+def connect_engine(needed_by: str, timeout: int) -> docker.APIClient:
+    """The engine at DOCKER_HOST, or a test failure (never a skip) saying how to start one."""
+    host = os.environ.get("DOCKER_HOST")
+    if not host:
+        pytest.fail(f"DOCKER_HOST is not set: {needed_by} need an engine; {START_HINT}")
+    try:
+        api = docker.APIClient(base_url=host, version="auto", timeout=timeout)
+        api.ping()
+    except Exception as exc:
+        pytest.fail(f"no Docker engine answers at DOCKER_HOST={host} ({exc}); {START_HINT}")
+    return api

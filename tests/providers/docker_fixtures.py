@@ -24,21 +24,12 @@ import docker.errors
 import pytest
 
 from alphaswarm_controller.providers.docker_compose import compose, definitions
-from tests.fakes.docker_images import ensure_busybox_image
-
-START_HINT = 'start one with: eval "$(bash scripts/ci/start-dockerd.sh)"'
+from tests.fakes.docker_images import connect_engine, ensure_busybox_image
 
 
 @pytest.fixture(scope="session")
 def docker_api() -> Iterator[docker.APIClient]:
-    host = os.environ.get("DOCKER_HOST")
-    if not host:
-        pytest.fail(f"DOCKER_HOST is not set: the docker_compose tests need one; {START_HINT}")
-    try:
-        api = docker.APIClient(base_url=host, version="auto", timeout=60)
-        api.ping()
-    except Exception as exc:
-        pytest.fail(f"no Docker engine answers at DOCKER_HOST={host} ({exc}); {START_HINT}")
+    api = connect_engine("the docker_compose tests", timeout=60)
     yield api
     remove_everything_managed(api)
     api.close()

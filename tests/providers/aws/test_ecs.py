@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -20,20 +19,7 @@ from alphaswarm_core.providers.protocol import (
     Resources,
 )
 from tests.contract.suite import ready, unique_name, wait_for
-from tests.fakes.moto_server import IMAGE, EcsTestBed, ecs_test_bed
-
-
-@pytest.fixture(scope="module")
-def bed() -> Iterator[EcsTestBed]:
-    with ecs_test_bed() as test_bed:
-        yield test_bed
-
-
-@pytest.fixture
-async def provider(bed: EcsTestBed) -> AsyncIterator[AwsProvider]:
-    instance = AwsProvider(env=bed.provider_env())
-    yield instance
-    await instance.close()
+from tests.fakes.moto_server import IMAGE, EcsTestBed
 
 
 @pytest.fixture

@@ -27,13 +27,6 @@ def bed() -> Iterator[EcsTestBed]:
 
 
 @pytest.fixture
-async def provider(bed: EcsTestBed) -> AsyncIterator[AwsProvider]:
-    instance = AwsProvider(env=bed.provider_env())
-    yield instance
-    await instance.close()
-
-
-@pytest.fixture
 async def service(provider: AwsProvider) -> tuple[str, str]:
     namespace, name = unique_name("ns"), unique_name()
     spec = DeploymentSpec(

@@ -5,30 +5,13 @@ See tests/fakes/moto_server.py for what the scheduler adds to moto and why.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 
 import pytest
 
-from alphaswarm_controller.providers.aws import AwsProvider
 from alphaswarm_core.providers.protocol import DeploymentSpec
 from tests.contract.suite import ProviderContract, SpecFactory, unique_name
-from tests.fakes.moto_server import IMAGE, EcsTestBed, ecs_test_bed
-
-
-@pytest.fixture(scope="module")
-def bed() -> Iterator[EcsTestBed]:
-    with ecs_test_bed() as test_bed:
-        yield test_bed
-
-
-@pytest.fixture
-async def provider(bed: EcsTestBed) -> AsyncIterator[AwsProvider]:
-    instance = AwsProvider(env=bed.provider_env())
-    await instance.open()
-    try:
-        yield instance
-    finally:
-        await instance.close()
+from tests.fakes.moto_server import IMAGE
 
 
 @pytest.fixture
