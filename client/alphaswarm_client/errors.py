@@ -17,6 +17,8 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from alphaswarm.provider.v1 import error_reason_pb2
+
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
@@ -173,11 +175,27 @@ _BY_CODE: dict[grpc.StatusCode, type[AlphaswarmError]] = {
     grpc.StatusCode.DATA_LOSS: Internal,
 }
 
-_BY_REASON: dict[str, type[AlphaswarmError]] = {
+_SPECIFIC: dict[str, type[AlphaswarmError]] = {
     "PROVIDER_NOT_FOUND": ProviderNotFound,
     "DEPLOYMENT_NOT_FOUND": DeploymentNotFound,
     "CONFIG_VERSION_CONFLICT": ConfigVersionConflict,
 }
+
+
+def _reason_table() -> dict[str, type[AlphaswarmError]]:
+    """Every reason of the ErrorReason catalogue (the proto) -> its exception class: the
+    class of the reason's one status code, or a subclass made for that reason."""
+    table: dict[str, type[AlphaswarmError]] = {}
+    for value in error_reason_pb2.ErrorReason.DESCRIPTOR.values:
+        if value.number == 0:
+            continue
+        code = grpc.StatusCode[value.GetOptions().Extensions[error_reason_pb2.status_code]]
+        table[value.name] = _SPECIFIC.get(value.name) or _BY_CODE.get(code, AlphaswarmError)
+    return table
+
+
+#: The catalogue's reasons and the exception each is raised as.
+REASONS: Mapping[str, type[AlphaswarmError]] = _reason_table()
 
 
 def _rich_status(error: grpc.RpcError) -> status_pb2.Status | None:
@@ -230,7 +248,7 @@ def from_rpc_error(error: grpc.RpcError) -> AlphaswarmError:
                 res.resource_type, res.resource_name, res.owner, res.description
             )
 
-    cls = _BY_REASON.get(reason) or _BY_CODE.get(code, AlphaswarmError)
+    cls = REASONS.get(reason) or _BY_CODE.get(code, AlphaswarmError)
     if not issubclass(cls, _BY_CODE.get(code, AlphaswarmError)):
         # A reason never overrides the code: callers catching NotFound must still see it.
         cls = _BY_CODE.get(code, AlphaswarmError)

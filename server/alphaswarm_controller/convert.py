@@ -7,11 +7,13 @@ that converts its request has rejected bad input before any backend call.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from alphaswarm.provider.v1 import types_pb2 as types
+from alphaswarm_core.call import Caller
 from alphaswarm_core.providers.errors import FieldViolation, InvalidSpecError
 from alphaswarm_core.providers.models import (
     DEFAULT_NAMESPACE,
@@ -24,11 +26,10 @@ from alphaswarm_core.providers.models import (
     ProviderHealth,
     Resources,
     ServiceConfig,
-    check_name,
     check_replicas,
     masked_config,
-    validate_service_ref,
 )
+from alphaswarm_core.providers.registry import ProviderDescription
 
 MIN_INTERVAL_SECONDS = 0.1
 MAX_INTERVAL_SECONDS = 3600.0
@@ -49,17 +50,20 @@ def _timestamp(value: datetime) -> Timestamp:
     return stamp
 
 
-def service_ref(service_id: str, namespace: str) -> tuple[str, str]:
-    """Validated (service_id, namespace) with the namespace defaulted."""
-    namespace = namespace or DEFAULT_NAMESPACE
-    validate_service_ref(service_id, namespace)
-    return service_id, namespace
+ADMIN_ROLE = 3
+"""Only admins see a health probe's details (paths, pids, versions): they help an
+attacker as much as an operator."""
 
 
-def spec_from_proto(message: types.DeploymentSpec) -> DeploymentSpec:
+def spec_from_proto(message: types.DeploymentSpec, namespace: str) -> DeploymentSpec:
+    """The validated spec; ``namespace`` is the call's resolved one."""
+    return _spec(message, namespace).validate()
+
+
+def _spec(message: types.DeploymentSpec, namespace: str) -> DeploymentSpec:
     return DeploymentSpec(
         service_id=message.service_id,
-        namespace=message.namespace or DEFAULT_NAMESPACE,
+        namespace=namespace,
         image=message.image,
         command=tuple(message.command),
         env=dict(message.env),
@@ -70,17 +74,33 @@ def spec_from_proto(message: types.DeploymentSpec) -> DeploymentSpec:
         ),
         resources=Resources(cpu=message.resources.cpu, memory=message.resources.memory),
         provider_options=dict(message.provider_options),
-    ).validate()
+    )
 
 
-def patch_from_proto(message: types.ConfigMapPatch) -> ConfigMapPatch:
+def patch_from_proto(message: types.ConfigMapPatch, namespace: str) -> ConfigMapPatch:
+    """The validated patch; ``namespace`` is the call's resolved one."""
+    return _patch(message, namespace).validate()
+
+
+def _patch(message: types.ConfigMapPatch, namespace: str) -> ConfigMapPatch:
     return ConfigMapPatch(
         service_id=message.service_id,
-        namespace=message.namespace or DEFAULT_NAMESPACE,
+        namespace=namespace,
         set=dict(message.set),
         remove=tuple(message.remove),
         expected_version=message.expected_version,
-    ).validate()
+    )
+
+
+def target_violations(field: str, message: Any) -> list[FieldViolation]:
+    """Every bad field of a request's target message (``spec``, ``patch``), so that one
+    INVALID_ARGUMENT names all that is wrong, not only the names."""
+    namespace = message.namespace or DEFAULT_NAMESPACE
+    if isinstance(message, types.DeploymentSpec):
+        return _spec(message, namespace).violations(field)
+    if isinstance(message, types.ConfigMapPatch):
+        return _patch(message, namespace).violations(field)
+    return []
 
 
 def interval_seconds(message: Duration, present: bool) -> float:
@@ -121,14 +141,26 @@ def status_to_proto(status: DeploymentStatus) -> types.DeploymentStatus:
     )
 
 
-def health_to_proto(health: ProviderHealth) -> types.ProviderHealth:
+def health_to_proto(health: ProviderHealth, caller: Caller) -> types.ProviderHealth:
     return types.ProviderHealth(
         alias=health.alias,
         kind=health.kind,
         healthy=health.healthy,
         message=health.message,
-        details=dict(health.details),
+        details=dict(health.details) if caller.role >= ADMIN_ROLE else {},
         checked_at=_timestamp(health.checked_at),
+    )
+
+
+def provider_info_to_proto(description: ProviderDescription) -> types.ProviderInfo:
+    return types.ProviderInfo(
+        alias=description.alias,
+        kind=description.kind,
+        is_default=description.is_default,
+        installed=description.installed,
+        install_hint=description.install_hint,
+        origin=description.origin,
+        capabilities=description.capabilities,
     )
 
 
@@ -165,14 +197,3 @@ def replicas(value: int) -> int:
     if violations:
         raise InvalidSpecError(violations)
     return value
-
-
-def namespace_filter(namespace: str) -> str | None:
-    """ListDeployments' namespace: empty lists every namespace."""
-    if not namespace:
-        return None
-    violations: list[FieldViolation] = []
-    check_name(violations, "namespace", namespace)
-    if violations:
-        raise InvalidSpecError(violations)
-    return namespace

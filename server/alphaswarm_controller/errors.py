@@ -1,27 +1,24 @@
 """The one place where exceptions become gRPC statuses (unary and streaming alike).
 
-``ErrorMappingInterceptor`` wraps every ProviderService handler, so servicer
-methods never catch: a provider's ``InfrastructureProviderError`` becomes its
-code with ``google.rpc`` rich details (ErrorInfo always; BadRequest, RetryInfo,
-ResourceInfo where they apply), a timeout becomes DEADLINE_EXCEEDED, and
+``ErrorMapping`` wraps every ProviderService handler (and protected reflection), so
+servicer methods never catch: a provider's ``InfrastructureProviderError`` becomes
+its reason's code with ``google.rpc`` rich details (ErrorInfo always; BadRequest,
+RetryInfo, ResourceInfo where they apply), a timeout becomes DEADLINE_EXCEEDED, and
 anything unexpected becomes a generic INTERNAL whose traceback stays in the log.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from alphaswarm_core.providers.concurrency import call_deadline
+from alphaswarm_core.call import CallContext
 from alphaswarm_core.providers.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -29,8 +26,10 @@ from alphaswarm_core.providers.errors import (
     InfrastructureProviderError,
     InvalidSpecError,
 )
+from alphaswarm_core.providers.reasons import ErrorReason
 
-from .interception import BehaviorInterceptor, Context, StreamBehavior, UnaryBehavior
+from .layers import Context, Deserializer, Layer, StreamNext, UnaryNext
+from .methods import MethodInfo
 
 DOMAIN = "alphaswarm.dev"
 # Statuses travel in HTTP/2 trailers, which clients cap (8 KiB by default); errors
@@ -43,16 +42,10 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 log = logging.getLogger(__name__)
 
 
-#: Alias of the provider serving the current RPC, for ErrorInfo metadata and logs.
-current_provider: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "alphaswarm_current_provider", default=""
-)
-
-
 class ServerShuttingDown(BackendUnavailableError):
     """Ends open streams when the server stops; clients reconnect elsewhere."""
 
-    reason = "SERVER_SHUTTING_DOWN"
+    reason = ErrorReason.SERVER_SHUTTING_DOWN
 
     def __init__(self) -> None:
         super().__init__("server is shutting down; reconnect and retry", retry_after_seconds=1.0)
@@ -64,21 +57,29 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
-def to_status(error: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]:
-    """The gRPC code and google.rpc.Status for ``error``."""
+def as_provider_error(error: BaseException) -> InfrastructureProviderError:
+    """``error`` as the catalogue sees it: timeouts are BACKEND_TIMEOUT, anything
+    unexpected INTERNAL (logged here with its traceback under an incident id)."""
+    if isinstance(error, InfrastructureProviderError):
+        return error
     if isinstance(error, TimeoutError):
-        error = BackendTimeoutError("the backend did not answer within the call's deadline")
-    if not isinstance(error, InfrastructureProviderError):
-        incident = uuid.uuid4().hex[:12]
-        log.error("unexpected error (incident %s)", incident, exc_info=error)
-        error = InfrastructureProviderError(
-            f"internal error; the server log has details under incident {incident}",
-            reason="INTERNAL",
-            metadata={"incident": incident},
-        )
+        return BackendTimeoutError("the backend did not answer within the call's deadline")
+    incident = uuid.uuid4().hex[:12]
+    log.error("unexpected error (incident %s)", incident, exc_info=error)
+    return InfrastructureProviderError(
+        f"internal error; the server log has details under incident {incident}",
+        reason=ErrorReason.INTERNAL,
+        metadata={"incident": incident},
+    )
+
+
+def to_status(
+    error: BaseException, provider: str = ""
+) -> tuple[grpc.StatusCode, status_pb2.Status]:
+    """The gRPC code and google.rpc.Status for ``error`` raised while ``provider`` served."""
+    error = as_provider_error(error)
     code = grpc.StatusCode[error.code]
     metadata = {key: _clip(value, MAX_DETAIL_CHARS) for key, value in error.metadata.items()}
-    provider = current_provider.get()
     if provider:
         metadata["provider"] = provider
     details = [
@@ -121,9 +122,9 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-async def _abort(context: Context, error: BaseException) -> None:
-    code, status = to_status(error)
-    log.info("provider=%s -> %s: %s", current_provider.get() or "-", code.name, status.message)
+async def _abort(call: CallContext, context: Context, error: BaseException) -> None:
+    code, status = to_status(error, call.alias)
+    log.info("provider=%s -> %s: %s", call.alias or "-", code.name, status.message)
     # Keep what outer layers already put in the trailers (x-request-id): abort replaces them.
     kept = tuple(context.trailing_metadata() or ())
     await context.abort(
@@ -131,14 +132,6 @@ async def _abort(context: Context, error: BaseException) -> None:
         status.message,
         trailing_metadata=(*kept, (STATUS_DETAILS_KEY, status.SerializeToString())),
     )
-
-
-def _start_deadline(context: Context, cap: float) -> float:
-    """Publish the call's deadline (caller's, capped by ``cap``) to providers; return budget."""
-    remaining = context.time_remaining()
-    budget = cap if remaining is None else min(cap, remaining)
-    call_deadline.set(time.monotonic() + budget)
-    return budget
 
 
 class MalformedRequest:
@@ -149,22 +142,21 @@ class MalformedRequest:
         self.error = error
 
 
-class ErrorMappingInterceptor(BehaviorInterceptor):
-    """Wraps ProviderService handlers with error mapping and the per-call backend budget."""
+class ErrorMapping(Layer):
+    """Maps what a ProviderService handler (or a layer inside this one) raises."""
 
-    def __init__(self, service_prefix: str, call_timeout_seconds: float) -> None:
-        super().__init__()
-        self._prefix = service_prefix
-        self._timeout = call_timeout_seconds
+    def __init__(self, tolerant: bool = True) -> None:
+        self._tolerant = tolerant
 
-    def applies_to(self, method: str) -> bool:
-        return method.startswith(self._prefix)
+    def bind(self, method: MethodInfo) -> Layer | None:
+        if method.ours:
+            return self
+        # Protected reflection: authentication errors become statuses too.
+        return _PLAIN if method.role is not None else None
 
-    def deserializer(
-        self, method: str, inner: Callable[[bytes], Any] | None
-    ) -> Callable[[bytes], Any] | None:
-        if inner is None:
-            return None
+    def deserializer(self, inner: Deserializer | None) -> Deserializer | None:
+        if inner is None or not self._tolerant:
+            return inner
         parse = inner
 
         def tolerant(raw: bytes) -> Any:
@@ -176,32 +168,32 @@ class ErrorMappingInterceptor(BehaviorInterceptor):
         return tolerant
 
     async def unary(
-        self, method: str, request: Any, context: Context, behavior: UnaryBehavior
+        self, call: CallContext, request: Any, context: Context, proceed: UnaryNext
     ) -> Any:
         try:
-            _reject_malformed(method, request)
-            async with asyncio.timeout(_start_deadline(context, self._timeout)):
-                return await behavior(request, context)
+            _reject_malformed(call, request)
+            return await proceed(call, request, context)
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            await _abort(context, error)
+            await _abort(call, context, error)
 
     async def stream(
-        self, method: str, request: Any, context: Context, behavior: StreamBehavior
+        self, call: CallContext, request: Any, context: Context, proceed: StreamNext
     ) -> AsyncIterator[Any]:
         try:
-            _reject_malformed(method, request)
-            async for item in behavior(request, context):
+            _reject_malformed(call, request)
+            async for item in proceed(call, request, context):
                 yield item
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            await _abort(context, error)
+            await _abort(call, context, error)
 
 
-def _reject_malformed(method: str, request: Any) -> None:
+_PLAIN = ErrorMapping(tolerant=False)
+
+
+def _reject_malformed(call: CallContext, request: Any) -> None:
     if isinstance(request, MalformedRequest):
-        raise InvalidSpecError.single(
-            "request", f"not a valid {method.rsplit('/', 1)[-1]} request message"
-        )
+        raise InvalidSpecError.single("request", f"not a valid {call.method} request message")

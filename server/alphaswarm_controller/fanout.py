@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -67,8 +67,8 @@ class MetricsFanout(Generic[R]):
         key = (provider.provider_alias, namespace, service_id, interval_seconds)
         feed = self._feeds.get(key)
         if feed is None:
-            # Calling stream_metrics here, not in the pump, makes an unsupported
-            # capability fail this subscriber's call directly.
+            # The stream raises (unsupported, not found) at its first anext, in the
+            # pump, which hands the error to every subscriber of this feed.
             source = provider.stream_metrics(
                 service_id, namespace=namespace, interval_seconds=interval_seconds
             )
@@ -95,7 +95,9 @@ class MetricsFanout(Generic[R]):
                     with contextlib.suppress(asyncio.CancelledError):
                         await feed.task
 
-    async def _pump(self, key: FeedKey, feed: _Feed, source: AsyncIterator[MetricSample]) -> None:
+    async def _pump(
+        self, key: FeedKey, feed: _Feed, source: AsyncGenerator[MetricSample, None]
+    ) -> None:
         try:
             async for sample in source:
                 feed.latest = self._transform(sample)
@@ -106,6 +108,4 @@ class MetricsFanout(Generic[R]):
         finally:
             if self._feeds.get(key) is feed:
                 del self._feeds[key]  # a failed or ended feed is not reused
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await source.aclose()

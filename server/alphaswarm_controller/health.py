@@ -18,9 +18,9 @@ from grpc_health.v1._async import HealthServicer
 
 from alphaswarm_core.providers.errors import InfrastructureProviderError
 
+from .methods import PROVIDER_SERVICE
 from .pool import ProviderPool
 
-SERVICE_NAME = "alphaswarm.provider.v1.ProviderService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -37,7 +37,7 @@ class HealthReporter:
 
     async def start(self) -> None:
         """Serve at once; providers report NOT_SERVING until their first probe passes."""
-        for name in ("", SERVICE_NAME):
+        for name in ("", PROVIDER_SERVICE):
             await self.servicer.set(name, SERVING)
         for alias in self._aliases:
             await self.servicer.set(alias, NOT_SERVING)

@@ -1,4 +1,9 @@
-"""Provider instances by alias: created on first use, opened once, closed at shutdown."""
+"""Provider instances by alias: created on first use, opened once, closed at shutdown.
+
+Loading a provider imports its module and SDK, which can take seconds: that runs in a
+worker thread, never on the event loop, so health probes and other calls keep being
+answered while a provider loads.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,9 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
-from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
+from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable, SettingInvalid
 from alphaswarm_core.providers.protocol import InfrastructureProvider
-from alphaswarm_core.providers.registry import Registry
-
-from .errors import current_provider
+from alphaswarm_core.providers.registry import ProviderDescription, Registry
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +36,12 @@ class ProviderPool:
         self._instances: dict[str, InfrastructureProvider] = {}
         self._lock = asyncio.Lock()
 
-    def resolve(self, alias: str) -> str:
-        return alias or self.default_alias
-
     async def get(self, alias: str) -> InfrastructureProvider:
-        """The opened provider for ``alias`` (empty = default); records it for error details."""
-        alias = self.resolve(alias)
-        current_provider.set(alias)
+        """The opened provider for ``alias`` (a resolved alias: the call context's)."""
         instance = self._instances.get(alias)
         if instance is not None:
             return instance
-        cls = self.registry.get(alias)
+        cls = await asyncio.to_thread(self.registry.get, alias, self._env)
         async with self._lock:
             instance = self._instances.get(alias)
             if instance is None:
@@ -55,14 +53,25 @@ class ProviderPool:
                 log.info("provider %s opened", alias)
         return instance
 
+    async def describe_all(self) -> list[ProviderDescription]:
+        """Every alias as ListProviders shows it (loads provider modules off the loop)."""
+
+        def describe() -> list[ProviderDescription]:
+            return [
+                self.registry.describe(alias, self._env, default=self.default_alias)
+                for alias in self.registry.aliases()
+            ]
+
+        return await asyncio.to_thread(describe)
+
     def _create(self, cls: type[InfrastructureProvider], alias: str) -> InfrastructureProvider:
         try:
             return cls(env=self._env)
         except InfrastructureProviderUnavailable:
             raise
         except (KeyError, ValueError) as exc:
-            raise InfrastructureProviderUnavailable(
-                f"provider {alias!r} is not configured: {exc}", reason="PROVIDER_MISCONFIGURED"
+            raise SettingInvalid(
+                f"the settings of provider {alias!r}", f"are invalid: {exc}"
             ) from exc
 
     def opened(self) -> dict[str, InfrastructureProvider]:

@@ -18,6 +18,10 @@ from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
+# Not used by any service, but part of the API: `grpcurl describe
+# alphaswarm.provider.v1.ErrorReason` finds the catalogue through the default pool.
+from alphaswarm.provider.v1 import error_reason_pb2  # noqa: F401
+
 DESCRIPTOR_SET = "descriptor_set.binpb"
 
 

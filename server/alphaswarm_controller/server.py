@@ -18,15 +18,18 @@ from alphaswarm_core.providers.concurrency import shared_runner
 from alphaswarm_core.providers.registry import Registry
 
 from . import reflection
-from .errors import ErrorMappingInterceptor
-from .health import SERVICE_NAME, HealthReporter
-from .interception import BehaviorInterceptor, LayeredInterceptor
+from .budget import CallBudget
+from .errors import ErrorMapping
+from .health import HealthReporter
+from .layers import CallSetup, Layer, LayeredInterceptor
+from .methods import HEALTH_SERVICE, PROVIDER_SERVICE, method_table
 from .observability import Observability
 from .pool import ProviderPool
 from .providers import bootstrap
-from .security.audit import AuditInterceptor
-from .security.auth import AuthInterceptor
-from .security.limits import StreamLimitInterceptor, server_options
+from .scope import ScopeResolution
+from .security.audit import Audit
+from .security.auth import Authentication, ScopeAuthorization
+from .security.limits import StreamLimit, server_options
 from .security.tls import is_loopback, server_credentials
 from .security.tokens import TokenStore
 from .servicer import ProviderServicer
@@ -34,8 +37,6 @@ from .settings import ServerSettings
 from .streams import ShutdownSignal
 
 log = logging.getLogger("alphaswarm_controller")
-
-HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
 @dataclass
@@ -47,6 +48,7 @@ class RunningServer:
     shutdown_signal: ShutdownSignal
     settings: ServerSettings
     observability: Observability | None = None
+    audit: Audit | None = None
 
     @property
     def metrics_port(self) -> int | None:
@@ -58,6 +60,8 @@ class RunningServer:
         await self.health.shutdown()
         self.shutdown_signal.set()
         await self.server.stop(self.settings.shutdown_grace_seconds)
+        if self.audit is not None:  # changes whose callers left finish before providers close
+            await self.audit.drain(self.settings.shutdown_grace_seconds)
         await self.pool.close()
         if self.observability is not None:
             self.observability.close()
@@ -70,28 +74,24 @@ def _provider_env(settings: ServerSettings, env: Mapping[str, str]) -> dict[str,
     return merged
 
 
-def _interceptors(
-    settings: ServerSettings, observability: Observability | None = None
-) -> list[BehaviorInterceptor]:
-    """Outermost first: observability sets the request id and sees every final status,
-    audit sees the final outcome, errors map what auth and limits raise."""
-    observability = observability or Observability()
-    layers: list[BehaviorInterceptor] = [
-        observability.interceptor(),
-        AuditInterceptor(settings.default_provider),
-        ErrorMappingInterceptor(f"/{SERVICE_NAME}/", settings.call_timeout_seconds),
-    ]
+def _layers(settings: ServerSettings, observability: Observability, audit: Audit) -> list[Layer]:
+    """Outermost first. Telemetry sees every final status; errors map whatever the
+    layers inside raise; audit records mutating calls, authenticated or not, and lets
+    them finish when their caller leaves; the budget bounds every unary call; the
+    caller is authenticated before the request is looked at, and authorized for the
+    scope once it was resolved."""
+    layers: list[Layer] = [observability.layer(), ErrorMapping(), audit, CallBudget()]
     if settings.tokens_file is not None:
-        store = TokenStore.load(settings.tokens_file)
-        layers.append(
-            AuthInterceptor(store, settings.default_provider, settings.reflection == "auth")
-        )
+        layers.append(Authentication(TokenStore.load(settings.tokens_file)))
     elif not is_loopback(settings.listen_host):
         log.warning(
             "no ALPHASWARM_CP_TOKENS_FILE: every caller that reaches %s may do anything",
             settings.listen,
         )
-    layers.append(StreamLimitInterceptor(settings.max_streams))
+    layers.append(ScopeResolution(settings.default_provider))
+    if settings.tokens_file is not None:
+        layers.append(ScopeAuthorization())
+    layers.append(StreamLimit(settings.max_streams))
     return layers
 
 
@@ -116,15 +116,19 @@ async def start_server(
     )
     shutdown = ShutdownSignal()
     observability.start()  # before the gRPC server exists: a taken port leaves nothing behind
-    server = grpc.aio.server(
-        interceptors=[LayeredInterceptor(_interceptors(settings, observability))],
-        options=server_options(settings),
+    audit = Audit()
+    protect_reflection = settings.reflection == "auth" and settings.tokens_file is not None
+    interceptor = LayeredInterceptor(
+        method_table(protect_reflection),
+        _layers(settings, observability, audit),
+        CallSetup(settings.call_timeout_seconds),
     )
+    server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
     pb_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(pool, shutdown), server)
     reporter = HealthReporter(pool, settings.providers, settings.health_interval_seconds)
     health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
     if settings.reflection != "off":
-        reflection.enable(server, (SERVICE_NAME, HEALTH_SERVICE))
+        reflection.enable(server, (PROVIDER_SERVICE, HEALTH_SERVICE))
     if credentials is None:
         port = server.add_insecure_port(settings.listen)
     else:
@@ -144,7 +148,7 @@ async def start_server(
         transport,
         settings.default_provider,
     )
-    return RunningServer(server, port, pool, reporter, shutdown, settings, observability)
+    return RunningServer(server, port, pool, reporter, shutdown, settings, observability, audit)
 
 
 async def serve(settings: ServerSettings) -> None:

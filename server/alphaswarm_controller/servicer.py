@@ -1,8 +1,10 @@
 """ProviderService: a thin adapter from RPCs to providers.
 
-Each method converts (and so validates) its request, picks the provider from
-the pool and converts the result back. Errors are mapped in one place
-(``errors.ErrorMappingInterceptor``), so nothing here catches.
+By the time a method runs, the layers around it have resolved and validated what
+the request addresses (``CallContext.alias``, ``namespace``, ``service_id``) and
+authorized the caller for it. Each method converts (and so validates) the rest of
+its request, calls the provider and converts the result back. Errors are mapped in
+one place (``errors.ErrorMapping``), so nothing here catches.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import grpc
 
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
-from alphaswarm.provider.v1 import types_pb2 as types
-from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
+from alphaswarm_core.call import CallContext, current_call
 from alphaswarm_core.providers.models import MetricSample
 
 from . import convert, paging
@@ -24,6 +25,12 @@ from .pool import ProviderPool
 from .streams import ShutdownSignal, until_shutdown
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _call() -> CallContext:
+    call = current_call.get()
+    assert call is not None, "ProviderService methods run inside the server's layers"
+    return call
 
 
 class ProviderServicer(pb_grpc.ProviderServiceServicer):
@@ -35,119 +42,98 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: Context
     ) -> pb.ListProvidersResponse:
-        registry = self._pool.registry
-        infos = []
-        for alias in registry.aliases():
-            info = types.ProviderInfo(
-                alias=alias,
-                is_default=alias == self._pool.default_alias,
-                installed=registry.installed(alias),
-            )
-            entry = registry.lazy_entry(alias)
-            info.origin = registry.origin(alias)
-            try:
-                cls = registry.get(alias) if info.installed else None
-            except InfrastructureProviderUnavailable as exc:
-                cls = None
-                info.installed = False
-                info.install_hint = exc.metadata.get("install", exc.message)
-            if cls is None:
-                info.kind = registry.kind(alias)
-                if not info.install_hint and entry and entry.extra:
-                    info.install_hint = f"pip install 'alphaswarm-controller[{entry.extra}]'"
-            else:
-                info.kind = str(getattr(cls.provider_kind, "value", cls.provider_kind))
-                info.capabilities.extend(cls.capabilities())
-            infos.append(info)
+        infos = [convert.provider_info_to_proto(d) for d in await self._pool.describe_all()]
         return pb.ListProvidersResponse(providers=infos, default_provider=self._pool.default_alias)
 
     async def CheckHealth(
         self, request: pb.CheckHealthRequest, context: Context
     ) -> pb.CheckHealthResponse:
-        provider = await self._pool.get(request.provider)
+        call = _call()
+        provider = await self._pool.get(call.alias)
         health = await provider.health()
-        return pb.CheckHealthResponse(health=convert.health_to_proto(health))
+        return pb.CheckHealthResponse(health=convert.health_to_proto(health, call.caller))
 
     async def StartDeployment(
         self, request: pb.StartDeploymentRequest, context: Context
     ) -> pb.StartDeploymentResponse:
-        spec = convert.spec_from_proto(request.spec)
-        provider = await self._pool.get(request.provider)
+        call = _call()
+        spec = convert.spec_from_proto(request.spec, call.namespace)
+        provider = await self._pool.get(call.alias)
         status = await provider.start(spec)
         return pb.StartDeploymentResponse(status=convert.status_to_proto(status))
 
     async def StopDeployment(
         self, request: pb.StopDeploymentRequest, context: Context
     ) -> pb.StopDeploymentResponse:
-        service_id, namespace = convert.service_ref(request.service_id, request.namespace)
-        provider = await self._pool.get(request.provider)
-        status = await provider.stop(service_id, namespace=namespace)
+        call = _call()
+        provider = await self._pool.get(call.alias)
+        status = await provider.stop(call.service_id, namespace=call.namespace)
         return pb.StopDeploymentResponse(status=convert.status_to_proto(status))
 
     async def ScaleDeployment(
         self, request: pb.ScaleDeploymentRequest, context: Context
     ) -> pb.ScaleDeploymentResponse:
-        service_id, namespace = convert.service_ref(request.service_id, request.namespace)
+        call = _call()
         replicas = convert.replicas(request.replicas)
-        provider = await self._pool.get(request.provider)
-        status = await provider.scale(service_id, replicas, namespace=namespace)
+        provider = await self._pool.get(call.alias)
+        status = await provider.scale(call.service_id, replicas, namespace=call.namespace)
         return pb.ScaleDeploymentResponse(status=convert.status_to_proto(status))
 
     async def GetDeploymentStatus(
         self, request: pb.GetDeploymentStatusRequest, context: Context
     ) -> pb.GetDeploymentStatusResponse:
-        service_id, namespace = convert.service_ref(request.service_id, request.namespace)
-        provider = await self._pool.get(request.provider)
-        status = await provider.status(service_id, namespace=namespace)
+        call = _call()
+        provider = await self._pool.get(call.alias)
+        status = await provider.status(call.service_id, namespace=call.namespace)
         return pb.GetDeploymentStatusResponse(status=convert.status_to_proto(status))
 
     async def ListDeployments(
         self, request: pb.ListDeploymentsRequest, context: Context
     ) -> pb.ListDeploymentsResponse:
-        namespace = convert.namespace_filter(request.namespace)
+        call = _call()
         size = paging.page_size(request.page_size)
-        alias = self._pool.resolve(request.provider)
-        after = paging.decode(request.page_token, alias, namespace or "")
-        provider = await self._pool.get(alias)
-        everything = await provider.list_deployments(namespace=namespace)
+        after = paging.decode(request.page_token, call.alias, call.namespace)
+        provider = await self._pool.get(call.alias)
+        everything = await provider.list_deployments(namespace=call.namespace or None)
         chunk, resume = paging.page(everything, size, after)
         return pb.ListDeploymentsResponse(
             deployments=[convert.status_to_proto(s) for s in chunk],
-            next_page_token=paging.encode(resume, alias, namespace or "") if resume else "",
+            next_page_token=paging.encode(resume, call.alias, call.namespace) if resume else "",
         )
 
     async def GetServiceConfig(
         self, request: pb.GetServiceConfigRequest, context: Context
     ) -> pb.GetServiceConfigResponse:
-        service_id, namespace = convert.service_ref(request.service_id, request.namespace)
-        provider = await self._pool.get(request.provider)
-        config = await provider.get_config(service_id, namespace=namespace)
+        call = _call()
+        provider = await self._pool.get(call.alias)
+        config = await provider.get_config(call.service_id, namespace=call.namespace)
         return pb.GetServiceConfigResponse(config=convert.config_to_proto(config))
 
     async def ApplyConfig(
         self, request: pb.ApplyConfigRequest, context: Context
     ) -> pb.ApplyConfigResponse:
-        patch = convert.patch_from_proto(request.patch)
-        provider = await self._pool.get(request.provider)
+        call = _call()
+        patch = convert.patch_from_proto(request.patch, call.namespace)
+        provider = await self._pool.get(call.alias)
         config = await provider.apply_config(patch)
         return pb.ApplyConfigResponse(config=convert.config_to_proto(config))
 
     async def StreamMetrics(
         self, request: pb.StreamMetricsRequest, context: Context
     ) -> AsyncIterator[pb.StreamMetricsResponse]:
-        service_id, namespace = convert.service_ref(request.service_id, request.namespace)
+        call = _call()
         interval = convert.interval_seconds(request.interval, request.HasField("interval"))
-        provider = await self._pool.get(request.provider)
-        responses = self._fanout.subscribe(provider, service_id, namespace, interval)
+        provider = await self._pool.get(call.alias)
+        responses = self._fanout.subscribe(provider, call.service_id, call.namespace, interval)
         async for response in until_shutdown(responses, self._shutdown, context):
             yield response
 
     async def WatchDeployment(
         self, request: pb.WatchDeploymentRequest, context: Context
     ) -> AsyncIterator[pb.WatchDeploymentResponse]:
-        service_id, namespace = convert.service_ref(request.service_id, request.namespace)
-        provider = await self._pool.get(request.provider)
-        changes = provider.watch(service_id, namespace=namespace)
+        call = _call()
+        provider = await self._pool.get(call.alias)
+        changes = provider.watch(call.service_id, namespace=call.namespace)
         async for status in until_shutdown(changes, self._shutdown, context):
             yield pb.WatchDeploymentResponse(status=convert.status_to_proto(status))
 

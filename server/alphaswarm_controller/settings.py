@@ -1,4 +1,4 @@
-"""Server settings from the environment (names fixed by DESIGN.md)."""
+"""Server settings from the environment (the names docs/operations.md documents)."""
 
 from __future__ import annotations
 

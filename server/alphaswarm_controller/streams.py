@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TypeVar
 
 from .errors import ServerShuttingDown
-from .interception import Context
+from .layers import Context
 
 T = TypeVar("T")
 
@@ -29,15 +29,13 @@ class ShutdownSignal:
         await self._event.wait()
 
 
-async def _close(source: AsyncIterator[T]) -> None:
-    aclose = getattr(source, "aclose", None)
-    if aclose is not None:
-        with contextlib.suppress(RuntimeError):  # being iterated: its owner closes it
-            await aclose()
+async def _close(source: AsyncGenerator[T, None]) -> None:
+    with contextlib.suppress(RuntimeError):  # being iterated: its owner closes it
+        await source.aclose()
 
 
 async def until_shutdown(
-    source: AsyncIterator[T], shutdown: ShutdownSignal, context: Context | None = None
+    source: AsyncGenerator[T, None], shutdown: ShutdownSignal, context: Context | None = None
 ) -> AsyncIterator[T]:
     """Yield from ``source`` until it ends, the call ends or the server shuts down.
 

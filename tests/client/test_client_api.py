@@ -126,7 +126,7 @@ async def test_stream_errors_are_typed(inproc: InProcess) -> None:
 
 
 async def test_error_table_round_trip(inproc: InProcess) -> None:
-    """Each row of DESIGN.md's error table, raised by the server, arrives typed with details."""
+    """Each row of docs/errors.md, raised by the server, arrives typed with details."""
     client = inproc.client
 
     with pytest.raises(InvalidArgument) as invalid:

@@ -31,7 +31,7 @@ from alphaswarm_controller.providers.kubernetes.provider import (
     REQUIRED_PERMISSIONS,
 )
 from alphaswarm_controller.security.tls import server_credentials
-from alphaswarm_controller.security.tokens import TokenStore
+from alphaswarm_controller.security.tokens import Role, TokenStore
 from alphaswarm_controller.settings import ServerSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -266,7 +266,7 @@ def test_the_token_secret_loads_and_grants_nothing_usable(
     # The placeholder is the hash of "" with the least role, and the server refuses
     # an empty bearer token before any lookup: shipped as is, no caller gets in.
     placeholder = store.authenticate("")
-    assert placeholder is not None and placeholder.role.name == "VIEWER"
+    assert placeholder is not None and Role(placeholder.role) is Role.VIEWER
     assert store.authenticate("replace-me") is None
 
 

@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,25 @@ def test_reflection_lists_and_describes_the_api(server: ServerProcess) -> None:
     assert "never run through a shell" in spec
 
 
+def test_describe_shows_access_rules_and_the_reason_catalogue(server: ServerProcess) -> None:
+    service = grpcurl(server, "describe", SERVICE).stdout
+    start = service[service.index("rpc StartDeployment") :]
+    start = start[: start.index("}")]
+    assert "ROLE_OPERATOR" in start and "SCOPE_NAMESPACE" in start and '"spec"' in start, start
+    reasons = grpcurl(server, "describe", "alphaswarm.provider.v1.ErrorReason").stdout
+    for name in ("DEPLOYMENT_NOT_FOUND", "SETTING_INVALID", "CALLER_PERMISSION_DENIED"):
+        assert f"{name} = " in reasons, reasons
+    assert '(.alphaswarm.provider.v1.status_code) = "NOT_FOUND"' in reasons, reasons
+
+
 def test_health_is_serving(server: ServerProcess) -> None:
-    out = grpcurl(server, "grpc.health.v1.Health/Check", data={"service": "local"}).stdout
+    # A provider reports NOT_SERVING until its first probe passed (it loads meanwhile).
+    deadline = time.monotonic() + 30
+    while True:
+        out = grpcurl(server, "grpc.health.v1.Health/Check", data={"service": "local"}).stdout
+        if json.loads(out) == {"status": "SERVING"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert json.loads(out) == {"status": "SERVING"}
 
 

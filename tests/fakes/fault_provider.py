@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from alphaswarm_core.providers.concurrency import remaining_timeout
 from alphaswarm_core.providers.errors import BackendUnavailableError
-from alphaswarm_core.providers.models import DeploymentStatus, MetricSample
+from alphaswarm_core.providers.models import DEFAULT_NAMESPACE, DeploymentStatus, MetricSample
 from tests.fakes.memory_provider import MemoryProvider
 
 
@@ -33,7 +33,9 @@ class FaultProvider(MemoryProvider):
             with self._lock:
                 self.active_blocking_calls -= 1
 
-    async def status(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def status(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         if self.blocking_hang_seconds:
             await self.run_blocking(self._blocking_backend_call)
         return await super().status(service_id, namespace=namespace)
@@ -42,9 +44,9 @@ class FaultProvider(MemoryProvider):
         self,
         service_id: str,
         *,
-        namespace: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 10.0,
-    ) -> AsyncIterator[MetricSample]:
+    ) -> AsyncGenerator[MetricSample, None]:
         sent = 0
         async for sample in super().stream_metrics(
             service_id, namespace=namespace, interval_seconds=interval_seconds

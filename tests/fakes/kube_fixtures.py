@@ -8,7 +8,7 @@ import pytest
 
 from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
 from alphaswarm_core.providers.protocol import DeploymentSpec
-from tests.contract.suite import unique_name
+from alphaswarm_core.testing import unique_name
 from tests.fakes.kube_api import KubeApiEmulator
 
 TOKEN = "emulator-token-not-a-secret"

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from alphaswarm_core.providers.protocol import (
+    DEFAULT_NAMESPACE,
     ConfigMapPatch,
     ConfigVersionConflict,
     DeploymentNotFoundError,
@@ -70,10 +71,10 @@ class MemoryProvider(InfrastructureProvider):
         if error is not None:
             raise error
 
-    def _get(self, service_id: str, namespace: str | None) -> _Service:
-        key = (self.ns(namespace), service_id)
+    def _get(self, service_id: str, namespace: str) -> _Service:
+        key = (namespace, service_id)
         if key not in self.services:
-            raise DeploymentNotFoundError(service_id, self.ns(namespace))
+            raise DeploymentNotFoundError(service_id, namespace)
         return self.services[key]
 
     def _resize(self, service: _Service, replicas: int) -> None:
@@ -116,21 +117,25 @@ class MemoryProvider(InfrastructureProvider):
         self._resize(service, spec.replicas)
         return self._status(service)
 
-    async def stop(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def stop(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         await self._enter("stop")
         service = self._get(service_id, namespace)
         self._resize(service, 0)
         return self._status(service)
 
     async def scale(
-        self, service_id: str, replicas: int, *, namespace: str | None = None
+        self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
         await self._enter("scale")
         service = self._get(service_id, namespace)
         self._resize(service, replicas)
         return self._status(service)
 
-    async def status(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def status(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         await self._enter("status")
         return self._status(self._get(service_id, namespace))
 
@@ -142,11 +147,13 @@ class MemoryProvider(InfrastructureProvider):
             if namespace is None or ns == namespace
         ]
 
-    async def get_config(self, service_id: str, *, namespace: str | None = None) -> ServiceConfig:
+    async def get_config(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ServiceConfig:
         await self._enter("get_config")
         service = self._get(service_id, namespace)
         return ServiceConfig(
-            service_id, self.ns(namespace), dict(service.config), str(service.config_version)
+            service_id, namespace, dict(service.config), str(service.config_version)
         )
 
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
@@ -165,9 +172,9 @@ class MemoryProvider(InfrastructureProvider):
         self,
         service_id: str,
         *,
-        namespace: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 10.0,
-    ) -> AsyncIterator[MetricSample]:
+    ) -> AsyncGenerator[MetricSample, None]:
         await self._enter("stream_metrics")
         service = self._get(service_id, namespace)
         self.open_streams += 1

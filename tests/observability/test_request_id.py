@@ -17,8 +17,8 @@ from alphaswarm_controller.observability.logs import (
     RequestIdFilter,
     accept_request_id,
     configure_logging,
-    current_request_id,
 )
+from alphaswarm_core.call import CallContext, current_call
 from tests.observability.conftest import ServeFactory, spec
 
 
@@ -119,7 +119,7 @@ async def test_log_lines_of_a_call_carry_its_id(serve: ServeFactory, captured: i
     starts = [line for line in lines if line.get("rpc") == "StartDeployment"]
     assert starts and starts[0]["request_id"] not in ("", "r-1")
     assert any("request_id" not in line for line in lines)  # e.g. "listening on"
-    assert current_request_id.get() == ""
+    assert current_call.get() is None
 
 
 def test_text_format_tags_lines_of_a_call() -> None:
@@ -132,9 +132,9 @@ def test_text_format_tags_lines_of_a_call() -> None:
     logger.propagate = False
     try:
         logger.warning("outside")
-        token = current_request_id.set("abc")
+        token = current_call.set(CallContext("GetDeploymentStatus", "abc", ""))
         logger.warning("inside")
-        current_request_id.reset(token)
+        current_call.reset(token)
     finally:
         logger.removeHandler(handler)
     assert stream.getvalue().splitlines() == [

@@ -24,7 +24,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from tests.e2e.server_process import ServerProcess, start_server
-from tests.observability.conftest import scrape, value
+from tests.observability.conftest import Samples, scrape, value
 
 pytestmark = pytest.mark.e2e
 
@@ -122,10 +122,19 @@ def test_json_logs_and_metrics_of_the_real_server(json_server: ServerProcess) ->
         failed_id = request_id_of(error.trailing_metadata())
     assert healthy_id != failed_id
 
-    samples = scrape(metrics_port)
     labels = {"grpc_service": SERVICE, "grpc_type": "unary"}
-    assert value(samples, "grpc_server_handled_total", **labels, grpc_method="StopDeployment",
-                 grpc_code="NOT_FOUND") == 1  # fmt: skip
+
+    def handled(samples: Samples) -> float:
+        return value(samples, "grpc_server_handled_total", **labels,
+                     grpc_method="StopDeployment", grpc_code="NOT_FOUND")  # fmt: skip
+
+    # The status reaches the caller before the server's layers count it: poll, bounded.
+    deadline = time.monotonic() + 10
+    samples = scrape(metrics_port)
+    while handled(samples) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        samples = scrape(metrics_port)
+    assert handled(samples) == 1
     assert value(samples, "alphaswarm_backend_call_seconds_count", provider="local",
                  method="health") >= 1  # fmt: skip
 

@@ -26,7 +26,7 @@ from alphaswarm_core.providers.protocol import (
     PortSpec,
     Resources,
 )
-from tests.contract.suite import ready, wait_for
+from alphaswarm_core.testing import ready, wait_for
 from tests.fakes.arm_emulator import ArmEmulator
 from tests.fakes.arm_testing import make_provider
 
@@ -283,7 +283,7 @@ async def test_invalid_settings_are_named(arm: ArmEmulator) -> None:
     provider = make_provider(arm, ALPHASWARM_AZURE_MAX_PARALLEL="many")
     with pytest.raises(InfrastructureProviderUnavailable) as caught:
         await provider.health()
-    assert caught.value.reason == "SETTINGS_INVALID"
+    assert caught.value.reason == "SETTING_INVALID"
     assert "ALPHASWARM_AZURE_MAX_PARALLEL" in caught.value.message
 
 

@@ -18,7 +18,7 @@ from alphaswarm_core.providers.protocol import (
     InfrastructureProviderUnavailable,
     ResourceNotFoundError,
 )
-from tests.contract.suite import ProviderContract, SpecFactory, ready, wait_for
+from alphaswarm_core.testing import ProviderContract, SpecFactory, ready, wait_for
 from tests.fakes.arm_emulator import ArmEmulator
 from tests.fakes.arm_testing import emulator_env, make_provider
 from tests.fakes.kube_api import KubeApiEmulator
@@ -112,7 +112,9 @@ def spec_factory() -> SpecFactory:
 
 
 class TestAzureAksContract(ProviderContract):
-    pass
+    expected_capabilities = frozenset(
+        {"start", "stop", "scale", "status", "list", "config", "metrics"}
+    )
 
 
 async def test_credentials_are_fetched_once_and_used(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 import pytest
 
@@ -18,7 +17,7 @@ from alphaswarm_core.providers.protocol import (
     MetricSample,
     Resources,
 )
-from tests.contract.suite import ready, wait_for
+from alphaswarm_core.testing import ready, wait_for
 from tests.fakes.arm_emulator import ArmEmulator
 from tests.fakes.arm_testing import make_provider
 
@@ -152,7 +151,7 @@ async def test_placeholder_cannot_be_written_back(provider: AzureProvider) -> No
         )
 
 
-async def _take(stream: AsyncIterator[MetricSample], count: int) -> list[MetricSample]:
+async def _take(stream: AsyncGenerator[MetricSample, None], count: int) -> list[MetricSample]:
     samples: list[MetricSample] = []
     try:
         async for sample in stream:
@@ -160,8 +159,7 @@ async def _take(stream: AsyncIterator[MetricSample], count: int) -> list[MetricS
             if len(samples) == count:
                 break
     finally:
-        with contextlib.suppress(AttributeError):
-            await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
     return samples
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from alphaswarm_controller.providers.azure import AzureProvider
 from alphaswarm_core.providers.protocol import DeploymentSpec, Resources
-from tests.contract.suite import ProviderContract, SpecFactory
+from alphaswarm_core.testing import ProviderContract, SpecFactory
 from tests.fakes.arm_emulator import ArmEmulator
 from tests.fakes.arm_testing import make_provider
 
@@ -57,4 +57,6 @@ def spec_factory() -> SpecFactory:
 
 
 class TestAzureContract(ProviderContract):
-    pass
+    expected_capabilities = frozenset(
+        {"start", "stop", "scale", "status", "list", "config", "metrics"}
+    )

@@ -87,7 +87,7 @@ async def test_missing_settings_are_named(arm: ArmEmulator) -> None:
     provider = make_provider(arm, env=env)
     with pytest.raises(InfrastructureProviderUnavailable) as caught:
         await provider.health()
-    assert caught.value.reason == "SETTINGS_MISSING"
+    assert caught.value.reason == "SETTING_INVALID"
     assert "ALPHASWARM_AZURE_RESOURCE_GROUP" in caught.value.message
 
 

@@ -35,7 +35,7 @@ from alphaswarm_core.providers.protocol import (
     ResourceNotFoundError,
 )
 from alphaswarm_core.providers.registry import Registry
-from tests.contract.suite import ProviderContract, SpecFactory, ready, unique_name, wait_for
+from alphaswarm_core.testing import ProviderContract, SpecFactory, ready, unique_name, wait_for
 from tests.providers.docker_fixtures import (  # noqa: F401 - fixtures
     EngineProxy,
     busybox_image,
@@ -91,6 +91,10 @@ def spec_factory(busybox_image: str) -> SpecFactory:  # noqa: F811
 
 class TestDockerComposeContract(ProviderContract):
     """The provider-agnostic contract, unchanged, against the engine."""
+
+    expected_capabilities = frozenset(
+        {"start", "stop", "scale", "status", "list", "config", "metrics"}
+    )
 
 
 # -- registry -------------------------------------------------------------------------------

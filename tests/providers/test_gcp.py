@@ -26,7 +26,7 @@ from alphaswarm_controller.providers.gcp.metrics import (
     RECEIVED_BYTES,
     REQUEST_COUNT,
 )
-from alphaswarm_core.providers.concurrency import call_deadline
+from alphaswarm_core.call import CallContext, current_call
 from alphaswarm_core.providers.protocol import (
     BackendPermissionDenied,
     BackendRejectedError,
@@ -40,8 +40,9 @@ from alphaswarm_core.providers.protocol import (
     InvalidSpecError,
     PortSpec,
     Resources,
+    SettingInvalid,
 )
-from tests.contract.suite import ProviderContract, SpecFactory, unique_name
+from alphaswarm_core.testing import ProviderContract, SpecFactory, unique_name
 from tests.fakes.gcp_auth import PROJECT, write_service_account
 from tests.fakes.gcp_server import GcpEmulator
 
@@ -107,7 +108,9 @@ def spec_factory() -> SpecFactory:
 
 
 class TestGcpContract(ProviderContract):
-    pass
+    expected_capabilities = frozenset(
+        {"start", "stop", "scale", "status", "list", "config", "metrics"}
+    )
 
 
 # -- Cloud Run specifics ---------------------------------------------------------------------
@@ -235,15 +238,18 @@ async def test_what_cloud_run_rejects_is_invalid_before_any_call(
     assert emulator.log.calls == []
 
 
-async def test_invalid_region_is_rejected_before_any_call(
+async def test_invalid_region_is_the_operators_error_before_any_call(
     gcp_env: dict[str, str], emulator: GcpEmulator, spec_factory: SpecFactory
 ) -> None:
     provider = GcpProvider(env={**gcp_env, "ALPHASWARM_GCP_REGION": "moon-base"})
     try:
-        with pytest.raises(InvalidSpecError) as caught:
+        # A bad server setting is FAILED_PRECONDITION naming the variable, never the
+        # caller's INVALID_ARGUMENT.
+        with pytest.raises(SettingInvalid) as caught:
             await provider.start(spec_factory("svc", "default"))
-        assert [v.field for v in caught.value.violations] == ["ALPHASWARM_GCP_REGION"]
-        with pytest.raises(InvalidSpecError):
+        assert caught.value.code == "FAILED_PRECONDITION"
+        assert caught.value.metadata == {"setting": "ALPHASWARM_GCP_REGION"}
+        with pytest.raises(SettingInvalid):
             await provider.health()
     finally:
         await provider.close()
@@ -281,14 +287,14 @@ async def test_operations_are_bounded_by_the_callers_deadline(
 ) -> None:
     emulator.operations.polls = 10**6  # never completes
     provider = GcpProvider(env=gcp_env)
-    token = call_deadline.set(time.monotonic() + 0.5)
+    token = current_call.set(CallContext("StartDeployment", "r-1", "", time.monotonic() + 0.5))
     try:
         started = time.monotonic()
         with pytest.raises(BackendTimeoutError):
             await provider.start(spec_factory("slow", "default"))
         assert time.monotonic() - started < 5
     finally:
-        call_deadline.reset(token)
+        current_call.reset(token)
         await provider.close()
 
 
@@ -467,7 +473,7 @@ async def test_metrics_come_from_the_written_time_series(
     try:
         sample = await anext(stream)
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
     assert sample.ok, sample.error
     assert sample.replicas == 3
     assert sample.cpu_percent == pytest.approx(100.0)  # half of 2 CPUs = one core
@@ -485,7 +491,7 @@ async def test_metrics_stream_survives_backend_errors(
     try:
         first, second = await anext(stream), await anext(stream)
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
     assert not first.ok and "unavailable" in first.error
     assert second.ok and second.replicas == 2 and second.memory_bytes > 0
 

@@ -20,7 +20,7 @@ from alphaswarm_core.providers.protocol import (
     BackendPermissionDenied,
     InfrastructureProviderUnavailable,
 )
-from tests.contract.suite import ProviderContract, SpecFactory
+from alphaswarm_core.testing import ProviderContract, SpecFactory
 from tests.fakes.gcp_auth import PROJECT, TokenServer, write_service_account
 from tests.fakes.gcp_server import GcpEmulator
 from tests.fakes.kube_api import KubeApiEmulator
@@ -83,7 +83,9 @@ def spec_factory() -> SpecFactory:
 
 
 class TestGcpGkeContract(ProviderContract):
-    pass
+    expected_capabilities = frozenset(
+        {"start", "stop", "scale", "status", "list", "config", "metrics"}
+    )
 
 
 async def test_cluster_is_found_and_called_with_the_google_token(

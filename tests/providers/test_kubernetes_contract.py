@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from alphaswarm_controller.providers.kubernetes import KubernetesProvider
-from tests.contract.suite import ProviderContract, SpecFactory
+from alphaswarm_core.testing import ProviderContract, SpecFactory
 from tests.fakes.kube_api import KubeApiEmulator
 from tests.fakes.kube_fixtures import connect, kube, kube_namespace, make_spec
 
@@ -38,4 +38,6 @@ def spec_factory() -> SpecFactory:
 
 
 class TestKubernetesContract(ProviderContract):
-    pass
+    expected_capabilities = frozenset(
+        {"start", "stop", "scale", "status", "list", "config", "metrics", "native_watch"}
+    )

@@ -22,7 +22,7 @@ from alphaswarm_core.providers.protocol import (
     InvalidSpecError,
 )
 from alphaswarm_core.providers.registry import Registry
-from tests.contract.suite import ProviderContract, ready, unique_name, wait_for
+from alphaswarm_core.testing import ProviderContract, ready, unique_name, wait_for
 
 from .conftest import marked_processes
 from .local_support import command_spec, environ_of, local_env, opened, pids
@@ -55,6 +55,10 @@ def namespace() -> str:
 
 class TestLocalContract(ProviderContract):
     """The provider-agnostic suite, unchanged, against real processes."""
+
+    expected_capabilities = frozenset(
+        {"start", "stop", "scale", "status", "list", "config", "metrics"}
+    )
 
 
 def test_registry_loads_local_lazily() -> None:
@@ -251,7 +255,7 @@ async def test_metrics_survive_a_failed_read(
     try:
         samples = [await anext(stream) for _ in range(3)]
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
     assert [s.ok for s in samples] == [True, False, True]
     assert samples[1].error == "cannot read process metrics: AccessDenied"
     assert samples[2].replicas == 1 and samples[2].memory_bytes > 0

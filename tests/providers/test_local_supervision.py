@@ -21,7 +21,7 @@ from alphaswarm_core.providers.protocol import (
     DeploymentState,
     DeploymentStatus,
 )
-from tests.contract.suite import ready, unique_name, wait_for
+from alphaswarm_core.testing import ready, unique_name, wait_for
 
 from .conftest import marked_processes
 from .local_support import alive, command_spec, environ_of, local_env, opened, pids, wait_gone
@@ -301,7 +301,7 @@ async def test_metrics_include_children_of_a_replica(tmp_path: Path, local_marke
                     if sample.ok and sample.memory_bytes > 64 * 2**20:
                         break
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
         assert sample.replicas == 1
         assert sample.extra["replica_0_rss_bytes"] == sample.memory_bytes
     finally:

@@ -1,4 +1,4 @@
-"""DESIGN.md's error table, row by row, as a caller over the wire sees it."""
+"""docs/errors.md's catalogue, row by row, as a caller over the wire sees it."""
 
 from __future__ import annotations
 

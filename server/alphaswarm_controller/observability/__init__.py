@@ -4,7 +4,7 @@
 ``ALPHASWARM_CP_METRICS_LISTEN`` is set and OpenTelemetry only when
 ``ALPHASWARM_CP_TRACING=otel``: a server with neither opens no extra port,
 imports neither library and leaves provider instances unwrapped. The request id
-(``x-request-id``) is always on: it is one contextvar and one header per call.
+(``x-request-id``) is always on, set up with each call's context (layers.CallSetup).
 """
 
 from __future__ import annotations
@@ -15,21 +15,19 @@ from typing import TYPE_CHECKING
 
 from alphaswarm_core.providers.protocol import InfrastructureProvider
 
-from .interceptor import ObservabilityInterceptor
-from .logs import REQUEST_ID_KEY, configure_logging, current_request_id
+from .logs import REQUEST_ID_KEY, configure_logging
 
 if TYPE_CHECKING:
     from alphaswarm_controller.settings import ServerSettings
 
     from .metrics import MetricsServer, RpcMetrics
+    from .telemetry import Telemetry
     from .tracing import Tracing
 
 __all__ = [
     "REQUEST_ID_KEY",
     "Observability",
-    "ObservabilityInterceptor",
     "configure_logging",
-    "current_request_id",
 ]
 
 OTEL_INSTALL_HINT = "pip install 'alphaswarm-controller[otel]'"
@@ -67,8 +65,10 @@ class Observability:
     def enabled(self) -> bool:
         return self.metrics is not None or self.tracing is not None
 
-    def interceptor(self) -> ObservabilityInterceptor:
-        return ObservabilityInterceptor(self.metrics, self.tracing)
+    def layer(self) -> Telemetry:
+        from .telemetry import Telemetry  # here: telemetry is a layer, and layers log
+
+        return Telemetry(self.metrics, self.tracing)
 
     def provider_hook(self) -> Callable[[str, InfrastructureProvider], None] | None:
         """What the pool calls with each new provider instance; None when nothing observes."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -106,21 +106,16 @@ def _stream(
     alias: str,
     kind: str,
     name: str,
-    inner: Callable[..., AsyncIterator[Any]],
+    inner: Callable[..., AsyncGenerator[Any, None]],
     *,
     metrics: RpcMetrics | None,
     tracing: Tracing | None,
-) -> Callable[..., AsyncIterator[Any]]:
+) -> Callable[..., AsyncGenerator[Any, None]]:
     @functools.wraps(inner)
-    def call(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        # Called (not iterated) here, so that "unsupported" still raises at call time.
-        try:
-            source = inner(*args, **kwargs)
-        except BaseException as error:
-            if metrics is not None:
-                metrics.backend_errors.labels(alias, name, error_reason(error)).inc()
-            raise
-        return _iterate(alias, kind, name, source, metrics=metrics, tracing=tracing)
+    def call(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+        # A provider stream raises (unsupported, not found...) at its first anext,
+        # inside _iterate, which counts and records it like any other stream error.
+        return _iterate(alias, kind, name, inner(*args, **kwargs), metrics=metrics, tracing=tracing)
 
     return call
 
@@ -129,11 +124,11 @@ async def _iterate(
     alias: str,
     kind: str,
     name: str,
-    source: AsyncIterator[Any],
+    source: AsyncGenerator[Any, None],
     *,
     metrics: RpcMetrics | None,
     tracing: Tracing | None,
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     span = tracing.start_backend_stream(alias, kind, name) if tracing else None
     gauge = metrics.backend_streams.labels(alias, name) if metrics else None
     if gauge is not None:
@@ -156,6 +151,4 @@ async def _iterate(
             gauge.dec()
         if span is not None:
             span.end()
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await source.aclose()

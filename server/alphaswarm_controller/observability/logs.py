@@ -1,14 +1,13 @@
 """Log set-up (JSON or text) and the per-call request id that every log line carries.
 
-The request id lives in a contextvar set by the observability interceptor for
-the whole call, so any logger used while serving it (the servicer, providers,
-the error mapping, ``alphaswarm.audit``) gets it without passing it around:
-``RequestIdFilter`` sits on the output handler and copies it onto each record.
+The request id is part of the call context (``alphaswarm_core.call.current_call``)
+set up for the whole call, so any logger used while serving it (the servicer,
+providers, the error mapping, ``alphaswarm.audit``) gets it without passing it
+around: ``RequestIdFilter`` sits on the output handler and copies it onto each record.
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import re
@@ -18,13 +17,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from alphaswarm_core.call import current_call
+
 #: Metadata key of the request id, in the caller's request and in the response headers.
 REQUEST_ID_KEY = "x-request-id"
-
-#: The id of the call being served ("" outside a call).
-current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "alphaswarm_request_id", default=""
-)
 
 # What a caller may send as its own id: the characters of UUIDs, hex trace ids and
 # vendor ids such as AWS's "Root=1-...", bounded, so that nothing a caller chooses
@@ -53,7 +49,8 @@ class RequestIdFilter(logging.Filter):
     """Adds ``request_id`` (and, with tracing, ``trace_id``/``span_id``) to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        rid = current_request_id.get()
+        call = current_call.get()
+        rid = call.request_id if call is not None else ""
         record.request_id = rid
         record.request_tag = f" [{rid}]" if rid else ""
         ids = trace_ids() if trace_ids is not None else None

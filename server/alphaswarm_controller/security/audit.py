@@ -1,11 +1,19 @@
 """One structured line per mutating call: who, what, where, outcome, how long.
 
 Written to the ``alphaswarm.audit`` logger as JSON. Request bodies are never
-logged, so neither are env or config values (secrets among them).
+logged, so neither are env or config values (secrets among them); the provider,
+namespace and service come from the call context, where they were validated.
+
+A mutating call, once accepted, runs to its end even when its caller goes away
+(cancels, or its deadline passes): stopping a change half-way would leave the
+backend in a state nobody asked for. The server's call budget
+(ALPHASWARM_CP_CALL_TIMEOUT_SECONDS) still bounds it. The audit line records the
+final outcome, and ``caller_gone`` when the caller did not wait for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -13,49 +21,73 @@ from typing import Any
 
 import grpc
 
-from alphaswarm_controller.interception import BehaviorInterceptor, Context, UnaryBehavior
-
-from .auth import OPERATOR_METHODS, SERVICE_PREFIX, current_principal
-from .scope import request_scope
+from alphaswarm_controller.errors import as_provider_error
+from alphaswarm_controller.layers import Context, Layer, UnaryNext
+from alphaswarm_controller.methods import MethodInfo
+from alphaswarm_core.call import CallContext
 
 audit_log = logging.getLogger("alphaswarm.audit")
 
 
-class AuditInterceptor(BehaviorInterceptor):
-    def __init__(self, default_provider: str) -> None:
-        super().__init__()
-        self._default_provider = default_provider
+def outcome_of(error: BaseException | None, context: Context) -> str:
+    """The status code name a call ended with."""
+    if error is None:
+        return "OK"
+    if isinstance(error, grpc.aio.AbortError):
+        code = context.code()
+        return code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELLED"
+    return as_provider_error(error).code
 
-    def applies_to(self, method: str) -> bool:
-        return method.startswith(SERVICE_PREFIX) and method.rsplit("/", 1)[-1] in OPERATOR_METHODS
+
+class Audit(Layer):
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def bind(self, method: MethodInfo) -> Layer | None:
+        return self if method.ours and method.mutating else None
 
     async def unary(
-        self, method: str, request: Any, context: Context, behavior: UnaryBehavior
+        self, call: CallContext, request: Any, context: Context, proceed: UnaryNext
+    ) -> Any:
+        work = asyncio.ensure_future(self._audited(call, request, context, proceed))
+        self._running.add(work)
+        work.add_done_callback(self._running.discard)
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            if not work.done():
+                call.caller_gone = True  # the work goes on; its audit line follows
+            raise
+
+    async def _audited(
+        self, call: CallContext, request: Any, context: Context, proceed: UnaryNext
     ) -> Any:
         started = time.perf_counter()
-        outcome = "UNKNOWN"
+        error: BaseException | None = None
         try:
-            response = await behavior(request, context)
-            outcome = "OK"
-            return response
-        except grpc.aio.AbortError:
-            outcome = context.code().name if context.code() else "ABORTED"
+            return await proceed(call, request, context)
+        except BaseException as raised:
+            error = raised
             raise
         finally:
-            scope = request_scope(request, self._default_provider)
-            audit_log.info(
-                json.dumps(
-                    {
-                        "event": "audit",
-                        "principal": current_principal.get().name,
-                        "peer": context.peer(),
-                        "rpc": method.rsplit("/", 1)[-1],
-                        "provider": scope.provider,
-                        "namespace": scope.namespace,
-                        "service": scope.service_id,
-                        "outcome": outcome,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    },
-                    separators=(",", ":"),
-                )
-            )
+            line = {
+                "event": "audit",
+                "principal": call.caller.name,
+                "peer": call.peer,
+                "rpc": call.method,
+                "provider": call.alias,
+                "namespace": call.namespace,
+                "service": call.service_id,
+                "outcome": outcome_of(error, context),
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+            if call.caller_gone:
+                line["caller_gone"] = True
+            audit_log.info(json.dumps(line, separators=(",", ":")))
+
+    async def drain(self, seconds: float) -> None:
+        """Wait (up to ``seconds``) for changes whose callers left; shutdown calls it."""
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=max(seconds, 0.0))

@@ -1,72 +1,36 @@
 """Caller authentication (bearer tokens) and authorization (roles, scopes).
 
-grpc.health.v1 always stays open for probes; reflection is open, off, or
-token-protected by setting. ProviderService errors are raised and mapped by
-the error layer outside this one; reflection calls are aborted directly.
+What each method needs is its ``MethodInfo`` (declared in the proto): the least
+role, and the scope that token restrictions apply to. ``Authentication`` finds the
+caller and checks the role before the request is even looked at; after the scope
+was resolved, ``ScopeAuthorization`` checks the caller's provider and namespace
+restrictions against it. grpc.health.v1 stays open for probes; reflection is open,
+off, or token-protected by setting.
 """
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
-from alphaswarm_controller.interception import (
-    BehaviorInterceptor,
-    Context,
-    StreamBehavior,
-    UnaryBehavior,
-)
+from alphaswarm_controller.layers import Context, Layer, StreamNext, UnaryNext
+from alphaswarm_controller.methods import MethodInfo, Scope
+from alphaswarm_core.call import CallContext, Caller
 from alphaswarm_core.providers.errors import InfrastructureProviderError
+from alphaswarm_core.providers.reasons import ErrorReason
 
-from .scope import request_scope
-from .tokens import ANONYMOUS, Principal, Role, TokenStore
+from .tokens import Role, TokenStore
 
-SERVICE_PREFIX = "/alphaswarm.provider.v1.ProviderService/"
-REFLECTION_PREFIX = "/grpc.reflection."
-
-VIEWER_METHODS = frozenset(
-    {
-        "ListProviders",
-        "CheckHealth",
-        "GetDeploymentStatus",
-        "ListDeployments",
-        "GetServiceConfig",
-        "StreamMetrics",
-        "WatchDeployment",
-    }
-)
-OPERATOR_METHODS = frozenset(
-    {"StartDeployment", "StopDeployment", "ScaleDeployment", "ApplyConfig"}
-)
-
-UNAUTHENTICATED = Principal("unauthenticated", Role.VIEWER)
+UNAUTHENTICATED = Caller("unauthenticated", 0)
 """Recorded for audit when a call brings no valid token; never authorized."""
-
-current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar(
-    "alphaswarm_principal", default=ANONYMOUS
-)
 
 
 class Unauthenticated(InfrastructureProviderError):
-    code = "UNAUTHENTICATED"
-    reason = "UNAUTHENTICATED"
+    reason = ErrorReason.UNAUTHENTICATED
 
 
 class CallerPermissionDenied(InfrastructureProviderError):
-    code = "PERMISSION_DENIED"
-    reason = "CALLER_PERMISSION_DENIED"
-
-
-def required_role(method: str) -> Role:
-    name = method.rsplit("/", 1)[-1]
-    if name in VIEWER_METHODS or method.startswith(REFLECTION_PREFIX):
-        return Role.VIEWER
-    if name in OPERATOR_METHODS:
-        return Role.OPERATOR
-    return Role.ADMIN
+    reason = ErrorReason.CALLER_PERMISSION_DENIED
 
 
 def bearer_token(context: Context) -> str | None:
@@ -78,69 +42,87 @@ def bearer_token(context: Context) -> str | None:
     return None
 
 
-class AuthInterceptor(BehaviorInterceptor):
-    def __init__(self, store: TokenStore, default_provider: str, protect_reflection: bool) -> None:
-        super().__init__()
+class Authentication(Layer):
+    """Who calls (``call.caller``), and whether their role may call this method."""
+
+    def __init__(self, store: TokenStore, method: MethodInfo | None = None) -> None:
         self._store = store
-        self._default_provider = default_provider
-        self._protect_reflection = protect_reflection
+        self._method = method
 
-    def applies_to(self, method: str) -> bool:
-        return method.startswith(SERVICE_PREFIX) or (
-            self._protect_reflection and method.startswith(REFLECTION_PREFIX)
-        )
+    def bind(self, method: MethodInfo) -> Layer | None:
+        return None if method.role is None else Authentication(self._store, method)
 
-    def authorize(self, method: str, request: Any, context: Context) -> None:
-        """Authenticate, record who calls (for the audit line), then check role and scope."""
+    def authenticate(self, call: CallContext, context: Context) -> None:
+        assert self._method is not None
         token = bearer_token(context)
         if token is None:
-            current_principal.set(UNAUTHENTICATED)
+            call.caller = UNAUTHENTICATED
             raise Unauthenticated("missing bearer token: send 'authorization: Bearer <token>'")
         principal = self._store.authenticate(token)
         if principal is None:
-            current_principal.set(UNAUTHENTICATED)
+            call.caller = UNAUTHENTICATED
             raise Unauthenticated("invalid bearer token")
-        current_principal.set(principal)
-        needed = required_role(method)
+        call.caller = principal
+        needed = Role(self._method.role or Role.VIEWER)
         if principal.role < needed:
             raise CallerPermissionDenied(
-                f"{principal.name!r} has role {principal.role.name.lower()}; "
-                f"{method.rsplit('/', 1)[-1]} needs {needed.name.lower()}",
+                f"{principal.name!r} has role {Role(principal.role).name.lower()}; "
+                f"{self._method.name} needs {needed.name.lower()}",
                 metadata={"principal": principal.name, "required_role": needed.name.lower()},
-            )
-        if method.startswith(SERVICE_PREFIX) and not method.endswith("/ListProviders"):
-            self._check_scope(principal, request)
-
-    def _check_scope(self, principal: Principal, request: Any) -> None:
-        scope = request_scope(request, self._default_provider)
-        if principal.providers is not None and scope.provider not in principal.providers:
-            raise CallerPermissionDenied(
-                f"{principal.name!r} may not use provider {scope.provider!r}",
-                metadata={"principal": principal.name, "provider": scope.provider},
-            )
-        if principal.namespaces is not None and scope.namespace not in principal.namespaces:
-            what = f"namespace {scope.namespace!r}" if scope.namespace else "every namespace"
-            raise CallerPermissionDenied(
-                f"{principal.name!r} may not access {what}; "
-                f"allowed: {', '.join(sorted(principal.namespaces))}",
-                metadata={"principal": principal.name, "namespace": scope.namespace},
             )
 
     async def unary(
-        self, method: str, request: Any, context: Context, behavior: UnaryBehavior
+        self, call: CallContext, request: Any, context: Context, proceed: UnaryNext
     ) -> Any:
-        self.authorize(method, request, context)
-        return await behavior(request, context)
+        self.authenticate(call, context)
+        return await proceed(call, request, context)
 
     async def stream(
-        self, method: str, request: Any, context: Context, behavior: StreamBehavior
+        self, call: CallContext, request: Any, context: Context, proceed: StreamNext
     ) -> AsyncIterator[Any]:
-        if method.startswith(REFLECTION_PREFIX):
-            try:
-                self.authorize(method, None, context)
-            except InfrastructureProviderError as error:
-                await context.abort(grpc.StatusCode[error.code], error.message)
-        else:
-            self.authorize(method, request, context)
-        async for item in behavior(request, context):
+        self.authenticate(call, context)
+        async for item in proceed(call, request, context):
+            yield item
+
+
+class ScopeAuthorization(Layer):
+    """The caller's provider and namespace restrictions, against the resolved scope."""
+
+    def __init__(self, namespaced: bool = True) -> None:
+        self._namespaced = namespaced
+        """Whether namespace restrictions apply: not to provider-wide calls (CheckHealth)."""
+
+    def bind(self, method: MethodInfo) -> Layer | None:
+        if not method.ours or method.scope is Scope.SERVER:
+            return None
+        return ScopeAuthorization(namespaced=method.scope is not Scope.PROVIDER)
+
+    def check(self, call: CallContext) -> None:
+        caller = call.caller
+        if caller.providers is not None and call.alias not in caller.providers:
+            raise CallerPermissionDenied(
+                f"{caller.name!r} may not use provider {call.alias!r}",
+                metadata={"principal": caller.name, "provider": call.alias},
+            )
+        if caller.namespaces is None or not self._namespaced:
+            return
+        if call.namespace not in caller.namespaces:
+            what = f"namespace {call.namespace!r}" if call.namespace else "every namespace"
+            raise CallerPermissionDenied(
+                f"{caller.name!r} may not access {what}; "
+                f"allowed: {', '.join(sorted(caller.namespaces))}",
+                metadata={"principal": caller.name, "namespace": call.namespace},
+            )
+
+    async def unary(
+        self, call: CallContext, request: Any, context: Context, proceed: UnaryNext
+    ) -> Any:
+        self.check(call)
+        return await proceed(call, request, context)
+
+    async def stream(
+        self, call: CallContext, request: Any, context: Context, proceed: StreamNext
+    ) -> AsyncIterator[Any]:
+        self.check(call)
+        async for item in proceed(call, request, context):
             yield item

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from alphaswarm_controller.interception import BehaviorInterceptor, Context, StreamBehavior
+from alphaswarm_controller.layers import Context, Layer, StreamNext
+from alphaswarm_controller.methods import Kind, MethodInfo
 from alphaswarm_controller.settings import ServerSettings
+from alphaswarm_core.call import CallContext
 from alphaswarm_core.providers.errors import InfrastructureProviderError
-
-from .auth import SERVICE_PREFIX
+from alphaswarm_core.providers.reasons import ErrorReason
 
 
 class StreamLimitExceeded(InfrastructureProviderError):
-    code = "RESOURCE_EXHAUSTED"
-    reason = "STREAM_LIMIT"
+    reason = ErrorReason.STREAM_LIMIT
 
 
 def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
@@ -32,19 +32,18 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     ]
 
 
-class StreamLimitInterceptor(BehaviorInterceptor):
-    """RESOURCE_EXHAUSTED for a stream beyond ``limit`` open ones, server-wide."""
+class StreamLimit(Layer):
+    """RESOURCE_EXHAUSTED for a ProviderService stream beyond ``limit`` open ones."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__()
         self.limit = limit
         self.open = 0
 
-    def applies_to(self, method: str) -> bool:
-        return method.startswith(SERVICE_PREFIX)
+    def bind(self, method: MethodInfo) -> Layer | None:
+        return self if method.ours and method.kind is Kind.SERVER_STREAM else None
 
     async def stream(
-        self, method: str, request: Any, context: Context, behavior: StreamBehavior
+        self, call: CallContext, request: Any, context: Context, proceed: StreamNext
     ) -> AsyncIterator[Any]:
         if self.open >= self.limit:
             raise StreamLimitExceeded(
@@ -53,7 +52,7 @@ class StreamLimitInterceptor(BehaviorInterceptor):
             )
         self.open += 1
         try:
-            async for item in behavior(request, context):
+            async for item in proceed(call, request, context):
                 yield item
         finally:
             self.open -= 1

@@ -27,8 +27,12 @@ from typing import Any
 
 import yaml
 
+from alphaswarm_core.call import Caller
+
 
 class Role(enum.IntEnum):
+    """The numbers of ``alphaswarm.provider.v1.Role``."""
+
     VIEWER = 1
     """List*, Get*, CheckHealth, StreamMetrics, WatchDeployment."""
     OPERATOR = 2
@@ -37,16 +41,8 @@ class Role(enum.IntEnum):
     """Everything."""
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    name: str
-    role: Role
-    namespaces: frozenset[str] | None = None
-    providers: frozenset[str] | None = None
-
-
-ANONYMOUS = Principal("anonymous", Role.ADMIN)
-"""Who calls when no tokens file is configured (authentication off)."""
+Principal = Caller
+"""A token's holder: name, role and restrictions (the call context's ``Caller``)."""
 
 
 def hash_token(token: str) -> str:

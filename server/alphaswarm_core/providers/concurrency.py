@@ -3,9 +3,9 @@
 Most backend SDKs (docker, kubernetes, boto3, azure-mgmt) are synchronous. A
 provider wraps each call in ``run_blocking`` so the event loop never blocks, and
 so at most ``ALPHASWARM_CP_MAX_BLOCKING_CALLS`` threads are busy with backend
-I/O at once however many RPCs arrive. The gRPC layer publishes the caller's
-deadline in ``call_deadline``; providers pass ``remaining_timeout()`` to SDK
-timeouts so an expired call also frees its thread.
+I/O at once however many RPCs arrive. The gRPC layers publish the call's
+deadline in ``alphaswarm_core.call.current_call``; providers pass
+``remaining_timeout()`` to SDK timeouts so an expired call also frees its thread.
 """
 
 from __future__ import annotations
@@ -19,20 +19,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
+from alphaswarm_core.call import current_call
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
 DEFAULT_BACKEND_TIMEOUT = 30.0
 
-call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "alphaswarm_call_deadline", default=None
-)
-"""Monotonic time by which the current RPC must finish, or None for no deadline."""
-
 
 def remaining_timeout(default: float = DEFAULT_BACKEND_TIMEOUT) -> float:
     """Seconds a backend call may take: the caller's remaining deadline, capped by ``default``."""
-    deadline = call_deadline.get()
+    call = current_call.get()
+    deadline = None if call is None else call.deadline
     if deadline is None:
         return default
     return max(0.001, min(default, deadline - time.monotonic()))

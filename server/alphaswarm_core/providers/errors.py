@@ -1,15 +1,22 @@
 """The error hierarchy every provider raises.
 
-Each class carries a stable machine-readable ``reason`` and the name of the gRPC
-status code it maps to. The names are gRPC's, but this module does not import
-grpc: the controller's single error-mapping layer turns them into statuses with
-rich details, and library users can catch them without a server.
+Each error carries a ``reason`` from the catalogue (``reasons.ErrorReason``, generated
+from protos/alphaswarm/provider/v1/error_reason.proto) and its ``code`` is the one
+gRPC status code the catalogue gives that reason, so a reason never travels with two
+codes. The classes exist to be caught and to supply a default reason. This module
+does not import grpc: the controller's single error-mapping layer turns errors into
+statuses with rich details, and library users can catch them without a server.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from .reasons import STATUS_CODE, ErrorReason
+
+PROVIDER_REASON_KEY = "provider_reason"
+"""Metadata key that keeps a reason a provider raised which is not in the catalogue."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,24 +31,33 @@ class InfrastructureProviderError(Exception):
     """Root of every error a provider raises on purpose.
 
     ``message`` is shown to callers, so it must never contain a secret.
-    ``metadata`` becomes ``google.rpc.ErrorInfo.metadata`` on the wire.
+    ``metadata`` becomes ``google.rpc.ErrorInfo.metadata`` on the wire. ``reason``
+    defaults to the class's; a reason outside the catalogue (a third-party provider's
+    own word) is kept in metadata ``provider_reason`` and the class's reason is sent.
     """
 
-    code: str = "INTERNAL"
-    reason: str = "PROVIDER_ERROR"
+    reason: ErrorReason = ErrorReason.PROVIDER_ERROR
 
     def __init__(
         self,
         message: str,
         *,
-        reason: str | None = None,
+        reason: ErrorReason | str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
-        if reason is not None:
-            self.reason = reason
         self.metadata: dict[str, str] = dict(metadata or {})
+        if reason is not None:
+            if reason in ErrorReason.__members__:
+                self.reason = ErrorReason(reason)
+            else:
+                self.metadata[PROVIDER_REASON_KEY] = str(reason)
+
+    @property
+    def code(self) -> str:
+        """The gRPC status code name that carries this error's reason."""
+        return STATUS_CODE[self.reason]
 
     def __str__(self) -> str:
         return self.message
@@ -50,8 +66,7 @@ class InfrastructureProviderError(Exception):
 class InvalidSpecError(InfrastructureProviderError):
     """A request field is invalid; nothing was changed."""
 
-    code = "INVALID_ARGUMENT"
-    reason = "INVALID_ARGUMENT"
+    reason = ErrorReason.INVALID_ARGUMENT
 
     def __init__(self, violations: Iterable[FieldViolation], *, message: str | None = None) -> None:
         self.violations = tuple(violations)
@@ -66,8 +81,7 @@ class InvalidSpecError(InfrastructureProviderError):
 class ProviderNotFoundError(InfrastructureProviderError):
     """No provider is registered under the requested alias."""
 
-    code = "NOT_FOUND"
-    reason = "PROVIDER_NOT_FOUND"
+    reason = ErrorReason.PROVIDER_NOT_FOUND
 
     def __init__(self, alias: str, known: Iterable[str]) -> None:
         self.alias = alias
@@ -81,8 +95,7 @@ class ProviderNotFoundError(InfrastructureProviderError):
 class DeploymentNotFoundError(InfrastructureProviderError):
     """The provider knows no service of that id in that namespace."""
 
-    code = "NOT_FOUND"
-    reason = "DEPLOYMENT_NOT_FOUND"
+    reason = ErrorReason.DEPLOYMENT_NOT_FOUND
 
     def __init__(self, service_id: str, namespace: str) -> None:
         self.service_id = service_id
@@ -96,8 +109,7 @@ class DeploymentNotFoundError(InfrastructureProviderError):
 class ConfigVersionConflict(InfrastructureProviderError):
     """``expected_version`` no longer matches; the caller must re-read and retry."""
 
-    code = "ABORTED"
-    reason = "CONFIG_VERSION_CONFLICT"
+    reason = ErrorReason.CONFIG_VERSION_CONFLICT
 
     def __init__(self, service_id: str, namespace: str, *, expected: str, actual: str) -> None:
         super().__init__(
@@ -115,15 +127,24 @@ class InfrastructureProviderUnavailable(InfrastructureProviderError):
     UNIMPLEMENTED.
     """
 
-    code = "FAILED_PRECONDITION"
-    reason = "PROVIDER_UNAVAILABLE"
+    reason = ErrorReason.PROVIDER_UNAVAILABLE
+
+
+class SettingInvalid(InfrastructureProviderUnavailable):
+    """A server setting (an environment variable) is missing or invalid: the operator's
+    to fix, so FAILED_PRECONDITION naming the variable, never the caller's INVALID_ARGUMENT."""
+
+    reason = ErrorReason.SETTING_INVALID
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting} {problem}", metadata={"setting": setting})
+        self.setting = setting
 
 
 class CapabilityUnsupported(InfrastructureProviderUnavailable):
     """The backend has no such operation (e.g. config on a backend without one)."""
 
-    code = "UNIMPLEMENTED"
-    reason = "CAPABILITY_UNSUPPORTED"
+    reason = ErrorReason.CAPABILITY_UNSUPPORTED
 
     def __init__(self, alias: str, capability: str, detail: str = "") -> None:
         text = f"provider {alias!r} does not support {capability}"
@@ -136,15 +157,14 @@ class CapabilityUnsupported(InfrastructureProviderUnavailable):
 class BackendUnavailableError(InfrastructureProviderError):
     """A transient backend failure; the same call may succeed later."""
 
-    code = "UNAVAILABLE"
-    reason = "BACKEND_UNAVAILABLE"
+    reason = ErrorReason.BACKEND_UNAVAILABLE
 
     def __init__(
         self,
         message: str,
         *,
         retry_after_seconds: float = 1.0,
-        reason: str | None = None,
+        reason: ErrorReason | str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message, reason=reason, metadata=metadata)
@@ -154,40 +174,34 @@ class BackendUnavailableError(InfrastructureProviderError):
 class BackendTimeoutError(InfrastructureProviderError):
     """A backend call did not finish within the caller's deadline or its own timeout."""
 
-    code = "DEADLINE_EXCEEDED"
-    reason = "BACKEND_TIMEOUT"
+    reason = ErrorReason.BACKEND_TIMEOUT
 
 
 class BackendPermissionDenied(InfrastructureProviderError):
     """The controller's own credentials lack a permission the operation needs."""
 
-    code = "PERMISSION_DENIED"
-    reason = "BACKEND_PERMISSION_DENIED"
+    reason = ErrorReason.BACKEND_PERMISSION_DENIED
 
 
 class BackendQuotaExceeded(InfrastructureProviderError):
     """The backend refused for lack of quota or capacity."""
 
-    code = "RESOURCE_EXHAUSTED"
-    reason = "BACKEND_QUOTA_EXCEEDED"
+    reason = ErrorReason.BACKEND_QUOTA_EXCEEDED
 
 
 class BackendConflictError(InfrastructureProviderError):
     """The backend's state moved under us (concurrent writer); retry after re-reading."""
 
-    code = "ABORTED"
-    reason = "BACKEND_CONFLICT"
+    reason = ErrorReason.BACKEND_CONFLICT
 
 
 class BackendRejectedError(InfrastructureProviderError):
     """The backend refused the request for a reason the caller can fix (bad image, port taken)."""
 
-    code = "FAILED_PRECONDITION"
-    reason = "BACKEND_REJECTED"
+    reason = ErrorReason.BACKEND_REJECTED
 
 
 class ResourceNotFoundError(InfrastructureProviderError):
     """Something the spec refers to does not exist on the backend (an image, a namespace)."""
 
-    code = "NOT_FOUND"
-    reason = "BACKEND_RESOURCE_NOT_FOUND"
+    reason = ErrorReason.BACKEND_RESOURCE_NOT_FOUND

@@ -143,6 +143,13 @@ class DeploymentSpec:
 
     def validate(self, prefix: str = "spec") -> DeploymentSpec:
         """Return self when valid; raise ``InvalidSpecError`` naming every bad field."""
+        violations = self.violations(prefix)
+        if violations:
+            raise InvalidSpecError(violations)
+        return self
+
+    def violations(self, prefix: str = "spec") -> list[FieldViolation]:
+        """Every bad field, with its path under ``prefix``."""
         violations: list[FieldViolation] = []
         check_name(violations, f"{prefix}.service_id", self.service_id)
         check_name(violations, f"{prefix}.namespace", self.namespace)
@@ -163,9 +170,7 @@ class DeploymentSpec:
         _check_ports(violations, f"{prefix}.ports", self.ports)
         _check_resources(violations, f"{prefix}.resources", self.resources)
         _check_options(violations, f"{prefix}.provider_options", self.provider_options)
-        if violations:
-            raise InvalidSpecError(violations)
-        return self
+        return violations
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +235,14 @@ class ConfigMapPatch:
     expected_version: str = ""
 
     def validate(self, prefix: str = "patch") -> ConfigMapPatch:
+        """Return self when valid; raise ``InvalidSpecError`` naming every bad field."""
+        violations = self.violations(prefix)
+        if violations:
+            raise InvalidSpecError(violations)
+        return self
+
+    def violations(self, prefix: str = "patch") -> list[FieldViolation]:
+        """Every bad field, with its path under ``prefix``."""
         violations: list[FieldViolation] = []
         check_name(violations, f"{prefix}.service_id", self.service_id)
         check_name(violations, f"{prefix}.namespace", self.namespace)
@@ -248,9 +261,7 @@ class ConfigMapPatch:
             )
         if len(self.expected_version) > MAX_VERSION_LENGTH:
             violations.append(FieldViolation(f"{prefix}.expected_version", "too long"))
-        if violations:
-            raise InvalidSpecError(violations)
-        return self
+        return violations
 
     def applied_to(self, data: Mapping[str, str]) -> dict[str, str]:
         """The config data after this patch; checks the merged size bound too."""
@@ -312,6 +323,19 @@ def check_name(violations: list[FieldViolation], path: str, value: str) -> None:
                 path,
                 "must be a DNS-1123 label: at most 63 lowercase letters, digits or '-', "
                 "starting and ending with a letter or digit",
+            )
+        )
+
+
+_ALIAS = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+
+def check_alias(violations: list[FieldViolation], path: str, value: str) -> None:
+    """A provider alias: a lowercase letter, then up to 62 lowercase letters, digits or '_'."""
+    if not _ALIAS.fullmatch(value):
+        violations.append(
+            FieldViolation(
+                path, "a provider alias: lowercase letters, digits or '_', starting with a letter"
             )
         )
 

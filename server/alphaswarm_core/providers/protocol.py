@@ -11,7 +11,8 @@ writes it::
     )
 
 The gRPC service validates every request before it reaches a provider, so
-provider methods receive valid names, bounded sizes and a resolved namespace.
+provider methods receive valid names, bounded sizes and a resolved namespace (a
+plain ``str``; only ``list_deployments`` takes None, meaning every namespace).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+import re
+from collections.abc import AsyncGenerator, Callable, Mapping
+from datetime import timedelta
 from typing import ClassVar, ParamSpec, TypeVar
 
 from .concurrency import BlockingRunner, shared_runner
@@ -39,6 +42,7 @@ from .errors import (
     InvalidSpecError,
     ProviderNotFoundError,
     ResourceNotFoundError,
+    SettingInvalid,
 )
 from .models import (
     DEFAULT_NAMESPACE,
@@ -84,10 +88,16 @@ __all__ = [
     "ResourceNotFoundError",
     "Resources",
     "ServiceConfig",
+    "SettingInvalid",
 ]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)?")
+_DURATION_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours"}
 
 #: Optional capabilities and the method whose override provides each.
 OPTIONAL_CAPABILITIES: Mapping[str, str] = {
@@ -113,6 +123,9 @@ class InfrastructureProvider(abc.ABC):
       ``ConfigVersionConflict`` and changes nothing.
     * ``stream_metrics`` yields until cancelled, marks samples it could not read
       (``ok=False``) instead of ending, and releases backend resources on cancel.
+    * Streams (``stream_metrics``, ``watch``) are async generators: calling one does
+      nothing, and every error, "unsupported" and "not found" alike, is raised by
+      the first ``anext``. ``aclose()`` releases what they hold.
     """
 
     provider_kind: ClassVar[ProviderKind | str]
@@ -126,19 +139,83 @@ class InfrastructureProvider(abc.ABC):
 
     # -- settings and plumbing --------------------------------------------------------------
 
+    def setting_name(self, name: str) -> str:
+        """The environment variable of one of this provider's settings."""
+        return f"ALPHASWARM_{self.provider_alias.upper()}_{name.upper()}"
+
     def setting(self, name: str, default: str = "") -> str:
         """``ALPHASWARM_<ALIAS>_<NAME>`` from the environment this provider was given."""
-        key = f"ALPHASWARM_{self.provider_alias.upper()}_{name.upper()}"
-        return self.env.get(key, default)
+        return self.env.get(self.setting_name(name), default)
+
+    # Typed settings. Each raises ``SettingInvalid`` (FAILED_PRECONDITION, reason
+    # SETTING_INVALID, naming the variable): a bad setting is the operator's to fix.
+
+    def setting_required(self, name: str) -> str:
+        value = self.setting(name).strip()
+        if not value:
+            raise SettingInvalid(self.setting_name(name), "must be set")
+        return value
+
+    def setting_bool(self, name: str, default: bool) -> bool:
+        raw = self.setting(name).strip().lower()
+        if not raw:
+            return default
+        if raw in _TRUE:
+            return True
+        if raw in _FALSE:
+            return False
+        raise SettingInvalid(self.setting_name(name), f"must be true or false, not {raw!r}")
+
+    def setting_choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        raw = self.setting(name).strip().lower() or default
+        if raw not in choices:
+            raise SettingInvalid(
+                self.setting_name(name), f"must be one of {', '.join(choices)}, not {raw!r}"
+            )
+        return raw
+
+    def setting_int(
+        self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**31
+    ) -> int:
+        raw = self.setting(name).strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = minimum - 1
+        if not minimum <= value <= maximum:
+            raise SettingInvalid(
+                self.setting_name(name),
+                f"must be a whole number from {minimum} to {maximum}, not {raw!r}",
+            )
+        return value
+
+    def setting_seconds(
+        self, name: str, default: float, *, minimum: float = 0.0, maximum: float = 86400.0
+    ) -> float:
+        """A duration: seconds (``2.5``) or with a unit (``500ms``, ``30s``, ``5m``, ``1h``)."""
+        raw = self.setting(name).strip()
+        if not raw:
+            return default
+        match = _DURATION.fullmatch(raw)
+        value = (
+            timedelta(**{_DURATION_UNITS[match["unit"] or "s"]: float(match["n"])}).total_seconds()
+            if match
+            else -1.0
+        )
+        if not minimum <= value <= maximum:
+            raise SettingInvalid(
+                self.setting_name(name),
+                f"must be a duration from {minimum:g} s to {maximum:g} s "
+                f"(e.g. 30, 30s, 500ms, 5m), not {raw!r}",
+            )
+        return value
 
     async def run_blocking(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking SDK call on the bounded shared executor."""
         runner = self._runner or shared_runner()
         return await runner.run(fn, *args, **kwargs)
-
-    @staticmethod
-    def ns(namespace: str | None) -> str:
-        return namespace or DEFAULT_NAMESPACE
 
     @classmethod
     def capabilities(cls) -> tuple[str, ...]:
@@ -173,17 +250,21 @@ class InfrastructureProvider(abc.ABC):
         """Converge the backend onto ``spec``."""
 
     @abc.abstractmethod
-    async def stop(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def stop(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         """Stop every replica; keep the definition."""
 
     @abc.abstractmethod
     async def scale(
-        self, service_id: str, replicas: int, *, namespace: str | None = None
+        self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
         """Set the number of replicas."""
 
     @abc.abstractmethod
-    async def status(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def status(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         """Observed state of one service."""
 
     @abc.abstractmethod
@@ -192,29 +273,33 @@ class InfrastructureProvider(abc.ABC):
 
     # -- optional ---------------------------------------------------------------------------
 
-    async def get_config(self, service_id: str, *, namespace: str | None = None) -> ServiceConfig:
+    async def get_config(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ServiceConfig:
         raise self._unsupported("config")
 
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
         """Apply ``patch`` and roll the replicas onto it; return the new config."""
         raise self._unsupported("config")
 
-    def stream_metrics(
+    async def stream_metrics(
         self,
         service_id: str,
         *,
-        namespace: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 10.0,
-    ) -> AsyncIterator[MetricSample]:
+    ) -> AsyncGenerator[MetricSample, None]:
+        """One aggregated sample per interval until the caller closes the stream."""
         raise self._unsupported("metrics")
+        yield  # an async generator, like every override: the error comes at first anext
 
     async def watch(
         self,
         service_id: str,
         *,
-        namespace: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 2.0,
-    ) -> AsyncIterator[DeploymentStatus]:
+    ) -> AsyncGenerator[DeploymentStatus, None]:
         """Yield the current status, then each change. Default: poll ``status``.
 
         Backends with a native watch (Kubernetes) override this.

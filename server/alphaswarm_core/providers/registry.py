@@ -1,11 +1,16 @@
 """Provider registry: aliases to provider classes, resolved lazily.
 
-Built-in providers are known by alias and module path only, so importing this
-module (or starting the server) imports no cloud SDK: a provider's module, and
-with it its SDK, is imported the first time that alias is used. Third-party
-packages register through the ``alphaswarm.providers`` entry-point group
-(``alias = "package.module:ProviderClass"``) or by calling
-``register_provider_class`` from code that the server imports.
+Built-in providers are known by alias and module path only (``BUILTIN_PROVIDERS``,
+the one place a built-in is registered), so importing this module (or starting the
+server) imports no cloud SDK: a provider's module, and with it its SDK, is imported
+the first time that alias is used. Third-party packages register through the
+``alphaswarm.providers`` entry-point group (``alias = "package.module:ProviderClass"``)
+or, for code the server imports anyway, with the ``register_provider_class`` decorator.
+
+A target is a provider class, or a *backend selector*: a function that takes the
+server's environment and returns the class serving the alias under those settings
+(one class per backend mode: the ``aws`` alias is ECS or EKS). ``describe`` says what
+ListProviders shows about an alias; it imports, so the server calls it off its loop.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ import importlib
 import importlib.machinery
 import importlib.metadata
 import logging
+import os
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from alphaswarm_core.providers.reasons import ErrorReason
 
 from .errors import InfrastructureProviderUnavailable, ProviderNotFoundError
 from .models import ProviderKind
@@ -30,6 +38,22 @@ DISTRIBUTION = "alphaswarm-controller"
 log = logging.getLogger(__name__)
 
 ProviderClass = type[InfrastructureProvider]
+BackendSelector = Callable[[Mapping[str, str]], ProviderClass]
+"""Picks the class that serves an alias from the server's settings (its backend mode)."""
+ProviderTarget = ProviderClass | BackendSelector
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderDescription:
+    """What ListProviders says about one alias."""
+
+    alias: str
+    kind: str
+    installed: bool
+    origin: str
+    capabilities: tuple[str, ...] = ()
+    install_hint: str = ""
+    is_default: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +139,11 @@ class Registry:
 
     def __init__(self, builtins: Iterable[LazyProvider] = BUILTIN_PROVIDERS) -> None:
         self._lock = threading.Lock()
-        self._classes: dict[str, ProviderClass] = {}
+        self._classes: dict[str, ProviderTarget] = {}
         self._lazy: dict[str, LazyProvider] = {entry.alias: entry for entry in builtins}
         self._origins: dict[str, str] = {entry.alias: entry.origin for entry in builtins}
 
-    def register(self, alias: str, cls: ProviderClass, *, replace: bool = False) -> None:
+    def register(self, alias: str, cls: ProviderTarget, *, replace: bool = False) -> None:
         with self._lock:
             if not replace and (alias in self._classes or alias in self._lazy):
                 raise ValueError(
@@ -179,31 +203,61 @@ class Registry:
             return False
         return all(_module_present(name) for name in entry.sdk_modules)
 
-    def kind(self, alias: str) -> str:
-        cls = self._classes.get(alias)
-        if cls is not None:
-            return str(getattr(cls.provider_kind, "value", cls.provider_kind))
-        entry = self._lazy.get(alias)
-        if entry is None:
-            raise ProviderNotFoundError(alias, self.aliases())
-        return str(getattr(entry.kind, "value", entry.kind))
+    def get(self, alias: str, env: Mapping[str, str] | None = None) -> ProviderClass:
+        """The provider class serving ``alias`` under ``env`` (default: os.environ),
+        importing its module on first use."""
+        target = self._target(alias)
+        if isinstance(target, type):
+            return target
+        chosen = target(os.environ if env is None else env)
+        if not (isinstance(chosen, type) and issubclass(chosen, InfrastructureProvider)):
+            raise InfrastructureProviderUnavailable(
+                f"the backend selector of {alias!r} returned {chosen!r}, not a provider class",
+                reason=ErrorReason.PROVIDER_INVALID,
+            )
+        return chosen
 
-    def get(self, alias: str) -> ProviderClass:
-        """The provider class for ``alias``, importing its module on first use."""
-        cls = self._classes.get(alias)
-        if cls is not None:
-            return cls
+    def describe(
+        self, alias: str, env: Mapping[str, str] | None = None, *, default: str = ""
+    ) -> ProviderDescription:
+        """What ListProviders shows: kind, capabilities of the class serving ``alias`` under
+        ``env``, or why it cannot be loaded. Imports the provider's module."""
+        entry = self._lazy.get(alias)
+        origin, is_default = self.origin(alias), alias == default
+        try:
+            cls = self.get(alias, env)
+        except InfrastructureProviderUnavailable as exc:
+            # Not installed (SDK_MISSING), or installed but unusable as set up: either way
+            # the hint says what to do, and ListProviders itself does not fail.
+            kind = str(getattr(entry.kind, "value", entry.kind)) if entry else alias
+            return ProviderDescription(
+                alias,
+                kind,
+                installed=exc.reason is not ErrorReason.SDK_MISSING,
+                origin=origin,
+                install_hint=exc.metadata.get("install", "") or exc.message,
+                is_default=is_default,
+            )
+        kind = str(getattr(cls.provider_kind, "value", cls.provider_kind))
+        return ProviderDescription(
+            alias, kind, True, origin, cls.capabilities(), is_default=is_default
+        )
+
+    def _target(self, alias: str) -> ProviderTarget:
+        target = self._classes.get(alias)
+        if target is not None:
+            return target
         entry = self._lazy.get(alias)
         if entry is None:
             raise ProviderNotFoundError(alias, self.aliases())
-        cls = self._load(entry)
+        target = self._load(entry)
         with self._lock:
             if self._lazy.get(alias) is entry:
                 del self._lazy[alias]
-                self._classes[alias] = cls
+                self._classes[alias] = target
         return self._classes[alias]
 
-    def _load(self, entry: LazyProvider) -> ProviderClass:
+    def _load(self, entry: LazyProvider) -> ProviderTarget:
         module_name, _, class_name = entry.target.partition(":")
         missing = [name for name in entry.sdk_modules if not _module_present(name)]
         try:
@@ -219,17 +273,20 @@ class Registry:
                 message = f"provider {entry.alias!r} cannot be loaded ({exc.name!r} missing)"
             raise InfrastructureProviderUnavailable(
                 message,
-                reason="SDK_MISSING",
+                reason=ErrorReason.SDK_MISSING,
                 metadata={"install": install, "missing_module": str(exc.name)},
             ) from exc
         except AttributeError:
             cls = None
-        if not (isinstance(cls, type) and issubclass(cls, InfrastructureProvider)):
+        is_class = isinstance(cls, type) and issubclass(cls, InfrastructureProvider)
+        if not is_class and not (callable(cls) and not isinstance(cls, type)):
             raise InfrastructureProviderUnavailable(
-                f"{entry.target} is not an InfrastructureProvider subclass",
-                reason="PROVIDER_INVALID",
+                f"{entry.target} is neither an InfrastructureProvider subclass "
+                "nor a backend selector",
+                reason=ErrorReason.PROVIDER_INVALID,
             )
-        return cls
+        target: ProviderTarget = cls
+        return target
 
 
 #: The process-wide registry that ``register_provider_class`` writes to.
@@ -239,10 +296,11 @@ REGISTRY = Registry()
 def register_provider_class(
     alias: str, *, replace: bool = False, registry: Registry | None = None
 ) -> Callable[[ProviderClass], ProviderClass]:
-    """Class decorator registering a provider under ``alias``.
+    """Class decorator registering a provider under ``alias`` in the process-wide registry.
 
-    ``replace=True`` overrides an existing registration (built-in modules use it
-    so that importing them after their lazy entry is harmless).
+    For code the server imports anyway; a distribution of its own registers through the
+    ``alphaswarm.providers`` entry point instead (one or the other, not both). An alias
+    that is already taken is refused: ``replace=True`` takes it over deliberately.
     """
 
     def decorate(cls: ProviderClass) -> ProviderClass:

@@ -15,7 +15,7 @@ from alphaswarm_core.providers.protocol import (
     DeploymentSpec,
     InvalidSpecError,
 )
-from tests.contract.suite import instance_ids, ready, unique_name, wait_for
+from alphaswarm_core.testing import instance_ids, ready, unique_name, wait_for
 from tests.fakes.moto_server import IMAGE, EcsTestBed
 
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import pytest
 
 from alphaswarm_core.providers.protocol import DeploymentSpec
-from tests.contract.suite import ProviderContract, SpecFactory, unique_name
+from alphaswarm_core.testing import ProviderContract, SpecFactory, unique_name
 from tests.fakes.moto_server import IMAGE
 
 
@@ -39,4 +39,6 @@ def namespace() -> str:
 
 
 class TestAwsContract(ProviderContract):
-    pass
+    expected_capabilities = frozenset(
+        {"start", "stop", "scale", "status", "list", "config", "metrics"}
+    )

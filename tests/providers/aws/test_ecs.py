@@ -18,7 +18,7 @@ from alphaswarm_core.providers.protocol import (
     PortSpec,
     Resources,
 )
-from tests.contract.suite import ready, unique_name, wait_for
+from alphaswarm_core.testing import ready, unique_name, wait_for
 from tests.fakes.moto_server import IMAGE, EcsTestBed
 
 
@@ -204,7 +204,7 @@ async def test_health_names_missing_cluster_setting(bed: EcsTestBed) -> None:
     del env["ALPHASWARM_AWS_ECS_CLUSTER"]
     with pytest.raises(InfrastructureProviderUnavailable) as caught:
         await AwsProvider(env=env).health()
-    assert caught.value.reason == "SETTING_MISSING"
+    assert caught.value.reason == "SETTING_INVALID"
     assert "ALPHASWARM_AWS_ECS_CLUSTER" in caught.value.message
 
 

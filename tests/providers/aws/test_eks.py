@@ -32,7 +32,7 @@ from alphaswarm_controller.providers.aws.eks import (
     mint_token,
 )
 from alphaswarm_core.providers.protocol import DeploymentSpec, InfrastructureProviderUnavailable
-from tests.contract.suite import ProviderContract, SpecFactory, unique_name
+from alphaswarm_core.testing import ProviderContract, SpecFactory, unique_name
 from tests.fakes.kube_api import KubeApiEmulator, _Handler, _tls_context
 from tests.fakes.moto_server import IMAGE, MotoAws, start_moto
 
@@ -166,6 +166,10 @@ def namespace() -> str:
 class TestAwsEksContract(ProviderContract):
     """The same contract, in EKS mode, through the kubernetes provider."""
 
+    expected_capabilities = frozenset(
+        {"start", "stop", "scale", "status", "list", "config", "metrics"}
+    )
+
 
 def test_token_is_a_presigned_caller_identity_url(aws: MotoAws) -> None:
     clients = Clients(aws.env())
@@ -200,7 +204,7 @@ async def test_missing_eks_cluster_setting(aws: MotoAws) -> None:
     del env["ALPHASWARM_AWS_EKS_CLUSTER"]
     with pytest.raises(InfrastructureProviderUnavailable) as caught:
         await AwsProvider(env=env).health()
-    assert caught.value.reason == "SETTING_MISSING"
+    assert caught.value.reason == "SETTING_INVALID"
     assert "ALPHASWARM_AWS_EKS_CLUSTER" in caught.value.message
 
 

@@ -72,7 +72,7 @@ async def test_missing_region_is_named() -> None:
     )
     with pytest.raises(InfrastructureProviderUnavailable) as caught:
         await provider.health()
-    assert caught.value.reason == "REGION_MISSING"
+    assert caught.value.reason == "SETTING_INVALID"
     assert "AWS_REGION" in caught.value.message
 
 

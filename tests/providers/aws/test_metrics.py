@@ -14,7 +14,7 @@ from alphaswarm_controller.providers.aws import AwsProvider
 from alphaswarm_controller.providers.aws.errors import translate
 from alphaswarm_controller.providers.aws.taskdef import service_name
 from alphaswarm_core.providers.protocol import DeploymentSpec, MetricSample, Resources
-from tests.contract.suite import ready, unique_name, wait_for
+from alphaswarm_core.testing import ready, unique_name, wait_for
 from tests.fakes.moto_server import IMAGE, EcsTestBed, ecs_test_bed
 
 MIB = 1024 * 1024

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from alphaswarm.provider.v1 import access_pb2 as alphaswarm_dot_provider_dot_v1_dot_access__pb2
 from alphaswarm.provider.v1 import types_pb2 as alphaswarm_dot_provider_dot_v1_dot_types__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-alphaswarm/provider/v1/provider_service.proto\x12\x16\x61lphaswarm.provider.v1\x1a\"alphaswarm/provider/v1/types.proto\x1a\x1egoogle/protobuf/duration.proto\"\x16\n\x14ListProvidersRequest\"j\n\x15ListProvidersResponse\x12\x37\n\tproviders\x18\x01 \x03(\x0b\x32$.alphaswarm.provider.v1.ProviderInfo\x12\x18\n\x10\x64\x65\x66\x61ult_provider\x18\x02 \x01(\t\"&\n\x12\x43heckHealthRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\"M\n\x13\x43heckHealthResponse\x12\x36\n\x06health\x18\x01 \x01(\x0b\x32&.alphaswarm.provider.v1.ProviderHealth\"`\n\x16StartDeploymentRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x34\n\x04spec\x18\x02 \x01(\x0b\x32&.alphaswarm.provider.v1.DeploymentSpec\"S\n\x17StartDeploymentResponse\x12\x38\n\x06status\x18\x01 \x01(\x0b\x32(.alphaswarm.provider.v1.DeploymentStatus\"P\n\x15StopDeploymentRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"R\n\x16StopDeploymentResponse\x12\x38\n\x06status\x18\x01 \x01(\x0b\x32(.alphaswarm.provider.v1.DeploymentStatus\"c\n\x16ScaleDeploymentRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\x05\"S\n\x17ScaleDeploymentResponse\x12\x38\n\x06status\x18\x01 \x01(\x0b\x32(.alphaswarm.provider.v1.DeploymentStatus\"U\n\x1aGetDeploymentStatusRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"W\n\x1bGetDeploymentStatusResponse\x12\x38\n\x06status\x18\x01 \x01(\x0b\x32(.alphaswarm.provider.v1.DeploymentStatus\"d\n\x16ListDeploymentsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"q\n\x17ListDeploymentsResponse\x12=\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32(.alphaswarm.provider.v1.DeploymentStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x17GetServiceConfigRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"Q\n\x18GetServiceConfigResponse\x12\x35\n\x06\x63onfig\x18\x01 \x01(\x0b\x32%.alphaswarm.provider.v1.ServiceConfig\"]\n\x12\x41pplyConfigRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x35\n\x05patch\x18\x02 \x01(\x0b\x32&.alphaswarm.provider.v1.ConfigMapPatch\"L\n\x13\x41pplyConfigResponse\x12\x35\n\x06\x63onfig\x18\x01 \x01(\x0b\x32%.alphaswarm.provider.v1.ServiceConfig\"|\n\x14StreamMetricsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12+\n\x08interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"M\n\x15StreamMetricsResponse\x12\x34\n\x06sample\x18\x01 \x01(\x0b\x32$.alphaswarm.provider.v1.MetricSample\"Q\n\x16WatchDeploymentRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"S\n\x17WatchDeploymentResponse\x12\x38\n\x06status\x18\x01 \x01(\x0b\x32(.alphaswarm.provider.v1.DeploymentStatus2\xac\n\n\x0fProviderService\x12q\n\rListProviders\x12,.alphaswarm.provider.v1.ListProvidersRequest\x1a-.alphaswarm.provider.v1.ListProvidersResponse\"\x03\x90\x02\x01\x12k\n\x0b\x43heckHealth\x12*.alphaswarm.provider.v1.CheckHealthRequest\x1a+.alphaswarm.provider.v1.CheckHealthResponse\"\x03\x90\x02\x01\x12w\n\x0fStartDeployment\x12..alphaswarm.provider.v1.StartDeploymentRequest\x1a/.alphaswarm.provider.v1.StartDeploymentResponse\"\x03\x90\x02\x02\x12t\n\x0eStopDeployment\x12-.alphaswarm.provider.v1.StopDeploymentRequest\x1a..alphaswarm.provider.v1.StopDeploymentResponse\"\x03\x90\x02\x02\x12w\n\x0fScaleDeployment\x12..alphaswarm.provider.v1.ScaleDeploymentRequest\x1a/.alphaswarm.provider.v1.ScaleDeploymentResponse\"\x03\x90\x02\x02\x12\x83\x01\n\x13GetDeploymentStatus\x12\x32.alphaswarm.provider.v1.GetDeploymentStatusRequest\x1a\x33.alphaswarm.provider.v1.GetDeploymentStatusResponse\"\x03\x90\x02\x01\x12w\n\x0fListDeployments\x12..alphaswarm.provider.v1.ListDeploymentsRequest\x1a/.alphaswarm.provider.v1.ListDeploymentsResponse\"\x03\x90\x02\x01\x12z\n\x10GetServiceConfig\x12/.alphaswarm.provider.v1.GetServiceConfigRequest\x1a\x30.alphaswarm.provider.v1.GetServiceConfigResponse\"\x03\x90\x02\x01\x12\x66\n\x0b\x41pplyConfig\x12*.alphaswarm.provider.v1.ApplyConfigRequest\x1a+.alphaswarm.provider.v1.ApplyConfigResponse\x12s\n\rStreamMetrics\x12,.alphaswarm.provider.v1.StreamMetricsRequest\x1a-.alphaswarm.provider.v1.StreamMetricsResponse\"\x03\x90\x02\x01\x30\x01\x12y\n\x0fWatchDeployment\x12..alphaswarm.provider.v1.WatchDeploymentRequest\x1a/.alphaswarm.provider.v1.WatchDeploymentResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-alphaswarm/provider/v1/provider_service.proto\x12\x16\x61lphaswarm.provider.v1\x1a#alphaswarm/provider/v1/access.proto\x1a\"alphaswarm/provider/v1/types.proto\x1a\x1egoogle/protobuf/duration.proto\"\x16\n\x14ListProvidersRequest\"j\n\x15ListProvidersResponse\x12\x37\n\tproviders\x18\x01 \x03(\x0b\x32$.alphaswarm.provider.v1.ProviderInfo\x12\x18\n\x10\x64\x65\x66\x61ult_provider\x18\x02 \x01(\t\"&\n\x12\x43heckHealthRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\"M\n\x13\x43heckHealthResponse\x12\x36\n\x06health\x18\x01 \x01(\x0b\x32&.alphaswarm.provider.v1.ProviderHealth\"`\n\x16StartDeploymentRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x34\n\x04spec\x18\x02 \x01(\x0b\x32&.alphaswarm.provider.v1.DeploymentSpec\"S\n\x17StartDeploymentResponse\x12\x38\n\x06status\x18\x01 \x01(\x0b\x32(.alphaswarm.provider.v1.DeploymentStatus\"P\n\x15StopDeploymentRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"R\n\x16StopDeploymentResponse\x12\x38\n\x06status\x18\x01 \x01(\x0b\x32(.alphaswarm.provider.v1.DeploymentStatus\"c\n\x16ScaleDeploymentRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\x05\"S\n\x17ScaleDeploymentResponse\x12\x38\n\x06status\x18\x01 \x01(\x0b\x32(.alphaswarm.provider.v1.DeploymentStatus\"U\n\x1aGetDeploymentStatusRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"W\n\x1bGetDeploymentStatusResponse\x12\x38\n\x06status\x18\x01 \x01(\x0b\x32(.alphaswarm.provider.v1.DeploymentStatus\"d\n\x16ListDeploymentsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"q\n\x17ListDeploymentsResponse\x12=\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32(.alphaswarm.provider.v1.DeploymentStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x17GetServiceConfigRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"Q\n\x18GetServiceConfigResponse\x12\x35\n\x06\x63onfig\x18\x01 \x01(\x0b\x32%.alphaswarm.provider.v1.ServiceConfig\"]\n\x12\x41pplyConfigRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x35\n\x05patch\x18\x02 \x01(\x0b\x32&.alphaswarm.provider.v1.ConfigMapPatch\"L\n\x13\x41pplyConfigResponse\x12\x35\n\x06\x63onfig\x18\x01 \x01(\x0b\x32%.alphaswarm.provider.v1.ServiceConfig\"|\n\x14StreamMetricsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12+\n\x08interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"M\n\x15StreamMetricsResponse\x12\x34\n\x06sample\x18\x01 \x01(\x0b\x32$.alphaswarm.provider.v1.MetricSample\"Q\n\x16WatchDeploymentRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"S\n\x17WatchDeploymentResponse\x12\x38\n\x06status\x18\x01 \x01(\x0b\x32(.alphaswarm.provider.v1.DeploymentStatus2\x96\x0b\n\x0fProviderService\x12y\n\rListProviders\x12,.alphaswarm.provider.v1.ListProvidersRequest\x1a-.alphaswarm.provider.v1.ListProvidersResponse\"\x0b\x90\x02\x01\xca\xf3\x18\x04\x08\x01\x10\x01\x12s\n\x0b\x43heckHealth\x12*.alphaswarm.provider.v1.CheckHealthRequest\x1a+.alphaswarm.provider.v1.CheckHealthResponse\"\x0b\x90\x02\x01\xca\xf3\x18\x04\x08\x01\x10\x02\x12\x85\x01\n\x0fStartDeployment\x12..alphaswarm.provider.v1.StartDeploymentRequest\x1a/.alphaswarm.provider.v1.StartDeploymentResponse\"\x11\x90\x02\x02\xca\xf3\x18\n\x08\x02\x10\x03\x1a\x04spec\x12|\n\x0eStopDeployment\x12-.alphaswarm.provider.v1.StopDeploymentRequest\x1a..alphaswarm.provider.v1.StopDeploymentResponse\"\x0b\x90\x02\x02\xca\xf3\x18\x04\x08\x02\x10\x03\x12\x7f\n\x0fScaleDeployment\x12..alphaswarm.provider.v1.ScaleDeploymentRequest\x1a/.alphaswarm.provider.v1.ScaleDeploymentResponse\"\x0b\x90\x02\x02\xca\xf3\x18\x04\x08\x02\x10\x03\x12\x8b\x01\n\x13GetDeploymentStatus\x12\x32.alphaswarm.provider.v1.GetDeploymentStatusRequest\x1a\x33.alphaswarm.provider.v1.GetDeploymentStatusResponse\"\x0b\x90\x02\x01\xca\xf3\x18\x04\x08\x01\x10\x03\x12\x7f\n\x0fListDeployments\x12..alphaswarm.provider.v1.ListDeploymentsRequest\x1a/.alphaswarm.provider.v1.ListDeploymentsResponse\"\x0b\x90\x02\x01\xca\xf3\x18\x04\x08\x01\x10\x04\x12\x82\x01\n\x10GetServiceConfig\x12/.alphaswarm.provider.v1.GetServiceConfigRequest\x1a\x30.alphaswarm.provider.v1.GetServiceConfigResponse\"\x0b\x90\x02\x01\xca\xf3\x18\x04\x08\x01\x10\x03\x12w\n\x0b\x41pplyConfig\x12*.alphaswarm.provider.v1.ApplyConfigRequest\x1a+.alphaswarm.provider.v1.ApplyConfigResponse\"\x0f\xca\xf3\x18\x0b\x08\x02\x10\x03\x1a\x05patch\x12{\n\rStreamMetrics\x12,.alphaswarm.provider.v1.StreamMetricsRequest\x1a-.alphaswarm.provider.v1.StreamMetricsResponse\"\x0b\x90\x02\x01\xca\xf3\x18\x04\x08\x01\x10\x03\x30\x01\x12\x81\x01\n\x0fWatchDeployment\x12..alphaswarm.provider.v1.WatchDeploymentRequest\x1a/.alphaswarm.provider.v1.WatchDeploymentResponse\"\x0b\x90\x02\x01\xca\xf3\x18\x04\x08\x01\x10\x03\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,69 +35,71 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'alphaswarm.provider.v1.prov
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROVIDERSERVICE'].methods_by_name['ListProviders']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['ListProviders']._serialized_options = b'\220\002\001'
+  _globals['_PROVIDERSERVICE'].methods_by_name['ListProviders']._serialized_options = b'\220\002\001\312\363\030\004\010\001\020\001'
   _globals['_PROVIDERSERVICE'].methods_by_name['CheckHealth']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['CheckHealth']._serialized_options = b'\220\002\001'
+  _globals['_PROVIDERSERVICE'].methods_by_name['CheckHealth']._serialized_options = b'\220\002\001\312\363\030\004\010\001\020\002'
   _globals['_PROVIDERSERVICE'].methods_by_name['StartDeployment']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['StartDeployment']._serialized_options = b'\220\002\002'
+  _globals['_PROVIDERSERVICE'].methods_by_name['StartDeployment']._serialized_options = b'\220\002\002\312\363\030\n\010\002\020\003\032\004spec'
   _globals['_PROVIDERSERVICE'].methods_by_name['StopDeployment']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['StopDeployment']._serialized_options = b'\220\002\002'
+  _globals['_PROVIDERSERVICE'].methods_by_name['StopDeployment']._serialized_options = b'\220\002\002\312\363\030\004\010\002\020\003'
   _globals['_PROVIDERSERVICE'].methods_by_name['ScaleDeployment']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['ScaleDeployment']._serialized_options = b'\220\002\002'
+  _globals['_PROVIDERSERVICE'].methods_by_name['ScaleDeployment']._serialized_options = b'\220\002\002\312\363\030\004\010\002\020\003'
   _globals['_PROVIDERSERVICE'].methods_by_name['GetDeploymentStatus']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['GetDeploymentStatus']._serialized_options = b'\220\002\001'
+  _globals['_PROVIDERSERVICE'].methods_by_name['GetDeploymentStatus']._serialized_options = b'\220\002\001\312\363\030\004\010\001\020\003'
   _globals['_PROVIDERSERVICE'].methods_by_name['ListDeployments']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['ListDeployments']._serialized_options = b'\220\002\001'
+  _globals['_PROVIDERSERVICE'].methods_by_name['ListDeployments']._serialized_options = b'\220\002\001\312\363\030\004\010\001\020\004'
   _globals['_PROVIDERSERVICE'].methods_by_name['GetServiceConfig']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['GetServiceConfig']._serialized_options = b'\220\002\001'
+  _globals['_PROVIDERSERVICE'].methods_by_name['GetServiceConfig']._serialized_options = b'\220\002\001\312\363\030\004\010\001\020\003'
+  _globals['_PROVIDERSERVICE'].methods_by_name['ApplyConfig']._loaded_options = None
+  _globals['_PROVIDERSERVICE'].methods_by_name['ApplyConfig']._serialized_options = b'\312\363\030\013\010\002\020\003\032\005patch'
   _globals['_PROVIDERSERVICE'].methods_by_name['StreamMetrics']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['StreamMetrics']._serialized_options = b'\220\002\001'
+  _globals['_PROVIDERSERVICE'].methods_by_name['StreamMetrics']._serialized_options = b'\220\002\001\312\363\030\004\010\001\020\003'
   _globals['_PROVIDERSERVICE'].methods_by_name['WatchDeployment']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['WatchDeployment']._serialized_options = b'\220\002\001'
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=141
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=163
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=165
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=271
-  _globals['_CHECKHEALTHREQUEST']._serialized_start=273
-  _globals['_CHECKHEALTHREQUEST']._serialized_end=311
-  _globals['_CHECKHEALTHRESPONSE']._serialized_start=313
-  _globals['_CHECKHEALTHRESPONSE']._serialized_end=390
-  _globals['_STARTDEPLOYMENTREQUEST']._serialized_start=392
-  _globals['_STARTDEPLOYMENTREQUEST']._serialized_end=488
-  _globals['_STARTDEPLOYMENTRESPONSE']._serialized_start=490
-  _globals['_STARTDEPLOYMENTRESPONSE']._serialized_end=573
-  _globals['_STOPDEPLOYMENTREQUEST']._serialized_start=575
-  _globals['_STOPDEPLOYMENTREQUEST']._serialized_end=655
-  _globals['_STOPDEPLOYMENTRESPONSE']._serialized_start=657
-  _globals['_STOPDEPLOYMENTRESPONSE']._serialized_end=739
-  _globals['_SCALEDEPLOYMENTREQUEST']._serialized_start=741
-  _globals['_SCALEDEPLOYMENTREQUEST']._serialized_end=840
-  _globals['_SCALEDEPLOYMENTRESPONSE']._serialized_start=842
-  _globals['_SCALEDEPLOYMENTRESPONSE']._serialized_end=925
-  _globals['_GETDEPLOYMENTSTATUSREQUEST']._serialized_start=927
-  _globals['_GETDEPLOYMENTSTATUSREQUEST']._serialized_end=1012
-  _globals['_GETDEPLOYMENTSTATUSRESPONSE']._serialized_start=1014
-  _globals['_GETDEPLOYMENTSTATUSRESPONSE']._serialized_end=1101
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=1103
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=1203
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=1205
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=1318
-  _globals['_GETSERVICECONFIGREQUEST']._serialized_start=1320
-  _globals['_GETSERVICECONFIGREQUEST']._serialized_end=1402
-  _globals['_GETSERVICECONFIGRESPONSE']._serialized_start=1404
-  _globals['_GETSERVICECONFIGRESPONSE']._serialized_end=1485
-  _globals['_APPLYCONFIGREQUEST']._serialized_start=1487
-  _globals['_APPLYCONFIGREQUEST']._serialized_end=1580
-  _globals['_APPLYCONFIGRESPONSE']._serialized_start=1582
-  _globals['_APPLYCONFIGRESPONSE']._serialized_end=1658
-  _globals['_STREAMMETRICSREQUEST']._serialized_start=1660
-  _globals['_STREAMMETRICSREQUEST']._serialized_end=1784
-  _globals['_STREAMMETRICSRESPONSE']._serialized_start=1786
-  _globals['_STREAMMETRICSRESPONSE']._serialized_end=1863
-  _globals['_WATCHDEPLOYMENTREQUEST']._serialized_start=1865
-  _globals['_WATCHDEPLOYMENTREQUEST']._serialized_end=1946
-  _globals['_WATCHDEPLOYMENTRESPONSE']._serialized_start=1948
-  _globals['_WATCHDEPLOYMENTRESPONSE']._serialized_end=2031
-  _globals['_PROVIDERSERVICE']._serialized_start=2034
-  _globals['_PROVIDERSERVICE']._serialized_end=3358
+  _globals['_PROVIDERSERVICE'].methods_by_name['WatchDeployment']._serialized_options = b'\220\002\001\312\363\030\004\010\001\020\003'
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=178
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=200
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=202
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=308
+  _globals['_CHECKHEALTHREQUEST']._serialized_start=310
+  _globals['_CHECKHEALTHREQUEST']._serialized_end=348
+  _globals['_CHECKHEALTHRESPONSE']._serialized_start=350
+  _globals['_CHECKHEALTHRESPONSE']._serialized_end=427
+  _globals['_STARTDEPLOYMENTREQUEST']._serialized_start=429
+  _globals['_STARTDEPLOYMENTREQUEST']._serialized_end=525
+  _globals['_STARTDEPLOYMENTRESPONSE']._serialized_start=527
+  _globals['_STARTDEPLOYMENTRESPONSE']._serialized_end=610
+  _globals['_STOPDEPLOYMENTREQUEST']._serialized_start=612
+  _globals['_STOPDEPLOYMENTREQUEST']._serialized_end=692
+  _globals['_STOPDEPLOYMENTRESPONSE']._serialized_start=694
+  _globals['_STOPDEPLOYMENTRESPONSE']._serialized_end=776
+  _globals['_SCALEDEPLOYMENTREQUEST']._serialized_start=778
+  _globals['_SCALEDEPLOYMENTREQUEST']._serialized_end=877
+  _globals['_SCALEDEPLOYMENTRESPONSE']._serialized_start=879
+  _globals['_SCALEDEPLOYMENTRESPONSE']._serialized_end=962
+  _globals['_GETDEPLOYMENTSTATUSREQUEST']._serialized_start=964
+  _globals['_GETDEPLOYMENTSTATUSREQUEST']._serialized_end=1049
+  _globals['_GETDEPLOYMENTSTATUSRESPONSE']._serialized_start=1051
+  _globals['_GETDEPLOYMENTSTATUSRESPONSE']._serialized_end=1138
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=1140
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=1240
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=1242
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=1355
+  _globals['_GETSERVICECONFIGREQUEST']._serialized_start=1357
+  _globals['_GETSERVICECONFIGREQUEST']._serialized_end=1439
+  _globals['_GETSERVICECONFIGRESPONSE']._serialized_start=1441
+  _globals['_GETSERVICECONFIGRESPONSE']._serialized_end=1522
+  _globals['_APPLYCONFIGREQUEST']._serialized_start=1524
+  _globals['_APPLYCONFIGREQUEST']._serialized_end=1617
+  _globals['_APPLYCONFIGRESPONSE']._serialized_start=1619
+  _globals['_APPLYCONFIGRESPONSE']._serialized_end=1695
+  _globals['_STREAMMETRICSREQUEST']._serialized_start=1697
+  _globals['_STREAMMETRICSREQUEST']._serialized_end=1821
+  _globals['_STREAMMETRICSRESPONSE']._serialized_start=1823
+  _globals['_STREAMMETRICSRESPONSE']._serialized_end=1900
+  _globals['_WATCHDEPLOYMENTREQUEST']._serialized_start=1902
+  _globals['_WATCHDEPLOYMENTREQUEST']._serialized_end=1983
+  _globals['_WATCHDEPLOYMENTRESPONSE']._serialized_start=1985
+  _globals['_WATCHDEPLOYMENTRESPONSE']._serialized_end=2068
+  _globals['_PROVIDERSERVICE']._serialized_start=2071
+  _globals['_PROVIDERSERVICE']._serialized_end=3501
 # @@protoc_insertion_point(module_scope)

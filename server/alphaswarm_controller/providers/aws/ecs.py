@@ -33,6 +33,7 @@ from alphaswarm_core.providers.protocol import (
     InfrastructureProviderUnavailable,
     InstanceStatus,
 )
+from alphaswarm_core.providers.reasons import ErrorReason
 
 from .clients import Clients, JsonDict
 from .taskdef import (
@@ -380,7 +381,7 @@ class EcsDeployments:
         raise InfrastructureProviderUnavailable(
             f"ECS cluster {self.cluster!r} (ALPHASWARM_AWS_ECS_CLUSTER) does not exist or is "
             f"not ACTIVE in region {self._clients.region or '(default)'}",
-            reason="CLUSTER_NOT_FOUND",
+            reason=ErrorReason.CLUSTER_NOT_FOUND,
             metadata={"setting": "ALPHASWARM_AWS_ECS_CLUSTER", "cluster": self.cluster},
         )
 

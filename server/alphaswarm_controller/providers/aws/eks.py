@@ -24,6 +24,7 @@ from alphaswarm_core.providers.protocol import (
     InfrastructureProviderError,
     InfrastructureProviderUnavailable,
 )
+from alphaswarm_core.providers.reasons import ErrorReason
 
 from .clients import Clients, endpoint_from
 from .errors import translate
@@ -103,7 +104,7 @@ def describe_cluster(clients: Clients, name: str) -> EksCluster:
             raise InfrastructureProviderUnavailable(
                 f"EKS cluster {name!r} (ALPHASWARM_AWS_EKS_CLUSTER) does not exist in region "
                 f"{clients.region or '(default)'}",
-                reason="CLUSTER_NOT_FOUND",
+                reason=ErrorReason.CLUSTER_NOT_FOUND,
                 metadata={"setting": "ALPHASWARM_AWS_EKS_CLUSTER", "cluster": name},
             ) from None
         raise
@@ -112,7 +113,7 @@ def describe_cluster(clients: Clients, name: str) -> EksCluster:
     if status != "ACTIVE" or not endpoint:
         raise InfrastructureProviderUnavailable(
             f"EKS cluster {name!r} is {status or 'not ready'}; it has no API endpoint to use yet",
-            reason="CLUSTER_NOT_READY",
+            reason=ErrorReason.CLUSTER_NOT_READY,
             metadata={"cluster": name, "status": status},
         )
     try:
@@ -134,7 +135,7 @@ def kubernetes_provider_for(
     except ImportError as exc:
         raise InfrastructureProviderUnavailable(
             "EKS mode needs the kubernetes provider: pip install 'alphaswarm-controller[aws]'",
-            reason="SDK_MISSING",
+            reason=ErrorReason.SDK_MISSING,
             metadata={"install": "pip install 'alphaswarm-controller[aws]'"},
         ) from exc
     cluster = describe_cluster(clients, cluster_name)

@@ -30,6 +30,7 @@ from alphaswarm_core.providers.protocol import (
     InfrastructureProviderError,
     InfrastructureProviderUnavailable,
 )
+from alphaswarm_core.providers.reasons import ErrorReason
 
 #: The standard boto3 credential chain, in the order boto3 consults it.
 CREDENTIAL_SOURCES = (
@@ -102,7 +103,7 @@ def credentials_missing() -> InfrastructureProviderUnavailable:
     sources = "; ".join(CREDENTIAL_SOURCES)
     return InfrastructureProviderUnavailable(
         f"no AWS credentials found; the standard chain looks at: {sources}",
-        reason="CREDENTIALS_MISSING",
+        reason=ErrorReason.CREDENTIALS_MISSING,
         metadata={
             "env": "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY,AWS_SESSION_TOKEN,AWS_PROFILE,"
             "AWS_WEB_IDENTITY_TOKEN_FILE,AWS_ROLE_ARN",
@@ -132,7 +133,7 @@ def translate(
     if isinstance(exc, NoRegionError):
         return InfrastructureProviderUnavailable(
             "no AWS region configured: set ALPHASWARM_AWS_REGION, AWS_REGION or AWS_DEFAULT_REGION",
-            reason="REGION_MISSING",
+            reason=ErrorReason.SETTING_INVALID,
             metadata={"env": "ALPHASWARM_AWS_REGION,AWS_REGION,AWS_DEFAULT_REGION"},
         )
     if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
@@ -170,14 +171,14 @@ def _translate_client_error(
         return BackendPermissionDenied(
             f"AWS rejected the controller's credentials when calling {action} ({code}); "
             "check the credential chain's source and that the keys are current",
-            reason="CREDENTIALS_INVALID",
+            reason=ErrorReason.CREDENTIALS_INVALID,
             metadata=meta,
         )
     if code in THROTTLING_CODES or status == 429:
         return BackendUnavailableError(
             f"AWS throttled {action} ({code or status}); retry later",
             retry_after_seconds=DEFAULT_RETRY_AFTER,
-            reason="BACKEND_THROTTLED",
+            reason=ErrorReason.BACKEND_THROTTLED,
             metadata=meta,
         )
     if status >= 500 or code in {"ServiceUnavailable", "ServerException", "InternalError"}:

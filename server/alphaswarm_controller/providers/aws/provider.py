@@ -37,13 +37,15 @@ plus the cluster RBAC the kubernetes provider documents.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from alphaswarm_core.providers.concurrency import BlockingRunner
 from alphaswarm_core.providers.protocol import (
+    DEFAULT_NAMESPACE,
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigMapPatch,
@@ -56,7 +58,7 @@ from alphaswarm_core.providers.protocol import (
     ProviderKind,
     ServiceConfig,
 )
-from alphaswarm_core.providers.registry import register_provider_class
+from alphaswarm_core.providers.reasons import ErrorReason
 
 from .clients import Clients
 from .config import SsmConfig
@@ -68,7 +70,6 @@ from .taskdef import OPTION_SETTINGS, service_name
 MODES = ("ecs", "eks")
 
 
-@register_provider_class("aws", replace=True)
 class AwsProvider(InfrastructureProvider):
     provider_kind = ProviderKind.AWS
     provider_alias = "aws"
@@ -92,7 +93,7 @@ class AwsProvider(InfrastructureProvider):
             key = f"ALPHASWARM_AWS_{name}"
             raise InfrastructureProviderUnavailable(
                 f"the aws provider needs {key} ({what})",
-                reason="SETTING_MISSING",
+                reason=ErrorReason.SETTING_INVALID,
                 metadata={"setting": key},
             )
         return value
@@ -101,14 +102,14 @@ class AwsProvider(InfrastructureProvider):
         if self.mode not in MODES:
             raise InfrastructureProviderUnavailable(
                 f"ALPHASWARM_AWS_MODE must be one of {', '.join(MODES)}, not {self.mode!r}",
-                reason="SETTING_INVALID",
+                reason=ErrorReason.SETTING_INVALID,
                 metadata={"setting": "ALPHASWARM_AWS_MODE"},
             )
         if not self.clients.region:
             raise InfrastructureProviderUnavailable(
                 "no AWS region configured: set ALPHASWARM_AWS_REGION, AWS_REGION or "
                 "AWS_DEFAULT_REGION",
-                reason="REGION_MISSING",
+                reason=ErrorReason.SETTING_INVALID,
                 metadata={"env": "ALPHASWARM_AWS_REGION,AWS_REGION,AWS_DEFAULT_REGION"},
             )
 
@@ -181,22 +182,26 @@ class AwsProvider(InfrastructureProvider):
             return await (await self._kube()).start(spec)
         return await self.run_blocking(self.ecs().start, spec)
 
-    async def stop(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def stop(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         if self.mode == "eks":
             return await (await self._kube()).stop(service_id, namespace=namespace)
-        return await self.run_blocking(self.ecs().scale, self.ns(namespace), service_id, 0)
+        return await self.run_blocking(self.ecs().scale, namespace, service_id, 0)
 
     async def scale(
-        self, service_id: str, replicas: int, *, namespace: str | None = None
+        self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
         if self.mode == "eks":
             return await (await self._kube()).scale(service_id, replicas, namespace=namespace)
-        return await self.run_blocking(self.ecs().scale, self.ns(namespace), service_id, replicas)
+        return await self.run_blocking(self.ecs().scale, namespace, service_id, replicas)
 
-    async def status(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def status(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         if self.mode == "eks":
             return await (await self._kube()).status(service_id, namespace=namespace)
-        return await self.run_blocking(self.ecs().status, self.ns(namespace), service_id)
+        return await self.run_blocking(self.ecs().status, namespace, service_id)
 
     async def list_deployments(self, *, namespace: str | None = None) -> list[DeploymentStatus]:
         if self.mode == "eks":
@@ -205,10 +210,12 @@ class AwsProvider(InfrastructureProvider):
 
     # -- config -------------------------------------------------------------------------
 
-    async def get_config(self, service_id: str, *, namespace: str | None = None) -> ServiceConfig:
+    async def get_config(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ServiceConfig:
         if self.mode == "eks":
             return await (await self._kube()).get_config(service_id, namespace=namespace)
-        ns = self.ns(namespace)
+        ns = namespace
         await self.run_blocking(self.ecs().require, ns, service_id)  # NOT_FOUND when unknown
         return await self.run_blocking(self._config.read, ns, service_id)
 
@@ -216,7 +223,7 @@ class AwsProvider(InfrastructureProvider):
         if self.mode == "eks":
             return await (await self._kube()).apply_config(patch)
         ecs = self.ecs()
-        ns = self.ns(patch.namespace)
+        ns = patch.namespace
         await self.run_blocking(ecs.require, ns, patch.service_id)
         applied = await self.run_blocking(self._config.apply, patch)
         await self.run_blocking(ecs.redeploy, ns, patch.service_id)
@@ -224,21 +231,24 @@ class AwsProvider(InfrastructureProvider):
 
     # -- metrics ------------------------------------------------------------------------
 
-    def stream_metrics(
+    async def stream_metrics(
         self,
         service_id: str,
         *,
-        namespace: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 10.0,
-    ) -> AsyncIterator[MetricSample]:
+    ) -> AsyncGenerator[MetricSample, None]:
         if self.mode == "eks":
-            return self._eks_metrics(service_id, namespace, interval_seconds)
-        ecs = self.ecs()  # a missing cluster setting fails here, not mid-stream
-        return self._ecs_metrics(ecs, service_id, self.ns(namespace), interval_seconds)
+            samples = self._eks_metrics(service_id, namespace, interval_seconds)
+        else:
+            samples = self._ecs_metrics(self.ecs(), service_id, namespace, interval_seconds)
+        async with contextlib.aclosing(samples):
+            async for sample in samples:
+                yield sample
 
     async def _eks_metrics(
-        self, service_id: str, namespace: str | None, interval: float
-    ) -> AsyncIterator[MetricSample]:
+        self, service_id: str, namespace: str, interval: float
+    ) -> AsyncGenerator[MetricSample, None]:
         kube = await self._kube()
         async for sample in kube.stream_metrics(
             service_id, namespace=namespace, interval_seconds=interval
@@ -247,7 +257,7 @@ class AwsProvider(InfrastructureProvider):
 
     async def _ecs_metrics(
         self, ecs: EcsDeployments, service_id: str, namespace: str, interval: float
-    ) -> AsyncIterator[MetricSample]:
+    ) -> AsyncGenerator[MetricSample, None]:
         while True:
             began = time.monotonic()
             yield await self._ecs_sample(ecs, service_id, namespace)

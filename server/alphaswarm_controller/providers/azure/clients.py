@@ -12,6 +12,7 @@ from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.monitor import MonitorManagementClient
 
 from alphaswarm_core.providers.protocol import InfrastructureProviderUnavailable
+from alphaswarm_core.providers.reasons import ErrorReason
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 MANAGEMENT_SCOPE = "https://management.azure.com/.default"
@@ -72,13 +73,13 @@ class AzureSettings:
         if invalid:
             raise InfrastructureProviderUnavailable(
                 f"invalid azure provider settings: {', '.join(invalid)}",
-                reason="SETTINGS_INVALID",
+                reason=ErrorReason.SETTING_INVALID,
                 metadata={"provider": alias, "env": ",".join(invalid)},
             )
         if missing:
             raise InfrastructureProviderUnavailable(
                 f"the azure provider needs {', '.join(missing)}",
-                reason="SETTINGS_MISSING",
+                reason=ErrorReason.SETTING_INVALID,
                 metadata={"provider": alias, "env": ",".join(missing)},
             )
 

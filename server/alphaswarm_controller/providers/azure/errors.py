@@ -31,6 +31,7 @@ from alphaswarm_core.providers.protocol import (
     InfrastructureProviderUnavailable,
     ResourceNotFoundError,
 )
+from alphaswarm_core.providers.reasons import ErrorReason
 
 CREDENTIAL_SOURCES = (
     "no Azure credential found: set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET "
@@ -74,7 +75,7 @@ def _retry_after(error: HttpResponseError) -> float:
 def credentials_missing(alias: str) -> InfrastructureProviderUnavailable:
     return InfrastructureProviderUnavailable(
         CREDENTIAL_SOURCES,
-        reason="CREDENTIALS_MISSING",
+        reason=ErrorReason.CREDENTIALS_MISSING,
         metadata={"provider": alias, "env": CREDENTIAL_ENV},
     )
 
@@ -99,7 +100,7 @@ def translate(error: Exception, *, alias: str, resource_group: str) -> Exception
     if status == 401:
         return InfrastructureProviderUnavailable(
             f"Azure rejected the credential ({code or 'Unauthorized'}); {CREDENTIAL_SOURCES}",
-            reason="CREDENTIALS_INVALID",
+            reason=ErrorReason.CREDENTIALS_INVALID,
             metadata={**meta, "env": CREDENTIAL_ENV},
         )
     if status == 403 or lowered in ("authorizationfailed", "linkedauthorizationfailed"):
@@ -112,7 +113,7 @@ def translate(error: Exception, *, alias: str, resource_group: str) -> Exception
         return BackendUnavailableError(
             f"Azure Resource Manager is throttling requests ({code or 'TooManyRequests'})",
             retry_after_seconds=_retry_after(error),
-            reason="BACKEND_THROTTLED",
+            reason=ErrorReason.BACKEND_THROTTLED,
             metadata=meta,
         )
     if lowered in QUOTA_CODES or "quota" in lowered:

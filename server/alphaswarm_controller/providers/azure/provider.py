@@ -11,7 +11,7 @@ the kubernetes provider. Settings and design: the package docstring.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -23,6 +23,7 @@ from azure.mgmt.containerinstance import models as aci_models
 from alphaswarm_core.providers.concurrency import BlockingRunner, remaining_timeout
 from alphaswarm_core.providers.models import masked_config
 from alphaswarm_core.providers.protocol import (
+    DEFAULT_NAMESPACE,
     BackendRejectedError,
     ConfigMapPatch,
     ConfigVersionConflict,
@@ -36,7 +37,7 @@ from alphaswarm_core.providers.protocol import (
     ProviderKind,
     ServiceConfig,
 )
-from alphaswarm_core.providers.registry import register_provider_class
+from alphaswarm_core.providers.reasons import ErrorReason
 
 from . import aci, config
 from .aks import fetch_credentials
@@ -52,12 +53,11 @@ def _secrets_unreadable(keys: Sequence[str], what: str) -> BackendRejectedError:
         f"cannot {what}: Azure never returns secure environment values, so the secret config "
         f"keys {', '.join(keys)} cannot be copied into a new container group; remove them "
         "with apply_config, do this, then set them again",
-        reason="SECRET_VALUES_UNREADABLE",
+        reason=ErrorReason.SECRET_VALUES_UNREADABLE,
         metadata={"keys": ",".join(keys)},
     )
 
 
-@register_provider_class("azure", replace=True)
 class AzureProvider(InfrastructureProvider):
     provider_kind = ProviderKind.AZURE
     provider_alias = "azure"
@@ -256,7 +256,7 @@ class AzureProvider(InfrastructureProvider):
                 raise BackendRejectedError(
                     f"container group {group.name!r} already exists and belongs to "
                     f"{'another service' if owner else 'something alphaswarm did not create'}",
-                    reason="NAME_TAKEN",
+                    reason=ErrorReason.NAME_TAKEN,
                     metadata={"container_group": str(group.name)},
                 )
         replicas = aci.group_replicas(groups, namespace).get((namespace, service), [])
@@ -304,21 +304,23 @@ class AzureProvider(InfrastructureProvider):
         await self._delete_all(rest)
         await self.gateway.stop(keep)
 
-    async def stop(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def stop(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         kube = await self._aks()
         if kube is not None:
             return await kube.stop(service_id, namespace=namespace)
-        ns = self.ns(namespace)
+        ns = namespace
         await self._stop_keeping_first(await self._found(service_id, ns))
         return await self._observe(service_id, ns)
 
     async def scale(
-        self, service_id: str, replicas: int, *, namespace: str | None = None
+        self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
         kube = await self._aks()
         if kube is not None:
             return await kube.scale(service_id, replicas, namespace=namespace)
-        ns = self.ns(namespace)
+        ns = namespace
         aci.check_group_names(ns, service_id, replicas, field="replicas")
         current = await self._found(service_id, ns)
         active = [r for r in current if not r.stopped]
@@ -346,11 +348,13 @@ class AzureProvider(InfrastructureProvider):
         await self._delete_all([r for r in current if r.ordinal >= replicas])
         return await self._observe(service_id, ns)
 
-    async def status(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def status(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         kube = await self._aks()
         if kube is not None:
             return await kube.status(service_id, namespace=namespace)
-        return await self._observe(service_id, self.ns(namespace))
+        return await self._observe(service_id, namespace)
 
     async def list_deployments(self, *, namespace: str | None = None) -> list[DeploymentStatus]:
         kube = await self._aks()
@@ -364,11 +368,13 @@ class AzureProvider(InfrastructureProvider):
 
     # -- config --------------------------------------------------------------------------------
 
-    async def get_config(self, service_id: str, *, namespace: str | None = None) -> ServiceConfig:
+    async def get_config(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ServiceConfig:
         kube = await self._aks()
         if kube is not None:
             return await kube.get_config(service_id, namespace=namespace)
-        ns = self.ns(namespace)
+        ns = namespace
         newest = self._newest(await self._found(service_id, ns))
         return ServiceConfig(
             service_id, ns, config.read_config(newest.group), str(newest.config_version)
@@ -410,18 +416,14 @@ class AzureProvider(InfrastructureProvider):
 
     # -- metrics -------------------------------------------------------------------------------
 
-    def stream_metrics(
+    async def stream_metrics(
         self,
         service_id: str,
         *,
-        namespace: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 10.0,
-    ) -> AsyncIterator[MetricSample]:
-        return self._metrics(service_id, self.ns(namespace), interval_seconds)
-
-    async def _metrics(
-        self, service_id: str, namespace: str, interval: float
-    ) -> AsyncIterator[MetricSample]:
+    ) -> AsyncGenerator[MetricSample, None]:
+        interval = interval_seconds
         kube = await self._aks()
         if kube is not None:
             async for sample in kube.stream_metrics(

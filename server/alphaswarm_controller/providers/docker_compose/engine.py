@@ -27,6 +27,7 @@ from alphaswarm_core.providers.errors import (
     InfrastructureProviderUnavailable,
     ResourceNotFoundError,
 )
+from alphaswarm_core.providers.reasons import ErrorReason
 
 ENV_VARS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -74,7 +75,7 @@ def check_tls_settings(env: Mapping[str, str]) -> None:
             f"DOCKER_TLS_VERIFY is set but DOCKER_CERT_PATH ({cert_path}) lacks "
             f"{', '.join(missing)}; set DOCKER_CERT_PATH to the directory holding the "
             "engine's client certificates, or unset DOCKER_TLS_VERIFY",
-            reason="CREDENTIALS_MISSING",
+            reason=ErrorReason.CREDENTIALS_MISSING,
             metadata={"env": ",".join(ENV_VARS), "missing": ",".join(missing)},
         )
 

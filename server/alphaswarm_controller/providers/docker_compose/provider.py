@@ -35,8 +35,7 @@ from alphaswarm_core.providers.models import (
     ProviderKind,
     ServiceConfig,
 )
-from alphaswarm_core.providers.protocol import InfrastructureProvider
-from alphaswarm_core.providers.registry import register_provider_class
+from alphaswarm_core.providers.protocol import DEFAULT_NAMESPACE, InfrastructureProvider
 
 from . import compose, definitions, engine
 from .compose import ContainerRef
@@ -58,7 +57,6 @@ DEFAULT_STOP_GRACE = 10
 STATS_POOL_SIZE = 64
 
 
-@register_provider_class("docker_compose", replace=True)
 class DockerComposeProvider(InfrastructureProvider):
     """Compose-compatible services on a Docker engine (DOCKER_HOST)."""
 
@@ -244,8 +242,10 @@ class DockerComposeProvider(InfrastructureProvider):
             },
         )
 
-    async def status(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
-        project = self.ns(namespace)
+    async def status(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
+        project = namespace
         definition, refs = await self._observed(project, service_id)
         return self._status(project, service_id, definition, refs)
 
@@ -442,9 +442,9 @@ class DockerComposeProvider(InfrastructureProvider):
                 )
 
     async def scale(
-        self, service_id: str, replicas: int, *, namespace: str | None = None
+        self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
-        project = self.ns(namespace)
+        project = namespace
         async with self._lock(project, service_id):
             definition, refs = await self._definition(project, service_id)
             opts = parse(definition.options)
@@ -472,8 +472,10 @@ class DockerComposeProvider(InfrastructureProvider):
         missing = _free_numbers(refs, replicas - len(refs))
         await self._create_many(definition, opts, missing, digest, image_id)
 
-    async def stop(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
-        project = self.ns(namespace)
+    async def stop(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
+        project = namespace
         async with self._lock(project, service_id):
             definition, refs = await self._definition(project, service_id)
             opts = parse(definition.options)
@@ -486,8 +488,10 @@ class DockerComposeProvider(InfrastructureProvider):
 
     # -- config ------------------------------------------------------------------------------
 
-    async def get_config(self, service_id: str, *, namespace: str | None = None) -> ServiceConfig:
-        project = self.ns(namespace)
+    async def get_config(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ServiceConfig:
+        project = namespace
         definition, _ = await self._observed(project, service_id)
         if definition is None:
             return ServiceConfig(service_id, project, {}, "0")
@@ -542,10 +546,10 @@ class DockerComposeProvider(InfrastructureProvider):
         self,
         service_id: str,
         *,
-        namespace: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 10.0,
     ) -> AsyncGenerator[MetricSample, None]:
-        project = self.ns(namespace)
+        project = namespace
         await self._observed(project, service_id)  # NOT_FOUND before the first sample
         held: set[str] = set()
         try:

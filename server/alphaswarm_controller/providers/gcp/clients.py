@@ -40,10 +40,10 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 from google.oauth2 import service_account
 
 from alphaswarm_core.providers.protocol import (
-    FieldViolation,
     InfrastructureProviderUnavailable,
-    InvalidSpecError,
+    SettingInvalid,
 )
+from alphaswarm_core.providers.reasons import ErrorReason
 
 from .errors import credentials_missing
 
@@ -68,7 +68,7 @@ def is_loopback(endpoint: str) -> bool:
 
 @dataclass(frozen=True)
 class GcpSettings:
-    """``ALPHASWARM_GCP_*`` settings (see docs/providers/gcp.md)."""
+    """``ALPHASWARM_GCP_*`` settings (see the gcp section of docs/providers.md)."""
 
     project: str = ""
     region: str = "us-central1"
@@ -101,25 +101,19 @@ class GcpSettings:
         )
 
     def validate(self) -> None:
-        """Raise InvalidSpecError naming each bad setting, before any API call."""
-        violations = []
-        if not _REGION.match(self.region):
-            violations.append(
-                FieldViolation(
-                    "ALPHASWARM_GCP_REGION",
-                    f"{self.region[:64]!r} is not a Google Cloud region (e.g. us-central1)",
-                )
+        """Raise ``SettingInvalid`` (FAILED_PRECONDITION: the operator's to fix, not the
+        caller's) naming the first bad setting, before any API call."""
+        if not _REGION.fullmatch(self.region):
+            raise SettingInvalid(
+                "ALPHASWARM_GCP_REGION",
+                f"{self.region[:64]!r} is not a Google Cloud region (e.g. us-central1)",
             )
-        if self.project and not _PROJECT.match(self.project):
-            violations.append(FieldViolation("ALPHASWARM_GCP_PROJECT", "not a project id"))
+        if self.project and not _PROJECT.fullmatch(self.project):
+            raise SettingInvalid("ALPHASWARM_GCP_PROJECT", "is not a project id")
         if self.mode not in MODES:
-            violations.append(FieldViolation("ALPHASWARM_GCP_MODE", f"one of {', '.join(MODES)}"))
+            raise SettingInvalid("ALPHASWARM_GCP_MODE", f"must be one of {', '.join(MODES)}")
         if self.mode == "gke" and not self.gke_cluster:
-            violations.append(
-                FieldViolation("ALPHASWARM_GCP_GKE_CLUSTER", "required when the mode is gke")
-            )
-        if violations:
-            raise InvalidSpecError(violations)
+            raise SettingInvalid("ALPHASWARM_GCP_GKE_CLUSTER", "is required when the mode is gke")
 
     @property
     def emulated(self) -> bool:
@@ -133,7 +127,7 @@ def _number(setting: Callable[[str, str], str], name: str, default: float) -> fl
     except ValueError:
         value = -1.0
     if value <= 0:
-        raise InvalidSpecError.single(f"ALPHASWARM_GCP_{name}", "a positive number of seconds")
+        raise SettingInvalid(f"ALPHASWARM_GCP_{name}", "must be a positive number of seconds")
     return value
 
 
@@ -165,7 +159,7 @@ def load_credentials(
         raise InfrastructureProviderUnavailable(
             "no Google Cloud project: set ALPHASWARM_GCP_PROJECT, or use credentials that "
             "name one (a service-account key, or `gcloud config set project`)",
-            reason="PROJECT_MISSING",
+            reason=ErrorReason.SETTING_INVALID,
             metadata={"env": "ALPHASWARM_GCP_PROJECT"},
         )
     return credentials, resolved

@@ -20,6 +20,7 @@ from alphaswarm_core.providers.protocol import (
     InvalidSpecError,
     ResourceNotFoundError,
 )
+from alphaswarm_core.providers.reasons import ErrorReason
 
 #: The least-privileged predefined role that covers what the provider does with each API.
 ROLES = {
@@ -47,7 +48,7 @@ def credentials_missing(detail: str = "") -> InfrastructureProviderUnavailable:
     message = f"{CREDENTIALS_HELP} ({detail})" if detail else CREDENTIALS_HELP
     return InfrastructureProviderUnavailable(
         message,
-        reason="CREDENTIALS_MISSING",
+        reason=ErrorReason.CREDENTIALS_MISSING,
         metadata={"env": "GOOGLE_APPLICATION_CREDENTIALS", "alternative": "Workload Identity"},
     )
 
@@ -80,7 +81,7 @@ def translate(exc: BaseException, api: str) -> InfrastructureProviderError:
     if isinstance(exc, gexc.Unauthenticated):
         return InfrastructureProviderUnavailable(
             f"{name} rejected the controller's Google credentials: {detail}",
-            reason="CREDENTIALS_INVALID",
+            reason=ErrorReason.CREDENTIALS_INVALID,
             metadata={"env": "GOOGLE_APPLICATION_CREDENTIALS"},
         )
     if isinstance(exc, gexc.NotFound):

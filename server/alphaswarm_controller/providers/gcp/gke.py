@@ -25,6 +25,7 @@ from alphaswarm_core.providers.protocol import (
     InfrastructureProvider,
     InfrastructureProviderUnavailable,
 )
+from alphaswarm_core.providers.reasons import ErrorReason
 
 from .clients import GcpClients, GcpSettings
 from .errors import api_errors, credentials_missing
@@ -65,7 +66,7 @@ async def get_cluster(clients: GcpClients, name: str) -> container_v1.Cluster:
         except gexc.NotFound as exc:
             raise InfrastructureProviderUnavailable(
                 f"GKE cluster {name} not found; check ALPHASWARM_GCP_GKE_CLUSTER",
-                reason="CLUSTER_NOT_FOUND",
+                reason=ErrorReason.CLUSTER_NOT_FOUND,
                 metadata={"env": "ALPHASWARM_GCP_GKE_CLUSTER", "cluster": name},
             ) from exc
 

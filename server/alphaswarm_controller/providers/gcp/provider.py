@@ -21,9 +21,10 @@ A failed update leaves Cloud Run serving the previous ready revision, which
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,7 @@ from google.cloud import run_v2
 
 from alphaswarm_core.providers.concurrency import BlockingRunner, remaining_timeout
 from alphaswarm_core.providers.protocol import (
+    DEFAULT_NAMESPACE,
     BackendConflictError,
     BackendTimeoutError,
     ConfigMapPatch,
@@ -47,7 +49,6 @@ from alphaswarm_core.providers.protocol import (
     ProviderKind,
     ServiceConfig,
 )
-from alphaswarm_core.providers.registry import register_provider_class
 
 from . import cloudrun
 from .clients import GcpClients, GcpSettings, load_credentials
@@ -58,7 +59,6 @@ from .metrics import CloudRunMetrics
 log = logging.getLogger(__name__)
 
 
-@register_provider_class("gcp", replace=True)
 class GcpProvider(InfrastructureProvider):
     provider_kind = ProviderKind.GCP
     provider_alias = "gcp"
@@ -250,15 +250,16 @@ class GcpProvider(InfrastructureProvider):
             if not isinstance(exc.__cause__, gexc.NotFound):
                 log.warning("could not delete failed Cloud Run service %s: %s", name, exc)
 
-    async def stop(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def stop(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         if self.settings.mode == "gke":
             return await (await self._gke_provider()).stop(service_id, namespace=namespace)
         return await self.scale(service_id, 0, namespace=namespace)
 
     async def scale(
-        self, service_id: str, replicas: int, *, namespace: str | None = None
+        self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
-        namespace = self.ns(namespace)
         if self.settings.mode == "gke":
             gke = await self._gke_provider()
             return await gke.scale(service_id, replicas, namespace=namespace)
@@ -269,8 +270,9 @@ class GcpProvider(InfrastructureProvider):
         cloudrun.set_instance_count(updated, replicas)
         return await self._status(await self._update(updated))
 
-    async def status(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
-        namespace = self.ns(namespace)
+    async def status(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         if self.settings.mode == "gke":
             return await (await self._gke_provider()).status(service_id, namespace=namespace)
         return await self._status(await self._get(namespace, service_id))
@@ -297,8 +299,9 @@ class GcpProvider(InfrastructureProvider):
         clients = await self._connect()
         return SecretConfigStore(clients.secrets(), self._project)
 
-    async def get_config(self, service_id: str, *, namespace: str | None = None) -> ServiceConfig:
-        namespace = self.ns(namespace)
+    async def get_config(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ServiceConfig:
         if self.settings.mode == "gke":
             return await (await self._gke_provider()).get_config(service_id, namespace=namespace)
         service = await self._get(namespace, service_id)
@@ -332,20 +335,24 @@ class GcpProvider(InfrastructureProvider):
 
     # -- metrics ----------------------------------------------------------------------------
 
-    def stream_metrics(
+    async def stream_metrics(
         self,
         service_id: str,
         *,
-        namespace: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 10.0,
-    ) -> AsyncIterator[MetricSample]:
+    ) -> AsyncGenerator[MetricSample, None]:
         if self.settings.mode == "gke":
-            return self._gke_metrics(service_id, self.ns(namespace), interval_seconds)
-        return self._metrics(service_id, self.ns(namespace), interval_seconds)
+            samples = self._gke_metrics(service_id, namespace, interval_seconds)
+        else:
+            samples = self._metrics(service_id, namespace, interval_seconds)
+        async with contextlib.aclosing(samples):
+            async for sample in samples:
+                yield sample
 
     async def _gke_metrics(
         self, service_id: str, namespace: str, interval: float
-    ) -> AsyncIterator[MetricSample]:
+    ) -> AsyncGenerator[MetricSample, None]:
         gke = await self._gke_provider()
         async for sample in gke.stream_metrics(
             service_id, namespace=namespace, interval_seconds=interval
@@ -354,7 +361,7 @@ class GcpProvider(InfrastructureProvider):
 
     async def _metrics(
         self, service_id: str, namespace: str, interval: float
-    ) -> AsyncIterator[MetricSample]:
+    ) -> AsyncGenerator[MetricSample, None]:
         await self._get(namespace, service_id)
         clients = await self._connect()
         reader = CloudRunMetrics(

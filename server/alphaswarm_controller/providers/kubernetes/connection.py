@@ -22,6 +22,7 @@ from kubernetes.config import incluster_config, kube_config
 from kubernetes.config.config_exception import ConfigException
 
 from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
+from alphaswarm_core.providers.reasons import ErrorReason
 
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 CONFIG_HINT = (
@@ -139,7 +140,7 @@ def client_from_environment(env: Mapping[str, str]) -> ResolvedCluster:
             raise InfrastructureProviderUnavailable(
                 f"cannot load Kubernetes config from KUBECONFIG={kubeconfig} "
                 f"(context {context or '(current-context)'}): {_safe(exc)}",
-                reason="KUBECONFIG_INVALID",
+                reason=ErrorReason.SETTING_INVALID,
                 metadata={"kubeconfig": kubeconfig, "context": context or ""},
             ) from exc
         chosen = next((c for c in contexts if c.get("name") == context), active) or {}
@@ -156,7 +157,7 @@ def client_from_environment(env: Mapping[str, str]) -> ResolvedCluster:
         except ConfigException as exc:
             raise InfrastructureProviderUnavailable(
                 f"in-cluster Kubernetes config is incomplete: {_safe(exc)}",
-                reason="CREDENTIALS_MISSING",
+                reason=ErrorReason.CREDENTIALS_MISSING,
             ) from exc
         namespace = (
             IN_CLUSTER_NAMESPACE_FILE.read_text().strip()
@@ -178,7 +179,7 @@ def client_from_environment(env: Mapping[str, str]) -> ResolvedCluster:
 def credentials_missing() -> InfrastructureProviderUnavailable:
     return InfrastructureProviderUnavailable(
         f"no Kubernetes cluster is configured: {CONFIG_HINT}",
-        reason="CREDENTIALS_MISSING",
+        reason=ErrorReason.CREDENTIALS_MISSING,
         metadata={"env": "KUBECONFIG,ALPHASWARM_KUBERNETES_CONTEXT,KUBERNETES_SERVICE_HOST"},
     )
 

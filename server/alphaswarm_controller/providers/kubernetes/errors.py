@@ -27,6 +27,7 @@ from alphaswarm_core.providers.errors import (
     InfrastructureProviderUnavailable,
     ResourceNotFoundError,
 )
+from alphaswarm_core.providers.reasons import ErrorReason
 
 #: What a caller of the controller should wait before retrying an unreachable cluster.
 UNREACHABLE_RETRY_SECONDS = 5.0
@@ -78,7 +79,7 @@ def translate_api_error(
     if code == 401:
         return InfrastructureProviderUnavailable(
             f"the Kubernetes API rejected the controller's credentials{doing}; check {source}",
-            reason="CREDENTIALS_INVALID",
+            reason=ErrorReason.CREDENTIALS_INVALID,
             metadata=meta,
         )
     if code == 403:
@@ -125,14 +126,14 @@ def translate_transport_error(
         return InfrastructureProviderUnavailable(
             f"TLS verification with the Kubernetes API at {endpoint} failed{doing}: "
             f"{reason_text}; check the cluster CA in {source}",
-            reason="TLS_ERROR",
+            reason=ErrorReason.TLS_ERROR,
             metadata={"provider": alias, "endpoint": endpoint},
         )
     return BackendUnavailableError(
         f"cannot reach the Kubernetes API at {endpoint}{doing}: {reason_text} "
         f"[{source}; namespace {namespace}]",
         retry_after_seconds=UNREACHABLE_RETRY_SECONDS,
-        reason="BACKEND_UNREACHABLE",
+        reason=ErrorReason.BACKEND_UNREACHABLE,
         metadata={"provider": alias, "endpoint": endpoint, "namespace": namespace},
     )
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
 
 from alphaswarm_core.providers.errors import FieldViolation, InvalidSpecError
 from alphaswarm_core.providers.models import DeploymentSpec
 
-JsonObj = dict[str, Any]
+from .transport import JsonObj
 
 MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "alphaswarm"

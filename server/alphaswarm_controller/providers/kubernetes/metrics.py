@@ -6,11 +6,10 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from alphaswarm_core.providers.models import MetricSample
 
-JsonObj = dict[str, Any]
+from .transport import JsonObj
 
 _QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
 _SUFFIX = {

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -34,8 +34,8 @@ from alphaswarm_core.providers.models import (
     ProviderKind,
     ServiceConfig,
 )
-from alphaswarm_core.providers.protocol import InfrastructureProvider
-from alphaswarm_core.providers.registry import register_provider_class
+from alphaswarm_core.providers.protocol import DEFAULT_NAMESPACE, InfrastructureProvider
+from alphaswarm_core.providers.reasons import ErrorReason
 
 from .connection import (
     ClusterConnection,
@@ -120,7 +120,6 @@ def _watch_key(status: DeploymentStatus) -> tuple[object, ...]:
     return (status.state, status.desired_replicas, status.ready_replicas, status.message)
 
 
-@register_provider_class("kubernetes", replace=True)
 class KubernetesProvider(InfrastructureProvider):
     """Runs each service as a Deployment (+ Service, + ConfigMap) in the request's namespace."""
 
@@ -149,13 +148,13 @@ class KubernetesProvider(InfrastructureProvider):
         except ValueError as exc:
             raise InfrastructureProviderUnavailable(
                 "ALPHASWARM_KUBERNETES_PAGE_SIZE, _TIMEOUT and _WATCH_TIMEOUT must be numbers",
-                reason="SETTING_INVALID",
+                reason=ErrorReason.SETTING_INVALID,
             ) from exc
         if not 1 <= self.page_size <= 10_000 or self.call_timeout <= 0 or self.watch_window < 1:
             raise InfrastructureProviderUnavailable(
                 "ALPHASWARM_KUBERNETES_PAGE_SIZE must be 1-10000, _TIMEOUT and _WATCH_TIMEOUT "
                 "positive",
-                reason="SETTING_INVALID",
+                reason=ErrorReason.SETTING_INVALID,
             )
         self.create_namespaces = _truthy(self.setting("CREATE_NAMESPACES", "false"))
 
@@ -373,7 +372,7 @@ class KubernetesProvider(InfrastructureProvider):
             raise BackendRejectedError(
                 f"a Deployment {namespace}/{service_id} exists that alphaswarm does not manage; "
                 "pick another service_id or remove it",
-                reason="NAME_TAKEN",
+                reason=ErrorReason.NAME_TAKEN,
                 metadata={"service_id": service_id, "namespace": namespace},
             )
         config, created_config = await self._ensure_configmap(service_id, namespace)
@@ -475,7 +474,9 @@ class KubernetesProvider(InfrastructureProvider):
 
     # -- stop / scale / status / list -------------------------------------------------------
 
-    async def stop(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def stop(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         ns = await self._namespace(namespace)
         deployment = await self._require_deployment(service_id, ns)
         annotations = deployment["metadata"].get("annotations") or {}
@@ -497,7 +498,7 @@ class KubernetesProvider(InfrastructureProvider):
         return await self._status_with_pods(deployment)
 
     async def scale(
-        self, service_id: str, replicas: int, *, namespace: str | None = None
+        self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
         ns = await self._namespace(namespace)
         deployment = await self._require_deployment(service_id, ns)
@@ -505,7 +506,7 @@ class KubernetesProvider(InfrastructureProvider):
         if stopped and replicas > 0:
             raise BackendRejectedError(
                 f"deployment {ns}/{service_id} is stopped; StartDeployment brings it back",
-                reason="DEPLOYMENT_STOPPED",
+                reason=ErrorReason.DEPLOYMENT_STOPPED,
                 metadata={"service_id": service_id, "namespace": ns},
             )
         if deployment["spec"].get("replicas") != replicas:
@@ -520,7 +521,9 @@ class KubernetesProvider(InfrastructureProvider):
             deployment = await self._require_deployment(service_id, ns)
         return await self._status_with_pods(deployment)
 
-    async def status(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def status(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         ns = await self._namespace(namespace)
         return await self._status_with_pods(await self._require_deployment(service_id, ns))
 
@@ -535,7 +538,9 @@ class KubernetesProvider(InfrastructureProvider):
 
     # -- config -----------------------------------------------------------------------------
 
-    async def get_config(self, service_id: str, *, namespace: str | None = None) -> ServiceConfig:
+    async def get_config(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ServiceConfig:
         ns = await self._namespace(namespace)
         target = Target(service_id, ns, "read ConfigMap")
         config = await self._get(_core(ns, "configmaps", configmap_name(service_id)), target)
@@ -609,9 +614,9 @@ class KubernetesProvider(InfrastructureProvider):
         self,
         service_id: str,
         *,
-        namespace: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 10.0,
-    ) -> AsyncIterator[MetricSample]:
+    ) -> AsyncGenerator[MetricSample, None]:
         ns = await self._namespace(namespace)
         await self._require_deployment(service_id, ns)
         await self._require_metrics_api(ns)
@@ -657,9 +662,9 @@ class KubernetesProvider(InfrastructureProvider):
         self,
         service_id: str,
         *,
-        namespace: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 2.0,
-    ) -> AsyncIterator[DeploymentStatus]:
+    ) -> AsyncGenerator[DeploymentStatus, None]:
         """The current status, then each change, from a Kubernetes watch on the Deployment.
 
         A dropped connection is reopened from the last resourceVersion seen, so no

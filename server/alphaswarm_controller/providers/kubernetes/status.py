@@ -9,8 +9,7 @@ from typing import Any
 from alphaswarm_core.providers.models import DeploymentState, DeploymentStatus, InstanceStatus
 
 from .manifests import STATE_KEY, user_labels
-
-JsonObj = dict[str, Any]
+from .transport import JsonObj
 
 #: Container waiting reasons that mean the pod will not become ready by itself.
 FAILING_REASONS = frozenset(

@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-JsonObj = dict[str, Any]
+from .transport import JsonObj
 
 _END = object()
 

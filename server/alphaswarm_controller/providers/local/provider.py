@@ -18,7 +18,7 @@ import platform
 import sqlite3
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -43,8 +43,8 @@ from alphaswarm_core.providers.models import (
     check_replicas,
     validate_service_ref,
 )
-from alphaswarm_core.providers.protocol import InfrastructureProvider
-from alphaswarm_core.providers.registry import register_provider_class
+from alphaswarm_core.providers.protocol import DEFAULT_NAMESPACE, InfrastructureProvider
+from alphaswarm_core.providers.reasons import ErrorReason
 
 from . import processes
 from .metrics import ProcessTreeSampler
@@ -73,12 +73,11 @@ def _unwritable(settings: LocalSettings, exc: Exception) -> InfrastructureProvid
     return InfrastructureProviderUnavailable(
         f"local provider state directory {settings.state_dir} is not writable: "
         f"{why}; set {STATE_DIR_ENV} to a writable directory",
-        reason="STATE_DIR_UNWRITABLE",
+        reason=ErrorReason.STATE_DIR_UNWRITABLE,
         metadata={"state_dir": str(settings.state_dir), "env": STATE_DIR_ENV},
     )
 
 
-@register_provider_class("local", replace=True)
 class LocalProvider(InfrastructureProvider):
     """Replicas as OS processes; the embedded default provider."""
 
@@ -182,7 +181,7 @@ class LocalProvider(InfrastructureProvider):
             raise InfrastructureProviderUnavailable(
                 f"local provider state directory {settings.state_dir} is in use by another "
                 f"controller (pid {holder}); set {STATE_DIR_ENV} to another directory",
-                reason="STATE_DIR_LOCKED",
+                reason=ErrorReason.STATE_DIR_LOCKED,
                 metadata={"state_dir": str(settings.state_dir), "env": STATE_DIR_ENV},
             ) from None
         os.ftruncate(fd, 0)
@@ -221,12 +220,11 @@ class LocalProvider(InfrastructureProvider):
     def _plan(self, spec: DeploymentSpec, config: Mapping[str, str]) -> LaunchPlan:
         return processes.launch_plan(spec, config, self.env, str(self.settings.state_dir))
 
-    def _get(self, service_id: str, namespace: str | None) -> _Deployment:
-        ns = self.ns(namespace)
-        validate_service_ref(service_id, ns)
-        deployment = self._deployments.get((ns, service_id))
+    def _get(self, service_id: str, namespace: str) -> _Deployment:
+        validate_service_ref(service_id, namespace)
+        deployment = self._deployments.get((namespace, service_id))
         if deployment is None:
-            raise DeploymentNotFoundError(service_id, ns)
+            raise DeploymentNotFoundError(service_id, namespace)
         return deployment
 
     async def _locked(self, key: Key, action: Callable[[], Awaitable[T]]) -> T:
@@ -431,7 +429,9 @@ class LocalProvider(InfrastructureProvider):
 
         return await self._locked(key, converge)
 
-    async def stop(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def stop(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         await self._ensure_open()
         deployment = self._get(service_id, namespace)
 
@@ -444,7 +444,7 @@ class LocalProvider(InfrastructureProvider):
         return await self._locked(deployment.desired.key, stop)
 
     async def scale(
-        self, service_id: str, replicas: int, *, namespace: str | None = None
+        self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
         violations: list[FieldViolation] = []
         check_replicas(violations, "replicas", replicas)
@@ -463,7 +463,9 @@ class LocalProvider(InfrastructureProvider):
 
         return await self._locked(deployment.desired.key, scale)
 
-    async def status(self, service_id: str, *, namespace: str | None = None) -> DeploymentStatus:
+    async def status(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
         await self._ensure_open()
         return self._status(self._get(service_id, namespace))
 
@@ -477,7 +479,9 @@ class LocalProvider(InfrastructureProvider):
 
     # -- config -----------------------------------------------------------------------------
 
-    async def get_config(self, service_id: str, *, namespace: str | None = None) -> ServiceConfig:
+    async def get_config(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ServiceConfig:
         await self._ensure_open()
         desired = self._get(service_id, namespace).desired
         return ServiceConfig(
@@ -526,18 +530,14 @@ class LocalProvider(InfrastructureProvider):
 
     # -- metrics ----------------------------------------------------------------------------
 
-    def stream_metrics(
+    async def stream_metrics(
         self,
         service_id: str,
         *,
-        namespace: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 10.0,
-    ) -> AsyncIterator[MetricSample]:
-        return self._metrics(service_id, self.ns(namespace), max(0.05, interval_seconds))
-
-    async def _metrics(
-        self, service_id: str, namespace: str, interval: float
-    ) -> AsyncIterator[MetricSample]:
+    ) -> AsyncGenerator[MetricSample, None]:
+        interval = max(0.05, interval_seconds)
         await self._ensure_open()
         deployment = self._get(service_id, namespace)
         sampler = ProcessTreeSampler()

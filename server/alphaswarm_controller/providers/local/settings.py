@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
+from alphaswarm_core.providers.reasons import ErrorReason
 
 STATE_DIR_ENV = "ALPHASWARM_CP_STATE_DIR"
 DEFAULT_STATE_DIR = "~/.local/state/alphaswarm"
@@ -35,7 +36,7 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0 <= value <= 24 * 3600:
         raise InfrastructureProviderUnavailable(
             f"{name} must be a number of seconds between 0 and 86400, not {raw!r}",
-            reason="BAD_SETTING",
+            reason=ErrorReason.SETTING_INVALID,
             metadata={"setting": name},
         )
     return value

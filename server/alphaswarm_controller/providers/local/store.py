@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
 from alphaswarm_core.providers.models import DeploymentSpec, PortSpec, Resources
+from alphaswarm_core.providers.reasons import ErrorReason
 
 T = TypeVar("T")
 
@@ -128,7 +129,7 @@ class StateStore:
             except sqlite3.OperationalError as exc:  # disk full, read-only, locked
                 raise InfrastructureProviderUnavailable(
                     f"local provider state database {self.path} failed: {exc}",
-                    reason="STATE_STORE_FAILED",
+                    reason=ErrorReason.STATE_STORE_FAILED,
                     metadata={"database": str(self.path)},
                 ) from exc
 

@@ -1,7 +1,8 @@
 """The provider-agnostic contract: one set of assertions every provider must pass.
 
-A provider's test module subclasses ``ProviderContract`` and supplies three
-fixtures; nothing else changes between backends:
+A provider's test module subclasses ``ProviderContract``, sets
+``expected_capabilities`` and supplies three fixtures; nothing else changes
+between backends:
 
 * ``provider``: an opened ``InfrastructureProvider`` talking to a real backend
   (or a real-protocol emulator), closed after the test.
@@ -11,16 +12,17 @@ fixtures; nothing else changes between backends:
 
 Backends converge asynchronously, so assertions about readiness poll
 ``status`` through ``wait_for`` with a generous bound instead of sleeping.
+The tests are coroutines marked for pytest-asyncio, so they run in its strict
+mode as well as in ``asyncio_mode = "auto"``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import pytest
 
@@ -86,7 +88,24 @@ def instance_ids(status: DeploymentStatus) -> set[str]:
 
 
 class ProviderContract:
-    """Subclass in a provider's test module; supply the fixtures named in the module doc."""
+    """Subclass in a provider's test module; supply the fixtures named in the module doc.
+
+    ``expected_capabilities`` is the exact set ``provider.capabilities()`` must report
+    (the basics plus the optional ones the backend implements): a provider that
+    silently loses ``config`` or ``metrics`` must fail, not skip those cases.
+    """
+
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
+    expected_capabilities: frozenset[str] = frozenset()
+
+    async def test_capabilities_are_exactly_the_declared_ones(
+        self, provider: InfrastructureProvider
+    ) -> None:
+        assert self.expected_capabilities, (
+            f"{type(self).__name__} must set expected_capabilities to the exact set "
+            "this provider implements"
+        )
+        assert set(provider.capabilities()) == set(self.expected_capabilities)
 
     async def test_health_reports_alias_and_kind(self, provider: InfrastructureProvider) -> None:
         health = await provider.health()
@@ -260,17 +279,19 @@ class ProviderContract:
         self, provider: InfrastructureProvider, namespace: str
     ) -> None:
         missing = unique_name("missing")
-        if "metrics" not in provider.capabilities():
-            with pytest.raises(CapabilityUnsupported):
-                provider.stream_metrics(missing, namespace=namespace, interval_seconds=0.2)
-            return
+        expected = (
+            DeploymentNotFoundError
+            if "metrics" in provider.capabilities()
+            else CapabilityUnsupported
+        )
+        # Calling a stream does nothing; every error comes with the first anext.
         stream = provider.stream_metrics(missing, namespace=namespace, interval_seconds=0.2)
         try:
-            with pytest.raises(DeploymentNotFoundError):
+            with pytest.raises(expected):
                 async with asyncio.timeout(30):
                     await anext(stream)
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
 
     async def test_metrics_stream_until_cancelled(
         self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
@@ -278,11 +299,11 @@ class ProviderContract:
         service = unique_name()
         await provider.start(spec_factory(service, namespace, replicas=2))
         await wait_for(provider, service, namespace, ready(2))
+        stream = provider.stream_metrics(service, namespace=namespace, interval_seconds=0.2)
         if "metrics" not in provider.capabilities():
             with pytest.raises(CapabilityUnsupported):
-                provider.stream_metrics(service, namespace=namespace, interval_seconds=0.2)
+                await anext(stream)
             return
-        stream = provider.stream_metrics(service, namespace=namespace, interval_seconds=0.2)
         samples = []
         try:
             async with asyncio.timeout(60):
@@ -291,8 +312,7 @@ class ProviderContract:
                     if len(samples) == 3:
                         break
         finally:
-            with contextlib.suppress(AttributeError):
-                await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
         assert [s.service_id for s in samples] == [service] * 3
         assert all(s.provider == provider.provider_alias for s in samples)
         assert samples[-1].ok, samples[-1].error
@@ -316,4 +336,4 @@ class ProviderContract:
                     if status.desired_replicas == 2:
                         break
         finally:
-            await watch.aclose()  # type: ignore[attr-defined]
+            await watch.aclose()

@@ -1,0 +1,33 @@
+"""The provider contract suite, shipped with the package for provider authors.
+
+Third-party providers run the same assertions as the built-in ones, with plain
+pytest (and pytest-asyncio) in their own repository::
+
+    from alphaswarm_core.testing import ProviderContract
+
+    class TestMyProvider(ProviderContract):
+        expected_capabilities = frozenset({"start", "stop", "scale", "status", "list"})
+
+and three fixtures, ``provider``, ``spec_factory`` and ``namespace`` (see
+``contract``). Importing this package needs pytest; the server never imports it.
+"""
+
+from .contract import (
+    SETTLE_TIMEOUT,
+    ProviderContract,
+    SpecFactory,
+    instance_ids,
+    ready,
+    unique_name,
+    wait_for,
+)
+
+__all__ = [
+    "SETTLE_TIMEOUT",
+    "ProviderContract",
+    "SpecFactory",
+    "instance_ids",
+    "ready",
+    "unique_name",
+    "wait_for",
+]
