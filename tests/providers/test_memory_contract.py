@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
 import pytest
 
-from alphaswarm_core.providers.protocol import DeploymentSpec
-from alphaswarm_core.testing import ProviderContract, SpecFactory, unique_name
+from alphaswarm_core.testing import ProviderContract, SpecFactory, spec_factory_for, unique_name
 from tests.fakes.memory_provider import MemoryProvider
 
 
@@ -26,17 +25,7 @@ def namespace() -> str:
 
 @pytest.fixture
 def spec_factory() -> SpecFactory:
-    def make(
-        service_id: str,
-        namespace: str,
-        replicas: int = 1,
-        env: Mapping[str, str] | None = None,
-    ) -> DeploymentSpec:
-        return DeploymentSpec(
-            service_id, namespace, image="memory/app:1", replicas=replicas, env=dict(env or {})
-        ).validate()
-
-    return make
+    return spec_factory_for(image="memory/app:1")
 
 
 class TestMemoryContract(ProviderContract):

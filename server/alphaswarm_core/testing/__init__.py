@@ -18,6 +18,7 @@ from .contract import (
     SpecFactory,
     instance_ids,
     ready,
+    spec_factory_for,
     unique_name,
     wait_for,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "SpecFactory",
     "instance_ids",
     "ready",
+    "spec_factory_for",
     "unique_name",
     "wait_for",
 ]

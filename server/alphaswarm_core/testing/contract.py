@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar, Protocol
 
 import pytest
@@ -35,6 +35,7 @@ from alphaswarm_core.providers.protocol import (
     DeploymentState,
     DeploymentStatus,
     InfrastructureProvider,
+    Resources,
 )
 
 SETTLE_TIMEOUT = 90.0
@@ -48,6 +49,36 @@ class SpecFactory(Protocol):
         replicas: int = 1,
         env: Mapping[str, str] | None = None,
     ) -> DeploymentSpec: ...
+
+
+def spec_factory_for(
+    *,
+    image: str = "",
+    command: Sequence[str] = (),
+    resources: Resources | None = None,
+    **options: str,
+) -> SpecFactory:
+    """A ``spec_factory`` for the contract: every spec runs ``image`` (container backends) or
+    ``command`` (``local``), with ``resources`` and ``provider_options`` as given."""
+
+    def make(
+        service_id: str,
+        namespace: str,
+        replicas: int = 1,
+        env: Mapping[str, str] | None = None,
+    ) -> DeploymentSpec:
+        return DeploymentSpec(
+            service_id=service_id,
+            namespace=namespace,
+            image=image,
+            command=tuple(command),
+            env=dict(env or {}),
+            replicas=replicas,
+            resources=resources or Resources(),
+            provider_options=options,
+        ).validate()
+
+    return make
 
 
 def unique_name(prefix: str = "svc") -> str:
