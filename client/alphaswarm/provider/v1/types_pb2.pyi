@@ -547,7 +547,11 @@ class MetricSample(_message.Message):
     replicas: _builtins.int
     """Replicas measured."""
     cpu_percent: _builtins.float
-    """CPU use summed over replicas, in percent of one core."""
+    """CPU time used by all replicas together over the interval, in percent of one
+    core: 100 means one core fully busy, so two replicas each using half a core
+    report 100, whatever their limits. Backends that report utilisation of the
+    reserved or allocated CPU (ECS, Cloud Run) are converted to this unit.
+    """
     memory_bytes: _builtins.int
     """Memory in use (resident set), summed over replicas."""
     network_rx_bytes: _builtins.int
