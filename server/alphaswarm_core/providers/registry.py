@@ -105,7 +105,7 @@ BUILTIN_PROVIDERS: tuple[LazyProvider, ...] = (
     ),
     LazyProvider(
         "gcp",
-        "alphaswarm_controller.providers.gcp:GcpProvider",
+        "alphaswarm_controller.providers.gcp:select_backend",
         ProviderKind.GCP,
         extra="gcp",
         sdk_modules=("google.cloud.run_v2", "google.cloud.secretmanager"),

@@ -1,33 +1,32 @@
-"""The ``gcp`` provider: Cloud Run services (default) or a GKE cluster (ALPHASWARM_GCP_MODE=gke).
+"""``CloudRunProvider``: the ``gcp`` alias in its default mode (ALPHASWARM_GCP_MODE=cloudrun).
 
-Cloud Run mode maps a service onto a Cloud Run v2 Service in
-ALPHASWARM_GCP_PROJECT (else the credentials' project) and ALPHASWARM_GCP_REGION
-(translation in ``cloudrun``), its config onto a Secret Manager secret
-(``config``) referenced from the service's env, and its metrics onto Cloud
-Monitoring time series (``metrics``). Every long-running operation is awaited
-within the caller's deadline, polling every ALPHASWARM_GCP_POLL_INTERVAL seconds.
+A service is a Cloud Run v2 Service in ALPHASWARM_GCP_PROJECT (else the credentials'
+project) and ALPHASWARM_GCP_REGION (translation in ``cloudrun``, limits in ``limits``),
+its config a Secret Manager secret (``config``) referenced from the service's env, its
+metrics Cloud Monitoring time series (``metrics``). Every long-running operation is
+awaited within the caller's deadline, polling every ALPHASWARM_GCP_POLL_INTERVAL seconds
+(growing x1.5 up to 10 s); every request goes through one bounded retry policy (``retry``).
 
-``stop`` scales the service to zero instances (manual scaling) instead of
-deleting it: the contract requires a stopped service to stay known (status
-STOPPED, a second stop succeeds, ``start`` brings it back with its config),
-which a deleted Cloud Run service cannot be. A zero-instance service costs
-nothing to keep; delete it with ``gcloud run services delete`` to remove it.
+``stop`` scales the service to zero instances (manual scaling) instead of deleting it:
+the contract requires a stopped service to stay known (status STOPPED, a second stop
+succeeds, ``start`` brings it back with its config), which a deleted Cloud Run service
+cannot be. A zero-instance service costs nothing to keep.
 
-A failed create deletes the half-created service before reporting the failure.
-A failed update leaves Cloud Run serving the previous ready revision, which
-``status`` reports as DEGRADED with Cloud Run's message.
+A failed create deletes the half-created service before reporting the failure. A failed
+update leaves Cloud Run serving the previous ready revision, which ``status`` reports as
+DEGRADED with Cloud Run's message. An update is sent with the etag of the service it was
+computed from; when another writer got there first (ABORTED) the provider reads again
+and converges from what it finds, a bounded number of times.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import AsyncGenerator, Mapping
-from dataclasses import replace
+from collections.abc import AsyncGenerator, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import run_v2
@@ -50,29 +49,34 @@ from alphaswarm_core.providers.protocol import (
     ServiceConfig,
 )
 
-from . import cloudrun
-from .clients import GcpClients, GcpSettings, load_credentials
+from . import cloudrun, retry
+from .clients import GcpClients, load_credentials
 from .config import SecretConfigStore
 from .errors import api_errors, credentials_missing
 from .metrics import CloudRunMetrics
+from .settings import GcpSettings
 
 log = logging.getLogger(__name__)
 
+#: Reads and re-converges after a concurrent writer changed the service (etag ABORTED).
+MAX_CONVERGE_ATTEMPTS = 3
+MAX_POLL_DELAY = 10.0
 
-class GcpProvider(InfrastructureProvider):
-    provider_kind = ProviderKind.GCP
-    provider_alias = "gcp"
+
+class CloudRunProvider(InfrastructureProvider):
+    """Services as Cloud Run v2 Services; config in Secret Manager; metrics from Monitoring."""
+
+    provider_kind: ClassVar[ProviderKind | str] = ProviderKind.GCP
+    provider_alias: ClassVar[str] = "gcp"
 
     def __init__(
         self, *, env: Mapping[str, str] | None = None, runner: BlockingRunner | None = None
     ) -> None:
         super().__init__(env=env, runner=runner)
-        self.settings = GcpSettings.load(self.setting)
+        self.settings = GcpSettings.load(self)
         self._clients: GcpClients | None = None
         self._project = ""
         self._connect_lock = asyncio.Lock()
-        self._gke: InfrastructureProvider | None = None
-        self._gke_lock = asyncio.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -108,9 +112,9 @@ class GcpProvider(InfrastructureProvider):
         delay = self.settings.poll_interval
         with api_errors("run"):
             async with asyncio.timeout(remaining_timeout(self.settings.operation_timeout)):
-                while not await operation.done():
+                while not await operation.done(retry=retry.policy()):
                     await asyncio.sleep(delay)
-                    delay = min(delay * 1.5, 10.0)
+                    delay = min(delay * 1.5, MAX_POLL_DELAY)
                 result: run_v2.Service = await operation.result()
         return result
 
@@ -119,7 +123,9 @@ class GcpProvider(InfrastructureProvider):
         with api_errors("run"):
             try:
                 service = await clients.run().get_service(
-                    name=self._name(namespace, service_id), timeout=remaining_timeout()
+                    name=self._name(namespace, service_id),
+                    retry=retry.policy(),
+                    timeout=remaining_timeout(),
                 )
             except gexc.NotFound:
                 return None
@@ -135,29 +141,45 @@ class GcpProvider(InfrastructureProvider):
         clients = await self._connect()
         with api_errors("run"):
             operation = await clients.run().update_service(
-                service=service, timeout=remaining_timeout()
+                service=service, retry=retry.policy(), timeout=remaining_timeout()
             )
         return await self._await_operation(operation)
 
-    async def _status(self, service: run_v2.Service) -> DeploymentStatus:
+    async def _converge_with(
+        self,
+        namespace: str,
+        service_id: str,
+        change: Callable[[run_v2.Service], run_v2.Service | None],
+        first: run_v2.Service | None = None,
+    ) -> DeploymentStatus:
+        """Read, apply ``change`` (None: nothing to do), update with the read etag; on a
+        concurrent change (ABORTED) read again and retry, at most MAX_CONVERGE_ATTEMPTS."""
+        service = first
+        for attempt in range(1, MAX_CONVERGE_ATTEMPTS + 1):
+            if service is None:
+                service = await self._get(namespace, service_id)
+            updated = change(service)
+            if updated is None:
+                return self._status(service)
+            try:
+                return self._status(await self._update(updated))
+            except BackendConflictError:
+                if attempt == MAX_CONVERGE_ATTEMPTS:
+                    raise
+                log.info(
+                    "Cloud Run service %s/%s changed under us; reading it again",
+                    namespace,
+                    service_id,
+                )
+                service = None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _status(self, service: run_v2.Service) -> DeploymentStatus:
         return cloudrun.to_status(service, self.provider_alias)
-
-    async def _gke_provider(self) -> InfrastructureProvider:
-        if self._gke is None:
-            from .gke import connect_gke
-
-            clients = await self._connect()
-            async with self._gke_lock:
-                if self._gke is None:
-                    self._gke = await connect_gke(self, clients, self._project)
-        return self._gke
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def close(self) -> None:
-        if self._gke is not None:
-            await self._gke.close()
-            self._gke = None
         if self._clients is not None:
             await self._clients.close()
             self._clients = None
@@ -165,26 +187,22 @@ class GcpProvider(InfrastructureProvider):
     async def health(self) -> ProviderHealth:
         self._check_credentials()
         clients = await self._connect()
-        details = {"project": self._project, "mode": self.settings.mode}
+        details = {
+            "project": self._project,
+            "mode": "cloudrun",
+            "region": self.settings.region,
+            "service_account": self.settings.service_account or "(the project's default)",
+        }
         if self.settings.endpoints:
             details["endpoints"] = ",".join(f"{k}={v}" for k, v in self.settings.endpoints.items())
-        if self.settings.mode == "gke":
-            from .gke import cluster_name
-
-            # Connecting reads the cluster (container API) and fetches a token; the
-            # kubernetes provider's health then checks the cluster and its RBAC.
-            cluster = await (await self._gke_provider()).health()
-            details = {**cluster.details, **details}
-            details["cluster"] = cluster_name(self.settings, self._project)
-            return replace(cluster, alias=self.provider_alias, details=details)
         with api_errors("run"):
             pager = await clients.run().list_services(
                 request=run_v2.ListServicesRequest(parent=self._parent, page_size=1),
+                retry=retry.policy(),
                 timeout=remaining_timeout(),
             )
             async for _ in pager:
                 break
-        details["region"] = self.settings.region
         return ProviderHealth(
             alias=self.provider_alias,
             kind=ProviderKind.GCP.value,
@@ -197,8 +215,6 @@ class GcpProvider(InfrastructureProvider):
 
     async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
         spec.validate()
-        if self.settings.mode == "gke":
-            return await (await self._gke_provider()).start(spec)
         cloudrun.validate_spec(spec)
         self.settings.validate()
         clients = await self._connect()
@@ -210,12 +226,14 @@ class GcpProvider(InfrastructureProvider):
             try:
                 operation = await clients.run().create_service(
                     parent=self._parent,
-                    service=cloudrun.build_service(spec),
+                    service=cloudrun.build_service(spec, self.settings.service_account),
                     service_id=short,
+                    retry=retry.policy(),
                     timeout=remaining_timeout(),
                 )
             except gexc.AlreadyExists as exc:
-                # A concurrent start created it first: converge onto that one.
+                # A concurrent start (or a retried create that had gone through) created it
+                # first: converge onto that one.
                 raced = await self._find(spec.namespace, spec.service_id)
                 if raced is None:
                     raise BackendConflictError(
@@ -229,13 +247,16 @@ class GcpProvider(InfrastructureProvider):
         except InfrastructureProviderError:
             await self._remove_failed(self._name(spec.namespace, spec.service_id))
             raise
-        return await self._status(created)
+        return self._status(created)
 
     async def _converge(self, existing: run_v2.Service, spec: DeploymentSpec) -> DeploymentStatus:
-        updated = cloudrun.converge(existing, spec)
-        if updated is None:
-            return await self._status(existing)
-        return await self._status(await self._update(updated))
+        account = self.settings.service_account
+        return await self._converge_with(
+            spec.namespace,
+            spec.service_id,
+            lambda service: cloudrun.converge(service, spec, account),
+            existing,
+        )
 
     async def _remove_failed(self, name: str) -> None:
         """Delete a service whose creation failed, so no half-created service is left."""
@@ -243,7 +264,7 @@ class GcpProvider(InfrastructureProvider):
         try:
             with api_errors("run"):
                 operation = await clients.run().delete_service(
-                    name=name, timeout=remaining_timeout()
+                    name=name, retry=retry.policy(), timeout=remaining_timeout()
                 )
             await self._await_operation(operation)
         except InfrastructureProviderError as exc:
@@ -253,44 +274,38 @@ class GcpProvider(InfrastructureProvider):
     async def stop(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
-        if self.settings.mode == "gke":
-            return await (await self._gke_provider()).stop(service_id, namespace=namespace)
         return await self.scale(service_id, 0, namespace=namespace)
 
     async def scale(
         self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
-        if self.settings.mode == "gke":
-            gke = await self._gke_provider()
-            return await gke.scale(service_id, replicas, namespace=namespace)
-        service = await self._get(namespace, service_id)
-        if cloudrun.instance_count(service) == replicas:
-            return await self._status(service)
-        updated = run_v2.Service(service)
-        cloudrun.set_instance_count(updated, replicas)
-        return await self._status(await self._update(updated))
+        def change(service: run_v2.Service) -> run_v2.Service | None:
+            if cloudrun.instance_count(service) == replicas:
+                return None
+            updated = run_v2.Service(service)
+            cloudrun.set_instance_count(updated, replicas)
+            return updated
+
+        return await self._converge_with(namespace, service_id, change)
 
     async def status(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
-        if self.settings.mode == "gke":
-            return await (await self._gke_provider()).status(service_id, namespace=namespace)
-        return await self._status(await self._get(namespace, service_id))
+        return self._status(await self._get(namespace, service_id))
 
     async def list_deployments(self, *, namespace: str | None = None) -> list[DeploymentStatus]:
-        if self.settings.mode == "gke":
-            return await (await self._gke_provider()).list_deployments(namespace=namespace)
         clients = await self._connect()
         found = []
         with api_errors("run"):
             pager = await clients.run().list_services(
                 request=run_v2.ListServicesRequest(parent=self._parent, page_size=100),
+                retry=retry.policy(),
                 timeout=remaining_timeout(),
             )
             async for service in pager:
                 ids = cloudrun.owner(service)
                 if ids is not None and (namespace is None or ids[0] == namespace):
-                    found.append(await self._status(service))
+                    found.append(self._status(service))
         return found
 
     # -- config -----------------------------------------------------------------------------
@@ -302,16 +317,12 @@ class GcpProvider(InfrastructureProvider):
     async def get_config(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> ServiceConfig:
-        if self.settings.mode == "gke":
-            return await (await self._gke_provider()).get_config(service_id, namespace=namespace)
         service = await self._get(namespace, service_id)
         stored = await (await self._store()).read(service.name.rsplit("/", 1)[1])
         return ServiceConfig(service_id, namespace, stored.data, stored.version)
 
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
         patch.validate()
-        if self.settings.mode == "gke":
-            return await (await self._gke_provider()).apply_config(patch)
         service = await self._get(patch.namespace, patch.service_id)
         short = service.name.rsplit("/", 1)[1]
         store = await self._store()
@@ -325,12 +336,20 @@ class GcpProvider(InfrastructureProvider):
             )
         data = patch.applied_to(current.data)
         version = await store.write(short, patch.namespace, patch.service_id, current, data)
-        # Pinning the version (not "latest") changes the template: Cloud Run rolls a revision.
-        rolled = run_v2.Service(service)
         ref = cloudrun.make_config_ref(store.secret_name(short), version)
-        for container in rolled.template.containers:
-            container.env = [v for v in container.env if v.name != cloudrun.CONFIG_ENV] + [ref]
-        await self._update(rolled)
+
+        def pin(existing: run_v2.Service) -> run_v2.Service | None:
+            # Pinning the version (not "latest") changes the template: Cloud Run rolls a
+            # revision, and a replica always runs the config version it was started with.
+            if cloudrun.config_ref(existing) == ref:
+                return None
+            rolled = run_v2.Service(existing)
+            rolled.template.revision = ""
+            for container in rolled.template.containers:
+                container.env = [v for v in container.env if v.name != cloudrun.CONFIG_ENV] + [ref]
+            return rolled
+
+        await self._converge_with(patch.namespace, patch.service_id, pin, service)
         return ServiceConfig(patch.service_id, patch.namespace, data, version)
 
     # -- metrics ----------------------------------------------------------------------------
@@ -342,52 +361,41 @@ class GcpProvider(InfrastructureProvider):
         namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 10.0,
     ) -> AsyncGenerator[MetricSample, None]:
-        if self.settings.mode == "gke":
-            samples = self._gke_metrics(service_id, namespace, interval_seconds)
-        else:
-            samples = self._metrics(service_id, namespace, interval_seconds)
-        async with contextlib.aclosing(samples):
-            async for sample in samples:
-                yield sample
-
-    async def _gke_metrics(
-        self, service_id: str, namespace: str, interval: float
-    ) -> AsyncGenerator[MetricSample, None]:
-        gke = await self._gke_provider()
-        async for sample in gke.stream_metrics(
-            service_id, namespace=namespace, interval_seconds=interval
-        ):
-            yield sample
-
-    async def _metrics(
-        self, service_id: str, namespace: str, interval: float
-    ) -> AsyncGenerator[MetricSample, None]:
         await self._get(namespace, service_id)
         clients = await self._connect()
         reader = CloudRunMetrics(
-            clients.monitoring(), self._project, self.settings.region, self.settings.metrics_window
+            clients.monitoring(),
+            self._project,
+            self.settings.region,
+            self.settings.metrics_window,
+            read_timeout=max(interval_seconds, 5.0),
         )
         while True:
-            try:
-                service = await self._get(namespace, service_id)
-                cores, memory = cloudrun.limits(service)
-                sample = await reader.sample(
-                    service.name.rsplit("/", 1)[1],
-                    service_id=service_id,
-                    namespace=namespace,
-                    alias=self.provider_alias,
-                    cpu_cores=cores,
-                    memory_limit=memory,
-                )
-            except InfrastructureProviderError as exc:
-                sample = MetricSample(
-                    service_id=service_id,
-                    namespace=namespace,
-                    provider=self.provider_alias,
-                    timestamp=datetime.now(UTC),
-                    replicas=0,
-                    ok=False,
-                    error=exc.message,
-                )
+            sample = await self._sample(reader, service_id, namespace)
             yield sample
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval_seconds)
+
+    async def _sample(
+        self, reader: CloudRunMetrics, service_id: str, namespace: str
+    ) -> MetricSample:
+        try:
+            service = await self._get(namespace, service_id)
+            cores, memory = cloudrun.limits_of(service)
+            return await reader.sample(
+                service.name.rsplit("/", 1)[1],
+                service_id=service_id,
+                namespace=namespace,
+                alias=self.provider_alias,
+                cpu_cores=cores,
+                memory_limit=memory,
+            )
+        except InfrastructureProviderError as exc:
+            return MetricSample(
+                service_id=service_id,
+                namespace=namespace,
+                provider=self.provider_alias,
+                timestamp=datetime.now(UTC),
+                replicas=0,
+                ok=False,
+                error=exc.message,
+            )
