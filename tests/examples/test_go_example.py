@@ -24,7 +24,7 @@ import pytest
 
 from tests.e2e.processes import marked, wait_until
 from tests.e2e.server_process import ServerProcess, start_server
-from tests.examples.go_env import GO_EXAMPLE, REPO, GoExample, require_go
+from tests.examples.go_env import GO_EXAMPLE, REPO, GoExample, example_lock, require_go
 from tests.examples.secured_server import secured_server
 
 # A cold Go module cache and build cache make the first test wait for the build
@@ -61,6 +61,11 @@ def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_stubs_cover_every_proto(go_example: GoExample) -> None:
     """Every .proto under protos/ got its .pb.go, and every service its _grpc.pb.go."""
+    with example_lock(exclusive=False):
+        check_stubs()
+
+
+def check_stubs() -> None:
     protos = REPO / "protos"
     gen = GO_EXAMPLE / "gen"
     sources = sorted(protos.rglob("*.proto"))
@@ -89,14 +94,15 @@ def test_sources_are_gofmt_and_vet_clean(go_example: GoExample) -> None:
     gofmt = Path(go).with_name("gofmt")
     unformatted = run([str(gofmt), "-l", str(GO_EXAMPLE / "main.go")], timeout=120)
     assert unformatted.returncode == 0 and unformatted.stdout == "", unformatted
-    vetted = subprocess.run(
-        [go, "vet", "."],
-        cwd=GO_EXAMPLE,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    with example_lock(exclusive=False):
+        vetted = subprocess.run(
+            [go, "vet", "."],
+            cwd=GO_EXAMPLE,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     assert vetted.returncode == 0, vetted.stderr
 
 
