@@ -25,6 +25,7 @@ from alphaswarm_core.providers.protocol import (
     DeploymentState,
     InfrastructureProviderUnavailable,
     InvalidSpecError,
+    SettingInvalid,
 )
 
 _CLOUD_RUN_ID = re.compile(r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$")
@@ -130,8 +131,8 @@ def test_settings_read_endpoints_and_validate() -> None:
     assert settings.endpoints["run"] == "127.0.0.1:9000"
     assert settings.endpoints["monitoring"] == "monitoring.example.internal:443"
     assert not settings.emulated, "a non-loopback endpoint keeps TLS and credentials"
-    with pytest.raises(InvalidSpecError) as caught:
+    with pytest.raises(SettingInvalid) as caught:
         settings.validate()
-    assert [v.field for v in caught.value.violations] == ["ALPHASWARM_GCP_GKE_CLUSTER"]
+    assert caught.value.metadata == {"setting": "ALPHASWARM_GCP_GKE_CLUSTER"}
     assert is_loopback("[::1]:8085") and is_loopback("localhost:1")
     assert not is_loopback("run.googleapis.com:443")
