@@ -177,12 +177,10 @@ async def test_error_table_round_trip(inproc: InProcess) -> None:
 
 async def test_per_call_timeout_overrides_the_default(inproc: InProcess) -> None:
     memory = await inproc.memory()
-    memory.hang_seconds = 2.0
-    started = asyncio.get_running_loop().time()
+    memory.hang_seconds = 30.0  # the client's default deadline would wait this out
     with pytest.raises(DeadlineExceeded) as caught:
         await inproc.client.check_health(timeout=0.2)
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert asyncio.get_running_loop().time() - started < 1.5
 
 
 async def test_client_is_reusable_after_close(inproc: InProcess) -> None:
