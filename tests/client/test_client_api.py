@@ -10,6 +10,7 @@ import pytest
 
 from alphaswarm.provider.v1 import types_pb2
 from alphaswarm_client import (
+    NO_RETRY,
     AlphaswarmClient,
     ConfigVersionConflict,
     DeadlineExceeded,
@@ -128,6 +129,7 @@ async def test_stream_errors_are_typed(inproc: InProcess) -> None:
 async def test_error_table_round_trip(inproc: InProcess) -> None:
     """Each row of docs/errors.md, raised by the server, arrives typed with details."""
     client = inproc.client
+    client.retry = NO_RETRY  # each error once, as the server sent it
 
     with pytest.raises(InvalidArgument) as invalid:
         await client.start_deployment(service_id="Bad_Name", command=["sleep", "1"])
