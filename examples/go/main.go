@@ -1,14 +1,16 @@
 // Command alphaswarm-example-go is a Go client for alphaswarm-controller.
 //
 // It starts a `sleep 300` service with 2 replicas on the `local` provider, prints
-// a few StreamMetrics samples, stops the service and exits 0. On a gRPC error it
-// prints the status code and the google.rpc.ErrorInfo reason carried in the
-// status details, stops what it started, and exits 1.
+// a few StreamMetrics samples, stops the service and exits 0. With -attach it only
+// streams the metrics of a service that is already running and leaves it running.
+// On a gRPC error it prints the status code and the google.rpc.Status details
+// (ErrorInfo reason and metadata, BadRequest fields, ResourceInfo, RetryInfo),
+// stops what it started, and exits 1.
 //
 // The gRPC code under gen/ is generated from ../../protos by `buf generate`
 // (see buf.gen.yaml and ../README.md); it is not checked in.
 //
-// Usage: go run . [-target HOST:PORT] [-samples N] [-env KEY=VALUE]...
+// Usage: go run . [-target HOST:PORT] [-samples N] [-attach] [-env KEY=VALUE]...
 package main
 
 import (
@@ -50,7 +52,7 @@ var codeNames = []string{
 
 type options struct {
 	target, token, provider, namespace, service string
-	useTLS                                      bool
+	useTLS, attach                              bool
 	caCert, clientCert, clientKey, serverName   string
 	replicas, samples                           int
 	interval                                    time.Duration
@@ -94,6 +96,7 @@ func parseOptions() options {
 	flag.IntVar(&opts.samples, "samples", 4, "metric samples to print before stopping")
 	flag.DurationVar(&opts.interval, "interval", 500*time.Millisecond, "time between samples")
 	flag.Var(opts.env, "env", "environment variable KEY=VALUE of every replica (repeatable)")
+	flag.BoolVar(&opts.attach, "attach", false, "stream the metrics of a running service; do not start or stop it")
 	flag.Parse()
 	if (opts.clientCert == "") != (opts.clientKey == "") {
 		fmt.Fprintln(os.Stderr, "-client-cert and -client-key go together")
@@ -155,6 +158,10 @@ func describe(method string, err error) string {
 			for _, violation := range d.GetFieldViolations() {
 				lines = append(lines, fmt.Sprintf("  field %s: %s", violation.GetField(), violation.GetDescription()))
 			}
+		case *errdetails.ResourceInfo:
+			lines = append(lines, fmt.Sprintf("  resource %s: %s", d.GetResourceType(), d.GetResourceName()))
+		case *errdetails.RetryInfo:
+			lines = append(lines, fmt.Sprintf("  retry after %s", d.GetRetryDelay().AsDuration()))
 		}
 	}
 	return strings.Join(lines, "\n")
@@ -233,24 +240,28 @@ func run(opts options) int {
 	}
 	fmt.Printf("target %s, provider %s\n", opts.target, opts.provider)
 
-	failed := false
-	spec := &providerv1.DeploymentSpec{
-		ServiceId: opts.service,
-		Namespace: opts.namespace,
-		Command:   []string{"sleep", "300"},
-		Replicas:  int32(opts.replicas),
-		Env:       opts.env,
-		Labels:    map[string]string{"app.kubernetes.io/managed-by": "alphaswarm-example-go"},
+	if !opts.attach {
+		unary, cancel := context.WithTimeout(ctx, unaryTimeout)
+		started, err := client.StartDeployment(unary, &providerv1.StartDeploymentRequest{
+			Provider: opts.provider,
+			Spec: &providerv1.DeploymentSpec{
+				ServiceId: opts.service,
+				Namespace: opts.namespace,
+				Command:   []string{"sleep", "300"},
+				Replicas:  int32(opts.replicas),
+				Env:       opts.env,
+				Labels:    map[string]string{"app.kubernetes.io/managed-by": "alphaswarm-example-go"},
+			},
+		})
+		cancel()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, describe("StartDeployment", err))
+			return 1
+		}
+		fmt.Println(statusLine("started", started.GetStatus()))
 	}
-	unary, cancel := context.WithTimeout(ctx, unaryTimeout)
-	started, err := client.StartDeployment(unary, &providerv1.StartDeploymentRequest{Provider: opts.provider, Spec: spec})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, describe("StartDeployment", err))
-		return 1
-	}
-	fmt.Println(statusLine("started", started.GetStatus()))
 
+	failed := false
 	seen, err := streamMetrics(ctx, client, &providerv1.StreamMetricsRequest{
 		Provider:  opts.provider,
 		ServiceId: opts.service,
@@ -263,9 +274,15 @@ func run(opts options) int {
 	} else {
 		fmt.Printf("received %d samples\n", seen)
 	}
+	if opts.attach { // the service is someone else's: leave it as it was
+		if failed {
+			return 1
+		}
+		return 0
+	}
 
 	// Stop even after a failed stream: the example must not leave replicas behind.
-	unary, cancel = context.WithTimeout(ctx, unaryTimeout)
+	unary, cancel := context.WithTimeout(ctx, unaryTimeout)
 	stopped, err := client.StopDeployment(unary, &providerv1.StopDeploymentRequest{
 		Provider: opts.provider, ServiceId: opts.service, Namespace: opts.namespace,
 	})

@@ -49,6 +49,8 @@ class RunningServer:
     settings: ServerSettings
     observability: Observability | None = None
     audit: Audit | None = None
+    streams: StreamLimit | None = None
+    """The server-wide count of open ProviderService streams (``streams.open``)."""
 
     @property
     def metrics_port(self) -> int | None:
@@ -74,7 +76,9 @@ def _provider_env(settings: ServerSettings, env: Mapping[str, str]) -> dict[str,
     return merged
 
 
-def _layers(settings: ServerSettings, observability: Observability, audit: Audit) -> list[Layer]:
+def _layers(
+    settings: ServerSettings, observability: Observability, audit: Audit, streams: StreamLimit
+) -> list[Layer]:
     """Outermost first. Telemetry sees every final status; errors map whatever the
     layers inside raise; audit records mutating calls, authenticated or not, and lets
     them finish when their caller leaves; the budget bounds every unary call; the
@@ -91,7 +95,7 @@ def _layers(settings: ServerSettings, observability: Observability, audit: Audit
     layers.append(ScopeResolution(settings.default_provider))
     if settings.tokens_file is not None:
         layers.append(ScopeAuthorization())
-    layers.append(StreamLimit(settings.max_streams))
+    layers.append(streams)
     return layers
 
 
@@ -117,10 +121,11 @@ async def start_server(
     shutdown = ShutdownSignal()
     observability.start()  # before the gRPC server exists: a taken port leaves nothing behind
     audit = Audit()
+    streams = StreamLimit(settings.max_streams)
     protect_reflection = settings.reflection == "auth" and settings.tokens_file is not None
     interceptor = LayeredInterceptor(
         method_table(protect_reflection),
-        _layers(settings, observability, audit),
+        _layers(settings, observability, audit, streams),
         CallSetup(settings.call_timeout_seconds),
     )
     server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
@@ -148,7 +153,9 @@ async def start_server(
         transport,
         settings.default_provider,
     )
-    return RunningServer(server, port, pool, reporter, shutdown, settings, observability, audit)
+    return RunningServer(
+        server, port, pool, reporter, shutdown, settings, observability, audit, streams
+    )
 
 
 async def serve(settings: ServerSettings) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 import secrets
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import pytest
 from tests.e2e.processes import marked, wait_until
 from tests.e2e.server_process import ServerProcess, start_server
 from tests.examples.node_env import NodeExample
+from tests.examples.secured_server import secured_server
 
 pytestmark = pytest.mark.e2e
 
@@ -130,12 +129,11 @@ def test_unknown_provider_prints_not_found_and_its_metadata(
 
 
 def test_unreachable_server_is_unavailable_without_details(node_example: NodeExample) -> None:
-    started = time.monotonic()
     result = run(node_example.command("--target", "127.0.0.1:1"))
     assert result.returncode == 1, result
+    # UNAVAILABLE, not DEADLINE_EXCEEDED: it failed at once instead of waiting out a deadline.
     assert "error: StartDeployment failed: UNAVAILABLE (14)" in result.stderr
     assert "reason:" not in result.stderr
-    assert time.monotonic() - started < 30, "fails fast instead of waiting for the deadline"
 
 
 def test_bad_arguments_exit_2_with_usage(node_example: NodeExample) -> None:
@@ -146,38 +144,11 @@ def test_bad_arguments_exit_2_with_usage(node_example: NodeExample) -> None:
 
 def test_mtls_and_bearer_token(node_example: NodeExample, tmp_path: Path) -> None:
     """The README's secured server: TLS with client certificates plus a bearer token."""
-    server_cmd = [sys.executable, "-m", "alphaswarm_controller"]
-    certs = tmp_path / "certs"
-    made = run([*server_cmd, "make-dev-certs", str(certs)])
-    assert made.returncode == 0, made.stderr
-    token = "asw_" + secrets.token_urlsafe(32)
-    hashed = subprocess.run(
-        [*server_cmd, "hash-token"],
-        input=token,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert hashed.returncode == 0, hashed.stderr
-    tokens = tmp_path / "tokens.yaml"
-    tokens.write_text(
-        f"tokens:\n  - name: deployer\n    sha256: {hashed.stdout.strip()}\n"
-        "    role: operator\n    namespaces: [demo]\n"
-    )
-    secured = start_server(
-        tmp_path / "state",
-        {
-            "ALPHASWARM_CP_TLS_CERT": str(certs / "server.pem"),
-            "ALPHASWARM_CP_TLS_KEY": str(certs / "server-key.pem"),
-            "ALPHASWARM_CP_TLS_CLIENT_CA": str(certs / "ca.pem"),
-            "ALPHASWARM_CP_TOKENS_FILE": str(tokens),
-        },
-    )
-    try:
+    with secured_server(tmp_path) as secured:
+        certs = secured.certs
         tls = [
             "--target",
-            "localhost:" + secured.address.rsplit(":", 1)[1],
+            secured.localhost_target,
             "--ca-cert",
             str(certs / "ca.pem"),
             "--client-cert",
@@ -189,9 +160,10 @@ def test_mtls_and_bearer_token(node_example: NodeExample, tmp_path: Path) -> Non
             "--samples",
             "2",
         ]
+        token = secured.token
         tag = secrets.token_hex(8)
         ok = run(node_example.command(*tls, "--token", token, "--env", f"{MARKER}={tag}"))
-        assert ok.returncode == 0, f"{ok.stdout}\n{ok.stderr}\n{secured.log}"
+        assert ok.returncode == 0, f"{ok.stdout}\n{ok.stderr}\n{secured.server.log}"
         assert "state=DEPLOYMENT_STATE_STOPPED" in ok.stdout
         assert not marked(MARKER, tag)
 
@@ -205,5 +177,3 @@ def test_mtls_and_bearer_token(node_example: NodeExample, tmp_path: Path) -> Non
         assert elsewhere.returncode == 1
         assert "PERMISSION_DENIED (7)" in elsewhere.stderr
         assert token not in elsewhere.stderr + elsewhere.stdout
-    finally:
-        assert secured.terminate() == 0, secured.log

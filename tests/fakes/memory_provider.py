@@ -50,6 +50,8 @@ class MemoryProvider(InfrastructureProvider):
         self.calls: list[str] = []
         self.failures: dict[str, BaseException] = {}
         """Method name -> error raised by that method's next call."""
+        self.repeated_failures: dict[str, list[BaseException]] = {}
+        """Method name -> errors raised by its next calls, one per call, in order."""
         self.hang_seconds = 0.0
         self.opened = False
         self.open_streams = 0
@@ -68,6 +70,8 @@ class MemoryProvider(InfrastructureProvider):
         if self.hang_seconds:
             await asyncio.sleep(self.hang_seconds)
         error = self.failures.pop(name, None)
+        if error is None and self.repeated_failures.get(name):
+            error = self.repeated_failures[name].pop(0)
         if error is not None:
             raise error
 
