@@ -99,14 +99,26 @@ async def test_scoped_token_stays_in_its_namespaces_and_providers(secured: Runni
             stub.StartDeployment(start_request("team-a", "configless"), metadata=scoped)
         )
         assert other_provider[0] is grpc.StatusCode.PERMISSION_DENIED
-        everything = await code_of(
-            stub.ListDeployments(pb.ListDeploymentsRequest(), metadata=scoped)
-        )
-        assert everything[0] is grpc.StatusCode.PERMISSION_DENIED
         mine = await stub.ListDeployments(
             pb.ListDeploymentsRequest(namespace="team-a"), metadata=scoped
         )
         assert [d.service_id for d in mine.deployments] == ["web"]
+        # Across every namespace, a scoped token sees its own namespaces only.
+        await stub.StartDeployment(start_request("team-b"), metadata=auth(TOKENS["admin"]))
+        everywhere = await stub.ListDeployments(pb.ListDeploymentsRequest(), metadata=scoped)
+        assert {d.namespace for d in everywhere.deployments} == {"team-a"}
+        unscoped = await stub.ListDeployments(
+            pb.ListDeploymentsRequest(), metadata=auth(TOKENS["admin"])
+        )
+        assert {d.namespace for d in unscoped.deployments} == {"team-a", "team-b"}
+        watch = stub.WatchDeployments(pb.WatchDeploymentsRequest(), metadata=scoped)
+        seen = set()
+        async for event in watch:
+            if event.event == types.DEPLOYMENT_EVENT_INITIAL_SNAPSHOT_DONE:
+                break
+            seen.add(event.status.namespace)
+        watch.cancel()
+        assert seen == {"team-a"}
 
 
 async def test_health_stays_open(secured: RunningServer) -> None:

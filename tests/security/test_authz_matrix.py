@@ -49,6 +49,9 @@ EXPECTED_ACCESS: dict[str, tuple[int, str]] = {
     "ApplyConfig": (OPERATOR, "namespace"),
     "StreamMetrics": (VIEWER, "namespace"),
     "WatchDeployment": (VIEWER, "namespace"),
+    "StreamLogs": (VIEWER, "namespace"),
+    "DeleteDeployment": (OPERATOR, "namespace"),
+    "WatchDeployments": (VIEWER, "namespace_or_all"),
 }
 SCOPES = {
     access_pb2.SCOPE_SERVER: "server",
@@ -126,8 +129,9 @@ def expected_refusal(caller: Caller, method: str, variant: Variant) -> tuple[str
         return denied
     if scope == "provider" or caller.namespaces is None:
         return None
-    namespace = variant.namespace or ("default" if scope == "namespace" else "")
-    # An empty namespace on a namespace-wide call means every namespace.
+    if scope == "namespace_or_all" and not variant.namespace:
+        return None  # every namespace the caller may see (the answer shows only those)
+    namespace = variant.namespace or "default"
     return None if namespace in caller.namespaces else denied
 
 

@@ -296,6 +296,86 @@ class MetricSample:
     extra: Mapping[str, float] = field(default_factory=dict)
 
 
+MAX_LOG_LINE_BYTES = 16 * 1024
+"""A log line longer than this is cut there (``LogEntry.truncated``)."""
+MAX_TAIL_LINES = 10_000
+"""The most retained lines per replica a StreamLogs call sends before following."""
+
+
+class LogStreamKind(enum.StrEnum):
+    """Which output of a replica a line came from."""
+
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    UNSPECIFIED = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One line a replica wrote, without its newline."""
+
+    instance_id: str
+    time: datetime
+    text: str
+    stream: LogStreamKind = LogStreamKind.UNSPECIFIED
+    truncated: bool = False
+
+    @classmethod
+    def bounded(
+        cls,
+        instance_id: str,
+        time: datetime,
+        raw: str | bytes,
+        stream: LogStreamKind = LogStreamKind.UNSPECIFIED,
+    ) -> LogEntry:
+        """An entry from a raw line: newline stripped, undecodable bytes replaced, and
+        cut at ``MAX_LOG_LINE_BYTES`` (marked ``truncated``)."""
+        data = raw if isinstance(raw, bytes) else raw.encode()
+        data = data.rstrip(b"\r\n")
+        truncated = len(data) > MAX_LOG_LINE_BYTES
+        text = data[:MAX_LOG_LINE_BYTES].decode("utf-8", "replace")
+        return cls(instance_id, time, text, stream, truncated)
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    """What a StreamLogs call asks for (validated)."""
+
+    follow: bool = False
+    tail_lines: int = 0
+    """The last N lines per replica; 0 = every retained line (up to MAX_TAIL_LINES)."""
+    since: datetime | None = None
+    instance_id: str = ""
+
+    @property
+    def tail(self) -> int:
+        """How many retained lines per replica to send at most."""
+        return self.tail_lines or MAX_TAIL_LINES
+
+    def wants(self, entry: LogEntry) -> bool:
+        """Whether ``entry`` passes the instance and time filters."""
+        if self.instance_id and entry.instance_id != self.instance_id:
+            return False
+        return self.since is None or entry.time >= self.since
+
+
+class EventKind(enum.StrEnum):
+    """What happened to a deployment, in a namespace-wide watch."""
+
+    ADDED = "added"
+    MODIFIED = "modified"
+    DELETED = "deleted"
+    SNAPSHOT_DONE = "snapshot_done"
+    """Every deployment that existed when the watch began was sent as ADDED."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentEvent:
+    kind: EventKind
+    status: DeploymentStatus | None = None
+    """None only for SNAPSHOT_DONE."""
+
+
 def is_secret_key(key: str) -> bool:
     return key.startswith(SECRET_PREFIX)
 
