@@ -96,6 +96,8 @@ refused with a clear error: the cluster needs local accounts.
 
 from __future__ import annotations
 
-from .provider import AzureProvider
+from .aci_provider import AciProvider
+from .aks_provider import AksProvider
+from .backend import select_backend
 
-__all__ = ["AzureProvider"]
+__all__ = ["AciProvider", "AksProvider", "select_backend"]
