@@ -20,6 +20,7 @@ from alphaswarm_core.providers.protocol import (
     BackendQuotaExceeded,
     BackendRejectedError,
     BackendUnavailableError,
+    ConfigMapPatch,
     DeploymentSpec,
     DeploymentState,
     DeploymentStatus,
@@ -264,8 +265,9 @@ async def test_short_throttling_and_5xx_are_retried_a_bounded_number_of_times(
 
 async def test_operations_on_a_group_still_provisioning_are_retried_until_it_settles() -> None:
     # ACI answers 409 to stop/start/tag updates while the group is being provisioned:
-    # scale to 0 right after start must wait that out, not fail.
-    with ArmEmulator(provision_delay=1.0) as arm:
+    # scale to 0 right after start must wait that out, not fail. (2.5 s: the stop comes
+    # well within it; the 6 attempts' backoff spans at least 3.9 s.)
+    with ArmEmulator(provision_delay=2.5) as arm:
         provider = make_provider(arm, AciProvider)
         await provider.start(spec("young", 1))
         stopped = await provider.scale("young", 0, namespace="team")
@@ -287,6 +289,42 @@ async def test_a_conflict_that_never_clears_is_reported_after_bounded_attempts(
     assert caught.value.code == "ABORTED"
     assert "still changing" in caught.value.message
     assert arm.faults.count(STOP) == CONFLICT_ATTEMPTS
+
+
+async def _lifecycle(arm: ArmEmulator) -> None:
+    provider = make_provider(arm, AciProvider)
+    await provider.start(spec("life", 3))
+    await wait_for(provider, "life", "team", ready(3), timeout=30)
+    await provider.scale("life", 5, namespace="team")
+    await wait_for(provider, "life", "team", ready(5), timeout=30)
+    await provider.apply_config(ConfigMapPatch("life", "team", set={"K": "v"}))
+    await provider.scale("life", 1, namespace="team")
+    await provider.stop("life", namespace="team")
+    await provider.start(spec("life", 2))
+    await wait_for(provider, "life", "team", ready(2), timeout=30)
+    await provider.close()
+
+
+WRITES = ("PUT", "DELETE", "POST", "PATCH")
+
+
+async def test_throttling_and_5xx_throughout_cost_one_request_per_fault() -> None:
+    """Under background faults the same lifecycle succeeds, and each refused write is
+    sent again exactly once more: no loop spins on them."""
+    with ArmEmulator() as clean:
+        await _lifecycle(clean)
+        clean_writes = sum(clean.counts()[m] for m in WRITES)
+    with ArmEmulator() as arm:
+        arm.faults.background(Kind.THROTTLED, every=5)
+        arm.faults.background(Kind.UNAVAILABLE, every=7)
+        await _lifecycle(arm)
+        failed_writes = sum(
+            count
+            for operation, count in arm.faults.failed.items()
+            if not operation.endswith(("_Get", "_ListByResourceGroup", "_AsyncOperation"))
+        )
+        assert failed_writes > 0, "the background faults hit no write"
+        assert sum(arm.counts()[m] for m in WRITES) == clean_writes + failed_writes
 
 
 async def test_memory_is_rounded_up_to_acis_step_and_said_so(

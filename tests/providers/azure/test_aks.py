@@ -5,6 +5,7 @@ API emulator over TLS with a bearer token."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from alphaswarm_controller.providers.azure.aks import parse_kubeconfig
 from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
 from alphaswarm_core.providers.protocol import (
     BackendRejectedError,
+    DeploymentStatus,
     InfrastructureProviderUnavailable,
     SettingInvalid,
 )
@@ -83,6 +85,7 @@ async def test_watch_is_a_kubernetes_watch_not_polling(
     await aks_provider.start(spec_factory("web", namespace, replicas=1))
     await wait_for(aks_provider, "web", namespace, ready(1), timeout=30)
     watch = aks_provider.watch("web", namespace=namespace, interval_seconds=0.05)
+    pending: asyncio.Future[DeploymentStatus] | None = None
     try:
         async with asyncio.timeout(30):
             first = await anext(watch)
@@ -100,6 +103,10 @@ async def test_watch_is_a_kubernetes_watch_not_polling(
             while status.desired_replicas != 2:
                 status = await anext(watch)
     finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
         await watch.aclose()
     # scale read it once itself; the watch may (re)list once. 40 polls at 0.05 s would be
     # 40 reads in the 2 s this takes at least on a loaded machine.
