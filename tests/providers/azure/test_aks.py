@@ -150,6 +150,15 @@ async def test_an_unknown_cluster_is_a_setting_error_not_a_missing_deployment(
     await provider.close()
 
 
+async def test_a_missing_resource_group_names_its_setting(aks_arm: ArmEmulator) -> None:
+    env = aks_env(aks_arm, ALPHASWARM_AZURE_RESOURCE_GROUP="nope")
+    provider = make_provider(aks_arm, AksProvider, env=env)
+    with pytest.raises(SettingInvalid) as caught:
+        await provider.list_deployments()
+    assert caught.value.setting == "ALPHASWARM_AZURE_RESOURCE_GROUP"
+    await provider.close()
+
+
 async def test_aks_mode_needs_a_cluster_name(aks_arm: ArmEmulator) -> None:
     env = aks_env(aks_arm)
     del env["ALPHASWARM_AZURE_AKS_CLUSTER"]

@@ -138,6 +138,10 @@ class AksProvider(KubernetesProvider):
         except ResourceNotFoundError as error:
             # A missing cluster is the operator's setting, not a missing deployment (the
             # kubernetes code reads NOT_FOUND from its own calls as "no such object").
+            if "resource_group" in error.metadata:
+                raise SettingInvalid(
+                    self.setting_name("RESOURCE_GROUP"), f"names no resource group: {error.message}"
+                ) from error
             raise SettingInvalid(
                 self.setting_name("AKS_CLUSTER"),
                 f"is {settings.aks_cluster!r}, which is not an AKS cluster in resource group "
