@@ -16,7 +16,7 @@ kubernetes provider itself.
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -88,7 +88,7 @@ class AksProvider(KubernetesProvider):
         self.access = AzureAccess(self, "aks", credential, client_options)
         self._via_arm = connection is None
         """Whether the connection comes from ARM (the registry's way) or was given."""
-        self._connect_lock = threading.Lock()
+        self._connect_lock = asyncio.Lock()
 
     @classmethod
     def from_connection(
@@ -115,14 +115,14 @@ class AksProvider(KubernetesProvider):
         if self._via_arm:
             self.access.settings  # noqa: B018 - reading them raises SettingInvalid
 
-    # The one hook taken from KubernetesProvider: it resolves its cluster lazily, in a
-    # worker thread, through _resolve_blocking. The connection is learnt there first.
-    def _resolve_blocking(self) -> ResolvedCluster:
+    # The one hook taken from KubernetesProvider (the same the GKE class takes): every call
+    # reaches its cluster through _resolved; the connection is learnt from ARM first.
+    async def _resolved(self) -> ResolvedCluster:
         if self.connection is None:
-            with self._connect_lock:
+            async with self._connect_lock:
                 if self.connection is None:
-                    self.connection = self._fetch_connection()
-        return super()._resolve_blocking()
+                    self.connection = await self.run_blocking(self._fetch_connection)
+        return await super()._resolved()
 
     def _fetch_connection(self) -> ClusterConnection:
         """One ARM call (blocking, on the runner): the cluster user's kubeconfig."""
