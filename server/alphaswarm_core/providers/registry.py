@@ -98,7 +98,7 @@ BUILTIN_PROVIDERS: tuple[LazyProvider, ...] = (
     ),
     LazyProvider(
         "azure",
-        "alphaswarm_controller.providers.azure:AzureProvider",
+        "alphaswarm_controller.providers.azure:select_backend",
         ProviderKind.AZURE,
         extra="azure",
         sdk_modules=("azure.identity", "azure.mgmt.containerinstance"),

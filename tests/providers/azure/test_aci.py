@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from alphaswarm_controller.providers.azure import AzureProvider
-from alphaswarm_controller.providers.azure.aci import TAG_STOPPED
+from alphaswarm_controller.providers.azure import AciProvider
+from alphaswarm_controller.providers.azure.aci import TAG_SIZING, TAG_STOPPED
+from alphaswarm_controller.providers.azure.retry import CONFLICT_ATTEMPTS, RETRY_TOTAL
 from alphaswarm_core.providers.protocol import (
+    BackendConflictError,
     BackendPermissionDenied,
     BackendQuotaExceeded,
     BackendRejectedError,
     BackendUnavailableError,
+    ConfigMapPatch,
     DeploymentSpec,
     DeploymentState,
     DeploymentStatus,
@@ -29,23 +32,20 @@ from alphaswarm_core.providers.protocol import (
 from alphaswarm_core.testing import ready, wait_for
 from tests.fakes.arm_emulator import ArmEmulator
 from tests.fakes.arm_testing import make_provider
+from tests.fakes.faults import Kind
 
-IMAGE = "mcr.microsoft.com/azuredocs/aci-helloworld:latest"
+from .conftest import IMAGE
+
 GROUPS = r"/containerGroups"
+PUT = "arm:ContainerGroups_CreateOrUpdate"
+LIST = "arm:ContainerGroups_ListByResourceGroup"
+STOP = "arm:ContainerGroups_Stop"
 
 
 @pytest.fixture
 def arm() -> Iterator[ArmEmulator]:
-    emulator = ArmEmulator(page_size=2).start()
-    yield emulator
-    emulator.close()
-
-
-@pytest.fixture
-async def provider(arm: ArmEmulator) -> AsyncIterator[AzureProvider]:
-    provider = make_provider(arm)
-    yield provider
-    await provider.close()
+    with ArmEmulator(page_size=2) as emulator:
+        yield emulator
 
 
 def spec(service: str, replicas: int = 1, **kwargs: object) -> DeploymentSpec:
@@ -59,7 +59,7 @@ def body(arm: ArmEmulator, name: str) -> dict[str, object]:
 
 
 async def test_start_creates_tagged_container_groups(
-    arm: ArmEmulator, provider: AzureProvider
+    arm: ArmEmulator, provider: AciProvider
 ) -> None:
     await provider.start(
         spec(
@@ -89,14 +89,14 @@ async def test_start_creates_tagged_container_groups(
     assert props["restartPolicy"] == "Always"
 
 
-async def test_start_twice_sends_no_writes(arm: ArmEmulator, provider: AzureProvider) -> None:
+async def test_start_twice_sends_no_writes(arm: ArmEmulator, provider: AciProvider) -> None:
     await provider.start(spec("api", 2))
     arm.reset_counts()
     await provider.start(spec("api", 2))
     assert arm.count("PUT") == arm.count("DELETE") == arm.count("POST") == 0
 
 
-async def test_changed_spec_recreates_groups(arm: ArmEmulator, provider: AzureProvider) -> None:
+async def test_changed_spec_recreates_groups(arm: ArmEmulator, provider: AciProvider) -> None:
     await provider.start(spec("api", 2, env={"V": "1"}))
     arm.reset_counts()
     await provider.start(spec("api", 2, env={"V": "2"}))
@@ -107,7 +107,7 @@ async def test_changed_spec_recreates_groups(arm: ArmEmulator, provider: AzurePr
 
 
 async def test_list_deployments_is_one_paged_listing(
-    arm: ArmEmulator, provider: AzureProvider
+    arm: ArmEmulator, provider: AciProvider
 ) -> None:
     for name in ("a", "b", "c"):
         await provider.start(spec(name, 2))
@@ -120,7 +120,7 @@ async def test_list_deployments_is_one_paged_listing(
     assert arm.count("GET", GROUPS + "$") == 3
 
 
-async def test_stop_keeps_first_group_stopped(arm: ArmEmulator, provider: AzureProvider) -> None:
+async def test_stop_keeps_first_group_stopped(arm: ArmEmulator, provider: AciProvider) -> None:
     await provider.start(spec("job", 3))
     await wait_for(provider, "job", "team", ready(3), timeout=10)
     arm.reset_counts()
@@ -129,17 +129,17 @@ async def test_stop_keeps_first_group_stopped(arm: ArmEmulator, provider: AzureP
     assert arm.count("DELETE", GROUPS) == 2
     assert arm.count("GET", r"/operations/") >= 2, "deletes are polled to completion"
     assert arm.store.names() == ["team-job-0"]
-    assert arm.store.groups["team-job-0"].stopped
+    assert arm.store.is_stopped("team-job-0")
     assert body(arm, "team-job-0")["tags"][TAG_STOPPED] == "true"  # type: ignore[index]
     listed = await provider.list_deployments(namespace="team")
     assert [(s.service_id, s.state) for s in listed] == [("job", DeploymentState.STOPPED)]
     await provider.scale("job", 2, namespace="team")
     await wait_for(provider, "job", "team", ready(2), timeout=10)
-    assert not arm.store.groups["team-job-0"].stopped
+    assert not arm.store.is_stopped("team-job-0")
 
 
 async def test_scale_creates_concurrently_within_the_bound(arm: ArmEmulator) -> None:
-    provider = make_provider(arm, ALPHASWARM_AZURE_MAX_PARALLEL="3")
+    provider = make_provider(arm, AciProvider, ALPHASWARM_AZURE_MAX_PARALLEL="3")
     await provider.start(spec("burst", 1))
     arm.response_delay = {"PUT": 0.15, "DELETE": 0.15}
     status = await provider.scale("burst", 8, namespace="team")
@@ -153,16 +153,16 @@ async def test_scale_creates_concurrently_within_the_bound(arm: ArmEmulator) -> 
 
 
 async def test_failed_scale_up_deletes_what_it_created(
-    arm: ArmEmulator, provider: AzureProvider
+    arm: ArmEmulator, provider: AciProvider
 ) -> None:
     await provider.start(spec("q", 1))
-    arm.inject(
-        "PUT",
-        r"/team-q-3$",
-        409,
-        "ContainerGroupQuotaReached",
-        "Resource type 'Microsoft.ContainerInstance/containerGroups' container group quota "
-        "'StandardCores' exceeded in region 'westeurope'.",
+    arm.faults.inject(
+        PUT,
+        Kind.CONFLICT,
+        code="ContainerGroupQuotaReached",
+        message="Resource type 'Microsoft.ContainerInstance/containerGroups' container group "
+        "quota 'StandardCores' exceeded in region 'westeurope'.",
+        match=r"/team-q-3$",
     )
     with pytest.raises(BackendQuotaExceeded) as caught:
         await provider.scale("q", 5, namespace="team")
@@ -179,6 +179,8 @@ async def test_failed_scale_up_deletes_what_it_created(
         ({"resources": Resources(cpu="5")}, "spec.resources.cpu"),
         ({"resources": Resources(cpu="50m")}, "spec.resources.cpu"),
         ({"resources": Resources(memory="32Gi")}, "spec.resources.memory"),
+        # 16.05 GiB rounds up to 16.1 GB, past the 16 GB of a container group.
+        ({"resources": Resources(memory="16436Mi")}, "spec.resources.memory"),
         ({"service_id": "a--b"}, "spec.service_id"),
         ({"service_id": "s" * 60}, "spec.service_id"),
         ({"labels": {"app.kubernetes.io/name": "x"}}, "spec.labels['app.kubernetes.io/name']"),
@@ -191,7 +193,7 @@ async def test_failed_scale_up_deletes_what_it_created(
     ],
 )
 async def test_bad_specs_fail_before_any_call(
-    arm: ArmEmulator, provider: AzureProvider, kwargs: dict[str, object], field: str
+    arm: ArmEmulator, provider: AciProvider, kwargs: dict[str, object], field: str
 ) -> None:
     fields: dict[str, object] = {"service_id": "bad", **kwargs}
     service = str(fields.pop("service_id"))
@@ -201,9 +203,7 @@ async def test_bad_specs_fail_before_any_call(
     assert arm.requests == []
 
 
-async def test_scale_beyond_name_limit_is_invalid(
-    arm: ArmEmulator, provider: AzureProvider
-) -> None:
+async def test_scale_beyond_name_limit_is_invalid(arm: ArmEmulator, provider: AciProvider) -> None:
     service = "s" * 56  # "team-" + 56 + "-9" is 63 characters, "-10" one too many
     await provider.start(spec(service, 1))
     arm.reset_counts()
@@ -213,15 +213,11 @@ async def test_scale_beyond_name_limit_is_invalid(
     assert arm.requests == []
 
 
-async def test_authorization_failed_names_the_role(
-    arm: ArmEmulator, provider: AzureProvider
-) -> None:
-    arm.inject(
-        "PUT",
-        GROUPS,
-        403,
-        "AuthorizationFailed",
-        "The client 'x' does not have authorization to perform action "
+async def test_authorization_failed_names_the_role(arm: ArmEmulator, provider: AciProvider) -> None:
+    arm.faults.inject(
+        PUT,
+        Kind.DENIED,
+        message="The client 'x' does not have authorization to perform action "
         "'Microsoft.ContainerInstance/containerGroups/write'.",
     )
     with pytest.raises(BackendPermissionDenied) as caught:
@@ -231,21 +227,122 @@ async def test_authorization_failed_names_the_role(
     assert caught.value.code == "PERMISSION_DENIED"
 
 
-async def test_throttling_is_unavailable_with_retry_after(
-    arm: ArmEmulator, provider: AzureProvider
+async def test_a_long_retry_after_goes_back_to_the_caller_at_once(
+    arm: ArmEmulator, provider: AciProvider
 ) -> None:
     await provider.start(spec("busy", 1))
-    arm.inject(
-        "GET", GROUPS + "$", 429, "TooManyRequests", "throttled", headers={"Retry-After": "7"}
-    )
+    arm.faults.inject(LIST, Kind.THROTTLED, retry_after=7)
+    before = arm.faults.count(LIST)
     with pytest.raises(BackendUnavailableError) as caught:
         await provider.status("busy", namespace="team")
     assert caught.value.code == "UNAVAILABLE"
     assert caught.value.retry_after_seconds == 7.0
+    assert arm.faults.count(LIST) == before + 1, "7 s is longer than the provider waits itself"
     assert (await provider.status("busy", namespace="team")).desired_replicas == 1
 
 
-async def test_status_reads_instance_views(arm: ArmEmulator, provider: AzureProvider) -> None:
+async def test_short_throttling_and_5xx_are_retried_a_bounded_number_of_times(
+    arm: ArmEmulator, provider: AciProvider
+) -> None:
+    await provider.start(spec("flaky", 1))
+    await wait_for(provider, "flaky", "team", ready(1), timeout=10)
+    arm.faults.inject(LIST, Kind.THROTTLED, times=2, retry_after=0.05)
+    before = arm.faults.count(LIST)
+    assert (await provider.status("flaky", namespace="team")).desired_replicas == 1
+    assert arm.faults.count(LIST) == before + 3
+    # POST is retried on 503 too (ARM did not act on it); a stop still happens once.
+    arm.faults.inject(STOP, Kind.UNAVAILABLE, times=1)
+    stopped = await provider.stop("flaky", namespace="team")
+    assert stopped.state is DeploymentState.STOPPED
+    assert arm.faults.count(STOP) == 2
+    # A 503 that never ends stops after the policy's attempts.
+    arm.faults.inject(LIST, Kind.UNAVAILABLE, times=0)
+    before = arm.faults.count(LIST)
+    with pytest.raises(BackendUnavailableError):
+        await provider.status("flaky", namespace="team")
+    assert arm.faults.count(LIST) - before == 1 + RETRY_TOTAL
+
+
+async def test_operations_on_a_group_still_provisioning_are_retried_until_it_settles() -> None:
+    # ACI answers 409 to stop/start/tag updates while the group is being provisioned:
+    # scale to 0 right after start must wait that out, not fail. (2.5 s: the stop comes
+    # well within it; the 6 attempts' backoff spans at least 3.9 s.)
+    with ArmEmulator(provision_delay=2.5) as arm:
+        provider = make_provider(arm, AciProvider)
+        await provider.start(spec("young", 1))
+        stopped = await provider.scale("young", 0, namespace="team")
+        assert stopped.state is DeploymentState.STOPPED
+        conflicts = arm.faults.count("arm:ContainerGroups_Update")
+        assert 2 <= conflicts <= CONFLICT_ATTEMPTS, "refused at least once, retried, bounded"
+        assert arm.store.is_stopped("team-young-0")
+        await provider.close()
+
+
+async def test_a_conflict_that_never_clears_is_reported_after_bounded_attempts(
+    arm: ArmEmulator, provider: AciProvider
+) -> None:
+    await provider.start(spec("stuck", 1))
+    await wait_for(provider, "stuck", "team", ready(1), timeout=10)
+    arm.faults.inject(STOP, Kind.CONFLICT, times=0)
+    with pytest.raises(BackendConflictError) as caught:
+        await provider.stop("stuck", namespace="team")
+    assert caught.value.code == "ABORTED"
+    assert "still changing" in caught.value.message
+    assert arm.faults.count(STOP) == CONFLICT_ATTEMPTS
+
+
+async def _lifecycle(arm: ArmEmulator) -> None:
+    provider = make_provider(arm, AciProvider)
+    await provider.start(spec("life", 3))
+    await wait_for(provider, "life", "team", ready(3), timeout=30)
+    await provider.scale("life", 5, namespace="team")
+    await wait_for(provider, "life", "team", ready(5), timeout=30)
+    await provider.apply_config(ConfigMapPatch("life", "team", set={"K": "v"}))
+    await provider.scale("life", 1, namespace="team")
+    await provider.stop("life", namespace="team")
+    await provider.start(spec("life", 2))
+    await wait_for(provider, "life", "team", ready(2), timeout=30)
+    await provider.close()
+
+
+WRITES = ("PUT", "DELETE", "POST", "PATCH")
+
+
+async def test_throttling_and_5xx_throughout_cost_one_request_per_fault() -> None:
+    """Under background faults the same lifecycle succeeds, and each refused write is
+    sent again exactly once more: no loop spins on them."""
+    with ArmEmulator() as clean:
+        await _lifecycle(clean)
+        clean_writes = sum(clean.counts()[m] for m in WRITES)
+    with ArmEmulator() as arm:
+        arm.faults.background(Kind.THROTTLED, every=5)
+        arm.faults.background(Kind.UNAVAILABLE, every=7)
+        await _lifecycle(arm)
+        failed_writes = sum(
+            count
+            for operation, count in arm.faults.failed.items()
+            if not operation.endswith(("_Get", "_ListByResourceGroup", "_AsyncOperation"))
+        )
+        assert failed_writes > 0, "the background faults hit no write"
+        assert sum(arm.counts()[m] for m in WRITES) == clean_writes + failed_writes
+
+
+async def test_memory_is_rounded_up_to_acis_step_and_said_so(
+    arm: ArmEmulator, provider: AciProvider
+) -> None:
+    started = await provider.start(spec("small", 1, resources=Resources(memory="256Mi")))
+    requests = body(arm, "team-small-0")["properties"]["containers"][0]["properties"]  # type: ignore[index]
+    assert requests["resources"]["requests"]["memoryInGB"] == 0.3
+    note = "memory 256Mi rounded up to 0.3 GB"
+    assert note in body(arm, "team-small-0")["tags"][TAG_SIZING]  # type: ignore[index]
+    assert note in started.message
+    assert note in (await provider.status("small", namespace="team")).message
+    exact = await provider.start(spec("exact", 1, resources=Resources(memory="1536Mi")))
+    assert "rounded" not in exact.message
+    assert TAG_SIZING not in body(arm, "team-exact-0")["tags"]  # type: ignore[operator]
+
+
+async def test_status_reads_instance_views(arm: ArmEmulator, provider: AciProvider) -> None:
     arm.store.run_delay = 0.5
     await provider.start(spec("slow", 2))
     early = await provider.status("slow", namespace="team")
@@ -257,7 +354,7 @@ async def test_status_reads_instance_views(arm: ArmEmulator, provider: AzureProv
 
 
 async def test_concurrent_operations_on_distinct_services(
-    arm: ArmEmulator, provider: AzureProvider
+    arm: ArmEmulator, provider: AciProvider
 ) -> None:
     names = [f"c{uuid.uuid4().hex[:6]}" for _ in range(4)]
     await asyncio.gather(*(provider.start(spec(n, 2)) for n in names))
@@ -266,7 +363,7 @@ async def test_concurrent_operations_on_distinct_services(
 
 
 async def test_failed_provisioning_is_failed_with_the_reason(
-    arm: ArmEmulator, provider: AzureProvider
+    arm: ArmEmulator, provider: AciProvider
 ) -> None:
     arm.store.failing_images.add("registry.example/missing:1")
     await provider.start(spec("broken", 1, image="registry.example/missing:1"))
@@ -280,15 +377,17 @@ async def test_failed_provisioning_is_failed_with_the_reason(
 
 
 async def test_invalid_settings_are_named(arm: ArmEmulator) -> None:
-    provider = make_provider(arm, ALPHASWARM_AZURE_MAX_PARALLEL="many")
+    provider = make_provider(arm, AciProvider, ALPHASWARM_AZURE_MAX_PARALLEL="many")
     with pytest.raises(InfrastructureProviderUnavailable) as caught:
         await provider.health()
     assert caught.value.reason == "SETTING_INVALID"
     assert "ALPHASWARM_AZURE_MAX_PARALLEL" in caught.value.message
 
 
-async def test_failed_first_start_leaves_nothing(arm: ArmEmulator, provider: AzureProvider) -> None:
-    arm.inject("PUT", r"/team-fresh-2$", 409, "ContainerGroupQuotaReached", "quota reached")
+async def test_failed_first_start_leaves_nothing(arm: ArmEmulator, provider: AciProvider) -> None:
+    arm.faults.inject(
+        PUT, Kind.CONFLICT, code="ContainerGroupQuotaReached", match=r"/team-fresh-2$"
+    )
     with pytest.raises(BackendQuotaExceeded):
         await provider.start(spec("fresh", 3))
     assert arm.store.names() == []
@@ -296,7 +395,7 @@ async def test_failed_first_start_leaves_nothing(arm: ArmEmulator, provider: Azu
 
 
 async def test_groups_alphaswarm_did_not_create_are_left_alone(
-    arm: ArmEmulator, provider: AzureProvider
+    arm: ArmEmulator, provider: AciProvider
 ) -> None:
     foreign = {
         "location": "westeurope",

@@ -1,11 +1,10 @@
-"""The ``azure`` provider: Azure Container Instances (default) or AKS.
+"""``AciProvider``: the ``azure`` alias on Azure Container Instances (mode ``aci``).
 
-Container Instances mode keeps no state of its own: a replica is a container
-group, its tags say which service, ordinal, spec and config version it carries,
-and a stopped service is its ordinal-0 group kept stopped (ACI's ``stop``) and
-tagged ``alphaswarm-stopped`` so that it stays known and ``start``/``scale``
-bring it back. AKS mode fetches the cluster's user credentials and delegates to
-the kubernetes provider. Settings and design: the package docstring.
+It keeps no state of its own: a replica is a container group, its tags say which
+service, ordinal, spec and config version it carries, and a stopped service is
+its ordinal-0 group kept stopped (ACI's ``stop``) and tagged
+``alphaswarm-stopped`` so that it stays known and ``start``/``scale`` bring it
+back. Settings and design: the package docstring.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import ClientAuthenticationError
 from azure.core.paging import ItemPaged
 from azure.mgmt.containerinstance import models as aci_models
 
@@ -40,11 +38,10 @@ from alphaswarm_core.providers.protocol import (
 from alphaswarm_core.providers.reasons import ErrorReason
 
 from . import aci, config
-from .aks import fetch_credentials
-from .clients import MANAGEMENT_SCOPE, AzureClients, AzureSettings, default_credential
-from .errors import azure_errors, credentials_missing
+from .clients import AzureAccess
 from .gateway import AciGateway, timeouts
 from .metrics import GroupMetrics, aggregate, read_group_metrics
+from .settings import AzureSettings
 from .status import deployment_status
 
 
@@ -58,7 +55,9 @@ def _secrets_unreadable(keys: Sequence[str], what: str) -> BackendRejectedError:
     )
 
 
-class AzureProvider(InfrastructureProvider):
+class AciProvider(InfrastructureProvider):
+    """Each replica a container group in ``ALPHASWARM_AZURE_RESOURCE_GROUP``."""
+
     provider_kind = ProviderKind.AZURE
     provider_alias = "azure"
 
@@ -71,81 +70,30 @@ class AzureProvider(InfrastructureProvider):
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
         """``credential`` replaces azure-identity's default chain; ``client_options`` go to
-        every azure-mgmt client (transport, retry_total, per_call_policies...)."""
+        every azure-mgmt client (transport, per_call_policies...). No I/O here: settings
+        are read, and clients built, on first use."""
         super().__init__(env=env, runner=runner)
-        prefix = f"ALPHASWARM_{self.provider_alias.upper()}_"
-        self.settings = AzureSettings.from_env(prefix, self.env)
-        self._credential = credential
-        self._client_options = dict(client_options or {})
-        self._clients: AzureClients | None = None
+        self.access = AzureAccess(self, "aci", credential, client_options)
         self._gateway: AciGateway | None = None
-        self._kube: InfrastructureProvider | None = None
-        self._kube_lock = asyncio.Lock()
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _check_credentials(self) -> None:
-        self.settings.require(self.provider_alias)
-
     @property
-    def clients(self) -> AzureClients:
-        if self._clients is None:
-            self._check_credentials()
-            credential = self._credential or default_credential()
-            self._clients = AzureClients(self.settings, credential, self._client_options)
-        return self._clients
+    def settings(self) -> AzureSettings:
+        return self.access.settings
+
+    def _check_credentials(self) -> None:
+        self.access.settings  # noqa: B018 - reading them raises SettingInvalid naming the variable
 
     @property
     def gateway(self) -> AciGateway:
         if self._gateway is None:
-            self._gateway = AciGateway(self, self.clients, self.settings)
+            self._gateway = AciGateway(self, self.access)
         return self._gateway
 
     async def close(self) -> None:
-        if self._kube is not None:
-            await self._kube.close()
-        if self._clients is not None:
-            self._clients.close()
-            owned = self._clients.credential if self._credential is None else None
-            closer = getattr(owned, "close", None)
-            if callable(closer):
-                closer()
-
-    async def _aks(self) -> InfrastructureProvider | None:
-        """The kubernetes provider driving the AKS cluster (AKS mode), connected once."""
-        if self.settings.mode != "aks":
-            return None
-        async with self._kube_lock:
-            if self._kube is None:
-                self._kube = await self._connect_aks()
-        return self._kube
-
-    async def _connect_aks(self) -> InfrastructureProvider:
-        clients = self.clients
-        with azure_errors(alias=self.provider_alias, resource_group=self.settings.resource_group):
-            creds = await self.run_blocking(
-                fetch_credentials,
-                clients.aks,
-                self.settings.resource_group,
-                self.settings.aks_cluster,
-                remaining_timeout(),
-            )
-        from alphaswarm_controller.providers.kubernetes import (
-            ClusterConnection,
-            KubernetesProvider,
-        )
-
-        connection = ClusterConnection(
-            endpoint=creds.endpoint,
-            ca_data=creds.ca_pem,
-            token=creds.token,
-            description=f"AKS cluster {self.settings.aks_cluster}",
-        )
-        kube = KubernetesProvider.from_connection(
-            connection, env=self.env, alias=self.provider_alias, kind=ProviderKind.AZURE.value
-        )
-        await kube.open()
-        return kube
+        self.access.close()
+        self._gateway = None
 
     async def _replicas(self, service_id: str, namespace: str) -> list[aci.Replica]:
         groups = await self.gateway.list_groups()
@@ -197,52 +145,25 @@ class AzureProvider(InfrastructureProvider):
 
     async def health(self) -> ProviderHealth:
         self._check_credentials()
-        clients = self.clients
-        # Any credential failure (no source, or a source that refuses) reads as "missing";
-        # network errors towards Entra ID are UNAVAILABLE.
-        with azure_errors(alias=self.provider_alias, resource_group=self.settings.resource_group):
-            try:
-                await self.run_blocking(clients.credential.get_token, MANAGEMENT_SCOPE)
-            except ClientAuthenticationError as error:
-                raise credentials_missing(self.provider_alias) from error
-        details = {
-            "mode": self.settings.mode,
-            "subscription_id": self.settings.subscription_id,
-            "resource_group": self.settings.resource_group,
-            "arm_endpoint": self.settings.arm_endpoint,
-        }
-        kube = await self._aks()
-        if kube is not None:
-            inner = await kube.health()
-            details.update({"aks_cluster": self.settings.aks_cluster, **inner.details})
-            return ProviderHealth(
-                self.provider_alias,
-                ProviderKind.AZURE.value,
-                inner.healthy,
-                f"AKS cluster {self.settings.aks_cluster}: {inner.message}",
-                details,
-            )
-        ops = clients.aci.container_groups
+        await self.access.probe_token()
+        ops = self.access.clients.aci.container_groups
+        group = self.settings.resource_group
 
         def probe() -> None:
-            listing = ops.list_by_resource_group(self.settings.resource_group, **timeouts())
+            listing = ops.list_by_resource_group(group, **timeouts())
             pages = cast(ItemPaged[aci_models.ContainerGroup], listing).by_page()
             next(iter(pages), None)
 
         await self.gateway.call(probe)
-        details["location"] = self.settings.location
         return ProviderHealth(
             self.provider_alias,
             ProviderKind.AZURE.value,
             True,
-            f"Container Instances in resource group {self.settings.resource_group}",
-            details,
+            f"Container Instances in resource group {group}",
+            {**self.access.details(), "location": self.settings.location},
         )
 
     async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
-        kube = await self._aks()
-        if kube is not None:
-            return await kube.start(spec)
         aci.check_spec(spec)
         namespace, service = spec.namespace, spec.service_id
         groups = await self.gateway.list_groups()
@@ -307,19 +228,12 @@ class AzureProvider(InfrastructureProvider):
     async def stop(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
-        kube = await self._aks()
-        if kube is not None:
-            return await kube.stop(service_id, namespace=namespace)
-        ns = namespace
-        await self._stop_keeping_first(await self._found(service_id, ns))
-        return await self._observe(service_id, ns)
+        await self._stop_keeping_first(await self._found(service_id, namespace))
+        return await self._observe(service_id, namespace)
 
     async def scale(
         self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
-        kube = await self._aks()
-        if kube is not None:
-            return await kube.scale(service_id, replicas, namespace=namespace)
         ns = namespace
         aci.check_group_names(ns, service_id, replicas, field="replicas")
         current = await self._found(service_id, ns)
@@ -351,15 +265,9 @@ class AzureProvider(InfrastructureProvider):
     async def status(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
-        kube = await self._aks()
-        if kube is not None:
-            return await kube.status(service_id, namespace=namespace)
         return await self._observe(service_id, namespace)
 
     async def list_deployments(self, *, namespace: str | None = None) -> list[DeploymentStatus]:
-        kube = await self._aks()
-        if kube is not None:
-            return await kube.list_deployments(namespace=namespace)
         grouped = aci.group_replicas(await self.gateway.list_groups(), namespace)
         return [
             deployment_status(self.provider_alias, ns, service, replicas)
@@ -371,9 +279,6 @@ class AzureProvider(InfrastructureProvider):
     async def get_config(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> ServiceConfig:
-        kube = await self._aks()
-        if kube is not None:
-            return await kube.get_config(service_id, namespace=namespace)
         ns = namespace
         newest = self._newest(await self._found(service_id, ns))
         return ServiceConfig(
@@ -381,9 +286,6 @@ class AzureProvider(InfrastructureProvider):
         )
 
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
-        kube = await self._aks()
-        if kube is not None:
-            return await kube.apply_config(patch)
         config.check_patch_values(patch.set)
         ns, service = patch.namespace, patch.service_id
         replicas = await self._found(service, ns)
@@ -399,20 +301,32 @@ class AzureProvider(InfrastructureProvider):
             raise _secrets_unreadable(secrets, "roll the replicas onto the new config")
         new_version = str(newest.config_version + 1)
         environment = config.environment(config.spec_environment(newest.group), merged)
-        for replica in replicas:  # one at a time: the others keep serving
+        for replica in replicas:
             group = aci.clone_group(
                 replica.group,
                 ordinal=replica.ordinal,
                 environment=environment,
                 config_version=new_version,
             )
-            await self.gateway.delete(replica.name)
-            await self.gateway.create(replica.name, group, wait=replica.stopped)
-            if replica.stopped:
-                fresh = await self._replicas(service, ns)
-                await self.gateway.stop(next(r for r in fresh if r.name == replica.name))
+            await self._replace(replica, group)
         shown = masked_config(merged)
         return ServiceConfig(service, ns, shown, new_version)
+
+    async def _replace(self, replica: aci.Replica, group: aci_models.ContainerGroup) -> None:
+        """Recreate one replica and wait until it runs (or, if it was stopped, is stopped
+        again) before the caller touches the next: the others keep serving meanwhile.
+
+        A replacement that fails to start ends the roll with that error; the replicas not
+        reached yet keep the previous config (``status`` shows the failed one).
+        """
+        gateway = self.gateway
+        await gateway.delete(replica.name)
+        await gateway.create(replica.name, group, wait=True)
+        if replica.stopped:
+            fresh = await self._replicas(replica.service_id, replica.namespace)
+            await gateway.stop(next(r for r in fresh if r.name == replica.name))
+        else:
+            await gateway.wait_running(replica.name, self.settings.ready_timeout)
 
     # -- metrics -------------------------------------------------------------------------------
 
@@ -424,13 +338,6 @@ class AzureProvider(InfrastructureProvider):
         interval_seconds: float = 10.0,
     ) -> AsyncGenerator[MetricSample, None]:
         interval = interval_seconds
-        kube = await self._aks()
-        if kube is not None:
-            async for sample in kube.stream_metrics(
-                service_id, namespace=namespace, interval_seconds=interval
-            ):
-                yield sample
-            return
         await self._found(service_id, namespace)
         while True:
             yield await self._sample(service_id, namespace)
@@ -446,7 +353,7 @@ class AzureProvider(InfrastructureProvider):
                 readings.append(
                     await self.gateway.call(
                         read_group_metrics,
-                        self.clients.monitor,
+                        self.access.clients.monitor,
                         str(replica.group.id),
                         remaining_timeout(),
                     )
