@@ -1,8 +1,10 @@
-"""A registry on 127.0.0.1 that answers the version check and then never serves a manifest.
+"""A registry on 127.0.0.1 that answers the version check and never serves a manifest.
 
-The docker_compose provider must bound an image pull by the caller's deadline.
-A registry that stalls is the one case where a pull can only end that way, so the
-test does not depend on how fast anything is. The engine pulls from it itself:
+It either stalls (``mode="stall"``) or throttles (``mode="throttle"``). The
+docker_compose provider must bound an image pull by the caller's deadline: a
+registry that stalls is the one case where a pull can only end that way, so the
+test does not depend on how fast anything is. A throttling registry is how Docker
+Hub answers over its pull rate limit. The engine pulls from it itself:
 dockerd treats 127.0.0.0/8 as an insecure registry by default ("Insecure
 registries", dockerd documentation), so plain HTTP on a loopback port works with
 no daemon setting.
@@ -10,9 +12,11 @@ no daemon setting.
 Wire behaviour follows the Registry HTTP API V2 (distribution spec,
 "API Version Check"): ``GET /v2/`` answers 200 with the header
 ``Docker-Distribution-API-Version: registry/2.0``. Every other request (the
-manifest ``HEAD``/``GET`` of a pull) is held open without an answer until the
-engine gives up on it or ``stop()`` is called; ``stalled`` counts those requests
-and ``released`` counts the ones the engine itself closed.
+manifest ``HEAD``/``GET`` of a pull) is, when stalling, held open without an
+answer until the engine gives up on it or ``stop()`` is called (``stalled``
+counts those requests, ``released`` the ones the engine itself closed); when
+throttling, answered 429 with the spec's error body, code ``TOOMANYREQUESTS``
+("Error codes" of the distribution spec).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import contextlib
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -48,6 +52,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stall(self) -> None:
         owner = self.server.owner
+        if owner.mode == "throttle":
+            body = (
+                b'{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your '
+                b'pull rate limit.","detail":null}]}'
+            )
+            self.send_response(429)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            with owner.lock:
+                owner.throttled += 1
+            return
         with owner.lock:
             owner.stalled += 1
             owner.connections.append(self.connection)
@@ -66,14 +84,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    owner: StallingRegistry
+    owner: RegistryFake
 
 
-class StallingRegistry:
-    """``with StallingRegistry() as registry: registry.image("x")`` names an image it
+class RegistryFake:
+    """``with RegistryFake("stall") as registry: registry.image("x")`` names an image it
     will never deliver."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: Literal["stall", "throttle"] = "stall") -> None:
+        self.mode = mode
+        self.throttled = 0
         self.lock = threading.Lock()
         self.stalled = 0
         self.released = 0
@@ -92,11 +112,11 @@ class StallingRegistry:
     def image(self, name: str, tag: str = "1") -> str:
         return f"{self.address}/{name}:{tag}"
 
-    def start(self) -> StallingRegistry:
+    def start(self) -> RegistryFake:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="stalling-registry", daemon=True
+            target=self._server.serve_forever, name="registry-fake", daemon=True
         )
         self._thread.start()
         return self
@@ -116,7 +136,7 @@ class StallingRegistry:
             self._thread.join(timeout=10)
         self._server = None
 
-    def __enter__(self) -> StallingRegistry:
+    def __enter__(self) -> RegistryFake:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -12,11 +12,12 @@ import pytest
 from alphaswarm_controller.providers.docker_compose import DockerComposeProvider
 from alphaswarm_core.providers.protocol import (
     BackendTimeoutError,
+    BackendUnavailableError,
     DeploymentNotFoundError,
     ResourceNotFoundError,
 )
 from alphaswarm_core.testing import SpecFactory, ready, wait_for
-from tests.fakes.docker_registry import StallingRegistry
+from tests.fakes.docker_registry import RegistryFake
 from tests.providers.docker_compose.support import NOTHING, call_deadline, project_objects
 
 #: How long a test waits for a call that must end by a deadline of a few seconds: far
@@ -25,8 +26,8 @@ BOUND = 90.0
 
 
 @pytest.fixture
-def registry() -> Iterator[StallingRegistry]:
-    with StallingRegistry() as stalling:
+def registry() -> Iterator[RegistryFake]:
+    with RegistryFake("stall") as stalling:
         yield stalling
 
 
@@ -34,7 +35,7 @@ async def test_a_pull_ends_at_the_deadline_and_leaves_nothing(
     provider: DockerComposeProvider,
     spec_factory: SpecFactory,
     namespace: str,
-    registry: StallingRegistry,
+    registry: RegistryFake,
     docker_api: docker.APIClient,
 ) -> None:
     # The registry never serves the manifest, so only the deadline can end the pull.
@@ -54,7 +55,7 @@ async def test_a_pull_during_scale_ends_at_the_deadline(
     provider: DockerComposeProvider,
     spec_factory: SpecFactory,
     namespace: str,
-    registry: StallingRegistry,
+    registry: RegistryFake,
     docker_api: docker.APIClient,
 ) -> None:
     # A stopped service whose image must be pulled on scale-up (policy: always).
@@ -93,3 +94,21 @@ async def test_an_image_id_prefix_is_not_an_image_name(
     by_id = replace(spec, service_id="by-id", image=image_id)
     await provider.start(by_id)
     await wait_for(provider, "by-id", namespace, ready(1))
+
+
+async def test_a_throttling_registry_is_unavailable_not_missing(
+    provider: DockerComposeProvider,
+    spec_factory: SpecFactory,
+    namespace: str,
+    docker_api: docker.APIClient,
+) -> None:
+    # Over Docker Hub's pull rate limit the image exists: retry later (UNAVAILABLE),
+    # not "no such image" (NOT_FOUND).
+    with RegistryFake("throttle") as throttling:
+        spec = replace(spec_factory("busy", namespace), image=throttling.image("team/app"))
+        with pytest.raises(BackendUnavailableError) as caught:
+            await provider.start(spec)
+        assert throttling.throttled >= 1
+    assert (caught.value.code, caught.value.reason) == ("UNAVAILABLE", "BACKEND_THROTTLED")
+    assert caught.value.metadata["cause"] == "REGISTRY_THROTTLED"
+    assert project_objects(docker_api, namespace) == NOTHING

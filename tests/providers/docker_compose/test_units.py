@@ -310,6 +310,7 @@ def test_an_image_matches_its_reference_not_an_id_prefix() -> None:
     }
     assert images.names_image("busybox", inspected)
     assert images.names_image("docker.io/library/busybox:latest", inspected)
+    assert images.names_image("library/busybox", inspected)
     assert images.names_image("registry.example.com/app:1", inspected)
     assert images.names_image("busybox@sha256:" + "e" * 64, inspected)
     assert images.names_image("d" * 64, inspected)

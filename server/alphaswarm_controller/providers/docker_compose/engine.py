@@ -86,6 +86,13 @@ def deadline_left() -> float | None:
     return max(0.001, call.deadline - time.monotonic())
 
 
+def remaining(default: float) -> float:
+    """Seconds a blocking wait may take: ``default``, capped by the call's deadline
+    (unless undoing)."""
+    left = deadline_left()
+    return default if left is None else min(default, left)
+
+
 @contextlib.contextmanager
 def undoing() -> Iterator[None]:
     """Requests made inside are not cut by the call's deadline, only by the client's own
@@ -218,6 +225,7 @@ __all__ = [
     "connect",
     "deadline_left",
     "engine_address",
+    "remaining",
     "translate",
     "undoing",
     "unreachable",

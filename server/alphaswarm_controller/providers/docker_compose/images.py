@@ -78,11 +78,16 @@ def check_reference(image: str, path: str) -> list[FieldViolation]:
 
 
 def _familiar(name: str) -> str:
-    """``docker.io/library/x`` -> ``x``, the form the engine lists in RepoTags."""
-    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/"):
-        if name.startswith(prefix):
-            return name.removeprefix(prefix)
-    return name
+    """The engine's familiar form of a repository name (RepoTags/RepoDigests use it):
+    Docker Hub's domain dropped, and its ``library/`` for one-component names
+    (distribution/reference ``FamiliarName``)."""
+    domain, _, rest = name.partition("/")
+    if rest and domain in ("docker.io", "index.docker.io"):
+        name = rest
+    elif rest and ("." in domain or ":" in domain or domain == "localhost"):
+        return name  # another registry: its names are kept whole
+    remainder = name.removeprefix("library/")
+    return remainder if "/" not in remainder else name
 
 
 def names_image(image: str, inspected: dict[str, Any]) -> bool:

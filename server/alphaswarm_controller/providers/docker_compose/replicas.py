@@ -14,7 +14,6 @@ from typing import Any
 
 import docker.errors
 
-from alphaswarm_core.providers.concurrency import remaining_timeout
 from alphaswarm_core.providers.errors import (
     BackendConflictError,
     BackendRejectedError,
@@ -25,7 +24,7 @@ from alphaswarm_core.providers.models import PortSpec, Resources
 from . import compose, definitions
 from .compose import ContainerRef
 from .definitions import Definition
-from .engine import DeadlineAPIClient, deadline_left, undoing
+from .engine import DeadlineAPIClient, deadline_left, remaining, undoing
 from .options import Options
 
 #: Seconds kept, when the caller's deadline is near, between the SIGKILL that ends a
@@ -201,7 +200,7 @@ class Replicas:
 
     def _wait_gone(self, container_id: str) -> None:
         api = self._client()
-        timeout = remaining_timeout(self.ready_timeout)
+        timeout = remaining(self.ready_timeout)
         for _ in _polls(timeout):
             try:
                 api.inspect_container(container_id)
@@ -265,7 +264,7 @@ class Replicas:
             if stop_first:
                 api.stop(ref.id, timeout=_grace_in_time(grace))
             new_id = self.create_replica(definition, opts, ref.number, digest, image_id, env)
-            self.wait_ready(new_id, remaining_timeout(self.ready_timeout))
+            self.wait_ready(new_id, remaining(self.ready_timeout))
         except BaseException:
             with undoing():
                 if new_id is not None:
