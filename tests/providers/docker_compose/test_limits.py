@@ -122,3 +122,22 @@ def test_provider_settings_are_checked_when_the_provider_is_made() -> None:
         with pytest.raises(SettingInvalid) as caught:
             DockerComposeProvider(env=provider_env(**{f"ALPHASWARM_DOCKER_COMPOSE_{name}": value}))
         assert caught.value.metadata["setting"] == f"ALPHASWARM_DOCKER_COMPOSE_{name}"
+
+
+async def test_every_refused_field_is_named_at_once(
+    counted: Counted, spec_factory: SpecFactory, namespace: str
+) -> None:
+    spec = replace(
+        spec_factory("web", namespace),
+        image="UPPER",
+        resources=Resources(memory="1Mi"),
+        provider_options={"restrat": "always"},
+    )
+    with pytest.raises(InvalidSpecError) as caught:
+        await counted.provider.start(spec)
+    assert sorted(v.field for v in caught.value.violations) == [
+        "spec.image",
+        "spec.provider_options['restrat']",
+        "spec.resources.memory",
+    ]
+    assert sum(counted.proxy.requests.values()) == 0

@@ -19,7 +19,8 @@ from alphaswarm_core.providers.models import (
     is_secret_key,
 )
 
-from . import images
+from . import images, options
+from .options import Options
 
 #: The smallest CPU limit that runs: the engine turns NanoCpus into a CFS quota per
 #: 100 ms period, and the kernel refuses a quota under 1 ms ("failed to write 100:
@@ -27,6 +28,23 @@ from . import images
 MIN_MILLICORES = 10
 #: moby daemon/daemon_unix.go ``linuxMinMemory``: "Minimum memory limit allowed is 6MB".
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
+
+
+def checked_options(spec: DeploymentSpec) -> Options:
+    """The spec's ``provider_options``, parsed; ``InvalidSpecError`` naming every field
+    the engine would refuse (options included), all at once."""
+    violations: list[FieldViolation] = []
+    try:
+        parsed = options.parse(spec.provider_options)
+    except InvalidSpecError as exc:
+        violations += exc.violations
+    try:
+        check_spec(spec)
+    except InvalidSpecError as exc:
+        violations += exc.violations
+    if violations:
+        raise InvalidSpecError(violations)
+    return parsed
 
 
 def check_spec(spec: DeploymentSpec) -> None:

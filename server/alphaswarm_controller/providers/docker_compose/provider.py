@@ -374,21 +374,22 @@ class DockerComposeProvider(InfrastructureProvider):
         config = {**self.replicas.container_config(definition, opts), "image_id": image_id}
         return _Target(image_id, compose.config_hash(config), env)
 
-    async def _prepare(self, project: str, opts: Options) -> tuple[str, bool]:
-        """Network and named volumes replicas need: the network's id, and whether this
-        call created it (and so may remove it again if the call fails)."""
-        network = await self._call(
+    async def _network(self, project: str) -> tuple[str, bool]:
+        """The project network's id, and whether this call created it (and so may
+        remove it again if the call fails)."""
+        return await self._call(
             f"creating network {compose.network_name(project)}",
             networks.ensure,
             self._client(),
             project,
         )
+
+    async def _volumes(self, project: str, opts: Options) -> None:
         if opts.volumes:
             await self._call("creating volumes", self.replicas.ensure_volumes, project, opts)
-        return network
 
     async def _drop_network(self, project: str, network: tuple[str, bool] | None) -> None:
-        """Undo ``_prepare``'s network: only one this call created, ours, and unused."""
+        """Undo ``_network``: only a network this call created, ours, and unused."""
         if network is None or not network[1]:
             return
         with engine.undoing(), contextlib.suppress(InfrastructureProviderError):
@@ -443,8 +444,7 @@ class DockerComposeProvider(InfrastructureProvider):
         return created
 
     async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
-        opts = parse(spec.provider_options)
-        checks.check_spec(spec)
+        opts = checks.checked_options(spec)
         project, service = spec.namespace, spec.service_id
         async with self._lock(project, service):
             previous, refs = await self._call(
@@ -459,7 +459,8 @@ class DockerComposeProvider(InfrastructureProvider):
             stored = previous
             network: tuple[str, bool] | None = None
             try:
-                network = await self._prepare(project, opts)
+                network = await self._network(project)
+                await self._volumes(project, opts)
                 if previous is None or previous.legacy_plain or not previous.same_spec(wanted):
                     stored = await self._call(
                         f"storing the definition of {project}/{service}",
@@ -527,8 +528,9 @@ class DockerComposeProvider(InfrastructureProvider):
                 checks.check_scale(definition.ports, replicas)
                 sealer = self._sealer_for(definition.needs_key())
                 target = await self._target(definition, opts, sealer)
-                network = await self._prepare(project, opts)
+                network = await self._network(project)
                 try:
+                    await self._volumes(project, opts)
                     missing = _free_numbers(refs, replicas - len(refs))
                     await self._create_many(definition, opts, missing, target)
                 except BaseException:
