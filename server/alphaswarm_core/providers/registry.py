@@ -80,7 +80,7 @@ BUILTIN_PROVIDERS: tuple[LazyProvider, ...] = (
         "alphaswarm_controller.providers.docker_compose:DockerComposeProvider",
         ProviderKind.DOCKER_COMPOSE,
         extra="docker_compose",
-        sdk_modules=("docker",),
+        sdk_modules=("docker", "cryptography"),
     ),
     LazyProvider(
         "kubernetes",

@@ -15,11 +15,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
 from alphaswarm_core.providers.errors import (
     BackendConflictError,
+    BackendRejectedError,
     ConfigVersionConflict,
     DeploymentNotFoundError,
     InfrastructureProviderError,
@@ -34,15 +36,16 @@ from alphaswarm_core.providers.models import (
     ProviderHealth,
     ProviderKind,
     ServiceConfig,
+    is_secret_key,
 )
 from alphaswarm_core.providers.protocol import DEFAULT_NAMESPACE, InfrastructureProvider
 
-from . import compose, definitions, engine
+from . import checks, compose, definitions, engine, images, networks, sealing
 from .compose import ContainerRef
 from .definitions import Definition
 from .options import Options, parse
 from .replicas import Replicas
-from .stats import StatsHub, usage
+from .stats import CpuMark, StatsHub, cpu_mark, cpu_percent, usage
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ T = TypeVar("T")
 
 #: How long a new replica may take to become ready during a rolling replace.
 DEFAULT_READY_TIMEOUT = 60.0
+#: How long an image pull may take when the call's deadline allows more.
+DEFAULT_PULL_TIMEOUT = 300.0
 #: How long a replacement without a health check must keep running to count as ready.
 DEFAULT_MIN_READY = 1.0
 DEFAULT_PARALLELISM = 16
@@ -66,14 +71,26 @@ class DockerComposeProvider(InfrastructureProvider):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._api: engine.DeadlineAPIClient | None = None
-        self.parallelism = max(1, int(self.setting("parallelism", str(DEFAULT_PARALLELISM))))
-        self.call_timeout = float(self.setting("timeout", str(engine.DEFAULT_BACKEND_TIMEOUT)))
+        self.parallelism = self.setting_int(
+            "parallelism", DEFAULT_PARALLELISM, minimum=1, maximum=256
+        )
+        self.call_timeout = self.setting_seconds(
+            "timeout", engine.DEFAULT_BACKEND_TIMEOUT, minimum=1, maximum=3600
+        )
+        self.pull_timeout = self.setting_seconds(
+            "pull_timeout", DEFAULT_PULL_TIMEOUT, minimum=1, maximum=86400
+        )
         self.replicas = Replicas(
             self._client,
-            ready_timeout=float(self.setting("ready_timeout", str(DEFAULT_READY_TIMEOUT))),
-            min_ready=float(self.setting("min_ready_seconds", str(DEFAULT_MIN_READY))),
-            stop_grace=int(self.setting("stop_timeout", str(DEFAULT_STOP_GRACE))),
+            ready_timeout=self.setting_seconds(
+                "ready_timeout", DEFAULT_READY_TIMEOUT, minimum=1, maximum=3600
+            ),
+            min_ready=self.setting_seconds(
+                "min_ready_seconds", DEFAULT_MIN_READY, minimum=0, maximum=600
+            ),
+            stop_grace=self.setting_int("stop_timeout", DEFAULT_STOP_GRACE, maximum=3600),
         )
+        self._sealer: sealing.Sealer | None = None
         self._stats_api: engine.DeadlineAPIClient | None = None
         self.stats = StatsHub(self._stats_client)
         # Serialises writers of one service inside this process; across controller
@@ -114,6 +131,17 @@ class DockerComposeProvider(InfrastructureProvider):
 
     def _lock(self, project: str, service: str) -> asyncio.Lock:
         return self._locks.setdefault((project, service), asyncio.Lock())
+
+    def _sealer_for(self, needed: bool) -> sealing.Sealer | None:
+        """The secret key's sealer when ``needed`` (secrets to seal or unseal), loaded
+        on first use: a provider whose services have no secrets needs no key."""
+        if not needed:
+            return None
+        if self._sealer is None:
+            self._sealer = sealing.load(
+                self.setting("secret_key_file"), self.setting_name("secret_key_file")
+            )
+        return self._sealer
 
     async def _bounded(self, jobs: Iterable[Callable[[], Awaitable[T]]]) -> list[T | BaseException]:
         """Run ``jobs`` at most ``parallelism`` at a time; collect results and errors.
@@ -279,19 +307,21 @@ class DockerComposeProvider(InfrastructureProvider):
     # -- converging --------------------------------------------------------------------------
 
     async def _create_many(
-        self,
-        definition: Definition,
-        opts: Options,
-        numbers: list[int],
-        digest: str,
-        image_id: str,
+        self, definition: Definition, opts: Options, numbers: list[int], target: _Target
     ) -> list[str]:
         """Create replicas concurrently; if any fails, remove those that succeeded and raise."""
         what = f"creating replicas of {definition.project}/{definition.service}"
         results = await self._bounded(
             [
                 lambda n=n: self._call(  # type: ignore[misc]
-                    what, self.replicas.create_replica, definition, opts, n, digest, image_id
+                    what,
+                    self.replicas.create_replica,
+                    definition,
+                    opts,
+                    n,
+                    target.digest,
+                    target.image_id,
+                    target.env,
                 )
                 for n in numbers
             ]
@@ -301,7 +331,8 @@ class DockerComposeProvider(InfrastructureProvider):
             r for r in results if isinstance(r, BaseException) and not isinstance(r, _Skipped)
         ]
         if errors:
-            await self._remove_many(created, self.replicas.grace(opts), what="rolling back")
+            with engine.undoing():
+                await self._remove_many(created, self.replicas.grace(opts), what="rolling back")
             raise errors[0]
         return created
 
@@ -318,27 +349,57 @@ class DockerComposeProvider(InfrastructureProvider):
         if errors:
             raise errors[0]
 
-    async def _target(self, definition: Definition, opts: Options) -> tuple[str, str]:
-        """The image id replicas must run and their config-hash (image id included)."""
-        image_id = await self._call(
-            f"resolving image {definition.image!r}",
-            self.replicas.ensure_image,
-            definition.image,
-            opts.pull,
-        )
-        config = {**self.replicas.container_config(definition, opts), "image_id": image_id}
-        return image_id, compose.config_hash(config)
+    async def _target(
+        self, definition: Definition, opts: Options, sealer: sealing.Sealer | None
+    ) -> _Target:
+        """What replicas must run, resolved before anything is written: the image (pulled
+        within the call's deadline), the environment (secrets unsealed) and the
+        Compose config-hash (image id included). Checks the CPU limit fits the engine."""
+        env = definition.effective_env(definition.secret_values(sealer))
 
-    async def _prepare(self, project: str, opts: Options) -> bool:
-        """Network and named volumes replicas need; True when the network was created."""
-        created = await self._call(
+        def resolve() -> str:
+            api = self._client()
+            millicores = definition.resources.cpu_millicores()
+            if millicores is not None:
+                cpus = int(api.info().get("NCPU") or 0)
+                if cpus and millicores > cpus * 1000:
+                    raise BackendRejectedError(
+                        f"resources.cpu {definition.resources.cpu} is more than the engine's "
+                        f"{cpus} CPUs; the engine refuses such a limit",
+                        metadata={"cause": "CPU_EXCEEDS_ENGINE", "engine_cpus": str(cpus)},
+                    )
+            return images.resolve(api, definition.image, opts.pull, timeout=self.pull_timeout)
+
+        image_id = await self._call(f"resolving image {definition.image!r}", resolve)
+        config = {**self.replicas.container_config(definition, opts), "image_id": image_id}
+        return _Target(image_id, compose.config_hash(config), env)
+
+    async def _network(self, project: str) -> tuple[str, bool]:
+        """The project network's id, and whether this call created it (and so may
+        remove it again if the call fails)."""
+        return await self._call(
             f"creating network {compose.network_name(project)}",
-            self.replicas.ensure_network,
+            networks.ensure,
+            self._client(),
             project,
         )
+
+    async def _volumes(self, project: str, opts: Options) -> None:
         if opts.volumes:
             await self._call("creating volumes", self.replicas.ensure_volumes, project, opts)
-        return created
+
+    async def _drop_network(self, project: str, network: tuple[str, bool] | None) -> None:
+        """Undo ``_network``: only a network this call created, ours, and unused."""
+        if network is None or not network[1]:
+            return
+        with engine.undoing(), contextlib.suppress(InfrastructureProviderError):
+            await self._call(
+                "removing the network",
+                networks.remove_if_ours_and_unused,
+                self._client(),
+                project,
+                network[0],
+            )
 
     async def _converge(
         self,
@@ -346,10 +407,10 @@ class DockerComposeProvider(InfrastructureProvider):
         opts: Options,
         refs: list[ContainerRef],
         replicas: int,
+        target: _Target,
     ) -> list[str]:
         """Make the containers match ``definition`` x ``replicas``; return ids created."""
         project, service = definition.project, definition.service
-        image_id, digest = await self._target(definition, opts)
         # Highest numbers go first when scaling down, as with `compose up --scale`.
         keep = refs[:replicas]
         extra = refs[replicas:]
@@ -360,39 +421,47 @@ class DockerComposeProvider(InfrastructureProvider):
                 what=f"scaling down {project}/{service}",
             )
         missing = _free_numbers(keep, replicas - len(keep))
-        created = await self._create_many(definition, opts, missing, digest, image_id)
+        created = await self._create_many(definition, opts, missing, target)
         try:
             for ref in keep:
-                if ref.config_hash != digest:
+                if ref.config_hash != target.digest:
                     await self._call(
                         f"replacing {ref.name}",
                         self.replicas.replace_replica,
                         definition,
                         opts,
                         ref,
-                        digest,
-                        image_id,
+                        target.digest,
+                        target.image_id,
+                        target.env,
                     )
                 elif ref.state in ("created", "exited"):
                     await self._call(f"starting {ref.name}", self._client().start, ref.id)
         except BaseException:
-            await self._remove_many(created, self.replicas.grace(opts), what="rolling back")
+            with engine.undoing():
+                await self._remove_many(created, self.replicas.grace(opts), what="rolling back")
             raise
         return created
 
     async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
-        opts = parse(spec.provider_options)
+        opts = checks.checked_options(spec)
         project, service = spec.namespace, spec.service_id
         async with self._lock(project, service):
             previous, refs = await self._call(
                 f"reading {project}/{service}", self._observe, project, service
             )
             wanted = Definition.from_spec(spec, keep=previous)
+            sealer = self._sealer_for(wanted.needs_key())
+            wanted = wanted.sealed(sealer)
+            # Everything that can fail without changing anything comes first: the key,
+            # the image (a pull bounded by the deadline), the engine's CPU count.
+            target = await self._target(wanted, opts, sealer) if spec.replicas else None
             stored = previous
-            network_created = False
+            network: tuple[str, bool] | None = None
             try:
-                network_created = await self._prepare(project, opts)
-                if previous is None or not previous.same_spec(wanted):
+                network = await self._network(project)
+                await self._volumes(project, opts)
+                if previous is None or previous.legacy_plain or not previous.same_spec(wanted):
                     stored = await self._call(
                         f"storing the definition of {project}/{service}",
                         definitions.write,
@@ -400,9 +469,13 @@ class DockerComposeProvider(InfrastructureProvider):
                         wanted,
                     )
                 assert stored is not None
-                await self._converge(stored, opts, refs, spec.replicas)
+                if target is None:
+                    await self._converge(stored, opts, refs, 0, _NO_TARGET)
+                else:
+                    await self._converge(stored, opts, refs, spec.replicas, target)
             except BaseException:
-                await self._undo_start(project, service, previous, stored, network_created)
+                with engine.undoing():
+                    await self._undo_start(project, service, previous, stored, network)
                 raise
             definition, refs = await self._call(
                 f"reading {project}/{service}", self._observe, project, service
@@ -415,7 +488,7 @@ class DockerComposeProvider(InfrastructureProvider):
         service: str,
         previous: Definition | None,
         stored: Definition | None,
-        network_created: bool,
+        network: tuple[str, bool] | None,
     ) -> None:
         """Put back what a failed start changed besides containers (those roll back already)."""
         with contextlib.suppress(InfrastructureProviderError):
@@ -436,10 +509,7 @@ class DockerComposeProvider(InfrastructureProvider):
                         self._client(),
                         Definition.from_spec(_spec_of(previous), keep=stored),
                     )
-            if network_created:
-                await self._call(
-                    "removing the network", self.replicas.remove_network_if_unused, project
-                )
+        await self._drop_network(project, network)
 
     async def scale(
         self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
@@ -448,29 +518,28 @@ class DockerComposeProvider(InfrastructureProvider):
         async with self._lock(project, service_id):
             definition, refs = await self._definition(project, service_id)
             opts = parse(definition.options)
-            if len(refs) != replicas:
-                if replicas > len(refs):
-                    await self._prepare(project, opts)
-                await self._scale_only(definition, opts, refs, replicas)
+            if replicas < len(refs):
+                await self._remove_many(
+                    [ref.id for ref in reversed(refs[replicas:])],
+                    self.replicas.grace(opts),
+                    what=f"scaling down {project}/{service_id}",
+                )
+            elif replicas > len(refs):
+                checks.check_scale(definition.ports, replicas)
+                sealer = self._sealer_for(definition.needs_key())
+                target = await self._target(definition, opts, sealer)
+                network = await self._network(project)
+                try:
+                    await self._volumes(project, opts)
+                    missing = _free_numbers(refs, replicas - len(refs))
+                    await self._create_many(definition, opts, missing, target)
+                except BaseException:
+                    await self._drop_network(project, network)
+                    raise
             definition_now, refs = await self._call(
                 f"reading {project}/{service_id}", self._observe, project, service_id
             )
         return self._status(project, service_id, definition_now, refs)
-
-    async def _scale_only(
-        self, definition: Definition, opts: Options, refs: list[ContainerRef], replicas: int
-    ) -> None:
-        """Add or remove replicas without touching the ones that stay."""
-        if replicas < len(refs):
-            await self._remove_many(
-                [ref.id for ref in reversed(refs[replicas:])],
-                self.replicas.grace(opts),
-                what=f"scaling down {definition.project}/{definition.service}",
-            )
-            return
-        image_id, digest = await self._target(definition, opts)
-        missing = _free_numbers(refs, replicas - len(refs))
-        await self._create_many(definition, opts, missing, digest, image_id)
 
     async def stop(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
@@ -496,7 +565,7 @@ class DockerComposeProvider(InfrastructureProvider):
         if definition is None:
             return ServiceConfig(service_id, project, {}, "0")
         return ServiceConfig(
-            service_id, project, dict(definition.config), str(definition.config_version)
+            service_id, project, definition.shown_config(), str(definition.config_version)
         )
 
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
@@ -508,7 +577,14 @@ class DockerComposeProvider(InfrastructureProvider):
                 raise ConfigVersionConflict(
                     service, project, expected=patch.expected_version, actual=current
                 )
-            updated = definition.with_config(patch.applied_to(definition.config))
+            sets_secret = any(is_secret_key(key) for key in patch.set)
+            sealer = self._sealer_for(definition.needs_key() or sets_secret)
+            in_force = {**definition.config, **definition.secret_values(sealer)}
+            data = patch.applied_to(in_force)
+            checks.check_config(data)
+            updated = definition.with_config(data, sealer, in_force)
+            opts = parse(updated.options)
+            target = await self._target(updated, opts, sealer) if refs else _NO_TARGET
             try:
                 stored = await self._call(
                     f"storing the config of {project}/{service}",
@@ -520,25 +596,29 @@ class DockerComposeProvider(InfrastructureProvider):
                 raise ConfigVersionConflict(
                     service, project, expected=patch.expected_version or current, actual="newer"
                 ) from exc
-            opts = parse(stored.options)
             try:
-                await self._converge(stored, opts, refs, len(refs))
+                await self._converge(stored, opts, refs, len(refs), target)
             except InfrastructureProviderError:
                 # The new config does not run: put the previous one back (as a new
                 # version, so readers of the failed one notice) and its replicas too.
-                restored = await self._call(
-                    "restoring the previous config",
-                    definitions.write,
-                    self._client(),
-                    stored.with_config(definition.config),
-                )
-                _, now = await self._call(
-                    f"reading {project}/{service}", self._observe, project, service
-                )
-                with contextlib.suppress(InfrastructureProviderError):
-                    await self._converge(restored, opts, now, len(refs))
+                with engine.undoing():
+                    restored = await self._call(
+                        "restoring the previous config",
+                        definitions.write,
+                        self._client(),
+                        replace(
+                            stored.with_config_of(definition),
+                            config_version=stored.config_version + 1,
+                        ),
+                    )
+                    _, now = await self._call(
+                        f"reading {project}/{service}", self._observe, project, service
+                    )
+                    with contextlib.suppress(InfrastructureProviderError):
+                        back = await self._target(restored, opts, sealer)
+                        await self._converge(restored, opts, now, len(refs), back)
                 raise
-        return ServiceConfig(service, project, dict(stored.config), str(stored.config_version))
+        return ServiceConfig(service, project, stored.shown_config(), str(stored.config_version))
 
     # -- metrics -----------------------------------------------------------------------------
 
@@ -552,16 +632,23 @@ class DockerComposeProvider(InfrastructureProvider):
         project = namespace
         await self._observed(project, service_id)  # NOT_FOUND before the first sample
         held: set[str] = set()
+        marks: dict[str, CpuMark] = {}
         try:
             while True:
-                sample = await self._sample(project, service_id, held)
+                sample = await self._sample(project, service_id, held, marks)
                 yield sample
                 await asyncio.sleep(interval_seconds)
         finally:
             self.stats.release_all(held)
 
-    async def _sample(self, project: str, service: str, held: set[str]) -> MetricSample:
-        """Aggregate the latest stats frame of each running replica; track replica churn."""
+    async def _sample(
+        self, project: str, service: str, held: set[str], marks: dict[str, CpuMark]
+    ) -> MetricSample:
+        """Aggregate the latest stats frame of each running replica; track replica churn.
+
+        CPU is measured over the interval since this stream's previous sample (``marks``
+        holds each replica's counters then), in percent of one core, summed.
+        """
         now = datetime.now(UTC)
         try:
             refs = await self._call(
@@ -574,6 +661,7 @@ class DockerComposeProvider(InfrastructureProvider):
         running = {ref.id for ref in refs if ref.state == "running"}
         for gone in held - running:
             self.stats.release(gone)
+            marks.pop(gone, None)
         fresh = running - held
         for new in fresh:
             self.stats.acquire(new)
@@ -589,8 +677,10 @@ class DockerComposeProvider(InfrastructureProvider):
             if frame is None:
                 errors.append(f"{container_id[:12]}: {error or 'no stats yet'}")
                 continue
-            c, m, r, t = usage(frame)
-            cpu, memory, rx, tx = cpu + c, memory + m, rx + r, tx + t
+            m, r, t = usage(frame)
+            cpu += cpu_percent(frame, since=marks.get(container_id))
+            marks[container_id] = cpu_mark(frame)
+            memory, rx, tx = memory + m, rx + r, tx + t
         return MetricSample(
             service_id=service,
             namespace=project,
@@ -616,6 +706,18 @@ class DockerComposeProvider(InfrastructureProvider):
 
 class _Skipped(Exception):
     """A bounded job not started because an earlier one failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What a service's replicas run: image id, Compose config-hash, environment."""
+
+    image_id: str
+    digest: str
+    env: Mapping[str, str]
+
+
+_NO_TARGET = _Target("", "", {})
 
 
 def _free_numbers(refs: list[ContainerRef], count: int) -> list[int]:

