@@ -56,8 +56,7 @@ class AwsFront:
     @property
     def url(self) -> str:
         assert self._server is not None, "start() the front first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> AwsFront:
         front = self

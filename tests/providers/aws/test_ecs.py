@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -362,7 +363,7 @@ async def test_the_emulator_refuses_what_ecs_refuses(bed: EcsTestBed) -> None:
             }
         ],
     }
-    refusals = {
+    refusals: dict[str, Callable[[], object]] = {
         "no execution role": lambda: ecs.register_task_definition(**definition),
         "51 tags": lambda: ecs.register_task_definition(
             **definition,
