@@ -3,8 +3,8 @@
 ``parse`` names the service and operation of a signed request, whatever the
 protocol botocore chose from the service model's ``metadata.protocols``:
 
-* ``json`` (ECS, SSM, CloudWatch Logs, CloudWatch): ``X-Amz-Target: <prefix>.<Operation>``;
-* ``smithy-rpc-v2-cbor`` (CloudWatch, when chosen): ``POST /service/<svc>/operation/<Op>``;
+* ``json`` (ECS, SSM, CloudWatch Logs, CloudWatch): ``X-Amz-Target: <prefix>.<Operation>``
+  (botocore sends CloudWatch, which also offers ``smithy-rpc-v2-cbor``, as JSON);
 * ``query`` / ``ec2`` (STS, IAM, EC2): ``Action=<Operation>`` in the form body;
 * ``rest-json`` (EKS): the method and path against each operation's ``requestUri``.
 
@@ -35,7 +35,6 @@ from .faults import Fault, Kind
 #: SigV4 signing name -> botocore service name, where they differ.
 SERVICE_OF_SCOPE = {"monitoring": "cloudwatch"}
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/(?P<service>[a-z0-9-]+)/aws4_request")
-_CBOR_PATH = re.compile(r"^/service/[^/]+/operation/(?P<operation>[A-Za-z0-9]+)$")
 
 
 @dataclass
@@ -89,12 +88,9 @@ def parse(method: str, target: str, headers: dict[str, str], body: bytes) -> Aws
         return None
     service = SERVICE_OF_SCOPE.get(scope["service"], scope["service"])
     path = urlsplit(target).path
-    cbor = _CBOR_PATH.match(path)
     if "x-amz-target" in headers:
         operation = headers["x-amz-target"].rsplit(".", 1)[-1]
         return AwsRequest(service, operation, "json", json.loads(body or b"{}"))
-    if cbor is not None:
-        return AwsRequest(service, cbor["operation"], "smithy-rpc-v2-cbor")
     if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         form = parse_qs(body.decode())
         protocol = "ec2" if service == "ec2" else "query"
@@ -168,9 +164,6 @@ def error(request: AwsRequest, refusal: AwsError) -> tuple[int, dict[str, str], 
     elif request.protocol == "rest-json":
         headers |= {"Content-Type": "application/json", "x-amzn-ErrorType": code}
         body = json.dumps({"message": message}).encode()
-    elif request.protocol == "smithy-rpc-v2-cbor":
-        headers |= {"Content-Type": "application/cbor", "smithy-protocol": "rpc-v2-cbor"}
-        body = cbor_map({"__type": code, "message": message})
     elif request.protocol == "ec2":
         headers |= {"Content-Type": "text/xml"}
         body = (
@@ -191,23 +184,3 @@ def error(request: AwsRequest, refusal: AwsError) -> tuple[int, dict[str, str], 
 
 def _xml(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def cbor_map(items: dict[str, str]) -> bytes:
-    """RFC 8949 encoding of a map of text strings (all an error body needs)."""
-    out = bytearray(_cbor_head(5, len(items)))
-    for key, value in items.items():
-        for text in (key, value):
-            data = text.encode()
-            out += _cbor_head(3, len(data)) + data
-    return bytes(out)
-
-
-def _cbor_head(major: int, length: int) -> bytes:
-    if length < 24:
-        return bytes([major << 5 | length])
-    if length < 2**8:
-        return bytes([major << 5 | 24, length])
-    if length < 2**16:
-        return bytes([major << 5 | 25]) + length.to_bytes(2, "big")
-    return bytes([major << 5 | 26]) + length.to_bytes(4, "big")

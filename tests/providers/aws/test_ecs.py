@@ -432,6 +432,12 @@ async def test_an_image_that_cannot_start_reports_failed_with_the_reason(
     assert deployment["rolloutState"] == "FAILED"
     assert deployment["failedTasks"] >= 3
 
+    # A spec that works replaces it (no earlier deployment completed: no rollback).
+    await provider.start(DeploymentSpec(service, namespace, image=IMAGE))
+    replacing = await provider.status(service, namespace=namespace)
+    assert not failed(replacing), "the new deployment is in progress, not failed"
+    await wait_for(provider, service, namespace, ready(1), timeout=60)
+
 
 async def test_a_failed_update_is_rolled_back_and_reported_failed(
     provider: EcsProvider, bed: EcsTestBed, namespace: str

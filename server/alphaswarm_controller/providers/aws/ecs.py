@@ -112,15 +112,19 @@ def failure_of(service: JsonDict, latest: JsonDict | None) -> str:
     one ``start`` or ``apply_config`` asked for last; None skips the rollback check.
     """
     primary = primary_deployment(service)
+    asked = str((latest or {}).get("taskDefinitionArn", ""))
+    running = str(service.get("taskDefinition"))
     for deployment in service.get("deployments", []):
-        if deployment.get("rolloutState") == "FAILED":
-            reason = str(deployment.get("rolloutStateReason") or "ECS deployment failed")
-            if deployment.get("id") != primary.get("id") and primary:
-                reason += f"; ECS rolled back to {_revision(str(primary.get('taskDefinition')))}"
+        if deployment.get("rolloutState") != "FAILED":
+            continue
+        reason = str(deployment.get("rolloutStateReason") or "ECS deployment failed")
+        if deployment.get("id") == primary.get("id") or not primary:
             return reason
+        if asked and asked == running:
+            continue  # an older failure: what was asked last is being deployed now
+        return f"{reason}; ECS rolled back to {_revision(running)}"
     if not latest or not primary:
         return ""
-    asked, running = str(latest.get("taskDefinitionArn", "")), str(service.get("taskDefinition"))
     registered, began = latest.get("registeredAt"), primary.get("createdAt")
     if (
         asked
