@@ -91,7 +91,7 @@ BUILTIN_PROVIDERS: tuple[LazyProvider, ...] = (
     ),
     LazyProvider(
         "aws",
-        "alphaswarm_controller.providers.aws:AwsProvider",
+        "alphaswarm_controller.providers.aws:select_backend",
         ProviderKind.AWS,
         extra="aws",
         sdk_modules=("boto3",),
