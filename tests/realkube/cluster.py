@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .pki import KeyPair, Pki
 from .processes import Component, ComponentFailed, free_port, port_in_use, wait_until
 
@@ -37,6 +39,8 @@ NODE_NAME = "kwok-node-0"
 NODE_SELECTOR_ANNOTATION = "kwok.x-k8s.io/node"
 TOKEN_USER = "alphaswarm-tests"
 TOKEN_GROUP = "alphaswarm:tests"
+WORKDIR_PREFIX = "alphaswarm-kube-"
+OWNER_FILE = "owner"
 START_ATTEMPTS = 3
 READY_TIMEOUT = 240.0  # generous: a loaded 2-core machine starts the API server slowly
 
@@ -81,11 +85,39 @@ def _kubeconfig(path: Path, url: str, ca: Path, client: KeyPair, user: str) -> P
     return path
 
 
+def _owner_stamp() -> str:
+    me = psutil.Process()
+    return f"{me.pid} {me.create_time()}"
+
+
+def _owner_alive(stamp: str) -> bool:
+    try:
+        pid, created = stamp.split()
+        return psutil.Process(int(pid)).create_time() == float(created)
+    except (ValueError, psutil.Error):
+        return False
+
+
+def remove_orphaned_workdirs() -> None:
+    """Work dirs of runs whose process died without its teardown (SIGKILL): the kernel
+    already killed their components (pdeathsig), only the files are left."""
+    for workdir in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        owner = workdir / OWNER_FILE
+        try:
+            stamp = owner.read_text()
+        except OSError:
+            continue  # not ours, or still being created
+        if not _owner_alive(stamp):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 class KubeCluster:
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
         self.stages = bin_dir.parent / "share" / "kwok" / "stages.yaml"
-        self.workdir = Path(tempfile.mkdtemp(prefix="alphaswarm-kube-"))
+        remove_orphaned_workdirs()
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        (self.workdir / OWNER_FILE).write_text(_owner_stamp())
         self.components: list[Component] = []
         self.endpoint: Endpoint | None = None
         self.startup_seconds = 0.0

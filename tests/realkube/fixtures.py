@@ -54,6 +54,16 @@ def kube_bin_dir() -> Path:
     return bin_dir
 
 
+def _report(config: pytest.Config, line: str) -> None:
+    """One line on the terminal, past output capture (CI logs show the start-up cost)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def real_kube(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
     """etcd + kube-apiserver + controller-manager + scheduler + kwok, up for the session."""
@@ -63,12 +73,10 @@ def real_kube(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
     atexit.register(cluster.stop)
     try:
         endpoint = cluster.start()
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(
-                f"real Kubernetes control plane up in {cluster.startup_seconds:.1f}s "
-                f"at {endpoint.url}"
-            )
+        _report(
+            request.config,
+            f"real Kubernetes control plane up in {cluster.startup_seconds:.1f}s at {endpoint.url}",
+        )
         yield endpoint
     finally:
         cluster.stop()
