@@ -39,6 +39,7 @@ NODE_NAME = "kwok-node-0"
 NODE_SELECTOR_ANNOTATION = "kwok.x-k8s.io/node"
 TOKEN_USER = "alphaswarm-tests"
 TOKEN_GROUP = "alphaswarm:tests"
+LIMITED_USER = "alphaswarm-limited"  # no bindings: a test grants it the role it checks
 WORKDIR_PREFIX = "alphaswarm-kube-"
 OWNER_FILE = "owner"
 START_ATTEMPTS = 3
@@ -52,6 +53,9 @@ class Endpoint:
     url: str
     ca_pem: bytes
     token: str
+    """Bearer token of ``TOKEN_USER``, bound to cluster-admin."""
+    limited_token: str
+    """Bearer token of ``LIMITED_USER``, bound to nothing (only what every user may)."""
     kubeconfig: Path
     """An admin kubeconfig (client certificate, ``system:masters``)."""
 
@@ -146,6 +150,26 @@ class KubeCluster:
             self.components.pop().stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def restart_apiserver(self) -> None:
+        """Stop kube-apiserver and start it again on the same port, with the same store.
+
+        The new process's watch cache starts at the current revision, so every
+        object last written before the restart is older than its window: a watch
+        from such an object's resourceVersion gets 410 Gone, as on a long-running
+        cluster where the object has not changed for a while.
+        """
+        index = next(i for i, c in enumerate(self.components) if c.name == "kube-apiserver")
+        old = self.components[index]
+        old.stop()
+        fresh = Component(old.name, old.argv, old.log).start()
+        self.components[index] = fresh
+        wait_until(
+            self._apiserver_probe.check,
+            what="the restarted kube-apiserver /readyz is ok",
+            timeout=READY_TIMEOUT,
+            watched=[fresh],
+        )
+
     # -- components -------------------------------------------------------------------------
 
     def _launch(self, name: str, argv: list[str], ready: Any, what: str) -> Component:
@@ -183,7 +207,7 @@ class KubeCluster:
         )
         service_account = pki.service_account_keys()
         self.service_account_key = service_account.key
-        tokens, token = pki.token_file(TOKEN_USER, TOKEN_GROUP)
+        tokens, token = pki.token_file({TOKEN_USER: (TOKEN_GROUP,), LIMITED_USER: ()})
         admin = pki.client("admin", "alphaswarm-test-admin", "system:masters")
         probe = _ApiserverReady(self, pki.ca_cert, admin)
 
@@ -211,10 +235,13 @@ class KubeCluster:
 
         probe.make_args = args
         self._launch("kube-apiserver", probe.fresh_args(), probe, "kube-apiserver /readyz is ok")
+        self._apiserver_probe = probe
         self.admin_kubeconfig = _kubeconfig(
             self.workdir / "admin.kubeconfig", probe.url, pki.ca_cert, admin, "admin"
         )
-        return Endpoint(probe.url, pki.ca_pem, token, self.admin_kubeconfig)
+        return Endpoint(
+            probe.url, pki.ca_pem, token[TOKEN_USER], token[LIMITED_USER], self.admin_kubeconfig
+        )
 
     def _configure(self, endpoint: Endpoint) -> None:
         """The test token's RBAC binding and kwok's Node, made by the admin."""

@@ -65,7 +65,7 @@ def _report(config: pytest.Config, line: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def real_kube(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
+def real_kube_cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
     """etcd + kube-apiserver + controller-manager + scheduler + kwok, up for the session."""
     cluster = KubeCluster(kube_bin_dir())
     # Teardown runs on failure and on Ctrl-C; atexit covers an interpreter exit
@@ -77,10 +77,17 @@ def real_kube(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
             request.config,
             f"real Kubernetes control plane up in {cluster.startup_seconds:.1f}s at {endpoint.url}",
         )
-        yield endpoint
+        yield cluster
     finally:
         cluster.stop()
         atexit.unregister(cluster.stop)
+
+
+@pytest.fixture(scope="session")
+def real_kube(real_kube_cluster: KubeCluster) -> Endpoint:
+    """How to reach the session's API server (URL, CA, tokens, admin kubeconfig)."""
+    assert real_kube_cluster.endpoint is not None
+    return real_kube_cluster.endpoint
 
 
 @pytest.fixture

@@ -134,10 +134,11 @@ class Pki:
         _write_private(pair.key, _key_pem(key))
         return pair
 
-    def token_file(self, user: str, *groups: str) -> tuple[Path, str]:
-        """A ``--token-auth-file`` with one random bearer token: (path, token)."""
-        token = secrets.token_urlsafe(32)
+    def token_file(self, users: dict[str, tuple[str, ...]]) -> tuple[Path, dict[str, str]]:
+        """A ``--token-auth-file`` with a random bearer token per user: (path, user -> token)."""
+        tokens = {user: secrets.token_urlsafe(32) for user in users}
         path = self.directory / "tokens.csv"
         # token,user,uid,"group1,group2" (Authenticating: Static Token File)
-        _write_private(path, f'{token},{user},{user},"{",".join(groups)}"\n'.encode())
-        return path, token
+        lines = [f'{tokens[u]},{u},{u},"{",".join(groups)}"' for u, groups in users.items()]
+        _write_private(path, ("\n".join(lines) + "\n").encode())
+        return path, tokens
