@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from alphaswarm_controller.providers.kubernetes import KubernetesProvider
-from alphaswarm_core.providers.protocol import CapabilityUnsupported
+from alphaswarm_core.providers.protocol import CapabilityUnsupported, InfrastructureProvider
 from tests.contract.suite import ProviderContract, SpecFactory, unique_name
 from tests.fakes.kube_fixtures import make_spec
 from tests.realkube.cluster import Endpoint
@@ -43,7 +43,7 @@ class TestKubernetesContractOnRealApiServer(ProviderContract):
     pass
 
     async def test_metrics_stream_until_cancelled(
-        self, provider: KubernetesProvider, spec_factory: SpecFactory, namespace: str
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
     ) -> None:
         """Replaces the contract's metrics test: this cluster serves no metrics.k8s.io yet.
 

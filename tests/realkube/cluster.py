@@ -1,11 +1,11 @@
 """KubeCluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on loopback.
 
-Everything is real Kubernetes except the kubelet: kwok (sigs.k8s.io/kwok) plays
-the node, the way it does in the Kubernetes project's own scale tests. It
-watches the pods the real scheduler bound to its Node and reports them
-Running/Ready through the API (kwok's default stages, the ones kwokctl uses),
-holds the Node's Lease, and removes deleted pods. Deployments, ReplicaSets,
-garbage collection and namespaces are the real controllers'.
+Everything is real Kubernetes except the kubelet: kwok (sigs.k8s.io/kwok, the
+Kubernetes SIG project for simulated nodes) plays the node. It watches the
+pods the real scheduler bound to its Node and reports them Running/Ready
+through the API (kwok's default stages, the ones kwokctl uses), holds the
+Node's Lease, and removes deleted pods. Deployments, ReplicaSets, garbage
+collection and namespaces are the real controllers'.
 
 Credentials: one CA; the admin (``system:masters``) and each component has a
 client certificate; the tests' provider uses a static bearer token, like a
