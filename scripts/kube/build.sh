@@ -5,8 +5,10 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler  k8s.io/kubernetes v1.37.2
 #   etcd        go.etcd.io/etcd/server/v3 (embed) behind our ./cmd/etcd main
 #   kwok        sigs.k8s.io/kwok v0.8.0, the node/pod lifecycle simulator, with its
-#               default stages (share/kwok/stages.yaml, copied from the module)
-# All five come from one `go build` invocation so shared packages compile once.
+#               default stages and its kubelet-style resource metrics
+#               (share/kwok/config.yaml, concatenated from the module's own files)
+#   metrics-server  sigs.k8s.io/metrics-server v0.9.0, serving metrics.k8s.io
+# All six come from one `go build` invocation so shared packages compile once.
 #
 # The output lives outside the work tree, in
 #   ${ALPHASWARM_CACHE_DIR:-$HOME/.cache/alphaswarm}/kube/<recipe hash>/bin
@@ -22,18 +24,23 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 KUBE_VERSION=v1.37.2
-BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok metrics-server)
 PACKAGES=(
     ./cmd/etcd
     k8s.io/kubernetes/cmd/kube-apiserver
     k8s.io/kubernetes/cmd/kube-controller-manager
     k8s.io/kubernetes/cmd/kube-scheduler
     sigs.k8s.io/kwok/cmd/kwok
+    sigs.k8s.io/metrics-server/cmd/metrics-server
 )
-# The stages kwokctl uses by default (kustomize/stage/fast): nodes become Ready and
-# hold a Lease, pods become Running/Ready, deleted pods are removed.
-KWOK_STAGES=(node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
-    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml)
+# kwok's configuration, from the files kwokctl uses by default (under kustomize/ in
+# the module): nodes become Ready and hold a Lease, pods become Running/Ready, deleted
+# pods are removed; each node serves /metrics/resource as a kubelet does, with each
+# pod using 1m CPU and 1Mi memory unless its annotations say otherwise.
+KWOK_CONFIG=(stage/node/fast/node-initialize.yaml
+    stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
+    stage/pod/fast/pod-ready.yaml stage/pod/fast/pod-complete.yaml stage/pod/fast/pod-delete.yaml
+    metrics/resource/metrics-resource.yaml metrics/usage/usage-from-annotation.yaml)
 
 # Static binaries, no paths or VCS state baked in, no symbol tables (about a third
 # smaller, less to link); /version reports the release like an official build.
@@ -46,7 +53,7 @@ recipe="$(
     cd "$here"
     {
         go version
-        printf '%s\n' "$LDFLAGS" "${PACKAGES[@]}" "${KWOK_STAGES[@]}"
+        printf '%s\n' "$LDFLAGS" "${PACKAGES[@]}" "${KWOK_CONFIG[@]}"
         cat build.sh go.mod go.sum cmd/etcd/main.go
     } | sha256sum | cut -c1-16
 )"
@@ -85,10 +92,10 @@ done
 
 kwok_dir="$(cd "$here" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
 mkdir -p "$staging/share/kwok"
-for stage in "${KWOK_STAGES[@]}"; do
+for file in "${KWOK_CONFIG[@]}"; do
     printf -- '---\n'
-    cat "$kwok_dir/kustomize/stage/$stage"
-done >"$staging/share/kwok/stages.yaml"
+    cat "$kwok_dir/kustomize/$file"
+done >"$staging/share/kwok/config.yaml"
 
 touch "$staging/.complete"
 rm -rf "$out" # an interrupted earlier attempt cannot have left .complete

@@ -27,7 +27,7 @@ from alphaswarm_core.providers.protocol import (
 )
 from tests.contract.suite import ready, unique_name, wait_for
 from tests.fakes.kube_fixtures import IMAGE, make_spec
-from tests.realkube.cluster import LIMITED_USER, AdminApi, Endpoint, KubeCluster
+from tests.realkube.cluster import LIMITED_USER, Endpoint, KubeCluster
 from tests.realkube.fixtures import connect_real
 
 ISSUE = "issue 17 (kubernetes): "
@@ -56,7 +56,7 @@ def requests_sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, An
 
 
 def _objects(real_kube: Endpoint, namespace: str, collection: str) -> list[str]:
-    items = AdminApi(real_kube).get(f"{collection.format(ns=namespace)}")["items"]
+    items = real_kube.admin().get(f"{collection.format(ns=namespace)}")["items"]
     return sorted(item["metadata"]["name"] for item in items)
 
 
@@ -180,7 +180,7 @@ async def test_an_invalid_service_account_option_is_invalid_argument(
 def _grant_documented_role(real_kube: Endpoint, namespace: str) -> None:
     """The RBAC docs/providers.md documents for the kubernetes provider, in ``namespace``."""
     every = ["get", "list", "watch", "create", "patch", "update", "delete"]
-    admin = AdminApi(real_kube)
+    admin = real_kube.admin()
     rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
     admin.create(
         f"{rbac}/roles",

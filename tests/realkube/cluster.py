@@ -1,24 +1,25 @@
-"""KubeCluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on loopback.
+"""KubeCluster: a real Kubernetes control plane on loopback, built by scripts/kube/build.sh.
 
 Everything is real Kubernetes except the kubelet: kwok (sigs.k8s.io/kwok, the
 Kubernetes SIG project for simulated nodes) plays the node. It watches the
 pods the real scheduler bound to its Node and reports them Running/Ready
 through the API (kwok's default stages, the ones kwokctl uses), holds the
-Node's Lease, and removes deleted pods. Deployments, ReplicaSets, garbage
-collection and namespaces are the real controllers'.
+Node's Lease, removes deleted pods, and serves the node's kubelet-style
+``/metrics/resource``. Deployments, ReplicaSets, garbage collection and
+namespaces are the real controllers'; metrics.k8s.io is the real
+metrics-server behind the API server's aggregation layer, scraping kwok.
 
-Credentials: one CA; the admin (``system:masters``) and each component has a
-client certificate; the tests' provider uses a static bearer token, like a
-managed cluster's token, bound to ``cluster-admin`` by a ClusterRoleBinding.
-Authorization is ``Node,RBAC``.
+Credentials: one CA for serving and client certificates (the admin is in
+``system:masters``, each component has its own user); a second CA for the
+aggregation layer's front proxy, as the Kubernetes docs advise; the tests'
+provider uses a static bearer token, like a managed cluster's token, bound to
+``cluster-admin``. Authorization is ``Node,RBAC``.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
-import ssl
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,11 +28,20 @@ from typing import Any
 
 import psutil
 
+from . import manifests
+from .api import AdminApi, EtcdProbe, HttpsProbe, Probe
 from .pki import KeyPair, Pki
-from .processes import Component, ComponentFailed, free_port, port_in_use, wait_until
+from .processes import Component, ComponentFailed, port_in_use, wait_until
 
 BUILD_COMMAND = "bash scripts/kube/build.sh"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "metrics-server",
+)
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"  # the first address of SERVICE_CIDR: the ``kubernetes`` Service
 POD_CIDR = "10.244.0.1/24"  # kwok hands out pod IPs from here; nothing routes to them
@@ -40,6 +50,10 @@ NODE_SELECTOR_ANNOTATION = "kwok.x-k8s.io/node"
 TOKEN_USER = "alphaswarm-tests"
 TOKEN_GROUP = "alphaswarm:tests"
 LIMITED_USER = "alphaswarm-limited"  # no bindings: a test grants it the role it checks
+METRICS_SERVER_USER = "alphaswarm-tests:metrics-server"
+FRONT_PROXY_USER = "front-proxy-client"
+#: metrics-server's minimum; a new pod has metrics after two scrapes.
+METRIC_RESOLUTION = "10s"
 WORKDIR_PREFIX = "alphaswarm-kube-"
 OWNER_FILE = "owner"
 START_ATTEMPTS = 3
@@ -59,6 +73,9 @@ class Endpoint:
     kubeconfig: Path
     """An admin kubeconfig (client certificate, ``system:masters``)."""
 
+    def admin(self) -> AdminApi:
+        return AdminApi.from_kubeconfig(self.url, self.ca_pem, self.kubeconfig)
+
 
 def missing_binaries(bin_dir: Path) -> list[str]:
     return [name for name in BINARIES if not (bin_dir / name).is_file()]
@@ -75,10 +92,7 @@ def _kubeconfig(path: Path, url: str, ca: Path, client: KeyPair, user: str) -> P
         "users": [
             {
                 "name": user,
-                "user": {
-                    "client-certificate": str(client.cert),
-                    "client-key": str(client.key),
-                },
+                "user": {"client-certificate": str(client.cert), "client-key": str(client.key)},
             }
         ],
         "contexts": [{"name": "test", "context": {"cluster": "test", "user": user}}],
@@ -87,6 +101,11 @@ def _kubeconfig(path: Path, url: str, ca: Path, client: KeyPair, user: str) -> P
     path.write_text(json.dumps(config, indent=2))
     path.chmod(0o600)
     return path
+
+
+def _condition_true(obj: dict[str, Any], kind: str) -> bool:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
 
 
 def _owner_stamp() -> str:
@@ -106,9 +125,8 @@ def remove_orphaned_workdirs() -> None:
     """Work dirs of runs whose process died without its teardown (SIGKILL): the kernel
     already killed their components (pdeathsig), only the files are left."""
     for workdir in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
-        owner = workdir / OWNER_FILE
         try:
-            stamp = owner.read_text()
+            stamp = (workdir / OWNER_FILE).read_text()
         except OSError:
             continue  # not ours, or still being created
         if not _owner_alive(stamp):
@@ -118,25 +136,35 @@ def remove_orphaned_workdirs() -> None:
 class KubeCluster:
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
-        self.stages = bin_dir.parent / "share" / "kwok" / "stages.yaml"
+        self.kwok_config = bin_dir.parent / "share" / "kwok" / "config.yaml"
         remove_orphaned_workdirs()
         self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         (self.workdir / OWNER_FILE).write_text(_owner_stamp())
+        self.pki = Pki(self.workdir)
+        self.front_proxy = Pki(self.workdir, "front-proxy-ca")
         self.components: list[Component] = []
         self.endpoint: Endpoint | None = None
         self.startup_seconds = 0.0
+        self.etcd_url = ""
+        self.service_account_key = Path()
+        self._apiserver_probe: Probe | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> Endpoint:
         began = time.monotonic()
         try:
-            pki = Pki(self.workdir)
-            self._start_etcd()
-            endpoint = self._start_apiserver(pki)
-            self._configure(endpoint)
-            self._start_controllers(pki, endpoint.url)
-            self._wait_for_node(endpoint)
+            self.etcd_url = self._start_etcd()
+            endpoint = self._start_apiserver()
+            admin = endpoint.admin()
+            admin.create_all(manifests.token_group_is_cluster_admin(TOKEN_GROUP))
+            admin.create_all(manifests.kwok_node(NODE_NAME, NODE_SELECTOR_ANNOTATION))
+            admin.create_all(manifests.metrics_server_access(METRICS_SERVER_USER))
+            self._start_controllers(endpoint.url)
+            self._start_kwok(endpoint.url)
+            metrics_port = self._start_metrics_server(endpoint.url)
+            admin.create_all(manifests.metrics_api(self.pki.ca_pem, metrics_port))
+            self._wait_for_node(admin)
         except BaseException:
             self.stop()
             raise
@@ -158,6 +186,7 @@ class KubeCluster:
         from such an object's resourceVersion gets 410 Gone, as on a long-running
         cluster where the object has not changed for a while.
         """
+        assert self._apiserver_probe is not None, "start() first"
         index = next(i for i, c in enumerate(self.components) if c.name == "kube-apiserver")
         old = self.components[index]
         old.stop()
@@ -170,16 +199,33 @@ class KubeCluster:
             watched=[fresh],
         )
 
+    def wait_for_metrics_api(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until the aggregator reports metrics.k8s.io Available (metrics-server scraped kwok)."""
+        assert self.endpoint is not None, "start() first"
+        admin = self.endpoint.admin()
+
+        def available() -> bool:
+            service = admin.get(
+                f"/apis/apiregistration.k8s.io/v1/apiservices/{manifests.METRICS_API}"
+            )
+            conditions = (service.get("status") or {}).get("conditions") or []
+            return any(
+                c.get("type") == "Available" and c.get("status") == "True" for c in conditions
+            )
+
+        wait_until(
+            available, what="metrics.k8s.io is Available", timeout=timeout, watched=self.components
+        )
+
     # -- components -------------------------------------------------------------------------
 
-    def _launch(self, name: str, argv: list[str], ready: Any, what: str) -> Component:
-        """Start ``argv``; retry with fresh ports if it lost a port race."""
-        for attempt in range(START_ATTEMPTS):
-            args = argv if attempt == 0 else ready.fresh_args()
-            component = Component(name, args, self.workdir / f"{name}.log").start()
+    def _launch(self, name: str, probe: Probe, what: str) -> Component:
+        """Start a component with fresh ports; retry if it lost a port to another process."""
+        for _ in range(START_ATTEMPTS):
+            component = Component(name, probe.fresh_args(), self.workdir / f"{name}.log").start()
             self.components.append(component)
             try:
-                wait_until(ready.check, what=what, timeout=READY_TIMEOUT, watched=self.components)
+                wait_until(probe.check, what=what, timeout=READY_TIMEOUT, watched=self.components)
                 return component
             except ComponentFailed:
                 if not (component.exited and port_in_use(component)):
@@ -188,12 +234,20 @@ class KubeCluster:
                 component.stop()
         raise component.failure("kept losing its ports to other processes")
 
-    def _start_etcd(self) -> None:
-        probe = _EtcdReady(self)
-        self.etcd_url = probe.url
-        self._launch("etcd", probe.args(), probe, "etcd serves /health")
+    def _start_etcd(self) -> str:
+        probe = EtcdProbe(
+            lambda port, peer_port: [
+                str(self.bin_dir / "etcd"),
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-url=http://127.0.0.1:{port}",
+                f"--listen-peer-url=http://127.0.0.1:{peer_port}",
+            ]
+        )
+        self._launch("etcd", probe, "etcd serves /health")
+        return probe.url
 
-    def _start_apiserver(self, pki: Pki) -> Endpoint:
+    def _start_apiserver(self) -> Endpoint:
+        pki = self.pki
         serving = pki.serving(
             "apiserver",
             dns_names=(
@@ -209,7 +263,7 @@ class KubeCluster:
         self.service_account_key = service_account.key
         tokens, token = pki.token_file({TOKEN_USER: (TOKEN_GROUP,), LIMITED_USER: ()})
         admin = pki.client("admin", "alphaswarm-test-admin", "system:masters")
-        probe = _ApiserverReady(self, pki.ca_cert, admin)
+        front_proxy = self.front_proxy.client(FRONT_PROXY_USER, FRONT_PROXY_USER)
 
         def args(port: int) -> list[str]:
             return [
@@ -230,248 +284,138 @@ class KubeCluster:
                 # The endpoints of Service/kubernetes would be 127.0.0.1, which Endpoints
                 # validation rejects (loopback): nothing in the tests needs them.
                 "--endpoint-reconciler-type=none",
+                # The aggregation layer (Configure the Aggregation Layer, Kubernetes docs).
+                f"--requestheader-client-ca-file={self.front_proxy.ca_cert}",
+                f"--requestheader-allowed-names={FRONT_PROXY_USER}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={front_proxy.cert}",
+                f"--proxy-client-key-file={front_proxy.key}",
                 "--profiling=false",
             ]
 
-        probe.make_args = args
-        self._launch("kube-apiserver", probe.fresh_args(), probe, "kube-apiserver /readyz is ok")
+        # /readyz includes the RBAC bootstrap roles and the informers' sync: ready for
+        # the controllers and the tests once it answers ok.
+        probe = HttpsProbe(args, pki.ca_cert, path="/readyz", client=admin)
+        self._launch("kube-apiserver", probe, "kube-apiserver /readyz is ok")
         self._apiserver_probe = probe
-        self.admin_kubeconfig = _kubeconfig(
+        kubeconfig = _kubeconfig(
             self.workdir / "admin.kubeconfig", probe.url, pki.ca_cert, admin, "admin"
         )
-        return Endpoint(
-            probe.url, pki.ca_pem, token[TOKEN_USER], token[LIMITED_USER], self.admin_kubeconfig
+        return Endpoint(probe.url, pki.ca_pem, token[TOKEN_USER], token[LIMITED_USER], kubeconfig)
+
+    def _component_kubeconfig(self, url: str, name: str, user: str, *groups: str) -> Path:
+        client = self.pki.client(name, user, *groups)
+        return _kubeconfig(self.workdir / f"{name}.kubeconfig", url, self.pki.ca_cert, client, name)
+
+    def _serving(self, name: str, *dns_names: str) -> KeyPair:
+        return self.pki.serving(
+            f"{name}-serving", dns_names=("localhost", *dns_names), ips=("127.0.0.1",)
         )
 
-    def _configure(self, endpoint: Endpoint) -> None:
-        """The test token's RBAC binding and kwok's Node, made by the admin."""
-        api = AdminApi(endpoint)
-        api.create(
-            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": "alphaswarm-tests"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "cluster-admin",
-                },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": TOKEN_GROUP}
-                ],
-            },
-        )
-        api.create(
-            "/api/v1/nodes",
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": NODE_NAME,
-                    "annotations": {NODE_SELECTOR_ANNOTATION: "fake"},
-                    "labels": {
-                        "kubernetes.io/hostname": NODE_NAME,
-                        "kubernetes.io/os": "linux",
-                        "kubernetes.io/arch": "amd64",
-                        "type": "kwok",
-                    },
-                },
-                "status": {
-                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                },
-            },
-        )
-
-    def _start_controllers(self, pki: Pki, url: str) -> None:
-        serving = pki.serving("components", dns_names=("localhost",), ips=("127.0.0.1",))
-        ca = pki.ca_cert
-
-        def config(name: str, user: str, *groups: str) -> Path:
-            client = pki.client(name, user, *groups)
-            return _kubeconfig(self.workdir / f"{name}.kubeconfig", url, ca, client, name)
-
-        def delegated(kubeconfig: Path, port: int) -> list[str]:
-            return [
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                f"--tls-cert-file={serving.cert}",
-                f"--tls-private-key-file={serving.key}",
-                "--leader-elect=false",
-                "--profiling=false",
-            ]
-
-        manager = config("kube-controller-manager", "system:kube-controller-manager")
-        probe = _HealthzReady(self, ca)
-        probe.make_args = lambda port: [
-            str(self.bin_dir / "kube-controller-manager"),
-            *delegated(manager, port),
-            # Each controller acts as its own service account with its bootstrap
-            # role (system:controller:*), as kubeadm configures it.
-            "--use-service-account-credentials=true",
-            f"--service-account-private-key-file={self.service_account_key}",
-            f"--root-ca-file={ca}",
+    def _delegated(self, kubeconfig: Path, serving: KeyPair, port: int) -> list[str]:
+        """Flags of a component that serves HTTPS and asks the API server who may call it."""
+        return [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--tls-cert-file={serving.cert}",
+            f"--tls-private-key-file={serving.key}",
         ]
+
+    def _start_controllers(self, url: str) -> None:
+        serving = self._serving("components")
+        ca = self.pki.ca_cert
+        manager = self._component_kubeconfig(
+            url, "kube-controller-manager", "system:kube-controller-manager"
+        )
         self._launch(
-            "kube-controller-manager", probe.fresh_args(), probe, "controller-manager /healthz"
+            "kube-controller-manager",
+            HttpsProbe(
+                lambda port: [
+                    str(self.bin_dir / "kube-controller-manager"),
+                    *self._delegated(manager, serving, port),
+                    "--leader-elect=false",
+                    "--profiling=false",
+                    # Each controller acts as its own service account with its bootstrap
+                    # role (system:controller:*), as kubeadm configures it.
+                    "--use-service-account-credentials=true",
+                    f"--service-account-private-key-file={self.service_account_key}",
+                    f"--root-ca-file={ca}",
+                ],
+                ca,
+            ),
+            "controller-manager /healthz",
+        )
+        scheduler = self._component_kubeconfig(url, "kube-scheduler", "system:kube-scheduler")
+        self._launch(
+            "kube-scheduler",
+            HttpsProbe(
+                lambda port: [
+                    str(self.bin_dir / "kube-scheduler"),
+                    *self._delegated(scheduler, serving, port),
+                    "--leader-elect=false",
+                    "--profiling=false",
+                ],
+                ca,
+            ),
+            "scheduler /healthz",
         )
 
-        scheduler = config("kube-scheduler", "system:kube-scheduler")
-        probe = _HealthzReady(self, ca)
-        probe.make_args = lambda port: [
-            str(self.bin_dir / "kube-scheduler"),
-            *delegated(scheduler, port),
-        ]
-        self._launch("kube-scheduler", probe.fresh_args(), probe, "scheduler /healthz")
-
-        kwok = config("kwok", "kwok-controller", "system:masters")
-        self.components.append(
-            Component(
-                "kwok",
-                [
+    def _start_kwok(self, url: str) -> None:
+        kubeconfig = self._component_kubeconfig(url, "kwok", "kwok-controller", "system:masters")
+        serving = self._serving("kwok")
+        self._launch(
+            "kwok",
+            HttpsProbe(
+                lambda port: [
                     str(self.bin_dir / "kwok"),
-                    f"--kubeconfig={kwok}",
-                    f"--config={self.stages}",
+                    f"--kubeconfig={kubeconfig}",
+                    f"--config={self.kwok_config}",
                     "--manage-all-nodes=false",
                     f"--manage-nodes-with-annotation-selector={NODE_SELECTOR_ANNOTATION}=fake",
                     "--node-ip=127.0.0.1",
                     f"--node-name={NODE_NAME}",
                     f"--cidr={POD_CIDR}",
+                    # The node's kubelet port (Node status daemonEndpoints): metrics.
+                    f"--node-port={port}",
+                    f"--server-address=127.0.0.1:{port}",
+                    f"--tls-cert-file={serving.cert}",
+                    f"--tls-private-key-file={serving.key}",
                 ],
-                self.workdir / "kwok.log",
-            ).start()
+                self.pki.ca_cert,
+            ),
+            "kwok /healthz",
         )
 
-    def _wait_for_node(self, endpoint: Endpoint) -> None:
-        api = AdminApi(endpoint)
+    def _start_metrics_server(self, url: str) -> int:
+        kubeconfig = self._component_kubeconfig(url, "metrics-server", METRICS_SERVER_USER)
+        serving = self._serving("metrics-server", manifests.metrics_service_dns())
+        probe = HttpsProbe(
+            lambda port: [
+                str(self.bin_dir / "metrics-server"),
+                *self._delegated(kubeconfig, serving, port),
+                f"--metric-resolution={METRIC_RESOLUTION}",
+                "--kubelet-request-timeout=5s",  # must be below the resolution
+                # kwok's node: its InternalIP, the port in its status, the path in its
+                # annotation, its certificate from the test CA.
+                "--kubelet-preferred-address-types=InternalIP",
+                "--kubelet-use-node-status-port",
+                f"--kubelet-certificate-authority={self.pki.ca_cert}",
+            ],
+            self.pki.ca_cert,
+            path="/livez",
+        )
+        self._launch("metrics-server", probe, "metrics-server /livez")
+        return probe.port
 
+    def _wait_for_node(self, admin: AdminApi) -> None:
         def node_ready() -> bool:
-            node = api.get(f"/api/v1/nodes/{NODE_NAME}")
-            conditions = (node.get("status") or {}).get("conditions") or []
-            return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+            return _condition_true(admin.get(f"/api/v1/nodes/{NODE_NAME}"), "Ready")
 
         wait_until(
             node_ready, what="kwok reports the Node Ready", timeout=60, watched=self.components
         )
-
-
-# -- readiness probes ---------------------------------------------------------------------
-
-
-class _EtcdReady:
-    def __init__(self, cluster: KubeCluster) -> None:
-        self.cluster = cluster
-        self._pick()
-
-    def _pick(self) -> None:
-        self.port, self.peer_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def args(self) -> list[str]:
-        return [
-            str(self.cluster.bin_dir / "etcd"),
-            f"--data-dir={self.cluster.workdir / 'etcd'}",
-            f"--listen-client-url={self.url}",
-            f"--listen-peer-url=http://127.0.0.1:{self.peer_port}",
-        ]
-
-    def fresh_args(self) -> list[str]:
-        self._pick()
-        self.cluster.etcd_url = self.url
-        return self.args()
-
-    def check(self) -> bool:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        try:
-            connection.request("GET", "/health")
-            response = connection.getresponse()
-            return response.status == 200 and b'"true"' in response.read()
-        finally:
-            connection.close()
-
-
-class _HttpsReady:
-    """GET ``path`` over TLS verified against the test CA, optionally with a client cert."""
-
-    path = "/healthz"
-
-    def __init__(self, cluster: KubeCluster, ca: Path, client: KeyPair | None = None) -> None:
-        self.cluster = cluster
-        self.context = ssl.create_default_context(cafile=str(ca))
-        if client is not None:
-            self.context.load_cert_chain(str(client.cert), str(client.key))
-        self.port = 0
-        self.make_args: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    def fresh_args(self) -> list[str]:
-        self.port = free_port()
-        return list(self.make_args(self.port))
-
-    def check(self) -> bool:
-        connection = http.client.HTTPSConnection(
-            "127.0.0.1", self.port, context=self.context, timeout=5
-        )
-        try:
-            connection.request("GET", self.path)
-            response = connection.getresponse()
-            return response.status == 200 and response.read().strip() == b"ok"
-        finally:
-            connection.close()
-
-
-class _HealthzReady(_HttpsReady):
-    path = "/healthz"
-
-
-class _ApiserverReady(_HttpsReady):
-    # /readyz includes the RBAC bootstrap roles and the informer sync: the API
-    # server is ready for the controllers and the tests once it answers ok.
-    path = "/readyz"
-
-
-class AdminApi:
-    """Just enough of the API for the fixture's own setup, as the admin."""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        kubeconfig = json.loads(endpoint.kubeconfig.read_text())
-        user = kubeconfig["users"][0]["user"]
-        self.context = ssl.create_default_context(cadata=endpoint.ca_pem.decode())
-        self.context.load_cert_chain(user["client-certificate"], user["client-key"])
-        self.port = int(endpoint.url.rsplit(":", 1)[1])
-
-    def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        connection = http.client.HTTPSConnection(
-            "127.0.0.1", self.port, context=self.context, timeout=30
-        )
-        try:
-            payload = json.dumps(body).encode() if body is not None else None
-            headers = {"Content-Type": "application/json", "Accept": "application/json"}
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            return response.status, json.loads(response.read() or b"{}")
-        finally:
-            connection.close()
-
-    def create(self, path: str, body: Any) -> None:
-        status, answer = self._request("POST", path, body)
-        if status not in (200, 201, 409):
-            raise ComponentFailed(f"POST {path} answered {status}: {answer}")
-
-    def delete(self, path: str) -> None:
-        status, answer = self._request("DELETE", path)
-        if status not in (200, 202, 404):
-            raise ComponentFailed(f"DELETE {path} answered {status}: {answer}")
-
-    def get(self, path: str) -> Any:
-        status, answer = self._request("GET", path)
-        if status != 200:
-            raise ComponentFailed(f"GET {path} answered {status}: {answer}")
-        return answer

@@ -19,7 +19,7 @@ import pytest
 from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
 from tests.contract.suite import unique_name
 
-from .cluster import BUILD_COMMAND, AdminApi, Endpoint, KubeCluster, missing_binaries
+from .cluster import BUILD_COMMAND, Endpoint, KubeCluster, missing_binaries
 
 BIN_DIR_ENV = "ALPHASWARM_KUBE_BIN_DIR"
 REPO = Path(__file__).resolve().parents[2]
@@ -90,10 +90,21 @@ def real_kube(real_kube_cluster: KubeCluster) -> Endpoint:
     return real_kube_cluster.endpoint
 
 
+@pytest.fixture(scope="session")
+def real_kube_metrics(real_kube_cluster: KubeCluster) -> Endpoint:
+    """The session's API server once metrics.k8s.io is Available (metrics-server scraped kwok).
+
+    Only the tests that read metrics wait for it (about two scrapes, 10-20 s).
+    """
+    real_kube_cluster.wait_for_metrics_api()
+    assert real_kube_cluster.endpoint is not None
+    return real_kube_cluster.endpoint
+
+
 @pytest.fixture
 def real_kube_namespace(real_kube: Endpoint) -> Iterator[str]:
     """A fresh namespace, deleted (asynchronously, by the namespace controller) after the test."""
-    api = AdminApi(real_kube)
+    api = real_kube.admin()
     name = unique_name("ns")
     api.create(
         "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}

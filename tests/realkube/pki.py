@@ -44,17 +44,17 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 class Pki:
-    """Writes everything into ``directory`` (owner-only files)."""
+    """A CA named ``name``; writes everything into ``directory`` (owner-only keys)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, name: str = "ca") -> None:
         self.directory = directory
         self._ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "alphaswarm-test-ca")])
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"alphaswarm-test-{name}")])
         now = datetime.datetime.now(datetime.UTC)
         self._ca_cert = (
             x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
+            .subject_name(subject)
+            .issuer_name(subject)
             .public_key(self._ca_key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -77,7 +77,7 @@ class Pki:
             .sign(self._ca_key, hashes.SHA256())
         )
         self.ca_pem = self._ca_cert.public_bytes(serialization.Encoding.PEM)
-        self.ca_cert = directory / "ca.crt"
+        self.ca_cert = directory / f"{name}.crt"
         self.ca_cert.write_bytes(self.ca_pem)
 
     def _issue(
