@@ -39,7 +39,7 @@ if [[ -n "${ALPHASWARM_DOCKERD_ROOT:-}" ]]; then
     trap 'kill "$(cat "$ALPHASWARM_DOCKERD_ROOT/d.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
 fi
 
-step "kubernetes control plane (cold build ~9 min on 2 cores, then reused from the cache)"
+step "kubernetes control plane (first build 10-17 min on 2 cores, then reused from the cache)"
 ALPHASWARM_KUBE_BIN_DIR="$(bash scripts/kube/build.sh)"
 export ALPHASWARM_KUBE_BIN_DIR
 echo "$ALPHASWARM_KUBE_BIN_DIR"

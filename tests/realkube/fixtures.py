@@ -40,7 +40,7 @@ def kube_bin_dir() -> Path:
         if found.returncode != 0:
             pytest.fail(
                 "the real Kubernetes control plane is not built: run "
-                f"`{BUILD_COMMAND}` (about 9 min the first time), or set {BIN_DIR_ENV}",
+                f"`{BUILD_COMMAND}` (10-17 min the first time), or set {BIN_DIR_ENV}",
                 pytrace=False,
             )
         bin_dir = Path(found.stdout.strip())
