@@ -1,4 +1,4 @@
-"""The provider contract, unchanged, against a real kube-apiserver (tests/realkube).
+"""The provider contract against a real kube-apiserver (tests/realkube).
 
 The same suite as test_kubernetes_contract.py, bound to real Kubernetes
 v1.37 components instead of the emulator: the provider connects as the cloud
@@ -47,8 +47,6 @@ def spec_factory() -> SpecFactory:
 
 
 class TestKubernetesContractOnRealApiServer(ProviderContract):
-    pass
-
     @pytest.mark.usefixtures("real_kube_metrics")
     async def test_metrics_stream_until_cancelled(
         self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
