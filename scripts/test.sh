@@ -2,7 +2,8 @@
 # Set up everything the tests need, then run every check and the whole test suite.
 #
 # Installs the venv with all providers and dev tools, starts (or reuses) a Docker
-# engine for the docker_compose provider, checks the generated stubs and the protos
+# engine for the docker_compose provider, builds (or reuses) the Kubernetes control plane
+# the kubernetes tests start (scripts/kube/build.sh), checks the generated stubs and the protos
 # (buf lint / format / breaking), runs ruff and mypy, then pytest. Any failure,
 # including a backend that cannot start, fails the run. Extra arguments go to pytest.
 set -euo pipefail
@@ -37,6 +38,11 @@ eval "$(bash scripts/ci/start-dockerd.sh)"
 if [[ -n "${ALPHASWARM_DOCKERD_ROOT:-}" ]]; then
     trap 'kill "$(cat "$ALPHASWARM_DOCKERD_ROOT/d.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
 fi
+
+step "kubernetes control plane (first build 10-17 min on 2 cores, then reused from the cache)"
+ALPHASWARM_KUBE_BIN_DIR="$(bash scripts/kube/build.sh)"
+export ALPHASWARM_KUBE_BIN_DIR
+echo "$ALPHASWARM_KUBE_BIN_DIR"
 
 step "pytest"
 set +e
