@@ -18,7 +18,7 @@ import pytest
 
 from alphaswarm_controller.providers.kubernetes import KubernetesProvider
 from alphaswarm_core.providers.protocol import InfrastructureProvider, MetricSample
-from tests.contract.suite import ProviderContract, SpecFactory, ready, unique_name, wait_for
+from alphaswarm_core.testing import ProviderContract, SpecFactory, ready, unique_name, wait_for
 from tests.fakes.kube_fixtures import make_spec
 from tests.realkube.cluster import Endpoint
 from tests.realkube.fixtures import connect_real
@@ -47,6 +47,10 @@ def spec_factory() -> SpecFactory:
 
 
 class TestKubernetesContractOnRealApiServer(ProviderContract):
+    expected_capabilities = frozenset(
+        {"start", "stop", "scale", "status", "list", "config", "metrics", "native_watch"}
+    )
+
     @pytest.mark.usefixtures("real_kube_metrics")
     async def test_metrics_stream_until_cancelled(
         self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
@@ -70,7 +74,7 @@ class TestKubernetesContractOnRealApiServer(ProviderContract):
                     if sample.ok and sample.replicas == 2:
                         break
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
         assert {s.service_id for s in samples} == {service}
         assert all(s.provider == provider.provider_alias for s in samples)
         assert all(s.ok for s in samples), [s.error for s in samples]

@@ -25,7 +25,7 @@ from alphaswarm_core.providers.protocol import (
     InfrastructureProviderError,
     Resources,
 )
-from tests.contract.suite import ready, unique_name, wait_for
+from alphaswarm_core.testing import ready, unique_name, wait_for
 from tests.fakes.kube_fixtures import IMAGE, make_spec
 from tests.realkube.cluster import LIMITED_USER, Endpoint, KubeCluster
 from tests.realkube.fixtures import connect_real
@@ -104,7 +104,7 @@ async def test_watch_of_a_deployment_older_than_the_watch_cache_is_rate_bounded(
             while status.desired_replicas != 2:
                 status = await anext(watch)
     finally:
-        await watch.aclose()  # type: ignore[attr-defined]
+        await watch.aclose()
     watches = [r for r in idle if r["query"].get("watch")]
     assert len(watches) <= 3, f"{len(watches)} watch requests, {len(idle)} in all, in 2 s"
     assert len(idle) <= 8, f"{len(idle)} requests in 2 s of an unchanged Deployment"
@@ -255,7 +255,7 @@ async def test_the_documented_rbac_is_enough_for_every_call(
             async with asyncio.timeout(30):
                 assert (await anext(watch)).service_id == service
         finally:
-            await watch.aclose()  # type: ignore[attr-defined]
+            await watch.aclose()
         await limited.stop(service, namespace=namespace)
         # The contract's list everywhere: the documented role must cover it too.
         assert service in {s.service_id for s in await limited.list_deployments()}

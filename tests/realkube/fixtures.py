@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
-from tests.contract.suite import unique_name
+from alphaswarm_core.testing import unique_name
 
 from .cluster import BUILD_COMMAND, Endpoint, KubeCluster, missing_binaries
 
