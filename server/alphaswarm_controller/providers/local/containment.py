@@ -1,0 +1,505 @@
+"""Which processes make up a replica, and how to end every one of them.
+
+A replica is its leader process plus everything it starts, however it starts
+it: children that call setsid(), fork twice, clear their environment or ignore
+SIGTERM. Stop, scale-down, a config roll, shutdown and the start-up scan all end
+the whole tree. Two ways to know the tree, picked once per provider:
+
+* ``cgroup``: each replica runs in a cgroup v2 group of its own, under one group
+  per state directory beside the server's own cgroup. The kernel keeps every
+  descendant in it and a replica cannot leave it (the groups are the server's,
+  not the replica user's); ``cgroup.kill`` ends them all at once, and groups a
+  crashed server left behind are found and killed at the next start. Needs a
+  writable cgroup2 hierarchy (root, or a delegated subtree).
+* ``session`` (the fallback): the server becomes a child subreaper, so a
+  descendant whose parent dies is reparented to the server rather than to
+  init. A replica's processes are its session (the leader's sid), its process
+  group and every descendant of those; an adopted process that left its
+  replica's session can no longer be told apart from a daemon, so it is killed
+  within ``sweep_interval`` ("stray"). Adopted processes are attributed to
+  replicas only by what a replica cannot forge or by what it left in place:
+  the replica's uid (when it differs from the server's), the sessions of this
+  run's replicas, or the owner marker in the environment. Other children of the
+  server (anything else in the process that forks) are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import signal
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
+
+from .settings import CGROUP_ENV
+
+log = logging.getLogger(__name__)
+
+_PR_SET_CHILD_SUBREAPER = 36
+_SEEN_LIMIT = 10_000
+OWNER_ENV = "ALPHASWARM_LOCAL_STATE_DIR"
+
+
+@functools.cache
+def libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+# -- the process table ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Proc:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    zombie: bool
+
+
+def process_table() -> dict[int, Proc]:
+    """Every process, from /proc/<pid>/stat (one read each; blocking)."""
+    table: dict[int, Proc] = {}
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
+                    raw = stat_file.read()
+            except OSError:
+                continue
+            # The command name may hold spaces and parentheses: fields start after the last ")".
+            fields = raw[raw.rfind(b")") + 2 :].split()
+            pid = int(entry.name)
+            table[pid] = Proc(
+                pid, int(fields[1]), int(fields[2]), int(fields[3]), fields[0] in (b"Z", b"X")
+            )
+    return table
+
+
+def descendants(table: dict[int, Proc], roots: Iterable[int]) -> set[int]:
+    """``roots`` that exist and every process below them."""
+    children: dict[int, list[int]] = {}
+    for proc in table.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    found = {pid for pid in roots if pid in table}
+    stack = list(found)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def session_members(table: dict[int, Proc], sids: Iterable[int]) -> set[int]:
+    """Live processes of the given sessions or process groups, and their descendants."""
+    wanted = set(sids) - {0, 1, os.getsid(0), os.getpgrp()}
+    seeds = {p.pid for p in table.values() if p.sid in wanted or p.pgid in wanted}
+    return {pid for pid in descendants(table, seeds) if _killable(table, pid)}
+
+
+def _killable(table: dict[int, Proc], pid: int) -> bool:
+    return pid not in (0, 1, os.getpid()) and not table[pid].zombie
+
+
+def uid_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def owner_marker(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            for item in environ.read().split(b"\0"):
+                if item.startswith(OWNER_ENV.encode() + b"="):
+                    return item.split(b"=", 1)[1].decode(errors="replace")
+    except OSError:
+        return None
+    return None
+
+
+def kill_all(pids: Iterable[int], sig: int) -> int:
+    """Signal each pid; how many were still there."""
+    sent = 0
+    for pid in pids:
+        if pid <= 1 or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, sig)
+            sent += 1
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            log.warning("not allowed to signal pid %d", pid)
+    return sent
+
+
+# -- one replica's tree ----------------------------------------------------------------------
+
+
+class ReplicaTree(ABC):
+    """The processes of one replica: created before the spawn, released once empty."""
+
+    leader: int | None = None
+    inline = False
+    """Cheap enough to ask on the event loop (cgroup files); else run it on a thread."""
+
+    def child_hook(self) -> Callable[[], None]:
+        """Runs in the forked child before anything else (before privileges are dropped)."""
+        return lambda: None
+
+    def attach(self, pid: int) -> None:
+        self.leader = pid
+
+    def spawned(self) -> None:  # noqa: B027 - most trees hold nothing for the spawn
+        """The spawn is over (succeeded or failed): parent-side resources can go."""
+
+    @abstractmethod
+    def members(self) -> set[int]: ...
+
+    def signal(self, sig: int) -> int:
+        return kill_all(self.members(), sig)
+
+    @abstractmethod
+    def kill(self) -> None:
+        """SIGKILL every process of the tree now; does not wait."""
+
+    def gone(self) -> bool:
+        """No process of the tree is left (zombies count as gone)."""
+        return not self.members()
+
+    @abstractmethod
+    def release(self) -> None: ...
+
+
+class CgroupTree(ReplicaTree):
+    inline = True
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        self.path = path
+        self._procs_fd: int | None = None
+        if create:
+            path.mkdir(mode=0o755)
+            # Opened now, by the server: the child joins before it drops its privileges.
+            self._procs_fd = os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+
+    def child_hook(self) -> Callable[[], None]:
+        fd = self._procs_fd
+        assert fd is not None
+        write = os.write
+
+        def join() -> None:
+            write(fd, b"0")  # 0 = the writing process
+
+        return join
+
+    def spawned(self) -> None:
+        if self._procs_fd is not None:
+            os.close(self._procs_fd)
+            self._procs_fd = None
+
+    def members(self) -> set[int]:
+        try:
+            return {int(pid) for pid in (self.path / "cgroup.procs").read_text().split()}
+        except FileNotFoundError:
+            return set()
+
+    def kill(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / "cgroup.kill").write_text("1")
+
+    def gone(self) -> bool:
+        try:
+            return "populated 0" in (self.path / "cgroup.events").read_text()
+        except FileNotFoundError:
+            return True
+
+    def __repr__(self) -> str:
+        return f"cgroup {self.path}"
+
+    def release(self) -> None:
+        self.spawned()
+        try:
+            self.path.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # still populated: the next start-up scan removes it
+            log.warning("cannot remove cgroup %s yet: %s", self.path, exc)
+
+
+class SessionTree(ReplicaTree):
+    def __init__(self, containment: Containment) -> None:
+        self._containment = containment
+
+    def __repr__(self) -> str:
+        return f"session {self.leader}"
+
+    def attach(self, pid: int) -> None:
+        super().attach(pid)
+        self._containment.register(pid)
+
+    def members(self) -> set[int]:
+        if self.leader is None:
+            return set()
+        return session_members(process_table(), [self.leader])
+
+    def kill(self) -> None:
+        if self.leader is None:
+            return
+        table = process_table()
+        kill_all(session_members(table, [self.leader]), signal.SIGKILL)
+        self._containment.sweep(table)
+
+    def gone(self) -> bool:
+        """Also kills strays: a process that left the session while its parent died is gone
+        only once the sweep found none left."""
+        if self.leader is None:
+            return True
+        table = process_table()
+        return not session_members(table, [self.leader]) and not self._containment.sweep(table)
+
+    def release(self) -> None:
+        if self.leader is not None:
+            self._containment.unregister(self.leader)
+
+
+# -- the provider's view ---------------------------------------------------------------------
+
+
+def _cgroup2_mount() -> Path | None:
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            dash = fields.index("-")
+            if fields[dash + 1] == "cgroup2":
+                return Path(fields[4])
+    return None
+
+
+def _own_cgroup() -> str | None:
+    with open("/proc/self/cgroup") as cgroup:
+        for line in cgroup:
+            if line.startswith("0::"):
+                return line[3:].strip()
+    return None
+
+
+def _cgroup_base(owner: str) -> tuple[Path | None, str]:
+    """The parent group of this state directory's replicas, or why there is none."""
+    try:
+        mount, own = _cgroup2_mount(), _own_cgroup()
+    except OSError as exc:
+        return None, f"cannot read /proc: {exc}"
+    if mount is None or own is None:
+        return None, "no cgroup2 hierarchy is mounted"
+    tag = hashlib.sha256(owner.encode()).hexdigest()[:12]
+    base = mount / own.lstrip("/") / f"alphaswarm-local-{tag}"
+    try:
+        base.mkdir(mode=0o755, exist_ok=True)
+        if not (base / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                base.rmdir()
+            return None, "the kernel has no cgroup.kill (Linux 5.14+)"
+        probe = base / f"probe-{os.getpid()}"
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        return None, f"{base} is not writable ({exc.strerror or exc})"
+    return base, ""
+
+
+class Containment:
+    """How this provider keeps track of replica processes (see the module docstring)."""
+
+    def __init__(
+        self, base: Path | None, owner: str, replica_uid: int, *, why_not_cgroup: str = ""
+    ) -> None:
+        self.base = base
+        self.owner = owner
+        self.replica_uid = replica_uid
+        self.why_not_cgroup = why_not_cgroup
+        self._lock = threading.Lock()
+        self._live: set[int] = set()
+        self._seen: dict[int, None] = {}
+        """Leaders of this run, oldest first (bounded): their sessions are replicas' forever."""
+        self._spawning = 0
+        self._serial = 0
+
+    @property
+    def mode(self) -> str:
+        return "cgroup" if self.base is not None else "session"
+
+    @property
+    def active(self) -> bool:
+        """Whether a sweep can find anything: session mode, after the first spawn."""
+        return self.base is None and bool(self._seen)
+
+    @classmethod
+    def create(cls, setting: str, owner: str, replica_uid: int) -> Containment:
+        """Blocking. ``setting`` is ALPHASWARM_LOCAL_CGROUP: auto, on or off."""
+        why = f"{CGROUP_ENV}=off"
+        base = None
+        if setting != "off":
+            base, why = _cgroup_base(owner)
+            if base is None and setting == "on":
+                raise InfrastructureProviderUnavailable(
+                    f"{CGROUP_ENV}=on, but no cgroup per replica can be made: {why}",
+                    reason="CGROUP_UNAVAILABLE",
+                    metadata={"setting": CGROUP_ENV},
+                )
+        containment = cls(base, owner, replica_uid, why_not_cgroup=why)
+        if base is None:
+            containment._become_subreaper()
+        return containment
+
+    def _become_subreaper(self) -> None:
+        if libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            errno = ctypes.get_errno()
+            log.warning("cannot become a child subreaper: %s", os.strerror(errno))
+
+    def new_tree(self, label: str) -> ReplicaTree:
+        """Blocking (a mkdir in cgroup mode)."""
+        if self.base is None:
+            return SessionTree(self)
+        with self._lock:
+            self._serial += 1
+            serial = self._serial
+        return CgroupTree(self.base / f"{label}.{serial}")
+
+    # -- session mode bookkeeping ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[None]:
+        """While a spawn is in flight its child is unknown: the sweep must leave children alone."""
+        with self._lock:
+            self._spawning += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._spawning -= 1
+
+    def register(self, leader: int) -> None:
+        with self._lock:
+            self._live.add(leader)
+            self._seen[leader] = None
+            if len(self._seen) > _SEEN_LIMIT:
+                del self._seen[next(iter(self._seen))]
+
+    def unregister(self, leader: int) -> None:
+        with self._lock:
+            self._live.discard(leader)
+
+    def _adopted(self, table: dict[int, Proc]) -> list[Proc]:
+        """Children of the server that a replica left behind (session mode only)."""
+        me, my_sid = os.getpid(), os.getsid(0)
+        with self._lock:
+            # A leader being spawned is a child of ours that nothing knows yet, with the
+            # replica's uid and marker: only the session rule is safe until it is registered.
+            spawning = self._spawning > 0
+            live, seen = set(self._live), set(self._seen)
+        other_uid = self.replica_uid != os.geteuid()
+        found = []
+        for proc in table.values():
+            if proc.ppid != me or proc.pid in live or proc.sid == my_sid:
+                continue
+            if proc.sid in seen or proc.pgid in seen:
+                found.append(proc)
+            elif spawning:
+                continue
+            elif (other_uid and uid_of(proc.pid) == self.replica_uid) or (
+                not proc.zombie and owner_marker(proc.pid) == self.owner
+            ):
+                found.append(proc)
+        return found
+
+    def sweep(self, table: dict[int, Proc] | None = None) -> int:
+        """Blocking. Kill strays (adopted, outside every live replica), reap adopted zombies."""
+        if self.base is not None:
+            return 0
+        table = process_table() if table is None else table
+        with self._lock:
+            live = set(self._live)
+        strays: set[int] = set()
+        for proc in self._adopted(table):
+            if proc.zombie:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(proc.pid, os.WNOHANG)
+            elif proc.sid not in live and proc.pgid not in live:
+                strays |= descendants(table, [proc.pid])
+        strays = {pid for pid in strays if _killable(table, pid)}
+        if strays:
+            log.warning(
+                "killing %d process(es) that escaped their replica: %s",
+                len(strays),
+                sorted(strays),
+            )
+            kill_all(strays, signal.SIGKILL)
+        return len(strays)
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def kill_leftovers(self, recorded: Iterable[int], timeout: float = 5.0) -> list[int]:
+        """Blocking. End everything a previous run of this state directory left behind.
+
+        cgroup mode: every group under the base. Both modes: the sessions of the
+        recorded leaders, and the sessions of processes carrying the owner marker.
+        Returns the pids that were killed.
+        """
+        killed: set[int] = set()
+        deadline = time.monotonic() + timeout
+        groups = [path for path in self.base.iterdir() if path.is_dir()] if self.base else []
+        for group in groups:
+            tree = CgroupTree(group, create=False)
+            killed |= tree.members()
+            tree.kill()
+        table = process_table()
+        seeds = set(recorded) | self._marked(table)
+        members = session_members(table, {table[p].sid for p in seeds if p in table} | seeds)
+        kill_all(members, signal.SIGKILL)
+        killed |= members
+        while time.monotonic() < deadline:
+            table = process_table()
+            left = {pid for pid in killed if pid in table and not table[pid].zombie}
+            if not left:
+                break
+            kill_all(left, signal.SIGKILL)
+            time.sleep(0.05)
+        for group in groups:
+            with contextlib.suppress(OSError):
+                group.rmdir()
+        return sorted(killed)
+
+    def _marked(self, table: dict[int, Proc]) -> set[int]:
+        uids = {os.geteuid(), self.replica_uid}
+        return {
+            proc.pid
+            for proc in table.values()
+            if not proc.zombie
+            and proc.pid != os.getpid()
+            and uid_of(proc.pid) in uids
+            and owner_marker(proc.pid) == self.owner
+        }
+
+    def close(self) -> None:
+        if self.base is not None:
+            with contextlib.suppress(OSError):
+                self.base.rmdir()

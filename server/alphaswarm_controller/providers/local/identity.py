@@ -1,0 +1,139 @@
+"""Which user replicas run as: never root by accident.
+
+A server running as root starts replicas as an unprivileged user (the one
+named by ``ALPHASWARM_LOCAL_RUN_AS``, else the dedicated ``alphaswarm-replica``
+user if it exists, else ``nobody``), without supplementary groups. Root replicas
+need ``ALPHASWARM_LOCAL_ALLOW_ROOT=true``. A server running as any other user
+cannot switch users: replicas run as that user, and so can do whatever it can.
+Whatever cannot be arranged is a FAILED_PRECONDITION naming the setting to fix.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
+
+from .settings import ALLOW_ROOT_ENV, DEDICATED_USER, RUN_AS_ENV, LocalSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaIdentity:
+    uid: int
+    gid: int
+    user: str
+    home: str
+    switch: bool
+    """True when the child must change uid/gid (and drop groups) before exec."""
+
+    @property
+    def groups(self) -> frozenset[int]:
+        """The groups whose permission bits apply to the replica."""
+        if self.switch:
+            return frozenset({self.gid})
+        return frozenset({self.gid, *os.getgroups()})
+
+    def describe(self) -> str:
+        return f"{self.user} (uid {self.uid}, gid {self.gid})"
+
+
+def _unavailable(message: str, **metadata: str) -> InfrastructureProviderUnavailable:
+    return InfrastructureProviderUnavailable(
+        message, reason="REPLICA_USER_UNAVAILABLE", metadata=metadata
+    )
+
+
+def _user(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def _group(name: str) -> int | None:
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def _configured(raw: str) -> tuple[int, int, str, str]:
+    """``user[:group]``: names or numeric ids; a numeric uid needs no passwd entry."""
+    user, _, group = raw.partition(":")
+    entry = _user(user) if user else None
+    if entry is None and not user.isdigit():
+        raise _unavailable(
+            f"{RUN_AS_ENV}={raw!r}: no user {user!r} on this machine",
+            setting=RUN_AS_ENV,
+        )
+    uid = entry.pw_uid if entry else int(user)
+    gid: int | None = entry.pw_gid if entry else uid
+    if group:
+        gid = _group(group)
+        if gid is None:
+            raise _unavailable(
+                f"{RUN_AS_ENV}={raw!r}: no group {group!r} on this machine",
+                setting=RUN_AS_ENV,
+            )
+    assert gid is not None
+    name = entry.pw_name if entry else user
+    home = entry.pw_dir if entry else "/"
+    return uid, gid, name, home
+
+
+def resolve(settings: LocalSettings, controller_env: Mapping[str, str]) -> ReplicaIdentity:
+    """The user every replica of this server runs as, or why there is none."""
+    euid = os.geteuid()
+    if euid == 0:
+        return _as_root(settings)
+    me = _user(str(euid))
+    if settings.run_as:
+        uid, gid, name, _ = _configured(settings.run_as)
+        if (uid, gid) != (euid, os.getegid()):
+            raise _unavailable(
+                f"{RUN_AS_ENV}={settings.run_as!r}, but the server runs as uid {euid} and "
+                "cannot switch users; unset it, or run the server as root",
+                setting=RUN_AS_ENV,
+            )
+    name = me.pw_name if me else controller_env.get("USER", str(euid))
+    home = me.pw_dir if me else controller_env.get("HOME", "/")
+    return ReplicaIdentity(euid, os.getegid(), name, home, switch=False)
+
+
+def _as_root(settings: LocalSettings) -> ReplicaIdentity:
+    if settings.run_as:
+        uid, gid, name, home = _configured(settings.run_as)
+    elif settings.allow_root:
+        uid, gid, name, home = 0, 0, "root", "/root"
+    else:
+        entry = _user(DEDICATED_USER) or _user("nobody")
+        if entry is None:
+            raise _unavailable(
+                "the server runs as root and refuses to run replicas as root, but neither "
+                f"{DEDICATED_USER!r} nor 'nobody' exists: set {RUN_AS_ENV}=user[:group] "
+                f"(or {ALLOW_ROOT_ENV}=true to run replicas as root)",
+                setting=RUN_AS_ENV,
+            )
+        uid, gid, name, home = entry.pw_uid, entry.pw_gid, entry.pw_name, entry.pw_dir
+    if (uid == 0 or gid == 0) and not settings.allow_root:
+        raise _unavailable(
+            f"{RUN_AS_ENV}={settings.run_as!r} would run replicas as root (uid {uid}, "
+            f"gid {gid}); set {ALLOW_ROOT_ENV}=true if that is really meant",
+            setting=ALLOW_ROOT_ENV,
+        )
+    if uid == 0:
+        log.warning(
+            "local provider: replicas run as root (%s=true): any caller allowed to "
+            "start a deployment can do anything on this machine",
+            ALLOW_ROOT_ENV,
+        )
+    return ReplicaIdentity(uid, gid, name, home, switch=uid != 0 or gid != 0)
