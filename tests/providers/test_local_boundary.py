@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from alphaswarm_controller.providers.local import LocalProvider
+from alphaswarm_controller.providers.local.identity import uid_taken
 from alphaswarm_core.providers.protocol import (
     ConfigMapPatch,
     DeploymentState,
@@ -147,6 +148,58 @@ async def test_run_as_and_the_root_opt_in(
         status = proc_status(pid)
         assert status["Uid"].split() == [str(uid)] * 4
         assert status["Gid"].split() == [str(gid)] * 4
+    finally:
+        await provider.close()
+
+
+def _free_uids(count: int) -> str:
+    """A uid range no user or group of this machine uses (for ALPHASWARM_LOCAL_UID_RANGE)."""
+    first = 3_100_000 + (os.getpid() % 1000) * 100
+    assert not any(uid_taken(uid) for uid in range(first, first + count))
+    return f"{first}-{first + count - 1}"
+
+
+@needs_root
+async def test_one_uid_per_namespace_keeps_namespaces_apart(
+    tmp_path: Path, local_marker: str
+) -> None:
+    uid_range = _free_uids(2)
+    first = int(uid_range.split("-")[0])
+    env = local_env(tmp_path / "state", ALPHASWARM_LOCAL_UID_RANGE=uid_range)
+    provider = await opened(env)
+    try:
+        await provider.start(command_spec("vault", "bank", local_marker, replicas=2))
+        await provider.apply_config(
+            ConfigMapPatch("vault", "bank", set={"secret.token": "s3cr3t-of-the-bank"})
+        )
+        vault = pids(await wait_for(provider, "vault", "bank", ready(2)))
+        uids = {proc_status(pid)["Uid"].split()[0] for pid in vault}
+        assert uids == {str(first)}, "one namespace, one uid"
+        target = vault[0]
+        probe = (
+            f'cat /proc/{target}/environ >/dev/null 2>&1; echo "environ=$?"; '
+            f'kill -0 {target} 2>/dev/null; echo "signal=$?"; '
+            "grep -l s3cr3t-of-the-bank /proc/[0-9]*/environ 2>/dev/null | wc -l "
+            '| sed "s/^/found=/"; echo probe-done; exec sleep 300'
+        )
+        await provider.start(command_spec("mallory", "evil", local_marker, ("sh", "-c", probe)))
+        (spy,) = pids(await wait_for(provider, "mallory", "evil", ready(1)))
+        assert proc_status(spy)["Uid"].split()[0] == str(first + 1)
+        log = await read_log_until(
+            tmp_path / "state" / "local" / "logs" / "evil" / "mallory" / "0.log", "probe-done"
+        )
+        assert "environ=1" in log and "signal=1" in log and "found=0" in log, log
+        with pytest.raises(InfrastructureProviderUnavailable) as caught:  # the range is used up
+            await provider.start(command_spec("third", "other", local_marker))
+        assert caught.value.reason == "REPLICA_USER_UNAVAILABLE"
+        assert "ALPHASWARM_LOCAL_UID_RANGE" in caught.value.message
+        assert await provider.list_deployments(namespace="other") == []
+    finally:
+        await provider.close()
+    provider = await opened(env)
+    try:  # the uids are the namespaces' for good
+        vault = pids(await wait_for(provider, "vault", "bank", ready(2)))
+        assert {proc_status(pid)["Uid"].split()[0] for pid in vault} == {str(first)}
     finally:
         await provider.close()
 
@@ -421,6 +474,7 @@ async def test_scale_down_and_config_roll_end_whole_trees(
 _CONTROLLER = r"""
 import asyncio, json, sys
 from alphaswarm_controller.providers.local import LocalProvider
+from alphaswarm_controller.providers.local.identity import uid_taken
 from alphaswarm_core.providers.protocol import DeploymentSpec
 
 async def main() -> None:

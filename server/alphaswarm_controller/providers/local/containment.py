@@ -330,11 +330,11 @@ class Containment:
     """How this provider keeps track of replica processes (see the module docstring)."""
 
     def __init__(
-        self, base: Path | None, owner: str, replica_uid: int, *, why_not_cgroup: str = ""
+        self, base: Path | None, owner: str, replica_uids: range, *, why_not_cgroup: str = ""
     ) -> None:
         self.base = base
         self.owner = owner
-        self.replica_uid = replica_uid
+        self.replica_uids = replica_uids
         self.why_not_cgroup = why_not_cgroup
         self._lock = threading.Lock()
         self._live: set[int] = set()
@@ -353,7 +353,7 @@ class Containment:
         return self.base is None and bool(self._seen)
 
     @classmethod
-    def create(cls, setting: str, owner: str, replica_uid: int) -> Containment:
+    def create(cls, setting: str, owner: str, replica_uids: range) -> Containment:
         """Blocking. ``setting`` is ALPHASWARM_LOCAL_CGROUP: auto, on or off."""
         why = f"{CGROUP_ENV}=off"
         base = None
@@ -365,7 +365,7 @@ class Containment:
                     reason="CGROUP_UNAVAILABLE",
                     metadata={"setting": CGROUP_ENV},
                 )
-        containment = cls(base, owner, replica_uid, why_not_cgroup=why)
+        containment = cls(base, owner, replica_uids, why_not_cgroup=why)
         if base is None:
             containment._become_subreaper()
         return containment
@@ -416,7 +416,7 @@ class Containment:
             # replica's uid and marker: only the session rule is safe until it is registered.
             spawning = self._spawning > 0
             live, seen = set(self._live), set(self._seen)
-        other_uid = self.replica_uid != os.geteuid()
+        other_uid = os.geteuid() not in self.replica_uids
         found = []
         for proc in table.values():
             if proc.ppid != me or proc.pid in live or proc.sid == my_sid:
@@ -425,7 +425,7 @@ class Containment:
                 found.append(proc)
             elif spawning:
                 continue
-            elif (other_uid and uid_of(proc.pid) == self.replica_uid) or (
+            elif (other_uid and uid_of(proc.pid) in self.replica_uids) or (
                 not proc.zombie and owner_marker(proc.pid) == self.owner
             ):
                 found.append(proc)
@@ -489,13 +489,15 @@ class Containment:
         return sorted(killed)
 
     def _marked(self, table: dict[int, Proc]) -> set[int]:
-        uids = {os.geteuid(), self.replica_uid}
+        def ours(uid: int | None) -> bool:
+            return uid is not None and (uid == os.geteuid() or uid in self.replica_uids)
+
         return {
             proc.pid
             for proc in table.values()
             if not proc.zombie
             and proc.pid != os.getpid()
-            and uid_of(proc.pid) in uids
+            and ours(uid_of(proc.pid))
             and owner_marker(proc.pid) == self.owner
         }
 

@@ -3,9 +3,13 @@
 A server running as root starts replicas as an unprivileged user (the one
 named by ``ALPHASWARM_LOCAL_RUN_AS``, else the dedicated ``alphaswarm-replica``
 user if it exists, else ``nobody``), without supplementary groups. Root replicas
-need ``ALPHASWARM_LOCAL_ALLOW_ROOT=true``. A server running as any other user
-cannot switch users: replicas run as that user, and so can do whatever it can.
-Whatever cannot be arranged is a FAILED_PRECONDITION naming the setting to fix.
+need ``ALPHASWARM_LOCAL_ALLOW_ROOT=true``. With ``ALPHASWARM_LOCAL_UID_RANGE``
+each namespace gets a uid of its own from that range instead (gid the same
+number, no passwd entry, never given to another namespace), so replicas of
+different namespaces cannot signal, trace or read each other. A server running
+as any other user cannot switch users: replicas run as that user, and so can do
+whatever it can. Whatever cannot be arranged is a FAILED_PRECONDITION naming
+the setting to fix.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 
 from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
 
-from .settings import ALLOW_ROOT_ENV, DEDICATED_USER, RUN_AS_ENV, LocalSettings
+from .settings import ALLOW_ROOT_ENV, DEDICATED_USER, RUN_AS_ENV, UID_RANGE_ENV, LocalSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,60 @@ class ReplicaIdentity:
 
     def describe(self) -> str:
         return f"{self.user} (uid {self.uid}, gid {self.gid})"
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityPolicy:
+    """Who each namespace's replicas run as: one user for all, or one uid per namespace."""
+
+    single: ReplicaIdentity | None
+    uid_range: tuple[int, int] | None = None
+
+    @property
+    def uids(self) -> range:
+        """Every uid a replica of this server may have."""
+        if self.uid_range is not None:
+            return range(self.uid_range[0], self.uid_range[1] + 1)
+        assert self.single is not None
+        return range(self.single.uid, self.single.uid + 1)
+
+    @property
+    def same_user(self) -> bool:
+        """Replicas share the server's uid (a server that is not root)."""
+        return self.single is not None and not self.single.switch
+
+    def for_uid(self, uid: int) -> ReplicaIdentity:
+        """A namespace's own identity: no passwd entry, so its name is the number."""
+        return ReplicaIdentity(uid, uid, str(uid), "/", switch=True)
+
+    def describe(self) -> str:
+        if self.uid_range is not None:
+            first, last = self.uid_range
+            return f"one uid per namespace from {first}-{last} ({UID_RANGE_ENV})"
+        assert self.single is not None
+        return self.single.describe()
+
+
+def uid_taken(uid: int) -> bool:
+    """A user or group of this machine has the number: not ours to give out."""
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(uid)
+        except KeyError:
+            continue
+        return True
+    return False
+
+
+def policy(settings: LocalSettings, controller_env: Mapping[str, str]) -> IdentityPolicy:
+    if settings.uid_range is None:
+        return IdentityPolicy(resolve(settings, controller_env))
+    if os.geteuid() != 0:
+        raise _unavailable(
+            f"{UID_RANGE_ENV} needs a server running as root (it runs as uid {os.geteuid()})",
+            setting=UID_RANGE_ENV,
+        )
+    return IdentityPolicy(None, settings.uid_range)
 
 
 def _unavailable(message: str, **metadata: str) -> InfrastructureProviderUnavailable:

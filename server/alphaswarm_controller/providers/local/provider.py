@@ -49,16 +49,22 @@ from alphaswarm_core.providers.models import (
 from alphaswarm_core.providers.protocol import InfrastructureProvider
 from alphaswarm_core.providers.registry import register_provider_class
 
-from . import identity as identities
+from . import identity as identities_module
 from . import processes
 from .containment import Containment, libc
 from .crashloop import CrashLoopGuard
-from .identity import ReplicaIdentity
+from .identity import IdentityPolicy, ReplicaIdentity
 from .metrics import ProcessTreeSampler
 from .processes import LaunchPlan, LaunchPolicy
 from .replica import Replica
 from .settings import STATE_DIR_ENV, LocalSettings
-from .statedir import InsecureStateDir, make_private_dir, open_private, secure_tree
+from .statedir import (
+    InsecureStateDir,
+    make_private_dir,
+    open_private,
+    secure_tree,
+    touch_private,
+)
 from .store import Desired, StateStore
 
 log = logging.getLogger(__name__)
@@ -115,8 +121,10 @@ class LocalProvider(InfrastructureProvider):
         self._tasks: set[asyncio.Task[object]] = set()
         self._open_lock = asyncio.Lock()
         self._opened = False
-        self._identity: ReplicaIdentity | None = None
-        self._policy: LaunchPolicy | None = None
+        self._identities: IdentityPolicy | None = None
+        self._uids: dict[str, int] = {}
+        """Namespace -> its uid, with ALPHASWARM_LOCAL_UID_RANGE."""
+        self._policies: dict[str, LaunchPolicy] = {}
         self._containment: Containment | None = None
         self._guard: CrashLoopGuard | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -150,7 +158,7 @@ class LocalProvider(InfrastructureProvider):
 
     async def _do_open(self) -> None:
         settings = self.settings
-        identity = identities.resolve(settings, self.env)
+        identity = identities_module.policy(settings, self.env)
         store = StateStore(settings.database)
         try:
             self._lock_fd = await self.run_blocking(self._acquire_lock, settings)
@@ -159,8 +167,9 @@ class LocalProvider(InfrastructureProvider):
                 log.warning("local provider: made the state directory private: %s", repaired)
             await store.open()
             containment = await self.run_blocking(
-                Containment.create, settings.cgroup, str(settings.state_dir), identity.uid
+                Containment.create, settings.cgroup, str(settings.state_dir), identity.uids
             )
+            uids = await store.namespace_uids()
         except BaseException as exc:
             await store.close()
             self._release_lock()
@@ -168,12 +177,10 @@ class LocalProvider(InfrastructureProvider):
                 raise _unwritable(settings, exc) from exc
             raise
         self._store = store
-        self._identity = identity
+        self._identities = identity
+        self._uids = uids
         self._containment = containment
-        self._policy = LaunchPolicy.create(
-            identity, self.env, settings.state_dir, settings.allowed_commands, settings.allowed_cwds
-        )
-        if not identity.switch and sys.platform == "linux":
+        if identity.same_user and sys.platform == "linux":
             # Replicas share the server's uid: at least they cannot ptrace it or read its
             # memory and environment through /proc (they can still signal it; crashloop.py).
             libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -203,6 +210,7 @@ class LocalProvider(InfrastructureProvider):
         self._guard = CrashLoopGuard(store, settings)
         await self._guard.begin()
         for desired in await store.load():
+            await self._ensure_identity(desired.spec.namespace)
             deployment = _Deployment(desired, self._plan(desired.spec, desired.config))
             self._deployments[desired.key] = deployment
             if not desired.target:
@@ -286,6 +294,7 @@ class LocalProvider(InfrastructureProvider):
             self._deployments.clear()
             self._locks.clear()
             self._sweeper = None
+            self._policies.clear()
             self._opened = False
 
     def _replicas(self) -> list[Replica]:
@@ -304,16 +313,52 @@ class LocalProvider(InfrastructureProvider):
 
     # -- helpers ----------------------------------------------------------------------------
 
-    @property
-    def policy(self) -> LaunchPolicy:
-        assert self._policy is not None, "opened"
-        return self._policy
+    async def _ensure_identity(self, namespace: str) -> None:
+        """With a uid range, the namespace's uid (given out on first use, kept for good)."""
+        identities, store = self._identities, self._store
+        assert identities is not None and store is not None
+        if identities.uid_range is None or namespace in self._uids:
+            return
+        first, last = identities.uid_range
+        uid = await store.allocate_uid(namespace, first, last, identities_module.uid_taken)
+        if uid is None:
+            raise InfrastructureProviderUnavailable(
+                f"no free uid left in {first}-{last} for namespace {namespace!r}; "
+                "widen ALPHASWARM_LOCAL_UID_RANGE",
+                reason="REPLICA_USER_UNAVAILABLE",
+                metadata={"setting": "ALPHASWARM_LOCAL_UID_RANGE", "namespace": namespace},
+            )
+        self._uids[namespace] = uid
+
+    def _identity(self, namespace: str) -> ReplicaIdentity:
+        identities = self._identities
+        assert identities is not None, "opened"
+        if identities.single is not None:
+            return identities.single
+        return identities.for_uid(self._uids[namespace])
+
+    def _policy(self, namespace: str) -> LaunchPolicy:
+        per_namespace = self._identities is not None and self._identities.uid_range is not None
+        key = namespace if per_namespace else ""
+        policy = self._policies.get(key)
+        if policy is None:
+            settings = self.settings
+            policy = LaunchPolicy.create(
+                self._identity(namespace),
+                self.env,
+                settings.state_dir,
+                settings.allowed_commands,
+                settings.allowed_cwds,
+            )
+            self._policies[key] = policy
+        return policy
 
     def _plan(self, spec: DeploymentSpec, config: Mapping[str, str]) -> LaunchPlan:
-        return processes.launch_plan(spec, config, self.policy)
+        return processes.launch_plan(spec, config, self._policy(spec.namespace))
 
     def _checked_plan(self, spec: DeploymentSpec, config: Mapping[str, str]) -> LaunchPlan:
-        return processes.check_runnable(spec, self._plan(spec, config), self.policy)
+        policy = self._policy(spec.namespace)
+        return processes.check_runnable(spec, self._plan(spec, config), policy)
 
     def _get(self, service_id: str, namespace: str | None) -> _Deployment:
         ns = self.ns(namespace)
@@ -367,7 +412,7 @@ class LocalProvider(InfrastructureProvider):
 
     async def _add(self, deployment: _Deployment, ordinal: int) -> Replica:
         spec = deployment.desired.spec
-        assert self._identity is not None and self._containment is not None
+        assert self._containment is not None
         replica = Replica(
             spec.service_id,
             ordinal,
@@ -376,7 +421,7 @@ class LocalProvider(InfrastructureProvider):
             settings=self.settings,
             on_pid=self._pid_hook(deployment.desired.key),
             label=f"{spec.namespace}.{spec.service_id}.{ordinal}",
-            identity=self._identity,
+            identity=self._identity(spec.namespace),
             containment=self._containment,
             run=self.run_blocking,
         )
@@ -477,7 +522,7 @@ class LocalProvider(InfrastructureProvider):
         assert self._store is not None
         probe = settings.root / f".probe-{uuid.uuid4().hex}"  # concurrent probes: own files
         try:
-            await self.run_blocking(probe.write_bytes, b"ok")
+            await self.run_blocking(touch_private, probe)
             await self.run_blocking(probe.unlink)
             count = await self._store.ping()
         except OSError as exc:
@@ -510,6 +555,7 @@ class LocalProvider(InfrastructureProvider):
         async def converge() -> DeploymentStatus:
             deployment = self._deployments.get(key)
             config = deployment.desired.config if deployment else {}
+            await self._ensure_identity(spec.namespace)
             plan = self._checked_plan(spec, config)
             if deployment is None:
                 desired = Desired(spec=spec, replicas=spec.replicas)

@@ -19,6 +19,7 @@ DEFAULT_STATE_DIR = "~/.local/state/alphaswarm"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 RUN_AS_ENV = "ALPHASWARM_LOCAL_RUN_AS"
+UID_RANGE_ENV = "ALPHASWARM_LOCAL_UID_RANGE"
 ALLOW_ROOT_ENV = "ALPHASWARM_LOCAL_ALLOW_ROOT"
 ALLOWED_COMMANDS_ENV = "ALPHASWARM_LOCAL_ALLOWED_COMMANDS"
 ALLOWED_CWDS_ENV = "ALPHASWARM_LOCAL_ALLOWED_CWDS"
@@ -86,6 +87,19 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return raw
 
 
+def _uid_range(env: Mapping[str, str]) -> tuple[int, int] | None:
+    """``FIRST-LAST``: uids (and gids of the same number) given out one per namespace."""
+    raw = env.get(UID_RANGE_ENV, "").strip()
+    if not raw:
+        return None
+    first, _, last = raw.partition("-")
+    if not (first.isdigit() and last.isdigit() and 1000 <= int(first) <= int(last) < 2**31 - 1):
+        raise _bad(UID_RANGE_ENV, raw, "FIRST-LAST, two uids with 1000 <= FIRST <= LAST")
+    if env.get(RUN_AS_ENV, "").strip():
+        raise _bad(UID_RANGE_ENV, raw, f"unset when {RUN_AS_ENV} is set (choose one)")
+    return int(first), int(last)
+
+
 def _paths(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A ``:``-separated list of absolute paths, each resolved once (symlinks, ``..``).
 
@@ -124,6 +138,8 @@ class LocalSettings:
     """``user[:group]`` replicas run as (ALPHASWARM_LOCAL_RUN_AS); empty = the default."""
     allow_root: bool = False
     """Replicas may run as root (ALPHASWARM_LOCAL_ALLOW_ROOT); off unless an operator says so."""
+    uid_range: tuple[int, int] | None = None
+    """One uid per namespace from this range (ALPHASWARM_LOCAL_UID_RANGE); root servers only."""
     allowed_commands: tuple[str, ...] = ()
     """Executables (or ``dir/`` prefixes) replicas may run; empty = any."""
     allowed_cwds: tuple[str, ...] = ()
@@ -155,6 +171,7 @@ class LocalSettings:
             pdeathsig=sys.platform == "linux" and _flag(env, "ALPHASWARM_LOCAL_PDEATHSIG", True),
             run_as=env.get(RUN_AS_ENV, "").strip(),
             allow_root=_flag(env, ALLOW_ROOT_ENV, False),
+            uid_range=_uid_range(env),
             allowed_commands=_paths(env, ALLOWED_COMMANDS_ENV),
             allowed_cwds=_paths(env, ALLOWED_CWDS_ENV),
             cgroup=_choice(env, CGROUP_ENV, "auto", ("auto", "on", "off")),

@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS deployments (
     updated_at     REAL NOT NULL,
     PRIMARY KEY (namespace, service_id)
 );
+CREATE TABLE IF NOT EXISTS namespace_uids (
+    namespace TEXT PRIMARY KEY,
+    uid       INTEGER NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -267,6 +271,38 @@ class StateStore:
             return int(count)
 
         return await self._call(query)
+
+    # -- one uid per namespace (identity.py) --------------------------------------------------
+
+    async def namespace_uids(self) -> dict[str, int]:
+        def query(db: sqlite3.Connection) -> dict[str, int]:
+            return dict(db.execute("SELECT namespace, uid FROM namespace_uids").fetchall())
+
+        return await self._call(query)
+
+    async def allocate_uid(
+        self, namespace: str, first: int, last: int, taken: Callable[[int], bool]
+    ) -> int | None:
+        """The namespace's uid: the one it has, else the lowest free one; None when none is.
+
+        A uid is never given to a second namespace, even after the first is gone:
+        files its replicas left must not change hands.
+        """
+
+        def allocate(db: sqlite3.Connection) -> int | None:
+            row = db.execute(
+                "SELECT uid FROM namespace_uids WHERE namespace = ?", (namespace,)
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+            used = {uid for (uid,) in db.execute("SELECT uid FROM namespace_uids")}
+            for uid in range(first, last + 1):
+                if uid not in used and not taken(uid):
+                    db.execute("INSERT INTO namespace_uids VALUES (?, ?)", (namespace, uid))
+                    return uid
+            return None
+
+        return await self._call(allocate)
 
     # -- how runs of the server end (crashloop.py) --------------------------------------------
 
