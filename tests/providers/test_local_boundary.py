@@ -533,3 +533,28 @@ async def test_start_up_after_a_crash_kills_every_escaped_process(
     finally:
         await provider.close()
     assert {t: p for t, p in all_sleepers(tokens).items() if p} == {}
+
+
+async def test_two_providers_in_one_process_never_sweep_each_others_replicas(
+    tmp_path: Path, local_marker: str
+) -> None:
+    """Without cgroups both are subreapers of the same process: their leaders are siblings."""
+    env = {"ALPHASWARM_LOCAL_CGROUP": "off", "ALPHASWARM_LOCAL_SWEEP_SECONDS": "0.1"}
+    first = await opened(local_env(tmp_path / "one", **env))
+    second = await opened(local_env(tmp_path / "two", **env))
+    namespace = unique_name("ns")
+    try:
+        await first.start(command_spec("a", namespace, local_marker))
+        await second.start(command_spec("b", namespace, local_marker))
+        a = pids(await wait_for(first, "a", namespace, ready(1)))
+        b = pids(await wait_for(second, "b", namespace, ready(1)))
+        deadline = asyncio.get_running_loop().time() + 1.5  # fifteen sweeps of each
+        while asyncio.get_running_loop().time() < deadline:
+            assert pids(await first.status("a", namespace=namespace)) == a
+            assert pids(await second.status("b", namespace=namespace)) == b
+            await asyncio.sleep(0.05)
+        assert (await first.status("a", namespace=namespace)).restarts == 0
+        assert (await second.status("b", namespace=namespace)).restarts == 0
+    finally:
+        await first.close()
+        await second.close()

@@ -284,6 +284,59 @@ class SessionTree(ReplicaTree):
 # -- the provider's view ---------------------------------------------------------------------
 
 
+def _uid_in(pid: int, uids: range) -> bool:
+    uid = uid_of(pid)
+    return uid is not None and uid in uids
+
+
+class _Leaders:
+    """Replica leaders this process spawned, across every provider instance in it.
+
+    Shared, so that one provider's sweep never takes another's replicas (children
+    of the same process) for strays.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: set[int] = set()
+        self._seen: dict[int, None] = {}
+        """Leaders of this run, oldest first (bounded): their sessions are replicas' forever."""
+        self._spawning = 0
+
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[None]:
+        """While a spawn is in flight its child is unknown: sweeps leave children alone."""
+        with self._lock:
+            self._spawning += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._spawning -= 1
+
+    def register(self, leader: int) -> None:
+        with self._lock:
+            self._live.add(leader)
+            self._seen[leader] = None
+            if len(self._seen) > _SEEN_LIMIT:
+                del self._seen[next(iter(self._seen))]
+
+    def unregister(self, leader: int) -> None:
+        with self._lock:
+            self._live.discard(leader)
+
+    def any_seen(self) -> bool:
+        return bool(self._seen)
+
+    def snapshot(self) -> tuple[bool, set[int], set[int]]:
+        """(a spawn is in flight, live leaders, every leader seen)."""
+        with self._lock:
+            return self._spawning > 0, set(self._live), set(self._seen)
+
+
+_LEADERS = _Leaders()
+
+
 def _cgroup2_mount() -> Path | None:
     with open("/proc/self/mountinfo") as mountinfo:
         for line in mountinfo:
@@ -336,12 +389,8 @@ class Containment:
         self.owner = owner
         self.replica_uids = replica_uids
         self.why_not_cgroup = why_not_cgroup
-        self._lock = threading.Lock()
-        self._live: set[int] = set()
-        self._seen: dict[int, None] = {}
-        """Leaders of this run, oldest first (bounded): their sessions are replicas' forever."""
-        self._spawning = 0
         self._serial = 0
+        self._serial_lock = threading.Lock()
 
     @property
     def mode(self) -> str:
@@ -350,7 +399,7 @@ class Containment:
     @property
     def active(self) -> bool:
         """Whether a sweep can find anything: session mode, after the first spawn."""
-        return self.base is None and bool(self._seen)
+        return self.base is None and _LEADERS.any_seen()
 
     @classmethod
     def create(cls, setting: str, owner: str, replica_uids: range) -> Containment:
@@ -379,43 +428,26 @@ class Containment:
         """Blocking (a mkdir in cgroup mode)."""
         if self.base is None:
             return SessionTree(self)
-        with self._lock:
+        with self._serial_lock:
             self._serial += 1
             serial = self._serial
         return CgroupTree(self.base / f"{label}.{serial}")
 
     # -- session mode bookkeeping ------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def spawning(self) -> Iterator[None]:
-        """While a spawn is in flight its child is unknown: the sweep must leave children alone."""
-        with self._lock:
-            self._spawning += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._spawning -= 1
+    def spawning(self) -> contextlib.AbstractContextManager[None]:
+        return _LEADERS.spawning()
 
     def register(self, leader: int) -> None:
-        with self._lock:
-            self._live.add(leader)
-            self._seen[leader] = None
-            if len(self._seen) > _SEEN_LIMIT:
-                del self._seen[next(iter(self._seen))]
+        _LEADERS.register(leader)
 
     def unregister(self, leader: int) -> None:
-        with self._lock:
-            self._live.discard(leader)
+        _LEADERS.unregister(leader)
 
     def _adopted(self, table: dict[int, Proc]) -> list[Proc]:
         """Children of the server that a replica left behind (session mode only)."""
         me, my_sid = os.getpid(), os.getsid(0)
-        with self._lock:
-            # A leader being spawned is a child of ours that nothing knows yet, with the
-            # replica's uid and marker: only the session rule is safe until it is registered.
-            spawning = self._spawning > 0
-            live, seen = set(self._live), set(self._seen)
+        spawning, live, seen = _LEADERS.snapshot()
         other_uid = os.geteuid() not in self.replica_uids
         found = []
         for proc in table.values():
@@ -424,8 +456,10 @@ class Containment:
             if proc.sid in seen or proc.pgid in seen:
                 found.append(proc)
             elif spawning:
+                # A leader being spawned is a child that nothing knows yet, with the
+                # replica's uid and marker: only the session rule is safe until it is known.
                 continue
-            elif (other_uid and uid_of(proc.pid) in self.replica_uids) or (
+            elif (other_uid and _uid_in(proc.pid, self.replica_uids)) or (
                 not proc.zombie and owner_marker(proc.pid) == self.owner
             ):
                 found.append(proc)
@@ -436,8 +470,7 @@ class Containment:
         if self.base is not None:
             return 0
         table = process_table() if table is None else table
-        with self._lock:
-            live = set(self._live)
+        live = _LEADERS.snapshot()[1]
         strays: set[int] = set()
         for proc in self._adopted(table):
             if proc.zombie:
@@ -489,15 +522,13 @@ class Containment:
         return sorted(killed)
 
     def _marked(self, table: dict[int, Proc]) -> set[int]:
-        def ours(uid: int | None) -> bool:
-            return uid is not None and (uid == os.geteuid() or uid in self.replica_uids)
-
+        uids = (range(os.geteuid(), os.geteuid() + 1), self.replica_uids)
         return {
             proc.pid
             for proc in table.values()
             if not proc.zombie
             and proc.pid != os.getpid()
-            and ours(uid_of(proc.pid))
+            and any(_uid_in(proc.pid, allowed) for allowed in uids)
             and owner_marker(proc.pid) == self.owner
         }
 
