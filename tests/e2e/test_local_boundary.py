@@ -30,7 +30,13 @@ from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm.provider.v1 import types_pb2 as types
 from tests.e2e.processes import marked, wait_until
 from tests.e2e.server_process import ServerProcess, start_server
-from tests.providers.local_support import escaping_tree, proc_status, sleep_tokens, sleepers
+from tests.providers.local_support import (
+    escaping_tree,
+    proc_status,
+    replica_cgroups,
+    sleep_tokens,
+    sleepers,
+)
 
 MARKER = "ALPHASWARM_E2E_MARKER"
 ROOT = os.geteuid() == 0
@@ -240,6 +246,7 @@ def test_shutdown_grace_bounds_everything_replica_stops_included(tmp_path: Path)
     # The budget is the whole shutdown; a few seconds of slack for a loaded machine.
     assert took < grace + 5, f"took {took:.1f}s with a {grace:.0f}s grace"
     assert {t: p for t in tokens if (p := sleepers(t))} == {}, "every process was killed"
+    assert replica_cgroups(tmp_path / "state") == [], "and its cgroups removed"
 
 
 def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
@@ -263,3 +270,4 @@ def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
     assert code == 1, server.log
     assert "second signal" in server.log
     wait_until(lambda: not any(sleepers(t) for t in tokens), "every process killed", timeout=5)
+    assert replica_cgroups(tmp_path / "state") == [], "and its cgroups removed"

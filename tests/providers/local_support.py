@@ -16,6 +16,7 @@ import psutil
 
 from alphaswarm_controller.providers.local import LocalProvider
 from alphaswarm_controller.providers.local import identity as identities
+from alphaswarm_controller.providers.local.containment import replica_cgroup_root
 from alphaswarm_controller.providers.local.processes import resolve_program
 from alphaswarm_controller.providers.local.settings import LocalSettings
 from alphaswarm_core.providers.protocol import DeploymentSpec, DeploymentStatus
@@ -175,3 +176,11 @@ async def read_log_until(path: Path, marker: str, within: float = 30.0) -> str:
             return text
         assert time.monotonic() < deadline, f"{marker!r} never appeared in {path}:\n{text}"
         await asyncio.sleep(0.05)
+
+
+def replica_cgroups(state_dir: Path) -> list[Path]:
+    """Groups the local provider of ``state_dir`` left (it makes them beside our own cgroup)."""
+    base = replica_cgroup_root(str(state_dir))
+    if base is None or not base.exists():
+        return []
+    return [base, *(path for path in base.iterdir() if path.is_dir())]

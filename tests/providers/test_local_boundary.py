@@ -45,6 +45,7 @@ from .local_support import (
     pids,
     proc_status,
     read_log_until,
+    replica_cgroups,
     sleep_tokens,
     sleepers,
     until,
@@ -406,6 +407,7 @@ async def test_stop_ends_every_process_of_an_escaping_tree(
         assert left == {}, f"survived StopDeployment: {left}"
     finally:
         await provider.close()
+    assert replica_cgroups(tmp_path / "state") == [], "close removes its cgroups"
 
 
 @MODES
@@ -533,6 +535,7 @@ async def test_start_up_after_a_crash_kills_every_escaped_process(
     finally:
         await provider.close()
     assert {t: p for t, p in all_sleepers(tokens).items() if p} == {}
+    assert replica_cgroups(tmp_path / "state") == []
 
 
 async def test_two_providers_in_one_process_never_sweep_each_others_replicas(

@@ -355,16 +355,23 @@ def _own_cgroup() -> str | None:
     return None
 
 
+def replica_cgroup_root(owner: str) -> Path | None:
+    """Where the groups of this state directory's replicas go: beside this process's cgroup."""
+    mount, own = _cgroup2_mount(), _own_cgroup()
+    if mount is None or own is None:
+        return None
+    tag = hashlib.sha256(owner.encode()).hexdigest()[:12]
+    return mount / own.lstrip("/") / f"alphaswarm-local-{tag}"
+
+
 def _cgroup_base(owner: str) -> tuple[Path | None, str]:
     """The parent group of this state directory's replicas, or why there is none."""
     try:
-        mount, own = _cgroup2_mount(), _own_cgroup()
+        base = replica_cgroup_root(owner)
     except OSError as exc:
         return None, f"cannot read /proc: {exc}"
-    if mount is None or own is None:
+    if base is None:
         return None, "no cgroup2 hierarchy is mounted"
-    tag = hashlib.sha256(owner.encode()).hexdigest()[:12]
-    base = mount / own.lstrip("/") / f"alphaswarm-local-{tag}"
     try:
         base.mkdir(mode=0o755, exist_ok=True)
         if not (base / "cgroup.kill").exists():
@@ -532,7 +539,21 @@ class Containment:
             and owner_marker(proc.pid) == self.owner
         }
 
-    def close(self) -> None:
-        if self.base is not None:
+    def close(self, within: float = 0.3) -> None:
+        """Blocking, bounded. Remove this state directory's groups: every replica has been
+        stopped (or SIGKILLed by a close out of time), so what is left is killed now."""
+        if self.base is None:
+            return
+        trees = [CgroupTree(path, create=False) for path in self.base.iterdir() if path.is_dir()]
+        for tree in trees:
+            tree.kill()
+        deadline = time.monotonic() + within
+        while any(not tree.gone() for tree in trees) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for tree in trees:
             with contextlib.suppress(OSError):
-                self.base.rmdir()
+                tree.path.rmdir()
+        try:
+            self.base.rmdir()
+        except OSError as exc:  # still populated: the next start kills and removes it
+            log.warning("cannot remove cgroup %s: %s", self.base, exc)
