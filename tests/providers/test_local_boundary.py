@@ -17,14 +17,17 @@ import json
 import os
 import pwd
 import signal
+import sqlite3
 import stat
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from alphaswarm_controller.providers.local import LocalProvider
 from alphaswarm_controller.providers.local.identity import uid_taken
+from alphaswarm_controller.providers.local.store import spec_to_json
 from alphaswarm_core.providers.protocol import (
     ConfigMapPatch,
     DeploymentState,
@@ -477,6 +480,7 @@ _CONTROLLER = r"""
 import asyncio, json, sys
 from alphaswarm_controller.providers.local import LocalProvider
 from alphaswarm_controller.providers.local.identity import uid_taken
+from alphaswarm_controller.providers.local.store import spec_to_json
 from alphaswarm_core.providers.protocol import DeploymentSpec
 
 async def main() -> None:
@@ -561,3 +565,43 @@ async def test_two_providers_in_one_process_never_sweep_each_others_replicas(
     finally:
         await first.close()
         await second.close()
+
+
+_OLD_SCHEMA = """
+CREATE TABLE deployments (
+    namespace TEXT NOT NULL, service_id TEXT NOT NULL, spec TEXT NOT NULL,
+    replicas INTEGER NOT NULL, stopped INTEGER NOT NULL DEFAULT 0,
+    config TEXT NOT NULL DEFAULT '{}', config_version INTEGER NOT NULL DEFAULT 1,
+    updated_at REAL NOT NULL, PRIMARY KEY (namespace, service_id));
+CREATE TABLE replicas (
+    namespace TEXT NOT NULL, service_id TEXT NOT NULL, ordinal INTEGER NOT NULL,
+    pid INTEGER NOT NULL, create_time REAL NOT NULL,
+    PRIMARY KEY (namespace, service_id, ordinal));
+"""
+
+
+async def test_state_of_an_older_version_is_upgraded_and_made_private(
+    tmp_path: Path, local_marker: str
+) -> None:
+    """What the previous release left: the first schema, world-readable files."""
+    state = tmp_path / "state"
+    (state / "local").mkdir(parents=True)
+    database = state / "local" / "state.sqlite3"
+    namespace = unique_name("ns")
+    spec = command_spec("old", namespace, local_marker)
+    with sqlite3.connect(database) as db:
+        db.executescript(_OLD_SCHEMA)
+        db.execute(
+            "INSERT INTO deployments VALUES (?, ?, ?, 1, 0, ?, 3, ?)",
+            (namespace, "old", spec_to_json(spec), '{"secret.k": "v"}', time.time()),
+        )
+    db.close()
+    for path in [state, *state.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    provider = await opened(local_env(state))
+    try:
+        await wait_for(provider, "old", namespace, ready(1))
+        assert (await provider.get_config("old", namespace=namespace)).version == "3"
+        assert _private(_modes(state), state) == {}
+    finally:
+        await provider.close()
