@@ -605,3 +605,79 @@ async def test_state_of_an_older_version_is_upgraded_and_made_private(
         assert _private(_modes(state), state) == {}
     finally:
         await provider.close()
+
+
+_OPEN_AND_WAIT = r"""
+import asyncio, json, sys
+from alphaswarm_controller.providers.local import LocalProvider
+
+async def main() -> None:
+    provider = LocalProvider(env=json.loads(sys.argv[1]))
+    await provider.open()
+    print("open", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def _run_and_kill(env: dict[str, str], *, until_stable: bool = False) -> None:
+    """One server run that dies by SIGKILL (once open, or once it has counted as stable)."""
+    controller = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _OPEN_AND_WAIT, json.dumps(env), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert controller.stdout is not None
+        assert await asyncio.wait_for(controller.stdout.readline(), 60) == b"open\n"
+        if until_stable:
+            database = Path(env["ALPHASWARM_CP_STATE_DIR"]) / "local" / "state.sqlite3"
+            await until(lambda: _run_state(database) == "stable", "the run counted as stable")
+    finally:
+        controller.send_signal(signal.SIGKILL)
+        await controller.wait()
+
+
+def _run_state(database: Path) -> str:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = 'run'").fetchone()
+    db.close()
+    return str(row[0]) if row else ""
+
+
+async def test_crash_loop_streak_counts_only_abnormal_deaths_in_a_row(
+    tmp_path: Path, local_marker: str
+) -> None:
+    env = local_env(
+        tmp_path / "state",
+        ALPHASWARM_LOCAL_CRASH_LOOP_LIMIT="2",
+        ALPHASWARM_LOCAL_CRASH_LOOP_RESET_SECONDS="0.5",
+    )
+    namespace = unique_name("ns")
+    provider = await opened(env)
+    try:
+        await provider.start(command_spec("web", namespace, local_marker))
+        await provider.start(command_spec("idle", namespace, local_marker))
+        await provider.stop("idle", namespace=namespace)
+    finally:
+        await provider.close()
+
+    async def web() -> str:
+        provider = await opened(env)
+        try:
+            status = await provider.status("web", namespace=namespace)
+            idle = await provider.status("idle", namespace=namespace)
+            assert idle.message == "stopped", "a stopped deployment is never held"
+            return status.message
+        finally:
+            await provider.close()  # a clean end: the streak starts over
+
+    await _run_and_kill(env)
+    assert "held" not in await web(), "one death, then a clean shutdown"
+    await _run_and_kill(env)
+    await _run_and_kill(env, until_stable=True)  # up long enough: this death counts alone
+    assert "held" not in await web()
+    await _run_and_kill(env)
+    await _run_and_kill(env)
+    message = await web()
+    assert message.startswith("held: not restarted: the server died abnormally 2 times"), message
+    assert marked_processes(local_marker) == []
