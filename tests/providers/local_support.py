@@ -17,7 +17,7 @@ import psutil
 from alphaswarm_controller.providers.local import LocalProvider
 from alphaswarm_controller.providers.local import identity as identities
 from alphaswarm_controller.providers.local.containment import replica_cgroup_root
-from alphaswarm_controller.providers.local.processes import resolve_program
+from alphaswarm_controller.providers.local.launch import resolve_program
 from alphaswarm_controller.providers.local.settings import LocalSettings
 from alphaswarm_core.providers.protocol import DeploymentSpec, DeploymentStatus
 

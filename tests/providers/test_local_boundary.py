@@ -479,8 +479,6 @@ async def test_scale_down_and_config_roll_end_whole_trees(
 _CONTROLLER = r"""
 import asyncio, json, sys
 from alphaswarm_controller.providers.local import LocalProvider
-from alphaswarm_controller.providers.local.identity import uid_taken
-from alphaswarm_controller.providers.local.store import spec_to_json
 from alphaswarm_core.providers.protocol import DeploymentSpec
 
 async def main() -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import hashlib
 import logging
 import os
@@ -36,120 +35,27 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
 
+from .proctable import (
+    Proc,
+    descendants,
+    kill_all,
+    killable,
+    libc,
+    owner_marker,
+    process_table,
+    session_members,
+    uid_of,
+)
 from .settings import CGROUP_ENV
 
 log = logging.getLogger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36
 _SEEN_LIMIT = 10_000
-OWNER_ENV = "ALPHASWARM_LOCAL_STATE_DIR"
-
-
-@functools.cache
-def libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-# -- the process table ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Proc:
-    pid: int
-    ppid: int
-    pgid: int
-    sid: int
-    zombie: bool
-
-
-def process_table() -> dict[int, Proc]:
-    """Every process, from /proc/<pid>/stat (one read each; blocking)."""
-    table: dict[int, Proc] = {}
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
-                    raw = stat_file.read()
-            except OSError:
-                continue
-            # The command name may hold spaces and parentheses: fields start after the last ")".
-            fields = raw[raw.rfind(b")") + 2 :].split()
-            pid = int(entry.name)
-            table[pid] = Proc(
-                pid, int(fields[1]), int(fields[2]), int(fields[3]), fields[0] in (b"Z", b"X")
-            )
-    return table
-
-
-def descendants(table: dict[int, Proc], roots: Iterable[int]) -> set[int]:
-    """``roots`` that exist and every process below them."""
-    children: dict[int, list[int]] = {}
-    for proc in table.values():
-        children.setdefault(proc.ppid, []).append(proc.pid)
-    found = {pid for pid in roots if pid in table}
-    stack = list(found)
-    while stack:
-        for child in children.get(stack.pop(), ()):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
-
-
-def session_members(table: dict[int, Proc], sids: Iterable[int]) -> set[int]:
-    """Live processes of the given sessions or process groups, and their descendants."""
-    wanted = set(sids) - {0, 1, os.getsid(0), os.getpgrp()}
-    seeds = {p.pid for p in table.values() if p.sid in wanted or p.pgid in wanted}
-    return {pid for pid in descendants(table, seeds) if _killable(table, pid)}
-
-
-def _killable(table: dict[int, Proc], pid: int) -> bool:
-    return pid not in (0, 1, os.getpid()) and not table[pid].zombie
-
-
-def uid_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"Uid:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def owner_marker(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as environ:
-            for item in environ.read().split(b"\0"):
-                if item.startswith(OWNER_ENV.encode() + b"="):
-                    return item.split(b"=", 1)[1].decode(errors="replace")
-    except OSError:
-        return None
-    return None
-
-
-def kill_all(pids: Iterable[int], sig: int) -> int:
-    """Signal each pid; how many were still there."""
-    sent = 0
-    for pid in pids:
-        if pid <= 1 or pid == os.getpid():
-            continue
-        try:
-            os.kill(pid, sig)
-            sent += 1
-        except ProcessLookupError:
-            continue
-        except PermissionError:
-            log.warning("not allowed to signal pid %d", pid)
-    return sent
 
 
 # -- one replica's tree ----------------------------------------------------------------------
@@ -485,7 +391,7 @@ class Containment:
                     os.waitpid(proc.pid, os.WNOHANG)
             elif proc.sid not in live and proc.pgid not in live:
                 strays |= descendants(table, [proc.pid])
-        strays = {pid for pid in strays if _killable(table, pid)}
+        strays = {pid for pid in strays if killable(table, pid)}
         if strays:
             log.warning(
                 "killing %d process(es) that escaped their replica: %s",

@@ -50,12 +50,13 @@ from alphaswarm_core.providers.protocol import InfrastructureProvider
 from alphaswarm_core.providers.registry import register_provider_class
 
 from . import identity as identities_module
-from . import processes
-from .containment import Containment, libc
+from . import launch, processes
+from .containment import Containment
 from .crashloop import CrashLoopGuard
 from .identity import IdentityPolicy, ReplicaIdentity
+from .launch import LaunchPlan, LaunchPolicy
 from .metrics import ProcessTreeSampler
-from .processes import LaunchPlan, LaunchPolicy
+from .proctable import libc
 from .replica import Replica
 from .settings import STATE_DIR_ENV, LocalSettings
 from .statedir import (
@@ -354,11 +355,11 @@ class LocalProvider(InfrastructureProvider):
         return policy
 
     def _plan(self, spec: DeploymentSpec, config: Mapping[str, str]) -> LaunchPlan:
-        return processes.launch_plan(spec, config, self._policy(spec.namespace))
+        return launch.launch_plan(spec, config, self._policy(spec.namespace))
 
     def _checked_plan(self, spec: DeploymentSpec, config: Mapping[str, str]) -> LaunchPlan:
         policy = self._policy(spec.namespace)
-        return processes.check_runnable(spec, self._plan(spec, config), policy)
+        return launch.check_runnable(spec, self._plan(spec, config), policy)
 
     def _get(self, service_id: str, namespace: str | None) -> _Deployment:
         ns = self.ns(namespace)
@@ -548,7 +549,7 @@ class LocalProvider(InfrastructureProvider):
 
     async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
         spec.validate()
-        processes.require_command(spec)  # before anything else: nothing can change
+        launch.require_command(spec)  # before anything else: nothing can change
         await self._ensure_open()
         key = (spec.namespace, spec.service_id)
 

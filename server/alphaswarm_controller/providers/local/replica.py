@@ -18,7 +18,8 @@ from alphaswarm_core.providers.models import InstanceStatus
 from . import processes
 from .containment import Containment, ReplicaTree
 from .identity import ReplicaIdentity
-from .processes import LaunchPlan, Runner
+from .launch import LaunchPlan
+from .processes import Runner
 from .settings import LocalSettings
 
 log = logging.getLogger(__name__)
