@@ -67,8 +67,14 @@ def test_reflection_lists_and_describes_the_api(server: ServerProcess) -> None:
 
 
 def test_health_is_serving(server: ServerProcess) -> None:
-    out = grpcurl(server, "grpc.health.v1.Health/Check", data={"service": "local"}).stdout
-    assert json.loads(out) == {"status": "SERVING"}
+    def status() -> dict[str, Any]:
+        out = grpcurl(server, "grpc.health.v1.Health/Check", data={"service": "local"}).stdout
+        parsed: dict[str, Any] = json.loads(out)
+        return parsed
+
+    # A provider reports NOT_SERVING until its first probe passes, which may finish
+    # after the server logged that it listens.
+    wait_until(lambda: status() == {"status": "SERVING"}, "the local provider SERVING")
 
 
 def test_sleep_service_walkthrough_matches_process_table(server: ServerProcess) -> None:
