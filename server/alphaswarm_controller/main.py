@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -55,7 +56,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     settings = ServerSettings.from_env()
     configure_logging(settings.log_level, settings.log_format, sys.stderr)
-    asyncio.run(serve(settings))
+    code = asyncio.run(serve(settings))
+    if code:  # a second signal: no waiting for worker threads either
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -43,8 +44,13 @@ class ServerProcess:
 
 
 def start_server(
-    state_dir: Path, extra_env: Mapping[str, str] | None = None, timeout: float = 30.0
+    state_dir: Path,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+    *,
+    user: tuple[int, int] | None = None,
 ) -> ServerProcess:
+    """``user`` (uid, gid): run the server as that unprivileged user (tests/e2e/as_user.py)."""
     env = {
         **os.environ,
         "ALPHASWARM_CP_LISTEN": "127.0.0.1:0",
@@ -53,8 +59,12 @@ def start_server(
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }
+    command = [sys.executable, "-m", "alphaswarm_controller"]
+    if user is not None:
+        command = [sys.executable, "-m", "tests.e2e.as_user", str(user[0]), str(user[1])]
     process = subprocess.Popen(
-        [sys.executable, "-m", "alphaswarm_controller"],
+        command,
+        cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
