@@ -49,7 +49,7 @@ DEFAULT_MEMORY_GB = 1.5
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 OPTION_RESTART_POLICY = "restart_policy"
 _TAG_FORBIDDEN = set("<>%&\\?/")
-_GROUP_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_GROUP_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def group_name(namespace: str, service_id: str, ordinal: int) -> str:
@@ -61,7 +61,7 @@ def check_group_names(
 ) -> None:
     """ACI group names: at most 63 of [a-z0-9-], no leading/trailing or doubled '-'."""
     longest = group_name(namespace, service_id, max(replicas - 1, 0))
-    if len(longest) > MAX_GROUP_NAME or "--" in longest or not _GROUP_NAME.match(longest):
+    if len(longest) > MAX_GROUP_NAME or "--" in longest or not _GROUP_NAME.fullmatch(longest):
         raise InvalidSpecError.single(
             field,
             f"Azure Container Instances names each replica '<namespace>-<service>-<n>' "

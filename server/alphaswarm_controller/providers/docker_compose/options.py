@@ -16,7 +16,8 @@ from alphaswarm_core.providers.errors import FieldViolation, InvalidSpecError
 
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
 PULL_POLICIES = ("missing", "always", "never")
-_VOLUME = re.compile(r"^([a-zA-Z0-9][a-zA-Z0-9_.-]*):(/[^:,]*)(:ro)?$")
+_VOLUME = re.compile(r"([a-zA-Z0-9][a-zA-Z0-9_.-]*):(/[^:,\x00-\x1f\x7f]*)(:ro)?")
+_COUNT = re.compile(r"[0-9]{1,3}")
 
 KNOWN = {
     "restart": "restart policy: no, always, unless-stopped (default) or on-failure",
@@ -81,14 +82,15 @@ def parse(options: Mapping[str, str], prefix: str = "spec.provider_options") -> 
                 violations.append(FieldViolation(path, "must not be empty"))
             values[key] = value
         elif key == "healthcheck_retries":
-            if not value.isdigit() or not 1 <= int(value) <= 100:
+            # str.isdigit() also accepts "²", which int() refuses: ASCII digits only.
+            if not _COUNT.fullmatch(value) or not 1 <= int(value) <= 100:
                 violations.append(FieldViolation(path, "an integer between 1 and 100"))
             else:
                 values[key] = int(value)
         elif key == "volumes":
             mounts = []
             for item in filter(None, (part.strip() for part in value.split(","))):
-                match = _VOLUME.match(item)
+                match = _VOLUME.fullmatch(item)
                 if match is None:
                     violations.append(FieldViolation(path, f"{item!r} is not 'name:/path[:ro]'"))
                     continue

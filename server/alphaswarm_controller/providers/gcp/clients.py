@@ -52,8 +52,8 @@ APIS = ("run", "secretmanager", "monitoring", "container")
 MODES = ("cloudrun", "gke")
 # Cloud Run regions are <area>-<direction><digit(s)>: us-central1, europe-west4,
 # northamerica-northeast2, me-central1, africa-south1.
-_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]{1,2}$")
-_PROJECT = re.compile(r"^([a-z][-a-z0-9.]*:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$")
+_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]{1,2}")
+_PROJECT = re.compile(r"([a-z][-a-z0-9.]*:)?[a-z][-a-z0-9]{4,28}[a-z0-9]")
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -103,14 +103,14 @@ class GcpSettings:
     def validate(self) -> None:
         """Raise InvalidSpecError naming each bad setting, before any API call."""
         violations = []
-        if not _REGION.match(self.region):
+        if not _REGION.fullmatch(self.region):
             violations.append(
                 FieldViolation(
                     "ALPHASWARM_GCP_REGION",
                     f"{self.region[:64]!r} is not a Google Cloud region (e.g. us-central1)",
                 )
             )
-        if self.project and not _PROJECT.match(self.project):
+        if self.project and not _PROJECT.fullmatch(self.project):
             violations.append(FieldViolation("ALPHASWARM_GCP_PROJECT", "not a project id"))
         if self.mode not in MODES:
             violations.append(FieldViolation("ALPHASWARM_GCP_MODE", f"one of {', '.join(MODES)}"))

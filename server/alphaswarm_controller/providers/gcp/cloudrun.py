@@ -51,8 +51,8 @@ MAX_MEMORY = 32 * 2**30
 # Memory above each bound needs at least that many millicores (Cloud Run's table).
 CPU_FOR_MEMORY = ((24 * 2**30, 8000), (16 * 2**30, 6000), (8 * 2**30, 4000), (4 * 2**30, 2000))
 MAX_LABELS = 64
-_GCP_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_GCP_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_GCP_LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_GCP_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 _NAME_LIMIT = 49
 
 HAS_MANUAL_SCALING = "manual_instance_count" in run_v2.ServiceScaling.meta.fields
@@ -113,7 +113,7 @@ def _label_violations(labels: Mapping[str, str]) -> list[FieldViolation]:
     for key, value in labels.items():
         if key in OWN_LABELS:
             found.append(FieldViolation(f"spec.labels[{key!r}]", "reserved by the controller"))
-        elif not _GCP_LABEL_KEY.match(key):
+        elif not _GCP_LABEL_KEY.fullmatch(key):
             found.append(
                 FieldViolation(
                     f"spec.labels[{key[:64]!r}]",
@@ -121,7 +121,7 @@ def _label_violations(labels: Mapping[str, str]) -> list[FieldViolation]:
                     "starting with a letter",
                 )
             )
-        elif not _GCP_LABEL_VALUE.match(value):
+        elif not _GCP_LABEL_VALUE.fullmatch(value):
             found.append(
                 FieldViolation(
                     f"spec.labels[{key!r}]",
