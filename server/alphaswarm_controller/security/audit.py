@@ -1,7 +1,9 @@
 """One structured line per mutating call: who, what, where, outcome, how long.
 
 Written to the ``alphaswarm.audit`` logger as JSON. Request bodies are never
-logged, so neither are env or config values (secrets among them).
+logged, so neither are env or config values (secrets among them). JSON escapes
+every control character, and each caller-chosen value is clipped, so a request
+can neither forge a line nor make one huge.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import grpc
 
 from alphaswarm_controller.interception import BehaviorInterceptor, Context, UnaryBehavior
+from alphaswarm_controller.observability.logs import clip_for_log
 
 from .auth import OPERATOR_METHODS, SERVICE_PREFIX, current_principal
 from .scope import request_scope
@@ -50,9 +53,9 @@ class AuditInterceptor(BehaviorInterceptor):
                         "principal": current_principal.get().name,
                         "peer": context.peer(),
                         "rpc": method.rsplit("/", 1)[-1],
-                        "provider": scope.provider,
-                        "namespace": scope.namespace,
-                        "service": scope.service_id,
+                        "provider": clip_for_log(scope.provider),
+                        "namespace": clip_for_log(scope.namespace),
+                        "service": clip_for_log(scope.service_id),
                         "outcome": outcome,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                     },
