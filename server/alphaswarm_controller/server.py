@@ -91,7 +91,7 @@ def _interceptors(
             "no ALPHASWARM_CP_TOKENS_FILE: every caller that reaches %s may do anything",
             settings.listen,
         )
-    layers.append(StreamLimitInterceptor(settings.max_streams))
+    layers.append(StreamLimitInterceptor(settings.max_streams, settings.max_streams_per_connection))
     return layers
 
 
