@@ -15,6 +15,7 @@ import grpc
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm.provider.v1 import types_pb2 as types
+from alphaswarm_core.providers.concurrency import shared_runner
 from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
 from alphaswarm_core.providers.models import MetricSample
 
@@ -35,6 +36,13 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: Context
     ) -> pb.ListProvidersResponse:
+        # Describing a provider imports its module and SDK (seconds for some clouds'
+        # SDKs) and searches sys.path: the bounded blocking pool does it, so the event
+        # loop keeps serving every other call (health probes with 1 s deadlines too).
+        infos = await shared_runner().run(self._describe_providers)
+        return pb.ListProvidersResponse(providers=infos, default_provider=self._pool.default_alias)
+
+    def _describe_providers(self) -> list[types.ProviderInfo]:
         registry = self._pool.registry
         infos = []
         for alias in registry.aliases():
@@ -59,7 +67,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
                 info.kind = str(getattr(cls.provider_kind, "value", cls.provider_kind))
                 info.capabilities.extend(cls.capabilities())
             infos.append(info)
-        return pb.ListProvidersResponse(providers=infos, default_provider=self._pool.default_alias)
+        return infos
 
     async def CheckHealth(
         self, request: pb.CheckHealthRequest, context: Context
