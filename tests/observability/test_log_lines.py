@@ -12,8 +12,9 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -106,7 +107,7 @@ def server_log(tmp_path: Path) -> Iterator[list[str]]:
     try:
         with grpc.insecure_channel(running.address) as channel:
             stub = pb_grpc.ProviderServiceStub(channel)
-            hostile = [
+            hostile: list[Callable[[], object]] = [
                 lambda: stub.StartDeployment(
                     pb.StartDeploymentRequest(
                         provider="local\n" + FORGED,
@@ -133,7 +134,8 @@ def server_log(tmp_path: Path) -> Iterator[list[str]]:
             for call in hostile:
                 with pytest.raises(grpc.RpcError) as caught:
                     call()
-                codes.append(caught.value.code())  # type: ignore[attr-defined]
+                error: Any = caught.value
+                codes.append(error.code())
         assert grpc.StatusCode.RESOURCE_EXHAUSTED not in codes, codes
         assert running.terminate() == 0, running.log
     finally:

@@ -63,7 +63,7 @@ async def refusal_scope(call: Any) -> str:
     assert found.code is grpc.StatusCode.RESOURCE_EXHAUSTED, found.message
     assert found.error_info is not None and found.error_info.reason == "STREAM_LIMIT"
     assert found.error_info.metadata["limit"] and "retry" in found.message
-    return found.error_info.metadata["scope"]
+    return str(found.error_info.metadata["scope"])
 
 
 @pytest.fixture

@@ -36,7 +36,8 @@ def trailer_bytes(error: grpc.aio.AioRpcError) -> int:
     bytes of overhead per entry (RFC 7541 section 4.1)."""
     size = len("grpc-status") + 2 + 32
     size += len("grpc-message") + percent_encoded_length(error.details() or "") + 32
-    for key, value in error.trailing_metadata() or ():
+    trailers: Any = error.trailing_metadata() or ()
+    for key, value in trailers:
         sent = len(base64.b64encode(value)) if isinstance(value, bytes) else len(value)
         size += len(key) + sent + 32
     return size
@@ -82,7 +83,8 @@ async def test_many_wide_violations_fit_and_say_how_many_were_left_out(harness: 
     omitted = int(found.error_info.metadata["omitted_violations"])
     assert omitted > 0 and len(found.fields) + omitted == 40
     assert percent_encoded_length(found.message) <= MAX_MESSAGE_WIRE_BYTES
-    raw = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
+    trailers: Any = error.trailing_metadata() or ()
+    raw = dict(trailers)["grpc-status-details-bin"]
     assert len(raw) <= MAX_DETAILS_BYTES
     assert trailer_bytes(error) < CLIENT_METADATA_SOFT_LIMIT
 
