@@ -77,6 +77,23 @@ def test_options_are_validated_all_at_once() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("healthcheck_retries", "\u00b2"),  # str.isdigit() accepts it; int() did not: INTERNAL
+        ("healthcheck_retries", "9" * 5000),  # past int()'s 4300 digits: INTERNAL
+        ("healthcheck_retries", "3\n"),
+        ("volumes", "data:/d\n/e"),
+        ("volumes", "data:/d\x1b[2J"),
+        ("volumes", "data\n:/d"),
+    ],
+)
+def test_option_values_are_full_matched(key: str, value: str) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        options.parse({key: value})
+    assert [v.field for v in caught.value.violations] == [f"spec.provider_options[{key!r}]"]
+
+
 def test_options_translate_to_engine_settings() -> None:
     parsed = options.parse(
         {"healthcheck": "test -f /ok", "healthcheck_interval": "1.5s", "volumes": "data:/d:ro"}
