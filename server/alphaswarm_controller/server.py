@@ -192,7 +192,7 @@ async def start_server(
     shutdown = ShutdownSignal()
     observability.start()  # before the gRPC server exists: a taken port leaves nothing behind
     audit = Audit()
-    streams = StreamLimit(settings.max_streams)
+    streams = StreamLimit(settings.max_streams, settings.max_streams_per_connection)
     protect_reflection = settings.reflection == "auth" and settings.tokens_file is not None
     interceptor = LayeredInterceptor(
         method_table(protect_reflection),

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm.provider.v1 import types_pb2 as types
-from alphaswarm_controller.security.tokens import Role, TokenStore, hash_token
+from alphaswarm_controller.security.tokens import Role, TokensFileError, TokenStore, hash_token
 from alphaswarm_controller.server import RunningServer
 from tests.security.conftest import TOKENS, ServerFactory
 from tests.service.rich_status import details
@@ -182,7 +182,7 @@ def test_token_store_keeps_only_hashes(tokens_file: Path) -> None:
 def test_bad_tokens_file_is_refused(tmp_path: Path, body: str) -> None:
     path = tmp_path / "tokens.yaml"
     path.write_text(body)
-    with pytest.raises(SystemExit):
+    with pytest.raises(TokensFileError):
         TokenStore.load(path)
 
 

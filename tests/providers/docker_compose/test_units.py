@@ -338,3 +338,20 @@ def test_volume_targets_are_checked_before_any_call() -> None:
     described = " ".join(v.description for v in caught.value.violations)
     assert "below /" in described and "mounted twice" in described
     assert len(caught.value.violations) == 4
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("healthcheck_retries", "\u00b2"),  # str.isdigit() accepts it; int() did not: INTERNAL
+        ("healthcheck_retries", "9" * 5000),  # past int()'s 4300 digits: INTERNAL
+        ("healthcheck_retries", "3\n"),
+        ("volumes", "data:/d\n/e"),
+        ("volumes", "data:/d\x1b[2J"),
+        ("volumes", "data\n:/d"),
+    ],
+)
+def test_option_values_are_full_matched(key: str, value: str) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        options.parse({key: value})
+    assert [v.field for v in caught.value.violations] == [f"spec.provider_options[{key!r}]"]
