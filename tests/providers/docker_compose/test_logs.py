@@ -19,7 +19,13 @@ from alphaswarm_controller.providers.docker_compose.logreaders import (
     ReaderLimitReached,
 )
 from alphaswarm_core.providers.models import MAX_LOG_LINE_BYTES
-from alphaswarm_core.providers.protocol import ConfigMapPatch, LogEntry, LogQuery, LogStreamKind
+from alphaswarm_core.providers.protocol import (
+    BackendRejectedError,
+    ConfigMapPatch,
+    LogEntry,
+    LogQuery,
+    LogStreamKind,
+)
 from alphaswarm_core.providers.reasons import ErrorReason
 from alphaswarm_core.testing import (
     collect_logs,
@@ -287,3 +293,23 @@ async def test_logs_never_mix_namespaces(
         assert {e.instance_id for e in entries} == mine
     finally:
         remove_project(docker_api, other)
+
+
+async def test_a_log_driver_that_cannot_be_read_is_a_clear_error(
+    provider: DockerComposeProvider,
+    namespace: str,
+    busybox_image: str,
+    compose_cli: list[str],
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "compose.yaml").write_text(
+        f"services:\n  mute:\n    image: {busybox_image}\n    logging:\n      driver: none\n"
+    )
+    run_compose(compose_cli, "-p", namespace, "up", "-d", cwd=tmp_path)
+    await wait_for(provider, "mute", namespace, ready(1))
+    stream = provider.stream_logs("mute", LogQuery(), namespace=namespace)
+    with pytest.raises(BackendRejectedError, match="'none' does not support reading") as caught:
+        await anext(stream)
+    await stream.aclose()
+    assert caught.value.metadata["cause"] == "LOG_DRIVER_UNREADABLE"
+    await _until(lambda: provider.log_slots.in_use == 0, "the failed reader kept its slot", 10)

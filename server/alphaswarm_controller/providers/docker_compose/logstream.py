@@ -77,10 +77,10 @@ class LogSession:
 
     # -- opening and closing ---------------------------------------------------------------
 
-    def open(self, replicas: list[ContainerRef]) -> None:
+    def open(self, replicas: list[ContainerRef], listed_ns: int) -> None:
         """Start reading ``replicas`` (the last ``query.tail`` lines of each), and with
-        follow, watching for replicas that start later."""
-        listed_ns = time.time_ns()
+        follow, watching for replicas that start after ``listed_ns`` (when they were
+        listed, in nanoseconds since the epoch)."""
         try:
             for ref in replicas:
                 if self._wanted(ref.id):

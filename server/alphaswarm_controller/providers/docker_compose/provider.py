@@ -65,8 +65,9 @@ DEFAULT_MIN_READY = 1.0
 DEFAULT_PARALLELISM = 16
 DEFAULT_STOP_GRACE = 10
 STATS_POOL_SIZE = 64
-#: Log reader threads (one per replica read, one per following call) in the provider.
-DEFAULT_LOG_READERS = 256
+#: Log reader threads (one per replica read, one per following call) in the provider:
+#: enough to follow a service of MAX_REPLICAS, and within a default limit of 1024 files.
+DEFAULT_LOG_READERS = 512
 
 
 class DockerComposeProvider(InfrastructureProvider):
@@ -808,6 +809,7 @@ class DockerComposeProvider(InfrastructureProvider):
         """The engine's logs of the service's containers (``GET /containers/{id}/logs``
         with timestamps), merged by time; with follow, new lines and new replicas too."""
         project = namespace
+        listed_ns = time.time_ns()  # later starts come through the event stream
         _, refs = await self._observed(project, service_id)  # NOT_FOUND at the first anext
         await self._call("connecting for logs", self._logs_client)
 
@@ -821,7 +823,7 @@ class DockerComposeProvider(InfrastructureProvider):
         )
         self.log_sessions.add(session)
         try:
-            session.open(refs)
+            session.open(refs, listed_ns)
             while (entry := await session.next()) is not None:
                 yield entry
         finally:
