@@ -9,7 +9,12 @@ from pathlib import Path
 import docker
 import pytest
 
-from alphaswarm_controller.providers.docker_compose import DockerComposeProvider, compose
+from alphaswarm_controller.providers.docker_compose import (
+    DockerComposeProvider,
+    compose,
+    definitions,
+)
+from alphaswarm_controller.providers.docker_compose.definitions import Definition
 from alphaswarm_core.providers.protocol import (
     ConfigMapPatch,
     DeploymentNotFoundError,
@@ -160,3 +165,17 @@ async def test_the_network_stays_while_a_call_is_about_to_use_it(
     assert engine_leftovers(docker_api, "old", namespace) == [f"network {namespace}_default"]
     await provider.start(spec_factory("new", namespace, replicas=1))
     await wait_for(provider, "new", namespace, ready(1))
+
+
+async def test_a_definition_whose_options_no_longer_parse_is_still_deleted(
+    provider: DockerComposeProvider,
+    namespace: str,
+    busybox_image: str,
+    docker_api: docker.APIClient,
+) -> None:
+    # As another release might have written it: an option this one does not know.
+    odd = Definition(namespace, "odd", busybox_image, options={"from_the_future": "1"})
+    await asyncio.to_thread(definitions.write, provider._client(), odd)
+    assert (await provider.status("odd", namespace=namespace)).state is DeploymentState.STOPPED
+    assert await provider.delete("odd", namespace=namespace) is True
+    assert engine_leftovers(docker_api, "odd", namespace) == []

@@ -61,6 +61,8 @@ STREAM_TIMEOUT = (10.0, 60.0)
 #: failure in a row up to MAX_RECONNECT_DELAY.
 RECONNECT_DELAY = 0.5
 MAX_RECONNECT_DELAY = 30.0
+#: The most a TTY container's stream is read by at once (its messages have no frames).
+READ_CHUNK = 65536
 
 Notify = Callable[[], None]
 _SILENT = (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)
@@ -277,7 +279,7 @@ class ContainerLogReader:
                     return  # stopped, or the container was removed meanwhile
                 if response.status_code >= 400:
                     raise self._refused(response, driver)
-                if self._pump(api, response, assembler, tty):
+                if self._pump(response, assembler, tty):
                     self._flush(assembler)
                 return  # the engine ended the stream: all sent, or the container stopped
             except docker.errors.NotFound:
@@ -322,15 +324,13 @@ class ContainerLogReader:
         )
         return response if self._stream.opened(response) else None
 
-    def _pump(
-        self, api: DeadlineAPIClient, response: Any, assembler: LineAssembler, tty: bool
-    ) -> bool:
+    def _pump(self, response: Any, assembler: LineAssembler, tty: bool) -> bool:
         """Read messages into lines until the stream ends; False when stopped."""
-        untyped: Any = api
+        raw = response.raw
         messages = (
-            raw_messages(untyped._stream_helper(response))
+            raw_messages(iter(lambda: raw.read1(READ_CHUNK), b""))  # as they come
             if tty
-            else multiplexed_frames(response.raw.read)
+            else multiplexed_frames(raw.read)
         )
         for kind, message in messages:
             if self._stream.stopped.is_set():

@@ -26,6 +26,7 @@ from alphaswarm_core.providers.errors import (
     ConfigVersionConflict,
     DeploymentNotFoundError,
     InfrastructureProviderError,
+    InvalidSpecError,
 )
 from alphaswarm_core.providers.models import (
     ConfigMapPatch,
@@ -618,7 +619,7 @@ class DockerComposeProvider(InfrastructureProvider):
                 if allow_missing:
                     return False
                 raise DeploymentNotFoundError(service_id, project)
-            opts = parse(definition.options) if definition is not None else Options()
+            opts = _options_or_defaults(definition)
             await self._remove_many(
                 [ref.id for ref in reversed(refs)],
                 self.replicas.grace(opts),
@@ -852,6 +853,17 @@ def _free_numbers(refs: list[ContainerRef], count: int) -> list[int]:
     taken = {ref.number for ref in refs}
     free = (n for n in range(1, len(taken) + count + 1) if n not in taken)
     return [next(free) for _ in range(count)]
+
+
+def _options_or_defaults(definition: Definition | None) -> Options:
+    """The definition's options, or Compose's defaults when there are none or they no
+    longer parse (written by another release): a delete must not depend on them."""
+    if definition is None:
+        return Options()
+    try:
+        return parse(definition.options)
+    except InvalidSpecError:
+        return Options()
 
 
 def _spec_of(definition: Definition) -> DeploymentSpec:
