@@ -27,9 +27,24 @@ import pytest
 
 from alphaswarm_controller.providers.docker_compose import compose, definitions
 from alphaswarm_core.call import CallContext, current_call
+from alphaswarm_core.testing import SpecFactory, spec_factory_for
 
 #: Marks engine objects a test created itself; the value is the test's namespace.
 TEST_LABEL = "dev.alphaswarm.test-namespace"
+
+
+#: A replica that writes one stderr line when it starts, then ``line <n>`` to stdout every
+#: 0.2 s, and exits at once on SIGTERM (the sleep runs in the background so that the
+#: trap is not held up by it).
+LOG_SCRIPT = (
+    "trap 'exit 0' TERM INT; echo \"started $HOSTNAME\" >&2; i=0; "
+    'while :; do echo "line $i"; i=$((i+1)); sleep 0.2 & wait $!; done'
+)
+
+
+def log_spec_factory_for(image: str, script: str = LOG_SCRIPT) -> SpecFactory:
+    """Specs whose replicas run ``script`` (by default ``LOG_SCRIPT``) in ``image``."""
+    return spec_factory_for(image=image, command=("/bin/sh", "-c", script))
 
 
 def provider_env(**overrides: str) -> dict[str, str]:
@@ -142,6 +157,7 @@ class EngineProxy:
         self._server.listen(64)
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
+        self._open_connections = 0
         self._cut = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -149,6 +165,12 @@ class EngineProxy:
     @property
     def docker_host(self) -> str:
         return f"unix://{self.path}"
+
+    @property
+    def open_connections(self) -> int:
+        """Connections whose client has not closed its end yet (idle pooled ones count)."""
+        with self._lock:
+            return self._open_connections
 
     def count(self, method: str, fragment: str) -> int:
         return sum(
@@ -172,6 +194,7 @@ class EngineProxy:
                 continue
             with self._lock:
                 self._sockets += [client, upstream]
+                self._open_connections += 1
             threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
 
@@ -192,6 +215,9 @@ class EngineProxy:
         except OSError:
             pass
         finally:
+            if from_client:
+                with self._lock:
+                    self._open_connections -= 1
             with contextlib.suppress(OSError):
                 target.shutdown(socket.SHUT_WR)
 

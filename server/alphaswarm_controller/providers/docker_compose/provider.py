@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
@@ -25,6 +26,7 @@ from alphaswarm_core.providers.errors import (
     ConfigVersionConflict,
     DeploymentNotFoundError,
     InfrastructureProviderError,
+    InvalidSpecError,
 )
 from alphaswarm_core.providers.models import (
     ConfigMapPatch,
@@ -32,6 +34,8 @@ from alphaswarm_core.providers.models import (
     DeploymentState,
     DeploymentStatus,
     InstanceStatus,
+    LogEntry,
+    LogQuery,
     MetricSample,
     ProviderHealth,
     ProviderKind,
@@ -43,6 +47,8 @@ from alphaswarm_core.providers.protocol import DEFAULT_NAMESPACE, Infrastructure
 from . import checks, compose, definitions, engine, images, networks, sealing
 from .compose import ContainerRef
 from .definitions import Definition
+from .logreaders import ReaderSlots
+from .logstream import LogSession
 from .options import Options, parse
 from .replicas import Replicas
 from .stats import CpuMark, StatsHub, cpu_mark, cpu_percent, usage
@@ -60,6 +66,9 @@ DEFAULT_MIN_READY = 1.0
 DEFAULT_PARALLELISM = 16
 DEFAULT_STOP_GRACE = 10
 STATS_POOL_SIZE = 64
+#: Log reader threads (one per replica read, one per following call) in the provider:
+#: enough to follow a service of MAX_REPLICAS, and within a default limit of 1024 files.
+DEFAULT_LOG_READERS = 512
 
 
 class DockerComposeProvider(InfrastructureProvider):
@@ -93,10 +102,20 @@ class DockerComposeProvider(InfrastructureProvider):
         self._sealer: sealing.Sealer | None = None
         self._stats_api: engine.DeadlineAPIClient | None = None
         self.stats = StatsHub(self._stats_client)
+        self.log_slots = ReaderSlots(
+            self.setting_int("log_readers", DEFAULT_LOG_READERS, minimum=1, maximum=4096),
+            self.setting_name("log_readers"),
+        )
+        self._logs_api: engine.DeadlineAPIClient | None = None
+        self.log_sessions: set[LogSession] = set()
         # Serialises writers of one service inside this process; across controller
         # replicas the definition's compare-and-swap and the engine's unique
         # container names keep writers from corrupting each other.
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Calls that may put replicas on a project's network right now, counted under
+        # that project's network lock: delete removes the network only when none is.
+        self._network_locks: dict[str, asyncio.Lock] = {}
+        self._network_users: Counter[str] = Counter()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -118,6 +137,15 @@ class DockerComposeProvider(InfrastructureProvider):
             )
         return self._stats_api
 
+    def _logs_client(self) -> engine.DeadlineAPIClient:
+        """A client of its own for log and event streams: each holds a connection for its
+        whole life, up to one per reader slot."""
+        if self._logs_api is None:
+            self._logs_api = engine.connect(
+                self.env, timeout=self.call_timeout, max_pool_size=self.log_slots.limit
+            )
+        return self._logs_api
+
     async def _call(self, what: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run a blocking engine call; SDK errors become provider errors."""
 
@@ -131,6 +159,19 @@ class DockerComposeProvider(InfrastructureProvider):
 
     def _lock(self, project: str, service: str) -> asyncio.Lock:
         return self._locks.setdefault((project, service), asyncio.Lock())
+
+    @contextlib.asynccontextmanager
+    async def _using_network(self, project: str) -> AsyncIterator[None]:
+        """Mark a call that may put replicas on the project network, so that a delete of
+        the project's last other service does not remove the network under it."""
+        async with self._network_locks.setdefault(project, asyncio.Lock()):
+            self._network_users[project] += 1
+        try:
+            yield
+        finally:
+            self._network_users[project] -= 1
+            if self._network_users[project] <= 0:
+                del self._network_users[project]
 
     def _sealer_for(self, needed: bool) -> sealing.Sealer | None:
         """The secret key's sealer when ``needed`` (secrets to seal or unseal), loaded
@@ -169,11 +210,13 @@ class DockerComposeProvider(InfrastructureProvider):
         await self._call("connecting", self._client)
 
     async def close(self) -> None:
+        for session in list(self.log_sessions):
+            session.close()
         await asyncio.to_thread(self.stats.close)
-        for api in (self._api, self._stats_api):
+        for api in (self._api, self._stats_api, self._logs_api):
             if api is not None:
                 api.close()
-        self._api = self._stats_api = None
+        self._api = self._stats_api = self._logs_api = None
 
     def _check_credentials(self) -> None:
         engine.check_tls_settings(self.env)
@@ -389,8 +432,9 @@ class DockerComposeProvider(InfrastructureProvider):
             await self._call("creating volumes", self.replicas.ensure_volumes, project, opts)
 
     async def _drop_network(self, project: str, network: tuple[str, bool] | None) -> None:
-        """Undo ``_network``: only a network this call created, ours, and unused."""
-        if network is None or not network[1]:
+        """Undo ``_network``: only a network this call created, ours, and unused, and
+        that no other call of this process is about to use."""
+        if network is None or not network[1] or self._network_users[project] > 1:
             return
         with engine.undoing(), contextlib.suppress(InfrastructureProviderError):
             await self._call(
@@ -458,25 +502,26 @@ class DockerComposeProvider(InfrastructureProvider):
             target = await self._target(wanted, opts, sealer) if spec.replicas else None
             stored = previous
             network: tuple[str, bool] | None = None
-            try:
-                network = await self._network(project)
-                await self._volumes(project, opts)
-                if previous is None or previous.legacy_plain or not previous.same_spec(wanted):
-                    stored = await self._call(
-                        f"storing the definition of {project}/{service}",
-                        definitions.write,
-                        self._client(),
-                        wanted,
-                    )
-                assert stored is not None
-                if target is None:
-                    await self._converge(stored, opts, refs, 0, _NO_TARGET)
-                else:
-                    await self._converge(stored, opts, refs, spec.replicas, target)
-            except BaseException:
-                with engine.undoing():
-                    await self._undo_start(project, service, previous, stored, network)
-                raise
+            async with self._using_network(project):
+                try:
+                    network = await self._network(project)
+                    await self._volumes(project, opts)
+                    if previous is None or previous.legacy_plain or not previous.same_spec(wanted):
+                        stored = await self._call(
+                            f"storing the definition of {project}/{service}",
+                            definitions.write,
+                            self._client(),
+                            wanted,
+                        )
+                    assert stored is not None
+                    if target is None:
+                        await self._converge(stored, opts, refs, 0, _NO_TARGET)
+                    else:
+                        await self._converge(stored, opts, refs, spec.replicas, target)
+                except BaseException:
+                    with engine.undoing():
+                        await self._undo_start(project, service, previous, stored, network)
+                    raise
             definition, refs = await self._call(
                 f"reading {project}/{service}", self._observe, project, service
             )
@@ -528,14 +573,15 @@ class DockerComposeProvider(InfrastructureProvider):
                 checks.check_scale(definition.ports, replicas)
                 sealer = self._sealer_for(definition.needs_key())
                 target = await self._target(definition, opts, sealer)
-                network = await self._network(project)
-                try:
-                    await self._volumes(project, opts)
-                    missing = _free_numbers(refs, replicas - len(refs))
-                    await self._create_many(definition, opts, missing, target)
-                except BaseException:
-                    await self._drop_network(project, network)
-                    raise
+                async with self._using_network(project):
+                    network = await self._network(project)
+                    try:
+                        await self._volumes(project, opts)
+                        missing = _free_numbers(refs, replicas - len(refs))
+                        await self._create_many(definition, opts, missing, target)
+                    except BaseException:
+                        await self._drop_network(project, network)
+                        raise
             definition_now, refs = await self._call(
                 f"reading {project}/{service_id}", self._observe, project, service_id
             )
@@ -554,6 +600,59 @@ class DockerComposeProvider(InfrastructureProvider):
                 what=f"stopping {project}/{service_id}",
             )
         return self._status(project, service_id, definition, [])
+
+    async def delete(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
+    ) -> bool:
+        """Remove the replicas, the definition volumes (spec, config, sealed secrets) and,
+        when no other service of the project is left, the project network if it is ours.
+
+        The project's named data volumes (``volumes`` option) stay, as with ``docker
+        compose down`` without ``-v``: they hold data, and other services may mount them.
+        """
+        project = namespace
+        async with self._lock(project, service_id):
+            definition, refs = await self._call(
+                f"reading {project}/{service_id}", self._observe, project, service_id
+            )
+            if definition is None and not refs:
+                if allow_missing:
+                    return False
+                raise DeploymentNotFoundError(service_id, project)
+            opts = _options_or_defaults(definition)
+            await self._remove_many(
+                [ref.id for ref in reversed(refs)],
+                self.replicas.grace(opts),
+                what=f"deleting {project}/{service_id}",
+            )
+            await self._call(
+                f"forgetting {project}/{service_id}",
+                definitions.prune,
+                self._client(),
+                project,
+                service_id,
+                keep=None,
+            )
+            await self._remove_project_network(project)
+        return True
+
+    async def _remove_project_network(self, project: str) -> None:
+        """Remove the project network when no service of the project is left, it is ours
+        and nothing is attached; and no call of this process is about to use it."""
+        async with self._network_locks.setdefault(project, asyncio.Lock()):
+            if self._network_users[project]:
+                return
+
+            def remove() -> bool:
+                api = self._client()
+                if definitions.read_all(api, project) or self._containers(project):
+                    return False  # another service of the project: the network is shared
+                network = networks.find(api, project)
+                if network is None:
+                    return False
+                return networks.remove_if_ours_and_unused(api, project, str(network["Id"]))
+
+            await self._call(f"removing network {compose.network_name(project)}", remove)
 
     # -- config ------------------------------------------------------------------------------
 
@@ -703,6 +802,35 @@ class DockerComposeProvider(InfrastructureProvider):
                 return
             await asyncio.sleep(0.05)
 
+    # -- logs --------------------------------------------------------------------------------
+
+    async def stream_logs(
+        self, service_id: str, query: LogQuery, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> AsyncGenerator[LogEntry, None]:
+        """The engine's logs of the service's containers (``GET /containers/{id}/logs``
+        with timestamps), merged by time; with follow, new lines and new replicas too."""
+        project = namespace
+        listed_ns = time.time_ns()  # later starts come through the event stream
+        _, refs = await self._observed(project, service_id)  # NOT_FOUND at the first anext
+        await self._call("connecting for logs", self._logs_client)
+
+        async def relist() -> list[ContainerRef]:
+            return await self._call(
+                f"listing {project}/{service_id}", self._containers, project, service_id
+            )
+
+        session = LogSession(
+            self._logs_client, self.log_slots, query, project, service_id, relist=relist
+        )
+        self.log_sessions.add(session)
+        try:
+            session.open(refs, listed_ns)
+            while (entry := await session.next()) is not None:
+                yield entry
+        finally:
+            session.close()
+            self.log_sessions.discard(session)
+
 
 class _Skipped(Exception):
     """A bounded job not started because an earlier one failed."""
@@ -725,6 +853,17 @@ def _free_numbers(refs: list[ContainerRef], count: int) -> list[int]:
     taken = {ref.number for ref in refs}
     free = (n for n in range(1, len(taken) + count + 1) if n not in taken)
     return [next(free) for _ in range(count)]
+
+
+def _options_or_defaults(definition: Definition | None) -> Options:
+    """The definition's options, or Compose's defaults when there are none or they no
+    longer parse (written by another release): a delete must not depend on them."""
+    if definition is None:
+        return Options()
+    try:
+        return parse(definition.options)
+    except InvalidSpecError:
+        return Options()
 
 
 def _spec_of(definition: Definition) -> DeploymentSpec:
