@@ -50,10 +50,19 @@ from .faults import Fault, Faults, Kind
 class EmulatorError(Exception):
     """Raised by an emulated method; becomes the gRPC status the real API would return."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, details: list[message.Message] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details or []
+        """google.rpc error details (ErrorInfo, RetryInfo...) sent with the status."""
+
+    def status(self) -> status_pb2.Status:
+        return status_pb2.Status(
+            code=self.code.value[0], message=self.message, details=[_pack(d) for d in self.details]
+        )
 
 
 def invalid(message: str) -> EmulatorError:
@@ -170,7 +179,7 @@ def generic_handler(
                     return fn(request)
                 except EmulatorError as exc:
                     error = exc
-            context.abort(error.code, error.message)
+            context.abort_with_status(rpc_status.to_status(error.status()))
 
         return handle
 
