@@ -60,7 +60,7 @@ from .gcp_common import (
     EmulatorError,
     Method,
     Plumbing,
-    _serialize,
+    serialize,
     fault_status,
     generic_handler,
     invalid,
@@ -324,8 +324,8 @@ class LoggingEmulator:
         projects = self._projects(request.resource_names)
         if request.order_by not in _ORDERS:
             raise invalid(
-                f"order_by {request.order_by[:40]!r}: only \"timestamp asc\" and "
-                "\"timestamp desc\" are permitted"
+                f'order_by {request.order_by[:40]!r}: only "timestamp asc" and '
+                '"timestamp desc" are permitted'
             )
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
             raise invalid(f"page_size must be 0 to {MAX_PAGE_SIZE}, not {request.page_size}")
@@ -333,8 +333,7 @@ class LoggingEmulator:
         for project in sorted(projects):
             self.quota.spend(project)
         fingerprint = hashlib.sha256(
-            json.dumps([sorted(request.resource_names), request.filter, request.order_by])
-            .encode()
+            json.dumps([sorted(request.resource_names), request.filter, request.order_by]).encode()
         ).hexdigest()[:16]
         cursor, empties = self._cursor(request.page_token, fingerprint)
         if empties < self.empty_pages:
@@ -382,7 +381,8 @@ class LoggingEmulator:
         query = lql.parse(request.filter)
         window = DEFAULT_BUFFER_WINDOW
         if "buffer_window" in request:
-            milliseconds = request.buffer_window.total_seconds() * 1000
+            window_pb = logging_v2.TailLogEntriesRequest.pb(request).buffer_window
+            milliseconds = window_pb.seconds * 1000 + window_pb.nanos / 1e6
             if not 0 <= milliseconds <= MAX_BUFFER_WINDOW_MS:
                 raise invalid("buffer_window: valid values are between 0-60000 milliseconds")
             window = milliseconds / 1000
@@ -462,28 +462,15 @@ class LoggingEmulator:
                 logging_v2.ListLogEntriesRequest.deserialize,
             ),
         }
-        unary = generic_handler("google.logging.v2.LoggingServiceV2", "logging", self.plumbing, methods)
         tail = grpc.stream_stream_rpc_method_handler(
             self.tail_log_entries,
             request_deserializer=logging_v2.TailLogEntriesRequest.deserialize,
-            response_serializer=_serialize,
+            response_serializer=serialize,
         )
-        return _Combined(unary, "/google.logging.v2.LoggingServiceV2/TailLogEntries", tail)
-
-
-class _Combined(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    """The unary methods' generic handler plus the one streaming method."""
-
-    def __init__(
-        self, unary: grpc.GenericRpcHandler[Any, Any], path: str, stream: grpc.RpcMethodHandler[Any, Any]
-    ) -> None:
-        self.unary = unary
-        self.path = path
-        self.stream = stream
-
-    def service(
-        self, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        if handler_call_details.method == self.path:  # type: ignore[attr-defined]
-            return self.stream
-        return self.unary.service(handler_call_details)
+        return generic_handler(
+            "google.logging.v2.LoggingServiceV2",
+            "logging",
+            self.plumbing,
+            methods,
+            streaming={"TailLogEntries": tail},
+        )

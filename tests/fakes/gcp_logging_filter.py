@@ -98,7 +98,8 @@ def _tokens(text: str) -> list[tuple[str, str]]:
             break
         match = _TOKEN.match(text, position)
         if match is None or match.end() == position:
-            raise invalid(f"Unparseable filter: unexpected input at {position}: {text[position:position + 20]!r}")
+            near = text[position : position + 20]
+            raise invalid(f"Unparseable filter: unexpected input at {position}: {near!r}")
         kind = match.lastgroup
         assert kind is not None
         found.append((kind, match.group(kind)))

@@ -15,7 +15,7 @@ import pytest
 from alphaswarm_controller.providers.gcp import CloudRunProvider, GkeProvider
 from alphaswarm_controller.providers.gcp.cloudrun import cloud_run_name
 from alphaswarm_controller.providers.gcp.config import secret_id
-from alphaswarm_core.providers.protocol import LogEntry, LogQuery, Resources
+from alphaswarm_core.providers.protocol import InfrastructureProvider, LogEntry, LogQuery, Resources
 from alphaswarm_core.testing import (
     SETTLE_TIMEOUT,
     Leftovers,
@@ -98,7 +98,7 @@ class TestCloudRunContract(ProviderContract):
     # many as status reports ready) instead of the status names.
 
     async def test_logs_tail_filters_and_ends(
-        self, provider: CloudRunProvider, log_spec_factory: SpecFactory, namespace: str
+        self, provider: InfrastructureProvider, log_spec_factory: SpecFactory, namespace: str
     ) -> None:
         service, other = unique_name(), unique_name()
         await provider.start(log_spec_factory(service, namespace, replicas=2))
@@ -130,7 +130,7 @@ class TestCloudRunContract(ProviderContract):
         assert later and all(e.time >= newest for e in later)
 
     async def test_logs_follow_new_lines_and_new_replicas(
-        self, provider: CloudRunProvider, log_spec_factory: SpecFactory, namespace: str
+        self, provider: InfrastructureProvider, log_spec_factory: SpecFactory, namespace: str
     ) -> None:
         service = unique_name()
         await provider.start(log_spec_factory(service, namespace, replicas=1))

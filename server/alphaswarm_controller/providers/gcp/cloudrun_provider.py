@@ -3,7 +3,8 @@
 A service is a Cloud Run v2 Service in ALPHASWARM_GCP_PROJECT (else the credentials'
 project) and ALPHASWARM_GCP_REGION (translation in ``cloudrun``, limits in ``limits``),
 its config a Secret Manager secret (``config``) referenced from the service's env, its
-metrics Cloud Monitoring time series (``metrics``), its logs Cloud Logging entries (``logs``). Every long-running operation is
+metrics Cloud Monitoring time series (``metrics``), its logs Cloud Logging entries
+(``logs``). Every long-running operation is
 awaited within the caller's deadline, polling every ALPHASWARM_GCP_POLL_INTERVAL seconds
 (growing x1.5 up to 10 s); every request goes through one bounded retry policy (``retry``).
 
@@ -335,7 +336,9 @@ class CloudRunProvider(InfrastructureProvider):
             except BackendConflictError:
                 if attempt == MAX_CONVERGE_ATTEMPTS:
                     raise
-                log.info("Cloud Run service %s changed while being deleted; reading it again", short)
+                log.info(
+                    "Cloud Run service %s changed while being deleted; reading it again", short
+                )
         await (await self._store()).delete(short, namespace, service_id)
         if not found and not allow_missing:
             raise DeploymentNotFoundError(service_id, namespace)

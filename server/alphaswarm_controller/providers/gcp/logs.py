@@ -34,6 +34,7 @@ not show its predecessor's lines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -66,7 +67,9 @@ log = logging.getLogger(__name__)
 
 STDOUT_LOG = "run.googleapis.com%2Fstdout"
 STDERR_LOG = "run.googleapis.com%2Fstderr"
-PAGE_SIZE = 1000  # ListLogEntriesRequest.page_size: "If the value ... exceeds 1000, the request is rejected"
+#: ListLogEntriesRequest.page_size: "If the value is negative or exceeds 1000, the request
+#: is rejected" (google/logging/v2/logging.proto).
+PAGE_SIZE = 1000
 MAX_PAGES = 5
 BUFFER_WINDOW = 2.0  # TailLogEntriesRequest.buffer_window's default
 SESSION_SECONDS = 3600.0
@@ -255,9 +258,7 @@ class CloudRunLogs:
                     if first:
                         catch_up = await self.retained(query, seen)
                     else:
-                        catch_up = await self._since(
-                            query, seen.newest or datetime.now(UTC), seen
-                        )
+                        catch_up = await self._since(query, seen.newest or datetime.now(UTC), seen)
                     first = False
                     for entry in catch_up:
                         yield entry
@@ -330,12 +331,10 @@ class _TailSession:
             self.call = await self.logs.client.tail_log_entries(
                 requests=self._requests(), timeout=remaining_timeout(SESSION_SECONDS)
             )
-            try:
-                # Let the session register before the catch-up read (module doc); a server
-                # that sends no headers before its first entries is not waited for long.
+            # Let the session register before the catch-up read (module doc); a server
+            # that sends no headers before its first entries is not waited for long.
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.call.initial_metadata(), OPEN_WAIT)
-            except TimeoutError:
-                pass
         return self._responses()
 
     async def _responses(self) -> AsyncIterator[TailLogEntriesResponse]:
