@@ -60,10 +60,10 @@ from .gcp_common import (
     EmulatorError,
     Method,
     Plumbing,
-    serialize,
     fault_status,
     generic_handler,
     invalid,
+    serialize,
 )
 from .gcp_run import CloudRunEmulator, Instance
 

@@ -19,6 +19,9 @@ from google.cloud.logging_v2.types import (
     TailLogEntriesRequest,
     TailLogEntriesResponse,
 )
+from google.cloud.logging_v2.types import (
+    LogEntry as CloudLogEntry,
+)
 from google.cloud.run_v2.services.services.transports import ServicesGrpcAsyncIOTransport
 from google.protobuf import duration_pb2
 
@@ -67,18 +70,22 @@ async def _start(run: run_v2.ServicesAsyncClient, count: int = 2) -> run_v2.Serv
     operation = await run.create_service(
         parent=PARENT, service=service, service_id="svc", retry=None
     )
-    created: run_v2.Service = await operation.result(timeout=10)  # type: ignore[attr-defined]
+    created: run_v2.Service = await operation.result(timeout=10)  # type: ignore[no-untyped-call]
     return created
 
 
 async def _list(
     logs: LoggingServiceV2AsyncClient, **fields: object
-) -> tuple[list[object], str]:
+) -> tuple[list[CloudLogEntry], str]:
     request = ListLogEntriesRequest(resource_names=[f"projects/{PROJECT}"], **fields)
     pager = await logs.list_log_entries(request=request, retry=None)
     async for page in pager.pages:  # the first page only: no further request
         return list(page.entries), str(page.next_page_token)
     raise AssertionError("a pager has a first page")
+
+
+def _nanos(entry: CloudLogEntry) -> int:
+    return int(CloudLogEntry.pb(entry).timestamp.ToNanoseconds())
 
 
 @pytest.mark.parametrize(
@@ -111,9 +118,7 @@ async def test_resource_names_are_required_and_bounded(
         await logs.list_log_entries(request=ListLogEntriesRequest(), retry=None)
     many = [f"projects/{PROJECT}"] * 101
     with pytest.raises(gexc.InvalidArgument, match="at most 100"):
-        await logs.list_log_entries(
-            request=ListLogEntriesRequest(resource_names=many), retry=None
-        )
+        await logs.list_log_entries(request=ListLogEntriesRequest(resource_names=many), retry=None)
 
 
 async def test_instances_write_lines_paged_with_cursor_tokens(
@@ -130,17 +135,17 @@ async def test_instances_write_lines_paged_with_cursor_tokens(
     query = f"{SERVICE_FILTER} AND {stdout}"
     first, token = await _list(logs, filter=query, page_size=3, order_by="timestamp desc")
     assert len(first) == 3 and token
-    stamps = [e.timestamp for e in first]  # type: ignore[attr-defined]
+    stamps = [_nanos(e) for e in first]
     assert stamps == sorted(stamps, reverse=True)
     second, _ = await _list(
         logs, filter=query, page_size=3, order_by="timestamp desc", page_token=token
     )
-    assert not {e.insert_id for e in first} & {e.insert_id for e in second}  # type: ignore[attr-defined]
-    assert max(e.timestamp for e in second) <= min(stamps)  # type: ignore[attr-defined]
+    assert not {e.insert_id for e in first} & {e.insert_id for e in second}
+    assert max(_nanos(e) for e in second) <= min(stamps)
     entry = first[0]
-    assert entry.text_payload.startswith("/srv --x line ")  # type: ignore[attr-defined]
-    assert entry.resource.labels["revision_name"].startswith("svc-00001-")  # type: ignore[attr-defined]
-    assert entry.labels["instanceId"] in {i.instance_id for i in instances}  # type: ignore[attr-defined]
+    assert entry.text_payload.startswith("/srv --x line ")
+    assert entry.resource.labels["revision_name"].startswith("svc-00001-")
+    assert entry.labels["instanceId"] in {i.instance_id for i in instances}
     with pytest.raises(gexc.InvalidArgument, match="page_token"):
         await _list(logs, filter=SERVICE_FILTER, page_size=3, page_token=token)
     default, _ = await _list(logs, filter=SERVICE_FILTER)
@@ -159,9 +164,7 @@ async def test_empty_pages_carry_a_token(
     assert entries
 
 
-async def test_read_quota_per_minute(
-    quiet: GcpEmulator, logs: LoggingServiceV2AsyncClient
-) -> None:
+async def test_read_quota_per_minute(quiet: GcpEmulator, logs: LoggingServiceV2AsyncClient) -> None:
     quiet.logging.quota.limit = 2
     await _list(logs)
     await _list(logs)
@@ -177,10 +180,8 @@ async def _tail(
         yield request
         await done.wait()
 
-    responses: AsyncIterator[TailLogEntriesResponse] = await logs.tail_log_entries(
-        requests=requests()
-    )
-    return responses
+    responses = await logs.tail_log_entries(requests=requests())
+    return aiter(responses)
 
 
 async def test_tail_sends_new_entries_in_order_and_limits_sessions(
@@ -197,7 +198,7 @@ async def test_tail_sends_new_entries_in_order_and_limits_sessions(
         async with asyncio.timeout(30):
             opened = [await _tail(logs, request, done) for _ in range(10)]
             response = await anext(aiter(opened[0]))
-            stamps = [e.timestamp for e in response.entries]
+            stamps = [_nanos(e) for e in response.entries]
             assert stamps and stamps == sorted(stamps)
             eleventh = await _tail(logs, request, done)
             with pytest.raises(gexc.ResourceExhausted, match="live-tailing"):
@@ -226,13 +227,13 @@ async def test_scaling_starts_and_stops_instances(
     with quiet.plumbing.lock:
         before = {i.instance_id for i in quiet.run.live_instances(NAME)}
     service.scaling.manual_instance_count = 3
-    await (await run.update_service(service=service, retry=None)).result(timeout=10)  # type: ignore[attr-defined]
+    await (await run.update_service(service=service, retry=None)).result(timeout=10)  # type: ignore[no-untyped-call]
     with quiet.plumbing.lock:
         three = {i.instance_id for i in quiet.run.live_instances(NAME)}
     assert len(three) == 3 and before < three
     service = await run.get_service(name=NAME, retry=None)
     service.template.containers[0].args = ["--y"]  # a new revision replaces them all
-    await (await run.update_service(service=service, retry=None)).result(timeout=10)  # type: ignore[attr-defined]
+    await (await run.update_service(service=service, retry=None)).result(timeout=10)  # type: ignore[no-untyped-call]
     with quiet.plumbing.lock:
         rolled = quiet.run.live_instances(NAME)
     assert len(rolled) == 3 and not {i.instance_id for i in rolled} & three
@@ -245,7 +246,7 @@ async def test_delete_is_an_operation_that_takes_revisions_and_instances(
     service = await _start(run, count=1)
     stale = service.etag
     service.labels = {"who": "me"}
-    await (await run.update_service(service=service, retry=None)).result(timeout=10)  # type: ignore[attr-defined]
+    await (await run.update_service(service=service, retry=None)).result(timeout=10)  # type: ignore[no-untyped-call]
     with pytest.raises(gexc.Aborted):
         await run.delete_service(request=run_v2.DeleteServiceRequest(name=NAME, etag=stale))
     quiet.operations.seconds = 5.0
@@ -258,7 +259,7 @@ async def test_delete_is_an_operation_that_takes_revisions_and_instances(
     with quiet.plumbing.lock:
         for pending in quiet.operations.pending.values():
             pending.done_at = 0
-    await operation.result(timeout=10)  # type: ignore[attr-defined]
+    await operation.result(timeout=10)  # type: ignore[no-untyped-call]
     with pytest.raises(gexc.NotFound):
         await run.get_service(name=NAME, retry=None)
     with quiet.plumbing.lock:

@@ -33,6 +33,7 @@ async def _running(
     emulator: GcpEmulator,
     specs: SpecFactory,
     namespace: str,
+    *,
     service: str = "web",
     replicas: int = 1,
 ) -> list[Instance]:
@@ -142,7 +143,8 @@ async def test_an_instance_filter_is_a_literal(
     await asyncio.sleep(0.3)
     injected = LogQuery(instance_id=f'{instance.instance_id}" OR labels.instanceId != "')
     assert await collect_logs(cloud_run, "web", namespace, injected) == []
-    own = await collect_logs(cloud_run, "web", namespace, LogQuery(instance_id=instance.instance_id))
+    query = LogQuery(instance_id=instance.instance_id)
+    own = await collect_logs(cloud_run, "web", namespace, query)
     assert own and {e.instance_id for e in own} == {instance.instance_id}
 
 
