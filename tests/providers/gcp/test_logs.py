@@ -173,6 +173,8 @@ async def test_follow_resumes_ended_sessions_without_gaps_or_repeats(
     await _running(cloud_run, emulator, cloud_run_specs, namespace, replicas=2)
     emulator.logging.tail_session_seconds = 2.5  # Cloud Logging ends sessions; we resume
     opened = emulator.logging.tail_opened
+    reads = served(emulator, "logging:ListLogEntries")
+    attempts = emulator.faults.count("logging:TailLogEntries")
     started = asyncio.get_running_loop().time()
     seen = await _follow(cloud_run, LogQuery(follow=True, tail_lines=1), 120, namespace)
     elapsed = asyncio.get_running_loop().time() - started
@@ -183,6 +185,9 @@ async def test_follow_resumes_ended_sessions_without_gaps_or_repeats(
         assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
     sessions = emulator.logging.tail_opened - opened
     assert 2 <= sessions <= elapsed / 2.5 + 3, (sessions, elapsed)
+    # One catch-up read per session attempt (the first is the retained tail), never a poll.
+    attempts = emulator.faults.count("logging:TailLogEntries") - attempts
+    assert served(emulator, "logging:ListLogEntries") - reads <= attempts <= sessions + 3
 
 
 async def test_follow_survives_transient_tail_failures_and_reports_denial(
