@@ -50,10 +50,19 @@ from .faults import Fault, Faults, Kind
 class EmulatorError(Exception):
     """Raised by an emulated method; becomes the gRPC status the real API would return."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, details: list[message.Message] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details or []
+        """google.rpc error details (ErrorInfo, RetryInfo...) sent with the status."""
+
+    def status(self) -> status_pb2.Status:
+        return status_pb2.Status(
+            code=self.code.value[0], message=self.message, details=[_pack(d) for d in self.details]
+        )
 
 
 def invalid(message: str) -> EmulatorError:
@@ -131,7 +140,7 @@ class Plumbing:
 Method = Callable[[Any], Any]
 
 
-def _serialize(msg: Any) -> bytes:
+def serialize(msg: Any) -> bytes:
     if isinstance(msg, proto.Message):
         return bytes(type(msg).serialize(msg))
     assert isinstance(msg, message.Message)
@@ -145,12 +154,14 @@ def generic_handler(
     methods: dict[str, tuple[Method, Callable[[bytes], Any]]],
     *,
     conflict: grpc.StatusCode = grpc.StatusCode.ABORTED,
+    streaming: dict[str, grpc.RpcMethodHandler[Any, Any]] | None = None,
 ) -> grpc.GenericRpcHandler[Any, Any]:
     """A generic handler for ``service``: method -> (function of the request, deserializer).
 
     ``api`` names the operations in the fault plan (``run:CreateService``) and, as
     ``<api>.googleapis.com``, the service in throttling errors; ``conflict`` is the code
-    this API answers a concurrent modification with."""
+    this API answers a concurrent modification with. ``streaming`` adds streaming methods,
+    whose handlers consult the fault plan themselves."""
 
     def wrap(name: str, fn: Method) -> Callable[[Any, grpc.ServicerContext], Any]:
         operation = f"{api}:{name}"
@@ -170,16 +181,17 @@ def generic_handler(
                     return fn(request)
                 except EmulatorError as exc:
                     error = exc
-            context.abort(error.code, error.message)
+            context.abort_with_status(rpc_status.to_status(error.status()))
 
         return handle
 
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            wrap(name, fn), request_deserializer=deserialize, response_serializer=_serialize
+            wrap(name, fn), request_deserializer=deserialize, response_serializer=serialize
         )
         for name, (fn, deserialize) in methods.items()
     }
+    handlers.update(streaming or {})
     return grpc.method_handlers_generic_handler(service, handlers)
 
 

@@ -18,14 +18,27 @@ and google/cloud/run/v2/service.proto):
   found", "did not listen on $PORT"...) or when it references a Secret Manager version
   that does not exist; the operation then ends in FAILED_PRECONDITION and the previous
   ready revision keeps serving, as Cloud Run does;
-* list is paged, newest first ("Results are sorted by creation time, descending").
+* list is paged, newest first ("Results are sorted by creation time, descending");
+* delete is a long-running operation; when it completes the service and its revisions
+  are gone ([proto] DeleteServiceRequest: "Deletes a Service. This will cause the Service
+  to stop serving traffic and will delete all revisions"), and its instances stop.
+
+Instances: the real API lists none, but they exist and write logs. Once an operation
+completes, the latest ready revision runs ``manual_instance_count`` instances
+(``Instance``, each with an ``instanceId`` like Cloud Run's: a long hex string, new for
+every instance); scaling up starts new ones, scaling down stops the newest, a new ready
+revision replaces them all. An instance runs no code: it behaves as a program that writes
+one line every ``log_interval`` seconds while it runs (``Instance.line``), which the Cloud
+Logging emulator serves as Cloud Run's stdout/stderr entries.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -48,6 +61,39 @@ def _now() -> timestamp_pb2.Timestamp:
     return stamp
 
 
+@dataclass
+class Instance:
+    """One instance of a revision: when it ran, and what its container is."""
+
+    instance_id: str
+    service: str
+    """The service's full name (projects/P/locations/L/services/S)."""
+    revision: str
+    """The short revision name."""
+    argv: tuple[str, ...]
+    started: float
+    """Wall-clock seconds."""
+    stopped: float | None = None
+
+    @property
+    def project(self) -> str:
+        return self.service.split("/")[1]
+
+    @property
+    def location(self) -> str:
+        return self.service.split("/")[3]
+
+    @property
+    def service_name(self) -> str:
+        return self.service.rsplit("/", 1)[1]
+
+    def line(self, number: int) -> tuple[str, str]:
+        """(stream, text) of line ``number``: the program prints its command line and the
+        line number, every fourth line to stderr (deterministic, so tests can expect it)."""
+        stream = "stderr" if number % 4 == 3 else "stdout"
+        return stream, f"{' '.join(self.argv)} line {number}"
+
+
 def _template_key(template: run_v2.RevisionTemplate) -> bytes:
     copy = run_v2.RevisionTemplate(template)
     copy.revision = ""
@@ -62,6 +108,7 @@ class CloudRunEmulator:
         *,
         max_page_size: int = 100,
         secret_exists: SecretCheck | None = None,
+        log_interval: float = 0.5,
     ) -> None:
         self.plumbing = plumbing
         self.operations = operations
@@ -70,6 +117,9 @@ class CloudRunEmulator:
         self.services: dict[str, run_v2.Service] = {}
         self.revisions: dict[str, list[str]] = {}
         self.broken_images: dict[str, str] = {}
+        self.instances: list[Instance] = []
+        """Every instance that ever ran (a stopped one keeps its logs)."""
+        self.log_interval = log_interval
         self._created: dict[str, int] = {}
         self._order = 0
 
@@ -78,6 +128,34 @@ class CloudRunEmulator:
         self.broken_images[image] = message
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def live_instances(self, service: str) -> list[Instance]:
+        return [i for i in self.instances if i.service == service and i.stopped is None]
+
+    def _serve(self, service: run_v2.Service) -> None:
+        """Run ``manual_instance_count`` instances of the latest ready revision (lock held)."""
+        now = time.time()
+        ready = service.latest_ready_revision.rsplit("/", 1)[-1]
+        wanted = service.scaling.manual_instance_count if ready else 0
+        live = self.live_instances(service.name)
+        for instance in live:
+            if instance.revision != ready:
+                instance.stopped = now
+        current = [i for i in live if i.revision == ready]
+        for instance in current[wanted:]:
+            instance.stopped = now  # scale-down stops the newest (they come last)
+        if len(current) < wanted and service.template.containers:
+            container = service.template.containers[0]
+            argv = tuple(container.command) + tuple(container.args) or (container.image,)
+            for _ in range(wanted - len(current)):
+                self.instances.append(
+                    Instance(secrets.token_hex(48), service.name, ready, argv, now)
+                )
+
+    def _stop_all(self, service: str) -> None:
+        now = time.time()
+        for instance in self.live_instances(service):
+            instance.stopped = now
 
     def _get(self, name: str) -> run_v2.Service:
         service = self.services.get(name)
@@ -145,6 +223,7 @@ class CloudRunEmulator:
                     last_transition_time=_now(),
                 )
                 code = grpc.StatusCode.FAILED_PRECONDITION.value[0]
+                self._serve(current)  # the previous ready revision keeps serving
                 return current, status_pb2.Status(code=code, message=message)
             current.latest_ready_revision = current.latest_created_revision
             current.terminal_condition = run_v2.Condition(
@@ -157,6 +236,7 @@ class CloudRunEmulator:
                     percent=100,
                 )
             ]
+            self._serve(current)
             return run_v2.Service(current), None
 
         parent = name.rsplit("/services/", 1)[0]
@@ -217,6 +297,10 @@ class CloudRunEmulator:
         if not rules.SERVICE_NAME.fullmatch(incoming.name):
             raise invalid(f"service.name {incoming.name!r} is not a service name")
         current = self._get(incoming.name)
+        if "delete_time" in current:
+            raise EmulatorError(
+                grpc.StatusCode.FAILED_PRECONDITION, f"Resource '{incoming.name}' is being deleted."
+            )
         if incoming.etag and incoming.etag != current.etag:
             raise EmulatorError(
                 grpc.StatusCode.ABORTED,
@@ -237,17 +321,30 @@ class CloudRunEmulator:
         return self._operation(current)
 
     def delete_service(self, request: run_v2.DeleteServiceRequest) -> operations_pb2.Operation:
+        if not rules.SERVICE_NAME.fullmatch(request.name):
+            raise invalid(f"name {request.name!r} is not a service name")
         service = self._get(request.name)
+        # [proto] DeleteServiceRequest.etag: "A system-generated fingerprint for this
+        # version of the resource. May be used to detect modification conflict during
+        # updates" (AIP-154: a mismatch is ABORTED).
         if request.etag and request.etag != service.etag:
-            raise EmulatorError(grpc.StatusCode.ABORTED, f"Resource '{request.name}' changed.")
+            raise EmulatorError(
+                grpc.StatusCode.ABORTED,
+                f"Resource '{request.name}' was modified concurrently (etag mismatch).",
+            )
+        if request.validate_only:
+            raise invalid("validate_only is not evaluated by the emulator")
         service.delete_time = _now()
         service.reconciling = True
+        service.etag = f'"{uuid.uuid4().hex}"'
         snapshot = run_v2.Service(service)
         name = request.name
 
         def complete() -> tuple[run_v2.Service, None]:
             self.services.pop(name, None)
             self._created.pop(name, None)
+            self.revisions.pop(name, None)
+            self._stop_all(name)
             return snapshot, None
 
         return self.operations.start(name.rsplit("/services/", 1)[0], snapshot, complete)

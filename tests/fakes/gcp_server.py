@@ -15,6 +15,7 @@ import grpc
 from .faults import Faults
 from .gcp_common import Operations, Plumbing
 from .gcp_container import ClusterManagerEmulator
+from .gcp_logging import LoggingEmulator
 from .gcp_monitoring import MonitoringEmulator
 from .gcp_run import CloudRunEmulator
 from .gcp_secrets import SecretManagerEmulator
@@ -24,10 +25,15 @@ OPERATION_SECONDS = 0.25
 
 
 class GcpEmulator:
-    """Cloud Run v2, Secret Manager, Cloud Monitoring and GKE ClusterManager on one port."""
+    """Cloud Run v2, Secret Manager, Cloud Monitoring, Cloud Logging and GKE ClusterManager
+    on one port."""
 
     def __init__(
-        self, *, operation_seconds: float = OPERATION_SECONDS, max_page_size: int = 100
+        self,
+        *,
+        operation_seconds: float = OPERATION_SECONDS,
+        max_page_size: int = 100,
+        log_interval: float = 0.5,
     ) -> None:
         self.faults = Faults()
         self.plumbing = Plumbing(self.faults)
@@ -38,7 +44,9 @@ class GcpEmulator:
             self.operations,
             max_page_size=max_page_size,
             secret_exists=self.secrets.exists,
+            log_interval=log_interval,
         )
+        self.logging = LoggingEmulator(self.plumbing, self.run)
         self.monitoring = MonitoringEmulator(self.plumbing, self.run)
         self.container = ClusterManagerEmulator(self.plumbing)
         self.address = ""
@@ -54,6 +62,7 @@ class GcpEmulator:
                 self.run.handler(),
                 self.secrets.handler(),
                 self.monitoring.handler(),
+                self.logging.handler(),
                 self.container.handler(),
             ]
         )

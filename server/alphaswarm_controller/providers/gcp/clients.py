@@ -2,7 +2,7 @@
 
 Endpoints: in production every client uses its default endpoint over TLS with
 the Application Default Credentials chain. ``ALPHASWARM_GCP_API_ENDPOINT``
-(all APIs) or ``ALPHASWARM_GCP_{RUN,SECRETMANAGER,MONITORING,CONTAINER}_ENDPOINT``
+(all APIs) or ``ALPHASWARM_GCP_{RUN,SECRETMANAGER,MONITORING,LOGGING,CONTAINER}_ENDPOINT``
 (one API) override the endpoint; an override on a loopback address
 (127.0.0.1, ::1, localhost) is an emulator and is reached over a plain-text
 channel without credentials, any other override (a regional or Private Service
@@ -26,6 +26,10 @@ from google.api_core.client_options import ClientOptions
 from google.cloud import container_v1, monitoring_v3, run_v2, secretmanager_v1
 from google.cloud.container_v1.services.cluster_manager.transports import (
     ClusterManagerGrpcAsyncIOTransport,
+)
+from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2AsyncClient
+from google.cloud.logging_v2.services.logging_service_v2.transports import (
+    LoggingServiceV2GrpcAsyncIOTransport,
 )
 from google.cloud.monitoring_v3.services.metric_service.transports import (
     MetricServiceGrpcAsyncIOTransport,
@@ -150,6 +154,12 @@ class GcpClients:
     def monitoring(self) -> monitoring_v3.MetricServiceAsyncClient:
         client: monitoring_v3.MetricServiceAsyncClient = self._make(
             "monitoring", monitoring_v3.MetricServiceAsyncClient, MetricServiceGrpcAsyncIOTransport
+        )
+        return client
+
+    def logging(self) -> LoggingServiceV2AsyncClient:
+        client: LoggingServiceV2AsyncClient = self._make(
+            "logging", LoggingServiceV2AsyncClient, LoggingServiceV2GrpcAsyncIOTransport
         )
         return client
 

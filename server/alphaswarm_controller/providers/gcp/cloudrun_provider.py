@@ -3,7 +3,8 @@
 A service is a Cloud Run v2 Service in ALPHASWARM_GCP_PROJECT (else the credentials'
 project) and ALPHASWARM_GCP_REGION (translation in ``cloudrun``, limits in ``limits``),
 its config a Secret Manager secret (``config``) referenced from the service's env, its
-metrics Cloud Monitoring time series (``metrics``). Every long-running operation is
+metrics Cloud Monitoring time series (``metrics``), its logs Cloud Logging entries
+(``logs``). Every long-running operation is
 awaited within the caller's deadline, polling every ALPHASWARM_GCP_POLL_INTERVAL seconds
 (growing x1.5 up to 10 s); every request goes through one bounded retry policy (``retry``).
 
@@ -11,6 +12,14 @@ awaited within the caller's deadline, polling every ALPHASWARM_GCP_POLL_INTERVAL
 the contract requires a stopped service to stay known (status STOPPED, a second stop
 succeeds, ``start`` brings it back with its config), which a deleted Cloud Run service
 cannot be. A zero-instance service costs nothing to keep.
+
+``delete`` removes the Cloud Run service (its revisions go with it) and then its config
+secret: the only two resources the provider creates for a service. A delete interrupted
+between the two leaves a secret without a service; the next delete (the service is
+NOT_FOUND then) still removes that secret before reporting NOT_FOUND (or False with
+``allow_missing``). Both deletes carry the etag they were read with: a concurrent change
+makes the provider read again, a bounded number of times. Logs stay in Cloud Logging for
+the retention of the bucket they were routed to.
 
 A failed create deletes the half-created service before reporting the failure. A failed
 update leaves Cloud Run serving the previous ready revision, which ``status`` reports as
@@ -43,6 +52,8 @@ from alphaswarm_core.providers.protocol import (
     DeploymentStatus,
     InfrastructureProvider,
     InfrastructureProviderError,
+    LogEntry,
+    LogQuery,
     MetricSample,
     ProviderHealth,
     ProviderKind,
@@ -53,6 +64,7 @@ from . import cloudrun, retry
 from .clients import GcpClients, load_credentials
 from .config import SecretConfigStore
 from .errors import api_errors, credentials_missing
+from .logs import CloudRunLogs
 from .metrics import CloudRunMetrics
 from .settings import GcpSettings
 
@@ -308,6 +320,43 @@ class CloudRunProvider(InfrastructureProvider):
                     found.append(self._status(service))
         return found
 
+    async def delete(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
+    ) -> bool:
+        short = cloudrun.cloud_run_name(namespace, service_id)
+        found = False
+        for attempt in range(1, MAX_CONVERGE_ATTEMPTS + 1):
+            service = await self._find(namespace, service_id)
+            if service is None:
+                break
+            found = True
+            try:
+                await self._delete_service(service)
+                break
+            except BackendConflictError:
+                if attempt == MAX_CONVERGE_ATTEMPTS:
+                    raise
+                log.info(
+                    "Cloud Run service %s changed while being deleted; reading it again", short
+                )
+        await (await self._store()).delete(short, namespace, service_id)
+        if not found and not allow_missing:
+            raise DeploymentNotFoundError(service_id, namespace)
+        return found
+
+    async def _delete_service(self, service: run_v2.Service) -> None:
+        clients = await self._connect()
+        with api_errors("run"):
+            try:
+                operation = await clients.run().delete_service(
+                    request=run_v2.DeleteServiceRequest(name=service.name, etag=service.etag),
+                    retry=retry.policy(),
+                    timeout=remaining_timeout(),
+                )
+            except gexc.NotFound:
+                return  # deleted meanwhile (by a concurrent delete): the outcome holds
+        await self._await_operation(operation)
+
     # -- config -----------------------------------------------------------------------------
 
     async def _store(self) -> SecretConfigStore:
@@ -351,6 +400,28 @@ class CloudRunProvider(InfrastructureProvider):
 
         await self._converge_with(patch.namespace, patch.service_id, pin, service)
         return ServiceConfig(patch.service_id, patch.namespace, data, version)
+
+    # -- logs -------------------------------------------------------------------------------
+
+    async def stream_logs(
+        self, service_id: str, query: LogQuery, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> AsyncGenerator[LogEntry, None]:
+        service = await self._get(namespace, service_id)
+        clients = await self._connect()
+        created: object = service.create_time
+        reader = CloudRunLogs(
+            clients.logging(),
+            self._project,
+            self.settings.region,
+            service.name.rsplit("/", 1)[1],
+            created if isinstance(created, datetime) else datetime.fromtimestamp(0, UTC),
+        )
+        if not query.follow:
+            for entry in await reader.retained(query):
+                yield entry
+            return
+        async for entry in reader.follow(query):
+            yield entry
 
     # -- metrics ----------------------------------------------------------------------------
 

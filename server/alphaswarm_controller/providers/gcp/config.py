@@ -36,6 +36,7 @@ from .cloudrun import MANAGED_BY, NAMESPACE_LABEL, SERVICE_LABEL
 from .errors import api_errors
 
 VERSION_LABEL = "alphaswarm-config-version"
+MAX_DELETE_ATTEMPTS = 3
 MAX_PAYLOAD_BYTES = 64 * 1024
 
 
@@ -119,6 +120,40 @@ class SecretConfigStore:
                     retry=retry.policy(),
                     timeout=remaining_timeout(),
                 )
+
+    async def delete(self, cloud_run_name: str, namespace: str, service_id: str) -> bool:
+        """Delete the service's secret and its versions if it is this service's (by its
+        labels); False if there was none. The delete carries the etag it was read with
+        (Secret Manager answers a stale one with FAILED_PRECONDITION): read again, a few times."""
+        name = self.secret_name(cloud_run_name)
+        for attempt in range(1, MAX_DELETE_ATTEMPTS + 1):
+            with api_errors("secretmanager"):
+                try:
+                    secret = await self.client.get_secret(
+                        name=name, retry=retry.policy(), timeout=remaining_timeout()
+                    )
+                except gexc.NotFound:
+                    return False
+                labels = secret.labels
+                if (
+                    labels.get(MANAGED_BY[0]) != MANAGED_BY[1]
+                    or labels.get(NAMESPACE_LABEL) != namespace
+                    or labels.get(SERVICE_LABEL) != service_id
+                ):
+                    return False  # not ours: someone else's secret of that name stays
+                try:
+                    await self.client.delete_secret(
+                        request=sm.DeleteSecretRequest(name=name, etag=secret.etag),
+                        retry=retry.policy(),
+                        timeout=remaining_timeout(),
+                    )
+                    return True
+                except gexc.NotFound:
+                    return False
+                except (gexc.FailedPrecondition, gexc.Aborted):
+                    if attempt == MAX_DELETE_ATTEMPTS:
+                        raise
+        return False  # pragma: no cover - the loop returns or raises
 
     async def write(
         self,

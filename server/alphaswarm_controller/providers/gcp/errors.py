@@ -29,6 +29,7 @@ ROLES = {
     "run": "roles/run.developer",
     "secretmanager": "roles/secretmanager.admin",
     "monitoring": "roles/monitoring.viewer",
+    "logging": "roles/logging.viewer",
     "container": "roles/container.developer",
 }
 
@@ -36,6 +37,7 @@ API_NAMES = {
     "run": "Cloud Run",
     "secretmanager": "Secret Manager",
     "monitoring": "Cloud Monitoring",
+    "logging": "Cloud Logging",
     "container": "GKE",
 }
 

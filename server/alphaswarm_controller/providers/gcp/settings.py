@@ -17,7 +17,7 @@ from typing import Protocol
 from alphaswarm_core.providers.protocol import SettingInvalid
 
 PREFIX = "ALPHASWARM_GCP_"
-APIS = ("run", "secretmanager", "monitoring", "container")
+APIS = ("run", "secretmanager", "monitoring", "logging", "container")
 #: Every setting the gcp provider reads under ALPHASWARM_GCP_ (GKE mode routes the rest of
 #: its settings to the Kubernetes machinery's ALPHASWARM_KUBERNETES_*).
 NAMES = frozenset(
