@@ -225,15 +225,19 @@ async def read_for(
     return seen, time.monotonic() - started
 
 
+@pytest.mark.parametrize("faulted", [False, True], ids=["clean", "throttled-and-5xx"])
 async def test_follow_polls_at_the_interval_and_sends_every_line_once(
-    arm: ArmEmulator, provider: AciProvider
+    arm: ArmEmulator, provider: AciProvider, faulted: bool
 ) -> None:
     await provider.start(spec("tick", 2))
     status = await wait_for(provider, "tick", "team", ready(2), timeout=30)
     await wait_for_lines(provider, "tick", instance_ids(status), 3)
     interval = provider.settings.log_poll_interval
-    arm.reset_counts()
-    before_list = arm.faults.count(LIST)
+    if faulted:  # as the contract suite runs: every 7th request 429, every 11th 503
+        arm.faults.background(Kind.THROTTLED, every=7)
+        arm.faults.background(Kind.UNAVAILABLE, every=11)
+    reads, refused = arm.faults.count(LOGS), arm.faults.failed[LOGS]
+    listings, total = arm.faults.count(LIST), arm.faults.count()
     stream = provider.stream_logs("tick", LogQuery(follow=True, tail_lines=3), namespace="team")
     try:
         seen, elapsed = await read_for(stream, 3.0)
@@ -242,12 +246,16 @@ async def test_follow_polls_at_the_interval_and_sends_every_line_once(
     runs = contiguous(seen)
     assert set(runs) == instance_ids(status)
     assert all(len(run) >= 3 + 5 for run in runs.values()), "new lines kept coming"
-    polls = arm.count("GET", "/logs$")
-    # Every poll reads each replica once; the first one comes at once, then one per interval.
-    assert polls <= 2 * (elapsed / interval + 2), (polls, elapsed)
-    assert polls >= 2 * 2, "it did poll again"
-    listings = arm.faults.count(LIST) - before_list
-    assert listings <= elapsed / logs.REPLICA_REFRESH + 2
+    reads = arm.faults.count(LOGS) - reads
+    refused = arm.faults.failed[LOGS] - refused
+    answered = reads - refused
+    # Each poll reads each replica once (a refused read is sent again, once per fault):
+    # the first poll at once, then one per interval.
+    assert answered <= 2 * (elapsed / interval + 2), (answered, elapsed)
+    assert answered >= 2 * 2, "it did poll again"
+    total = arm.faults.count() - total  # background faults hit every 7th/11th of these
+    assert refused == 0 if not faulted else 0 < refused <= total / 7 + total / 11 + 2
+    assert arm.faults.count(LIST) - listings <= 2 * (elapsed / logs.REPLICA_REFRESH + 2)
 
 
 async def test_follow_picks_up_a_restarted_instance_and_new_replicas(

@@ -27,7 +27,8 @@ follow stream asks again every ``LOG_POLL_INTERVAL``, as ``az container logs
 ACI does not say which stream a line came from: entries are ``UNSPECIFIED``. Errors:
 an unknown service is DeploymentNotFoundError before the first entry; an error of the
 first round ends the call; later, with follow, a failing round is logged and retried
-after a growing pause (at most ``MAX_BACKOFF``), so a blip never ends a follow stream.
+after a growing pause, or the Retry-After ARM asked for (at most ``MAX_BACKOFF``), so a
+blip never ends a follow stream.
 """
 
 from __future__ import annotations
@@ -239,8 +240,9 @@ class LogFollower:
         refresh = max(REPLICA_REFRESH, self._interval)
         listed_at = time.monotonic()
         failures = 0
+        asked = 0.0  # the Retry-After of the last throttled round
         while True:
-            pause = min(MAX_BACKOFF, self._interval * 2**failures)
+            pause = min(MAX_BACKOFF, max(self._interval * 2**failures, asked))
             await asyncio.sleep(pause)
             if time.monotonic() - listed_at >= refresh:
                 listed_at = time.monotonic()
@@ -253,9 +255,10 @@ class LogFollower:
             for entry in batch:
                 yield entry
             if error is None:
-                failures = 0
+                failures, asked = 0, 0.0
             elif isinstance(error, InfrastructureProviderError):
                 failures += 1
+                asked = getattr(error, "retry_after_seconds", 0.0)
                 log.warning("reading Container Instances logs failed (%s); retrying", error)
             else:
                 raise error
