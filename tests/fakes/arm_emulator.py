@@ -12,6 +12,8 @@ and refuses what ARM and ACI refuse (``arm_rules``, each rule with its source):
   ``stop`` (204) and ``start`` (202, long-running), PATCH of tags, GET with an
   instance view, list by resource group paged with ``nextLink``; provisioning
   takes time, and operations on a group still changing are 409 (``arm_store``);
+* Containers - List Logs (``tail``, ``timestamps``; ``{"content": ...}``) of emulated
+  containers that write a line every 0.2 s while they run (``arm_logs``);
 * Azure Monitor ``.../providers/Microsoft.Insights/metrics`` (CpuUsage, MemoryUsage);
 * AKS ``listClusterUserCredential`` returning base64 kubeconfigs;
 * errors in ARM's ``{"error": {"code", "message"}}`` shape.
@@ -36,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from . import arm_logs
 from .arm_rules import ArmError
 from .arm_store import ArmStore
 from .faults import Fault, Faults, Kind
@@ -50,6 +53,12 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
         re.compile(_GROUPS + r"/(?P<name>[^/]+)/providers/microsoft\.insights/metrics$"),
         "metrics",
         "Metrics_List",
+    ),
+    (
+        "GET",
+        re.compile(_GROUPS + r"/(?P<name>[^/]+)/containers/(?P<container>[^/]+)/logs$"),
+        "container_logs",
+        "Containers_ListLogs",
     ),
     ("GET", re.compile(_GROUPS + r"$"), "list_groups", "ContainerGroups_ListByResourceGroup"),
     ("GET", re.compile(_GROUPS + r"/(?P<name>[^/]+)$"), "get_group", "ContainerGroups_Get"),
@@ -136,6 +145,8 @@ class ArmEmulator:
         self.faults = faults or Faults()
         self._audiences = audiences
         self.requests: list[tuple[str, str]] = []
+        self.urls: list[str] = []
+        """The path and query of every request, in arrival order."""
         self.timeline: list[tuple[float, str, str]] = []
         """(time.monotonic(), method, path) of every request, in arrival order."""
         self.response_delay: dict[str, float] = {}
@@ -195,6 +206,7 @@ class ArmEmulator:
     def reset_counts(self) -> None:
         with self._requests_lock:
             self.requests.clear()
+            self.urls.clear()
             self.timeline.clear()
 
     def counts(self) -> Counter[str]:
@@ -204,9 +216,10 @@ class ArmEmulator:
     def add_cluster(self, name: str, kubeconfig: str) -> None:
         self.store.clusters[name] = kubeconfig
 
-    def record(self, method: str, path: str) -> None:
+    def record(self, method: str, path: str, url: str = "") -> None:
         with self._requests_lock:
             self.requests.append((method, path))
+            self.urls.append(url or path)
             self.timeline.append((time.monotonic(), method, path))
 
     def enter(self, method: str) -> None:
@@ -250,7 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        self.arm.record(method, path)
+        self.arm.record(method, path, self.path)
         self.arm.enter(method)
         try:
             self._answer(method, path, query, raw)
@@ -394,6 +407,16 @@ class _Handler(BaseHTTPRequestHandler):
             "Azure-AsyncOperation": self._operation_url(args["sub"], op_id, query["api-version"])
         }
         self._send(202, None, headers)
+
+    def _container_logs(self, args: dict[str, str], query: dict[str, str], _: Any) -> None:
+        store = self.arm.store
+        store.check_resource_group(args["rg"])
+        tail = arm_logs.parse_tail(query.get("tail"))
+        timestamps = arm_logs.parse_timestamps(query.get("timestamps"))
+        text = store.container_log(
+            args["name"], args["container"], tail=tail, timestamps=timestamps
+        )
+        self._send(200, {"content": text})
 
     def _operation(self, args: dict[str, str], _: dict[str, str], __: Any) -> None:
         self._send(200, self.arm.store.operation_status(args["op"]))

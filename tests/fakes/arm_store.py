@@ -9,7 +9,13 @@ containers run ``run_delay`` later; ACI's start operation takes
 completes. While a group is changing (provisioning, starting, being deleted)
 ACI refuses stop, start, tag updates and a new PUT of the same name with 409
 Conflict (the issue that made this emulator strict, #17; a PUT over a group being
-deleted: hashicorp/terraform-provider-azurerm#23451).
+deleted: hashicorp/terraform-provider-azurerm#23451). A DELETE is accepted in any
+state (a second one while the first runs starts another operation on it): no
+public source shows ACI refusing it, so the emulator does not invent a 409 there
+(tests inject one through ``Faults``).
+
+A running container writes its log from the moment it runs; stopping it (or a PUT
+that replaces the group) ends that container instance and its log (``arm_logs``).
 
 Limits from "Resource availability & quota limits for ACI" (learn.microsoft.com/
 azure/container-instances/container-instances-resource-and-quota-limits): 100
@@ -31,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from . import arm_logs
 from .arm_rules import ArmError, validate_group
 
 MAX_GROUPS = 100
@@ -125,6 +132,8 @@ class ArmStore:
         self.max_groups = MAX_GROUPS
         self.creates = RateLimit(MAX_CREATES_PER_WINDOW, RATE_WINDOW)
         self.deletes = RateLimit(MAX_DELETES_PER_WINDOW, RATE_WINDOW)
+        self._epoch_offset = time.time() - time.monotonic()
+        """Adds to a monotonic instant to give its wall-clock time (log timestamps)."""
 
     # -- clock ---------------------------------------------------------------------------------
 
@@ -302,6 +311,37 @@ class ArmStore:
     def names(self) -> list[str]:
         with self.lock:
             return sorted(self.groups)
+
+    def held(self) -> dict[str, dict[str, str]]:
+        """Every group the store still holds (being deleted too), name -> tags, as a GET
+        would find them now: for tests asking what is left of a deleted service."""
+        self.advance()
+        with self.lock:
+            return {name: dict(g.body.get("tags") or {}) for name, g in self.groups.items()}
+
+    def container_log(
+        self, name: str, container: str, *, tail: int | None, timestamps: bool
+    ) -> str:
+        """Containers - List Logs of one container (``arm_logs``): 404 for a group or
+        container that does not exist, ContainerLogNotAvailable until it runs."""
+        now = time.monotonic()
+        with self.lock:
+            group = self._require(name)
+            containers = group.body.get("properties", {}).get("containers", [])
+            found = next((c for c in containers if c.get("name") == container), None)
+            if found is None:
+                raise arm_logs.container_not_found(name, container)
+            running = (
+                group.running_at is not None
+                and now >= group.running_at
+                and not self._pull_fails(group.body)
+            )
+            if not running or group.running_at is None:
+                raise arm_logs.not_available(name, container)
+            started = group.running_at + self._epoch_offset
+            return arm_logs.content(
+                found, started, now + self._epoch_offset, tail=tail, timestamps=timestamps
+            )
 
     def is_stopped(self, name: str) -> bool:
         with self.lock:

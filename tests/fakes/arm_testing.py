@@ -72,6 +72,7 @@ def emulator_env(emulator: ArmEmulator, **extra: str) -> dict[str, str]:
         "ALPHASWARM_AZURE_LOCATION": store.location,
         "ALPHASWARM_AZURE_ARM_ENDPOINT": emulator.base_url,
         "ALPHASWARM_AZURE_POLL_INTERVAL": "0.02",
+        "ALPHASWARM_AZURE_LOG_POLL_INTERVAL": "0.25",
     }
     env.update(extra)
     return env

@@ -19,6 +19,8 @@ from tests.fakes.arm_testing import emulator_env, make_provider
 from tests.fakes.kube_api import KubeApiEmulator
 
 IMAGE = "mcr.microsoft.com/azuredocs/aci-helloworld:latest"
+LOG_COMMAND = ("/bin/sh", "-c", "while true; do date; sleep 0.2; done")
+"""Prints a line every 0.2 s (the image has a shell); the emulator writes one per 0.2 s."""
 AKS_TOKEN = "aks-user-token-not-a-secret"
 CLUSTER = "prod-aks"
 

@@ -4,11 +4,14 @@ and arm_store.py, straight over HTTP, so an emulator that turns lenient fails he
 from __future__ import annotations
 
 import copy
+import re
+import time
 from typing import Any
 
 import pytest
 import requests
 
+from tests.fakes import arm_logs
 from tests.fakes.arm_emulator import TOKEN_AUDIENCE_PREFIX, ArmEmulator
 from tests.fakes.faults import Kind
 
@@ -214,3 +217,92 @@ def test_shared_faults_take_arms_wire_form(
     assert answer.headers["Retry-After"] == "2"
     assert client.send("GET").status_code == 200
     assert arm.faults.count("arm:ContainerGroups_ListByResourceGroup") == 2
+
+
+# -- Containers - List Logs (arm_logs) ----------------------------------------------------------
+
+STAMPED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z line (\d+) of (.*)")
+
+
+def logs(client: Client, group: str, container: str = "app", **query: str) -> requests.Response:
+    return requests.get(
+        f"{client.base}/{group}/containers/{container}/logs",
+        params={**API, **query},
+        headers=client.headers,
+        timeout=10,
+    )
+
+
+def running(client: Client, name: str, lines: int, **props: Any) -> None:
+    """PUT a group and wait (bounded) until its container has written ``lines`` lines."""
+    assert client.put(name, group(**props)).status_code == 201
+    deadline = time.monotonic() + 30
+    while True:
+        answer = logs(client, name)
+        if answer.status_code == 200 and answer.json()["content"].count("\n") >= lines:
+            return
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.1)
+
+
+def test_logs_are_the_running_containers_lines_with_tail_and_timestamps(client: Client) -> None:
+    running(client, "talky", 4, containers=[container(command=["echo", "hi"])])
+    whole = logs(client, "talky", timestamps="true")
+    assert whole.status_code == 200 and set(whole.json()) == {"content"}
+    text = whole.json()["content"]
+    assert text.endswith("\n")
+    matches = [STAMPED.fullmatch(line) for line in text.splitlines()]
+    assert all(matches), text
+    numbers = [int(m[1]) for m in matches if m]
+    assert numbers == list(range(len(numbers))) and {m[2] for m in matches if m} == {"echo hi"}
+    tail = logs(client, "talky", tail="2").json()["content"].splitlines()
+    assert len(tail) == 2 and int(tail[1].split()[1]) == int(tail[0].split()[1]) + 1
+    assert int(tail[0].split()[1]) >= numbers[-1] - 1, "the newest lines"
+    assert not STAMPED.match(tail[0]), "no stamps unless asked"
+
+
+def test_logs_of_a_container_not_running_or_missing_are_refused(client: Client) -> None:
+    with ArmEmulator(provision_delay=30.0) as arm:
+        slow = Client(arm)
+        assert slow.put("young", group()).status_code == 201
+        message = rejected(logs(slow, "young"), 404, "ContainerLogNotAvailable")
+        assert "is not available yet" in message
+    running(client, "there", 1)
+    rejected(logs(client, "there", "nobody"), 404, "ContainerNotFound")
+    rejected(logs(client, "absent"), 404, "ResourceNotFound")
+    for bad_tail in ("x", "0", "-3"):
+        rejected(logs(client, "there", tail=bad_tail), 400, "InvalidParameter")
+    rejected(logs(client, "there", timestamps="yes"), 400, "InvalidParameter")
+    assert client.send("POST", "there/stop").status_code == 204
+    rejected(logs(client, "there"), 404, "ContainerLogNotAvailable")
+
+
+def test_a_restarted_container_keeps_only_its_new_log(client: Client) -> None:
+    running(client, "again", 5)
+    assert client.send("POST", "again/stop").status_code == 204
+    assert client.send("POST", "again/start").status_code == 202
+    deadline = time.monotonic() + 30
+    while (answer := logs(client, "again")).status_code != 200 or not answer.json()["content"]:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.1)
+    assert answer.json()["content"].startswith("line 0 of ")
+
+
+def test_logs_stop_at_four_megabytes_keeping_the_newest() -> None:
+    props = {"properties": {"image": "x" * 200}}
+    now = 1_700_000_000.0
+    started = now - 100_000 * arm_logs.LINE_INTERVAL  # 100k lines of ~220 bytes
+    text = arm_logs.content(props, started, now, tail=None, timestamps=False)
+    assert len(text.encode()) <= arm_logs.MAX_CONTENT_BYTES
+    assert len(text.encode()) > arm_logs.MAX_CONTENT_BYTES - 300
+    assert text.splitlines()[-1].startswith("line 99999 of ")
+    assert not text.startswith("line 0 "), "the oldest lines are the ones left out"
+
+
+def test_faults_reach_the_logs_operation(client: Client) -> None:
+    running(client, "faulty", 1)
+    client.arm.faults.inject("arm:Containers_ListLogs", Kind.THROTTLED, retry_after=1)
+    answer = logs(client, "faulty")
+    rejected(answer, 429, "TooManyRequests")
+    assert answer.headers["Retry-After"] == "1"
+    assert logs(client, "faulty").status_code == 200

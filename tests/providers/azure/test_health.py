@@ -222,7 +222,7 @@ def test_list_providers_shows_the_chosen_class() -> None:
     aci = registry.describe("azure", {})
     assert (aci.kind, aci.installed) == ("azure", True)
     assert set(aci.capabilities) == {
-        "start", "stop", "scale", "status", "list", "config", "metrics",
+        "start", "stop", "scale", "status", "list", "config", "metrics", "logs", "delete",
     }  # fmt: skip
     aks = registry.describe("azure", {"ALPHASWARM_AZURE_MODE": "aks"})
     assert aks.kind == "azure"

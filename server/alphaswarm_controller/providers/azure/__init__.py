@@ -3,7 +3,7 @@
 * ``AciProvider`` (``ALPHASWARM_AZURE_MODE=aci``, the default): each replica an
   Azure Container Instances container group (``aci_provider``; translation in
   ``aci``, ARM calls in ``gateway``, config as environment in ``config``, status
-  in ``status``, Azure Monitor in ``metrics``).
+  in ``status``, Azure Monitor in ``metrics``, the polled logs API in ``logs``).
 * ``AksProvider`` (``aks``): a ``KubernetesProvider`` on an AKS cluster whose
   connection comes from ``listClusterUserCredential`` (``aks_provider``, ``aks``).
 
@@ -11,8 +11,8 @@ Both report alias and kind ``azure`` and share ``clients.AzureAccess``: the
 ``ALPHASWARM_AZURE_*`` settings (``settings``: the token scope of the ARM
 endpoint's cloud), azure-identity's credential chain, the azure-mgmt clients and
 their bounded retries (``retry``). Settings, IAM, limits checked before any
-call, memory rounding and the one-at-a-time config roll: the azure section of
-docs/providers.md.
+call, memory rounding, the one-at-a-time config roll, delete and where logs come
+from: the azure section of docs/providers.md.
 
 Install with ``pip install 'alphaswarm-controller[azure]'``. Importing this
 package imports the Azure SDK and the kubernetes client; the registry does it

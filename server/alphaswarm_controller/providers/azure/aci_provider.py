@@ -4,7 +4,8 @@ It keeps no state of its own: a replica is a container group, its tags say which
 service, ordinal, spec and config version it carries, and a stopped service is
 its ordinal-0 group kept stopped (ACI's ``stop``) and tagged
 ``alphaswarm-stopped`` so that it stays known and ``start``/``scale`` bring it
-back. Settings and design: the package docstring.
+back. Delete removes every group of the service; logs are read per container from
+ACI's logs API (``logs``). Settings and design: the package docstring.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from alphaswarm_core.providers.protocol import (
     DeploymentStatus,
     InfrastructureProvider,
     InfrastructureProviderError,
+    LogEntry,
+    LogQuery,
     MetricSample,
     ProviderHealth,
     ProviderKind,
@@ -40,6 +43,7 @@ from alphaswarm_core.providers.reasons import ErrorReason
 from . import aci, config
 from .clients import AzureAccess
 from .gateway import AciGateway, timeouts
+from .logs import LogFollower
 from .metrics import GroupMetrics, aggregate, read_group_metrics
 from .settings import AzureSettings
 from .status import deployment_status
@@ -327,6 +331,37 @@ class AciProvider(InfrastructureProvider):
             await gateway.stop(next(r for r in fresh if r.name == replica.name))
         else:
             await gateway.wait_running(replica.name, self.settings.ready_timeout)
+
+    # -- delete and logs -----------------------------------------------------------------------
+
+    async def delete(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
+    ) -> bool:
+        """Delete every container group of the service, waiting until each is gone.
+
+        The groups are all the provider creates for a service: spec, config (plain and
+        secure environment values) and bookkeeping live in their definitions and tags.
+        """
+        replicas = await self._replicas(service_id, namespace)
+        if not replicas:
+            if allow_missing:
+                return False
+            raise DeploymentNotFoundError(service_id, namespace)
+        await self._delete_all(replicas)
+        return True
+
+    async def stream_logs(
+        self, service_id: str, query: LogQuery, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> AsyncGenerator[LogEntry, None]:
+        """Containers - List Logs of each running replica, polled when following (``logs``)."""
+        replicas = await self._found(service_id, namespace)
+
+        async def listing() -> list[aci.Replica]:
+            return await self._replicas(service_id, namespace)
+
+        follower = LogFollower(self.gateway, listing, query, self.settings.log_poll_interval)
+        async for entry in follower.entries(replicas):
+            yield entry
 
     # -- metrics -------------------------------------------------------------------------------
 

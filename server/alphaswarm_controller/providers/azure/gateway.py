@@ -3,10 +3,10 @@
 Every call runs on the provider's bounded blocking runner, within the caller's
 deadline (``remaining_timeout``), with SDK exceptions translated. Transient
 answers (429, 5xx) are retried inside the SDK pipeline (``retry.py``); stop,
-start and tag updates refused with 409 while a group is still changing are
-retried here (``retry_conflicts``). Creates return once ARM accepted the PUT
-unless told to wait; deletes wait for their long-running operation, because a
-group of the same name cannot be created while the old one is being deleted.
+start, delete and tag updates refused with 409 while a group is still changing
+are retried here (``retry_conflicts``). Creates return once ARM accepted the
+PUT unless told to wait; deletes wait for their long-running operation, because
+a group of the same name cannot be created while the old one is being deleted.
 """
 
 from __future__ import annotations
@@ -120,6 +120,25 @@ class AciGateway:
                 raise error
         return found
 
+    async def container_log(self, group: str, container: str, tail: int | None) -> str | None:
+        """Containers - List Logs with timestamps: the last ``tail`` lines (all ACI keeps,
+        up to 4 MB, when None), or None when the log does not exist (the container has
+        not started yet, ContainerLogNotAvailable, or the group is gone)."""
+        ops = self._access.clients.aci.containers
+
+        def read() -> str | None:
+            try:
+                logs = ops.list_logs(
+                    self._rg, group, container, tail=tail, timestamps=True, **timeouts()
+                )
+            except Exception as error:
+                if is_not_found(error):
+                    return None
+                raise
+            return logs.content or ""
+
+        return await self.call(read)
+
     async def wait_running(self, name: str, timeout: float) -> None:  # noqa: ASYNC109
         """Poll the group (one GET per poll interval) until its containers run.
 
@@ -162,6 +181,8 @@ class AciGateway:
         await self.call(put)
 
     async def delete(self, name: str) -> None:
+        """Delete the group and wait until it is gone; one already gone is fine, a 409
+        (the group still changing) is sent again like stop and start."""
         ops = self._groups
 
         def delete() -> None:
@@ -173,7 +194,10 @@ class AciGateway:
                 raise
             _wait(poller, f"deleting container group {name}")
 
-        await self.call(delete)
+        async def attempt() -> None:
+            await self.call(delete)
+
+        await retry_conflicts(attempt, f"delete container group {name}")
 
     async def set_tags(self, replica: Replica, tags: dict[str, str]) -> None:
         ops = self._groups

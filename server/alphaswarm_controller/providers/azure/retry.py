@@ -10,8 +10,9 @@ wait the answer goes back to the caller at once as UNAVAILABLE carrying that
 
 ACI refuses stop, start and tag updates with 409 Conflict while a container
 group is still changing (provisioning, starting, being deleted);
-``retry_conflicts`` retries those with capped exponential backoff and jitter
-within the deadline, then reports the conflict clearly (ABORTED).
+``retry_conflicts`` retries those (and a delete answered 409) with capped
+exponential backoff and jitter within the deadline, then reports the conflict
+clearly (ABORTED).
 """
 
 from __future__ import annotations

@@ -85,6 +85,7 @@ class AzureSettings:
     max_parallel: int = 8
     poll_interval: float = 2.0
     ready_timeout: float = 300.0
+    log_poll_interval: float = 2.0
 
     @classmethod
     def read(cls, provider: InfrastructureProvider, *, mode: str) -> AzureSettings:
@@ -108,6 +109,11 @@ class AzureSettings:
             max_parallel=provider.setting_int("MAX_PARALLEL", 8, minimum=1, maximum=64),
             poll_interval=provider.setting_seconds("POLL_INTERVAL", 2.0, maximum=60.0),
             ready_timeout=provider.setting_seconds("READY_TIMEOUT", 300.0, minimum=0.1),
+            # The Azure CLI's `az container logs --follow` asks every 2 s; every read is
+            # one ARM request per replica, which ARM's read limits count.
+            log_poll_interval=provider.setting_seconds(
+                "LOG_POLL_INTERVAL", 2.0, minimum=0.1, maximum=60.0
+            ),
         )
 
 
