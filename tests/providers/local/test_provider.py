@@ -1,11 +1,11 @@
-"""The local provider against real OS processes: the contract suite plus its own rules."""
+"""The local provider against real OS processes: its own rules beyond the contract."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
@@ -21,50 +21,17 @@ from alphaswarm_core.providers.protocol import (
     InvalidSpecError,
 )
 from alphaswarm_core.providers.registry import Registry
-from alphaswarm_core.testing import ProviderContract, ready, unique_name, wait_for
+from alphaswarm_core.testing import ready, wait_for
 
-from .conftest import marked_processes
-from .local_support import (
+from .support import (
     command_spec,
     environ_of,
     local_env,
+    marked_processes,
     opened,
     pids,
     replica_python,
 )
-
-
-@pytest.fixture
-async def provider(tmp_path: Path, local_marker: str) -> AsyncIterator[LocalProvider]:
-    provider = await opened(local_env(tmp_path / "state"))
-    yield provider
-    await provider.close()
-
-
-@pytest.fixture
-def spec_factory(local_marker: str) -> object:
-    def make(
-        service_id: str,
-        namespace: str,
-        replicas: int = 1,
-        env: Mapping[str, str] | None = None,
-    ) -> DeploymentSpec:
-        return command_spec(service_id, namespace, local_marker, replicas=replicas, env=env)
-
-    return make
-
-
-@pytest.fixture
-def namespace() -> str:
-    return unique_name("ns")
-
-
-class TestLocalContract(ProviderContract):
-    """The provider-agnostic suite, unchanged, against real processes."""
-
-    expected_capabilities = frozenset(
-        {"start", "stop", "scale", "status", "list", "config", "metrics"}
-    )
 
 
 def test_registry_loads_local_lazily() -> None:
@@ -78,6 +45,8 @@ def test_registry_loads_local_lazily() -> None:
         "list",
         "config",
         "metrics",
+        "logs",
+        "delete",
     )
 
 
