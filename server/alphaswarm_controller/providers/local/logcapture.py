@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 READ_BYTES = 64 * 1024
 BATCH_LINES = 2048
-"""Lines per write: a file outgrows its limit by one batch at most (headers included)."""
+"""Lines per write (the log splits a write at its size limit)."""
 
 
 class OutputCapture:

@@ -4,8 +4,8 @@ Replicas never hold these files: their stdout and stderr are pipes that the serv
 reads (logcapture.py), so the time, the pid and the stream of every line are the
 server's. A line cannot contain a newline, so nothing a replica prints can pass for
 a record; each replica slot (ordinal) has files of its own, so no replica writes
-where another's lines are. Sizes are bounded: the current file is rotated once it
-reaches ``log_file_bytes`` and ``log_rotated_files`` older ones are kept.
+where another's lines are. Sizes are bounded: a file holds at most ``log_file_bytes`` of
+whole records, then it is rotated, and ``log_rotated_files`` older ones are kept.
 
     logs/<namespace>/<service>/<n>.log       replica n, current file
     logs/<namespace>/<service>/<n>.log.1     the one before it ... .log.K, the oldest
@@ -188,25 +188,39 @@ class ReplicaLog:
         return current
 
     def append(self, blob: bytes) -> None:
-        """Write whole records; rotate first when the current file is full.
+        """Write whole records, rotating whenever the next one would not fit in the file.
 
         A write that fails (disk full) is undone and its lines are dropped: the
         replica is never held up by its log.
         """
         if self.closed or not blob:
             return
+        wrote = False
         try:
             if self._fd is None:
                 self._open()
-            if self._size >= self.limits.file_bytes:
-                self._rotate()
-            self._write(blob)
+            limit = self.limits.file_bytes
+            while blob:
+                room = limit - self._size
+                if len(blob) <= room:
+                    cut = len(blob)
+                else:  # the whole records that fit
+                    cut = blob.rfind(b"\n", 0, room) + 1 if room > 0 else 0
+                if not cut:  # not one more record fits
+                    if self._size:
+                        self._rotate()
+                        continue
+                    cut = blob.find(b"\n") + 1 or len(blob)  # larger than a file: alone
+                self._write(blob[:cut])
+                wrote = True
+                blob = blob[cut:]
         except OSError as exc:
             self._failed(exc)
-            return
-        self.seq += 1
-        self._changed.set()
-        self._changed = asyncio.Event()
+        finally:
+            if wrote:
+                self.seq += 1
+                self._changed.set()
+                self._changed = asyncio.Event()
 
     def _open(self) -> None:
         make_private_dir(self.path.parent)

@@ -22,7 +22,6 @@ import contextlib
 import heapq
 import os
 import re
-from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,8 +37,9 @@ Runner = Callable[..., Awaitable[Any]]
 READ_BYTES = 64 * 1024
 FOLLOW_POLL = 1.0
 """A follower looks at its files at least this often, even when nobody wakes it."""
-QUEUE_ENTRIES = 64
-"""Entries read ahead for a following caller: the only buffer between files and caller."""
+QUEUE_BATCHES = 4
+"""Chunks read ahead for a following caller (one chunk: at most READ_BYTES of records);
+with one chunk per slot, the only buffer between the files and the caller."""
 _MAX_RECORD = MAX_LOG_LINE_BYTES + 64
 _STREAMS = {STDOUT: LogStreamKind.STDOUT}
 
@@ -157,7 +157,7 @@ class Cursor:
             os.close(fds.pop(generation))
         self._fd: int | None = None
         self._buffer = b""
-        self._lines: deque[bytes] = deque()
+        self._lines: list[bytes] = []
         self._read_at = read
 
     def descriptors(self) -> list[int]:
@@ -167,11 +167,13 @@ class Cursor:
         self._fds = {}
         self._fd = None
 
-    async def next(self, *, follow: bool) -> bytes | Gap | None:
-        """The next line; None at ``end``, or when following and the log was closed."""
+    async def next_lines(self, *, follow: bool) -> list[bytes] | Gap | None:
+        """The lines of the next chunk; None at ``end``, or when following and the log
+        was closed."""
         while True:
             if self._lines:
-                return self._lines.popleft()
+                lines, self._lines = self._lines, []
+                return lines
             seen = self.log.seq
             progress = await self._read()
             if isinstance(progress, Gap):
@@ -220,7 +222,7 @@ class Cursor:
         self._buffer = parts.pop()
         if len(self._buffer) > _MAX_RECORD:  # not a record (a damaged file): skip it
             self._buffer = b""
-        self._lines.extend(parts)
+        self._lines += parts
 
     def _advance(self, generation: int) -> None:
         if self._fd is not None:
@@ -242,6 +244,8 @@ class LogReader:
         self._run = run
         self._cursors: dict[int, Cursor] = {}
         self._inflight: set[asyncio.Future[Any]] = set()
+        self._time_text = b""
+        self._time = datetime.min.replace(tzinfo=UTC)
 
     async def entries(self, *, follow: bool) -> AsyncGenerator[LogEntry, None]:
         snapshots: list[Snapshot] = []
@@ -276,26 +280,34 @@ class LogReader:
 
     async def _merged(self) -> AsyncGenerator[LogEntry, None]:
         """Every slot up to its end, merged by time (each slot's records are in order)."""
-        heads: list[tuple[datetime, int, LogEntry]] = []
+        batches: dict[int, list[LogEntry]] = {}
+        heads: list[tuple[datetime, int, int]] = []  # (time, ordinal, index in its batch)
         for ordinal in self._cursors:
-            entry = await self._next(ordinal, follow=False)
-            if entry is not None:
-                heapq.heappush(heads, (entry.time, ordinal, entry))
+            batch = await self._batch(ordinal, follow=False)
+            if batch:
+                batches[ordinal] = batch
+                heapq.heappush(heads, (batch[0].time, ordinal, 0))
         while heads:
-            _, ordinal, entry = heapq.heappop(heads)
-            yield entry
-            following = await self._next(ordinal, follow=False)
-            if following is not None:
-                heapq.heappush(heads, (following.time, ordinal, following))
+            _, ordinal, index = heapq.heappop(heads)
+            batch = batches[ordinal]
+            yield batch[index]
+            index += 1
+            if index == len(batch):
+                refill = await self._batch(ordinal, follow=False)
+                if not refill:
+                    continue
+                batch = batches[ordinal] = refill
+                index = 0
+            heapq.heappush(heads, (batch[index].time, ordinal, index))
 
     async def _followed(self) -> AsyncGenerator[LogEntry, None]:
-        queue: asyncio.Queue[LogEntry | Exception | None] = asyncio.Queue(QUEUE_ENTRIES)
+        queue: asyncio.Queue[list[LogEntry] | Exception | None] = asyncio.Queue(QUEUE_BATCHES)
         pumps: set[asyncio.Task[None]] = set()
 
         async def pump(ordinal: int) -> None:
             try:
-                while (entry := await self._next(ordinal, follow=True)) is not None:
-                    await queue.put(entry)
+                while (batch := await self._batch(ordinal, follow=True)) is not None:
+                    await queue.put(batch)
             except Exception as exc:  # an I/O error ends the call, with its cause
                 await queue.put(exc)
 
@@ -326,36 +338,44 @@ class LogReader:
             while (item := await queue.get()) is not None:
                 if isinstance(item, Exception):
                     raise item
-                yield item
+                for entry in item:
+                    yield entry
         finally:
             for task in (watcher, *pumps):
                 task.cancel()
             await asyncio.gather(watcher, *pumps, return_exceptions=True)
 
-    async def _next(self, ordinal: int, *, follow: bool) -> LogEntry | None:
-        """The slot's next wanted entry; None at its end."""
+    async def _batch(self, ordinal: int, *, follow: bool) -> list[LogEntry] | None:
+        """The slot's next wanted entries (one chunk's worth, at least one); None at its end."""
         cursor = self._cursors[ordinal]
         while True:
-            item = await cursor.next(follow=follow)
-            if item is None:
+            lines = await cursor.next_lines(follow=follow)
+            if lines is None:
                 return None
-            if isinstance(item, Gap):
-                return self._gap(ordinal, cursor, item)
-            record = parse(item)
-            if record is None or not self._selector.wants(record):
-                continue
+            if isinstance(lines, Gap):
+                return [self._gap(ordinal, cursor, lines)]
+            batch = [entry for line in lines if (entry := self._entry(ordinal, line)) is not None]
+            if batch:
+                cursor.last_time = batch[-1].time
+                return batch
+
+    def _entry(self, ordinal: int, line: bytes) -> LogEntry | None:
+        record = parse(line)
+        if record is None or not self._selector.wants(record):
+            return None
+        if record.time != self._time_text:  # the lines of one read share their time
             try:
-                when = datetime.fromisoformat(record.time.decode())
+                self._time = datetime.fromisoformat(record.time.decode())
             except ValueError:
-                continue
-            cursor.last_time = when
-            return LogEntry(
-                instance_id=f"{self._selector.service_id}-{ordinal}@{record.pid}",
-                time=when,
-                text=record.text.rstrip(b"\r").decode("utf-8", "replace"),
-                stream=_STREAMS.get(record.stream, LogStreamKind.STDERR),
-                truncated=record.truncated,
-            )
+                return None
+            self._time_text = record.time
+        return LogEntry(
+            instance_id=f"{self._selector.service_id}-{ordinal}@{record.pid}",
+            time=self._time,
+            text=record.text.rstrip(b"\r").decode("utf-8", "replace"),
+            stream=_STREAMS.get(record.stream, LogStreamKind.STDERR),
+            truncated=record.truncated,
+        )
 
     def _gap(self, ordinal: int, cursor: Cursor, gap: Gap) -> LogEntry:
         limits = self._book.limits
