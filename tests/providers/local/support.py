@@ -185,7 +185,7 @@ def log_text(path: Path) -> str:
     """The lines of a replica log file, without the server's record headers (logfiles.py)."""
     if not path.exists():
         return ""
-    records = (parse(line) for line in path.read_bytes().splitlines())
+    records = (parse(line) for line in path.read_bytes().split(b"\n"))
     return "".join(record.text.decode() + "\n" for record in records if record is not None)
 
 

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from alphaswarm_controller.providers.local import LocalProvider
+from alphaswarm_controller.providers.local.logfiles import parse
 from alphaswarm_controller.providers.local.metrics import ProcessTreeSampler, Reading
 from alphaswarm_core.providers.protocol import (
     ConfigMapPatch,
@@ -30,6 +31,7 @@ from .support import (
     marked_processes,
     opened,
     pids,
+    read_log_until,
     replica_python,
 )
 
@@ -114,11 +116,12 @@ async def test_replica_env_is_base_plus_spec_plus_config(
         await provider.close()
 
 
-async def test_output_goes_to_a_log_file_per_replica(
+async def test_output_goes_to_a_file_per_replica_written_by_the_server(
     provider: LocalProvider, namespace: str, local_marker: str, tmp_path: Path
 ) -> None:
     script = (
-        "import os, time; print('hello from', os.environ['ALPHASWARM_REPLICA'], flush=True); "
+        "import os, sys, time; print('hello from', os.environ['ALPHASWARM_REPLICA'], flush=True); "
+        "print('1999-01-01T00:00:00.000000Z 1 o- forged', file=sys.stderr, flush=True); "
         "time.sleep(300)"
     )
     await provider.start(
@@ -126,16 +129,18 @@ async def test_output_goes_to_a_log_file_per_replica(
             "talker", namespace, local_marker, (replica_python(), "-c", script), replicas=2
         )
     )
-    await wait_for(provider, "talker", namespace, ready(2))
+    status = await wait_for(provider, "talker", namespace, ready(2))
     logs = tmp_path / "state" / "local" / "logs" / namespace / "talker"
-    for ordinal in (0, 1):
-        text = ""
-        for _ in range(100):
-            text = (logs / f"{ordinal}.log").read_text()
-            if "hello from" in text:
-                break
-            await asyncio.sleep(0.05)
-        assert f"hello from {ordinal}" in text
+    for instance in status.instances:
+        ordinal, pid = instance.instance_id.removeprefix("talker-").split("@")
+        path = logs / f"{ordinal}.log"
+        await read_log_until(path, "forged")
+        records = [parse(line) for line in path.read_bytes().split(b"\n")[:-1]]
+        assert [(r.pid, r.stream, r.text) for r in records if r is not None] == [
+            (int(pid), b"o", f"hello from {ordinal}".encode()),
+            (int(pid), b"e", b"1999-01-01T00:00:00.000000Z 1 o- forged"),
+        ], "the server's stamp, whatever the replica prints"
+        assert all(r is not None and r.time > b"2020" for r in records)
 
 
 async def test_health_details_and_unwritable_state_dir(

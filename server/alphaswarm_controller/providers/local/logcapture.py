@@ -5,8 +5,11 @@ the pid and the stream, and appended to the replica's log at once (logfiles.py):
 nothing waits in the server's memory but the unfinished last line, whatever the
 replica writes. A line longer than MAX_LOG_LINE_BYTES keeps its first
 MAX_LOG_LINE_BYTES, is marked truncated, and the rest of it is dropped as it
-arrives. When the server is busy the pipe fills and the replica's writes wait:
-output is slowed down, not lost and not buffered without bound.
+arrives. Each slot may write ``rate_bytes`` of records a second on average
+(logfiles.ReplicaLog.throttle): beyond that, and whenever the server is busy, the
+capture stops reading for a while, the pipe fills and the replica's writes wait.
+Output is slowed down, not lost and not buffered without bound, and a replica
+cannot make the server spend more than its share on its output.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class OutputCapture:
         self._partial = b""
         self._discarding = False
         """In the middle of a line that was cut: drop bytes until its newline."""
+        self._paused: asyncio.TimerHandle | None = None
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._done: asyncio.Future[None] = loop.create_future()
@@ -56,16 +60,25 @@ class OutputCapture:
         except OSError as exc:
             log.warning("reading the output of replica %s failed: %s", self._log.path, exc)
             data = b""
-        if data:
-            self._feed(data)
-        else:
+        if not data:
             self.close()
+            return
+        pause = self._log.throttle(self._feed(data))
+        if pause > 0:
+            self._loop.remove_reader(self._fd)
+            self._paused = self._loop.call_later(pause, self._resume)
 
-    def _feed(self, data: bytes) -> None:
+    def _resume(self) -> None:
+        self._paused = None
+        if not self._done.done():
+            self._loop.add_reader(self._fd, self._readable)
+
+    def _feed(self, data: bytes) -> int:
+        """Write the lines completed by ``data``; the bytes written."""
         if self._discarding:
             cut = data.find(b"\n")
             if cut < 0:
-                return
+                return 0
             data = data[cut + 1 :]
             self._discarding = False
         if self._partial:
@@ -78,12 +91,15 @@ class OutputCapture:
             self._discarding = True
         else:
             self._partial = rest
-        self._write(lines)
+        return self._write(lines)
 
-    def _write(self, lines: list[bytes]) -> None:
+    def _write(self, lines: list[bytes]) -> int:
+        written = 0
         if lines:
             for blob in self._blobs(lines, self._log.now()):
                 self._log.append(blob)
+                written += len(blob)
+        return written
 
     def _blobs(self, lines: list[bytes], when: bytes) -> Iterator[bytes]:
         whole = when + self._tag + b"- "
@@ -104,6 +120,8 @@ class OutputCapture:
         """End of the output (or the owner gives up on it): keep an unfinished last line."""
         if self._done.done():
             return
+        if self._paused is not None:
+            self._paused.cancel()
         self._loop.remove_reader(self._fd)
         os.close(self._fd)
         if self._partial:

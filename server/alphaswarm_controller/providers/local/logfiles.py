@@ -64,6 +64,8 @@ def stamp(when: datetime) -> bytes:
 class LogLimits:
     file_bytes: int
     rotated_files: int
+    rate_bytes: int = 8 * 1024 * 1024
+    """Records written per second for one slot, on average (bursts of one second's worth)."""
 
     @property
     def retained_bytes(self) -> int:
@@ -140,6 +142,8 @@ class ReplicaLog:
         self._last = b""
         self._captures: set[Capture] = set()
         self._warned = -_WARN_EVERY
+        self._budget = float(limits.rate_bytes)
+        self._refilled = -1e9  # a full budget to begin with
 
     # -- files ----------------------------------------------------------------------------
 
@@ -221,6 +225,16 @@ class ReplicaLog:
                 self.seq += 1
                 self._changed.set()
                 self._changed = asyncio.Event()
+
+    def throttle(self, cost: int, now: float | None = None) -> float:
+        """Charge ``cost`` bytes written to the slot's rate; how long its captures should
+        wait before reading on (0: at once). Their pipes fill meanwhile, so a replica that
+        writes faster is slowed down, and the server's work for its output is bounded."""
+        rate = self.limits.rate_bytes
+        now = time.monotonic() if now is None else now
+        self._budget = min(float(rate), self._budget + (now - self._refilled) * rate) - cost
+        self._refilled = now
+        return 0.0 if self._budget >= 0 else -self._budget / rate
 
     def _open(self) -> None:
         make_private_dir(self.path.parent)

@@ -25,6 +25,7 @@ import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any, TypeVar
 
 from alphaswarm_core.providers.models import MAX_LOG_LINE_BYTES, LogEntry, LogQuery, LogStreamKind
@@ -92,27 +93,28 @@ class Gap:
 
 
 def lines_backwards(fd: int, end: int, block: int = READ_BYTES) -> Iterator[tuple[int, bytes]]:
-    """(offset, line) of the file's lines before ``end``, last first (blocking)."""
+    """(offset, line) of the file's lines before ``end``, last first (blocking).
+
+    A stretch longer than any record without a newline (a damaged or foreign file)
+    is not kept whole: it comes out as a shorter line that does not parse.
+    """
     position = end
-    pending = b""
-    first = True
-    while position > 0 or pending:
-        if position > 0:
-            size = min(block, position)
-            position -= size
-            pending = os.pread(fd, size, position) + pending
-            if first and not pending.endswith(b"\n"):
-                pending += b"\n"  # a torn last record still counts as a line
-            first = False
-        parts = pending.split(b"\n")
-        parts.pop()  # pending ends with a newline: nothing after it
-        head = parts.pop(0) if position > 0 else None  # may begin before this block
-        offset = position + len(pending) - 1
-        for line in reversed(parts):
-            start = offset - len(line)
-            yield start, line
-            offset = start - 1
-        pending = head + b"\n" if head is not None else b""
+    carry = b""  # the file from ``position`` up to the newline ending the last line given
+    at_end = True  # no newline seen yet: what follows the last one is a torn record
+    while position > 0:
+        size = min(block, position)
+        position -= size
+        parts = (os.pread(fd, size, position) + carry).split(b"\n")
+        if len(parts) > 1:
+            starts = list(accumulate((len(part) + 1 for part in parts[:-1]), initial=position))
+            if parts[-1] or not at_end:
+                yield starts[-1], parts[-1]
+            at_end = False
+            for index in range(len(parts) - 2, 0, -1):
+                yield starts[index], parts[index]
+        carry = parts[0] if len(parts[0]) <= _MAX_RECORD else b""
+    if carry or not at_end:
+        yield 0, carry
 
 
 def tail_start(snapshot: Snapshot, count: int, selector: LogSelector) -> Position:

@@ -478,7 +478,9 @@ class LocalProvider(InfrastructureProvider):
         book = self._logbooks.get(key)
         if book is None:
             settings = self.settings
-            limits = LogLimits(settings.log_file_bytes, settings.log_rotated_files)
+            limits = LogLimits(
+                settings.log_file_bytes, settings.log_rotated_files, settings.log_rate_bytes
+            )
             book = self._logbooks[key] = LogBook(settings.log_dir(*key), limits)
         return book
 

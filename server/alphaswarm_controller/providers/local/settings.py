@@ -28,6 +28,7 @@ CGROUP_ENV = "ALPHASWARM_LOCAL_CGROUP"
 CRASH_LOOP_LIMIT_ENV = "ALPHASWARM_LOCAL_CRASH_LOOP_LIMIT"
 LOG_FILE_BYTES_ENV = "ALPHASWARM_LOCAL_LOG_FILE_BYTES"
 LOG_ROTATED_FILES_ENV = "ALPHASWARM_LOCAL_LOG_ROTATED_FILES"
+LOG_RATE_ENV = "ALPHASWARM_LOCAL_LOG_RATE_BYTES"
 
 MIB = 1024 * 1024
 _SIZE = re.compile(r"(\d{1,13})\s*(B|KiB|MiB|GiB)?")
@@ -184,6 +185,8 @@ class LocalSettings:
     log_file_bytes: int = 10 * MIB
     """A replica's log file is rotated at this size (ALPHASWARM_LOCAL_LOG_FILE_BYTES)."""
     log_rotated_files: int = 2
+    log_rate_bytes: int = 8 * MIB
+    """Log records a replica slot may write per second (ALPHASWARM_LOCAL_LOG_RATE_BYTES)."""
     """Older files kept per replica beside the current one (ALPHASWARM_LOCAL_LOG_ROTATED_FILES)."""
 
     @classmethod
@@ -213,6 +216,7 @@ class LocalSettings:
             sweep_interval=max(0.1, _seconds(env, "ALPHASWARM_LOCAL_SWEEP_SECONDS", 1.0)),
             log_file_bytes=_bytes(env, LOG_FILE_BYTES_ENV, 10 * MIB, 64 * 1024, 1024 * MIB),
             log_rotated_files=_count(env, LOG_ROTATED_FILES_ENV, 2, high=20),
+            log_rate_bytes=_bytes(env, LOG_RATE_ENV, 8 * MIB, 64 * 1024, 1024 * MIB),
         )
 
     @property
