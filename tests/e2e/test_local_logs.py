@@ -120,6 +120,9 @@ def test_stream_logs_tail_follow_scale_then_delete_leaves_nothing(server: Server
         )
         assert added["entry"]["text"] == "line 1", "the new replica from its first line"
     wait_until(lambda: len(marked(MARKER, tag)) == 2, "two replicas")
+    one = added["entry"]["instanceId"]  # <service>-<n>@<pid>, as in status
+    only = grpcurl(server, f"{SERVICE}/StreamLogs", data={**ref, "instance_id": one}).stdout
+    assert {message["entry"]["instanceId"] for message in messages(only)} == {one}
 
     assert call(server, "DeleteDeployment", ref) == {"deleted": True}
     assert marked(MARKER, tag) == [], "no process of it is left"

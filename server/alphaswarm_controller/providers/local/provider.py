@@ -227,7 +227,12 @@ class LocalProvider(InfrastructureProvider):
         await store.clear_pids()
         self._guard = CrashLoopGuard(store, settings)
         await self._guard.begin()
-        for desired in await store.load():
+        stored = await store.load()
+        # Before any replica runs (and writes its logs): nothing else touches the log tree.
+        orphans = await self.run_blocking(self._orphan_logs, {desired.key for desired in stored})
+        if orphans:
+            log.warning("local provider: removed the logs of deleted deployments: %s", orphans)
+        for desired in stored:
             await self._ensure_identity(desired.spec.namespace)
             deployment = _Deployment(desired, self._plan(desired.spec, desired.config))
             self._deployments[desired.key] = deployment
@@ -240,9 +245,6 @@ class LocalProvider(InfrastructureProvider):
                 log.error("local provider: %s/%s %s", *desired.key, deployment.note)
                 continue
             await self._locked(desired.key, functools.partial(self._converge, deployment))
-        orphans = await self.run_blocking(self._orphan_logs, set(self._deployments))
-        if orphans:
-            log.warning("local provider: removed the logs of deleted deployments: %s", orphans)
         if containment.mode == "session":
             self._sweeper = asyncio.create_task(
                 self._sweep(containment), name="alphaswarm-local:sweep"
@@ -418,9 +420,11 @@ class LocalProvider(InfrastructureProvider):
                 async with self._locks.setdefault(key, asyncio.Lock()):
                     return await action()
             finally:
-                self._lock_users[key] -= 1
-                if not self._lock_users[key]:  # the lock of a deleted service goes too
-                    del self._lock_users[key]
+                left = self._lock_users.get(key, 1) - 1
+                if left:
+                    self._lock_users[key] = left
+                else:  # the lock of a deleted service goes with it
+                    self._lock_users.pop(key, None)
                     if key not in self._deployments:
                         self._locks.pop(key, None)
 
