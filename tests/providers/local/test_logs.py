@@ -296,3 +296,28 @@ async def test_a_follower_ends_when_the_service_is_deleted(
     finally:
         with contextlib.suppress(RuntimeError):
             await stream.aclose()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="one uid per namespace needs a root server")
+async def test_a_replica_cannot_write_into_another_namespaces_output(
+    provider: LocalProvider, local_marker: str
+) -> None:
+    """Through /proc/<pid>/fd/1 a process may open another's pipe: not across uids."""
+    victim_ns, evil_ns = unique_name("ns"), unique_name("ns")
+    quiet = ("sh", "-c", "echo victim up; exec sleep 300")
+    await provider.start(command_spec("victim", victim_ns, local_marker, quiet))
+    (victim,) = pids(await wait_for(provider, "victim", victim_ns, ready(1)))
+    attack = (
+        f"for fd in 1 2; do echo forged-line >/proc/{victim}/fd/$fd "
+        f'&& echo "wrote $fd" || echo "denied $fd"; done; echo attack-done; exec sleep 300'
+    )
+    await provider.start(command_spec("mallory", evil_ns, local_marker, ("sh", "-c", attack)))
+
+    def finished(found: list[LogEntry]) -> bool:
+        return any(e.text == "attack-done" for e in found)
+
+    attempts = await wait_for_logs(provider, "mallory", evil_ns, finished)
+    said = [e.text for e in attempts if e.stream is LogStreamKind.STDOUT]
+    assert said == ["denied 1", "denied 2", "attack-done"], attempts
+    lines = await collect_logs(provider, "victim", victim_ns, LogQuery())
+    assert [e.text for e in lines] == ["victim up"]
