@@ -349,8 +349,9 @@ _EVENTS = {
     EventKind.DELETED: types.DEPLOYMENT_EVENT_DELETED,
     EventKind.SNAPSHOT_DONE: types.DEPLOYMENT_EVENT_INITIAL_SNAPSHOT_DONE,
 }
-# Replica ids are the backend's (pid, container, pod, task or revision instance names).
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,252}")
+# Replica ids are the backend's (pid, container, pod, task or revision instance names;
+# ``<service>-<n>@<pid>`` on local).
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,252}")
 
 
 def log_query_from_proto(request: pb.StreamLogsRequest) -> LogQuery:
