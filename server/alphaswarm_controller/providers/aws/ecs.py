@@ -410,7 +410,6 @@ class EcsDeployments:
             and config_path_of(latest) == config_path
         ):
             return str(latest["taskDefinitionArn"]), False
-        ensure_log_group(self._clients, plan.log_group, self._log_retention_days)
         return self._register(plan.registration(config_path), plan.tags), True
 
     def _register(self, registration: JsonDict, tags: Tags) -> str:
@@ -451,6 +450,9 @@ class EcsDeployments:
                 retry_after_seconds=DRAINING_RETRY_AFTER,
                 metadata={"ecs_service_status": "DRAINING"},
             )
+        # Every start: a task whose group is missing cannot start (the awslogs driver does
+        # not create it), so start restores one an operator deleted.
+        ensure_log_group(self._clients, plan.log_group, self._log_retention_days)
         if existing is None:
             self._create(spec, plan, config_path)
         else:

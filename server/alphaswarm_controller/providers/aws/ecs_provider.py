@@ -253,20 +253,23 @@ class EcsProvider(InfrastructureProvider):
         (bounded) for ECS to finish stopping the tasks.
 
         Each step is idempotent, so a delete that failed half-way is completed by the next
-        one; NOT_FOUND (False with ``allow_missing``) only when none of them found anything.
+        one; NOT_FOUND (False with ``allow_missing``) only when none of them found anything
+        (a service ECS still drains was deleted already, as status says).
         """
         ecs = self.ecs()
         store = self.config_store()
         name = service_name(namespace, service_id)
         service = await self.run_blocking(ecs.describe_one, namespace, service_id, draining=True)
-        if service is not None and service.get("status") == "ACTIVE":
+        active = service is not None and service.get("status") == "ACTIVE"
+        if service is not None and active:
             await self.run_blocking(delete_service, self.clients, ecs.cluster, service)
         revisions = await self.run_blocking(delete_revisions, self.clients, name)
         parameters = await self.run_blocking(store.delete_all, namespace, service_id)
         group = await self.run_blocking(
             delete_log_group, self.clients, log_group(namespace, service_id)
         )
-        if service is None and not (revisions or parameters or group):
+        # A DRAINING service was deleted already: like status, that is NOT_FOUND.
+        if not (active or revisions or parameters or group):
             if allow_missing:
                 return False
             raise DeploymentNotFoundError(service_id, namespace)

@@ -7,9 +7,10 @@ One group per service, ``/alphaswarm/<namespace>/<service_id>``; one stream per 
 "Using the awslogs log driver"), and the task definitions set the prefix ``alphaswarm``
 on the one container ``app``.
 
-The controller creates the group before it registers a task definition that names it
-(``logs:CreateLogGroup``; one that exists is fine), so the tasks' execution role needs
-only ``logs:CreateLogStream`` and ``logs:PutLogEvents``. A group it creates gets the
+The controller creates the group on every start, before it registers a task definition
+that names it (``logs:CreateLogGroup``; one that exists is fine: a task whose group is
+missing cannot start), so the tasks' execution role needs only ``logs:CreateLogStream``
+and ``logs:PutLogEvents``. A group it creates gets the
 retention ``ALPHASWARM_AWS_LOG_RETENTION_DAYS`` (default 30 days; ``0`` keeps events until
 the group is deleted): CloudWatch keeps events for ever by default (CreateLogGroup: "by
 default the log events in the log group do not expire"), which costs storage for as
