@@ -8,13 +8,14 @@ import re
 import shlex
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import boto3  # type: ignore[import-untyped]
 import pytest
 from botocore.config import Config  # type: ignore[import-untyped]
 
 from alphaswarm_controller.providers.aws import EcsProvider
+from alphaswarm_controller.providers.aws.logread import LOOKBACK_MS, Cursor, Follower, to_ms
 from alphaswarm_controller.providers.aws.logs import stream_of
 from alphaswarm_controller.providers.aws.taskdef import log_group, service_name
 from alphaswarm_core.providers.models import MAX_LOG_LINE_BYTES
@@ -340,3 +341,37 @@ def test_filter_log_events_is_sorted_across_streams(bed: EcsTestBed) -> None:
         )
     events = bed.aws.front_client("logs").filter_log_events(logGroupName=group)["events"]
     assert [e["message"] for e in events] == ["a0", "b1", "a2", "b3", "a4", "b5"]
+
+
+def test_the_follow_cursor_sends_each_event_once() -> None:
+    """Events of one stream come in order; each poll sees its window again, with lines
+    that arrived since (same millisecond as the cursor, later, or of a new stream)."""
+    follower = Follower(since=0, last_end=18_000, cursors={"a": Cursor(5_000, 1)})
+    start, end = follower.window()
+    assert start == 18_000 - LOOKBACK_MS
+    # The tail sent a@5000 once; a second line of that millisecond arrived meanwhile.
+    first = [("a", 5_000), ("a", 5_000), ("b", 5_500), ("a", 6_000)]
+    assert [follower.accept(s, t) for s, t in first] == [False, True, True, True]
+    follower.done(start, end)
+    follower.window()
+    # The next poll reads the same events again, plus a late one of b and a new one of a.
+    again = [("a", 5_000), ("a", 5_000), ("b", 5_500), ("b", 5_600), ("a", 6_000), ("a", 6_000)]
+    assert [follower.accept(s, t) for s, t in again] == [False, False, False, True, False, True]
+
+
+def test_the_follow_window_honours_since_and_forgets_old_cursors() -> None:
+    follower = Follower(since=20_000, last_end=10_000)
+    start, end = follower.window()
+    assert start == 20_000 and end >= start
+    assert not follower.accept("a", 19_999)
+    assert follower.accept("a", 20_000)
+    follower.cursors["old"] = Cursor(1, 1)
+    follower.done(start, end)
+    assert "old" not in follower.cursors and "a" in follower.cursors
+
+
+def test_times_map_to_whole_milliseconds_exactly() -> None:
+    moment = datetime(2026, 1, 2, 3, 4, 5, 123_000, tzinfo=UTC)
+    assert to_ms(moment) == int(moment.timestamp()) * 1000 + 123
+    assert to_ms(moment + timedelta(microseconds=1)) == to_ms(moment) + 1  # the next one
+    assert to_ms(datetime(1960, 1, 1, tzinfo=UTC)) == 0

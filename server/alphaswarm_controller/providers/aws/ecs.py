@@ -450,8 +450,7 @@ class EcsDeployments:
                 retry_after_seconds=DRAINING_RETRY_AFTER,
                 metadata={"ecs_service_status": "DRAINING"},
             )
-        # Every start: a task whose group is missing cannot start (the awslogs driver does
-        # not create it), so start restores one an operator deleted.
+        # Every start (a read when it exists): a task whose group is missing cannot start.
         ensure_log_group(self._clients, plan.log_group, self._log_retention_days)
         if existing is None:
             self._create(spec, plan, config_path)

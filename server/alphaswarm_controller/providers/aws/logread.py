@@ -42,7 +42,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from alphaswarm_core.providers.models import MAX_TAIL_LINES
 from alphaswarm_core.providers.protocol import (
@@ -70,16 +70,22 @@ TAIL_CONCURRENCY = 4
 RETRY_MAX_SECONDS = 30.0
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def to_ms(moment: datetime) -> int:
-    return max(0, int(moment.timestamp() * 1000))  # Timestamp: "min": 0 (model)
+    """The first whole millisecond at or after ``moment`` (CloudWatch's timestamps are
+    milliseconds; integer arithmetic, so a millisecond time maps to itself)."""
+    micros = (moment - EPOCH) // timedelta(microseconds=1)
+    return max(0, -(-micros // 1000))  # Timestamp: "min": 0 (model)
 
 
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    return time.time_ns() // 1_000_000
 
 
 def _entry(task_id: str, event: JsonDict) -> LogEntry:
-    stamp = datetime.fromtimestamp(int(event.get("timestamp", 0)) / 1000, UTC)
+    stamp = EPOCH + timedelta(milliseconds=int(event.get("timestamp", 0)))
     return LogEntry.bounded(task_id, stamp, str(event.get("message", "")))
 
 
@@ -206,8 +212,9 @@ class Follower:
             del self.cursors[stream]
 
 
-def _merged(results: Iterable[TailResult]) -> list[LogEntry]:
-    return list(heapq.merge(*(r.entries for r in results), key=lambda e: e.time))
+def _merged(results: Iterable[TailResult], query: LogQuery) -> list[LogEntry]:
+    merged = heapq.merge(*(r.entries for r in results), key=lambda e: e.time)
+    return [entry for entry in merged if query.wants(entry)]
 
 
 async def read_logs(
@@ -234,12 +241,12 @@ async def read_logs(
             if result.cursor is not None:
                 cursors[stream_of(result.task_id)] = result.cursor
             if held and size + len(result.entries) > MERGE_BUDGET:
-                for entry in _merged(held):
+                for entry in _merged(held, query):
                     yield entry
                 held, size = [], 0
             held.append(result)
             size += len(result.entries)
-    for entry in _merged(held):
+    for entry in _merged(held, query):
         yield entry
     del held
     if not query.follow:

@@ -7,10 +7,13 @@ One group per service, ``/alphaswarm/<namespace>/<service_id>``; one stream per 
 "Using the awslogs log driver"), and the task definitions set the prefix ``alphaswarm``
 on the one container ``app``.
 
-The controller creates the group on every start, before it registers a task definition
-that names it (``logs:CreateLogGroup``; one that exists is fine: a task whose group is
-missing cannot start), so the tasks' execution role needs only ``logs:CreateLogStream``
-and ``logs:PutLogEvents``. A group it creates gets the
+Every start makes sure the group exists, before it registers a task definition that
+names it: a task whose group is missing cannot start (the driver does not create it),
+so start restores one an operator deleted. It reads first (DescribeLogGroups; "The
+results are ASCII-sorted by log group name", so the group, if it exists, is the first
+one with its name as prefix) and creates the group only when it is missing, so an
+unchanged start writes nothing. The tasks' execution role then needs only
+``logs:CreateLogStream`` and ``logs:PutLogEvents``. A group it creates gets the
 retention ``ALPHASWARM_AWS_LOG_RETENTION_DAYS`` (default 30 days; ``0`` keeps events until
 the group is deleted): CloudWatch keeps events for ever by default (CreateLogGroup: "by
 default the log events in the log group do not expire"), which costs storage for as
@@ -62,12 +65,19 @@ def _code(error: InfrastructureProviderError) -> str:
     return str(error.metadata.get("aws_error_code", ""))
 
 
+def log_group_exists(clients: Clients, name: str) -> bool:
+    found = clients.call("logs", "DescribeLogGroups", logGroupNamePrefix=name, limit=1)
+    return any(group.get("logGroupName") == name for group in found.get("logGroups", []))
+
+
 def ensure_log_group(clients: Clients, name: str, retention_days: int) -> None:
     """Create group ``name`` (with ``retention_days``, 0 = no expiry) unless it exists.
 
     A group created here whose retention cannot be set is deleted again, so a failed
     start leaves no group without the retention the next start would not set either.
     """
+    if log_group_exists(clients, name):
+        return
     try:
         clients.call("logs", "CreateLogGroup", logGroupName=name)
     except InfrastructureProviderError as exc:
