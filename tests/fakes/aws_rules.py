@@ -178,10 +178,10 @@ def _at_most(member: str, limit: int) -> Rule:
 #: PutRetentionPolicy ``retentionInDays``: "Possible values are: 1, 3, 5, 7, 14, 30, 60, 90,
 #: 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, and 3653."
 #: (logs 2014-03-28 model, shape Days)
-LOG_RETENTION_DAYS = frozenset(
-    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557}
-    | {2922, 3288, 3653}
-)
+LOG_RETENTION_DAYS = frozenset({
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+})  # fmt: skip
 
 
 def _logs_invalid(message: str) -> AwsError:
