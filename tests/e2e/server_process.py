@@ -42,10 +42,12 @@ class ServerProcess:
             self.process.wait(10)
 
 
-def start_server(
-    state_dir: Path, extra_env: Mapping[str, str] | None = None, timeout: float = 30.0
-) -> ServerProcess:
-    env = {
+SERVER_COMMAND = (sys.executable, "-m", "alphaswarm_controller")
+
+
+def server_env(state_dir: Path, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test server: port 0, its own state dir, a short grace."""
+    return {
         **os.environ,
         "ALPHASWARM_CP_LISTEN": "127.0.0.1:0",
         "ALPHASWARM_CP_STATE_DIR": str(state_dir),
@@ -53,8 +55,14 @@ def start_server(
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }
+
+
+def start_server(
+    state_dir: Path, extra_env: Mapping[str, str] | None = None, timeout: float = 30.0
+) -> ServerProcess:
+    env = server_env(state_dir, extra_env)
     process = subprocess.Popen(
-        [sys.executable, "-m", "alphaswarm_controller"],
+        SERVER_COMMAND,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
