@@ -14,7 +14,16 @@
 # stdout. Exits non-zero when the engine does not answer in time: CI must fail then.
 #
 # Besides DOCKER_HOST it exports ALPHASWARM_DOCKERD_ROOT (the temp dir; the pid is in
-# $ALPHASWARM_DOCKERD_ROOT/d.pid and the log in dockerd.log) when it started one.
+# $ALPHASWARM_DOCKERD_ROOT/d.pid and the log in dockerd.log) when it started one. Stop
+# that engine and remove everything it made with
+#
+#     bash scripts/ci/stop-dockerd.sh "$ALPHASWARM_DOCKERD_ROOT"
+#
+# The engine runs with --iptables=false: it adds no iptables chain or rule to the
+# machine, so nothing is left there. The tests need none: they publish ports only to
+# 127.0.0.1 (served by Docker's userland proxy over the bridge), build offline and
+# never route between containers or off the machine. If this script fails or is
+# interrupted it removes what it had made so far.
 set -euo pipefail
 
 log() { printf 'start-dockerd: %s\n' "$*" >&2; }
@@ -58,12 +67,23 @@ fi
 
 ROOT="$(mktemp -d /tmp/dkr.XXXXXX)"
 SOCK="$ROOT/d.sock"
+here="$(cd "$(dirname "$0")" && pwd)"
+started=""
+# Whatever ends this script before the engine answers (an error, Ctrl-C, SIGTERM)
+# removes what it made: the bridge, dockerd and containerd, the temp dir.
+trap '[[ -n "$started" ]] || bash "$here/stop-dockerd.sh" "$ROOT" >&2' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 mkdir -p "$ROOT/data" "$ROOT/exec"
 
 # A bridge and subnet of its own, so this engine never fights another one on the
-# machine (a system engine, or a developer's left running) over docker0.
+# machine (a system engine, or a developer's left running) over docker0. The lock
+# keeps two engines starting at once from picking the same /24.
 BRIDGE="as$(basename "$ROOT" | tr -dc 'a-zA-Z0-9' | tail -c 8)"
+echo "$BRIDGE" >"$ROOT/bridge"  # for stop-dockerd.sh
 SUBNET=""
+exec {lock}>/run/lock/alphaswarm-dockerd-subnets.lock
+flock -w 60 "$lock"
 for third in $(seq 10 250); do
     if ! ip -4 addr show | grep -q "inet 172\.29\.$third\."; then
         SUBNET="172.29.$third"
@@ -74,6 +94,8 @@ done
 ip link add name "$BRIDGE" type bridge
 ip addr add "$SUBNET.1/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
+flock -u "$lock"
+exec {lock}>&-
 
 log "starting dockerd under $ROOT (bridge $BRIDGE on $SUBNET.0/24)"
 # User-defined networks (each Compose project's <project>_default) get /24s from a
@@ -84,6 +106,8 @@ setsid dockerd \
     --pidfile "$ROOT/d.pid" \
     -H "unix://$SOCK" \
     --bridge "$BRIDGE" \
+    --iptables=false \
+    --ip-masq=false \
     --default-address-pool "base=10.$((200 + RANDOM % 50)).0.0/16,size=24" \
     >"$ROOT/dockerd.log" 2>&1 </dev/null &
 dockerd_pid=$!
@@ -100,5 +124,6 @@ done
 
 log "engine ready: $(DOCKER_HOST="unix://$SOCK" docker version --format \
     'server {{.Server.Version}}, API {{.Server.APIVersion}}')"
+started=yes
 printf 'export DOCKER_HOST=%q\n' "unix://$SOCK"
 printf 'export ALPHASWARM_DOCKERD_ROOT=%q\n' "$ROOT"
