@@ -207,7 +207,10 @@ def cleanup(api: docker.APIClient, project: str, raw_network: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             api.remove_container(entry["Id"], force=True)
     for name in (raw_network, f"{project}_default", f"{project}-c_default"):
+        # The engine's name filter is unanchored: keep only the exact name.
         for network in api.networks(names=[name]):
+            if network["Name"] != name:
+                continue
             with contextlib.suppress(docker.errors.NotFound):
                 api.remove_network(network["Id"])
     found = api.volumes(filters={"label": f"{definitions.PROJECT}={project}"})

@@ -2,11 +2,12 @@
 # Set up everything the tests need, then run every check and the whole test suite.
 #
 # Installs the venv with all providers and dev tools, starts (or reuses) a Docker
-# engine for the docker_compose provider, checks the generated stubs and the protos
-# (buf lint / format / breaking), runs ruff and mypy, then pytest; then each provider
-# extra alone in a clean venv, and the unit and contract tests at the lowest versions
-# the dependency floors allow. Any failure, including a backend that cannot start,
-# fails the run. Extra arguments go to the main pytest run.
+# engine for the docker_compose provider, builds (or reuses) the Kubernetes control plane
+# the kubernetes tests start (scripts/kube/build.sh), checks the generated stubs and the
+# protos (buf lint / format / breaking), runs ruff and mypy, then pytest; then each
+# provider extra alone in a clean venv, and every extra at the lowest versions its
+# floors allow (scripts/ci/provider_matrix.py). Any failure, including a backend that
+# cannot start, fails the run. Extra arguments go to the main pytest run.
 #
 # A run removes everything it made, also when it fails or is interrupted (Ctrl-C,
 # SIGTERM): the Docker engine with its bridge and temp dir, the run's temp dir (TMPDIR
@@ -127,6 +128,13 @@ run_pytest() {
     return "$code"
 }
 
+build_kube_control_plane() {
+    step "kubernetes control plane (first build 10-17 min on 2 cores, then reused from the cache)"
+    ALPHASWARM_KUBE_BIN_DIR="$(bash scripts/kube/build.sh)"
+    export ALPHASWARM_KUBE_BIN_DIR
+    echo "$ALPHASWARM_KUBE_BIN_DIR"
+}
+
 check_provider_matrix() {
     step "each provider extra alone in a clean venv, and at its lowest allowed versions"
     python scripts/ci/provider_matrix.py
@@ -136,5 +144,6 @@ check_stubs
 check_protos
 check_lint
 start_docker_engine
+build_kube_control_plane
 run_pytest "$@"
 check_provider_matrix

@@ -7,6 +7,8 @@
 
 Methods return the generated proto messages; failed calls raise the
 exceptions of :mod:`alphaswarm_client.errors`, with the server's rich details.
+``SyncAlphaswarmClient`` offers the same methods to code without an event loop;
+``RetryPolicy`` says which failed calls are retried.
 """
 
 from alphaswarm_client.client import DEFAULT_TIMEOUT, AlphaswarmClient
@@ -32,9 +34,12 @@ from alphaswarm_client.errors import (
     Unimplemented,
     from_rpc_error,
 )
+from alphaswarm_client.retry import NO_RETRY, RetryPolicy
+from alphaswarm_client.sync import SyncAlphaswarmClient
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "NO_RETRY",
     "Aborted",
     "AlphaswarmClient",
     "AlphaswarmError",
@@ -52,6 +57,8 @@ __all__ = [
     "ProviderNotFound",
     "ResourceExhausted",
     "ResourceInfo",
+    "RetryPolicy",
+    "SyncAlphaswarmClient",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

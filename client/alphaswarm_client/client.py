@@ -1,13 +1,16 @@
 """An async client for ProviderService that speaks in proto messages and typed errors.
 
 It adds only what every caller would otherwise repeat: channel lifetime, a
-default provider and deadline, request building from keyword arguments,
-paging, stream cancellation, and ``grpc.aio.AioRpcError`` turned into the
-exceptions of :mod:`alphaswarm_client.errors`.
+default provider and deadline, retries of what is safe to repeat, request
+building from keyword arguments, paging, stream cancellation, and
+``grpc.aio.AioRpcError`` turned into the exceptions of
+:mod:`alphaswarm_client.errors`. :mod:`alphaswarm_client.sync` is the same client
+for code without an event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -19,6 +22,7 @@ from google.protobuf import duration_pb2
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc, types_pb2
 from alphaswarm_client.errors import from_rpc_error
+from alphaswarm_client.retry import DEFAULT_RETRY, RetryPolicy
 
 Metadata = Sequence[tuple[str, str]]
 
@@ -37,10 +41,13 @@ _SPEC_FIELDS = frozenset(types_pb2.DeploymentSpec.DESCRIPTOR.fields_by_name)
 class AlphaswarmClient:
     """One channel to an alphaswarm server.
 
-    ``timeout`` is the default deadline of unary calls in seconds; streams have
-    no deadline unless a call passes one. ``provider`` is the alias used when a
-    call names none (empty: the server's default). Use it as an async context
-    manager, or call :meth:`close`.
+    ``timeout`` is the default deadline of unary calls in seconds, for all the
+    attempts of a call together; streams have no deadline unless a call passes one.
+    ``provider`` is the alias used when a call names none (empty: the server's
+    default). ``retry`` says which failed calls are tried again (by default the
+    reads and idempotent calls, on UNAVAILABLE, with backoff and jitter; see
+    :mod:`alphaswarm_client.retry`). Use it as an async context manager, or call
+    :meth:`close`.
 
     Streams are async generators: to stop one early and cancel the call at once
     (rather than when the generator is garbage-collected), iterate it inside
@@ -56,10 +63,12 @@ class AlphaswarmClient:
         timeout: float | None = 30.0,
         provider: str = "",
         options: Sequence[tuple[str, Any]] = (),
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self.target = target
         self.timeout = timeout
         self.provider = provider
+        self.retry = retry
         self._credentials = credentials
         self._metadata = tuple(metadata)
         self._options = list(options)
@@ -97,24 +106,41 @@ class AlphaswarmClient:
         assert self._stub is not None
         return self._stub
 
-    def _provider(self, provider: str | None) -> str:
-        return self.provider if provider is None else provider
-
     def _timeout(self, timeout: Timeout, default: float | None) -> float | None:
         return default if isinstance(timeout, _Default) else timeout
 
-    async def _unary(self, method: Any, request: Any, deadline: Timeout) -> Any:
-        try:
-            return await method(
-                request, timeout=self._timeout(deadline, self.timeout), metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from None
+    async def _call(self, rpc: str, request: Any, timeout: Timeout) -> Any:  # noqa: ASYNC109 - the gRPC deadline
+        """One unary RPC, retried per ``self.retry`` within one deadline for all attempts."""
+        method = getattr(self._connect(), rpc)
+        budget = self._timeout(timeout, self.timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if budget is None else loop.time() + budget
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
+            try:
+                return await method(request, timeout=remaining, metadata=self._metadata)
+            except grpc.aio.AioRpcError as raised:
+                error = from_rpc_error(raised)
+            wait = self.retry.wait(attempt, error) if rpc in self.retry.methods else None
+            if wait is None or (deadline is not None and loop.time() + wait >= deadline):
+                raise error from None
+            await asyncio.sleep(wait)
+
+    def _request(self, rpc: str, provider: str | None, **fields: Any) -> Any:
+        """``<rpc>Request`` with the provider alias (the client's default unless given)."""
+        alias = self.provider if provider is None else provider
+        return getattr(pb, f"{rpc}Request")(provider=alias, **fields)
 
     async def _stream(
-        self, method: Any, request: Any, deadline: Timeout
+        self,
+        rpc: str,
+        request: Any,
+        timeout: Timeout,  # noqa: ASYNC109 - the gRPC deadline
     ) -> AsyncGenerator[Any, None]:
-        call = method(request, timeout=self._timeout(deadline, None), metadata=self._metadata)
+        method = getattr(self._connect(), rpc)
+        call = method(request, timeout=self._timeout(timeout, None), metadata=self._metadata)
         try:
             async for response in call:
                 yield response
@@ -133,9 +159,8 @@ class AlphaswarmClient:
         timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
     ) -> pb.ListProvidersResponse:
         """Every registered provider and the server's default alias."""
-        response: pb.ListProvidersResponse = await self._unary(
-            self._connect().ListProviders, pb.ListProvidersRequest(), timeout
-        )
+        request = pb.ListProvidersRequest()
+        response: pb.ListProvidersResponse = await self._call("ListProviders", request, timeout)
         return response
 
     async def check_health(
@@ -145,16 +170,14 @@ class AlphaswarmClient:
         timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
     ) -> types_pb2.ProviderHealth:
         """Probe one provider's credentials and connectivity."""
-        response: pb.CheckHealthResponse = await self._unary(
-            self._connect().CheckHealth,
-            pb.CheckHealthRequest(provider=self._provider(provider)),
-            timeout,
-        )
+        request = self._request("CheckHealth", provider)
+        response: pb.CheckHealthResponse = await self._call("CheckHealth", request, timeout)
         return response.health
 
     async def start_deployment(
         self,
         spec: types_pb2.DeploymentSpec | None = None,
+        /,
         *,
         provider: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
@@ -177,11 +200,8 @@ class AlphaswarmClient:
             for name in fields:
                 merged.ClearField(cast(Any, name))
             merged.MergeFrom(override)
-        response: pb.StartDeploymentResponse = await self._unary(
-            self._connect().StartDeployment,
-            pb.StartDeploymentRequest(provider=self._provider(provider), spec=merged),
-            timeout,
-        )
+        request = self._request("StartDeployment", provider, spec=merged)
+        response: pb.StartDeploymentResponse = await self._call("StartDeployment", request, timeout)
         return response.status
 
     async def stop_deployment(
@@ -193,13 +213,10 @@ class AlphaswarmClient:
         timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
     ) -> types_pb2.DeploymentStatus:
         """Stop every replica of a service; its definition stays."""
-        response: pb.StopDeploymentResponse = await self._unary(
-            self._connect().StopDeployment,
-            pb.StopDeploymentRequest(
-                provider=self._provider(provider), service_id=service_id, namespace=namespace
-            ),
-            timeout,
+        request = self._request(
+            "StopDeployment", provider, service_id=service_id, namespace=namespace
         )
+        response: pb.StopDeploymentResponse = await self._call("StopDeployment", request, timeout)
         return response.status
 
     async def scale_deployment(
@@ -212,16 +229,14 @@ class AlphaswarmClient:
         timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
     ) -> types_pb2.DeploymentStatus:
         """Set a service's replica count (0 keeps the definition)."""
-        response: pb.ScaleDeploymentResponse = await self._unary(
-            self._connect().ScaleDeployment,
-            pb.ScaleDeploymentRequest(
-                provider=self._provider(provider),
-                service_id=service_id,
-                namespace=namespace,
-                replicas=replicas,
-            ),
-            timeout,
+        request = self._request(
+            "ScaleDeployment",
+            provider,
+            service_id=service_id,
+            namespace=namespace,
+            replicas=replicas,
         )
+        response: pb.ScaleDeploymentResponse = await self._call("ScaleDeployment", request, timeout)
         return response.status
 
     async def get_status(
@@ -233,12 +248,11 @@ class AlphaswarmClient:
         timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
     ) -> types_pb2.DeploymentStatus:
         """The observed state of one service."""
-        response: pb.GetDeploymentStatusResponse = await self._unary(
-            self._connect().GetDeploymentStatus,
-            pb.GetDeploymentStatusRequest(
-                provider=self._provider(provider), service_id=service_id, namespace=namespace
-            ),
-            timeout,
+        request = self._request(
+            "GetDeploymentStatus", provider, service_id=service_id, namespace=namespace
+        )
+        response: pb.GetDeploymentStatusResponse = await self._call(
+            "GetDeploymentStatus", request, timeout
         )
         return response.status
 
@@ -252,16 +266,14 @@ class AlphaswarmClient:
         timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
     ) -> pb.ListDeploymentsResponse:
         """One page of services (every namespace when ``namespace`` is empty)."""
-        response: pb.ListDeploymentsResponse = await self._unary(
-            self._connect().ListDeployments,
-            pb.ListDeploymentsRequest(
-                provider=self._provider(provider),
-                namespace=namespace,
-                page_size=page_size,
-                page_token=page_token,
-            ),
-            timeout,
+        request = self._request(
+            "ListDeployments",
+            provider,
+            namespace=namespace,
+            page_size=page_size,
+            page_token=page_token,
         )
+        response: pb.ListDeploymentsResponse = await self._call("ListDeployments", request, timeout)
         return response
 
     async def iter_deployments(
@@ -297,12 +309,11 @@ class AlphaswarmClient:
         timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
     ) -> types_pb2.ServiceConfig:
         """A service's configuration data and its version."""
-        response: pb.GetServiceConfigResponse = await self._unary(
-            self._connect().GetServiceConfig,
-            pb.GetServiceConfigRequest(
-                provider=self._provider(provider), service_id=service_id, namespace=namespace
-            ),
-            timeout,
+        request = self._request(
+            "GetServiceConfig", provider, service_id=service_id, namespace=namespace
+        )
+        response: pb.GetServiceConfigResponse = await self._call(
+            "GetServiceConfig", request, timeout
         )
         return response.config
 
@@ -325,11 +336,8 @@ class AlphaswarmClient:
             remove=list(remove),
             expected_version=expected_version,
         )
-        response: pb.ApplyConfigResponse = await self._unary(
-            self._connect().ApplyConfig,
-            pb.ApplyConfigRequest(provider=self._provider(provider), patch=patch),
-            timeout,
-        )
+        request = self._request("ApplyConfig", provider, patch=patch)
+        response: pb.ApplyConfigResponse = await self._call("ApplyConfig", request, timeout)
         return response.config
 
     # -- streams --------------------------------------------------------------------------
@@ -344,12 +352,12 @@ class AlphaswarmClient:
         timeout: Timeout = None,  # noqa: ASYNC109 - the gRPC deadline
     ) -> AsyncGenerator[types_pb2.MetricSample, None]:
         """A sample every ``interval`` seconds (None: server default) until you stop iterating."""
-        request = pb.StreamMetricsRequest(
-            provider=self._provider(provider), service_id=service_id, namespace=namespace
+        request = self._request(
+            "StreamMetrics", provider, service_id=service_id, namespace=namespace
         )
         if interval is not None:
             request.interval.CopyFrom(_duration(interval))
-        async for response in self._stream(self._connect().StreamMetrics, request, timeout):
+        async for response in self._stream("StreamMetrics", request, timeout):
             yield response.sample
 
     async def watch(
@@ -361,10 +369,10 @@ class AlphaswarmClient:
         timeout: Timeout = None,  # noqa: ASYNC109 - the gRPC deadline
     ) -> AsyncGenerator[types_pb2.DeploymentStatus, None]:
         """The service's current status, then each change, until you stop iterating."""
-        request = pb.WatchDeploymentRequest(
-            provider=self._provider(provider), service_id=service_id, namespace=namespace
+        request = self._request(
+            "WatchDeployment", provider, service_id=service_id, namespace=namespace
         )
-        async for response in self._stream(self._connect().WatchDeployment, request, timeout):
+        async for response in self._stream("WatchDeployment", request, timeout):
             yield response.status
 
 

@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 from alphaswarm.provider.v1 import error_reason_pb2
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+REQUEST_ID_KEY = "x-request-id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,7 @@ class AlphaswarmError(Exception):
         field_violations: Iterable[FieldViolation] = (),
         retry_delay: float | None = None,
         resource: ResourceInfo | None = None,
+        request_id: str = "",
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -64,6 +66,8 @@ class AlphaswarmError(Exception):
         self.field_violations: tuple[FieldViolation, ...] = tuple(field_violations)
         self.retry_delay = retry_delay
         self.resource = resource
+        self.request_id = request_id
+        """The server's id of the failed call (``x-request-id``): its log lines carry it."""
 
     @property
     def code_name(self) -> str:
@@ -87,6 +91,8 @@ class AlphaswarmError(Exception):
                 extras.append(f"{violation.field}: {violation.description}")
         if self.retry_delay is not None:
             extras.append(f"retry after {self.retry_delay:g}s")
+        if self.request_id:
+            extras.append(f"request {self.request_id}")
         text = f"{self.code_name}: {self.message}"
         if extras:
             text += f" ({'; '.join(extras)})"
@@ -227,6 +233,11 @@ def from_rpc_error(error: grpc.RpcError) -> AlphaswarmError:
     retry_delay: float | None = None
     resource: ResourceInfo | None = None
 
+    request_id = ""
+    trailers = getattr(call, "trailing_metadata", None)
+    for key, value in (trailers() if trailers else None) or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            request_id = value
     status = _rich_status(error)
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -261,4 +272,5 @@ def from_rpc_error(error: grpc.RpcError) -> AlphaswarmError:
         field_violations=violations,
         retry_delay=retry_delay,
         resource=resource,
+        request_id=request_id,
     )

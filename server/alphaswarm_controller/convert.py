@@ -6,21 +6,29 @@ that converts its request has rejected bad input before any backend call.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import types_pb2 as types
 from alphaswarm_core.call import Caller
 from alphaswarm_core.providers.errors import FieldViolation, InvalidSpecError
 from alphaswarm_core.providers.models import (
     DEFAULT_NAMESPACE,
+    MAX_TAIL_LINES,
     ConfigMapPatch,
+    DeploymentEvent,
     DeploymentSpec,
     DeploymentState,
     DeploymentStatus,
+    EventKind,
+    LogEntry,
+    LogQuery,
+    LogStreamKind,
     MetricSample,
     PortSpec,
     ProviderHealth,
@@ -189,6 +197,55 @@ def sample_to_proto(sample: MetricSample) -> types.MetricSample:
         error=sample.error,
         extra=dict(sample.extra),
     )
+
+
+_LOG_STREAMS = {
+    LogStreamKind.STDOUT: types.LOG_STREAM_STDOUT,
+    LogStreamKind.STDERR: types.LOG_STREAM_STDERR,
+    LogStreamKind.UNSPECIFIED: types.LOG_STREAM_UNSPECIFIED,
+}
+_EVENTS = {
+    EventKind.ADDED: types.DEPLOYMENT_EVENT_ADDED,
+    EventKind.MODIFIED: types.DEPLOYMENT_EVENT_MODIFIED,
+    EventKind.DELETED: types.DEPLOYMENT_EVENT_DELETED,
+    EventKind.SNAPSHOT_DONE: types.DEPLOYMENT_EVENT_INITIAL_SNAPSHOT_DONE,
+}
+# Replica ids are the backend's (pid, container, pod, task or revision instance names).
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,252}")
+
+
+def log_query_from_proto(request: pb.StreamLogsRequest) -> LogQuery:
+    violations: list[FieldViolation] = []
+    if not 0 <= request.tail_lines <= MAX_TAIL_LINES:
+        violations.append(FieldViolation("tail_lines", f"must be between 0 and {MAX_TAIL_LINES}"))
+    if request.instance_id and not _INSTANCE_ID.fullmatch(request.instance_id):
+        violations.append(FieldViolation("instance_id", "not a replica id"))
+    since = None
+    if request.HasField("since"):
+        try:
+            since = request.since.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError):
+            violations.append(FieldViolation("since", "not a valid time"))
+    if violations:
+        raise InvalidSpecError(violations)
+    return LogQuery(request.follow, request.tail_lines, since, request.instance_id)
+
+
+def log_entry_to_proto(entry: LogEntry) -> types.LogEntry:
+    return types.LogEntry(
+        instance_id=entry.instance_id,
+        time=_timestamp(entry.time),
+        stream=_LOG_STREAMS[entry.stream],
+        text=entry.text,
+        truncated=entry.truncated,
+    )
+
+
+def event_to_proto(event: DeploymentEvent) -> pb.WatchDeploymentsResponse:
+    response = pb.WatchDeploymentsResponse(event=_EVENTS[event.kind])
+    if event.status is not None:
+        response.status.CopyFrom(status_to_proto(event.status))
+    return response
 
 
 def replicas(value: int) -> int:

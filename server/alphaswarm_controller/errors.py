@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -23,6 +23,7 @@ from alphaswarm_core.providers.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
     DeploymentNotFoundError,
+    FieldViolation,
     InfrastructureProviderError,
     InvalidSpecError,
 )
@@ -32,11 +33,17 @@ from .layers import Context, Deserializer, Layer, StreamNext, UnaryNext
 from .methods import MethodInfo
 
 DOMAIN = "alphaswarm.dev"
-# Statuses travel in HTTP/2 trailers, which clients cap (8 KiB by default); errors
-# about huge inputs must not echo them back in full.
-MAX_MESSAGE_CHARS = 1000
+# Statuses travel in HTTP/2 trailers, which clients cap (8 KiB soft, 16 KiB hard in
+# grpc core); errors about huge inputs must not echo them back in full. The budgets
+# are in bytes as they travel: grpc-message percent-encodes every non-ASCII byte
+# (x3) and grpc-status-details-bin is base64 (x4/3), so 1 KiB + 3 KiB of status
+# stays near 5 KiB on the wire, leaving room for the other trailers.
+MAX_MESSAGE_WIRE_BYTES = 1024
+MAX_DETAILS_BYTES = 3 * 1024
 MAX_VIOLATIONS = 25
-MAX_DETAIL_CHARS = 256
+MAX_DETAIL_BYTES = 256
+MAX_KEY_BYTES = 64
+OMITTED_VIOLATIONS_KEY = "omitted_violations"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 log = logging.getLogger(__name__)
@@ -76,50 +83,101 @@ def as_provider_error(error: BaseException) -> InfrastructureProviderError:
 def to_status(
     error: BaseException, provider: str = ""
 ) -> tuple[grpc.StatusCode, status_pb2.Status]:
-    """The gRPC code and google.rpc.Status for ``error`` raised while ``provider`` served."""
+    """The gRPC code and google.rpc.Status for ``error`` raised while ``provider`` served,
+    within the trailer budgets."""
     error = as_provider_error(error)
     code = grpc.StatusCode[error.code]
-    metadata = {key: _clip(value, MAX_DETAIL_CHARS) for key, value in error.metadata.items()}
+    message = clip_for_wire(error.message, MAX_MESSAGE_WIRE_BYTES)
+    metadata = {
+        clip_utf8(key, MAX_KEY_BYTES): clip_utf8(value, MAX_DETAIL_BYTES)
+        for key, value in error.metadata.items()
+    }
+    provider = clip_utf8(provider, MAX_KEY_BYTES)
     if provider:
         metadata["provider"] = provider
-    details = [
-        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=metadata))
-    ]
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=metadata)
+    status = status_pb2.Status(code=code.value[0], message=message, details=[_pack(info)])
     if isinstance(error, InvalidSpecError):
-        details.append(
-            _pack(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=_clip(v.field, MAX_DETAIL_CHARS),
-                            description=_clip(v.description, MAX_DETAIL_CHARS),
-                        )
-                        for v in error.violations[:MAX_VIOLATIONS]
-                    ]
-                )
-            )
-        )
+        _add_violations(status, info, error.violations)
     elif isinstance(error, DeploymentNotFoundError):
-        details.append(
+        status.details.append(
             _pack(
                 error_details_pb2.ResourceInfo(
                     resource_type="alphaswarm.provider.v1.Deployment",
-                    resource_name=f"{error.namespace}/{error.service_id}",
+                    resource_name=clip_utf8(
+                        f"{error.namespace}/{error.service_id}", MAX_DETAIL_BYTES
+                    ),
                     owner=provider,
-                    description=error.message,
+                    description=clip_utf8(error.message, MAX_DETAIL_BYTES),
                 )
             )
         )
     elif isinstance(error, BackendUnavailableError):
         delay = error_details_pb2.RetryInfo()
         delay.retry_delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
-        details.append(_pack(delay))
-    message = _clip(error.message, MAX_MESSAGE_CHARS)
-    return code, status_pb2.Status(code=code.value[0], message=message, details=details)
+        status.details.append(_pack(delay))
+    return code, status
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _add_violations(
+    status: status_pb2.Status,
+    info: error_details_pb2.ErrorInfo,
+    violations: Sequence[FieldViolation],
+) -> None:
+    """As many violations as fit the details budget (the first ones: callers fix those
+    first); ErrorInfo says how many were left out."""
+    shown = [
+        error_details_pb2.BadRequest.FieldViolation(
+            field=clip_utf8(v.field, MAX_DETAIL_BYTES),
+            description=clip_utf8(v.description, MAX_DETAIL_BYTES),
+        )
+        for v in violations[:MAX_VIOLATIONS]
+    ]
+    # Room for the omitted-count entry, the Any wrapper and the BadRequest framing.
+    room = MAX_DETAILS_BYTES - status.ByteSize() - 128
+    kept = 0
+    for violation in shown:
+        room -= violation.ByteSize() + 4
+        if room < 0:
+            break
+        kept += 1
+    if kept < len(violations):
+        info.metadata[OMITTED_VIOLATIONS_KEY] = str(len(violations) - kept)
+        status.details[0].Pack(info)
+    status.details.append(_pack(error_details_pb2.BadRequest(field_violations=shown[:kept])))
+
+
+def clip_utf8(text: str, limit: int) -> str:
+    """``text`` shortened (with "...") to at most ``limit`` bytes of UTF-8."""
+    if len(text) * 4 <= limit or len(text.encode("utf-8", "surrogatepass")) <= limit:
+        return text
+    return _clip_by(text, limit, lambda char: len(char.encode("utf-8", "surrogatepass")))
+
+
+def clip_for_wire(text: str, limit: int) -> str:
+    """``text`` shortened to at most ``limit`` bytes once percent-encoded as grpc-message
+    (printable ASCII but '%' as is, every other UTF-8 byte as %XX)."""
+    return _clip_by(text, limit, _wire_bytes)
+
+
+def _wire_bytes(char: str) -> int:
+    if " " <= char <= "~" and char != "%":
+        return 1
+    return 3 * len(char.encode("utf-8", "surrogatepass"))
+
+
+def _clip_by(text: str, limit: int, cost: Callable[[str], int]) -> str:
+    room = limit - 3  # for the "..."
+    used = 0
+    cut = None
+    for index, char in enumerate(text):
+        used += cost(char)
+        if cut is None and used > room:
+            cut = index
+        if used > limit:
+            assert cut is not None
+            return text[:cut] + "..."
+    return text
 
 
 async def _abort(call: CallContext, context: Context, error: BaseException) -> None:

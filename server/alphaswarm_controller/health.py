@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
+import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
@@ -27,9 +29,39 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 log = logging.getLogger(__name__)
 
 
+MAX_SERVICE_NAME_BYTES = 256
+"""Longer than any name served here ("", the service's full name, aliases)."""
+
+
+class BoundedHealthServicer(HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1 that refuses absurd service names before anything keeps them.
+
+    A Watch holds its service name for as long as it is open (the stock servicer
+    keys its watchers by it), and callers need no token: without this bound a few
+    hundred watches of 4 MiB names would hold gigabytes. Open watches are counted
+    and capped with every other stream (security/limits.py).
+    """
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> Any:
+        await _refuse_long_name(request, context)
+        return await super().Check(request, context)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        await _refuse_long_name(request, context)
+        await super().Watch(request, context)
+
+
+async def _refuse_long_name(request: health_pb2.HealthCheckRequest, context: Any) -> None:
+    if len(request.service.encode()) > MAX_SERVICE_NAME_BYTES:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"service: at most {MAX_SERVICE_NAME_BYTES} bytes",
+        )
+
+
 class HealthReporter:
     def __init__(self, pool: ProviderPool, aliases: Sequence[str], interval: float) -> None:
-        self.servicer = HealthServicer()
+        self.servicer = BoundedHealthServicer()
         self._pool = pool
         self._aliases = tuple(aliases)
         self._interval = interval

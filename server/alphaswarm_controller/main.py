@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from .observability import configure_logging
-from .security.tokens import hash_token, new_token
+from .security.tokens import TokensFileError, hash_token, new_token
 from .server import serve
 from .settings import ServerSettings
 
@@ -55,7 +56,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     settings = ServerSettings.from_env()
     configure_logging(settings.log_level, settings.log_format, sys.stderr)
-    asyncio.run(serve(settings))
+    try:
+        code = asyncio.run(serve(settings))
+    except TokensFileError as error:
+        # One line that names the file, the entry and the field; a traceback would
+        # bury it. Exit status 1, like every other refused setting.
+        print(f"alphaswarm-server: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if code:  # a second signal: no waiting for worker threads either
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Provider instances by alias: created on first use, opened once, closed at shutdown.
 
-Loading a provider imports its module and SDK, which can take seconds: that runs in a
-worker thread, never on the event loop, so health probes and other calls keep being
-answered while a provider loads.
+Loading a provider imports its module and SDK, which can take seconds for some clouds'
+SDKs: that runs on the bounded blocking pool, never on the event loop, so health probes
+(1 s deadlines) and every other call keep being answered while a provider loads.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
+from alphaswarm_core.providers.concurrency import shared_runner
 from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable, SettingInvalid
 from alphaswarm_core.providers.protocol import InfrastructureProvider
 from alphaswarm_core.providers.registry import ProviderDescription, Registry
@@ -41,7 +42,7 @@ class ProviderPool:
         instance = self._instances.get(alias)
         if instance is not None:
             return instance
-        cls = await asyncio.to_thread(self.registry.get, alias, self._env)
+        cls = await shared_runner().run(self.registry.get, alias, self._env)
         async with self._lock:
             instance = self._instances.get(alias)
             if instance is None:
@@ -75,7 +76,7 @@ class ProviderPool:
                 for alias in self.registry.aliases()
             ]
 
-        return await asyncio.to_thread(describe)
+        return await shared_runner().run(describe)
 
     def _create(self, cls: type[InfrastructureProvider], alias: str) -> InfrastructureProvider:
         try:

@@ -9,20 +9,21 @@ one place (``errors.ErrorMapping``), so nothing here catches.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
-from alphaswarm_core.call import CallContext, current_call
+from alphaswarm_core.call import CallContext, Caller, current_call
 from alphaswarm_core.providers.models import MetricSample
 
 from . import convert, paging
 from .fanout import MetricsFanout
 from .pool import ProviderPool
 from .streams import ShutdownSignal, until_shutdown
+from .watchall import DeploymentsFanout
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -33,11 +34,18 @@ def _call() -> CallContext:
     return call
 
 
+def _visible(caller: Caller) -> Callable[[str], bool]:
+    """Which namespaces a namespace-wide call shows this caller: those it may address."""
+    allowed = caller.namespaces
+    return (lambda _: True) if allowed is None else allowed.__contains__
+
+
 class ProviderServicer(pb_grpc.ProviderServiceServicer):
     def __init__(self, pool: ProviderPool, shutdown: ShutdownSignal) -> None:
         self._pool = pool
         self._shutdown = shutdown
         self._fanout = MetricsFanout(_metrics_response)
+        self._deployments = DeploymentsFanout()
 
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: Context
@@ -95,6 +103,9 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         after = paging.decode(request.page_token, call.alias, call.namespace)
         provider = await self._pool.get(call.alias)
         everything = await provider.list_deployments(namespace=call.namespace or None)
+        if not call.namespace:
+            visible = _visible(call.caller)
+            everything = [status for status in everything if visible(status.namespace)]
         chunk, resume = paging.page(everything, size, after)
         return pb.ListDeploymentsResponse(
             deployments=[convert.status_to_proto(s) for s in chunk],
@@ -127,6 +138,37 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         responses = self._fanout.subscribe(provider, call.service_id, call.namespace, interval)
         async for response in until_shutdown(responses, self._shutdown, context):
             yield response
+
+    async def StreamLogs(
+        self, request: pb.StreamLogsRequest, context: Context
+    ) -> AsyncIterator[pb.StreamLogsResponse]:
+        call = _call()
+        query = convert.log_query_from_proto(request)
+        provider = await self._pool.get(call.alias)
+        entries = provider.stream_logs(call.service_id, query, namespace=call.namespace)
+        async for entry in until_shutdown(entries, self._shutdown, context):
+            yield pb.StreamLogsResponse(entry=convert.log_entry_to_proto(entry))
+
+    async def DeleteDeployment(
+        self, request: pb.DeleteDeploymentRequest, context: Context
+    ) -> pb.DeleteDeploymentResponse:
+        call = _call()
+        provider = await self._pool.get(call.alias)
+        deleted = await provider.delete(
+            call.service_id, namespace=call.namespace, allow_missing=request.allow_missing
+        )
+        return pb.DeleteDeploymentResponse(deleted=deleted)
+
+    async def WatchDeployments(
+        self, request: pb.WatchDeploymentsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchDeploymentsResponse]:
+        call = _call()
+        provider = await self._pool.get(call.alias)
+        events = self._deployments.subscribe(
+            provider, call.namespace or None, _visible(call.caller)
+        )
+        async for event in until_shutdown(events, self._shutdown, context):
+            yield convert.event_to_proto(event)
 
     async def WatchDeployment(
         self, request: pb.WatchDeploymentRequest, context: Context

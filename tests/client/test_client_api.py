@@ -10,6 +10,7 @@ import pytest
 
 from alphaswarm.provider.v1 import types_pb2
 from alphaswarm_client import (
+    NO_RETRY,
     AlphaswarmClient,
     ConfigVersionConflict,
     DeadlineExceeded,
@@ -128,6 +129,7 @@ async def test_stream_errors_are_typed(inproc: InProcess) -> None:
 async def test_error_table_round_trip(inproc: InProcess) -> None:
     """Each row of docs/errors.md, raised by the server, arrives typed with details."""
     client = inproc.client
+    client.retry = NO_RETRY  # each error once, as the server sent it
 
     with pytest.raises(InvalidArgument) as invalid:
         await client.start_deployment(service_id="Bad_Name", command=["sleep", "1"])
@@ -177,12 +179,10 @@ async def test_error_table_round_trip(inproc: InProcess) -> None:
 
 async def test_per_call_timeout_overrides_the_default(inproc: InProcess) -> None:
     memory = await inproc.memory()
-    memory.hang_seconds = 2.0
-    started = asyncio.get_running_loop().time()
+    memory.hang_seconds = 30.0  # the client's default deadline would wait this out
     with pytest.raises(DeadlineExceeded) as caught:
         await inproc.client.check_health(timeout=0.2)
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert asyncio.get_running_loop().time() - started < 1.5
 
 
 async def test_client_is_reusable_after_close(inproc: InProcess) -> None:

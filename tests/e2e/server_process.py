@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -58,11 +59,20 @@ def server_env(state_dir: Path, extra_env: Mapping[str, str] | None = None) -> d
 
 
 def start_server(
-    state_dir: Path, extra_env: Mapping[str, str] | None = None, timeout: float = 30.0
+    state_dir: Path,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+    *,
+    user: tuple[int, int] | None = None,
 ) -> ServerProcess:
+    """``user`` (uid, gid): run the server as that unprivileged user (tests/e2e/as_user.py)."""
     env = server_env(state_dir, extra_env)
+    command = list(SERVER_COMMAND)
+    if user is not None:
+        command = [sys.executable, "-m", "tests.e2e.as_user", str(user[0]), str(user[1])]
     process = subprocess.Popen(
-        SERVER_COMMAND,
+        command,
+        cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

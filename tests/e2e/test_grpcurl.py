@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -79,14 +78,14 @@ def test_describe_shows_access_rules_and_the_reason_catalogue(server: ServerProc
 
 
 def test_health_is_serving(server: ServerProcess) -> None:
-    # A provider reports NOT_SERVING until its first probe passed (it loads meanwhile).
-    deadline = time.monotonic() + 30
-    while True:
+    def status() -> dict[str, Any]:
         out = grpcurl(server, "grpc.health.v1.Health/Check", data={"service": "local"}).stdout
-        if json.loads(out) == {"status": "SERVING"} or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert json.loads(out) == {"status": "SERVING"}
+        parsed: dict[str, Any] = json.loads(out)
+        return parsed
+
+    # A provider reports NOT_SERVING until its first probe passes, which may finish
+    # after the server logged that it listens.
+    wait_until(lambda: status() == {"status": "SERVING"}, "the local provider SERVING")
 
 
 def test_sleep_service_walkthrough_matches_process_table(server: ServerProcess) -> None:

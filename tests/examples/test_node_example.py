@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,12 +129,11 @@ def test_unknown_provider_prints_not_found_and_its_metadata(
 
 
 def test_unreachable_server_is_unavailable_without_details(node_example: NodeExample) -> None:
-    started = time.monotonic()
     result = run(node_example.command("--target", "127.0.0.1:1"))
     assert result.returncode == 1, result
+    # UNAVAILABLE, not DEADLINE_EXCEEDED: it failed at once instead of waiting out a deadline.
     assert "error: StartDeployment failed: UNAVAILABLE (14)" in result.stderr
     assert "reason:" not in result.stderr
-    assert time.monotonic() - started < 30, "fails fast instead of waiting for the deadline"
 
 
 def test_bad_arguments_exit_2_with_usage(node_example: NodeExample) -> None:

@@ -1,17 +1,28 @@
 """An Azure Resource Manager emulator over HTTP on 127.0.0.1, for the real azure-mgmt clients.
 
-It speaks the parts of ARM the ``azure`` provider relies on, the way ARM does:
+It speaks the parts of ARM the ``azure`` provider relies on, the way ARM does,
+and refuses what ARM and ACI refuse (``arm_rules``, each rule with its source):
 
 * every request needs ``?api-version=`` (400 ``MissingApiVersionParameter``) and a
-  bearer token (401 ``AuthenticationFailed``);
+  bearer token for an audience ARM accepts (401 ``AuthenticationFailed``, 401
+  ``InvalidAuthenticationTokenAudience``; tokens from ``arm_testing.FakeCredential``
+  carry the audience they were asked for);
 * container groups (Microsoft.ContainerInstance): PUT is long-running (201 +
-  ``Azure-AsyncOperation``, polled until ``Succeeded``), DELETE too (202 +
-  ``Azure-AsyncOperation``), POST ``stop`` (204) and ``start`` (202), PATCH of
-  tags, GET with an instance view, list by resource group paged with ``nextLink``;
+  ``Azure-AsyncOperation``, polled until ``Succeeded``), DELETE too (202), POST
+  ``stop`` (204) and ``start`` (202, long-running), PATCH of tags, GET with an
+  instance view, list by resource group paged with ``nextLink``; provisioning
+  takes time, and operations on a group still changing are 409 (``arm_store``);
+* Containers - List Logs (``tail``, ``timestamps``; ``{"content": ...}``) of emulated
+  containers that write a line every 0.2 s while they run (``arm_logs``);
 * Azure Monitor ``.../providers/Microsoft.Insights/metrics`` (CpuUsage, MemoryUsage);
 * AKS ``listClusterUserCredential`` returning base64 kubeconfigs;
-* errors in ARM's ``{"error": {"code", "message"}}`` shape; faults (403, 429 with
-  ``Retry-After``, quota) injected per method and path; every request recorded.
+* errors in ARM's ``{"error": {"code", "message"}}`` shape.
+
+Faults come from the shared ``faults.Faults`` plan (``emulator.faults``), consulted
+once per request with the REST API's operation id (``arm:ContainerGroups_Stop``...):
+THROTTLED is 429 with ``Retry-After``, UNAVAILABLE 503, CONFLICT 409, GONE 404 (ARM
+has no 410: a resource that is gone is not found), DENIED 403 AuthorizationFailed.
+Every request is recorded (``requests``, ``count``) for request-count assertions.
 """
 
 from __future__ import annotations
@@ -27,24 +38,50 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .arm_store import ArmError, ArmStore, Fault
+from . import arm_logs
+from .arm_rules import ArmError
+from .arm_store import ArmStore
+from .faults import Fault, Faults, Kind
 
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _RG = _SUB + r"/resourcegroups/(?P<rg>[^/]+)"
 _GROUPS = _RG + r"/providers/microsoft\.containerinstance/containergroups"
-ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+#: (method, path, handler, operation id as the REST API reference names it)
+ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
     (
         "GET",
         re.compile(_GROUPS + r"/(?P<name>[^/]+)/providers/microsoft\.insights/metrics$"),
         "metrics",
+        "Metrics_List",
     ),
-    ("GET", re.compile(_GROUPS + r"$"), "list_groups"),
-    ("GET", re.compile(_GROUPS + r"/(?P<name>[^/]+)$"), "get_group"),
-    ("PUT", re.compile(_GROUPS + r"/(?P<name>[^/]+)$"), "put_group"),
-    ("PATCH", re.compile(_GROUPS + r"/(?P<name>[^/]+)$"), "patch_group"),
-    ("DELETE", re.compile(_GROUPS + r"/(?P<name>[^/]+)$"), "delete_group"),
-    ("POST", re.compile(_GROUPS + r"/(?P<name>[^/]+)/stop$"), "stop_group"),
-    ("POST", re.compile(_GROUPS + r"/(?P<name>[^/]+)/start$"), "start_group"),
+    (
+        "GET",
+        re.compile(_GROUPS + r"/(?P<name>[^/]+)/containers/(?P<container>[^/]+)/logs$"),
+        "container_logs",
+        "Containers_ListLogs",
+    ),
+    ("GET", re.compile(_GROUPS + r"$"), "list_groups", "ContainerGroups_ListByResourceGroup"),
+    ("GET", re.compile(_GROUPS + r"/(?P<name>[^/]+)$"), "get_group", "ContainerGroups_Get"),
+    (
+        "PUT",
+        re.compile(_GROUPS + r"/(?P<name>[^/]+)$"),
+        "put_group",
+        "ContainerGroups_CreateOrUpdate",
+    ),
+    ("PATCH", re.compile(_GROUPS + r"/(?P<name>[^/]+)$"), "patch_group", "ContainerGroups_Update"),
+    (
+        "DELETE",
+        re.compile(_GROUPS + r"/(?P<name>[^/]+)$"),
+        "delete_group",
+        "ContainerGroups_Delete",
+    ),
+    ("POST", re.compile(_GROUPS + r"/(?P<name>[^/]+)/stop$"), "stop_group", "ContainerGroups_Stop"),
+    (
+        "POST",
+        re.compile(_GROUPS + r"/(?P<name>[^/]+)/start$"),
+        "start_group",
+        "ContainerGroups_Start",
+    ),
     (
         "GET",
         re.compile(
@@ -52,6 +89,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
             r"/operations/(?P<op>[^/]+)$"
         ),
         "operation",
+        "ContainerGroups_AsyncOperation",
     ),
     (
         "POST",
@@ -60,12 +98,34 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
             r"/(?P<name>[^/]+)/listclusterusercredential$"
         ),
         "aks_credentials",
+        "ManagedClusters_ListClusterUserCredentials",
     ),
 ]
+TOKEN_AUDIENCE_PREFIX = "aud="
+"""Test tokens are ``aud=<audience>``: what a real token's ``aud`` claim would say."""
+
+
+def fault_error(fault: Fault) -> ArmError:
+    """A planned fault in ARM's wire form."""
+    headers = {}
+    if fault.retry_after is not None:
+        # ARM sends whole seconds; fractions keep faulted suites fast, and azure-core
+        # parses them (float).
+        headers["Retry-After"] = f"{fault.retry_after:g}"
+    if fault.kind is Kind.THROTTLED:
+        headers.setdefault("Retry-After", "1")
+        return ArmError(429, fault.code or "TooManyRequests", fault.message, headers)
+    if fault.kind is Kind.UNAVAILABLE:
+        return ArmError(503, fault.code or "ServiceUnavailable", fault.message, headers)
+    if fault.kind is Kind.CONFLICT:
+        return ArmError(409, fault.code or "Conflict", fault.message, headers)
+    if fault.kind is Kind.GONE:
+        return ArmError(404, fault.code or "ResourceNotFound", fault.message, headers)
+    return ArmError(403, fault.code or "AuthorizationFailed", fault.message, headers)
 
 
 class ArmEmulator:
-    """Start with ``start()``; point clients at ``base_url``; ``close()`` when done."""
+    """``start()`` (or use as a context manager); point clients at ``base_url``; ``stop()``."""
 
     def __init__(
         self,
@@ -74,11 +134,21 @@ class ArmEmulator:
         location: str = "westeurope",
         *,
         page_size: int = 3,
+        audiences: tuple[str, ...] = (),
+        faults: Faults | None = None,
         **delays: float,
     ) -> None:
+        """``audiences``: token audiences accepted (default: the emulator's own URL, the
+        audience a custom ARM endpoint's scope names)."""
         self.store = ArmStore(subscription_id, resource_group, location, **delays)
         self.page_size = page_size
+        self.faults = faults or Faults()
+        self._audiences = audiences
         self.requests: list[tuple[str, str]] = []
+        self.urls: list[str] = []
+        """The path and query of every request, in arrival order."""
+        self.timeline: list[tuple[float, str, str]] = []
+        """(time.monotonic(), method, path) of every request, in arrival order."""
         self.response_delay: dict[str, float] = {}
         """Method -> seconds each such request takes (to make concurrency observable)."""
         self.in_flight: Counter[str] = Counter()
@@ -103,34 +173,31 @@ class ArmEmulator:
         self._thread.start()
         return self
 
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> ArmEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None
+        assert self._server is not None, "start() the emulator first"
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    # -- test helpers --------------------------------------------------------------------------
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        return self._audiences or (self.base_url,)
 
-    def inject(
-        self,
-        method: str,
-        path_pattern: str,
-        status: int,
-        code: str,
-        message: str = "injected failure",
-        *,
-        times: int = 1,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """Fail the next ``times`` ``method`` requests whose path matches ``path_pattern``."""
-        self.store.faults.append(
-            Fault(method, path_pattern, status, code, message, times, headers or {})
-        )
+    # -- test helpers --------------------------------------------------------------------------
 
     def count(self, method: str, path_pattern: str = "") -> int:
         with self._requests_lock:
@@ -139,6 +206,8 @@ class ArmEmulator:
     def reset_counts(self) -> None:
         with self._requests_lock:
             self.requests.clear()
+            self.urls.clear()
+            self.timeline.clear()
 
     def counts(self) -> Counter[str]:
         with self._requests_lock:
@@ -147,9 +216,11 @@ class ArmEmulator:
     def add_cluster(self, name: str, kubeconfig: str) -> None:
         self.store.clusters[name] = kubeconfig
 
-    def record(self, method: str, path: str) -> None:
+    def record(self, method: str, path: str, url: str = "") -> None:
         with self._requests_lock:
             self.requests.append((method, path))
+            self.urls.append(url or path)
+            self.timeline.append((time.monotonic(), method, path))
 
     def enter(self, method: str) -> None:
         with self._requests_lock:
@@ -192,37 +263,57 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        self.arm.record(method, path)
+        self.arm.record(method, path, self.path)
         self.arm.enter(method)
         try:
             self._answer(method, path, query, raw)
         finally:
             self.arm.leave(method)
 
+    def _authenticate(self) -> None:
+        header = self.headers.get("Authorization", "")
+        if not header.startswith("Bearer ") or not header[len("Bearer ") :].strip():
+            raise ArmError(401, "AuthenticationFailed", "Authentication failed.")
+        token = header[len("Bearer ") :].strip()
+        if token.startswith(TOKEN_AUDIENCE_PREFIX):
+            audience = token[len(TOKEN_AUDIENCE_PREFIX) :].rstrip("/")
+            accepted = [a.rstrip("/") for a in self.arm.audiences]
+            if audience not in accepted:
+                raise ArmError(
+                    401,
+                    "InvalidAuthenticationTokenAudience",
+                    f"The access token has been obtained for wrong audience or resource "
+                    f"'{audience}'. It should exactly match with one of the allowed "
+                    f"audiences {', '.join(repr(a) for a in accepted)}.",
+                )
+
     def _answer(self, method: str, path: str, query: dict[str, str], raw: bytes) -> None:
         store = self.arm.store
         try:
-            if not self.headers.get("Authorization", "").startswith("Bearer "):
-                raise ArmError(401, "AuthenticationFailed", "Authentication failed.")
+            self._authenticate()
             if not query.get("api-version"):
                 raise ArmError(
                     400,
                     "MissingApiVersionParameter",
                     "The api-version query parameter (?api-version=) is required for all requests.",
                 )
-            fault = store.take_fault(method, path)
-            if fault is not None:
-                raise ArmError(fault.status, fault.code, fault.message, fault.headers)
-            store.advance()
-            for route_method, pattern, handler in ROUTES:
+            for route_method, pattern, handler, operation in ROUTES:
                 match = pattern.match(path.lower())
                 if route_method == method and match:
+                    fault = self.arm.faults.take(f"arm:{operation}", path)
+                    if fault is not None:
+                        raise fault_error(fault)
+                    store.advance()
                     # Names keep their case: re-match on the original path.
                     original = re.compile(pattern.pattern, re.IGNORECASE).match(path)
                     assert original is not None
-                    args = original.groupdict()
-                    body = json.loads(raw) if raw else {}
-                    getattr(self, "_" + handler)(args, query, body)
+                    try:
+                        body = json.loads(raw) if raw else {}
+                    except ValueError:
+                        raise ArmError(
+                            400, "InvalidRequestContent", "The request content was invalid."
+                        ) from None
+                    getattr(self, "_" + handler)(original.groupdict(), query, body)
                     return
             raise ArmError(404, "NotFound", f"No route for {method} {path}.")
         except ArmError as error:
@@ -316,6 +407,16 @@ class _Handler(BaseHTTPRequestHandler):
             "Azure-AsyncOperation": self._operation_url(args["sub"], op_id, query["api-version"])
         }
         self._send(202, None, headers)
+
+    def _container_logs(self, args: dict[str, str], query: dict[str, str], _: Any) -> None:
+        store = self.arm.store
+        store.check_resource_group(args["rg"])
+        tail = arm_logs.parse_tail(query.get("tail"))
+        timestamps = arm_logs.parse_timestamps(query.get("timestamps"))
+        text = store.container_log(
+            args["name"], args["container"], tail=tail, timestamps=timestamps
+        )
+        self._send(200, {"content": text})
 
     def _operation(self, args: dict[str, str], _: dict[str, str], __: Any) -> None:
         self._send(200, self.arm.store.operation_status(args["op"]))

@@ -3,28 +3,50 @@
 The SDK refuses to send a bearer token over plain HTTP; ``AllowHttpForTests``
 turns that check off per request (azure-core's ``enforce_https`` option), and
 only the tests install it. ``FakeCredential`` is a TokenCredential that hands out
-a fixed token, as azure-identity's credentials would hand out a real one.
+a token naming the audience it was asked for, as a real token's ``aud`` claim
+would, so the emulator can refuse a token for the wrong cloud as ARM does.
+``SendTo`` sends requests for a real ARM host (a sovereign cloud's) to the
+emulator instead, so a provider can be configured exactly as in production.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
 
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from alphaswarm_controller.providers.azure import AzureProvider
+from alphaswarm_controller.providers.azure import select_backend
+from alphaswarm_core.providers.protocol import InfrastructureProvider
 
-from .arm_emulator import ArmEmulator
+from .arm_emulator import TOKEN_AUDIENCE_PREFIX, ArmEmulator
+
+P = TypeVar("P", bound=InfrastructureProvider)
 
 
 class AllowHttpForTests(SansIOHTTPPolicy):  # type: ignore[type-arg]
     def on_request(self, request: PipelineRequest[Any]) -> None:
         request.context.options["enforce_https"] = False
+
+
+class SendTo(SansIOHTTPPolicy):  # type: ignore[type-arg]
+    """Rewrite requests for ``host`` to the emulator at ``base_url`` (scheme and netloc)."""
+
+    def __init__(self, host: str, base_url: str) -> None:
+        self._host = host
+        self._target = urlsplit(base_url)
+
+    def on_request(self, request: PipelineRequest[Any]) -> None:
+        url = urlsplit(request.http_request.url)
+        if url.hostname == self._host:
+            request.http_request.url = urlunsplit(
+                (self._target.scheme, self._target.netloc, url.path, url.query, url.fragment)
+            )
 
 
 class FakeCredential:
@@ -38,7 +60,8 @@ class FakeCredential:
         self.scopes.extend(scopes)
         if self.fail:
             raise ClientAuthenticationError("no credential (test)")
-        return AccessToken("fake-token", int(time.time()) + 3600)
+        audience = scopes[0].removesuffix("/.default") if scopes else ""
+        return AccessToken(f"{TOKEN_AUDIENCE_PREFIX}{audience}", int(time.time()) + 3600)
 
 
 def emulator_env(emulator: ArmEmulator, **extra: str) -> dict[str, str]:
@@ -49,24 +72,33 @@ def emulator_env(emulator: ArmEmulator, **extra: str) -> dict[str, str]:
         "ALPHASWARM_AZURE_LOCATION": store.location,
         "ALPHASWARM_AZURE_ARM_ENDPOINT": emulator.base_url,
         "ALPHASWARM_AZURE_POLL_INTERVAL": "0.02",
+        "ALPHASWARM_AZURE_LOG_POLL_INTERVAL": "0.25",
     }
     env.update(extra)
     return env
 
 
-def client_options(**extra: Any) -> dict[str, Any]:
-    return {"per_call_policies": [AllowHttpForTests()], "retry_total": 0, **extra}
+def client_options(*policies: SansIOHTTPPolicy, **extra: Any) -> dict[str, Any]:  # type: ignore[type-arg]
+    return {"per_call_policies": [AllowHttpForTests(), *policies], **extra}
 
 
 def make_provider(
     emulator: ArmEmulator,
+    kind: type[P],
     *,
     env: Mapping[str, str] | None = None,
     credential: Any = None,
+    options: Mapping[str, Any] | None = None,
     **extra_env: str,
-) -> AzureProvider:
-    return AzureProvider(
-        env=dict(env) if env is not None else emulator_env(emulator, **extra_env),
+) -> P:
+    """A ``kind`` provider as the registry builds it (its settings must select ``kind``),
+    plus a test credential and the client options that reach the emulator."""
+    settings = dict(env) if env is not None else emulator_env(emulator, **extra_env)
+    chosen = select_backend(settings)
+    assert chosen is kind, f"these settings select {chosen.__name__}, not {kind.__name__}"
+    provider = cast(Any, kind)(
+        env=settings,
         credential=credential or FakeCredential(),
-        client_options=client_options(),
+        client_options=dict(options) if options is not None else client_options(),
     )
+    return cast(P, provider)

@@ -5,7 +5,14 @@ ListTimeSeries (filter ``key = "value" AND ...`` on metric.type, resource.type,
 resource.labels.* and metric.labels.*; points inside the requested interval).
 For a Cloud Run service of the Run emulator that has no written series of a
 metric type, the emulator emits what Cloud Run would: instance_count (the
-serving instances), CPU/memory utilisation distributions and request_count.
+serving instances), CPU/memory utilisation distributions (per instance, a fraction
+of the instance's limit) and request_count.
+
+Rules of ListTimeSeries (google/monitoring/v3/metric_service.proto, common.proto):
+``name`` is REQUIRED (``projects/[PROJECT_ID_OR_NUMBER]``, organizations/, folders/);
+``filter`` is REQUIRED and "must specify a single metric type"; ``interval`` is
+REQUIRED with an end time, which must not be earlier than the start time; ``order_by``
+"must be left blank"; points come "in reverse time order (most recent to oldest)".
 """
 
 from __future__ import annotations
@@ -24,10 +31,11 @@ from google.api import (  # type: ignore[import-untyped]
 from google.cloud import monitoring_v3
 from google.protobuf import empty_pb2, timestamp_pb2
 
-from .gcp_common import CallLog, EmulatorError, Handler, generic_handler
+from .gcp_common import Method, Plumbing, generic_handler, invalid
 from .gcp_run import CloudRunEmulator
 
 _CLAUSE = re.compile(r'^\s*([\w.]+)\s*=\s*"([^"]*)"\s*$')
+_NAME = re.compile(r"(projects|organizations|folders)/[a-z0-9][-a-z0-9.:]*")
 
 INSTANCE_COUNT = "run.googleapis.com/container/instance_count"
 CPU_UTILIZATIONS = "run.googleapis.com/container/cpu/utilizations"
@@ -43,8 +51,12 @@ def _parse_filter(text: str) -> dict[str, str]:
     for part in re.split(r"\s+AND\s+", text.strip()):
         match = _CLAUSE.match(part)
         if match is None:
-            raise EmulatorError(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported filter: {part!r}")
+            raise invalid(f"unsupported filter: {part!r}")
+        if match.group(1) in clauses:
+            raise invalid(f"filter names {match.group(1)} twice")
         clauses[match.group(1)] = match.group(2)
+    if "metric.type" not in clauses:
+        raise invalid("The filter must specify a single metric type (metric.type = ...)")
     return clauses
 
 
@@ -57,7 +69,7 @@ def _field(series: monitoring_v3.TimeSeries, key: str) -> str:
         return str(series.resource.labels.get(key.removeprefix("resource.labels."), ""))
     if key.startswith("metric.labels."):
         return str(series.metric.labels.get(key.removeprefix("metric.labels."), ""))
-    raise EmulatorError(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported filter field {key}")
+    raise invalid(f"unsupported filter field {key}")
 
 
 def _seconds(stamp: object) -> float:
@@ -69,8 +81,8 @@ def _seconds(stamp: object) -> float:
 
 
 class MonitoringEmulator:
-    def __init__(self, log: CallLog, run: CloudRunEmulator) -> None:
-        self.log = log
+    def __init__(self, plumbing: Plumbing, run: CloudRunEmulator) -> None:
+        self.plumbing = plumbing
         self.run = run
         self.written: list[monitoring_v3.TimeSeries] = []
 
@@ -129,13 +141,23 @@ class MonitoringEmulator:
                 response_code_class="2xx",
             )
 
-    async def list_time_series(
-        self, request: monitoring_v3.ListTimeSeriesRequest, context: object
+    def list_time_series(
+        self, request: monitoring_v3.ListTimeSeriesRequest
     ) -> monitoring_v3.ListTimeSeriesResponse:
+        if not _NAME.fullmatch(request.name):
+            raise invalid(f"name {request.name!r}: projects/[PROJECT_ID_OR_NUMBER]")
+        if not request.filter:
+            raise invalid("filter is required")
+        if "interval" not in request or "end_time" not in request.interval:
+            raise invalid("interval.end_time is required")
+        if request.order_by:
+            raise invalid("order_by is unsupported and must be left blank")
         project = request.name.removeprefix("projects/")
         clauses = _parse_filter(request.filter)
-        begin = _seconds(request.interval.start_time) if "start_time" in request.interval else 0.0
         end = _seconds(request.interval.end_time)
+        begin = _seconds(request.interval.start_time) if "start_time" in request.interval else end
+        if end < begin:
+            raise invalid("The end time of the interval must not be earlier than the start time")
 
         def matches(series: monitoring_v3.TimeSeries) -> bool:
             return all(_field(series, key) == value for key, value in clauses.items())
@@ -151,15 +173,19 @@ class MonitoringEmulator:
                 found.append(copy)
         return monitoring_v3.ListTimeSeriesResponse(time_series=found)
 
-    async def create_time_series(
-        self, request: monitoring_v3.CreateTimeSeriesRequest, context: object
-    ) -> empty_pb2.Empty:
+    def create_time_series(self, request: monitoring_v3.CreateTimeSeriesRequest) -> empty_pb2.Empty:
+        # CreateTimeSeriesRequest.time_series: "The maximum number of TimeSeries objects
+        # per Create request is 200", each with exactly one point.
+        if not 1 <= len(request.time_series) <= 200:
+            raise invalid("time_series: 1 to 200 per request")
+        if any(len(series.points) != 1 for series in request.time_series):
+            raise invalid("each time series must contain exactly one point")
         for series in request.time_series:
             self.written.append(monitoring_v3.TimeSeries(series))
         return empty_pb2.Empty()
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
-        methods: dict[str, tuple[Handler, Callable[[bytes], Any]]] = {
+        methods: dict[str, tuple[Method, Callable[[bytes], Any]]] = {
             "ListTimeSeries": (
                 self.list_time_series,
                 monitoring_v3.ListTimeSeriesRequest.deserialize,
@@ -169,4 +195,6 @@ class MonitoringEmulator:
                 monitoring_v3.CreateTimeSeriesRequest.deserialize,
             ),
         }
-        return generic_handler("google.monitoring.v3.MetricService", self.log, methods)
+        return generic_handler(
+            "google.monitoring.v3.MetricService", "monitoring", self.plumbing, methods
+        )

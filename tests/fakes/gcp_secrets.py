@@ -1,8 +1,18 @@
 """Secret Manager v1 emulator (google.cloud.secretmanager.v1.SecretManagerService over gRPC).
 
-Secrets carry an etag that changes on every update; UpdateSecret with a stale
-etag is ABORTED, as the real API does. Versions are numbered from 1 and the
-``latest`` alias resolves to the newest enabled version.
+Rules, from google/cloud/secretmanager/v1/{service,resources}.proto and the docs:
+
+* ``secret_id``: "a maximum length of 255 characters", letters, digits, ``-`` and ``_``;
+  ``replication`` is REQUIRED on create; labels follow the Google Cloud label rules
+  (``gcp_common.check_labels``, quoted in ``Secret.labels``);
+* UpdateSecret's ``update_mask`` is REQUIRED; an ``etag`` that does not match the stored
+  one fails with FAILED_PRECONDITION (https://cloud.google.com/secret-manager/docs/etags:
+  "otherwise, it fails with a FAILED_PRECONDITION error"), and every update changes the
+  etag, a no-op one included;
+* AddSecretVersion's payload is REQUIRED and "Must be no larger than 64KiB"
+  (``SecretPayload.data``): a larger one is INVALID_ARGUMENT and adds nothing;
+* versions are numbered from 1; ``latest`` is "an alias to the most recently created"
+  version; accessing a disabled or destroyed version is FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
@@ -16,9 +26,15 @@ import grpc
 from google.cloud import secretmanager_v1 as sm
 from google.protobuf import empty_pb2
 
-from .gcp_common import CallLog, EmulatorError, Handler, generic_handler
+from .gcp_common import EmulatorError, Method, Plumbing, check_labels, generic_handler, invalid
 
-_SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_PARENT = re.compile(r"projects/[a-z0-9][-a-z0-9.:]*")
+_SECRET_NAME = re.compile(_PARENT.pattern + r"/secrets/" + _SECRET_ID.pattern)
+_VERSION_NAME = re.compile(_SECRET_NAME.pattern + r"/versions/(latest|[1-9][0-9]*)")
+MAX_PAYLOAD_BYTES = 64 * 1024
+UPDATABLE = frozenset({"labels", "annotations"})
+_ENABLED = sm.SecretVersion.State.ENABLED
 
 
 def _etag() -> str:
@@ -26,22 +42,36 @@ def _etag() -> str:
 
 
 class SecretManagerEmulator:
-    def __init__(self, log: CallLog) -> None:
-        self.log = log
+    def __init__(self, plumbing: Plumbing) -> None:
+        self.plumbing = plumbing
         self.secrets: dict[str, sm.Secret] = {}
         self.versions: dict[str, list[tuple[sm.SecretVersion, bytes]]] = {}
 
     def _secret(self, name: str) -> sm.Secret:
+        if not _SECRET_NAME.fullmatch(name):
+            raise invalid(f"{name!r} is not a secret name (projects/*/secrets/*)")
         secret = self.secrets.get(name)
         if secret is None:
             raise EmulatorError(grpc.StatusCode.NOT_FOUND, f"Secret [{name}] not found.")
         return secret
 
-    async def create_secret(self, request: sm.CreateSecretRequest, context: object) -> sm.Secret:
-        if not _SECRET_ID.match(request.secret_id):
-            raise EmulatorError(grpc.StatusCode.INVALID_ARGUMENT, "invalid secret_id")
+    def exists(self, secret: str, version: str) -> bool:
+        """Whether a version a Cloud Run revision references can be read (lock held)."""
+        history = self.versions.get(secret)
+        if not history:
+            return False
+        if version == "latest":
+            return True
+        return version.isdigit() and 1 <= int(version) <= len(history)
+
+    def create_secret(self, request: sm.CreateSecretRequest) -> sm.Secret:
+        if not _PARENT.fullmatch(request.parent):
+            raise invalid(f"parent {request.parent!r}: projects/*")
+        if not _SECRET_ID.fullmatch(request.secret_id):
+            raise invalid("secret_id: at most 255 letters, digits, hyphens and underscores")
         if "replication" not in request.secret:
-            raise EmulatorError(grpc.StatusCode.INVALID_ARGUMENT, "Secret.replication is required")
+            raise invalid("Secret.replication is required")
+        check_labels(request.secret.labels.items(), "secret.labels")
         name = f"{request.parent}/secrets/{request.secret_id}"
         if name in self.secrets:
             raise EmulatorError(grpc.StatusCode.ALREADY_EXISTS, f"Secret [{name}] already exists.")
@@ -52,70 +82,82 @@ class SecretManagerEmulator:
         self.versions[name] = []
         return sm.Secret(secret)
 
-    async def get_secret(self, request: sm.GetSecretRequest, context: object) -> sm.Secret:
+    def get_secret(self, request: sm.GetSecretRequest) -> sm.Secret:
         return sm.Secret(self._secret(request.name))
 
-    async def update_secret(self, request: sm.UpdateSecretRequest, context: object) -> sm.Secret:
+    def update_secret(self, request: sm.UpdateSecretRequest) -> sm.Secret:
         current = self._secret(request.secret.name)
+        paths = list(request.update_mask.paths)
+        if not paths:
+            raise invalid("update_mask is required")
         if request.secret.etag and request.secret.etag != current.etag:
-            raise EmulatorError(grpc.StatusCode.ABORTED, "etag does not match the current etag")
-        for path in request.update_mask.paths or ["labels", "annotations"]:
-            if path == "labels":
-                current.labels = dict(request.secret.labels)
-            elif path == "annotations":
-                current.annotations = dict(request.secret.annotations)
-            else:
-                raise EmulatorError(grpc.StatusCode.INVALID_ARGUMENT, f"cannot update {path}")
+            raise EmulatorError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"The etag provided in the request does not match the etag of Secret "
+                f"[{current.name}].",
+            )
+        for path in paths:
+            if path not in UPDATABLE:
+                raise invalid(f"update_mask: {path} cannot be updated")
+        if "labels" in paths:
+            check_labels(request.secret.labels.items(), "secret.labels")
+            current.labels = dict(request.secret.labels)
+        if "annotations" in paths:
+            current.annotations = dict(request.secret.annotations)
         current.etag = _etag()
         return sm.Secret(current)
 
-    async def delete_secret(
-        self, request: sm.DeleteSecretRequest, context: object
-    ) -> empty_pb2.Empty:
-        self._secret(request.name)
+    def delete_secret(self, request: sm.DeleteSecretRequest) -> empty_pb2.Empty:
+        secret = self._secret(request.name)
+        if request.etag and request.etag != secret.etag:
+            raise EmulatorError(
+                grpc.StatusCode.FAILED_PRECONDITION, "The etag does not match the secret's."
+            )
         del self.secrets[request.name]
         del self.versions[request.name]
         return empty_pb2.Empty()
 
-    async def add_secret_version(
-        self, request: sm.AddSecretVersionRequest, context: object
-    ) -> sm.SecretVersion:
+    def add_secret_version(self, request: sm.AddSecretVersionRequest) -> sm.SecretVersion:
         self._secret(request.parent)
+        if "payload" not in request:
+            raise invalid("payload is required")
+        data = bytes(request.payload.data)
+        if len(data) > MAX_PAYLOAD_BYTES:
+            raise invalid(
+                f"Secret Payload cannot be larger than {MAX_PAYLOAD_BYTES} bytes (got {len(data)})."
+            )
         history = self.versions[request.parent]
         version = sm.SecretVersion(
-            name=f"{request.parent}/versions/{len(history) + 1}",
-            state=sm.SecretVersion.State.ENABLED,
-            etag=_etag(),
+            name=f"{request.parent}/versions/{len(history) + 1}", state=_ENABLED, etag=_etag()
         )
-        history.append((version, bytes(request.payload.data)))
+        history.append((version, data))
         return sm.SecretVersion(version)
 
-    async def access_secret_version(
-        self, request: sm.AccessSecretVersionRequest, context: object
+    def access_secret_version(
+        self, request: sm.AccessSecretVersionRequest
     ) -> sm.AccessSecretVersionResponse:
+        if not _VERSION_NAME.fullmatch(request.name):
+            raise invalid(f"{request.name!r} is not a secret version name")
         secret_name, _, version_id = request.name.rpartition("/versions/")
         self._secret(secret_name)
         history = self.versions[secret_name]
-        if version_id == "latest":
-            enabled = [v for v in history if v[0].state == sm.SecretVersion.State.ENABLED]
-            if not enabled:
-                raise EmulatorError(
-                    grpc.StatusCode.NOT_FOUND, f"Secret [{secret_name}] has no enabled version."
-                )
-            version, data = enabled[-1]
-        else:
-            index = int(version_id) - 1 if version_id.isdigit() else -1
-            if not 0 <= index < len(history):
-                raise EmulatorError(
-                    grpc.StatusCode.NOT_FOUND, f"Secret Version [{request.name}] not found."
-                )
-            version, data = history[index]
+        index = len(history) - 1 if version_id == "latest" else int(version_id) - 1
+        if not 0 <= index < len(history):
+            raise EmulatorError(
+                grpc.StatusCode.NOT_FOUND, f"Secret Version [{request.name}] not found."
+            )
+        version, data = history[index]
+        if version.state != _ENABLED:
+            raise EmulatorError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Secret Version [{version.name}] is in {version.state.name} state.",
+            )
         return sm.AccessSecretVersionResponse(
             name=version.name, payload=sm.SecretPayload(data=data)
         )
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
-        methods: dict[str, tuple[Handler, Callable[[bytes], Any]]] = {
+        methods: dict[str, tuple[Method, Callable[[bytes], Any]]] = {
             "CreateSecret": (self.create_secret, sm.CreateSecretRequest.deserialize),
             "GetSecret": (self.get_secret, sm.GetSecretRequest.deserialize),
             "UpdateSecret": (self.update_secret, sm.UpdateSecretRequest.deserialize),
@@ -127,5 +169,9 @@ class SecretManagerEmulator:
             ),
         }
         return generic_handler(
-            "google.cloud.secretmanager.v1.SecretManagerService", self.log, methods
+            "google.cloud.secretmanager.v1.SecretManagerService",
+            "secretmanager",
+            self.plumbing,
+            methods,
+            conflict=grpc.StatusCode.FAILED_PRECONDITION,
         )

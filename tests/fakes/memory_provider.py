@@ -11,7 +11,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from alphaswarm_core.providers.protocol import (
     DEFAULT_NAMESPACE,
@@ -23,12 +23,17 @@ from alphaswarm_core.providers.protocol import (
     DeploymentStatus,
     InfrastructureProvider,
     InstanceStatus,
+    LogEntry,
+    LogQuery,
+    LogStreamKind,
     MetricSample,
     ProviderHealth,
     ServiceConfig,
 )
 
 _ids = itertools.count(1)
+LINE_SECONDS = 0.1
+"""Each in-memory replica 'writes' one line this often, counted from its start."""
 
 
 @dataclass
@@ -38,6 +43,8 @@ class _Service:
     instances: list[str] = field(default_factory=list)
     config: dict[str, str] = field(default_factory=dict)
     config_version: int = 1
+    born: dict[str, datetime] = field(default_factory=dict)
+    """Instance -> when it started: it 'writes' a line every LINE_SECONDS from then on."""
 
 
 class MemoryProvider(InfrastructureProvider):
@@ -50,6 +57,8 @@ class MemoryProvider(InfrastructureProvider):
         self.calls: list[str] = []
         self.failures: dict[str, BaseException] = {}
         """Method name -> error raised by that method's next call."""
+        self.repeated_failures: dict[str, list[BaseException]] = {}
+        """Method name -> errors raised by its next calls, one per call, in order."""
         self.hang_seconds = 0.0
         self.opened = False
         self.open_streams = 0
@@ -68,6 +77,8 @@ class MemoryProvider(InfrastructureProvider):
         if self.hang_seconds:
             await asyncio.sleep(self.hang_seconds)
         error = self.failures.pop(name, None)
+        if error is None and self.repeated_failures.get(name):
+            error = self.repeated_failures[name].pop(0)
         if error is not None:
             raise error
 
@@ -80,7 +91,9 @@ class MemoryProvider(InfrastructureProvider):
     def _resize(self, service: _Service, replicas: int) -> None:
         del service.instances[replicas:]
         while len(service.instances) < replicas:
-            service.instances.append(f"{service.spec.service_id}-{next(_ids)}")
+            instance = f"{service.spec.service_id}-{next(_ids)}"
+            service.instances.append(instance)
+            service.born[instance] = datetime.now(UTC)
         service.replicas = replicas
 
     def _status(self, service: _Service) -> DeploymentStatus:
@@ -167,6 +180,40 @@ class MemoryProvider(InfrastructureProvider):
         service.config = patch.applied_to(service.config)
         service.config_version += 1
         return await self.get_config(patch.service_id, namespace=patch.namespace)
+
+    async def delete(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
+    ) -> bool:
+        await self._enter("delete")
+        if (namespace, service_id) not in self.services and allow_missing:
+            return False
+        self._get(service_id, namespace)
+        del self.services[(namespace, service_id)]
+        return True
+
+    async def stream_logs(
+        self, service_id: str, query: LogQuery, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> AsyncGenerator[LogEntry, None]:
+        await self._enter("stream_logs")
+        service = self._get(service_id, namespace)
+        sent: dict[str, int] = {}
+        while True:
+            now = datetime.now(UTC)
+            for instance in list(service.instances):
+                written = int((now - service.born[instance]).total_seconds() / LINE_SECONDS)
+                first = sent.get(instance, max(0, written - query.tail))
+                for n in range(first, written):
+                    entry = self._line(service, instance, n)
+                    if query.wants(entry):
+                        yield entry
+                sent[instance] = written
+            if not query.follow:
+                return
+            await asyncio.sleep(LINE_SECONDS)
+
+    def _line(self, service: _Service, instance: str, n: int) -> LogEntry:
+        when = service.born[instance] + timedelta(seconds=(n + 1) * LINE_SECONDS)
+        return LogEntry(instance, when, f"{instance} line {n}", LogStreamKind.STDOUT)
 
     async def stream_metrics(
         self,

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -46,3 +48,13 @@ def local_marker() -> Iterator[str]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     assert not left, f"orphaned replica processes after the test: {left}"
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temporary directory any user may enter: local replicas run as another user
+    under root, and pytest's own tmp_path sits in a 0700 directory."""
+    with tempfile.TemporaryDirectory(prefix="alphaswarm-local-test-") as raw:
+        path = Path(raw)
+        path.chmod(0o755)
+        yield path

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import shutil
+import sys
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import psutil
 
 from alphaswarm_controller.providers.local import LocalProvider
+from alphaswarm_controller.providers.local import identity as identities
+from alphaswarm_controller.providers.local.containment import replica_cgroup_root
+from alphaswarm_controller.providers.local.launch import resolve_program
+from alphaswarm_controller.providers.local.settings import LocalSettings
 from alphaswarm_core.providers.protocol import DeploymentSpec, DeploymentStatus
 
 from .conftest import MARKER_ENV
@@ -23,6 +31,23 @@ FAST = {
     "ALPHASWARM_LOCAL_BACKOFF_MAX_SECONDS": "2",
     "ALPHASWARM_LOCAL_ROLLOUT_TIMEOUT_SECONDS": "20",
 }
+
+
+@functools.cache
+def replica_python() -> str:
+    """A Python the default replica user may run.
+
+    Under root, replicas run as an unprivileged user, which may not reach the
+    interpreter running the tests (e.g. one under /root): take the first that
+    the provider itself would accept for that user.
+    """
+    env = local_env(Path("/nonexistent"))
+    identity = identities.resolve(LocalSettings.from_env(env), env)
+    candidates = [sys.executable, shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")]
+    for candidate in candidates:
+        if candidate and resolve_program(candidate, "/", env["PATH"], identity):
+            return candidate
+    raise AssertionError(f"no Python that {identity.describe()} may run: {candidates}")
 
 
 def local_env(state_dir: Path, **extra: str) -> dict[str, str]:
@@ -85,3 +110,77 @@ async def opened(env: Mapping[str, str]) -> LocalProvider:
     provider = LocalProvider(env=env)
     await provider.open()
     return provider
+
+
+# -- attack helpers: process trees that try to escape, and what /proc says about a process ------
+
+
+def sleep_tokens(count: int) -> list[str]:
+    """Durations no other process on the machine uses, so ``sleep <token>`` identifies one."""
+    tag = uuid.uuid4().int % 10**6
+    return [f"{1000 + index}.{tag:06d}" for index in range(count)]
+
+
+def escaping_tree(tokens: list[str], *, clear_env: bool = True) -> tuple[str, ...]:
+    """A replica that ignores SIGTERM and leaves its session every way a shell can.
+
+    tokens[0]: ``setsid`` child; tokens[1]: ``env -i setsid`` child (no marker left);
+    tokens[2]: double fork (its parent exits at once); tokens[3]: the leader.
+    SIG_IGN survives fork and exec, so every one of them ignores SIGTERM.
+    """
+    a, b, c, d = tokens
+    anonymous = f"env -i setsid sleep {b} & " if clear_env else f"setsid sleep {b} & "
+    script = f"trap '' TERM; setsid sleep {a} & {anonymous}(setsid sleep {c} &); exec sleep {d}"
+    return ("sh", "-c", script)
+
+
+def sleepers(token: str) -> list[int]:
+    """Live processes running ``sleep <token>``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.info["cmdline"] == ["sleep", token] and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def all_sleepers(tokens: list[str]) -> dict[str, list[int]]:
+    return {token: sleepers(token) for token in tokens}
+
+
+async def until(check: Callable[[], bool], what: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {within}s waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/<pid>/status as a dict (Uid, Gid, Groups, NoNewPrivs, ...)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+async def read_log_until(path: Path, marker: str, within: float = 30.0) -> str:
+    """The replica's log once it contains ``marker`` (a bounded poll; fails otherwise)."""
+    deadline = time.monotonic() + within
+    while True:
+        text = _text(path)
+        if marker in text:
+            return text
+        assert time.monotonic() < deadline, f"{marker!r} never appeared in {path}:\n{text}"
+        await asyncio.sleep(0.05)
+
+
+def replica_cgroups(state_dir: Path) -> list[Path]:
+    """Groups the local provider of ``state_dir`` left (it makes them beside our own cgroup)."""
+    base = replica_cgroup_root(str(state_dir))
+    if base is None or not base.exists():
+        return []
+    return [base, *(path for path in base.iterdir() if path.is_dir())]

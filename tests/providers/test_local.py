@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 
@@ -25,7 +24,14 @@ from alphaswarm_core.providers.registry import Registry
 from alphaswarm_core.testing import ProviderContract, ready, unique_name, wait_for
 
 from .conftest import marked_processes
-from .local_support import command_spec, environ_of, local_env, opened, pids
+from .local_support import (
+    command_spec,
+    environ_of,
+    local_env,
+    opened,
+    pids,
+    replica_python,
+)
 
 
 @pytest.fixture
@@ -147,7 +153,9 @@ async def test_output_goes_to_a_log_file_per_replica(
         "time.sleep(300)"
     )
     await provider.start(
-        command_spec("talker", namespace, local_marker, (sys.executable, "-c", script), replicas=2)
+        command_spec(
+            "talker", namespace, local_marker, (replica_python(), "-c", script), replicas=2
+        )
     )
     await wait_for(provider, "talker", namespace, ready(2))
     logs = tmp_path / "state" / "local" / "logs" / namespace / "talker"
@@ -211,15 +219,15 @@ async def test_concurrent_mutations_do_not_interleave(
 
 
 async def test_cwd_option_sets_the_working_directory(
-    provider: LocalProvider, namespace: str, local_marker: str, tmp_path: Path
+    provider: LocalProvider, namespace: str, local_marker: str, tmp_path: Path, shared_tmp: Path
 ) -> None:
-    workdir = tmp_path / "work"
+    workdir = shared_tmp / "work"  # the replica user must be able to enter it
     (workdir / "bin").mkdir(parents=True)
     script = workdir / "bin" / "serve"
     script.write_text("#!/bin/sh\nexec sleep 300\n")
     script.chmod(0o755)
     spec = command_spec("worker", namespace, local_marker, ("./bin/serve",))
-    with pytest.raises(InvalidSpecError):  # relative to the controller's cwd it does not exist
+    with pytest.raises(InvalidSpecError):  # relative to / (the default cwd) it does not exist
         await provider.start(spec)
     in_workdir = dataclasses.replace(spec, provider_options={"cwd": str(workdir)})
     status = await provider.start(in_workdir)

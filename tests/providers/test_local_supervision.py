@@ -24,9 +24,18 @@ from alphaswarm_core.providers.protocol import (
 from alphaswarm_core.testing import ready, unique_name, wait_for
 
 from .conftest import marked_processes
-from .local_support import alive, command_spec, environ_of, local_env, opened, pids, wait_gone
+from .local_support import (
+    alive,
+    command_spec,
+    environ_of,
+    local_env,
+    opened,
+    pids,
+    replica_python,
+    wait_gone,
+)
 
-PY = sys.executable
+PY = replica_python()
 
 
 async def test_crashing_replica_is_restarted_with_backoff(
@@ -197,7 +206,7 @@ async def _run_and_kill_controller(
         "env": {"ALPHASWARM_TEST_MARKER": marker},
     }
     controller = await asyncio.create_subprocess_exec(
-        PY,
+        sys.executable,
         "-c",
         _CONTROLLER,
         json.dumps(env),

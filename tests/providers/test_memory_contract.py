@@ -6,7 +6,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from alphaswarm_core.testing import ProviderContract, SpecFactory, spec_factory_for, unique_name
+from alphaswarm_core.testing import (
+    Leftovers,
+    ProviderContract,
+    SpecFactory,
+    spec_factory_for,
+    unique_name,
+)
 from tests.fakes.memory_provider import MemoryProvider
 
 
@@ -30,5 +36,20 @@ def spec_factory() -> SpecFactory:
 
 class TestMemoryContract(ProviderContract):
     expected_capabilities = frozenset(
-        {"start", "stop", "scale", "status", "list", "config", "metrics"}
+        {"start", "stop", "scale", "status", "list", "config", "metrics", "logs", "delete"}
     )
+
+    @pytest.fixture
+    def leftovers(self, provider: MemoryProvider) -> Leftovers:
+        async def still(service_id: str, namespace: str) -> list[str]:
+            return [
+                f"{ns}/{sid}"
+                for ns, sid in provider.services
+                if (ns, sid) == (namespace, service_id)
+            ]
+
+        return still
+
+    @pytest.fixture
+    def log_spec_factory(self, spec_factory: SpecFactory) -> SpecFactory:
+        return spec_factory  # every in-memory replica writes a line every 0.1 s

@@ -125,3 +125,26 @@ def test_third_party_provider_via_entry_point(tmp_path: Path) -> None:
         env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])},
     )
     assert json.loads(out) == ["NomadProvider", "nomad-provider", True]
+
+
+def test_entry_point_with_an_invalid_alias_is_skipped(tmp_path: Path) -> None:
+    """Aliases name settings (ALPHASWARM_<ALIAS>_*) and appear in logs: no '-', no newline."""
+    dist = tmp_path / "fly_provider-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fly-provider\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[alphaswarm.providers]\nfly-io = fly_provider:FlyProvider\nFly = fly_provider:Fly\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = run_python(
+        """
+        import json, logging, sys
+        logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(message)s")
+        from alphaswarm_controller.providers import bootstrap
+        print(json.dumps(bootstrap().aliases()))
+        """,
+        env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])},
+    )
+    *warnings, aliases = out.splitlines()
+    assert json.loads(aliases) == sorted(p.alias for p in BUILTIN_PROVIDERS)
+    assert len(warnings) == 2 and all("a provider alias is" in w for w in warnings), warnings

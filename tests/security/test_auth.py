@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm.provider.v1 import types_pb2 as types
-from alphaswarm_controller.security.tokens import Role, TokenStore, hash_token
+from alphaswarm_controller.security.tokens import Role, TokensFileError, TokenStore, hash_token
 from alphaswarm_controller.server import RunningServer
 from tests.security.conftest import TOKENS, ServerFactory
 from tests.service.rich_status import details
@@ -99,14 +99,26 @@ async def test_scoped_token_stays_in_its_namespaces_and_providers(secured: Runni
             stub.StartDeployment(start_request("team-a", "configless"), metadata=scoped)
         )
         assert other_provider[0] is grpc.StatusCode.PERMISSION_DENIED
-        everything = await code_of(
-            stub.ListDeployments(pb.ListDeploymentsRequest(), metadata=scoped)
-        )
-        assert everything[0] is grpc.StatusCode.PERMISSION_DENIED
         mine = await stub.ListDeployments(
             pb.ListDeploymentsRequest(namespace="team-a"), metadata=scoped
         )
         assert [d.service_id for d in mine.deployments] == ["web"]
+        # Across every namespace, a scoped token sees its own namespaces only.
+        await stub.StartDeployment(start_request("team-b"), metadata=auth(TOKENS["admin"]))
+        everywhere = await stub.ListDeployments(pb.ListDeploymentsRequest(), metadata=scoped)
+        assert {d.namespace for d in everywhere.deployments} == {"team-a"}
+        unscoped = await stub.ListDeployments(
+            pb.ListDeploymentsRequest(), metadata=auth(TOKENS["admin"])
+        )
+        assert {d.namespace for d in unscoped.deployments} == {"team-a", "team-b"}
+        watch = stub.WatchDeployments(pb.WatchDeploymentsRequest(), metadata=scoped)
+        seen = set()
+        async for event in watch:
+            if event.event == types.DEPLOYMENT_EVENT_INITIAL_SNAPSHOT_DONE:
+                break
+            seen.add(event.status.namespace)
+        watch.cancel()
+        assert seen == {"team-a"}
 
 
 async def test_health_stays_open(secured: RunningServer) -> None:
@@ -170,7 +182,7 @@ def test_token_store_keeps_only_hashes(tokens_file: Path) -> None:
 def test_bad_tokens_file_is_refused(tmp_path: Path, body: str) -> None:
     path = tmp_path / "tokens.yaml"
     path.write_text(body)
-    with pytest.raises(SystemExit):
+    with pytest.raises(TokensFileError):
         TokenStore.load(path)
 
 

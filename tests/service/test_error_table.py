@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
+from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm.provider.v1 import types_pb2 as types
+from alphaswarm_controller.server import start_server
 from alphaswarm_core.providers.errors import (
     BackendPermissionDenied,
     BackendUnavailableError,
     InfrastructureProviderUnavailable,
 )
-from tests.service.conftest import Harness
+from tests.fakes.memory_provider import MemoryProvider
+from tests.service.conftest import Harness, make_registry, settings
 from tests.service.rich_status import Details, details
 
 DOMAIN = "alphaswarm.dev"
@@ -172,15 +177,43 @@ async def test_unexpected_error_is_generic_internal_without_leaking(
     assert found.error_info.metadata["incident"] in caplog.text, "traceback is in the log"
 
 
-async def test_backend_that_hangs_past_the_deadline_is_deadline_exceeded(
+async def test_a_caller_deadline_shorter_than_the_backend_is_deadline_exceeded(
     harness: Harness,
 ) -> None:
     memory = await harness.provider()
-    memory.hang_seconds = 3.0
+    memory.hang_seconds = 30.0
     request = pb.ListDeploymentsRequest()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await harness.stub.ListDeployments(request, timeout=0.5)
     assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_the_server_budget_ends_a_hanging_backend_as_backend_timeout(
+    tmp_path: Path,
+) -> None:
+    """The server's own budget (ALPHASWARM_CP_CALL_TIMEOUT_SECONDS) with a caller deadline
+    far longer: the status must come from the server, as BACKEND_TIMEOUT with details."""
+    running = await start_server(
+        settings(tmp_path, call_timeout_seconds=0.5), env={}, registry=make_registry()
+    )
+    try:
+        memory = await running.pool.get("memory")
+        assert isinstance(memory, MemoryProvider)
+        memory.hang_seconds = 30.0
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.ProviderServiceStub(channel)
+            for call in (
+                stub.ListDeployments(pb.ListDeploymentsRequest(), timeout=60),
+                stub.ScaleDeployment(  # a mutating call: its budget is the server's alone
+                    pb.ScaleDeploymentRequest(service_id="web", replicas=1), timeout=60
+                ),
+            ):
+                found = await rpc_error(call)
+                assert found.code is grpc.StatusCode.DEADLINE_EXCEEDED
+                assert found.error_info is not None, "the server answered, not the deadline"
+                assert found.error_info.reason == "BACKEND_TIMEOUT"
+    finally:
+        await running.stop()
 
 
 async def test_stream_errors_are_mapped_too(harness: Harness) -> None:

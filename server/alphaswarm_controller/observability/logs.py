@@ -28,6 +28,23 @@ REQUEST_ID_KEY = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:=/+@-]{1,128}")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
+
+#: A log message longer than this is cut (with a note of how much): no caller-chosen
+#: value, however large, is written in full.
+MAX_MESSAGE_CHARS = 8192
+#: How much of one caller-supplied value a log line shows (``clip_for_log``).
+MAX_VALUE_CHARS = 256
+#: Continuation lines of a text record (tracebacks) start with this, so that no line
+#: an exception message carries can pass for a record of its own.
+CONTINUATION = "  | "
+
+# What would end or disguise a text log line: C0/C1 controls (newline, carriage
+# return, escape sequences), Unicode line and paragraph separators, and the
+# invisible format characters (bidi overrides, zero-width) that reorder or hide text.
+_UNSAFE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
+)
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 LOG_FORMATS = ("text", "json")
 
 #: Set by tracing when enabled: returns (trace_id, span_id) of the current span, or None.
@@ -43,6 +60,60 @@ def accept_request_id(sent: str | bytes | None) -> str:
     if sent and _SANE_REQUEST_ID.fullmatch(sent):
         return sent
     return uuid.uuid4().hex
+
+
+def escape_controls(text: str) -> str:
+    """``text`` on one line: control and invisible characters as ``\\n``, ``\\x1b``,
+    ``\\u2028``..."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    known = _ESCAPES.get(char)
+    if known is not None:
+        return known
+    return f"\\x{ord(char):02x}" if ord(char) <= 0xFF else f"\\u{ord(char):04x}"
+
+
+def clip_for_log(value: str, limit: int = MAX_VALUE_CHARS) -> str:
+    """A caller-supplied ``value`` shortened for a log line (escaping is the formatter's)."""
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def _clip_message(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    cut = len(message) - MAX_MESSAGE_CHARS
+    return f"{message[:MAX_MESSAGE_CHARS]}... [{cut} more characters not logged]"
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``, one record per line whatever the message holds.
+
+    The message is clipped and its control characters escaped; a traceback keeps
+    its lines, each prefixed with ``CONTINUATION`` (and escaped), so that a line
+    of the log starting with a timestamp is always a record the server wrote.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(_clip_message(record.getMessage()))
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        blocks = []
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            blocks.append(record.exc_text)
+        if record.stack_info:
+            blocks.append(self.formatStack(record.stack_info))
+        for block in blocks:
+            for part in block.splitlines():
+                line += "\n" + CONTINUATION + escape_controls(part)
+        return line
 
 
 class RequestIdFilter(logging.Filter):
@@ -71,7 +142,7 @@ class JsonFormatter(logging.Formatter):
             "time": _utc_iso(record.created),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _clip_message(record.getMessage()),
         }
         for key in ("request_id", "trace_id", "span_id"):
             value = getattr(record, key, "")
@@ -108,7 +179,7 @@ def configure_logging(level: str, log_format: str, stream: TextIO | None = None)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -2,7 +2,8 @@
 
 Written to the ``alphaswarm.audit`` logger as JSON. Request bodies are never
 logged, so neither are env or config values (secrets among them); the provider,
-namespace and service come from the call context, where they were validated.
+namespace and service come from the call context, where they were validated, and
+JSON escapes every control character, so a request cannot forge a line.
 
 A mutating call, once accepted, runs to its end even when its caller goes away
 (cancels, or its deadline passes): stopping a change half-way would leave the

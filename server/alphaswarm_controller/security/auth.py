@@ -88,14 +88,13 @@ class Authentication(Layer):
 class ScopeAuthorization(Layer):
     """The caller's provider and namespace restrictions, against the resolved scope."""
 
-    def __init__(self, namespaced: bool = True) -> None:
-        self._namespaced = namespaced
-        """Whether namespace restrictions apply: not to provider-wide calls (CheckHealth)."""
+    def __init__(self, scope: Scope = Scope.NAMESPACE) -> None:
+        self._scope = scope
 
     def bind(self, method: MethodInfo) -> Layer | None:
         if not method.ours or method.scope is Scope.SERVER:
             return None
-        return ScopeAuthorization(namespaced=method.scope is not Scope.PROVIDER)
+        return ScopeAuthorization(method.scope)
 
     def check(self, call: CallContext) -> None:
         caller = call.caller
@@ -104,12 +103,13 @@ class ScopeAuthorization(Layer):
                 f"{caller.name!r} may not use provider {call.alias!r}",
                 metadata={"principal": caller.name, "provider": call.alias},
             )
-        if caller.namespaces is None or not self._namespaced:
-            return
+        if caller.namespaces is None or self._scope is Scope.PROVIDER:
+            return  # provider-wide calls (CheckHealth) are not about a namespace
+        if self._scope is Scope.NAMESPACE_OR_ALL and not call.namespace:
+            return  # every namespace the caller may see: the servicer shows only those
         if call.namespace not in caller.namespaces:
-            what = f"namespace {call.namespace!r}" if call.namespace else "every namespace"
             raise CallerPermissionDenied(
-                f"{caller.name!r} may not access {what}; "
+                f"{caller.name!r} may not access namespace {call.namespace!r}; "
                 f"allowed: {', '.join(sorted(caller.namespaces))}",
                 metadata={"principal": caller.name, "namespace": call.namespace},
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ DEFAULT_NAMESPACE = "default"
 
 MAX_REPLICAS = 500
 MAX_NAME_LENGTH = 63
+MAX_ALIAS_LENGTH = 63
 MAX_IMAGE_LENGTH = 512
 MAX_COMMAND_ARGS = 256
 MAX_ARG_BYTES = 8 * 1024
@@ -37,20 +39,30 @@ MAX_CONFIG_KEYS = 512
 MAX_CONFIG_VALUE_BYTES = 64 * 1024
 MAX_CONFIG_TOTAL_BYTES = 512 * 1024
 MAX_VERSION_LENGTH = 128
+MAX_QUANTITY_LENGTH = 32
+MAX_CPU_MILLICORES = 1_000_000
+"""1000 cores: more than any single machine or task a backend offers today."""
+MAX_MEMORY_BYTES = 1024**5
+"""1 PiB."""
 
 SECRET_PREFIX = "secret."
 """Config keys named ``secret.NAME`` are write-only through the API: reads show
 ``SECRET_MASK`` in their place, and replicas receive the value as ``NAME``."""
 SECRET_MASK = "<secret>"
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CONFIG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,253}$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$")
-_LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_CPU = re.compile(r"^(\d+(\.\d{1,3})?|\d+m)$")
-_MEMORY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+# Every pattern is applied with ``fullmatch``: ``re.match`` with ``$`` accepts a trailing
+# newline ("web\n"), which would name a second deployment that prints like the first.
+# Character classes are spelled out in ASCII: ``\d`` would also match other scripts' digits.
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_ALIAS = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CONFIG_KEY = re.compile(r"[A-Za-z0-9_.-]{1,253}")
+_OPTION_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_LABEL_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_CPU = re.compile(r"(?P<whole>[0-9]+)(\.(?P<fraction>[0-9]{1,3}))?|(?P<milli>[0-9]+)m")
+_MEMORY = re.compile(r"(?P<number>[0-9]+)(?P<unit>Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?")
 _MEMORY_UNITS = {
     None: 1,
     "K": 1000,
@@ -61,6 +73,8 @@ _MEMORY_UNITS = {
     "Mi": 1024**2,
     "Gi": 1024**3,
     "Ti": 1024**4,
+    "P": 1000**5,
+    "Pi": 1024**5,
 }
 
 
@@ -111,19 +125,41 @@ class Resources:
     memory: str = ""
 
     def cpu_millicores(self) -> int | None:
-        if not self.cpu:
-            return None
-        if self.cpu.endswith("m"):
-            return int(self.cpu[:-1])
-        return round(float(self.cpu) * 1000)
+        """The CPU limit in millicores; ValueError when it is not a bounded quantity."""
+        return parse_cpu_millicores(self.cpu) if self.cpu else None
 
     def memory_bytes(self) -> int | None:
-        if not self.memory:
-            return None
-        match = _MEMORY.match(self.memory)
-        if match is None:
-            raise ValueError(f"not a memory quantity: {self.memory!r}")
-        return int(match.group(1)) * _MEMORY_UNITS[match.group(2)]
+        """The memory limit in bytes; ValueError when it is not a bounded quantity."""
+        return parse_memory_bytes(self.memory) if self.memory else None
+
+
+def parse_cpu_millicores(text: str) -> int:
+    """``"500m"`` -> 500, ``"1.5"`` -> 1500; at most ``MAX_CPU_MILLICORES``.
+
+    Exact integer arithmetic (no float): a string of 309 nines must be refused,
+    not overflow into infinity.
+    """
+    match = _CPU.fullmatch(text) if len(text) <= MAX_QUANTITY_LENGTH else None
+    if match is None:
+        raise ValueError(f"not a CPU quantity: {_shown(text)}")
+    if match["milli"] is not None:
+        millicores = int(match["milli"])
+    else:
+        millicores = int(match["whole"]) * 1000 + int((match["fraction"] or "0").ljust(3, "0"))
+    if millicores > MAX_CPU_MILLICORES:
+        raise ValueError(f"CPU quantity above {MAX_CPU_MILLICORES // 1000} cores: {_shown(text)}")
+    return millicores
+
+
+def parse_memory_bytes(text: str) -> int:
+    """``"256Mi"`` -> 268435456; at most ``MAX_MEMORY_BYTES``."""
+    match = _MEMORY.fullmatch(text) if len(text) <= MAX_QUANTITY_LENGTH else None
+    if match is None:
+        raise ValueError(f"not a memory quantity: {_shown(text)}")
+    size = int(match["number"]) * _MEMORY_UNITS[match["unit"]]
+    if size > MAX_MEMORY_BYTES:
+        raise ValueError(f"memory quantity above 1Pi: {_shown(text)}")
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +194,15 @@ class DeploymentSpec:
             violations.append(
                 FieldViolation(f"{prefix}.image", "either an image or a command is required")
             )
-        if len(self.image) > MAX_IMAGE_LENGTH or any(c.isspace() for c in self.image):
+        if (
+            len(self.image) > MAX_IMAGE_LENGTH
+            or any(c.isspace() for c in self.image)
+            or has_control_characters(self.image)
+        ):
             violations.append(
                 FieldViolation(
-                    f"{prefix}.image", f"must be at most {MAX_IMAGE_LENGTH} chars, no whitespace"
+                    f"{prefix}.image",
+                    f"at most {MAX_IMAGE_LENGTH} chars, no whitespace or control characters",
                 )
             )
         _check_command(violations, f"{prefix}.command", self.command)
@@ -250,7 +291,8 @@ class ConfigMapPatch:
             violations.append(FieldViolation(f"{prefix}.set", "set or remove at least one key"))
         _check_config(violations, f"{prefix}.set", self.set)
         for index, key in enumerate(self.remove):
-            if not _CONFIG_KEY.match(key):
+            # Only the charset: a key stored before the secret-name rule can still be removed.
+            if not _CONFIG_KEY.fullmatch(key):
                 violations.append(
                     FieldViolation(f"{prefix}.remove[{index}]", "not a valid config key")
                 )
@@ -296,6 +338,86 @@ class MetricSample:
     extra: Mapping[str, float] = field(default_factory=dict)
 
 
+MAX_LOG_LINE_BYTES = 16 * 1024
+"""A log line longer than this is cut there (``LogEntry.truncated``)."""
+MAX_TAIL_LINES = 10_000
+"""The most retained lines per replica a StreamLogs call sends before following."""
+
+
+class LogStreamKind(enum.StrEnum):
+    """Which output of a replica a line came from."""
+
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    UNSPECIFIED = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One line a replica wrote, without its newline."""
+
+    instance_id: str
+    time: datetime
+    text: str
+    stream: LogStreamKind = LogStreamKind.UNSPECIFIED
+    truncated: bool = False
+
+    @classmethod
+    def bounded(
+        cls,
+        instance_id: str,
+        time: datetime,
+        raw: str | bytes,
+        stream: LogStreamKind = LogStreamKind.UNSPECIFIED,
+    ) -> LogEntry:
+        """An entry from a raw line: newline stripped, undecodable bytes replaced, and
+        cut at ``MAX_LOG_LINE_BYTES`` (marked ``truncated``)."""
+        data = raw if isinstance(raw, bytes) else raw.encode()
+        data = data.rstrip(b"\r\n")
+        truncated = len(data) > MAX_LOG_LINE_BYTES
+        text = data[:MAX_LOG_LINE_BYTES].decode("utf-8", "replace")
+        return cls(instance_id, time, text, stream, truncated)
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    """What a StreamLogs call asks for (validated)."""
+
+    follow: bool = False
+    tail_lines: int = 0
+    """The last N lines per replica; 0 = every retained line (up to MAX_TAIL_LINES)."""
+    since: datetime | None = None
+    instance_id: str = ""
+
+    @property
+    def tail(self) -> int:
+        """How many retained lines per replica to send at most."""
+        return self.tail_lines or MAX_TAIL_LINES
+
+    def wants(self, entry: LogEntry) -> bool:
+        """Whether ``entry`` passes the instance and time filters."""
+        if self.instance_id and entry.instance_id != self.instance_id:
+            return False
+        return self.since is None or entry.time >= self.since
+
+
+class EventKind(enum.StrEnum):
+    """What happened to a deployment, in a namespace-wide watch."""
+
+    ADDED = "added"
+    MODIFIED = "modified"
+    DELETED = "deleted"
+    SNAPSHOT_DONE = "snapshot_done"
+    """Every deployment that existed when the watch began was sent as ADDED."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentEvent:
+    kind: EventKind
+    status: DeploymentStatus | None = None
+    """None only for SNAPSHOT_DONE."""
+
+
 def is_secret_key(key: str) -> bool:
     return key.startswith(SECRET_PREFIX)
 
@@ -317,7 +439,7 @@ def check_name(violations: list[FieldViolation], path: str, value: str) -> None:
     """A DNS-1123 label: what every backend accepts as a name."""
     if not value:
         violations.append(FieldViolation(path, "is required"))
-    elif len(value) > MAX_NAME_LENGTH or not _DNS1123_LABEL.match(value):
+    elif len(value) > MAX_NAME_LENGTH or not _DNS1123_LABEL.fullmatch(value):
         violations.append(
             FieldViolation(
                 path,
@@ -327,22 +449,53 @@ def check_name(violations: list[FieldViolation], path: str, value: str) -> None:
         )
 
 
-_ALIAS = re.compile(r"[a-z][a-z0-9_]{0,62}")
+ALIAS_RULE = "1-63 lowercase letters, digits or '_', starting with a letter"
+
+
+def is_alias(value: str) -> bool:
+    """Whether ``value`` is a well-formed provider alias (registered or not).
+
+    Aliases become parts of setting names (``ALPHASWARM_<ALIAS>_*``), metric
+    labels and log lines, hence the narrow charset.
+    """
+    return len(value) <= MAX_ALIAS_LENGTH and _ALIAS.fullmatch(value) is not None
 
 
 def check_alias(violations: list[FieldViolation], path: str, value: str) -> None:
-    """A provider alias: a lowercase letter, then up to 62 lowercase letters, digits or '_'."""
-    if not _ALIAS.fullmatch(value):
-        violations.append(
-            FieldViolation(
-                path, "a provider alias: lowercase letters, digits or '_', starting with a letter"
-            )
-        )
+    """A provider alias. Empty is not one: resolve the server's default before checking."""
+    if not value:
+        violations.append(FieldViolation(path, "is required"))
+    elif not is_alias(value):
+        violations.append(FieldViolation(path, f"must be a provider alias: {ALIAS_RULE}"))
+
+
+def validate_alias(value: str, path: str = "provider") -> str:
+    """``value`` when it is a well-formed alias, else ``InvalidSpecError`` naming ``path``."""
+    violations: list[FieldViolation] = []
+    check_alias(violations, path, value)
+    if violations:
+        raise InvalidSpecError(violations)
+    return value
 
 
 def check_replicas(violations: list[FieldViolation], path: str, value: int) -> None:
     if not 0 <= value <= MAX_REPLICAS:
         violations.append(FieldViolation(path, f"must be between 0 and {MAX_REPLICAS}"))
+
+
+def check_config_key(violations: list[FieldViolation], path: str, key: str) -> None:
+    """``[A-Za-z0-9_.-]{1,253}``; ``secret.NAME`` needs NAME to be an environment variable
+    name, since replicas receive the value as ``NAME``."""
+    if not _CONFIG_KEY.fullmatch(key):
+        violations.append(FieldViolation(path, "config keys are 1-253 of [A-Za-z0-9_.-]"))
+    elif is_secret_key(key) and not _ENV_KEY.fullmatch(key.removeprefix(SECRET_PREFIX)):
+        violations.append(
+            FieldViolation(
+                path,
+                f"'{SECRET_PREFIX}NAME' needs NAME to be an environment variable name "
+                "([A-Za-z_][A-Za-z0-9_]*): replicas receive the value as NAME",
+            )
+        )
 
 
 def validate_service_ref(service_id: str, namespace: str) -> None:
@@ -358,10 +511,23 @@ def _has_nul(value: str) -> bool:
     return "\x00" in value
 
 
+def has_control_characters(value: str) -> bool:
+    """Any C0/C1 control, or a Unicode line/paragraph separator or format character
+    (bidi overrides): none of them belongs in a name, key or image reference."""
+    return any(unicodedata.category(c) in _CONTROL_CATEGORIES for c in value)
+
+
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def _shown(value: str, limit: int = 64) -> str:
+    """``value`` quoted for a message, shortened: errors must stay small whatever was sent."""
+    return repr(value if len(value) <= limit else value[: limit - 3] + "...")
+
+
 def _item(path: str, key: str) -> str:
     """``path['key']`` with the key shortened: errors must stay small whatever was sent."""
-    shown = key if len(key) <= 64 else key[:61] + "..."
-    return f"{path}[{shown!r}]"
+    return f"{path}[{_shown(key)}]"
 
 
 def _check_command(violations: list[FieldViolation], path: str, command: Sequence[str]) -> None:
@@ -384,7 +550,7 @@ def _check_env(violations: list[FieldViolation], path: str, env: Mapping[str, st
     total = 0
     for key, value in env.items():
         total += len(key) + len(value.encode())
-        if len(key) > MAX_ENV_KEY_LENGTH or not _ENV_KEY.match(key):
+        if len(key) > MAX_ENV_KEY_LENGTH or not _ENV_KEY.fullmatch(key):
             violations.append(
                 FieldViolation(_item(path, key), "not a valid environment variable name")
             )
@@ -404,11 +570,11 @@ def _check_labels(violations: list[FieldViolation], path: str, labels: Mapping[s
         return
     for key, value in labels.items():
         prefix, _, name = key.rpartition("/")
-        if (prefix and not _LABEL_PREFIX.match(prefix)) or not _LABEL_NAME.match(name):
+        if (prefix and not _LABEL_PREFIX.fullmatch(prefix)) or not _LABEL_NAME.fullmatch(name):
             violations.append(
                 FieldViolation(_item(path, key), "not a valid label key ([prefix/]name)")
             )
-        elif len(value) > MAX_LABEL_VALUE_LENGTH or not _LABEL_VALUE.match(value):
+        elif len(value) > MAX_LABEL_VALUE_LENGTH or not _LABEL_VALUE.fullmatch(value):
             violations.append(
                 FieldViolation(
                     _item(path, key),
@@ -435,13 +601,27 @@ def _check_ports(violations: list[FieldViolation], path: str, ports: Sequence[Po
 
 
 def _check_resources(violations: list[FieldViolation], path: str, resources: Resources) -> None:
-    if resources.cpu and (not _CPU.match(resources.cpu) or resources.cpu_millicores() == 0):
+    try:
+        if resources.cpu and parse_cpu_millicores(resources.cpu) == 0:
+            raise ValueError("zero")
+    except ValueError:
         violations.append(
-            FieldViolation(f"{path}.cpu", "a positive CPU quantity such as '500m' or '1.5'")
+            FieldViolation(
+                f"{path}.cpu",
+                "a positive CPU quantity such as '500m' or '1.5' (at most 3 decimals), "
+                f"at most {MAX_CPU_MILLICORES // 1000} cores",
+            )
         )
-    if resources.memory and (not _MEMORY.match(resources.memory) or not resources.memory_bytes()):
+    try:
+        if resources.memory and parse_memory_bytes(resources.memory) == 0:
+            raise ValueError("zero")
+    except ValueError:
         violations.append(
-            FieldViolation(f"{path}.memory", "a positive memory quantity such as '256Mi' or '1Gi'")
+            FieldViolation(
+                f"{path}.memory",
+                "a positive memory quantity such as '256Mi' or '1Gi' "
+                "(units K, M, G, T, P, Ki, Mi, Gi, Ti, Pi), at most 1Pi",
+            )
         )
 
 
@@ -450,8 +630,14 @@ def _check_options(violations: list[FieldViolation], path: str, options: Mapping
         violations.append(FieldViolation(path, f"at most {MAX_OPTIONS} options"))
         return
     for key, value in options.items():
-        if not key or len(key) > MAX_OPTION_KEY_LENGTH or _has_nul(key):
-            violations.append(FieldViolation(_item(path, key), "not a valid option key"))
+        if len(key) > MAX_OPTION_KEY_LENGTH or not _OPTION_KEY.fullmatch(key):
+            violations.append(
+                FieldViolation(
+                    _item(path, key),
+                    f"option keys are 1-{MAX_OPTION_KEY_LENGTH} of [A-Za-z0-9_./-], "
+                    "not starting with '.', '/' or '-'",
+                )
+            )
         elif _has_nul(value) or len(value.encode()) > MAX_OPTION_VALUE_BYTES:
             violations.append(
                 FieldViolation(
@@ -467,11 +653,11 @@ def _check_config(violations: list[FieldViolation], path: str, data: Mapping[str
     total = 0
     for key, value in data.items():
         total += len(key) + len(value.encode())
-        if not _CONFIG_KEY.match(key):
-            violations.append(
-                FieldViolation(_item(path, key), "config keys are 1-253 of [A-Za-z0-9_.-]")
-            )
-        elif _has_nul(value) or len(value.encode()) > MAX_CONFIG_VALUE_BYTES:
+        before = len(violations)
+        check_config_key(violations, _item(path, key), key)
+        if len(violations) > before:
+            continue
+        if _has_nul(value) or len(value.encode()) > MAX_CONFIG_VALUE_BYTES:
             violations.append(
                 FieldViolation(
                     _item(path, key), f"no NUL bytes, at most {MAX_CONFIG_VALUE_BYTES} bytes"

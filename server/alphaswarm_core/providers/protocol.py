@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import os
 import re
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -47,10 +48,15 @@ from .errors import (
 from .models import (
     DEFAULT_NAMESPACE,
     ConfigMapPatch,
+    DeploymentEvent,
     DeploymentSpec,
     DeploymentState,
     DeploymentStatus,
+    EventKind,
     InstanceStatus,
+    LogEntry,
+    LogQuery,
+    LogStreamKind,
     MetricSample,
     PortSpec,
     ProviderHealth,
@@ -70,16 +76,21 @@ __all__ = [
     "CapabilityUnsupported",
     "ConfigMapPatch",
     "ConfigVersionConflict",
+    "DeploymentEvent",
     "DeploymentNotFoundError",
     "DeploymentSpec",
     "DeploymentState",
     "DeploymentStatus",
+    "EventKind",
     "FieldViolation",
     "InfrastructureProvider",
     "InfrastructureProviderError",
     "InfrastructureProviderUnavailable",
     "InstanceStatus",
     "InvalidSpecError",
+    "LogEntry",
+    "LogQuery",
+    "LogStreamKind",
     "MetricSample",
     "PortSpec",
     "ProviderHealth",
@@ -103,8 +114,27 @@ _DURATION_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "h
 OPTIONAL_CAPABILITIES: Mapping[str, str] = {
     "config": "apply_config",
     "metrics": "stream_metrics",
+    "logs": "stream_logs",
+    "delete": "delete",
     "native_watch": "watch",
 }
+
+WATCH_RETRY_MAX_SECONDS = 30.0
+"""The longest wait between attempts of a polling watch whose backend keeps failing."""
+
+log = logging.getLogger(__name__)
+
+
+def status_key(status: DeploymentStatus) -> tuple[object, ...]:
+    """What a watch compares to decide that a status changed (not the observation time)."""
+    return (
+        status.state,
+        status.desired_replicas,
+        status.ready_replicas,
+        status.restarts,
+        status.message,
+        tuple((i.instance_id, i.state, i.ready, i.restarts) for i in status.instances),
+    )
 
 
 class InfrastructureProvider(abc.ABC):
@@ -307,14 +337,65 @@ class InfrastructureProvider(abc.ABC):
         previous: tuple[object, ...] | None = None
         while True:
             current = await self.status(service_id, namespace=namespace)
-            key = (
-                current.state,
-                current.desired_replicas,
-                current.ready_replicas,
-                current.restarts,
-                current.message,
-            )
+            key = status_key(current)
             if key != previous:
                 previous = key
                 yield current
+            await asyncio.sleep(interval_seconds)
+
+    async def stream_logs(
+        self, service_id: str, query: LogQuery, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> AsyncGenerator[LogEntry, None]:
+        """The retained lines of the service's replicas (``query.tail`` per replica at
+        most, filtered by ``query``), then with ``query.follow`` every new one, including
+        those of replicas that appear later, until closed. Lines of one replica in order."""
+        raise self._unsupported("logs")
+        yield  # an async generator, like every override: the error comes at first anext
+
+    async def delete(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
+    ) -> bool:
+        """Remove the replicas, the definition and the config: every backend resource this
+        provider created for the service. False when it did not exist and ``allow_missing``;
+        else an unknown service is ``DeploymentNotFoundError``."""
+        raise self._unsupported("delete")
+
+    async def watch_deployments(
+        self, *, namespace: str | None = None, interval_seconds: float = 2.0
+    ) -> AsyncGenerator[DeploymentEvent, None]:
+        """Every deployment (of ``namespace``, or all when None) as ADDED, then
+        SNAPSHOT_DONE, then each change. Default: poll ``list_deployments``; a failing
+        backend is retried with capped backoff, the stream never ends because of it.
+
+        Backends with a native watch (Kubernetes) override this. The server shares one
+        of these per (provider, namespace) between all its callers.
+        """
+        known: dict[tuple[str, str], DeploymentStatus] = {}
+        synced = False
+        failures = 0
+        while True:
+            try:
+                listed = await self.list_deployments(namespace=namespace)
+            except InfrastructureProviderError as error:
+                failures += 1
+                wait = min(WATCH_RETRY_MAX_SECONDS, interval_seconds * 2**failures)
+                log.warning(
+                    "watching %s deployments failed (%s); retrying", self.provider_alias, error
+                )
+                await asyncio.sleep(wait)
+                continue
+            failures = 0
+            current = {(s.namespace, s.service_id): s for s in listed}
+            for key, status in current.items():
+                before = known.get(key)
+                if before is None:
+                    yield DeploymentEvent(EventKind.ADDED, status)
+                elif status_key(before) != status_key(status):
+                    yield DeploymentEvent(EventKind.MODIFIED, status)
+            for key in known.keys() - current.keys():
+                yield DeploymentEvent(EventKind.DELETED, known[key])
+            known = current
+            if not synced:
+                synced = True
+                yield DeploymentEvent(EventKind.SNAPSHOT_DONE)
             await asyncio.sleep(interval_seconds)

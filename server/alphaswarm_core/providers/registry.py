@@ -29,7 +29,7 @@ from pathlib import Path
 from alphaswarm_core.providers.reasons import ErrorReason
 
 from .errors import InfrastructureProviderUnavailable, ProviderNotFoundError
-from .models import ProviderKind
+from .models import ALIAS_RULE, ProviderKind, is_alias
 from .protocol import InfrastructureProvider
 
 ENTRY_POINT_GROUP = "alphaswarm.providers"
@@ -80,7 +80,7 @@ BUILTIN_PROVIDERS: tuple[LazyProvider, ...] = (
         "alphaswarm_controller.providers.docker_compose:DockerComposeProvider",
         ProviderKind.DOCKER_COMPOSE,
         extra="docker_compose",
-        sdk_modules=("docker",),
+        sdk_modules=("docker", "cryptography"),
     ),
     LazyProvider(
         "kubernetes",
@@ -91,21 +91,21 @@ BUILTIN_PROVIDERS: tuple[LazyProvider, ...] = (
     ),
     LazyProvider(
         "aws",
-        "alphaswarm_controller.providers.aws:AwsProvider",
+        "alphaswarm_controller.providers.aws:select_backend",
         ProviderKind.AWS,
         extra="aws",
         sdk_modules=("boto3",),
     ),
     LazyProvider(
         "azure",
-        "alphaswarm_controller.providers.azure:AzureProvider",
+        "alphaswarm_controller.providers.azure:select_backend",
         ProviderKind.AZURE,
         extra="azure",
         sdk_modules=("azure.identity", "azure.mgmt.containerinstance"),
     ),
     LazyProvider(
         "gcp",
-        "alphaswarm_controller.providers.gcp:GcpProvider",
+        "alphaswarm_controller.providers.gcp:select_backend",
         ProviderKind.GCP,
         extra="gcp",
         sdk_modules=("google.cloud.run_v2", "google.cloud.secretmanager"),
@@ -134,6 +134,11 @@ def _module_present(name: str) -> bool:
     )
 
 
+def _check_alias(alias: str) -> None:
+    if not is_alias(alias):
+        raise ValueError(f"provider alias {alias[:64]!r} is not valid: an alias is {ALIAS_RULE}")
+
+
 class Registry:
     """Aliases to provider classes (loaded) or to where to load them from (lazy)."""
 
@@ -144,6 +149,7 @@ class Registry:
         self._origins: dict[str, str] = {entry.alias: entry.origin for entry in builtins}
 
     def register(self, alias: str, cls: ProviderTarget, *, replace: bool = False) -> None:
+        _check_alias(alias)
         with self._lock:
             if not replace and (alias in self._classes or alias in self._lazy):
                 raise ValueError(
@@ -155,6 +161,7 @@ class Registry:
             self._origins[alias] = lazy.origin if lazy else self._origins.get(alias, "registered")
 
     def register_lazy(self, entry: LazyProvider, *, replace: bool = False) -> None:
+        _check_alias(entry.alias)
         with self._lock:
             if not replace and (entry.alias in self._classes or entry.alias in self._lazy):
                 raise ValueError(f"provider alias {entry.alias!r} is already registered")
@@ -166,6 +173,14 @@ class Registry:
         """Register third-party providers from installed distributions; return their aliases."""
         added = []
         for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if not is_alias(point.name):
+                log.warning(
+                    "ignoring entry point %r = %r: a provider alias is %s",
+                    point.name[:64],
+                    point.value[:200],
+                    ALIAS_RULE,
+                )
+                continue
             if point.name in self:
                 log.warning(
                     "ignoring entry point %s = %s: alias already registered",

@@ -8,14 +8,18 @@ pytest (and pytest-asyncio) in their own repository::
     class TestMyProvider(ProviderContract):
         expected_capabilities = frozenset({"start", "stop", "scale", "status", "list"})
 
-and three fixtures, ``provider``, ``spec_factory`` and ``namespace`` (see
+and three fixtures, ``provider``, ``spec_factory`` and ``namespace`` (plus
+``leftovers`` with ``delete`` and ``log_spec_factory`` with ``logs``; see
 ``contract``). Importing this package needs pytest; the server never imports it.
 """
 
 from .contract import (
     SETTLE_TIMEOUT,
+    Leftovers,
     ProviderContract,
     SpecFactory,
+    by_instance,
+    collect_logs,
     instance_ids,
     ready,
     spec_factory_for,
@@ -25,8 +29,11 @@ from .contract import (
 
 __all__ = [
     "SETTLE_TIMEOUT",
+    "Leftovers",
     "ProviderContract",
     "SpecFactory",
+    "by_instance",
+    "collect_logs",
     "instance_ids",
     "ready",
     "spec_factory_for",

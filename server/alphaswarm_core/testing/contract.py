@@ -14,6 +14,15 @@ Backends converge asynchronously, so assertions about readiness poll
 ``status`` through ``wait_for`` with a generous bound instead of sleeping.
 The tests are coroutines marked for pytest-asyncio, so they run in its strict
 mode as well as in ``asyncio_mode = "auto"``.
+
+Two more fixtures are needed by the optional capabilities, as methods of the
+subclass (they override the base class's, which fail with instructions):
+
+* ``leftovers`` (for ``delete``): ``async (service_id, namespace) -> list[str]``,
+  what the *backend itself* still holds of the service (containers, objects,
+  processes, parameters...), read without going through the provider.
+* ``log_spec_factory`` (for ``logs``): a spec factory whose replicas write a line
+  to stdout at least every second.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import ClassVar, Protocol
 
 import pytest
@@ -30,11 +39,15 @@ from alphaswarm_core.providers.protocol import (
     CapabilityUnsupported,
     ConfigMapPatch,
     ConfigVersionConflict,
+    DeploymentEvent,
     DeploymentNotFoundError,
     DeploymentSpec,
     DeploymentState,
     DeploymentStatus,
+    EventKind,
     InfrastructureProvider,
+    LogEntry,
+    LogQuery,
     Resources,
 )
 
@@ -118,6 +131,47 @@ def instance_ids(status: DeploymentStatus) -> set[str]:
     return {instance.instance_id for instance in status.instances}
 
 
+Leftovers = Callable[[str, str], Awaitable[list[str]]]
+"""``(service_id, namespace) -> what the backend still holds of the service``."""
+
+
+async def collect_logs(
+    provider: InfrastructureProvider, service_id: str, namespace: str, query: LogQuery
+) -> list[LogEntry]:
+    """Every entry a non-following StreamLogs call sends (it must end by itself)."""
+    stream = provider.stream_logs(service_id, query, namespace=namespace)
+    async with asyncio.timeout(60):
+        try:
+            return [entry async for entry in stream]
+        finally:
+            await stream.aclose()
+
+
+async def wait_for_logs(
+    provider: InfrastructureProvider,
+    service_id: str,
+    namespace: str,
+    predicate: Callable[[list[LogEntry]], bool],
+    timeout: float = SETTLE_TIMEOUT,  # noqa: ASYNC109 - a polling bound, not a call timeout
+) -> list[LogEntry]:
+    """Read the retained logs until ``predicate`` holds; fail with what was seen."""
+    deadline = time.monotonic() + timeout
+    entries = await collect_logs(provider, service_id, namespace, LogQuery())
+    while not predicate(entries):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the logs never satisfied the condition within {timeout}s: {entries[-5:]}")
+        await asyncio.sleep(0.5)
+        entries = await collect_logs(provider, service_id, namespace, LogQuery())
+    return entries
+
+
+def by_instance(entries: Sequence[LogEntry]) -> dict[str, list[LogEntry]]:
+    grouped: dict[str, list[LogEntry]] = {}
+    for entry in entries:
+        grouped.setdefault(entry.instance_id, []).append(entry)
+    return grouped
+
+
 class ProviderContract:
     """Subclass in a provider's test module; supply the fixtures named in the module doc.
 
@@ -128,6 +182,31 @@ class ProviderContract:
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
     expected_capabilities: frozenset[str] = frozenset()
+
+    @pytest.fixture
+    def leftovers(self) -> Leftovers:
+        async def unknown(service_id: str, namespace: str) -> list[str]:
+            pytest.fail(
+                f"{type(self).__name__} implements delete: it must override the `leftovers` "
+                "fixture with what the backend itself still holds of a service"
+            )
+
+        return unknown
+
+    @pytest.fixture
+    def log_spec_factory(self) -> SpecFactory:
+        def unknown(
+            service_id: str,
+            namespace: str,
+            replicas: int = 1,
+            env: Mapping[str, str] | None = None,
+        ) -> DeploymentSpec:
+            pytest.fail(
+                f"{type(self).__name__} implements logs: it must override the "
+                "`log_spec_factory` fixture with specs whose replicas write a line a second"
+            )
+
+        return unknown
 
     async def test_capabilities_are_exactly_the_declared_ones(
         self, provider: InfrastructureProvider
@@ -368,3 +447,157 @@ class ProviderContract:
                         break
         finally:
             await watch.aclose()
+
+    # -- delete -----------------------------------------------------------------------------
+
+    async def test_delete_removes_everything_and_then_is_not_found(
+        self,
+        provider: InfrastructureProvider,
+        spec_factory: SpecFactory,
+        namespace: str,
+        leftovers: Leftovers,
+    ) -> None:
+        service = unique_name()
+        await provider.start(spec_factory(service, namespace, replicas=2))
+        if "delete" not in provider.capabilities():
+            with pytest.raises(CapabilityUnsupported):
+                await provider.delete(service, namespace=namespace)
+            return
+        await wait_for(provider, service, namespace, ready(2))
+        if "config" in provider.capabilities():
+            await provider.apply_config(ConfigMapPatch(service, namespace, set={"K": "v"}))
+        assert await provider.delete(service, namespace=namespace) is True
+        with pytest.raises(DeploymentNotFoundError):
+            await provider.status(service, namespace=namespace)
+        if "config" in provider.capabilities():
+            with pytest.raises(DeploymentNotFoundError):
+                await provider.get_config(service, namespace=namespace)
+        listed = await provider.list_deployments(namespace=namespace)
+        assert service not in {s.service_id for s in listed}
+        with pytest.raises(DeploymentNotFoundError):
+            await provider.delete(service, namespace=namespace)
+        assert await provider.delete(service, namespace=namespace, allow_missing=True) is False
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while remaining := await leftovers(service, namespace):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the backend still holds {remaining} of the deleted {service}")
+            await asyncio.sleep(0.5)
+        # The name is free again: a new service of that name starts from scratch.
+        await provider.start(spec_factory(service, namespace, replicas=1))
+        await wait_for(provider, service, namespace, ready(1))
+
+    # -- logs -------------------------------------------------------------------------------
+
+    async def test_logs_of_an_unknown_service_are_not_found(
+        self, provider: InfrastructureProvider, namespace: str
+    ) -> None:
+        expected = (
+            DeploymentNotFoundError if "logs" in provider.capabilities() else CapabilityUnsupported
+        )
+        stream = provider.stream_logs(unique_name("missing"), LogQuery(), namespace=namespace)
+        try:
+            with pytest.raises(expected):
+                async with asyncio.timeout(30):
+                    await anext(stream)
+        finally:
+            await stream.aclose()
+
+    async def test_logs_tail_filters_and_ends(
+        self, provider: InfrastructureProvider, log_spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        if "logs" not in provider.capabilities():
+            return  # the not-found case above checks that it is UNIMPLEMENTED
+        service, other = unique_name(), unique_name()
+        await provider.start(log_spec_factory(service, namespace, replicas=2))
+        await provider.start(log_spec_factory(other, namespace, replicas=1))
+        settled = await wait_for(provider, service, namespace, ready(2))
+        replicas = instance_ids(settled)
+
+        def two_each(entries: list[LogEntry]) -> bool:
+            grouped = by_instance(entries)
+            return set(grouped) >= replicas and all(len(grouped[i]) >= 2 for i in replicas)
+
+        entries = await wait_for_logs(provider, service, namespace, two_each)
+        others = instance_ids(await provider.status(other, namespace=namespace))
+        assert not {e.instance_id for e in entries} & others, "logs never mix services"
+        for lines in by_instance(entries).values():
+            times = [e.time for e in lines]
+            assert times == sorted(times), "one replica's lines come in order"
+            assert all("\n" not in e.text for e in lines)
+
+        last = await collect_logs(provider, service, namespace, LogQuery(tail_lines=1))
+        grouped = by_instance(last)
+        assert set(grouped) >= replicas and all(len(grouped[i]) == 1 for i in replicas)
+        one = sorted(replicas)[0]
+        only = await collect_logs(provider, service, namespace, LogQuery(instance_id=one))
+        assert only and {e.instance_id for e in only} == {one}
+        newest = max(e.time for e in entries)
+        later = await collect_logs(provider, service, namespace, LogQuery(since=newest))
+        assert all(e.time >= newest for e in later)
+
+    async def test_logs_follow_new_lines_and_new_replicas(
+        self, provider: InfrastructureProvider, log_spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        if "logs" not in provider.capabilities():
+            return
+        service = unique_name()
+        await provider.start(log_spec_factory(service, namespace, replicas=1))
+        first = instance_ids(await wait_for(provider, service, namespace, ready(1)))
+        await wait_for_logs(provider, service, namespace, bool)
+        stream = provider.stream_logs(
+            service, LogQuery(follow=True, tail_lines=1), namespace=namespace
+        )
+        seen: list[LogEntry] = []
+        try:
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                async for entry in stream:  # the tail, then new lines as they are written
+                    seen.append(entry)
+                    if len(seen) == 3:
+                        break
+                await provider.scale(service, 2, namespace=namespace)
+                async for entry in stream:  # a replica that appears later is followed too
+                    seen.append(entry)
+                    if entry.instance_id not in first:
+                        break
+        finally:
+            await stream.aclose()
+        assert {e.instance_id for e in seen} - first, "the new replica's lines arrived"
+
+    # -- the namespace-wide watch -----------------------------------------------------------
+
+    async def test_watch_deployments_snapshot_marker_then_changes(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        first, second = unique_name(), unique_name()
+        await provider.start(spec_factory(first, namespace, replicas=1))
+        await wait_for(provider, first, namespace, ready(1))
+        watch = provider.watch_deployments(namespace=namespace, interval_seconds=0.2)
+        try:
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                snapshot = []
+                async for event in watch:
+                    if event.kind is EventKind.SNAPSHOT_DONE:
+                        break
+                    assert event.kind is EventKind.ADDED and event.status is not None
+                    assert event.status.namespace == namespace
+                    snapshot.append(event.status.service_id)
+                assert first in snapshot
+                await provider.start(spec_factory(second, namespace, replicas=1))
+                await _next_event(watch, EventKind.ADDED, second)
+                await provider.scale(first, 2, namespace=namespace)
+                await _next_event(watch, EventKind.MODIFIED, first)
+                if "delete" in provider.capabilities():
+                    await provider.delete(second, namespace=namespace)
+                    await _next_event(watch, EventKind.DELETED, second)
+        finally:
+            await watch.aclose()
+
+
+async def _next_event(
+    watch: AsyncGenerator[DeploymentEvent, None], kind: EventKind, service_id: str
+) -> None:
+    """Read ``watch`` until ``kind`` of ``service_id`` comes (the caller bounds the time)."""
+    async for event in watch:
+        if event.kind is kind and event.status and event.status.service_id == service_id:
+            return
+    pytest.fail(f"the watch ended before {kind} of {service_id}")

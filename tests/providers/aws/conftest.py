@@ -1,4 +1,11 @@
-"""The aws provider's tests share a moto server per module and an ECS-mode provider."""
+"""The aws provider's tests: moto behind the AWS front, per module; providers per test.
+
+``bed`` is the ECS test bed (moto, the front's rules and faults, the ECS control
+plane); ``provider`` an opened ``EcsProvider`` pointed at it. ``eks`` is the EKS
+test bed (moto for EKS and STS, a Kubernetes API emulator behind an EKS-token
+check) and ``eks_provider`` an ``EksProvider`` on it. ``spec_factory`` and
+``namespace`` serve the contract suites of both modes.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from alphaswarm_controller.providers.aws import AwsProvider
-from tests.fakes.moto_server import EcsTestBed, ecs_test_bed
+from alphaswarm_controller.providers.aws import EcsProvider, EksProvider
+from alphaswarm_core.testing import SpecFactory, spec_factory_for, unique_name
+from tests.fakes.eks_server import EksTestBed, eks_test_bed
+from tests.fakes.moto_server import IMAGE, EcsTestBed, ecs_test_bed
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +26,37 @@ def bed() -> Iterator[EcsTestBed]:
 
 
 @pytest.fixture
-async def provider(bed: EcsTestBed) -> AsyncIterator[AwsProvider]:
-    instance = AwsProvider(env=bed.provider_env())
+async def provider(bed: EcsTestBed) -> AsyncIterator[EcsProvider]:
+    instance = EcsProvider(env=bed.provider_env())
     await instance.open()
     try:
         yield instance
     finally:
         await instance.close()
+        bed.faults.clear()
+
+
+@pytest.fixture(scope="module")
+def eks() -> Iterator[EksTestBed]:
+    with eks_test_bed() as test_bed:
+        yield test_bed
+
+
+@pytest.fixture
+async def eks_provider(eks: EksTestBed) -> AsyncIterator[EksProvider]:
+    instance = EksProvider(env=eks.provider_env())
+    await instance.open()
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+@pytest.fixture
+def spec_factory() -> SpecFactory:
+    return spec_factory_for(image=IMAGE)
+
+
+@pytest.fixture
+def namespace() -> str:
+    return unique_name("ns")

@@ -1,44 +1,64 @@
-"""The provider contract against moto server (HTTP, real boto3 clients) plus a fake ECS scheduler.
+"""The provider contract, once per backend mode of the ``aws`` alias.
 
-See tests/fakes/moto_server.py for what the scheduler adds to moto and why.
+ECS mode: moto server behind the AWS front (tests/fakes/moto_server.py: the
+services' limits, fault injection, the ECS control plane). EKS mode: moto's EKS
+and STS, and a Kubernetes API emulator behind an EKS-token check
+(tests/fakes/eks_server.py). ``TestEcsContractUnderFaults`` runs the ECS suite
+again with throttling and 5xx answered to a share of every request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from alphaswarm_core.providers.protocol import DeploymentSpec
-from alphaswarm_core.testing import ProviderContract, SpecFactory, unique_name
-from tests.fakes.moto_server import IMAGE
+from alphaswarm_controller.providers.aws import EcsProvider, EksProvider
+from alphaswarm_core.providers.protocol import InfrastructureProvider
+from alphaswarm_core.testing import ProviderContract
+from tests.fakes.faults import Faults, Kind
+from tests.fakes.moto_server import EcsTestBed, ecs_test_bed
+
+ECS_CAPABILITIES = frozenset({"start", "stop", "scale", "status", "list", "config", "metrics"})
 
 
-@pytest.fixture
-def spec_factory() -> SpecFactory:
-    def make(
-        service_id: str,
-        namespace: str,
-        replicas: int = 1,
-        env: Mapping[str, str] | None = None,
-    ) -> DeploymentSpec:
-        return DeploymentSpec(
-            service_id=service_id,
-            namespace=namespace,
-            image=IMAGE,
-            replicas=replicas,
-            env=dict(env or {}),
-        )
-
-    return make
+class TestEcsContract(ProviderContract):
+    expected_capabilities = ECS_CAPABILITIES
 
 
-@pytest.fixture
-def namespace() -> str:
-    return unique_name("ns")
+class TestEksContract(ProviderContract):
+    """Kubernetes' own capabilities, native watch included (EksProvider is one)."""
 
-
-class TestAwsContract(ProviderContract):
     expected_capabilities = frozenset(
-        {"start", "stop", "scale", "status", "list", "config", "metrics"}
+        {"start", "stop", "scale", "status", "list", "config", "metrics", "native_watch"}
     )
+
+    @pytest.fixture
+    def provider(self, eks_provider: EksProvider) -> InfrastructureProvider:
+        return eks_provider
+
+
+@pytest.fixture(scope="class")
+def faulty_bed() -> Iterator[EcsTestBed]:
+    faults = Faults()
+    # Every 7th request throttled and every 11th a 5xx, whatever the operation.
+    faults.background(Kind.THROTTLED, every=7)
+    faults.background(Kind.UNAVAILABLE, every=11)
+    with ecs_test_bed(faults=faults) as test_bed:
+        yield test_bed
+
+
+class TestEcsContractUnderFaults(ProviderContract):
+    """The same contract with AWS throttling and failing a share of all requests: the
+    provider retries what it may and still keeps every promise."""
+
+    expected_capabilities = ECS_CAPABILITIES
+
+    @pytest.fixture
+    async def provider(self, faulty_bed: EcsTestBed) -> AsyncIterator[EcsProvider]:
+        instance = EcsProvider(env=faulty_bed.provider_env())
+        await instance.open()
+        try:
+            yield instance
+        finally:
+            await instance.close()

@@ -1,29 +1,17 @@
-"""EKS mode: moto's DescribeCluster, a minted EKS token, the kubernetes provider underneath.
+"""EKS mode: ``EksProvider`` is a ``KubernetesProvider`` found through EKS, with EKS tokens.
 
-The Kubernetes API emulator stands in for the EKS control plane. In front of it
-sits what EKS runs as aws-iam-authenticator, reduced to what can be checked
-offline: the bearer token must be ``k8s-aws-v1.`` + base64url (unpadded) of a
-presigned STS GetCallerIdentity URL that signs the ``x-k8s-aws-id`` header,
-for the test credentials, not expired. (moto cannot answer the presigned
-GET itself: it routes a query-signed request without a service host to S3.)
-
-moto creates EKS clusters with a made-up endpoint and CA, so the test points
-its in-process cluster record at the emulator (endpoint and CA bundle) after
-CreateCluster; every read the provider makes still goes over HTTP.
+See tests/fakes/eks_server.py for the EKS bed (moto's EKS and STS, a Kubernetes
+API emulator that checks EKS tokens the way aws-iam-authenticator does).
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from alphaswarm_controller.providers.aws import AwsProvider
+from alphaswarm_controller.providers.aws import EksProvider
 from alphaswarm_controller.providers.aws.clients import Clients
 from alphaswarm_controller.providers.aws.eks import (
     TOKEN_PREFIX,
@@ -31,189 +19,132 @@ from alphaswarm_controller.providers.aws.eks import (
     TokenSource,
     mint_token,
 )
-from alphaswarm_core.providers.protocol import DeploymentSpec, InfrastructureProviderUnavailable
-from alphaswarm_core.testing import ProviderContract, SpecFactory, unique_name
-from tests.fakes.kube_api import KubeApiEmulator, _Handler, _tls_context
-from tests.fakes.moto_server import IMAGE, MotoAws, start_moto
-
-CLUSTER = "prod"
-STATIC = "emulator-accepts-this-after-eks-auth"
-
-
-def verify_eks_token(token: str, cluster: str, access_key: str = "testing") -> dict[str, str]:
-    """What aws-iam-authenticator checks before replaying the URL to STS; raises on a bad token."""
-    assert token.startswith(TOKEN_PREFIX), "not an EKS token"
-    body = token.removeprefix(TOKEN_PREFIX)
-    assert "=" not in body, "EKS tokens are unpadded base64url"
-    url = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
-    query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
-    assert query["Action"] == "GetCallerIdentity"
-    assert query["Version"] == "2011-06-15"
-    assert "x-k8s-aws-id" in query["X-Amz-SignedHeaders"].split(";")
-    assert query["X-Amz-Credential"].startswith(f"{access_key}/")
-    assert query["X-Amz-Credential"].endswith("/sts/aws4_request")
-    assert int(query["X-Amz-Expires"]) <= 900
-    signed_at = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    assert abs((datetime.now(UTC) - signed_at).total_seconds()) < 900
-    assert len(query["X-Amz-Signature"]) == 64
-    return query
+from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
+from alphaswarm_core.providers.protocol import (
+    DeploymentSpec,
+    DeploymentStatus,
+    InfrastructureProviderUnavailable,
+)
+from alphaswarm_core.testing import ready, unique_name, wait_for
+from tests.fakes.eks_server import CLUSTER, STATIC, EksTestBed, verify_eks_token
+from tests.fakes.moto_server import IMAGE
 
 
-class EksApiEmulator(KubeApiEmulator):
-    """The Kubernetes API emulator behind an EKS-token check (401 otherwise)."""
-
-    def __init__(self, cluster: str) -> None:
-        super().__init__(token=STATIC, tls=True)
-        self.cluster = cluster
-        self.tokens_seen: set[str] = set()
-
-    def start(self) -> EksApiEmulator:
-        from http.server import ThreadingHTTPServer
-        from pathlib import Path
-
-        emulator = self
-
-        class Handler(_Handler):
-            def _handle(self, method: str) -> None:
-                header = self.headers.get("Authorization") or ""
-                token = header.removeprefix("Bearer ")
-                try:
-                    verify_eks_token(token, emulator.cluster)
-                except (AssertionError, KeyError, ValueError):
-                    token_ok = False
-                else:
-                    token_ok = True
-                    emulator.tokens_seen.add(token)
-                del self.headers["Authorization"]
-                self.headers["Authorization"] = f"Bearer {STATIC if token_ok else 'rejected'}"
-                super()._handle(method)
-
-        Handler.emulator = self
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        context, self.ca_pem = _tls_context(Path(self._tmp.name))
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        import threading
-
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
-        self._thread.start()
-        self.controller.start()
-        return self
+def test_eks_provider_is_a_kubernetes_provider() -> None:
+    assert issubclass(EksProvider, KubernetesProvider)
+    assert (EksProvider.provider_alias, str(EksProvider.provider_kind)) == ("aws", "aws")
+    assert "native_watch" in EksProvider.capabilities()
 
 
-def point_cluster_at(aws: MotoAws, name: str, emulator: KubeApiEmulator) -> None:
-    from moto.eks.models import eks_backends
-
-    aws.client("eks").create_cluster(
-        name=name,
-        roleArn="arn:aws:iam::123456789012:role/eks",
-        resourcesVpcConfig={"subnetIds": []},
-    )
-    record = eks_backends["123456789012"][aws.region].clusters[name]
-    record.endpoint = emulator.url
-    assert emulator.ca_pem is not None
-    record.certificate_authority = {"data": base64.b64encode(emulator.ca_pem).decode()}
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[MotoAws]:
-    with start_moto() as moto:
-        yield moto
-
-
-@pytest.fixture(scope="module")
-def kube(aws: MotoAws) -> Iterator[EksApiEmulator]:
-    emulator = EksApiEmulator(CLUSTER).start()
-    point_cluster_at(aws, CLUSTER, emulator)
-    yield emulator
-    emulator.stop()
-
-
-def eks_env(aws: MotoAws, **extra: str) -> dict[str, str]:
-    settings = {
-        "ALPHASWARM_AWS_MODE": "eks",
-        "ALPHASWARM_AWS_EKS_CLUSTER": CLUSTER,
-        "ALPHASWARM_KUBERNETES_CREATE_NAMESPACES": "true",
-    }
-    return aws.env(**{**settings, **extra})
-
-
-@pytest.fixture
-async def provider(aws: MotoAws, kube: EksApiEmulator) -> AsyncIterator[AwsProvider]:
-    instance = AwsProvider(env=eks_env(aws))
-    yield instance
-    await instance.close()
-
-
-@pytest.fixture
-def spec_factory() -> SpecFactory:
-    def make(
-        service_id: str, namespace: str, replicas: int = 1, env: Mapping[str, str] | None = None
-    ) -> DeploymentSpec:
-        return DeploymentSpec(
-            service_id, namespace, image=IMAGE, replicas=replicas, env=dict(env or {})
-        )
-
-    return make
-
-
-@pytest.fixture
-def namespace() -> str:
-    return unique_name("ns")
-
-
-class TestAwsEksContract(ProviderContract):
-    """The same contract, in EKS mode, through the kubernetes provider."""
-
-    expected_capabilities = frozenset(
-        {"start", "stop", "scale", "status", "list", "config", "metrics"}
-    )
-
-
-def test_token_is_a_presigned_caller_identity_url(aws: MotoAws) -> None:
-    clients = Clients(aws.env())
+def test_token_is_a_presigned_caller_identity_url(eks: EksTestBed) -> None:
+    clients = Clients(eks.aws.env())
     token = mint_token(clients, CLUSTER)
+    assert token.startswith(TOKEN_PREFIX)
     query = verify_eks_token(token, CLUSTER)
     assert query["X-Amz-Expires"] == "60"
-    time.sleep(1.1)
+    time.sleep(1.1)  # SigV4 dates have one-second resolution
     assert mint_token(clients, CLUSTER) != token, "each token is freshly signed"
 
 
+def test_token_source_reuses_then_remints(eks: EksTestBed) -> None:
+    tokens = TokenSource(Clients(eks.aws.env()), CLUSTER)
+    first = tokens()
+    assert tokens() == first, "a fresh token is reused rather than re-signed per request"
+    tokens._minted_at -= TOKEN_REUSE_SECONDS + 1  # as if ten minutes had passed
+    time.sleep(1.1)
+    renewed = tokens()
+    assert renewed != first
+    verify_eks_token(renewed, CLUSTER)
+
+
 async def test_eks_health_names_cluster_and_reaches_the_api(
-    provider: AwsProvider, kube: EksApiEmulator
+    eks_provider: EksProvider, eks: EksTestBed
 ) -> None:
-    health = await provider.health()
+    health = await eks_provider.health()
     assert health.healthy, health.message
     assert (health.alias, health.kind) == ("aws", "aws")
     assert health.details["eks_cluster"] == CLUSTER
-    assert "prod" in health.message
-    assert kube.tokens_seen, "the API server saw EKS tokens"
+    assert health.details["mode"] == "eks"
+    assert health.details["account"] == "123456789012"
+    assert CLUSTER in health.message
+    assert eks.kube.tokens_seen, "the API server saw EKS tokens"
 
 
-async def test_unknown_eks_cluster_is_named(aws: MotoAws) -> None:
-    provider = AwsProvider(env=eks_env(aws, ALPHASWARM_AWS_EKS_CLUSTER="nope"))
+async def test_unknown_eks_cluster_is_named(eks: EksTestBed) -> None:
+    provider = EksProvider(env=eks.provider_env(ALPHASWARM_AWS_EKS_CLUSTER="nope"))
     with pytest.raises(InfrastructureProviderUnavailable) as caught:
         await provider.start(DeploymentSpec("web", "default", image=IMAGE))
     assert caught.value.reason == "CLUSTER_NOT_FOUND"
     assert "ALPHASWARM_AWS_EKS_CLUSTER" in caught.value.message
 
 
-async def test_missing_eks_cluster_setting(aws: MotoAws) -> None:
-    env: dict[str, Any] = eks_env(aws)
+async def test_missing_eks_cluster_setting(eks: EksTestBed) -> None:
+    env = eks.provider_env()
     del env["ALPHASWARM_AWS_EKS_CLUSTER"]
     with pytest.raises(InfrastructureProviderUnavailable) as caught:
-        await AwsProvider(env=env).health()
+        await EksProvider(env=env).health()
     assert caught.value.reason == "SETTING_INVALID"
+    assert caught.value.code == "FAILED_PRECONDITION"
     assert "ALPHASWARM_AWS_EKS_CLUSTER" in caught.value.message
 
 
-def test_token_source_reuses_then_remints(aws: MotoAws) -> None:
-    tokens = TokenSource(Clients(aws.env()), CLUSTER)
-    first = tokens()
-    assert tokens() == first, "a fresh token is reused rather than re-signed per request"
-    tokens._minted_at -= TOKEN_REUSE_SECONDS + 1  # as if ten minutes had passed
-    time.sleep(1.1)  # SigV4 dates have one-second resolution
-    renewed = tokens()
-    assert renewed != first
-    verify_eks_token(renewed, CLUSTER)
+def test_cluster_side_settings_keep_the_kubernetes_names(eks: EksTestBed) -> None:
+    provider = EksProvider(env=eks.provider_env(ALPHASWARM_KUBERNETES_PAGE_SIZE="7"))
+    assert provider.page_size == 7
+    assert provider.create_namespaces
+    assert provider.setting_name("EKS_CLUSTER") == "ALPHASWARM_AWS_EKS_CLUSTER"
+
+
+async def test_a_given_connection_makes_no_eks_call(eks: EksTestBed) -> None:
+    assert eks.kube.ca_pem is not None
+    connection = ClusterConnection(eks.kube.url, ca_data=eks.kube.ca_pem, token="x")
+    provider = EksProvider.from_connection(connection, env={})
+    before = eks.aws.faults.count("eks:DescribeCluster")
+    with pytest.raises(InfrastructureProviderUnavailable):
+        await provider.status("web", namespace="default")  # 401: not an EKS token
+    assert eks.aws.faults.count("eks:DescribeCluster") == before
+    assert provider.alias == "aws"
+    await provider.close()
+
+
+async def test_watch_is_the_kubernetes_watch_not_polling(
+    eks_provider: EksProvider, eks: EksTestBed
+) -> None:
+    """EKS mode streams status changes from one Kubernetes watch; it does not re-read the
+    Deployment every interval (the base class's polling would, 20 times a second here)."""
+    namespace, service = unique_name("ns"), unique_name()
+    await eks_provider.start(DeploymentSpec(service, namespace, image=IMAGE, replicas=1))
+    await wait_for(eks_provider, service, namespace, ready(1))
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+
+    def requests() -> tuple[int, int]:
+        seen = [r for r in list(eks.kube.requests) if r.path.startswith(path)]
+        watches = sum(1 for r in seen if r.query.get("watch") in ("true", "1", "True"))
+        return watches, len(seen) - watches
+
+    watch = eks_provider.watch(service, namespace=namespace, interval_seconds=0.05)
+    seen: list[DeploymentStatus] = []
+    try:
+        async with asyncio.timeout(30):
+            seen.append(await anext(watch))
+            watches_before, reads_before = requests()
+            await eks_provider.scale(service, 2, namespace=namespace)
+            async for status in watch:
+                seen.append(status)
+                if status.ready_replicas == 2:
+                    break
+            await asyncio.sleep(1.0)  # 20 polling intervals with nothing to report
+            watches, reads = requests()
+    finally:
+        await watch.aclose()
+    assert [s.ready_replicas for s in seen][-1] == 2
+    assert 1 <= watches <= 2, f"one Kubernetes watch (reopened at most once), saw {watches}"
+    assert watches_before <= 1
+    # The scale call itself reads and patches the Deployment (3 requests); a polling watch
+    # would have added a read per 50 ms interval on top.
+    assert reads - reads_before <= 5, f"{reads - reads_before} reads while watching"
+
+
+def test_static_token_is_not_an_eks_token() -> None:
+    with pytest.raises(AssertionError):
+        verify_eks_token(STATIC, CLUSTER)

@@ -1,18 +1,22 @@
-"""Error translation and client set-up.
+"""Error translation, retries and client set-up, with botocore's Stubber.
 
-AWS faults moto cannot produce (AccessDenied, throttling, 5xx) come from botocore's Stubber.
+The same faults over HTTP, in each service's wire form, come from the AWS front
+(tests/fakes/aws_front.py) in the other modules.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 from botocore.stub import Stubber  # type: ignore[import-untyped]
 
-from alphaswarm_controller.providers.aws import AwsProvider
+from alphaswarm_controller.providers.aws import EcsProvider
 from alphaswarm_controller.providers.aws.clients import Clients
 from alphaswarm_controller.providers.aws.config import SsmConfig
+from alphaswarm_controller.providers.aws.retry import RetryPolicy
+from alphaswarm_core.call import CallContext, current_call
 from alphaswarm_core.providers.protocol import (
     BackendPermissionDenied,
     BackendRejectedError,
@@ -27,9 +31,13 @@ ENV = {
 }
 
 
+ONE_ATTEMPT = RetryPolicy(max_attempts=1)
+FAST = RetryPolicy(max_attempts=3, base_seconds=0.001, cap_seconds=0.002)
+
+
 @pytest.fixture
 def clients() -> Clients:
-    return Clients(dict(ENV))
+    return Clients(dict(ENV), ONE_ATTEMPT)
 
 
 @pytest.fixture
@@ -54,7 +62,7 @@ def no_ambient_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: object) ->
 
 
 async def test_missing_credentials_name_the_chain(no_ambient_credentials: None) -> None:
-    provider = AwsProvider(env={"AWS_REGION": "eu-west-1", "ALPHASWARM_AWS_ECS_CLUSTER": "prod"})
+    provider = EcsProvider(env={"AWS_REGION": "eu-west-1", "ALPHASWARM_AWS_ECS_CLUSTER": "prod"})
     with pytest.raises(InfrastructureProviderUnavailable) as caught:
         await provider.health()
     assert caught.value.reason == "CREDENTIALS_MISSING"
@@ -64,7 +72,7 @@ async def test_missing_credentials_name_the_chain(no_ambient_credentials: None) 
 
 
 async def test_missing_region_is_named() -> None:
-    provider = AwsProvider(
+    provider = EcsProvider(
         env={
             "ALPHASWARM_AWS_ECS_CLUSTER": "prod",
             **{k: v for k, v in ENV.items() if k != "AWS_REGION"},
@@ -77,7 +85,7 @@ async def test_missing_region_is_named() -> None:
 
 
 def test_access_denied_names_the_action(clients: Clients) -> None:
-    with Stubber(clients.client("ecs", write=True)) as stub:
+    with Stubber(clients.client("ecs")) as stub:
         stub.add_client_error(
             "update_service",
             service_error_code="AccessDeniedException",
@@ -85,9 +93,7 @@ def test_access_denied_names_the_action(clients: Clients) -> None:
             http_status_code=400,
         )
         with pytest.raises(BackendPermissionDenied) as caught:
-            clients.call(
-                "ecs", "UpdateService", write=True, cluster="c", service="s", desiredCount=1
-            )
+            clients.call("ecs", "UpdateService", cluster="c", service="s", desiredCount=1)
     assert caught.value.code == "PERMISSION_DENIED"
     assert "ecs:UpdateService" in caught.value.message
     assert caught.value.metadata["missing_action"] == "ecs:UpdateService"
@@ -117,7 +123,7 @@ def test_throttling_and_5xx_are_unavailable_with_retry_info(
 
 
 async def test_health_maps_denied_identity_probe() -> None:
-    provider = AwsProvider(env={**ENV, "ALPHASWARM_AWS_ECS_CLUSTER": "prod"})
+    provider = EcsProvider(env={**ENV, "ALPHASWARM_AWS_ECS_CLUSTER": "prod"})
     with Stubber(provider.clients.client("sts")) as stub:
         stub.add_client_error(
             "get_caller_identity", service_error_code="AccessDenied", http_status_code=403
@@ -129,7 +135,7 @@ async def test_health_maps_denied_identity_probe() -> None:
 
 def test_secret_values_never_reach_error_messages(clients: Clients) -> None:
     secret = "hunter2-very-secret"
-    with Stubber(clients.client("ssm", write=True)) as stub:
+    with Stubber(clients.client("ssm")) as stub:
         stub.add_client_error(
             "put_parameter",
             service_error_code="ValidationException",
@@ -143,11 +149,74 @@ def test_secret_values_never_reach_error_messages(clients: Clients) -> None:
     assert "ssm:PutParameter" in caught.value.message
 
 
-def test_reads_retry_and_writes_do_not(clients: Clients) -> None:
-    read = clients.client("ecs").meta.config.retries
-    write = clients.client("ecs", write=True).meta.config.retries
-    assert read == {"mode": "standard", "total_max_attempts": 4}
-    assert write == {"mode": "standard", "total_max_attempts": 1}
+def test_botocore_sends_once_and_the_provider_decides(clients: Clients) -> None:
+    assert clients.client("ecs").meta.config.retries == {
+        "mode": "standard",
+        "total_max_attempts": 1,
+    }
+
+
+def test_throttled_requests_are_sent_again_whatever_they_do() -> None:
+    clients = Clients(dict(ENV), FAST)
+    with Stubber(clients.client("ecs")) as stub:
+        for _ in range(2):
+            stub.add_client_error(
+                "register_task_definition",
+                service_error_code="ThrottlingException",
+                http_status_code=400,
+            )
+        stub.add_response("register_task_definition", {"taskDefinition": {"family": "f"}})
+        answer = clients.call(
+            "ecs",
+            "RegisterTaskDefinition",
+            idempotent=False,  # a throttled request was refused before ECS acted on it
+            family="f",
+            containerDefinitions=[],
+        )
+        stub.assert_no_pending_responses()
+    assert answer["taskDefinition"]["family"] == "f"
+
+
+def test_a_5xx_is_sent_again_only_when_idempotent() -> None:
+    clients = Clients(dict(ENV), FAST)
+    with Stubber(clients.client("ssm")) as stub:
+        stub.add_client_error("put_parameter", "InternalServerError", http_status_code=500)
+        with pytest.raises(BackendUnavailableError):
+            clients.call("ssm", "PutParameter", idempotent=False, Name="/a", Value="b")
+        stub.assert_no_pending_responses()  # one attempt, no more
+        stub.add_client_error("put_parameter", "InternalServerError", http_status_code=500)
+        stub.add_response("put_parameter", {"Version": 2})
+        assert clients.call("ssm", "PutParameter", Name="/a", Value="b")["Version"] == 2
+
+
+def test_retries_end_with_the_attempts() -> None:
+    clients = Clients(dict(ENV), FAST)
+    with Stubber(clients.client("ecs")) as stub:
+        for _ in range(FAST.max_attempts):
+            stub.add_client_error("list_services", "ThrottlingException", http_status_code=400)
+        with pytest.raises(BackendUnavailableError) as caught:
+            clients.call("ecs", "ListServices", cluster="c")
+        stub.assert_no_pending_responses()
+    assert caught.value.reason == "BACKEND_THROTTLED"
+
+
+def test_retries_end_with_the_calls_deadline() -> None:
+    slow = Clients(dict(ENV), RetryPolicy(max_attempts=50, base_seconds=5.0, cap_seconds=5.0))
+    call = CallContext(method="ListServices", request_id="r", peer="p")
+    call.deadline = time.monotonic() + 0.5
+    token = current_call.set(call)
+    try:
+        with Stubber(slow.client("ecs")) as stub:
+            for _ in range(50):
+                stub.add_client_error("list_services", "ThrottlingException", http_status_code=400)
+            began = time.monotonic()
+            with pytest.raises(BackendUnavailableError):
+                slow.call("ecs", "ListServices", cluster="c")
+            # No wait that would outlast the deadline is started; no tight timing asserted.
+            assert time.monotonic() - began < 30
+            assert len(stub._queue) > 40, "a handful of attempts at most"
+    finally:
+        current_call.reset(token)
 
 
 def test_endpoints_follow_boto3_variables() -> None:

@@ -6,15 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from itertools import pairwise
-from typing import Any
 
 import pytest
 
-from alphaswarm_controller.providers.aws import AwsProvider
-from alphaswarm_controller.providers.aws.errors import translate
+from alphaswarm_controller.providers.aws import EcsProvider
+from alphaswarm_controller.providers.aws.retry import RetryPolicy
 from alphaswarm_controller.providers.aws.taskdef import service_name
 from alphaswarm_core.providers.protocol import DeploymentSpec, MetricSample, Resources
 from alphaswarm_core.testing import ready, unique_name, wait_for
+from tests.fakes.faults import Kind
 from tests.fakes.moto_server import IMAGE, EcsTestBed, ecs_test_bed
 
 MIB = 1024 * 1024
@@ -27,10 +27,10 @@ def bed() -> Iterator[EcsTestBed]:
 
 
 @pytest.fixture
-async def service(provider: AwsProvider) -> tuple[str, str]:
+async def service(provider: EcsProvider) -> tuple[str, str]:
     namespace, name = unique_name("ns"), unique_name()
     spec = DeploymentSpec(
-        name, namespace, image=IMAGE, replicas=2, resources=Resources(cpu="500m", memory="1Gi")
+        name, namespace, image=IMAGE, replicas=2, resources=Resources(cpu="1", memory="2Gi")
     )
     await provider.start(spec)
     await wait_for(provider, name, namespace, ready(2))
@@ -77,7 +77,7 @@ async def take(stream: AsyncIterator[MetricSample], count: int) -> list[MetricSa
 
 
 async def test_cloudwatch_data_read_back_through_the_stream(
-    provider: AwsProvider, bed: EcsTestBed, service: tuple[str, str]
+    provider: EcsProvider, bed: EcsTestBed, service: tuple[str, str]
 ) -> None:
     namespace, name = service
     [before] = await take(
@@ -93,14 +93,17 @@ async def test_cloudwatch_data_read_back_through_the_stream(
     last = samples[-1]
     assert last.ok, last.error
     assert last.replicas == 2
-    assert last.cpu_percent == pytest.approx(42.0)
-    assert last.memory_bytes == 1024 * MIB  # 50% of 2 tasks x 1 GiB reserved
+    # MetricSample.cpu_percent is percent of one core summed over replicas: 42 % of the
+    # 1 vCPU each of 2 tasks reserves is 0.84 cores, 84.
+    assert last.cpu_percent == pytest.approx(84.0)
+    assert last.extra["cpu_utilization_percent"] == pytest.approx(42.0)
+    assert last.memory_bytes == 2048 * MIB  # 50% of 2 tasks x 2 GiB reserved
     assert last.extra["memory_utilization_percent"] == pytest.approx(50.0)
     assert last.extra["running_tasks"] == 2.0
 
 
 async def test_stream_honours_the_interval(
-    provider: AwsProvider, bed: EcsTestBed, service: tuple[str, str]
+    provider: EcsProvider, bed: EcsTestBed, service: tuple[str, str]
 ) -> None:
     namespace, name = service
     put(bed, service_name(namespace, name), cpu=1.0, memory=1.0)
@@ -112,35 +115,18 @@ async def test_stream_honours_the_interval(
 
 
 async def test_transient_error_marks_the_sample_and_the_stream_goes_on(
-    provider: AwsProvider,
-    bed: EcsTestBed,
-    service: tuple[str, str],
-    monkeypatch: pytest.MonkeyPatch,
+    provider: EcsProvider, bed: EcsTestBed, service: tuple[str, str]
 ) -> None:
-    from botocore.exceptions import ClientError  # type: ignore[import-untyped]
-
     namespace, name = service
     put(bed, service_name(namespace, name), cpu=5.0, memory=10.0)
-    original = provider.clients.call
-    failures = {"left": 1}
-
-    def flaky(service_: str, operation: str, /, **kwargs: Any) -> Any:
-        if operation == "GetMetricData" and failures["left"]:
-            failures["left"] -= 1
-            error = ClientError(
-                {
-                    "Error": {"Code": "Throttling", "Message": "Rate exceeded"},
-                    "ResponseMetadata": {"HTTPStatusCode": 400},
-                },
-                "GetMetricData",
-            )
-            raise translate(error, "cloudwatch", "GetMetricData")
-        return original(service_, operation, **kwargs)
-
-    monkeypatch.setattr(provider.clients, "call", flaky)
+    provider.clients.policy = RetryPolicy(max_attempts=2, base_seconds=0.01, cap_seconds=0.02)
+    before = bed.faults.count("cloudwatch:GetMetricData")
+    # CloudWatch throttles every GetMetricData of the first two samples (2 attempts each).
+    bed.faults.inject("cloudwatch:GetMetricData", Kind.THROTTLED, times=4)
     samples = await take(
-        provider.stream_metrics(name, namespace=namespace, interval_seconds=0.1), 2
+        provider.stream_metrics(name, namespace=namespace, interval_seconds=0.1), 3
     )
-    assert not samples[0].ok
+    assert [s.ok for s in samples] == [False, False, True], [s.error for s in samples]
     assert "throttled" in samples[0].error
-    assert samples[1].ok, samples[1].error
+    sent = bed.faults.count("cloudwatch:GetMetricData") - before
+    assert sent == 2 + 2 + 1, "one bounded retry per sample, then the next interval"

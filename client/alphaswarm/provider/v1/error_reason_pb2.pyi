@@ -80,6 +80,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """`local`: the state directory cannot be created or written."""
     STATE_STORE_FAILED: _ErrorReason.ValueType  # 51
     """`local`: the state database failed (disk full, read-only, corrupt)."""
+    STATE_DIR_INSECURE: _ErrorReason.ValueType  # 52
+    """`local`: the state directory holds a symlink or another user's file; the server
+    refuses to use it until an operator looks.
+    """
+    REPLICA_USER_UNAVAILABLE: _ErrorReason.ValueType  # 53
+    """`local`: the unprivileged user replicas must run as cannot be arranged (unknown
+    user or group, root without ALPHASWARM_LOCAL_ALLOW_ROOT). Metadata: `setting`.
+    """
+    CGROUP_UNAVAILABLE: _ErrorReason.ValueType  # 54
+    """`local`: ALPHASWARM_LOCAL_CGROUP=on, but no writable cgroup v2 hierarchy exists."""
     BACKEND_REJECTED: _ErrorReason.ValueType  # 60
     """The backend refused the request for a reason the caller can fix (port taken,
     image cannot run, program not found); the message says which.
@@ -193,6 +203,16 @@ STATE_DIR_UNWRITABLE: ErrorReason.ValueType  # 50
 """`local`: the state directory cannot be created or written."""
 STATE_STORE_FAILED: ErrorReason.ValueType  # 51
 """`local`: the state database failed (disk full, read-only, corrupt)."""
+STATE_DIR_INSECURE: ErrorReason.ValueType  # 52
+"""`local`: the state directory holds a symlink or another user's file; the server
+refuses to use it until an operator looks.
+"""
+REPLICA_USER_UNAVAILABLE: ErrorReason.ValueType  # 53
+"""`local`: the unprivileged user replicas must run as cannot be arranged (unknown
+user or group, root without ALPHASWARM_LOCAL_ALLOW_ROOT). Metadata: `setting`.
+"""
+CGROUP_UNAVAILABLE: ErrorReason.ValueType  # 54
+"""`local`: ALPHASWARM_LOCAL_CGROUP=on, but no writable cgroup v2 hierarchy exists."""
 BACKEND_REJECTED: ErrorReason.ValueType  # 60
 """The backend refused the request for a reason the caller can fix (port taken,
 image cannot run, program not found); the message says which.

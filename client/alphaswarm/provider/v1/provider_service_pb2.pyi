@@ -8,6 +8,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -610,3 +611,187 @@ class WatchDeploymentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchDeploymentResponse: _TypeAlias = WatchDeploymentResponse  # noqa: Y015
+
+@_typing.final
+class StreamLogsRequest(_message.Message):
+    """StreamLogsRequest subscribes to the output of a service's replicas."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    TAIL_LINES_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """Provider alias; empty selects the default provider."""
+    service_id: _builtins.str
+    """Name of the service."""
+    namespace: _builtins.str
+    """Namespace of the service; empty means "default"."""
+    follow: _builtins.bool
+    """After the retained lines, keep sending new ones until the caller cancels."""
+    tail_lines: _builtins.int
+    """The last N retained lines of each replica (0 to 10000); 0 means every line
+    retained, up to 10,000 per replica.
+    """
+    instance_id: _builtins.str
+    """Only this replica's lines; empty means every replica."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only lines written at or after this time."""
+
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        follow: _builtins.bool = ...,
+        tail_lines: _builtins.int = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        instance_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "instance_id", b"instance_id", "namespace", b"namespace", "provider", b"provider", "service_id", b"service_id", "since", b"since", "tail_lines", b"tail_lines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamLogsRequest: _TypeAlias = StreamLogsRequest  # noqa: Y015
+
+@_typing.final
+class StreamLogsResponse(_message.Message):
+    """StreamLogsResponse is one message of the logs stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> _types_pb2.LogEntry:
+        """One line."""
+
+    def __init__(
+        self,
+        *,
+        entry: _types_pb2.LogEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamLogsResponse: _TypeAlias = StreamLogsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteDeploymentRequest(_message.Message):
+    """DeleteDeploymentRequest names the service to remove."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    ALLOW_MISSING_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """Provider alias; empty selects the default provider."""
+    service_id: _builtins.str
+    """Name of the service."""
+    namespace: _builtins.str
+    """Namespace of the service; empty means "default"."""
+    allow_missing: _builtins.bool
+    """Succeed (with `deleted` false) when the service does not exist."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        allow_missing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_missing", b"allow_missing", "namespace", b"namespace", "provider", b"provider", "service_id", b"service_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDeploymentRequest: _TypeAlias = DeleteDeploymentRequest  # noqa: Y015
+
+@_typing.final
+class DeleteDeploymentResponse(_message.Message):
+    """DeleteDeploymentResponse reports the removal."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    """Whether a service was removed (false only with allow_missing)."""
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDeploymentResponse: _TypeAlias = DeleteDeploymentResponse  # noqa: Y015
+
+@_typing.final
+class WatchDeploymentsRequest(_message.Message):
+    """WatchDeploymentsRequest subscribes to every deployment of a namespace."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """Provider alias; empty selects the default provider."""
+    namespace: _builtins.str
+    """Only this namespace; empty means every namespace the caller may see."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchDeploymentsRequest: _TypeAlias = WatchDeploymentsRequest  # noqa: Y015
+
+@_typing.final
+class WatchDeploymentsResponse(_message.Message):
+    """WatchDeploymentsResponse is one event of the watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    event: _types_pb2.DeploymentEvent.ValueType
+    """What happened."""
+    @_builtins.property
+    def status(self) -> _types_pb2.DeploymentStatus:
+        """The deployment's status (empty for INITIAL_SNAPSHOT_DONE)."""
+
+    def __init__(
+        self,
+        *,
+        event: _types_pb2.DeploymentEvent.ValueType = ...,
+        status: _types_pb2.DeploymentStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchDeploymentsResponse: _TypeAlias = WatchDeploymentsResponse  # noqa: Y015

@@ -90,6 +90,21 @@ class ProviderServiceStub:
                 request_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.StreamMetricsRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.StreamMetricsResponse.FromString,
                 _registered_method=True)
+        self.StreamLogs = channel.unary_stream(
+                '/alphaswarm.provider.v1.ProviderService/StreamLogs',
+                request_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.StreamLogsRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.StreamLogsResponse.FromString,
+                _registered_method=True)
+        self.DeleteDeployment = channel.unary_unary(
+                '/alphaswarm.provider.v1.ProviderService/DeleteDeployment',
+                request_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.DeleteDeploymentRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.DeleteDeploymentResponse.FromString,
+                _registered_method=True)
+        self.WatchDeployments = channel.unary_stream(
+                '/alphaswarm.provider.v1.ProviderService/WatchDeployments',
+                request_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentsRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentsResponse.FromString,
+                _registered_method=True)
         self.WatchDeployment = channel.unary_stream(
                 '/alphaswarm.provider.v1.ProviderService/WatchDeployment',
                 request_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentRequest.SerializeToString,
@@ -179,6 +194,38 @@ class ProviderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamLogs(self, request, context):
+        """StreamLogs streams what a service's replicas wrote: the lines retained (the
+        last `tail_lines` per replica, or all retained up to 10,000), then with
+        `follow` every new line, including those of replicas that appear later, until
+        the caller cancels. Lines of one replica are in order. A slow reader slows the
+        stream (flow control); nothing is dropped and the server buffers a bounded
+        amount. Logs can hold secrets a program prints: viewers may read them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDeployment(self, request, context):
+        """DeleteDeployment removes a service: its replicas, its definition and its
+        config, every backend resource the controller created for it. Afterwards
+        status and config are NOT_FOUND; deleting again is NOT_FOUND unless
+        `allow_missing`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchDeployments(self, request, context):
+        """WatchDeployments streams every deployment of a namespace (or of every
+        namespace the caller may see, when `namespace` is empty): first each one as
+        ADDED, then INITIAL_SNAPSHOT_DONE, then every change, until the caller cancels.
+        Backend errors do not end it: it catches up when the backend answers again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchDeployment(self, request, context):
         """WatchDeployment streams the current status of a service, then every change.
         """
@@ -238,6 +285,21 @@ def add_ProviderServiceServicer_to_server(servicer, server):
                     servicer.StreamMetrics,
                     request_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.StreamMetricsRequest.FromString,
                     response_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.StreamMetricsResponse.SerializeToString,
+            ),
+            'StreamLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamLogs,
+                    request_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.StreamLogsRequest.FromString,
+                    response_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.StreamLogsResponse.SerializeToString,
+            ),
+            'DeleteDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDeployment,
+                    request_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.DeleteDeploymentRequest.FromString,
+                    response_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.DeleteDeploymentResponse.SerializeToString,
+            ),
+            'WatchDeployments': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchDeployments,
+                    request_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentsRequest.FromString,
+                    response_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentsResponse.SerializeToString,
             ),
             'WatchDeployment': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchDeployment,
@@ -521,6 +583,87 @@ class ProviderService:
             '/alphaswarm.provider.v1.ProviderService/StreamMetrics',
             alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.StreamMetricsRequest.SerializeToString,
             alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.StreamMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/alphaswarm.provider.v1.ProviderService/StreamLogs',
+            alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.StreamLogsRequest.SerializeToString,
+            alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.StreamLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.provider.v1.ProviderService/DeleteDeployment',
+            alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.DeleteDeploymentRequest.SerializeToString,
+            alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.DeleteDeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/alphaswarm.provider.v1.ProviderService/WatchDeployments',
+            alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentsRequest.SerializeToString,
+            alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,26 @@ class ProviderServiceStub:
     """
     StreamMetrics: _grpc.UnaryStreamMultiCallable[_provider_service_pb2.StreamMetricsRequest, _provider_service_pb2.StreamMetricsResponse]
     """StreamMetrics streams one aggregated sample per interval until the caller cancels."""
+    StreamLogs: _grpc.UnaryStreamMultiCallable[_provider_service_pb2.StreamLogsRequest, _provider_service_pb2.StreamLogsResponse]
+    """StreamLogs streams what a service's replicas wrote: the lines retained (the
+    last `tail_lines` per replica, or all retained up to 10,000), then with
+    `follow` every new line, including those of replicas that appear later, until
+    the caller cancels. Lines of one replica are in order. A slow reader slows the
+    stream (flow control); nothing is dropped and the server buffers a bounded
+    amount. Logs can hold secrets a program prints: viewers may read them.
+    """
+    DeleteDeployment: _grpc.UnaryUnaryMultiCallable[_provider_service_pb2.DeleteDeploymentRequest, _provider_service_pb2.DeleteDeploymentResponse]
+    """DeleteDeployment removes a service: its replicas, its definition and its
+    config, every backend resource the controller created for it. Afterwards
+    status and config are NOT_FOUND; deleting again is NOT_FOUND unless
+    `allow_missing`.
+    """
+    WatchDeployments: _grpc.UnaryStreamMultiCallable[_provider_service_pb2.WatchDeploymentsRequest, _provider_service_pb2.WatchDeploymentsResponse]
+    """WatchDeployments streams every deployment of a namespace (or of every
+    namespace the caller may see, when `namespace` is empty): first each one as
+    ADDED, then INITIAL_SNAPSHOT_DONE, then every change, until the caller cancels.
+    Backend errors do not end it: it catches up when the backend answers again.
+    """
     WatchDeployment: _grpc.UnaryStreamMultiCallable[_provider_service_pb2.WatchDeploymentRequest, _provider_service_pb2.WatchDeploymentResponse]
     """WatchDeployment streams the current status of a service, then every change."""
 
@@ -105,6 +125,26 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     """
     StreamMetrics: _aio.UnaryStreamMultiCallable[_provider_service_pb2.StreamMetricsRequest, _provider_service_pb2.StreamMetricsResponse]  # type: ignore[assignment]
     """StreamMetrics streams one aggregated sample per interval until the caller cancels."""
+    StreamLogs: _aio.UnaryStreamMultiCallable[_provider_service_pb2.StreamLogsRequest, _provider_service_pb2.StreamLogsResponse]  # type: ignore[assignment]
+    """StreamLogs streams what a service's replicas wrote: the lines retained (the
+    last `tail_lines` per replica, or all retained up to 10,000), then with
+    `follow` every new line, including those of replicas that appear later, until
+    the caller cancels. Lines of one replica are in order. A slow reader slows the
+    stream (flow control); nothing is dropped and the server buffers a bounded
+    amount. Logs can hold secrets a program prints: viewers may read them.
+    """
+    DeleteDeployment: _aio.UnaryUnaryMultiCallable[_provider_service_pb2.DeleteDeploymentRequest, _provider_service_pb2.DeleteDeploymentResponse]  # type: ignore[assignment]
+    """DeleteDeployment removes a service: its replicas, its definition and its
+    config, every backend resource the controller created for it. Afterwards
+    status and config are NOT_FOUND; deleting again is NOT_FOUND unless
+    `allow_missing`.
+    """
+    WatchDeployments: _aio.UnaryStreamMultiCallable[_provider_service_pb2.WatchDeploymentsRequest, _provider_service_pb2.WatchDeploymentsResponse]  # type: ignore[assignment]
+    """WatchDeployments streams every deployment of a namespace (or of every
+    namespace the caller may see, when `namespace` is empty): first each one as
+    ADDED, then INITIAL_SNAPSHOT_DONE, then every change, until the caller cancels.
+    Backend errors do not end it: it catches up when the backend answers again.
+    """
     WatchDeployment: _aio.UnaryStreamMultiCallable[_provider_service_pb2.WatchDeploymentRequest, _provider_service_pb2.WatchDeploymentResponse]  # type: ignore[assignment]
     """WatchDeployment streams the current status of a service, then every change."""
 
@@ -202,6 +242,44 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_provider_service_pb2.StreamMetricsResponse], _abc.AsyncIterator[_provider_service_pb2.StreamMetricsResponse]]:
         """StreamMetrics streams one aggregated sample per interval until the caller cancels."""
+
+    @_abc_1.abstractmethod
+    def StreamLogs(
+        self,
+        request: _provider_service_pb2.StreamLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_provider_service_pb2.StreamLogsResponse], _abc.AsyncIterator[_provider_service_pb2.StreamLogsResponse]]:
+        """StreamLogs streams what a service's replicas wrote: the lines retained (the
+        last `tail_lines` per replica, or all retained up to 10,000), then with
+        `follow` every new line, including those of replicas that appear later, until
+        the caller cancels. Lines of one replica are in order. A slow reader slows the
+        stream (flow control); nothing is dropped and the server buffers a bounded
+        amount. Logs can hold secrets a program prints: viewers may read them.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteDeployment(
+        self,
+        request: _provider_service_pb2.DeleteDeploymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_service_pb2.DeleteDeploymentResponse, _abc.Awaitable[_provider_service_pb2.DeleteDeploymentResponse]]:
+        """DeleteDeployment removes a service: its replicas, its definition and its
+        config, every backend resource the controller created for it. Afterwards
+        status and config are NOT_FOUND; deleting again is NOT_FOUND unless
+        `allow_missing`.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchDeployments(
+        self,
+        request: _provider_service_pb2.WatchDeploymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_provider_service_pb2.WatchDeploymentsResponse], _abc.AsyncIterator[_provider_service_pb2.WatchDeploymentsResponse]]:
+        """WatchDeployments streams every deployment of a namespace (or of every
+        namespace the caller may see, when `namespace` is empty): first each one as
+        ADDED, then INITIAL_SNAPSHOT_DONE, then every change, until the caller cancels.
+        Backend errors do not end it: it catches up when the backend answers again.
+        """
 
     @_abc_1.abstractmethod
     def WatchDeployment(

@@ -56,6 +56,70 @@ DEPLOYMENT_STATE_FAILED: DeploymentState.ValueType  # 5
 """The backend gave up on the service; `message` says why."""
 Global___DeploymentState: _TypeAlias = DeploymentState  # noqa: Y015
 
+class _LogStream:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LogStreamEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LogStream.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LOG_STREAM_UNSPECIFIED: _LogStream.ValueType  # 0
+    """The backend does not say (e.g. a log service that merges both)."""
+    LOG_STREAM_STDOUT: _LogStream.ValueType  # 1
+    """Standard output."""
+    LOG_STREAM_STDERR: _LogStream.ValueType  # 2
+    """Standard error."""
+
+class LogStream(_LogStream, metaclass=_LogStreamEnumTypeWrapper):
+    """LogStream says which output of a replica a log line came from."""
+
+LOG_STREAM_UNSPECIFIED: LogStream.ValueType  # 0
+"""The backend does not say (e.g. a log service that merges both)."""
+LOG_STREAM_STDOUT: LogStream.ValueType  # 1
+"""Standard output."""
+LOG_STREAM_STDERR: LogStream.ValueType  # 2
+"""Standard error."""
+Global___LogStream: _TypeAlias = LogStream  # noqa: Y015
+
+class _DeploymentEvent:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeploymentEventEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeploymentEvent.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEPLOYMENT_EVENT_UNSPECIFIED: _DeploymentEvent.ValueType  # 0
+    """Not set; never sent."""
+    DEPLOYMENT_EVENT_ADDED: _DeploymentEvent.ValueType  # 1
+    """The deployment exists: sent for each one in the initial snapshot, and for each
+    one created later.
+    """
+    DEPLOYMENT_EVENT_MODIFIED: _DeploymentEvent.ValueType  # 2
+    """The deployment's status changed."""
+    DEPLOYMENT_EVENT_DELETED: _DeploymentEvent.ValueType  # 3
+    """The deployment was deleted; `status` is its last one seen."""
+    DEPLOYMENT_EVENT_INITIAL_SNAPSHOT_DONE: _DeploymentEvent.ValueType  # 4
+    """Every deployment that existed when the watch began has been sent as ADDED (like
+    Kubernetes' initial-events-end bookmark); `status` is empty. Sent once.
+    """
+
+class DeploymentEvent(_DeploymentEvent, metaclass=_DeploymentEventEnumTypeWrapper):
+    """DeploymentEvent is what happened to a deployment in a WatchDeployments stream."""
+
+DEPLOYMENT_EVENT_UNSPECIFIED: DeploymentEvent.ValueType  # 0
+"""Not set; never sent."""
+DEPLOYMENT_EVENT_ADDED: DeploymentEvent.ValueType  # 1
+"""The deployment exists: sent for each one in the initial snapshot, and for each
+one created later.
+"""
+DEPLOYMENT_EVENT_MODIFIED: DeploymentEvent.ValueType  # 2
+"""The deployment's status changed."""
+DEPLOYMENT_EVENT_DELETED: DeploymentEvent.ValueType  # 3
+"""The deployment was deleted; `status` is its last one seen."""
+DEPLOYMENT_EVENT_INITIAL_SNAPSHOT_DONE: DeploymentEvent.ValueType  # 4
+"""Every deployment that existed when the watch began has been sent as ADDED (like
+Kubernetes' initial-events-end bookmark); `status` is empty. Sent once.
+"""
+Global___DeploymentEvent: _TypeAlias = DeploymentEvent  # noqa: Y015
+
 @_typing.final
 class DeploymentSpec(_message.Message):
     """DeploymentSpec is the desired state of one service: `replicas` copies of one
@@ -707,3 +771,45 @@ class ProviderHealth(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProviderHealth: _TypeAlias = ProviderHealth  # noqa: Y015
+
+@_typing.final
+class LogEntry(_message.Message):
+    """LogEntry is one line a replica wrote."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    """The replica that wrote it (as in InstanceStatus.instance_id)."""
+    stream: Global___LogStream.ValueType
+    """stdout, stderr, or unspecified where the backend does not say."""
+    text: _builtins.str
+    """The line, without its newline. Lines longer than 16 KiB are cut there."""
+    truncated: _builtins.bool
+    """Whether `text` was cut at the 16 KiB bound."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it was written, as the backend recorded it (the server's receipt time
+        where the backend records none).
+        """
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        stream: Global___LogStream.ValueType = ...,
+        text: _builtins.str = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "stream", b"stream", "text", b"text", "time", b"time", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogEntry: _TypeAlias = LogEntry  # noqa: Y015

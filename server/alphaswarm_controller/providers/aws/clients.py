@@ -5,18 +5,20 @@ chain, ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL`` and the
 per-service ``AWS_ENDPOINT_URL_<SERVICE>``), read from the environment the
 provider was given, so the same code runs against AWS and against moto.
 
-Reads and writes get different clients: reads retry with botocore's
-``standard`` mode (exponential backoff with full jitter, throttling and 5xx
-retried), writes are sent once (a retried ``RegisterTaskDefinition`` or
-``PutParameter`` is not idempotent), and a failed write is reported to the
-caller, who decides. Clients are cached per (service, kind, timeout bucket) so
-the caller's deadline bounds every call without building a client per call.
+botocore's own retries are off: ``call`` retries by ``retry.RetryPolicy`` (capped
+exponential backoff with full jitter, every wait inside the call's deadline),
+throttling for every operation and transient failures (5xx, timeouts, dropped
+connections) only for the requests its caller marks idempotent; a
+``RegisterTaskDefinition`` sent twice registers two revisions. Clients are
+cached per (service, timeout bucket) so the caller's deadline bounds every
+attempt without building a client per call.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,8 +28,8 @@ from botocore.config import Config  # type: ignore[import-untyped]
 from alphaswarm_core.providers.concurrency import remaining_timeout
 
 from .errors import translate
+from .retry import DEFAULT_POLICY, RetryPolicy, is_retryable
 
-READ_ATTEMPTS = 4
 TIMEOUT_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 
 #: botocore service name -> the suffix boto3 uses in ``AWS_ENDPOINT_URL_<SUFFIX>``.
@@ -36,6 +38,8 @@ ENDPOINT_ENV_SUFFIX = {
     "ec2": "EC2",
     "ecs": "ECS",
     "eks": "EKS",
+    "iam": "IAM",
+    "logs": "CLOUDWATCH_LOGS",
     "ssm": "SSM",
     "sts": "STS",
 }
@@ -73,13 +77,14 @@ def endpoint_from(env: Mapping[str, str], service: str) -> str | None:
 class Clients:
     """Thread-safe factory of boto3 clients for one provider instance."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], policy: RetryPolicy = DEFAULT_POLICY) -> None:
         self._env = env
         self.env = env
         self.region = region_from(env)
+        self.policy = policy
         self._lock = threading.Lock()
         self._session: boto3.Session | None = None
-        self._clients: dict[tuple[str, bool, float], Any] = {}
+        self._clients: dict[tuple[str, float], Any] = {}
 
     def session(self) -> boto3.Session:
         with self._lock:
@@ -103,9 +108,9 @@ class Clients:
                 kwargs["profile_name"] = self._env["AWS_PROFILE"]
         return boto3.Session(**kwargs)
 
-    def client(self, service: str, *, write: bool = False) -> Any:
+    def client(self, service: str) -> Any:
         timeout = _bucket(remaining_timeout())
-        key = (service, write, timeout)
+        key = (service, timeout)
         cached = self._clients.get(key)
         if cached is not None:
             return cached
@@ -113,7 +118,7 @@ class Clients:
         config = Config(
             connect_timeout=min(5.0, timeout),
             read_timeout=timeout,
-            retries={"mode": "standard", "total_max_attempts": 1 if write else READ_ATTEMPTS},
+            retries={"mode": "standard", "total_max_attempts": 1},  # ``call`` retries
             user_agent_extra="alphaswarm-controller",
         )
         with self._lock:
@@ -131,20 +136,37 @@ class Clients:
         operation: str,
         /,
         *,
-        write: bool = False,
+        idempotent: bool = True,
         redact: bool = False,
         **kwargs: Any,
     ) -> JsonDict:
-        """Call ``operation`` (its API name, e.g. ``DescribeServices``); errors translated."""
-        client = self.client(service, write=write)
-        method = getattr(client, _snake(operation))
-        try:
-            result: JsonDict = method(**kwargs)
-        except Exception as exc:
-            if _is_botocore(exc):
-                raise translate(exc, service, operation, redact=redact) from None
-            raise
-        return result
+        """Call ``operation`` (its API name, e.g. ``DescribeServices``); errors translated.
+
+        Throttled attempts are retried for every operation; 5xx, timeouts and connection
+        failures only when ``idempotent`` (sending the same request twice leaves the same
+        state). Attempts and waits end with the call's deadline.
+        """
+        deadline = time.monotonic() + remaining_timeout()
+        attempt = 0
+        while True:
+            attempt += 1
+            method = getattr(self.client(service), _snake(operation))
+            try:
+                result: JsonDict = method(**kwargs)
+            except Exception as exc:
+                if not _is_botocore(exc):
+                    raise
+                error = translate(exc, service, operation, redact=redact)
+                delay = self.policy.delay(attempt)
+                if (
+                    attempt >= self.policy.max_attempts
+                    or not is_retryable(error, idempotent=idempotent)
+                    or time.monotonic() + delay >= deadline
+                ):
+                    raise error from None
+                time.sleep(delay)
+                continue
+            return result
 
     def pages(
         self,

@@ -12,19 +12,35 @@ RUNNING, on the service's current task definition and deployment), not taken
 from the service's ``runningCount``: the instance list and the ready count
 then come from the same read and can never disagree, and tasks still running
 an older revision are reported as instances but not as ready. On AWS the two
-numbers agree once a deployment settles. ``rolloutState`` decides FAILED, and
-``failedTasks`` of the primary deployment DEGRADED.
+numbers agree once a deployment settles. ``failedTasks`` of the primary
+deployment makes it DEGRADED.
+
+Every service runs with ECS's deployment circuit breaker on, with rollback
+(``DEPLOYMENT_CONFIGURATION``): a deployment whose tasks keep failing to start
+(a bad image, a missing role) stops launching tasks and turns ``rolloutState``
+FAILED, which is what makes FAILED reachable (without the breaker ECS retries
+forever). With a previous deployment that completed, ECS then rolls the
+service back to it. FAILED is reported while ECS lists the failed deployment,
+and after it is gone as long as the service runs an older revision than the
+latest one ``start`` (or ``apply_config``) registered and the deployment
+running it began after that revision was registered: ECS made it, so the
+revision asked for failed. ``start`` with the spec again tries again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from alphaswarm_core.providers.protocol import (
     BackendRejectedError,
+    BackendTimeoutError,
+    BackendUnavailableError,
     DeploymentNotFoundError,
     DeploymentSpec,
     DeploymentState,
@@ -36,13 +52,15 @@ from alphaswarm_core.providers.protocol import (
 from alphaswarm_core.providers.reasons import ErrorReason
 
 from .clients import Clients, JsonDict
+from .logs import ensure_log_group
 from .taskdef import (
-    SPEC_HASH_LABEL,
     EcsPlan,
+    config_path_of,
     labels_from_tags,
     parse_service_name,
-    plan_for,
     service_name,
+    spec_hash_of,
+    with_config_path,
 )
 
 log = logging.getLogger(__name__)
@@ -50,6 +68,15 @@ log = logging.getLogger(__name__)
 DESCRIBE_SERVICES_BATCH = 10
 DESCRIBE_TASKS_BATCH = 100
 LIST_PAGE_SIZE = 100
+TASK_DEFINITION_CACHE = 256
+Tags = list[dict[str, str]]
+REGISTER_ATTEMPTS = 3
+CIRCUIT_BREAKER = {"enable": True, "rollback": True}
+DEPLOYMENT_CONFIGURATION: JsonDict = {
+    "deploymentCircuitBreaker": CIRCUIT_BREAKER,
+    "maximumPercent": 200,
+    "minimumHealthyPercent": 100,
+}
 
 
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:
@@ -74,12 +101,58 @@ def task_is_current(task: JsonDict, service: JsonDict) -> bool:
     return not (started_by.startswith("ecs-svc/") and primary_id and started_by != primary_id)
 
 
+def _revision(arn: str) -> str:
+    return arn.rsplit("/", 1)[-1]
+
+
+def failure_of(service: JsonDict, latest: JsonDict | None) -> str:
+    """Why the service's rollout failed, or "" when it did not.
+
+    ``latest`` is the newest ACTIVE revision of the service's family (described), the
+    one ``start`` or ``apply_config`` asked for last; None skips the rollback check.
+    """
+    primary = primary_deployment(service)
+    asked = str((latest or {}).get("taskDefinitionArn", ""))
+    running = str(service.get("taskDefinition"))
+    for deployment in service.get("deployments", []):
+        if deployment.get("rolloutState") != "FAILED":
+            continue
+        reason = str(deployment.get("rolloutStateReason") or "ECS deployment failed")
+        if deployment.get("id") == primary.get("id") or not primary:
+            return reason
+        if asked and asked == running:
+            continue  # an older failure: what was asked last is being deployed now
+        return f"{reason}; ECS rolled back to {_revision(running)}"
+    if not latest or not primary:
+        return ""
+    registered, began = latest.get("registeredAt"), primary.get("createdAt")
+    if (
+        asked
+        and asked != running
+        and isinstance(registered, datetime)
+        and isinstance(began, datetime)
+        and began > registered
+    ):
+        return (
+            f"the deployment of {_revision(asked)} failed and ECS rolled the service back to "
+            f"{_revision(running)}; StartDeployment tries again"
+        )
+    return ""
+
+
 def status_from(
-    service: JsonDict, tasks: Iterable[JsonDict], *, namespace: str, service_id: str, alias: str
+    service: JsonDict,
+    tasks: Iterable[JsonDict],
+    *,
+    namespace: str,
+    service_id: str,
+    alias: str,
+    latest: JsonDict | None = None,
 ) -> DeploymentStatus:
     """DeploymentStatus of one ECS service and its (RUNNING-desired) tasks."""
     desired = int(service.get("desiredCount", 0))
     primary = primary_deployment(service)
+    failure = failure_of(service, latest)
     tasks = list(tasks)
     instances = []
     stale = 0
@@ -111,9 +184,9 @@ def status_from(
     if desired == 0:
         state = DeploymentState.STOPPED
         message = f"scaled to zero; {len(instances)} task(s) draining" if instances else "stopped"
-    elif rollout == "FAILED":
+    elif failure:
         state = DeploymentState.FAILED
-        message = str(primary.get("rolloutStateReason") or "ECS deployment failed")
+        message = failure
     elif ready >= desired and stale == 0:
         state = DeploymentState.RUNNING
         message = counts
@@ -151,13 +224,12 @@ def status_from(
 class EcsDeployments:
     """Deployments of one provider in one ECS cluster."""
 
-    def __init__(
-        self, clients: Clients, cluster: str, settings: Mapping[str, str], alias: str
-    ) -> None:
+    def __init__(self, clients: Clients, cluster: str, alias: str) -> None:
         self._clients = clients
         self.cluster = cluster
-        self._settings = settings
         self._alias = alias
+        self._described: OrderedDict[str, JsonDict] = OrderedDict()
+        self._described_lock = threading.Lock()
 
     # -- reads --------------------------------------------------------------------------
 
@@ -203,22 +275,65 @@ class EcsDeployments:
         return self.observe(namespace, service_id)[0]
 
     def observe(self, namespace: str, service_id: str) -> tuple[DeploymentStatus, list[JsonDict]]:
-        """The status and the tasks counted ready in it (metrics size memory from those)."""
+        """The status and the tasks counted ready in it (metrics size CPU and memory from
+        those)."""
         service = self.require(namespace, service_id)
         name = service["serviceName"]
         tasks = self.tasks(name).get(name, [])
-        status = self._status(service, tasks, namespace, service_id)
+        latest = self.latest_revision(name)
+        status = self._status(service, tasks, namespace, service_id, latest)
         ready = [
             t for t in tasks if t.get("lastStatus") == "RUNNING" and task_is_current(t, service)
         ]
         return status, ready
 
     def _status(
-        self, service: JsonDict, tasks: list[JsonDict], namespace: str, service_id: str
+        self,
+        service: JsonDict,
+        tasks: list[JsonDict],
+        namespace: str,
+        service_id: str,
+        latest: JsonDict | None = None,
     ) -> DeploymentStatus:
         return status_from(
-            service, tasks, namespace=namespace, service_id=service_id, alias=self._alias
+            service,
+            tasks,
+            namespace=namespace,
+            service_id=service_id,
+            alias=self._alias,
+            latest=latest,
         )
+
+    def task_definition(self, arn: str) -> JsonDict:
+        """A described revision; revisions are immutable, so each is read once."""
+        with self._described_lock:
+            cached = self._described.get(arn)
+            if cached is not None:
+                self._described.move_to_end(arn)
+                return cached
+        described: JsonDict = self._clients.call(
+            "ecs", "DescribeTaskDefinition", taskDefinition=arn, include=["TAGS"]
+        )
+        found = {**described["taskDefinition"], "tags": described.get("tags", [])}
+        with self._described_lock:
+            self._described[arn] = found
+            while len(self._described) > TASK_DEFINITION_CACHE:
+                self._described.popitem(last=False)
+        return found
+
+    def latest_revision(self, family: str) -> JsonDict | None:
+        """The newest ACTIVE revision of ``family`` (described), None when it has none."""
+        latest = self._clients.call(
+            "ecs",
+            "ListTaskDefinitions",
+            familyPrefix=family,
+            status="ACTIVE",
+            sort="DESC",
+            maxResults=1,
+        ).get("taskDefinitionArns", [])
+        if not latest or _revision(latest[0]).split(":")[0] != family:
+            return None
+        return self.task_definition(latest[0])
 
     def list(self, namespace: str | None) -> list[DeploymentStatus]:
         names: list[str] = []
@@ -242,39 +357,42 @@ class EcsDeployments:
         result.sort(key=lambda s: (s.namespace, s.service_id))
         return result
 
-    def spec_hash_of(self, task_definition: str) -> str:
-        described = self._clients.call(
-            "ecs", "DescribeTaskDefinition", taskDefinition=task_definition
-        )["taskDefinition"]
-        for container in described.get("containerDefinitions", []):
-            labels = container.get("dockerLabels") or {}
-            if SPEC_HASH_LABEL in labels:
-                return str(labels[SPEC_HASH_LABEL])
-        return ""
-
     # -- writes -------------------------------------------------------------------------
 
-    def _write(self, operation: str, **kwargs: Any) -> JsonDict:
-        return self._clients.call("ecs", operation, write=True, **kwargs)
+    def _write(self, operation: str, *, idempotent: bool = True, **kwargs: Any) -> JsonDict:
+        return self._clients.call("ecs", operation, idempotent=idempotent, **kwargs)
 
-    def _task_definition(self, plan: EcsPlan) -> tuple[str, bool]:
-        """ARN of a revision matching ``plan`` (the latest, when it does) and whether this call
-        registered it (so a failed start can deregister what it registered)."""
-        latest = self._clients.call(
-            "ecs",
-            "ListTaskDefinitions",
-            familyPrefix=plan.family,
-            status="ACTIVE",
-            sort="DESC",
-            maxResults=1,
-        ).get("taskDefinitionArns", [])
-        same_family = bool(latest) and latest[0].rsplit("/", 1)[-1].split(":")[0] == plan.family
-        if same_family and self.spec_hash_of(latest[0]) == plan.spec_hash:
-            return latest[0], False
-        registered = self._write("RegisterTaskDefinition", tags=plan.tags, **plan.register_args)[
-            "taskDefinition"
-        ]
-        return str(registered["taskDefinitionArn"]), True
+    def _task_definition(self, plan: EcsPlan, config_path: str) -> tuple[str, bool]:
+        """ARN of a revision matching ``plan`` and ``config_path`` (the latest, when it does)
+        and whether this call registered it (a failed start deregisters what it registered)."""
+        latest = self.latest_revision(plan.family)
+        if (
+            latest is not None
+            and spec_hash_of(latest) == plan.spec_hash
+            and config_path_of(latest) == config_path
+        ):
+            return str(latest["taskDefinitionArn"]), False
+        ensure_log_group(self._clients, plan.log_group)
+        return self._register(plan.registration(config_path), plan.tags), True
+
+    def _register(self, registration: JsonDict, tags: Tags) -> str:
+        """Register ``registration``; its ARN. Not idempotent (each call is a revision), so
+        ``Clients.call`` sends it again only when throttled; after a 5xx or a timeout,
+        which may or may not have registered it, the newest revision is checked first."""
+        family = str(registration["family"])
+        for attempt in range(REGISTER_ATTEMPTS):
+            try:
+                registered = self._write(
+                    "RegisterTaskDefinition", idempotent=False, tags=tags, **registration
+                )["taskDefinition"]
+                return str(registered["taskDefinitionArn"])
+            except (BackendUnavailableError, BackendTimeoutError):
+                if attempt + 1 == REGISTER_ATTEMPTS:
+                    raise
+            latest = self.latest_revision(family)
+            if latest is not None and _same_definition(latest, registration):
+                return str(latest["taskDefinitionArn"])
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _deregister(self, arn: str) -> None:
         try:
@@ -282,17 +400,18 @@ class EcsDeployments:
         except InfrastructureProviderError:
             log.warning("could not deregister %s after a failed start", arn, exc_info=True)
 
-    def start(self, spec: DeploymentSpec) -> DeploymentStatus:
-        plan = plan_for(spec, self._settings)  # raises before any AWS call
+    def start(self, spec: DeploymentSpec, plan: EcsPlan, config_path: str) -> DeploymentStatus:
+        """Converge onto ``plan`` (validated by the caller before any call), its tasks
+        reading config generation ``config_path``."""
         existing = self.describe_one(spec.namespace, spec.service_id)
         if existing is None:
-            self._create(spec, plan)
+            self._create(spec, plan, config_path)
         else:
-            self._converge(spec, plan, existing)
+            self._converge(spec, plan, config_path, existing)
         return self.status(spec.namespace, spec.service_id)
 
-    def _create(self, spec: DeploymentSpec, plan: EcsPlan) -> None:
-        arn, registered = self._task_definition(plan)
+    def _create(self, spec: DeploymentSpec, plan: EcsPlan, config_path: str) -> None:
+        arn, registered = self._task_definition(plan, config_path)
         args: dict[str, Any] = {
             "cluster": self.cluster,
             "serviceName": plan.service_name,
@@ -300,9 +419,12 @@ class EcsDeployments:
             "desiredCount": spec.replicas,
             "launchType": plan.launch_type,
             "networkConfiguration": plan.network,
+            "deploymentConfiguration": DEPLOYMENT_CONFIGURATION,
             "tags": plan.tags,
             "propagateTags": "SERVICE",
             "enableECSManagedTags": True,
+            # The same token on every attempt makes a retried CreateService idempotent.
+            "clientToken": str(uuid.uuid4()),
         }
         if plan.platform_version:
             args["platformVersion"] = plan.platform_version
@@ -313,7 +435,9 @@ class EcsDeployments:
                 self._deregister(arn)
             raise
 
-    def _converge(self, spec: DeploymentSpec, plan: EcsPlan, service: JsonDict) -> None:
+    def _converge(
+        self, spec: DeploymentSpec, plan: EcsPlan, config_path: str, service: JsonDict
+    ) -> None:
         current_launch = service.get("launchType")
         if current_launch and current_launch != plan.launch_type:
             raise BackendRejectedError(
@@ -323,14 +447,20 @@ class EcsDeployments:
             )
         updates: dict[str, Any] = {}
         registered: str | None = None
-        if self.spec_hash_of(service["taskDefinition"]) != plan.spec_hash:
-            arn, was_registered = self._task_definition(plan)
+        running = self.task_definition(str(service["taskDefinition"]))
+        if spec_hash_of(running) != plan.spec_hash or config_path_of(running) != config_path:
+            arn, was_registered = self._task_definition(plan, config_path)
             registered = arn if was_registered else None
             updates["taskDefinition"] = arn
+        else:
+            self._abandon_newer(plan.family, str(running["taskDefinitionArn"]))
         if int(service.get("desiredCount", 0)) != spec.replicas:
             updates["desiredCount"] = spec.replicas
         if _network_differs(service.get("networkConfiguration") or {}, plan.network):
             updates["networkConfiguration"] = plan.network
+        breaker = (service.get("deploymentConfiguration") or {}).get("deploymentCircuitBreaker")
+        if breaker != CIRCUIT_BREAKER:
+            updates["deploymentConfiguration"] = DEPLOYMENT_CONFIGURATION
         if updates:
             try:
                 self._write(
@@ -342,15 +472,39 @@ class EcsDeployments:
                 raise
         self._sync_tags(service, plan)
 
+    def _abandon_newer(self, family: str, running: str) -> None:
+        """Deregister revisions newer than the one running (the spec asked for now): what
+        is left of a deployment ECS rolled back, so the service reads RUNNING again."""
+        running_number = int(running.rsplit(":", 1)[-1])
+        newer: list[str] = []
+        for page in self._clients.pages(
+            "ecs",
+            "ListTaskDefinitions",
+            familyPrefix=family,
+            status="ACTIVE",
+            sort="DESC",
+            maxResults=LIST_PAGE_SIZE,
+        ):
+            arns = [
+                a
+                for a in page.get("taskDefinitionArns", [])
+                if _revision(a).split(":")[0] == family
+            ]
+            newer.extend(a for a in arns if int(a.rsplit(":", 1)[-1]) > running_number)
+            if not arns or int(arns[-1].rsplit(":", 1)[-1]) <= running_number:
+                break
+        for arn in newer:
+            self._write("DeregisterTaskDefinition", taskDefinition=arn)
+
     def _sync_tags(self, service: JsonDict, plan: EcsPlan) -> None:
         have = {t["key"]: t["value"] for t in service.get("tags", [])}
         want = {t["key"]: t["value"] for t in plan.tags}
         changed = [{"key": k, "value": v} for k, v in want.items() if have.get(k) != v]
         gone = [k for k in have if k not in want and not k.startswith(("aws:", "alphaswarm:"))]
+        if gone:  # first, so the resource never holds old and new labels (50-tag limit)
+            self._write("UntagResource", resourceArn=service["serviceArn"], tagKeys=gone)
         if changed:
             self._write("TagResource", resourceArn=service["serviceArn"], tags=changed)
-        if gone:
-            self._write("UntagResource", resourceArn=service["serviceArn"], tagKeys=gone)
 
     def scale(self, namespace: str, service_id: str, replicas: int) -> DeploymentStatus:
         service = self.require(namespace, service_id)
@@ -363,15 +517,24 @@ class EcsDeployments:
             )
         return self.status(namespace, service_id)
 
-    def redeploy(self, namespace: str, service_id: str) -> None:
-        """Roll every task (new config is read at task start)."""
+    def roll_onto_config(self, namespace: str, service_id: str, config_path: str) -> None:
+        """Run the service on config generation ``config_path``: a copy of its running
+        revision that reads it, deployed (no-op when it already does)."""
         service = self.require(namespace, service_id)
-        self._write(
-            "UpdateService",
-            cluster=self.cluster,
-            service=service["serviceName"],
-            forceNewDeployment=True,
-        )
+        running = self.task_definition(str(service["taskDefinition"]))
+        if config_path_of(running) == config_path:
+            return
+        arn = self._register(with_config_path(running, config_path), running.get("tags", []))
+        try:
+            self._write(
+                "UpdateService",
+                cluster=self.cluster,
+                service=service["serviceName"],
+                taskDefinition=arn,
+            )
+        except BaseException:
+            self._deregister(arn)
+            raise
 
     def check_cluster(self) -> JsonDict:
         described = self._clients.call("ecs", "DescribeClusters", clusters=[self.cluster])
@@ -384,6 +547,12 @@ class EcsDeployments:
             reason=ErrorReason.CLUSTER_NOT_FOUND,
             metadata={"setting": "ALPHASWARM_AWS_ECS_CLUSTER", "cluster": self.cluster},
         )
+
+
+def _same_definition(described: JsonDict, registration: JsonDict) -> bool:
+    return spec_hash_of(described) == spec_hash_of(registration) and config_path_of(
+        described
+    ) == config_path_of(registration)
 
 
 def _network_differs(have: JsonDict, want: JsonDict) -> bool:

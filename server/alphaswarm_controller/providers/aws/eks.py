@@ -1,4 +1,4 @@
-"""EKS sub-path: find the cluster, mint its bearer token, hand both to the kubernetes provider.
+"""An EKS cluster as a Kubernetes connection: its endpoint and CA, and bearer tokens.
 
 The token is what ``aws eks get-token`` prints: a presigned STS
 GetCallerIdentity URL (signed with the controller's own credentials, carrying
@@ -7,6 +7,9 @@ base64url-encoded without padding behind ``k8s-aws-v1.``. The API server's
 aws-iam-authenticator replays it to STS to learn who is calling. Tokens live 15
 minutes, so the connection is given a ``token_provider`` (``TokenSource``) that
 re-mints every 10 minutes instead of a token that would go stale.
+
+Blocking (DescribeCluster, signing): ``EksProvider`` calls it off the event loop,
+on first use.
 """
 
 from __future__ import annotations
@@ -15,12 +18,11 @@ import base64
 import binascii
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from alphaswarm_controller.providers.kubernetes import ClusterConnection
 from alphaswarm_core.providers.protocol import (
-    InfrastructureProvider,
     InfrastructureProviderError,
     InfrastructureProviderUnavailable,
 )
@@ -123,31 +125,13 @@ def describe_cluster(clients: Clients, name: str) -> EksCluster:
     return EksCluster(name=name, endpoint=endpoint, ca_pem=ca_pem, status=status)
 
 
-def kubernetes_provider_for(
-    clients: Clients, cluster_name: str, env: Mapping[str, str], alias: str
-) -> InfrastructureProvider:
-    """A kubernetes provider bound to the EKS cluster (blocking: describes the cluster)."""
-    try:
-        from alphaswarm_controller.providers.kubernetes import (
-            ClusterConnection,
-            KubernetesProvider,
-        )
-    except ImportError as exc:
-        raise InfrastructureProviderUnavailable(
-            "EKS mode needs the kubernetes provider: pip install 'alphaswarm-controller[aws]'",
-            reason=ErrorReason.SDK_MISSING,
-            metadata={"install": "pip install 'alphaswarm-controller[aws]'"},
-        ) from exc
+def eks_connection(clients: Clients, cluster_name: str) -> ClusterConnection:
+    """The connection to ``cluster_name``: endpoint, CA and a token source (blocking)."""
     cluster = describe_cluster(clients, cluster_name)
     tokens = TokenSource(clients, cluster_name)
-    connection = ClusterConnection(
+    return ClusterConnection(
         endpoint=cluster.endpoint,
         ca_data=cluster.ca_pem or None,
-        token=tokens(),
         token_provider=tokens,
         description=f"EKS cluster {cluster_name}",
     )
-    provider: InfrastructureProvider = KubernetesProvider.from_connection(
-        connection, env=env, alias=alias, kind="aws"
-    )
-    return provider

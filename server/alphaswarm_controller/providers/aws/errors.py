@@ -75,6 +75,22 @@ THROTTLING_CODES = frozenset(
         "PriorRequestNotComplete",
     }
 )
+#: Failures on the service's side that a later attempt may not meet (the 5xx of each
+#: service model, plus SSM's TooManyUpdates: "concurrent updates for a resource that
+#: supports one update at a time").
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalFailure",
+        "InternalError",
+        "InternalServerError",
+        "InternalServerException",
+        "InternalServiceError",
+        "ServerException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "TooManyUpdates",
+    }
+)
 QUOTA_CODES = frozenset({"LimitExceededException", "ParameterLimitExceeded"})
 REJECTED_CODES = frozenset(
     {
@@ -90,7 +106,14 @@ REJECTED_CODES = frozenset(
 )
 
 #: IAM action prefixes by botocore service name, for "missing permission" messages.
-IAM_PREFIX = {"cloudwatch": "cloudwatch", "ecs": "ecs", "eks": "eks", "ssm": "ssm", "sts": "sts"}
+IAM_PREFIX = {
+    "cloudwatch": "cloudwatch",
+    "ecs": "ecs",
+    "eks": "eks",
+    "logs": "logs",
+    "ssm": "ssm",
+    "sts": "sts",
+}
 
 DEFAULT_RETRY_AFTER = 2.0
 
@@ -181,7 +204,7 @@ def _translate_client_error(
             reason=ErrorReason.BACKEND_THROTTLED,
             metadata=meta,
         )
-    if status >= 500 or code in {"ServiceUnavailable", "ServerException", "InternalError"}:
+    if status >= 500 or code in TRANSIENT_CODES:
         return BackendUnavailableError(
             f"AWS {service} failed with a server error on {action} ({code or status})",
             retry_after_seconds=DEFAULT_RETRY_AFTER,

@@ -1,10 +1,18 @@
 """ECS service metrics from CloudWatch (``AWS/ECS`` CPUUtilization / MemoryUtilization).
 
 ECS publishes both per service (dimensions ClusterName + ServiceName) as a
-percentage of what the service's tasks reserve, once a minute. A sample takes
-the newest datapoint of each from one GetMetricData call, and turns memory into
-bytes with the memory the service's ready tasks reserve; the replica count is
-the ready task count the status read just saw.
+percentage of what the service's tasks reserve, once a minute (Amazon ECS
+developer guide, "Amazon ECS service utilization": used CPU units of the
+service's tasks over the CPU units they reserve, times 100). A sample takes the
+newest datapoint of each from one GetMetricData call and converts both with
+what the service's ready tasks reserve:
+
+* ``cpu_percent`` is MetricSample's unit, percent of one core summed over
+  replicas: utilisation x reserved vCPUs (task CPU units / 1024) of the ready
+  tasks. Two tasks of 1 vCPU at 40 % report 80.
+* ``memory_bytes`` is utilisation x reserved memory of the ready tasks.
+
+The replica count is the ready task count the status read just saw.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from .clients import Clients, JsonDict
 WINDOW = timedelta(minutes=10)
 PERIOD_SECONDS = 60
 MIB = 1024 * 1024
+CPU_UNITS_PER_VCPU = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +84,20 @@ def reserved_memory_bytes(tasks: list[JsonDict]) -> int:
             continue
         total += sum(int(c.get("memory") or 0) for c in task.get("containers", [])) * MIB
     return total
+
+
+def reserved_vcpus(tasks: list[JsonDict]) -> float:
+    """vCPUs the given tasks reserve (task-level size, else the sum of their containers)."""
+    units = 0
+    for task in tasks:
+        size = task.get("cpu")
+        if size:
+            units += int(size)
+            continue
+        units += sum(int(c.get("cpu") or 0) for c in task.get("containers", []))
+    return units / CPU_UNITS_PER_VCPU
+
+
+def cpu_percent_of_one_core(utilization_percent: float, tasks: list[JsonDict]) -> float:
+    """ECS CPUUtilization (percent of the reserved CPU) in percent of one core, summed."""
+    return utilization_percent * reserved_vcpus(tasks)

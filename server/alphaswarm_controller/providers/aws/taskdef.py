@@ -8,10 +8,25 @@ Names: a service ``web`` in namespace ``shop`` is the ECS service (and task
 definition family) ``alphaswarm_shop_web``. ``_`` cannot occur in a DNS-1123
 label, so the name maps back to exactly one (namespace, service_id), and the
 prefix keeps list_deployments off services this controller did not create.
+
+Rules checked here, each as ECS documents it (ECS API reference, botocore ecs
+2014-11-13 model):
+
+* tags: at most 50 per resource (CreateService ``tags``: "Maximum number of
+  tags per resource - 50"; ``aws:`` tags do not count); the provider adds its
+  own ``OWN_TAGS``, so labels get the rest;
+* ``assign_public_ip`` only with Fargate: tasks of the EC2 launch type in awsvpc
+  mode get no public address and ECS refuses ``assignPublicIp=ENABLED`` for them
+  ("Assign public IP is not supported for this launch type");
+* container output goes to CloudWatch Logs (``awslogs``, group
+  ``/alphaswarm/<namespace>/<service_id>``): on Fargate the awslogs driver needs
+  a task execution role (ECS refuses the task definition without one), so a
+  Fargate spec without ``execution_role_arn`` is rejected.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping
@@ -25,6 +40,9 @@ CONTAINER_NAME = "app"
 SPEC_HASH_LABEL = "alphaswarm.spec-hash"
 CONFIG_PATH_ENV = "ALPHASWARM_CONFIG_SSM_PATH"
 LAUNCH_TYPES = ("FARGATE", "EC2")
+MAX_TAGS = 50
+OWN_TAGS = ("alphaswarm:namespace", "alphaswarm:service-id")
+LOG_STREAM_PREFIX = "alphaswarm"
 
 #: Fargate's valid task sizes: CPU units -> allowed memory (MiB).
 FARGATE_SIZES: Mapping[int, tuple[int, ...]] = {
@@ -67,8 +85,59 @@ def parse_service_name(name: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-def config_path(namespace: str, service_id: str) -> str:
-    return f"/alphaswarm/{namespace}/{service_id}/"
+def log_group(namespace: str, service_id: str) -> str:
+    return f"/alphaswarm/{namespace}/{service_id}"
+
+
+def config_path_of(task_definition: Mapping[str, Any]) -> str:
+    """The config generation a (described) task definition's tasks read, "" if none."""
+    for container in task_definition.get("containerDefinitions", []):
+        for item in container.get("environment") or []:
+            if item.get("name") == CONFIG_PATH_ENV:
+                return str(item.get("value", ""))
+    return ""
+
+
+def spec_hash_of(task_definition: Mapping[str, Any]) -> str:
+    for container in task_definition.get("containerDefinitions", []):
+        labels = container.get("dockerLabels") or {}
+        if SPEC_HASH_LABEL in labels:
+            return str(labels[SPEC_HASH_LABEL])
+    return ""
+
+
+#: RegisterTaskDefinition's request members that DescribeTaskDefinition returns too
+#: (what a copy of a revision must carry; the rest of a description is ECS's own).
+REGISTER_FIELDS = (
+    "family",
+    "taskRoleArn",
+    "executionRoleArn",
+    "networkMode",
+    "containerDefinitions",
+    "volumes",
+    "placementConstraints",
+    "requiresCompatibilities",
+    "cpu",
+    "memory",
+    "pidMode",
+    "ipcMode",
+    "proxyConfiguration",
+    "inferenceAccelerators",
+    "ephemeralStorage",
+    "runtimePlatform",
+)
+
+
+def with_config_path(registration: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """A copy of ``registration`` whose containers read config generation ``path``."""
+    args = copy.deepcopy({k: v for k, v in registration.items() if k in REGISTER_FIELDS})
+    for container in args.get("containerDefinitions", []):
+        environment = [
+            item for item in container.get("environment") or [] if item["name"] != CONFIG_PATH_ENV
+        ]
+        environment.append({"name": CONFIG_PATH_ENV, "value": path})
+        container["environment"] = sorted(environment, key=lambda item: str(item["name"]))
+    return args
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +148,16 @@ class EcsPlan:
     service_name: str
     launch_type: str
     register_args: dict[str, Any]
+    """The task definition without ``ALPHASWARM_CONFIG_SSM_PATH`` (see ``registration``)."""
     network: dict[str, Any]
     spec_hash: str
+    log_group: str
     platform_version: str = ""
     tags: list[dict[str, str]] = field(default_factory=list)
+
+    def registration(self, config_path: str) -> dict[str, Any]:
+        """RegisterTaskDefinition's arguments for tasks reading config at ``config_path``."""
+        return with_config_path(self.register_args, config_path)
 
 
 def _csv(value: str) -> list[str]:
@@ -157,10 +232,53 @@ def _option(spec: DeploymentSpec, settings: Mapping[str, str], key: str, default
     return value.strip()
 
 
-def plan_for(spec: DeploymentSpec, settings: Mapping[str, str]) -> EcsPlan:
+def _spec_limits(spec: DeploymentSpec) -> list[FieldViolation]:
+    violations = []
+    if CONFIG_PATH_ENV in spec.env:
+        violations.append(
+            FieldViolation(
+                f"spec.env[{CONFIG_PATH_ENV!r}]",
+                "set by the provider: it names the config generation the tasks read",
+            )
+        )
+    if len(spec.labels) + len(OWN_TAGS) > MAX_TAGS:
+        violations.append(
+            FieldViolation(
+                "spec.labels",
+                f"{len(spec.labels)} labels; ECS allows {MAX_TAGS} tags per resource and the "
+                f"provider uses {len(OWN_TAGS)}, so at most {MAX_TAGS - len(OWN_TAGS)} labels",
+            )
+        )
+    return violations
+
+
+def _launch_type_rules(
+    launch_type: str, public_ip: str, execution_role: str
+) -> list[FieldViolation]:
+    violations = []
+    if public_ip in ("true", "enabled") and launch_type == "EC2":
+        violations.append(
+            FieldViolation(
+                "spec.provider_options['assign_public_ip']",
+                "ECS assigns public IPs to Fargate tasks only; the EC2 launch type in awsvpc "
+                "mode cannot have one (set it false, or use FARGATE)",
+            )
+        )
+    if launch_type == "FARGATE" and not execution_role:
+        violations.append(
+            FieldViolation(
+                "spec.provider_options['execution_role_arn']",
+                "Fargate tasks send their output to CloudWatch Logs (awslogs), which needs a "
+                "task execution role: give it here or in ALPHASWARM_AWS_EXECUTION_ROLE_ARN",
+            )
+        )
+    return violations
+
+
+def plan_for(spec: DeploymentSpec, settings: Mapping[str, str], region: str) -> EcsPlan:
     """Derive the ECS plan for ``spec``; ``settings`` maps setting suffixes (``SUBNETS``)
     to values. Raises ``InvalidSpecError`` naming every field ECS cannot express."""
-    violations: list[FieldViolation] = []
+    violations = _spec_limits(spec)
     for key in spec.provider_options:
         if key not in OPTION_SETTINGS:
             violations.append(
@@ -190,6 +308,9 @@ def plan_for(spec: DeploymentSpec, settings: Mapping[str, str]) -> EcsPlan:
         violations.append(
             FieldViolation("spec.provider_options['assign_public_ip']", "must be true or false")
         )
+    violations.extend(
+        _launch_type_rules(launch_type, public_ip, _option(spec, settings, "execution_role_arn"))
+    )
 
     cpu = cpu_units(spec)
     memory = memory_mib(spec, violations)
@@ -218,8 +339,8 @@ def plan_for(spec: DeploymentSpec, settings: Mapping[str, str]) -> EcsPlan:
         raise InvalidSpecError(violations)
 
     name = service_name(spec.namespace, spec.service_id)
+    logs = log_group(spec.namespace, spec.service_id)
     environment = dict(spec.env)
-    environment.setdefault(CONFIG_PATH_ENV, config_path(spec.namespace, spec.service_id))
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": spec.image,
@@ -228,6 +349,14 @@ def plan_for(spec: DeploymentSpec, settings: Mapping[str, str]) -> EcsPlan:
         "memory": memory,
         "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
         "portMappings": port_mappings,
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": logs,
+                "awslogs-region": region,
+                "awslogs-stream-prefix": LOG_STREAM_PREFIX,
+            },
+        },
     }
     if spec.command:
         container["command"] = list(spec.command)
@@ -257,8 +386,8 @@ def plan_for(spec: DeploymentSpec, settings: Mapping[str, str]) -> EcsPlan:
     if not security_groups:
         del network["awsvpcConfiguration"]["securityGroups"]
     tags = [
-        {"key": "alphaswarm:namespace", "value": spec.namespace},
-        {"key": "alphaswarm:service-id", "value": spec.service_id},
+        {"key": OWN_TAGS[0], "value": spec.namespace},
+        {"key": OWN_TAGS[1], "value": spec.service_id},
         *({"key": k, "value": v} for k, v in sorted(spec.labels.items())),
     ]
     return EcsPlan(
@@ -268,6 +397,7 @@ def plan_for(spec: DeploymentSpec, settings: Mapping[str, str]) -> EcsPlan:
         register_args=register,
         network=network,
         spec_hash=spec_hash,
+        log_group=logs,
         platform_version=_option(spec, settings, "platform_version")
         if launch_type == "FARGATE"
         else "",

@@ -32,24 +32,29 @@ TAG_SPEC_HASH = "alphaswarm-spec-hash"
 TAG_CONFIG_VERSION = "alphaswarm-config-version"
 TAG_INSTANCE = "alphaswarm-instance"
 TAG_STOPPED = "alphaswarm-stopped"
+TAG_SIZING = "alphaswarm-sizing"
+"""Set when the requested memory was rounded up to ACI's 0.1 GB step; says how."""
 RESERVED_TAG_PREFIX = "alphaswarm-"
-RESERVED_TAGS = 8
+RESERVED_TAGS = 9
 
 MAX_GROUP_NAME = 63
 MAX_TAGS = 50
 MAX_TAG_NAME = 512
 MAX_TAG_VALUE = 256
+# Standard Linux container groups: at most 4 CPU cores and 16 GB of memory per group
+# (learn.microsoft.com/azure/container-instances/container-instances-resource-and-quota-limits).
 MIN_CPU_MILLICORES = 100
 MAX_CPU_MILLICORES = 4000
 GIB = 1024**3
-MIN_MEMORY_GB = 0.1
-MAX_MEMORY_GB = 16.0
+MEMORY_STEPS_PER_GB = 10
+"""ACI takes memory in 0.1 GB steps ("The memory requirement should be times of 0.1 GB")."""
+MAX_MEMORY_STEPS = 160
 DEFAULT_CPU = 1.0
 DEFAULT_MEMORY_GB = 1.5
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 OPTION_RESTART_POLICY = "restart_policy"
 _TAG_FORBIDDEN = set("<>%&\\?/")
-_GROUP_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_GROUP_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def group_name(namespace: str, service_id: str, ordinal: int) -> str:
@@ -61,7 +66,7 @@ def check_group_names(
 ) -> None:
     """ACI group names: at most 63 of [a-z0-9-], no leading/trailing or doubled '-'."""
     longest = group_name(namespace, service_id, max(replicas - 1, 0))
-    if len(longest) > MAX_GROUP_NAME or "--" in longest or not _GROUP_NAME.match(longest):
+    if len(longest) > MAX_GROUP_NAME or "--" in longest or not _GROUP_NAME.fullmatch(longest):
         raise InvalidSpecError.single(
             field,
             f"Azure Container Instances names each replica '<namespace>-<service>-<n>' "
@@ -94,10 +99,18 @@ def new_instance_token() -> str:
 class Sizing:
     cpu: float
     memory_gb: float
+    note: str = ""
+    """How the request was adjusted to what ACI accepts ("" when it was not)."""
+
+
+def memory_steps(size_bytes: int) -> int:
+    """``size_bytes`` in ACI's 0.1 GB steps (1 GB = 1 GiB here), rounded up so a
+    replica never gets less than it asked for (256Mi -> 3 steps, 0.3 GB)."""
+    return -(-size_bytes * MEMORY_STEPS_PER_GB // GIB)
 
 
 def sizing(spec: DeploymentSpec) -> Sizing:
-    """CPU cores and memory GB within ACI's per-group range, or InvalidSpecError."""
+    """CPU cores and memory GB that ACI accepts for ``spec``, or InvalidSpecError."""
     violations: list[FieldViolation] = []
     cpu = DEFAULT_CPU
     millicores = spec.resources.cpu_millicores()
@@ -111,19 +124,26 @@ def sizing(spec: DeploymentSpec) -> Sizing:
             )
         cpu = millicores / 1000
     memory = DEFAULT_MEMORY_GB
+    note = ""
     size = spec.resources.memory_bytes()
     if size is not None:
-        memory = round(size / GIB, 2)
-        if not MIN_MEMORY_GB <= memory <= MAX_MEMORY_GB:
+        steps = memory_steps(size)
+        memory = steps / MEMORY_STEPS_PER_GB
+        if not 1 <= steps <= MAX_MEMORY_STEPS:
             violations.append(
                 FieldViolation(
                     "spec.resources.memory",
                     "Azure Container Instances allows 0.1 to 16 GB of memory per container group",
                 )
             )
+        elif steps * GIB != size * MEMORY_STEPS_PER_GB:
+            note = (
+                f"memory {spec.resources.memory} rounded up to {memory:g} GB "
+                "(Azure Container Instances allocates memory in 0.1 GB steps)"
+            )
     if violations:
         raise InvalidSpecError(violations)
-    return Sizing(cpu, memory)
+    return Sizing(cpu, memory, note)
 
 
 def check_spec(spec: DeploymentSpec) -> Sizing:
@@ -215,6 +235,8 @@ def build_group(
             TAG_INSTANCE: new_instance_token(),
         }
     )
+    if size.note:
+        tags[TAG_SIZING] = size.note
     return aci.ContainerGroup(
         location=location,
         tags=tags,

@@ -1,102 +1,48 @@
-"""Settings, the credential chain and the azure-mgmt clients of the azure provider."""
+"""The credential chain and the azure-mgmt clients, shared by both backend classes.
+
+``AzureAccess`` is what ``AciProvider`` and ``AksProvider`` have in common: the
+settings, one credential (azure-identity's default chain unless one is given),
+the clients built over it on first use, and the probe ``health`` makes.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 from typing import Any
 
 from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ClientAuthenticationError
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.monitor import MonitorManagementClient
 
-from alphaswarm_core.providers.protocol import InfrastructureProviderUnavailable
-from alphaswarm_core.providers.reasons import ErrorReason
+from alphaswarm_core.providers.protocol import InfrastructureProvider
 
-DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
-MANAGEMENT_SCOPE = "https://management.azure.com/.default"
-REQUIRED = ("SUBSCRIPTION_ID", "RESOURCE_GROUP", "LOCATION")
-
-
-@dataclass(frozen=True, slots=True)
-class AzureSettings:
-    """``ALPHASWARM_AZURE_*`` (documented in the package docstring)."""
-
-    subscription_id: str
-    resource_group: str
-    location: str
-    arm_endpoint: str = DEFAULT_ARM_ENDPOINT
-    mode: str = "aci"
-    aks_cluster: str = ""
-    max_parallel: int = 8
-    poll_interval: float = 2.0
-    missing: tuple[str, ...] = field(default=())
-    invalid: tuple[str, ...] = field(default=())
-
-    @classmethod
-    def from_env(cls, prefix: str, env: Mapping[str, str]) -> AzureSettings:
-        def get(name: str, default: str = "") -> str:
-            return env.get(f"{prefix}{name}", default).strip() or default
-
-        invalid: list[str] = []
-
-        def number(name: str, default: float, minimum: float) -> float:
-            try:
-                return max(minimum, float(get(name, str(default))))
-            except ValueError:
-                invalid.append(f"{prefix}{name}")
-                return default
-
-        mode = get("MODE", "aci").lower()
-        needed = REQUIRED if mode == "aci" else REQUIRED[:2]
-        return cls(
-            subscription_id=get("SUBSCRIPTION_ID"),
-            resource_group=get("RESOURCE_GROUP"),
-            location=get("LOCATION"),
-            arm_endpoint=get("ARM_ENDPOINT", DEFAULT_ARM_ENDPOINT).rstrip("/"),
-            mode=mode,
-            aks_cluster=get("AKS_CLUSTER"),
-            max_parallel=int(number("MAX_PARALLEL", 8, 1)),
-            poll_interval=number("POLL_INTERVAL", 2.0, 0.0),
-            missing=tuple(f"{prefix}{name}" for name in needed if not get(name)),
-            invalid=tuple(invalid),
-        )
-
-    def require(self, alias: str) -> None:
-        missing = list(self.missing)
-        if self.mode == "aks" and not self.aks_cluster:
-            missing.append("ALPHASWARM_AZURE_AKS_CLUSTER")
-        invalid = list(self.invalid)
-        if self.mode not in ("aci", "aks"):
-            invalid.append("ALPHASWARM_AZURE_MODE (aci or aks)")
-        if invalid:
-            raise InfrastructureProviderUnavailable(
-                f"invalid azure provider settings: {', '.join(invalid)}",
-                reason=ErrorReason.SETTING_INVALID,
-                metadata={"provider": alias, "env": ",".join(invalid)},
-            )
-        if missing:
-            raise InfrastructureProviderUnavailable(
-                f"the azure provider needs {', '.join(missing)}",
-                reason=ErrorReason.SETTING_INVALID,
-                metadata={"provider": alias, "env": ",".join(missing)},
-            )
+from .errors import azure_errors, credentials_missing
+from .retry import DeadlineRetryPolicy
+from .settings import AzureSettings
 
 
-def default_credential() -> TokenCredential:
-    """azure-identity's chain: environment, workload identity, managed identity, Azure CLI..."""
+def default_credential(authority: str | None) -> TokenCredential:
+    """azure-identity's chain: environment, workload identity, managed identity, Azure CLI...
+
+    ``authority`` is the Entra ID host of the ARM endpoint's cloud, unless the operator
+    chose one with ``AZURE_AUTHORITY_HOST`` (which azure-identity reads itself).
+    """
     from azure.identity import DefaultAzureCredential
 
-    return DefaultAzureCredential()
+    if authority is None or os.environ.get("AZURE_AUTHORITY_HOST"):
+        return DefaultAzureCredential()
+    return DefaultAzureCredential(authority=authority)
 
 
 class AzureClients:
-    """The SDK clients, built once per provider over one credential.
+    """The SDK clients, each built on first use over one credential.
 
-    ``client_options`` go to every client constructor unchanged (retry_total,
-    transport, per_call_policies...); tests use them to reach the emulator over
-    plain HTTP.
+    ``client_options`` go to every client constructor unchanged (transport,
+    per_call_policies...); tests use them to reach the emulator over plain HTTP.
     """
 
     def __init__(
@@ -105,20 +51,34 @@ class AzureClients:
         credential: TokenCredential,
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
-        options: dict[str, Any] = {
-            "base_url": settings.arm_endpoint,
+        self.credential = credential
+        self._settings = settings
+        self._options: dict[str, Any] = {
+            "base_url": settings.arm.endpoint,
+            "credential_scopes": [settings.arm.scope],
             "polling_interval": settings.poll_interval,
-            "credential_scopes": [MANAGEMENT_SCOPE],
+            "retry_policy": DeadlineRetryPolicy(),
             **(client_options or {}),
         }
-        self.credential = credential
-        self.aci = ContainerInstanceManagementClient(
-            credential, settings.subscription_id, **options
-        )
-        self.monitor = MonitorManagementClient(credential, settings.subscription_id, **options)
-        self._options = options
-        self._settings = settings
+        self._aci: ContainerInstanceManagementClient | None = None
+        self._monitor: MonitorManagementClient | None = None
         self._aks: ContainerServiceClient | None = None
+
+    @property
+    def aci(self) -> ContainerInstanceManagementClient:
+        if self._aci is None:
+            self._aci = ContainerInstanceManagementClient(
+                self.credential, self._settings.subscription_id, **self._options
+            )
+        return self._aci
+
+    @property
+    def monitor(self) -> MonitorManagementClient:
+        if self._monitor is None:
+            self._monitor = MonitorManagementClient(
+                self.credential, self._settings.subscription_id, **self._options
+            )
+        return self._monitor
 
     @property
     def aks(self) -> ContainerServiceClient:
@@ -129,7 +89,77 @@ class AzureClients:
         return self._aks
 
     def close(self) -> None:
-        self.aci.close()
-        self.monitor.close()
-        if self._aks is not None:
-            self._aks.close()
+        for client in (self._aci, self._monitor, self._aks):
+            if client is not None:
+                client.close()
+
+
+class AzureAccess:
+    """Settings, credential and clients of one provider instance, created on first use."""
+
+    def __init__(
+        self,
+        provider: InfrastructureProvider,
+        mode: str,
+        credential: TokenCredential | None,
+        client_options: Mapping[str, Any] | None,
+    ) -> None:
+        self._provider = provider
+        self._mode = mode
+        self._given_credential = credential
+        self._client_options = dict(client_options or {})
+        self._settings: AzureSettings | None = None
+        self._clients: AzureClients | None = None
+
+    @property
+    def settings(self) -> AzureSettings:
+        """Read once; ``SettingInvalid`` (naming the variable) until the operator fixes it."""
+        if self._settings is None:
+            self._settings = AzureSettings.read(self._provider, mode=self._mode)
+        return self._settings
+
+    @property
+    def clients(self) -> AzureClients:
+        if self._clients is None:
+            settings = self.settings
+            credential = self._given_credential or default_credential(settings.arm.authority)
+            self._clients = AzureClients(settings, credential, self._client_options)
+        return self._clients
+
+    def errors(self) -> AbstractContextManager[None]:
+        """A context manager translating SDK exceptions into provider errors."""
+        return azure_errors(
+            alias=self._provider.provider_alias, resource_group=self.settings.resource_group
+        )
+
+    async def probe_token(self) -> None:
+        """Ask for an ARM token; no credential source (or one that refuses) is
+        CREDENTIALS_MISSING, network errors towards Entra ID are UNAVAILABLE."""
+        clients = self.clients
+        with self.errors():
+            try:
+                await self._provider.run_blocking(
+                    clients.credential.get_token, self.settings.arm.scope
+                )
+            except ClientAuthenticationError as error:
+                raise credentials_missing(self._provider.provider_alias) from error
+
+    def details(self) -> dict[str, str]:
+        settings = self.settings
+        return {
+            "mode": self._mode,
+            "subscription_id": settings.subscription_id,
+            "resource_group": settings.resource_group,
+            "arm_endpoint": settings.arm.endpoint,
+            "cloud": settings.arm.cloud,
+        }
+
+    def close(self) -> None:
+        clients, self._clients = self._clients, None
+        if clients is None:
+            return
+        clients.close()
+        if self._given_credential is None:
+            closer = getattr(clients.credential, "close", None)
+            if callable(closer):
+                closer()

@@ -11,6 +11,7 @@ package docstring).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from azure.mgmt.containerinstance import models as aci
@@ -20,6 +21,10 @@ from alphaswarm_core.providers.models import SECRET_PREFIX
 from alphaswarm_core.providers.protocol import FieldViolation, InvalidSpecError
 
 CONFIG_KEYS_VAR = "ALPHASWARM_CONFIG_KEYS"
+# ACI refuses other variable names: "A valid environment variable name must start with
+# alphabetic character or `_`, followed by a string of alphanumeric characters or `_`"
+# (the service's message, quoted in Azure/aci-deploy#29; dots: azure-rest-api-specs#19173).
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def variable_name(key: str) -> str:
@@ -31,6 +36,14 @@ def check_patch_values(values: Mapping[str, str]) -> None:
     for key, value in values.items():
         if key.startswith(SECRET_PREFIX) and not variable_name(key):
             violations.append(FieldViolation(f"patch.set[{key!r}]", "name the secret"))
+        elif not _VARIABLE_NAME.fullmatch(variable_name(key)):
+            violations.append(
+                FieldViolation(
+                    f"patch.set[{key!r}]",
+                    "on Azure Container Instances config keys are environment variables: "
+                    "a letter or '_' then letters, digits or '_' (after an optional 'secret.')",
+                )
+            )
         if key == CONFIG_KEYS_VAR:
             violations.append(FieldViolation(f"patch.set[{key!r}]", "reserved by alphaswarm"))
         if value == SECRET_PLACEHOLDER and key.startswith(SECRET_PREFIX):

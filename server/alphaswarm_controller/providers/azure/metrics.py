@@ -3,8 +3,11 @@
 ACI publishes ``CpuUsage`` in millicores and ``MemoryUsage`` in bytes per
 container group, at one-minute grain and with a delay of a minute or two, so
 each read asks for the last few minutes and keeps each metric's newest point.
-``cpu_percent`` is the sum over replicas in percent of one core (250 millicores
-on each of two replicas -> 50.0), as ``docker stats`` counts it.
+``CpuUsage`` ("CPU usage on all cores in millicores", Azure Monitor's metric
+reference for Microsoft.ContainerInstance/containerGroups) converts directly to
+MetricSample.cpu_percent's unit, percent of one core summed over replicas:
+millicores / 10 (500 millicores on each of two replicas -> 100.0), whatever the
+groups requested.
 """
 
 from __future__ import annotations

@@ -17,9 +17,35 @@ from alphaswarm_core.providers.protocol import (
     InstanceStatus,
 )
 
-from .aci import RESERVED_TAG_PREFIX, Replica
+from .aci import RESERVED_TAG_PREFIX, TAG_SIZING, Replica
 
 _FAILED = {"failed"}
+
+
+def running_state(group: aci.ContainerGroup | None) -> tuple[str, str]:
+    """``("running" | "failed" | "pending", detail)`` of a group as GET returned it."""
+    if group is None:
+        return "failed", "the container group no longer exists"
+    provisioning = (group.provisioning_state or "unknown").lower()
+    view = ((group.instance_view.state if group.instance_view else None) or "").lower()
+    states: list[str] = []
+    details: list[str] = []
+    for container in group.containers or []:
+        current = container.instance_view.current_state if container.instance_view else None
+        states.append(((current.state if current else None) or "unknown").lower())
+        if current is not None and current.detail_status:
+            details.append(f"{container.name}: {current.detail_status}")
+    detail = "; ".join(details) or f"provisioning {provisioning}, state {view or 'unknown'}"
+    if provisioning in _FAILED or view in _FAILED or "terminated" in states:
+        return "failed", detail
+    if (
+        provisioning == "succeeded"
+        and view == "running"
+        and states
+        and all(state == "running" for state in states)
+    ):
+        return "running", detail
+    return "pending", detail
 
 
 def _instance(replica: Replica, group: aci.ContainerGroup | None) -> InstanceStatus:
@@ -85,6 +111,9 @@ def deployment_status(
         state = DeploymentState.PENDING
         message = f"{ready}/{desired} container groups running"
     first = replicas[0].group if replicas else None
+    sizing_note = (first.tags or {}).get(TAG_SIZING, "") if first is not None else ""
+    if sizing_note:
+        message = f"{message}; {sizing_note}"
     image = ""
     if first is not None and first.containers:
         image = first.containers[0].image or ""

@@ -54,7 +54,14 @@ def volume_name(project: str, volume: str) -> str:
 
 
 def network_labels(project: str) -> dict[str, str]:
-    return {PROJECT: project, NETWORK: "default", VERSION: COMPOSE_VERSION}
+    """Compose's labels of a project network, plus ours: only networks carrying
+    ``MANAGED_BY`` are ever removed by this provider."""
+    return {
+        PROJECT: project,
+        NETWORK: "default",
+        VERSION: COMPOSE_VERSION,
+        MANAGED_BY: MANAGED_BY_VALUE,
+    }
 
 
 def volume_labels(project: str, volume: str) -> dict[str, str]:

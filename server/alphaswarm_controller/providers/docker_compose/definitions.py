@@ -4,7 +4,9 @@ The controller keeps no state (DESIGN: the backend is the source of truth), yet 
 stopped service must stay known with its spec and config, and its config must
 survive a controller restart. Containers cannot hold that: stop removes them. So
 each service has a *definition volume*: an empty local volume whose labels hold
-the spec, the config data and the config version as JSON.
+the spec, the config data and the config version as JSON. ``secret.*`` values
+are sealed by the controller first (``sealing``): labels are readable by anyone
+who can list volumes, so they hold only ciphertext.
 
 Volume labels cannot change, so each write creates the next *generation*
 (``alphaswarm.<project>.<service>.<generation>``) and then removes the older
@@ -37,9 +39,12 @@ from alphaswarm_core.providers.models import (
     PortSpec,
     Resources,
     config_environment,
+    is_secret_key,
+    masked_config,
 )
 
 from .engine import DeadlineAPIClient
+from .sealing import Sealer, SecretsUnreadable
 
 KIND = "dev.alphaswarm.definition"
 PROJECT = "dev.alphaswarm.project"
@@ -48,12 +53,19 @@ GENERATION = "dev.alphaswarm.generation"
 NONCE = "dev.alphaswarm.nonce"
 BODY = "dev.alphaswarm.body"
 
-SCHEMA = 1
+#: 2: ``secret.*`` values sealed (``sealing``); 1 kept them in ``config``, in clear.
+SCHEMA = 2
 
 
 @dataclass(frozen=True, slots=True)
 class Definition:
-    """What a service is, without how many replicas it has (the containers say that)."""
+    """What a service is, without how many replicas it has (the containers say that).
+
+    ``config`` holds the plain config keys; ``secrets`` the ``secret.*`` keys, each
+    value sealed (``sealing.Sealer``) under the key ``key_id`` names. Only a
+    definition read from a schema-1 volume has ``legacy_plain`` set: its secrets are
+    still in clear, and the next write seals them.
+    """
 
     project: str
     service: str
@@ -65,14 +77,18 @@ class Definition:
     resources: Resources = field(default_factory=Resources)
     options: Mapping[str, str] = field(default_factory=dict)
     config: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    key_id: str = ""
+    legacy_plain: bool = False
     config_version: int = 0
     generation: int = 0
     """0 when not stored yet."""
 
     @classmethod
     def from_spec(cls, spec: DeploymentSpec, *, keep: Definition | None = None) -> Definition:
-        """The definition of ``spec``, carrying over config and generation from ``keep``."""
-        return cls(
+        """The definition of ``spec``, carrying over config, version and generation
+        from ``keep``."""
+        definition = cls(
             project=spec.namespace,
             service=spec.service_id,
             image=spec.image,
@@ -82,22 +98,110 @@ class Definition:
             ports=tuple(spec.ports),
             resources=spec.resources,
             options=dict(spec.provider_options),
-            config=dict(keep.config) if keep else {},
-            config_version=keep.config_version if keep else 0,
-            generation=keep.generation if keep else 0,
+        )
+        if keep is None:
+            return definition
+        return replace(
+            definition.with_config_of(keep),
+            config_version=keep.config_version,
+            generation=keep.generation,
         )
 
     def same_spec(self, other: Definition) -> bool:
         return self._spec_body() == other._spec_body()
 
-    def with_config(self, config: Mapping[str, str]) -> Definition:
-        return replace(self, config=dict(config), config_version=self.config_version + 1)
+    def with_config_of(self, other: Definition) -> Definition:
+        """This definition (version and generation included) holding ``other``'s config."""
+        return replace(
+            self,
+            config=dict(other.config),
+            secrets=dict(other.secrets),
+            key_id=other.key_id,
+            legacy_plain=other.legacy_plain,
+        )
 
-    def effective_env(self) -> dict[str, str]:
+    def with_config(
+        self, data: Mapping[str, str], sealer: Sealer | None, current: Mapping[str, str]
+    ) -> Definition:
+        """The next config version holding ``data``; ``current`` is the clear config now
+        in force, so an unchanged secret keeps its sealed value (and replicas stay)."""
+        config = {k: v for k, v in data.items() if not is_secret_key(k)}
+        wanted = {k: v for k, v in data.items() if is_secret_key(k)}
+        secrets: dict[str, str] = {}
+        for name, value in wanted.items():
+            if not self.legacy_plain and name in self.secrets and current.get(name) == value:
+                secrets[name] = self.secrets[name]
+                continue
+            if sealer is None:
+                raise AssertionError("secret.* keys are sealed: a sealer is required")
+            secrets[name] = sealer.seal(self.project, self.service, name, value)
+        return replace(
+            self,
+            config=config,
+            secrets=secrets,
+            key_id=sealer.key_id if secrets and sealer else "",
+            legacy_plain=False,
+            config_version=self.config_version + 1,
+        )
+
+    def sealed(self, sealer: Sealer | None) -> Definition:
+        """This definition with schema-1 clear secrets sealed (itself when there are none)."""
+        if not self.legacy_plain:
+            return self
+        if not self.secrets:
+            return replace(self, legacy_plain=False)
+        if sealer is None:
+            raise AssertionError("secret.* keys are sealed: a sealer is required")
+        return replace(
+            self,
+            secrets={
+                name: sealer.seal(self.project, self.service, name, value)
+                for name, value in self.secrets.items()
+            },
+            key_id=sealer.key_id,
+            legacy_plain=False,
+        )
+
+    def secret_values(self, sealer: Sealer | None) -> dict[str, str]:
+        """The secrets in clear (``secret.NAME`` -> value), for replicas only."""
+        if self.legacy_plain or not self.secrets:
+            return dict(self.secrets)
+        if sealer is None:
+            raise AssertionError("secret.* keys are sealed: a sealer is required")
+        if sealer.key_id != self.key_id:
+            raise SecretsUnreadable(
+                f"the secrets of {self.project}/{self.service} were sealed with the key "
+                f"{self.key_id}, and this controller holds the key {sealer.key_id}: give it "
+                "the same ALPHASWARM_DOCKER_COMPOSE_SECRET_KEY_FILE as the controller that "
+                "stored them, or set the secrets again with ApplyConfig",
+                metadata={"cause": "SECRET_KEY_MISMATCH", "key_id": self.key_id},
+            )
+        return {
+            name: sealer.unseal(self.project, self.service, name, token)
+            for name, token in self.secrets.items()
+        }
+
+    def needs_key(self) -> bool:
+        """Whether creating replicas (or writing this definition) needs the secret key."""
+        return bool(self.secrets)
+
+    def shown_config(self) -> dict[str, str]:
+        """The config as callers may read it: secret values masked."""
+        return masked_config({**self.config, **dict.fromkeys(self.secrets, "")})
+
+    def effective_env(self, secret_values: Mapping[str, str]) -> dict[str, str]:
         """Config data reaches the replicas as environment variables over the spec's env."""
         merged = dict(self.env)
-        merged.update(config_environment(self.config))
+        merged.update(config_environment({**self.config, **secret_values}))
         return merged
+
+    def hashed_env(self) -> dict[str, str]:
+        """What stands for the environment in the Compose config-hash: secrets by their
+        sealed value, never in clear (the hash is a label anyone may read)."""
+        merged = dict(self.env)
+        merged.update(self.config)
+        merged.update({name: f"sealed:{token}" for name, token in self.secrets.items()})
+        return dict(sorted(merged.items()))
 
     def _spec_body(self) -> dict[str, Any]:
         return {
@@ -111,10 +215,13 @@ class Definition:
         }
 
     def to_body(self) -> str:
+        if self.legacy_plain and self.secrets:
+            raise AssertionError("clear secrets must be sealed before the definition is stored")
         body = self._spec_body()
         body.update(
             schema=SCHEMA,
             config=dict(sorted(self.config.items())),
+            sealed={"key_id": self.key_id, "values": dict(sorted(self.secrets.items()))},
             config_version=self.config_version,
         )
         return json.dumps(body, separators=(",", ":"))
@@ -124,6 +231,16 @@ class Definition:
         labels: Mapping[str, str] = volume.get("Labels") or {}
         try:
             body = json.loads(labels[BODY])
+            config = {str(k): str(v) for k, v in dict(body["config"]).items()}
+            legacy = int(body.get("schema", 1)) < 2
+            if legacy:
+                secrets = {k: v for k, v in config.items() if is_secret_key(k)}
+                config = {k: v for k, v in config.items() if not is_secret_key(k)}
+                key_id = ""
+            else:
+                sealed = dict(body["sealed"])
+                secrets = {str(k): str(v) for k, v in dict(sealed["values"]).items()}
+                key_id = str(sealed["key_id"])
             return cls(
                 project=labels[PROJECT],
                 service=labels[SERVICE],
@@ -134,7 +251,10 @@ class Definition:
                 ports=tuple(PortSpec(int(c), int(h), str(p)) for c, h, p in body["ports"]),
                 resources=Resources(**body["resources"]),
                 options=dict(body["options"]),
-                config=dict(body["config"]),
+                config=config,
+                secrets=secrets,
+                key_id=key_id,
+                legacy_plain=legacy and bool(secrets),
                 config_version=int(body["config_version"]),
                 generation=int(labels[GENERATION]),
             )

@@ -7,9 +7,12 @@ a list plus an inspect per container as the high-level client does.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import docker
@@ -17,7 +20,8 @@ import docker.errors
 import requests.exceptions
 from docker.utils import kwargs_from_env
 
-from alphaswarm_core.providers.concurrency import DEFAULT_BACKEND_TIMEOUT, remaining_timeout
+from alphaswarm_core.call import current_call
+from alphaswarm_core.providers.concurrency import DEFAULT_BACKEND_TIMEOUT
 from alphaswarm_core.providers.errors import (
     BackendConflictError,
     BackendRejectedError,
@@ -34,16 +38,71 @@ DEFAULT_HOST = "unix:///var/run/docker.sock"
 
 
 class DeadlineAPIClient(docker.APIClient):
-    """An ``APIClient`` whose every request times out with the caller's gRPC deadline.
+    """An ``APIClient`` whose every request ends by the caller's gRPC deadline.
 
     The SDK takes one timeout per client; the bounded runner copies the request's
-    context into its worker thread, so ``remaining_timeout()`` here sees the deadline
-    of the RPC that issued the call. An explicit ``timeout=`` (streams) still wins.
+    context into its worker thread, so the deadline seen here is that of the RPC that
+    issued the call. Some SDK methods pass a timeout of their own,
+    and it must not escape the deadline either: ``stop`` sends the client timeout
+    plus the stop grace, ``pull``/``push``/``import``/``events`` send ``None`` (no
+    timeout at all). So an explicit number is capped by the deadline and ``None``
+    becomes the remaining time: no request this client makes is unbounded. Threads
+    that serve no call (the stats readers) have no deadline and keep their own.
     """
 
     def _set_request_timeout(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        kwargs.setdefault("timeout", remaining_timeout(float(self.timeout)))
+        kwargs["timeout"] = bounded_timeout(
+            kwargs.get("timeout", self.timeout), default=float(self.timeout)
+        )
         return kwargs
+
+
+Timeout = float | tuple[float, float] | None
+
+_undoing: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "alphaswarm_docker_compose_undoing", default=False
+)
+
+
+def bounded_timeout(requested: Timeout, *, default: float) -> float | tuple[float, float]:
+    """``requested`` (a requests timeout; None = none) capped by the call's deadline."""
+    left = deadline_left()
+    if requested is None:
+        return default if left is None else min(default, left)
+    if left is None:
+        return requested
+    if isinstance(requested, tuple):
+        return (min(requested[0], left), min(requested[1], left))
+    return min(float(requested), left)
+
+
+def deadline_left() -> float | None:
+    """Seconds until the current call's deadline (at least 1 ms); None without one."""
+    if _undoing.get():
+        return None
+    call = current_call.get()
+    if call is None or call.deadline is None:
+        return None
+    return max(0.001, call.deadline - time.monotonic())
+
+
+def remaining(default: float) -> float:
+    """Seconds a blocking wait may take: ``default``, capped by the call's deadline
+    (unless undoing)."""
+    left = deadline_left()
+    return default if left is None else min(default, left)
+
+
+@contextlib.contextmanager
+def undoing() -> Iterator[None]:
+    """Requests made inside are not cut by the call's deadline, only by the client's own
+    timeout: a call that failed (perhaps because its time ran out) must still be able
+    to remove what it created rather than leave half its changes behind."""
+    token = _undoing.set(True)
+    try:
+        yield
+    finally:
+        _undoing.reset(token)
 
 
 def engine_address(env: Mapping[str, str]) -> str:
@@ -162,9 +221,13 @@ __all__ = [
     "DEFAULT_BACKEND_TIMEOUT",
     "ENV_VARS",
     "DeadlineAPIClient",
+    "bounded_timeout",
     "connect",
+    "deadline_left",
     "engine_address",
+    "remaining",
     "translate",
+    "undoing",
     "unreachable",
     "where",
 ]

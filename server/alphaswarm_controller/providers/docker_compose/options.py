@@ -8,6 +8,7 @@ drop a health check.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,7 +17,11 @@ from alphaswarm_core.providers.errors import FieldViolation, InvalidSpecError
 
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
 PULL_POLICIES = ("missing", "always", "never")
-_VOLUME = re.compile(r"^([a-zA-Z0-9][a-zA-Z0-9_.-]*):(/[^:,]*)(:ro)?$")
+# Volume names as the engine accepts them (moby volume/local: "[a-zA-Z0-9][a-zA-Z0-9_.-]");
+# targets are absolute paths without ':' or ',' (the separators here) or control
+# characters, which Docker's mount parser would split on or reject.
+_VOLUME = re.compile(r"([a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}):(/[^:,\x00-\x1f\x7f]*)(:ro)?")
+MAX_VOLUMES = 32
 
 KNOWN = {
     "restart": "restart policy: no, always, unless-stopped (default) or on-failure",
@@ -81,19 +86,12 @@ def parse(options: Mapping[str, str], prefix: str = "spec.provider_options") -> 
                 violations.append(FieldViolation(path, "must not be empty"))
             values[key] = value
         elif key == "healthcheck_retries":
-            if not value.isdigit() or not 1 <= int(value) <= 100:
+            if not re.fullmatch(r"[0-9]{1,3}", value) or not 1 <= int(value) <= 100:
                 violations.append(FieldViolation(path, "an integer between 1 and 100"))
             else:
                 values[key] = int(value)
         elif key == "volumes":
-            mounts = []
-            for item in filter(None, (part.strip() for part in value.split(","))):
-                match = _VOLUME.match(item)
-                if match is None:
-                    violations.append(FieldViolation(path, f"{item!r} is not 'name:/path[:ro]'"))
-                    continue
-                mounts.append(VolumeMount(match[1], match[2], bool(match[3])))
-            values[key] = tuple(mounts)
+            values[key] = _volumes(violations, path, value)
         else:
             seconds = _seconds(value)
             if seconds is None or (key != "healthcheck_start_period" and seconds <= 0):
@@ -103,6 +101,33 @@ def parse(options: Mapping[str, str], prefix: str = "spec.provider_options") -> 
     if violations:
         raise InvalidSpecError(violations)
     return Options(**values)  # type: ignore[arg-type]
+
+
+def _volumes(violations: list[FieldViolation], path: str, value: str) -> tuple[VolumeMount, ...]:
+    """``name:/path[:ro]`` items; each target once, absolute, normalised and not ``/``
+    (the engine refuses a duplicate mount point and a mount over the root)."""
+    mounts: list[VolumeMount] = []
+    targets: set[str] = set()
+    items = [part.strip() for part in value.split(",") if part.strip()]
+    if len(items) > MAX_VOLUMES:
+        violations.append(FieldViolation(path, f"at most {MAX_VOLUMES} volumes"))
+        return ()
+    for item in items:
+        match = _VOLUME.fullmatch(item)
+        shown = item if len(item) <= 64 else item[:61] + "..."
+        if match is None:
+            violations.append(FieldViolation(path, f"{shown!r} is not 'name:/path[:ro]'"))
+            continue
+        target = match[2]
+        if target == "/" or posixpath.normpath(target) != target:
+            violations.append(
+                FieldViolation(path, f"{shown!r}: the target must be a normalised path below /")
+            )
+        elif target in targets:
+            violations.append(FieldViolation(path, f"{shown!r}: {target} is mounted twice"))
+        targets.add(target)
+        mounts.append(VolumeMount(match[1], target, bool(match[3])))
+    return tuple(mounts)
 
 
 def _choice(  # noqa: PLR0917
@@ -120,9 +145,9 @@ def _choice(  # noqa: PLR0917
 
 
 def _seconds(value: str) -> float | None:
-    text = value.strip().removesuffix("s")
-    try:
-        seconds = float(text)
-    except ValueError:
+    """``2``, ``2.5`` or ``2.5s``: seconds from 0 to 3600, else None."""
+    match = re.fullmatch(r"([0-9]{1,4}(?:\.[0-9]{1,3})?)s?", value.strip())
+    if match is None:
         return None
-    return seconds if 0 <= seconds <= 3600 else None
+    seconds = float(match[1])
+    return seconds if seconds <= 3600 else None

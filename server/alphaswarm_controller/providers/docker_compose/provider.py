@@ -14,15 +14,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
 from alphaswarm_core.providers.errors import (
     BackendConflictError,
+    BackendRejectedError,
     ConfigVersionConflict,
     DeploymentNotFoundError,
     InfrastructureProviderError,
+    InvalidSpecError,
 )
 from alphaswarm_core.providers.models import (
     ConfigMapPatch,
@@ -30,19 +34,24 @@ from alphaswarm_core.providers.models import (
     DeploymentState,
     DeploymentStatus,
     InstanceStatus,
+    LogEntry,
+    LogQuery,
     MetricSample,
     ProviderHealth,
     ProviderKind,
     ServiceConfig,
+    is_secret_key,
 )
 from alphaswarm_core.providers.protocol import DEFAULT_NAMESPACE, InfrastructureProvider
 
-from . import compose, definitions, engine
+from . import checks, compose, definitions, engine, images, networks, sealing
 from .compose import ContainerRef
 from .definitions import Definition
+from .logreaders import ReaderSlots
+from .logstream import LogSession
 from .options import Options, parse
 from .replicas import Replicas
-from .stats import StatsHub, usage
+from .stats import CpuMark, StatsHub, cpu_mark, cpu_percent, usage
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +59,16 @@ T = TypeVar("T")
 
 #: How long a new replica may take to become ready during a rolling replace.
 DEFAULT_READY_TIMEOUT = 60.0
+#: How long an image pull may take when the call's deadline allows more.
+DEFAULT_PULL_TIMEOUT = 300.0
 #: How long a replacement without a health check must keep running to count as ready.
 DEFAULT_MIN_READY = 1.0
 DEFAULT_PARALLELISM = 16
 DEFAULT_STOP_GRACE = 10
 STATS_POOL_SIZE = 64
+#: Log reader threads (one per replica read, one per following call) in the provider:
+#: enough to follow a service of MAX_REPLICAS, and within a default limit of 1024 files.
+DEFAULT_LOG_READERS = 512
 
 
 class DockerComposeProvider(InfrastructureProvider):
@@ -66,20 +80,42 @@ class DockerComposeProvider(InfrastructureProvider):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._api: engine.DeadlineAPIClient | None = None
-        self.parallelism = max(1, int(self.setting("parallelism", str(DEFAULT_PARALLELISM))))
-        self.call_timeout = float(self.setting("timeout", str(engine.DEFAULT_BACKEND_TIMEOUT)))
+        self.parallelism = self.setting_int(
+            "parallelism", DEFAULT_PARALLELISM, minimum=1, maximum=256
+        )
+        self.call_timeout = self.setting_seconds(
+            "timeout", engine.DEFAULT_BACKEND_TIMEOUT, minimum=1, maximum=3600
+        )
+        self.pull_timeout = self.setting_seconds(
+            "pull_timeout", DEFAULT_PULL_TIMEOUT, minimum=1, maximum=86400
+        )
         self.replicas = Replicas(
             self._client,
-            ready_timeout=float(self.setting("ready_timeout", str(DEFAULT_READY_TIMEOUT))),
-            min_ready=float(self.setting("min_ready_seconds", str(DEFAULT_MIN_READY))),
-            stop_grace=int(self.setting("stop_timeout", str(DEFAULT_STOP_GRACE))),
+            ready_timeout=self.setting_seconds(
+                "ready_timeout", DEFAULT_READY_TIMEOUT, minimum=1, maximum=3600
+            ),
+            min_ready=self.setting_seconds(
+                "min_ready_seconds", DEFAULT_MIN_READY, minimum=0, maximum=600
+            ),
+            stop_grace=self.setting_int("stop_timeout", DEFAULT_STOP_GRACE, maximum=3600),
         )
+        self._sealer: sealing.Sealer | None = None
         self._stats_api: engine.DeadlineAPIClient | None = None
         self.stats = StatsHub(self._stats_client)
+        self.log_slots = ReaderSlots(
+            self.setting_int("log_readers", DEFAULT_LOG_READERS, minimum=1, maximum=4096),
+            self.setting_name("log_readers"),
+        )
+        self._logs_api: engine.DeadlineAPIClient | None = None
+        self.log_sessions: set[LogSession] = set()
         # Serialises writers of one service inside this process; across controller
         # replicas the definition's compare-and-swap and the engine's unique
         # container names keep writers from corrupting each other.
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Calls that may put replicas on a project's network right now, counted under
+        # that project's network lock: delete removes the network only when none is.
+        self._network_locks: dict[str, asyncio.Lock] = {}
+        self._network_users: Counter[str] = Counter()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -101,6 +137,15 @@ class DockerComposeProvider(InfrastructureProvider):
             )
         return self._stats_api
 
+    def _logs_client(self) -> engine.DeadlineAPIClient:
+        """A client of its own for log and event streams: each holds a connection for its
+        whole life, up to one per reader slot."""
+        if self._logs_api is None:
+            self._logs_api = engine.connect(
+                self.env, timeout=self.call_timeout, max_pool_size=self.log_slots.limit
+            )
+        return self._logs_api
+
     async def _call(self, what: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run a blocking engine call; SDK errors become provider errors."""
 
@@ -114,6 +159,30 @@ class DockerComposeProvider(InfrastructureProvider):
 
     def _lock(self, project: str, service: str) -> asyncio.Lock:
         return self._locks.setdefault((project, service), asyncio.Lock())
+
+    @contextlib.asynccontextmanager
+    async def _using_network(self, project: str) -> AsyncIterator[None]:
+        """Mark a call that may put replicas on the project network, so that a delete of
+        the project's last other service does not remove the network under it."""
+        async with self._network_locks.setdefault(project, asyncio.Lock()):
+            self._network_users[project] += 1
+        try:
+            yield
+        finally:
+            self._network_users[project] -= 1
+            if self._network_users[project] <= 0:
+                del self._network_users[project]
+
+    def _sealer_for(self, needed: bool) -> sealing.Sealer | None:
+        """The secret key's sealer when ``needed`` (secrets to seal or unseal), loaded
+        on first use: a provider whose services have no secrets needs no key."""
+        if not needed:
+            return None
+        if self._sealer is None:
+            self._sealer = sealing.load(
+                self.setting("secret_key_file"), self.setting_name("secret_key_file")
+            )
+        return self._sealer
 
     async def _bounded(self, jobs: Iterable[Callable[[], Awaitable[T]]]) -> list[T | BaseException]:
         """Run ``jobs`` at most ``parallelism`` at a time; collect results and errors.
@@ -141,11 +210,13 @@ class DockerComposeProvider(InfrastructureProvider):
         await self._call("connecting", self._client)
 
     async def close(self) -> None:
+        for session in list(self.log_sessions):
+            session.close()
         await asyncio.to_thread(self.stats.close)
-        for api in (self._api, self._stats_api):
+        for api in (self._api, self._stats_api, self._logs_api):
             if api is not None:
                 api.close()
-        self._api = self._stats_api = None
+        self._api = self._stats_api = self._logs_api = None
 
     def _check_credentials(self) -> None:
         engine.check_tls_settings(self.env)
@@ -279,19 +350,21 @@ class DockerComposeProvider(InfrastructureProvider):
     # -- converging --------------------------------------------------------------------------
 
     async def _create_many(
-        self,
-        definition: Definition,
-        opts: Options,
-        numbers: list[int],
-        digest: str,
-        image_id: str,
+        self, definition: Definition, opts: Options, numbers: list[int], target: _Target
     ) -> list[str]:
         """Create replicas concurrently; if any fails, remove those that succeeded and raise."""
         what = f"creating replicas of {definition.project}/{definition.service}"
         results = await self._bounded(
             [
                 lambda n=n: self._call(  # type: ignore[misc]
-                    what, self.replicas.create_replica, definition, opts, n, digest, image_id
+                    what,
+                    self.replicas.create_replica,
+                    definition,
+                    opts,
+                    n,
+                    target.digest,
+                    target.image_id,
+                    target.env,
                 )
                 for n in numbers
             ]
@@ -301,7 +374,8 @@ class DockerComposeProvider(InfrastructureProvider):
             r for r in results if isinstance(r, BaseException) and not isinstance(r, _Skipped)
         ]
         if errors:
-            await self._remove_many(created, self.replicas.grace(opts), what="rolling back")
+            with engine.undoing():
+                await self._remove_many(created, self.replicas.grace(opts), what="rolling back")
             raise errors[0]
         return created
 
@@ -318,27 +392,58 @@ class DockerComposeProvider(InfrastructureProvider):
         if errors:
             raise errors[0]
 
-    async def _target(self, definition: Definition, opts: Options) -> tuple[str, str]:
-        """The image id replicas must run and their config-hash (image id included)."""
-        image_id = await self._call(
-            f"resolving image {definition.image!r}",
-            self.replicas.ensure_image,
-            definition.image,
-            opts.pull,
-        )
-        config = {**self.replicas.container_config(definition, opts), "image_id": image_id}
-        return image_id, compose.config_hash(config)
+    async def _target(
+        self, definition: Definition, opts: Options, sealer: sealing.Sealer | None
+    ) -> _Target:
+        """What replicas must run, resolved before anything is written: the image (pulled
+        within the call's deadline), the environment (secrets unsealed) and the
+        Compose config-hash (image id included). Checks the CPU limit fits the engine."""
+        env = definition.effective_env(definition.secret_values(sealer))
 
-    async def _prepare(self, project: str, opts: Options) -> bool:
-        """Network and named volumes replicas need; True when the network was created."""
-        created = await self._call(
+        def resolve() -> str:
+            api = self._client()
+            millicores = definition.resources.cpu_millicores()
+            if millicores is not None:
+                cpus = int(api.info().get("NCPU") or 0)
+                if cpus and millicores > cpus * 1000:
+                    raise BackendRejectedError(
+                        f"resources.cpu {definition.resources.cpu} is more than the engine's "
+                        f"{cpus} CPUs; the engine refuses such a limit",
+                        metadata={"cause": "CPU_EXCEEDS_ENGINE", "engine_cpus": str(cpus)},
+                    )
+            return images.resolve(api, definition.image, opts.pull, timeout=self.pull_timeout)
+
+        image_id = await self._call(f"resolving image {definition.image!r}", resolve)
+        config = {**self.replicas.container_config(definition, opts), "image_id": image_id}
+        return _Target(image_id, compose.config_hash(config), env)
+
+    async def _network(self, project: str) -> tuple[str, bool]:
+        """The project network's id, and whether this call created it (and so may
+        remove it again if the call fails)."""
+        return await self._call(
             f"creating network {compose.network_name(project)}",
-            self.replicas.ensure_network,
+            networks.ensure,
+            self._client(),
             project,
         )
+
+    async def _volumes(self, project: str, opts: Options) -> None:
         if opts.volumes:
             await self._call("creating volumes", self.replicas.ensure_volumes, project, opts)
-        return created
+
+    async def _drop_network(self, project: str, network: tuple[str, bool] | None) -> None:
+        """Undo ``_network``: only a network this call created, ours, and unused, and
+        that no other call of this process is about to use."""
+        if network is None or not network[1] or self._network_users[project] > 1:
+            return
+        with engine.undoing(), contextlib.suppress(InfrastructureProviderError):
+            await self._call(
+                "removing the network",
+                networks.remove_if_ours_and_unused,
+                self._client(),
+                project,
+                network[0],
+            )
 
     async def _converge(
         self,
@@ -346,10 +451,10 @@ class DockerComposeProvider(InfrastructureProvider):
         opts: Options,
         refs: list[ContainerRef],
         replicas: int,
+        target: _Target,
     ) -> list[str]:
         """Make the containers match ``definition`` x ``replicas``; return ids created."""
         project, service = definition.project, definition.service
-        image_id, digest = await self._target(definition, opts)
         # Highest numbers go first when scaling down, as with `compose up --scale`.
         keep = refs[:replicas]
         extra = refs[replicas:]
@@ -360,50 +465,63 @@ class DockerComposeProvider(InfrastructureProvider):
                 what=f"scaling down {project}/{service}",
             )
         missing = _free_numbers(keep, replicas - len(keep))
-        created = await self._create_many(definition, opts, missing, digest, image_id)
+        created = await self._create_many(definition, opts, missing, target)
         try:
             for ref in keep:
-                if ref.config_hash != digest:
+                if ref.config_hash != target.digest:
                     await self._call(
                         f"replacing {ref.name}",
                         self.replicas.replace_replica,
                         definition,
                         opts,
                         ref,
-                        digest,
-                        image_id,
+                        target.digest,
+                        target.image_id,
+                        target.env,
                     )
                 elif ref.state in ("created", "exited"):
                     await self._call(f"starting {ref.name}", self._client().start, ref.id)
         except BaseException:
-            await self._remove_many(created, self.replicas.grace(opts), what="rolling back")
+            with engine.undoing():
+                await self._remove_many(created, self.replicas.grace(opts), what="rolling back")
             raise
         return created
 
     async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
-        opts = parse(spec.provider_options)
+        opts = checks.checked_options(spec)
         project, service = spec.namespace, spec.service_id
         async with self._lock(project, service):
             previous, refs = await self._call(
                 f"reading {project}/{service}", self._observe, project, service
             )
             wanted = Definition.from_spec(spec, keep=previous)
+            sealer = self._sealer_for(wanted.needs_key())
+            wanted = wanted.sealed(sealer)
+            # Everything that can fail without changing anything comes first: the key,
+            # the image (a pull bounded by the deadline), the engine's CPU count.
+            target = await self._target(wanted, opts, sealer) if spec.replicas else None
             stored = previous
-            network_created = False
-            try:
-                network_created = await self._prepare(project, opts)
-                if previous is None or not previous.same_spec(wanted):
-                    stored = await self._call(
-                        f"storing the definition of {project}/{service}",
-                        definitions.write,
-                        self._client(),
-                        wanted,
-                    )
-                assert stored is not None
-                await self._converge(stored, opts, refs, spec.replicas)
-            except BaseException:
-                await self._undo_start(project, service, previous, stored, network_created)
-                raise
+            network: tuple[str, bool] | None = None
+            async with self._using_network(project):
+                try:
+                    network = await self._network(project)
+                    await self._volumes(project, opts)
+                    if previous is None or previous.legacy_plain or not previous.same_spec(wanted):
+                        stored = await self._call(
+                            f"storing the definition of {project}/{service}",
+                            definitions.write,
+                            self._client(),
+                            wanted,
+                        )
+                    assert stored is not None
+                    if target is None:
+                        await self._converge(stored, opts, refs, 0, _NO_TARGET)
+                    else:
+                        await self._converge(stored, opts, refs, spec.replicas, target)
+                except BaseException:
+                    with engine.undoing():
+                        await self._undo_start(project, service, previous, stored, network)
+                    raise
             definition, refs = await self._call(
                 f"reading {project}/{service}", self._observe, project, service
             )
@@ -415,7 +533,7 @@ class DockerComposeProvider(InfrastructureProvider):
         service: str,
         previous: Definition | None,
         stored: Definition | None,
-        network_created: bool,
+        network: tuple[str, bool] | None,
     ) -> None:
         """Put back what a failed start changed besides containers (those roll back already)."""
         with contextlib.suppress(InfrastructureProviderError):
@@ -436,10 +554,7 @@ class DockerComposeProvider(InfrastructureProvider):
                         self._client(),
                         Definition.from_spec(_spec_of(previous), keep=stored),
                     )
-            if network_created:
-                await self._call(
-                    "removing the network", self.replicas.remove_network_if_unused, project
-                )
+        await self._drop_network(project, network)
 
     async def scale(
         self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
@@ -448,29 +563,29 @@ class DockerComposeProvider(InfrastructureProvider):
         async with self._lock(project, service_id):
             definition, refs = await self._definition(project, service_id)
             opts = parse(definition.options)
-            if len(refs) != replicas:
-                if replicas > len(refs):
-                    await self._prepare(project, opts)
-                await self._scale_only(definition, opts, refs, replicas)
+            if replicas < len(refs):
+                await self._remove_many(
+                    [ref.id for ref in reversed(refs[replicas:])],
+                    self.replicas.grace(opts),
+                    what=f"scaling down {project}/{service_id}",
+                )
+            elif replicas > len(refs):
+                checks.check_scale(definition.ports, replicas)
+                sealer = self._sealer_for(definition.needs_key())
+                target = await self._target(definition, opts, sealer)
+                async with self._using_network(project):
+                    network = await self._network(project)
+                    try:
+                        await self._volumes(project, opts)
+                        missing = _free_numbers(refs, replicas - len(refs))
+                        await self._create_many(definition, opts, missing, target)
+                    except BaseException:
+                        await self._drop_network(project, network)
+                        raise
             definition_now, refs = await self._call(
                 f"reading {project}/{service_id}", self._observe, project, service_id
             )
         return self._status(project, service_id, definition_now, refs)
-
-    async def _scale_only(
-        self, definition: Definition, opts: Options, refs: list[ContainerRef], replicas: int
-    ) -> None:
-        """Add or remove replicas without touching the ones that stay."""
-        if replicas < len(refs):
-            await self._remove_many(
-                [ref.id for ref in reversed(refs[replicas:])],
-                self.replicas.grace(opts),
-                what=f"scaling down {definition.project}/{definition.service}",
-            )
-            return
-        image_id, digest = await self._target(definition, opts)
-        missing = _free_numbers(refs, replicas - len(refs))
-        await self._create_many(definition, opts, missing, digest, image_id)
 
     async def stop(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
@@ -486,6 +601,59 @@ class DockerComposeProvider(InfrastructureProvider):
             )
         return self._status(project, service_id, definition, [])
 
+    async def delete(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
+    ) -> bool:
+        """Remove the replicas, the definition volumes (spec, config, sealed secrets) and,
+        when no other service of the project is left, the project network if it is ours.
+
+        The project's named data volumes (``volumes`` option) stay, as with ``docker
+        compose down`` without ``-v``: they hold data, and other services may mount them.
+        """
+        project = namespace
+        async with self._lock(project, service_id):
+            definition, refs = await self._call(
+                f"reading {project}/{service_id}", self._observe, project, service_id
+            )
+            if definition is None and not refs:
+                if allow_missing:
+                    return False
+                raise DeploymentNotFoundError(service_id, project)
+            opts = _options_or_defaults(definition)
+            await self._remove_many(
+                [ref.id for ref in reversed(refs)],
+                self.replicas.grace(opts),
+                what=f"deleting {project}/{service_id}",
+            )
+            await self._call(
+                f"forgetting {project}/{service_id}",
+                definitions.prune,
+                self._client(),
+                project,
+                service_id,
+                keep=None,
+            )
+            await self._remove_project_network(project)
+        return True
+
+    async def _remove_project_network(self, project: str) -> None:
+        """Remove the project network when no service of the project is left, it is ours
+        and nothing is attached; and no call of this process is about to use it."""
+        async with self._network_locks.setdefault(project, asyncio.Lock()):
+            if self._network_users[project]:
+                return
+
+            def remove() -> bool:
+                api = self._client()
+                if definitions.read_all(api, project) or self._containers(project):
+                    return False  # another service of the project: the network is shared
+                network = networks.find(api, project)
+                if network is None:
+                    return False
+                return networks.remove_if_ours_and_unused(api, project, str(network["Id"]))
+
+            await self._call(f"removing network {compose.network_name(project)}", remove)
+
     # -- config ------------------------------------------------------------------------------
 
     async def get_config(
@@ -496,7 +664,7 @@ class DockerComposeProvider(InfrastructureProvider):
         if definition is None:
             return ServiceConfig(service_id, project, {}, "0")
         return ServiceConfig(
-            service_id, project, dict(definition.config), str(definition.config_version)
+            service_id, project, definition.shown_config(), str(definition.config_version)
         )
 
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
@@ -508,7 +676,14 @@ class DockerComposeProvider(InfrastructureProvider):
                 raise ConfigVersionConflict(
                     service, project, expected=patch.expected_version, actual=current
                 )
-            updated = definition.with_config(patch.applied_to(definition.config))
+            sets_secret = any(is_secret_key(key) for key in patch.set)
+            sealer = self._sealer_for(definition.needs_key() or sets_secret)
+            in_force = {**definition.config, **definition.secret_values(sealer)}
+            data = patch.applied_to(in_force)
+            checks.check_config(data)
+            updated = definition.with_config(data, sealer, in_force)
+            opts = parse(updated.options)
+            target = await self._target(updated, opts, sealer) if refs else _NO_TARGET
             try:
                 stored = await self._call(
                     f"storing the config of {project}/{service}",
@@ -520,25 +695,29 @@ class DockerComposeProvider(InfrastructureProvider):
                 raise ConfigVersionConflict(
                     service, project, expected=patch.expected_version or current, actual="newer"
                 ) from exc
-            opts = parse(stored.options)
             try:
-                await self._converge(stored, opts, refs, len(refs))
+                await self._converge(stored, opts, refs, len(refs), target)
             except InfrastructureProviderError:
                 # The new config does not run: put the previous one back (as a new
                 # version, so readers of the failed one notice) and its replicas too.
-                restored = await self._call(
-                    "restoring the previous config",
-                    definitions.write,
-                    self._client(),
-                    stored.with_config(definition.config),
-                )
-                _, now = await self._call(
-                    f"reading {project}/{service}", self._observe, project, service
-                )
-                with contextlib.suppress(InfrastructureProviderError):
-                    await self._converge(restored, opts, now, len(refs))
+                with engine.undoing():
+                    restored = await self._call(
+                        "restoring the previous config",
+                        definitions.write,
+                        self._client(),
+                        replace(
+                            stored.with_config_of(definition),
+                            config_version=stored.config_version + 1,
+                        ),
+                    )
+                    _, now = await self._call(
+                        f"reading {project}/{service}", self._observe, project, service
+                    )
+                    with contextlib.suppress(InfrastructureProviderError):
+                        back = await self._target(restored, opts, sealer)
+                        await self._converge(restored, opts, now, len(refs), back)
                 raise
-        return ServiceConfig(service, project, dict(stored.config), str(stored.config_version))
+        return ServiceConfig(service, project, stored.shown_config(), str(stored.config_version))
 
     # -- metrics -----------------------------------------------------------------------------
 
@@ -552,16 +731,23 @@ class DockerComposeProvider(InfrastructureProvider):
         project = namespace
         await self._observed(project, service_id)  # NOT_FOUND before the first sample
         held: set[str] = set()
+        marks: dict[str, CpuMark] = {}
         try:
             while True:
-                sample = await self._sample(project, service_id, held)
+                sample = await self._sample(project, service_id, held, marks)
                 yield sample
                 await asyncio.sleep(interval_seconds)
         finally:
             self.stats.release_all(held)
 
-    async def _sample(self, project: str, service: str, held: set[str]) -> MetricSample:
-        """Aggregate the latest stats frame of each running replica; track replica churn."""
+    async def _sample(
+        self, project: str, service: str, held: set[str], marks: dict[str, CpuMark]
+    ) -> MetricSample:
+        """Aggregate the latest stats frame of each running replica; track replica churn.
+
+        CPU is measured over the interval since this stream's previous sample (``marks``
+        holds each replica's counters then), in percent of one core, summed.
+        """
         now = datetime.now(UTC)
         try:
             refs = await self._call(
@@ -574,6 +760,7 @@ class DockerComposeProvider(InfrastructureProvider):
         running = {ref.id for ref in refs if ref.state == "running"}
         for gone in held - running:
             self.stats.release(gone)
+            marks.pop(gone, None)
         fresh = running - held
         for new in fresh:
             self.stats.acquire(new)
@@ -589,8 +776,10 @@ class DockerComposeProvider(InfrastructureProvider):
             if frame is None:
                 errors.append(f"{container_id[:12]}: {error or 'no stats yet'}")
                 continue
-            c, m, r, t = usage(frame)
-            cpu, memory, rx, tx = cpu + c, memory + m, rx + r, tx + t
+            m, r, t = usage(frame)
+            cpu += cpu_percent(frame, since=marks.get(container_id))
+            marks[container_id] = cpu_mark(frame)
+            memory, rx, tx = memory + m, rx + r, tx + t
         return MetricSample(
             service_id=service,
             namespace=project,
@@ -613,9 +802,50 @@ class DockerComposeProvider(InfrastructureProvider):
                 return
             await asyncio.sleep(0.05)
 
+    # -- logs --------------------------------------------------------------------------------
+
+    async def stream_logs(
+        self, service_id: str, query: LogQuery, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> AsyncGenerator[LogEntry, None]:
+        """The engine's logs of the service's containers (``GET /containers/{id}/logs``
+        with timestamps), merged by time; with follow, new lines and new replicas too."""
+        project = namespace
+        listed_ns = time.time_ns()  # later starts come through the event stream
+        _, refs = await self._observed(project, service_id)  # NOT_FOUND at the first anext
+        await self._call("connecting for logs", self._logs_client)
+
+        async def relist() -> list[ContainerRef]:
+            return await self._call(
+                f"listing {project}/{service_id}", self._containers, project, service_id
+            )
+
+        session = LogSession(
+            self._logs_client, self.log_slots, query, project, service_id, relist=relist
+        )
+        self.log_sessions.add(session)
+        try:
+            session.open(refs, listed_ns)
+            while (entry := await session.next()) is not None:
+                yield entry
+        finally:
+            session.close()
+            self.log_sessions.discard(session)
+
 
 class _Skipped(Exception):
     """A bounded job not started because an earlier one failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What a service's replicas run: image id, Compose config-hash, environment."""
+
+    image_id: str
+    digest: str
+    env: Mapping[str, str]
+
+
+_NO_TARGET = _Target("", "", {})
 
 
 def _free_numbers(refs: list[ContainerRef], count: int) -> list[int]:
@@ -623,6 +853,17 @@ def _free_numbers(refs: list[ContainerRef], count: int) -> list[int]:
     taken = {ref.number for ref in refs}
     free = (n for n in range(1, len(taken) + count + 1) if n not in taken)
     return [next(free) for _ in range(count)]
+
+
+def _options_or_defaults(definition: Definition | None) -> Options:
+    """The definition's options, or Compose's defaults when there are none or they no
+    longer parse (written by another release): a delete must not depend on them."""
+    if definition is None:
+        return Options()
+    try:
+        return parse(definition.options)
+    except InvalidSpecError:
+        return Options()
 
 
 def _spec_of(definition: Definition) -> DeploymentSpec:

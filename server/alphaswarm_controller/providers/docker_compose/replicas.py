@@ -9,25 +9,34 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import docker.errors
-from docker.utils import parse_repository_tag
 
-from alphaswarm_core.providers.concurrency import remaining_timeout
 from alphaswarm_core.providers.errors import (
+    BackendConflictError,
     BackendRejectedError,
     BackendTimeoutError,
-    ResourceNotFoundError,
 )
 from alphaswarm_core.providers.models import PortSpec, Resources
 
 from . import compose, definitions
 from .compose import ContainerRef
 from .definitions import Definition
-from .engine import DeadlineAPIClient
+from .engine import DeadlineAPIClient, deadline_left, remaining, undoing
 from .options import Options
+
+#: Seconds kept, when the caller's deadline is near, between the SIGKILL that ends a
+#: shortened stop grace and the deadline: the kill and the removal take that long.
+STOP_MARGIN = 2.0
+#: Polls of one container's state (readiness, removal by another client) start this
+#: often and back off to at most MAX_POLL_INTERVAL: about 3 inspects a second.
+POLL_INTERVAL = 0.1
+MAX_POLL_INTERVAL = 0.5
+#: The engine's answer when another client is already removing the container
+#: (moby daemon/delete.go: "removal of container %s is already in progress").
+_REMOVAL_IN_PROGRESS = "already in progress"
 
 
 class Replicas:
@@ -46,58 +55,6 @@ class Replicas:
         self.min_ready = min_ready
         self.stop_grace = stop_grace
 
-    def ensure_image(self, image: str, policy: str) -> str:
-        """The image's id, pulling it per ``policy``; NOT_FOUND when it cannot be had."""
-        api = self._client()
-        if policy != "always":
-            try:
-                return str(_untyped(api).inspect_image(image)["Id"])
-            except docker.errors.NotFound:
-                if policy == "never":
-                    raise ResourceNotFoundError(
-                        f"image {image!r} is not present on the engine (pull policy: never)",
-                        metadata={"cause": "IMAGE_NOT_FOUND", "image": image},
-                    ) from None
-        repository, tag = parse_repository_tag(image)
-        try:
-            api.pull(repository, tag=tag or "latest")
-            return str(_untyped(api).inspect_image(image)["Id"])
-        except docker.errors.APIError as exc:
-            if exc.status_code in (502, 503, 504):
-                raise
-            detail = str(exc.explanation or exc)[:300]
-            raise ResourceNotFoundError(
-                f"image {image!r} is not present on the engine and could not be pulled: {detail}",
-                metadata={"cause": "IMAGE_NOT_FOUND", "image": image},
-            ) from exc
-
-    def ensure_network(self, project: str) -> bool:
-        """Create ``<project>_default`` with Compose's labels; True when this call created it."""
-        api = self._client()
-        name = compose.network_name(project)
-        if api.networks(names=[name]):
-            return False
-        try:
-            api.create_network(
-                name,
-                driver="bridge",
-                labels=compose.network_labels(project),
-                check_duplicate=True,
-            )
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409:  # created concurrently: fine, it exists
-                return False
-            raise
-        return True
-
-    def remove_network_if_unused(self, project: str) -> None:
-        api = self._client()
-        for network in api.networks(names=[compose.network_name(project)]):
-            detail = api.inspect_network(network["Id"])
-            if not detail.get("Containers"):
-                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                    api.remove_network(network["Id"])
-
     def ensure_volumes(self, project: str, opts: Options) -> None:
         api = self._client()
         for mount in opts.volumes:
@@ -110,7 +67,7 @@ class Replicas:
         return {
             "image": definition.image,
             "command": list(definition.command),
-            "env": dict(sorted(definition.effective_env().items())),
+            "env": definition.hashed_env(),
             "labels": dict(sorted(definition.labels.items())),
             "ports": [[p.container_port, p.host_port, p.protocol] for p in definition.ports],
             "cpu": definition.resources.cpu,
@@ -121,17 +78,19 @@ class Replicas:
             "volumes": [[v.name, v.target, v.read_only] for v in opts.volumes],
         }
 
-    def create_replica(
+    def create_replica(  # noqa: PLR0917 - one value per part of a replica
         self,
         definition: Definition,
         opts: Options,
         number: int,
         digest: str,
         image_id: str,
+        env: Mapping[str, str],
         *,
         start: bool = True,
     ) -> str:
-        """Create (and start) replica ``number``; remove it again if starting fails."""
+        """Create (and start) replica ``number`` with ``env`` (secrets in clear); remove
+        it again if starting fails."""
         api = self._client()
         project, service = definition.project, definition.service
         name = compose.container_name(project, service, number)
@@ -140,9 +99,11 @@ class Replicas:
         exposed: list[tuple[int, str]] = []
         for port in definition.ports:
             key = f"{port.container_port}/{port.protocol}"
-            exposed.append((port.container_port, port.protocol))
+            if (port.container_port, port.protocol) not in exposed:
+                exposed.append((port.container_port, port.protocol))
             if port.host_port:
-                port_bindings[key] = [("0.0.0.0", port.host_port)]
+                # One container port may be published on several host ports.
+                port_bindings.setdefault(key, []).append(("0.0.0.0", port.host_port))
         restart = {"Name": opts.restart} if opts.restart != "no" else None
         host_config = api.create_host_config(
             network_mode=network,
@@ -165,45 +126,97 @@ class Replicas:
         networking = _untyped(api).create_networking_config(
             {network: api.create_endpoint_config(aliases=[service, name])}
         )
-        created = api.create_container(
-            image=definition.image,
-            command=list(definition.command) or None,
-            environment=[f"{k}={v}" for k, v in sorted(definition.effective_env().items())],
-            labels=labels,
-            name=name,
-            ports=[(p, proto) for p, proto in exposed] or None,
-            host_config=host_config,
-            networking_config=networking,
-            healthcheck=opts.healthcheck_config(),
-            stop_timeout=int(opts.stop_grace_period) if opts.stop_grace_period else None,
-        )
+        try:
+            created = api.create_container(
+                image=definition.image,
+                command=list(definition.command) or None,
+                environment=[f"{k}={v}" for k, v in sorted(env.items())],
+                labels=labels,
+                name=name,
+                ports=[(p, proto) for p, proto in exposed] or None,
+                host_config=host_config,
+                networking_config=networking,
+                healthcheck=opts.healthcheck_config(),
+                stop_timeout=int(opts.stop_grace_period) if opts.stop_grace_period else None,
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise self._name_taken(name, project, service) from exc
+            raise
         container_id = str(created["Id"])
         if start:
             try:
                 api.start(container_id)
             except BaseException:
-                with contextlib.suppress(Exception):
+                with undoing(), contextlib.suppress(Exception):
                     api.remove_container(container_id, force=True)
                 raise
         return container_id
 
+    def _name_taken(self, name: str, project: str, service: str) -> Exception:
+        """Why ``name`` is taken: a concurrent writer of this service (retry), or a
+        container that is not this service's (the caller must free the name)."""
+        try:
+            holder = self._client().inspect_container(name)
+        except docker.errors.NotFound:
+            return BackendConflictError(
+                f"container name {name} was taken and released while creating it; retry"
+            )
+        labels = (holder.get("Config") or {}).get("Labels") or {}
+        if labels.get(compose.PROJECT) == project and labels.get(compose.SERVICE) == service:
+            return BackendConflictError(
+                f"replica {name} was created concurrently by another writer; retry",
+                metadata={"cause": "REPLICA_EXISTS", "container": name},
+            )
+        owner = (
+            f"a replica of {labels[compose.PROJECT]}/{labels.get(compose.SERVICE, '?')}"
+            if labels.get(compose.PROJECT)
+            else "a container that is not part of any Compose project"
+        )
+        return BackendRejectedError(
+            f"the container name {name} is taken by {owner} "
+            f"({str(holder.get('Id', ''))[:12]}); remove or rename it, or use another "
+            "namespace or service id",
+            metadata={"cause": "NAME_IN_USE", "container": name},
+        )
+
     def remove_replica(self, container_id: str, grace: int) -> None:
-        """Stop gracefully, then remove; anonymous and named volumes stay."""
+        """Stop gracefully, then remove; anonymous and named volumes stay.
+
+        Near the caller's deadline the grace is shortened so the stop (SIGKILL at its
+        end) still finishes in time. Another client already removing the container
+        (409) is waited for: the replica is going, which is what was asked.
+        """
         api = self._client()
         try:
-            api.stop(container_id, timeout=grace)
+            api.stop(container_id, timeout=_grace_in_time(grace))
             api.remove_container(container_id, v=False, force=True)
         except docker.errors.NotFound:
             pass  # already gone: what we wanted
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409 or _REMOVAL_IN_PROGRESS not in str(exc.explanation):
+                raise
+            self._wait_gone(container_id)
+
+    def _wait_gone(self, container_id: str) -> None:
+        api = self._client()
+        timeout = remaining(self.ready_timeout)
+        for _ in _polls(timeout):
+            try:
+                api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                return
+        raise BackendTimeoutError(
+            f"container {container_id[:12]} was still being removed after {timeout:.0f}s"
+        )
 
     def wait_ready(self, container_id: str, timeout: float) -> None:
         """Block until the container is healthy, or without a health check, has kept
         running for ``min_ready`` seconds: a program that dies at once (bad config)
         is "running" for a moment, and must not count as a ready replacement."""
         api = self._client()
-        deadline = time.monotonic() + timeout
         first_seen: tuple[str, float] | None = None
-        while True:
+        for _ in _polls(timeout):
             state = api.inspect_container(container_id)["State"]
             health = (state.get("Health") or {}).get("Status", "")
             restarted = first_seen is not None and state.get("StartedAt") != first_seen[0]
@@ -225,14 +238,16 @@ class Replicas:
                 raise BackendRejectedError(
                     "replacement replica is unhealthy", metadata={"cause": "REPLICA_UNHEALTHY"}
                 )
-            if time.monotonic() > deadline:
-                raise BackendTimeoutError(
-                    f"replacement replica was not ready within {timeout:.0f}s"
-                )
-            time.sleep(0.1)
+        raise BackendTimeoutError(f"replacement replica was not ready within {timeout:.0f}s")
 
-    def replace_replica(
-        self, definition: Definition, opts: Options, ref: ContainerRef, digest: str, image_id: str
+    def replace_replica(  # noqa: PLR0917 - one value per part of a replica
+        self,
+        definition: Definition,
+        opts: Options,
+        ref: ContainerRef,
+        digest: str,
+        image_id: str,
+        env: Mapping[str, str],
     ) -> None:
         """Replace one replica, Compose's way: rename the old, start the new, remove the old.
 
@@ -247,17 +262,18 @@ class Replicas:
         new_id: str | None = None
         try:
             if stop_first:
-                api.stop(ref.id, timeout=grace)
-            new_id = self.create_replica(definition, opts, ref.number, digest, image_id)
-            self.wait_ready(new_id, remaining_timeout(self.ready_timeout))
+                api.stop(ref.id, timeout=_grace_in_time(grace))
+            new_id = self.create_replica(definition, opts, ref.number, digest, image_id, env)
+            self.wait_ready(new_id, remaining(self.ready_timeout))
         except BaseException:
-            if new_id is not None:
+            with undoing():
+                if new_id is not None:
+                    with contextlib.suppress(Exception):
+                        api.remove_container(new_id, force=True)
                 with contextlib.suppress(Exception):
-                    api.remove_container(new_id, force=True)
-            with contextlib.suppress(Exception):
-                api.rename(ref.id, ref.name)
-                if stop_first:
-                    api.start(ref.id)
+                    api.rename(ref.id, ref.name)
+                    if stop_first:
+                        api.start(ref.id)
             raise
         self.remove_replica(ref.id, grace)
 
@@ -309,6 +325,29 @@ class Replicas:
             ),
         )
         return definitions.write(api, definition)
+
+
+def _grace_in_time(grace: int) -> int:
+    """The stop grace, shortened near the caller's deadline so that the stop (a SIGKILL
+    at the end of the grace) and the removal still finish within it."""
+    left = deadline_left()
+    return grace if left is None else max(0, min(grace, int(left - STOP_MARGIN)))
+
+
+def _polls(timeout: float) -> Iterator[int]:
+    """Yield before each poll, sleeping between polls with a capped backoff, until
+    ``timeout`` seconds have passed (at least one poll, and one at the very end)."""
+    deadline = time.monotonic() + timeout
+    interval = POLL_INTERVAL
+    attempt = 0
+    while True:
+        yield attempt
+        attempt += 1
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(interval, left))
+        interval = min(MAX_POLL_INTERVAL, interval * 1.5)
 
 
 def _untyped(api: DeadlineAPIClient) -> Any:

@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 
 #: Connect and between-frame read timeout: the engine sends a frame every second.
 STREAM_TIMEOUT = (10.0, 30.0)
+#: Reconnecting after a failed stream waits RECONNECT_DELAY, doubling per failure in a
+#: row up to MAX_RECONNECT_DELAY: a container that is gone costs one request per 30 s.
 RECONNECT_DELAY = 1.0
+MAX_RECONNECT_DELAY = 30.0
 
 
 @dataclass(slots=True)
@@ -112,6 +115,7 @@ class StatsHub:
             _stop(stream, join=True)
 
     def _run(self, stream: _Stream) -> None:
+        delay = RECONNECT_DELAY
         while not stream.stopped.is_set():
             try:
                 # The SDK has no public way to close a stream from another thread,
@@ -128,11 +132,14 @@ class StatsHub:
                     break
                 api._raise_for_status(response)
                 for frame in api._stream_helper(response, decode=True):
+                    if stream.stopped.is_set():
+                        break
+                    if not has_interval(frame):
+                        continue  # a stream's first frame: no previous reading to compare
                     stream.latest = frame
                     stream.error = ""
                     stream.first_frame.set()
-                    if stream.stopped.is_set():
-                        break
+                    delay = RECONNECT_DELAY
                 else:
                     if not stream.stopped.is_set():
                         stream.error = "the engine closed the stats stream"
@@ -145,7 +152,8 @@ class StatsHub:
             finally:
                 _close_response(stream)
             stream.first_frame.set()
-            stream.stopped.wait(RECONNECT_DELAY)
+            stream.stopped.wait(delay)
+            delay = min(MAX_RECONNECT_DELAY, delay * 2)
 
 
 def _stop(stream: _Stream, *, join: bool) -> None:
@@ -167,23 +175,66 @@ def _close_response(stream: _Stream) -> None:
         response.close()
 
 
-def usage(frame: Mapping[str, Any]) -> tuple[float, int, int, int]:
-    """CPU percent, memory bytes, network rx and tx bytes of one stats frame.
+@dataclass(frozen=True, slots=True)
+class CpuMark:
+    """A container's CPU counters at one frame: its CPU time and the host's, in ns."""
 
-    CPU percent is the docker CLI's: the container's share of the host's CPU time
-    between this frame and the previous one, times the number of CPUs. Memory
-    excludes the page cache, as ``docker stats`` does (cgroup v1 ``cache``, v2
-    ``inactive_file``).
-    """
+    container_ns: int
+    system_ns: int
+    cpus: int
+
+
+def has_interval(frame: Mapping[str, Any]) -> bool:
+    """Whether the frame carries the previous reading CPU is measured against. The first
+    frame of a stream does not (``precpu_stats`` empty, ``preread`` the zero time)."""
+    return bool((frame.get("precpu_stats") or {}).get("system_cpu_usage"))
+
+
+def cpu_mark(frame: Mapping[str, Any]) -> CpuMark:
     cpu = frame.get("cpu_stats") or {}
-    pre = frame.get("precpu_stats") or {}
-    cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (
-        (pre.get("cpu_usage") or {}).get("total_usage", 0)
+    return CpuMark(
+        container_ns=int((cpu.get("cpu_usage") or {}).get("total_usage", 0)),
+        system_ns=int(cpu.get("system_cpu_usage", 0)),
+        cpus=_online_cpus(cpu),
     )
-    system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+
+
+def cpu_percent(frame: Mapping[str, Any], since: CpuMark | None = None) -> float:
+    """CPU used between ``since`` (else the frame's own previous reading) and ``frame``,
+    in percent of one core (MetricSample.cpu_percent's unit: 100 = one core busy).
+
+    The engine reports ``system_cpu_usage`` as host CPU time summed over all its CPUs,
+    so container time / host time is the share of the whole host; times the number
+    of online CPUs, it is the share of one core (the docker CLI's arithmetic).
+    """
+    now = cpu_mark(frame)
+    if since is None or now.system_ns <= since.system_ns:
+        pre = frame.get("precpu_stats") or {}
+        since = CpuMark(
+            container_ns=int((pre.get("cpu_usage") or {}).get("total_usage", 0)),
+            system_ns=int(pre.get("system_cpu_usage", 0)),
+            cpus=now.cpus,
+        )
+    if not since.system_ns:
+        return 0.0  # no previous reading: no interval to measure over
+    system_delta = now.system_ns - since.system_ns
+    container_delta = now.container_ns - since.container_ns
+    if system_delta <= 0 or container_delta < 0:
+        return 0.0  # counters went back: the container restarted in between
+    return container_delta / system_delta * now.cpus * 100.0
+
+
+def _online_cpus(cpu: Mapping[str, Any]) -> int:
     per_cpu = (cpu.get("cpu_usage") or {}).get("percpu_usage") or []
-    cpus = cpu.get("online_cpus") or len(per_cpu) or 1
-    cpu_percent = (cpu_delta / system_delta) * cpus * 100.0 if system_delta > 0 else 0.0
+    return int(cpu.get("online_cpus") or len(per_cpu) or 1)
+
+
+def usage(frame: Mapping[str, Any]) -> tuple[int, int, int]:
+    """Memory bytes, network rx and tx bytes of one stats frame.
+
+    Memory excludes the page cache, as ``docker stats`` does (cgroup v1 ``cache``,
+    v2 ``inactive_file``).
+    """
     memory = frame.get("memory_stats") or {}
     details = memory.get("stats") or {}
     cache = details.get("inactive_file", details.get("total_inactive_file", details.get("cache")))
@@ -194,4 +245,4 @@ def usage(frame: Mapping[str, Any]) -> tuple[float, int, int, int]:
     for interface in (frame.get("networks") or {}).values():
         rx += int(interface.get("rx_bytes", 0))
         tx += int(interface.get("tx_bytes", 0))
-    return max(0.0, cpu_percent), memory_bytes, rx, tx
+    return memory_bytes, rx, tx

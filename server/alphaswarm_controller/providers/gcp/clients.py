@@ -1,8 +1,8 @@
-"""Settings, Google credentials and the async gRPC clients of the gcp provider.
+"""Google credentials and the async gRPC clients of the gcp provider.
 
 Endpoints: in production every client uses its default endpoint over TLS with
 the Application Default Credentials chain. ``ALPHASWARM_GCP_API_ENDPOINT``
-(all APIs) or ``ALPHASWARM_GCP_{RUN,SECRETMANAGER,MONITORING,CONTAINER}_ENDPOINT``
+(all APIs) or ``ALPHASWARM_GCP_{RUN,SECRETMANAGER,MONITORING,LOGGING,CONTAINER}_ENDPOINT``
 (one API) override the endpoint; an override on a loopback address
 (127.0.0.1, ::1, localhost) is an emulator and is reached over a plain-text
 channel without credentials, any other override (a regional or Private Service
@@ -11,13 +11,10 @@ Connect endpoint) keeps TLS and credentials.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
-import re
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import google.auth
@@ -30,6 +27,10 @@ from google.cloud import container_v1, monitoring_v3, run_v2, secretmanager_v1
 from google.cloud.container_v1.services.cluster_manager.transports import (
     ClusterManagerGrpcAsyncIOTransport,
 )
+from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2AsyncClient
+from google.cloud.logging_v2.services.logging_service_v2.transports import (
+    LoggingServiceV2GrpcAsyncIOTransport,
+)
 from google.cloud.monitoring_v3.services.metric_service.transports import (
     MetricServiceGrpcAsyncIOTransport,
 )
@@ -39,96 +40,12 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 from google.oauth2 import service_account
 
-from alphaswarm_core.providers.protocol import (
-    InfrastructureProviderUnavailable,
-    SettingInvalid,
-)
-from alphaswarm_core.providers.reasons import ErrorReason
+from alphaswarm_core.providers.protocol import SettingInvalid
 
 from .errors import credentials_missing
+from .settings import GcpSettings, is_loopback
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
-APIS = ("run", "secretmanager", "monitoring", "container")
-MODES = ("cloudrun", "gke")
-# Cloud Run regions are <area>-<direction><digit(s)>: us-central1, europe-west4,
-# northamerica-northeast2, me-central1, africa-south1.
-_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]{1,2}$")
-_PROJECT = re.compile(r"^([a-z][-a-z0-9.]*:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$")
-
-
-def is_loopback(endpoint: str) -> bool:
-    host = endpoint.rsplit(":", 1)[0].strip("[]") if ":" in endpoint else endpoint
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class GcpSettings:
-    """``ALPHASWARM_GCP_*`` settings (see the gcp section of docs/providers.md)."""
-
-    project: str = ""
-    region: str = "us-central1"
-    mode: str = "cloudrun"
-    endpoints: Mapping[str, str] = field(default_factory=dict)
-    poll_interval: float = 1.0
-    operation_timeout: float = 300.0
-    metrics_window: float = 300.0
-    gke_cluster: str = ""
-    gke_location: str = ""
-
-    @classmethod
-    def load(cls, setting: Callable[[str, str], str]) -> GcpSettings:
-        common = setting("API_ENDPOINT", "")
-        endpoints = {
-            api: value
-            for api in APIS
-            if (value := setting(f"{api.upper()}_ENDPOINT", "") or common)
-        }
-        return cls(
-            project=setting("PROJECT", ""),
-            region=setting("REGION", "us-central1"),
-            mode=setting("MODE", "cloudrun").lower(),
-            endpoints=endpoints,
-            poll_interval=_number(setting, "POLL_INTERVAL", 1.0),
-            operation_timeout=_number(setting, "OPERATION_TIMEOUT", 300.0),
-            metrics_window=_number(setting, "METRICS_WINDOW", 300.0),
-            gke_cluster=setting("GKE_CLUSTER", ""),
-            gke_location=setting("GKE_LOCATION", ""),
-        )
-
-    def validate(self) -> None:
-        """Raise ``SettingInvalid`` (FAILED_PRECONDITION: the operator's to fix, not the
-        caller's) naming the first bad setting, before any API call."""
-        if not _REGION.fullmatch(self.region):
-            raise SettingInvalid(
-                "ALPHASWARM_GCP_REGION",
-                f"{self.region[:64]!r} is not a Google Cloud region (e.g. us-central1)",
-            )
-        if self.project and not _PROJECT.fullmatch(self.project):
-            raise SettingInvalid("ALPHASWARM_GCP_PROJECT", "is not a project id")
-        if self.mode not in MODES:
-            raise SettingInvalid("ALPHASWARM_GCP_MODE", f"must be one of {', '.join(MODES)}")
-        if self.mode == "gke" and not self.gke_cluster:
-            raise SettingInvalid("ALPHASWARM_GCP_GKE_CLUSTER", "is required when the mode is gke")
-
-    @property
-    def emulated(self) -> bool:
-        return bool(self.endpoints) and all(is_loopback(e) for e in self.endpoints.values())
-
-
-def _number(setting: Callable[[str, str], str], name: str, default: float) -> float:
-    raw = setting(name, "")
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise SettingInvalid(f"ALPHASWARM_GCP_{name}", "must be a positive number of seconds")
-    return value
 
 
 def load_credentials(
@@ -156,11 +73,10 @@ def load_credentials(
             raise credentials_missing(type(exc).__name__) from exc
     resolved = settings.project or project or ""
     if not resolved:
-        raise InfrastructureProviderUnavailable(
-            "no Google Cloud project: set ALPHASWARM_GCP_PROJECT, or use credentials that "
-            "name one (a service-account key, or `gcloud config set project`)",
-            reason=ErrorReason.SETTING_INVALID,
-            metadata={"env": "ALPHASWARM_GCP_PROJECT"},
+        raise SettingInvalid(
+            "ALPHASWARM_GCP_PROJECT",
+            "is not set and the credentials name no project: set it, or use credentials "
+            "that name one (a service-account key, or `gcloud config set project`)",
         )
     return credentials, resolved
 
@@ -238,6 +154,12 @@ class GcpClients:
     def monitoring(self) -> monitoring_v3.MetricServiceAsyncClient:
         client: monitoring_v3.MetricServiceAsyncClient = self._make(
             "monitoring", monitoring_v3.MetricServiceAsyncClient, MetricServiceGrpcAsyncIOTransport
+        )
+        return client
+
+    def logging(self) -> LoggingServiceV2AsyncClient:
+        client: LoggingServiceV2AsyncClient = self._make(
+            "logging", LoggingServiceV2AsyncClient, LoggingServiceV2GrpcAsyncIOTransport
         )
         return client
 

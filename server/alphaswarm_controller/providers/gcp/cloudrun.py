@@ -12,12 +12,16 @@ service whose Ready condition succeeded and whose latest ready revision is the
 latest created one serves exactly ``manual_instance_count`` instances, so that
 is what ``ready_replicas`` reports; ``instances`` are named after the serving
 revision (``<revision>-<n>``), which is why a new revision shows new instances.
+
+A Cloud Run service serves requests: Cloud Run sets ``PORT`` (the spec's one port, else
+8080) and fails the revision unless the container listens there, so a spec without
+ports must still listen on ``$PORT``; CPU, memory and what they imply are in ``limits``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -33,6 +37,8 @@ from alphaswarm_core.providers.protocol import (
     Resources,
 )
 
+from . import limits
+
 MANAGED_BY = ("managed-by", "alphaswarm")
 NAMESPACE_LABEL = "alphaswarm-namespace"
 SERVICE_LABEL = "alphaswarm-service"
@@ -42,17 +48,7 @@ CONFIG_ENV = "ALPHASWARM_CONFIG"
 RESERVED_ENV = frozenset({"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", CONFIG_ENV})
 CONTAINER_NAME = "app"
 
-DEFAULT_CPU_MILLI = 1000
-DEFAULT_MEMORY = 512 * 2**20
-MIN_CPU_MILLI = 80
-WHOLE_CPUS = (1000, 2000, 4000, 6000, 8000)
-MIN_MEMORY = 128 * 2**20
-MAX_MEMORY = 32 * 2**30
-# Memory above each bound needs at least that many millicores (Cloud Run's table).
-CPU_FOR_MEMORY = ((24 * 2**30, 8000), (16 * 2**30, 6000), (8 * 2**30, 4000), (4 * 2**30, 2000))
 MAX_LABELS = 64
-_GCP_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_GCP_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _NAME_LIMIT = 49
 
 HAS_MANUAL_SCALING = "manual_instance_count" in run_v2.ServiceScaling.meta.fields
@@ -82,7 +78,7 @@ def validate_spec(spec: DeploymentSpec) -> None:
                 FieldViolation(f"spec.env[{key!r}]", "reserved by Cloud Run or the controller")
             )
     violations += _label_violations(spec.labels)
-    violations += _resource_violations(spec.resources)
+    violations += limits.violations(spec.resources)
     if violations:
         raise InvalidSpecError(violations)
 
@@ -104,6 +100,22 @@ def _port_violations(spec: DeploymentSpec) -> list[FieldViolation]:
     return found
 
 
+def _label_text_ok(text: str, *, first_letter: bool) -> bool:
+    """Google Cloud label rules (https://cloud.google.com/resource-manager/docs/labels-overview):
+    lowercase letters (any script), digits, ``_`` and ``-``, at most 63 characters and
+    128 bytes; a key starts with a lowercase letter."""
+    if len(text) > 63 or len(text.encode()) > 128:
+        return False
+    for index, char in enumerate(text):
+        kind = unicodedata.category(char)
+        letter = kind in ("Ll", "Lo")
+        if index == 0 and first_letter and not letter:
+            return False
+        if not (letter or kind.startswith("N") or char in "_-"):
+            return False
+    return True
+
+
 def _label_violations(labels: Mapping[str, str]) -> list[FieldViolation]:
     found = []
     if len(labels) + len(OWN_LABELS) > MAX_LABELS:
@@ -113,7 +125,7 @@ def _label_violations(labels: Mapping[str, str]) -> list[FieldViolation]:
     for key, value in labels.items():
         if key in OWN_LABELS:
             found.append(FieldViolation(f"spec.labels[{key!r}]", "reserved by the controller"))
-        elif not _GCP_LABEL_KEY.match(key):
+        elif not key or not _label_text_ok(key, first_letter=True):
             found.append(
                 FieldViolation(
                     f"spec.labels[{key[:64]!r}]",
@@ -121,7 +133,7 @@ def _label_violations(labels: Mapping[str, str]) -> list[FieldViolation]:
                     "starting with a letter",
                 )
             )
-        elif not _GCP_LABEL_VALUE.match(value):
+        elif not _label_text_ok(value, first_letter=False):
             found.append(
                 FieldViolation(
                     f"spec.labels[{key!r}]",
@@ -131,47 +143,11 @@ def _label_violations(labels: Mapping[str, str]) -> list[FieldViolation]:
     return found
 
 
-def _resource_violations(resources: Resources) -> list[FieldViolation]:
-    found = []
-    cpu = resources.cpu_millicores() or DEFAULT_CPU_MILLI
-    memory = resources.memory_bytes() or DEFAULT_MEMORY
-    if resources.cpu and not (MIN_CPU_MILLI <= cpu < 1000 or cpu in WHOLE_CPUS):
-        found.append(
-            FieldViolation(
-                "spec.resources.cpu",
-                "Cloud Run allows 0.08 to 1 CPU in fractions, or exactly 1, 2, 4, 6 or 8",
-            )
-        )
-    if resources.memory and not MIN_MEMORY <= memory <= MAX_MEMORY:
-        found.append(FieldViolation("spec.resources.memory", "Cloud Run allows 128Mi to 32Gi"))
-    elif resources.memory or resources.cpu:
-        for bound, needed in CPU_FOR_MEMORY:
-            if memory > bound and cpu < needed:
-                found.append(
-                    FieldViolation(
-                        "spec.resources.memory",
-                        f"more than {bound // 2**30}Gi needs at least {needed // 1000} CPUs "
-                        "on Cloud Run",
-                    )
-                )
-                break
-    return found
-
-
-def _cpu_text(millis: int) -> str:
-    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
-
-
-def _memory_text(size: int) -> str:
-    return f"{size // 2**20}Mi" if size % 2**20 == 0 else str(size)
-
-
 def build_container(spec: DeploymentSpec, config_ref: run_v2.EnvVar | None) -> run_v2.Container:
     env = [run_v2.EnvVar(name=k, value=v) for k, v in sorted(spec.env.items())]
     if config_ref is not None:
         env.append(run_v2.EnvVar(config_ref))
-    cpu = spec.resources.cpu_millicores() or DEFAULT_CPU_MILLI
-    memory = spec.resources.memory_bytes() or DEFAULT_MEMORY
+    instance = limits.shape(spec.resources)
     return run_v2.Container(
         name=CONTAINER_NAME,
         image=spec.image,
@@ -180,8 +156,21 @@ def build_container(spec: DeploymentSpec, config_ref: run_v2.EnvVar | None) -> r
         env=env,
         ports=[run_v2.ContainerPort(container_port=p.container_port) for p in spec.ports],
         resources=run_v2.ResourceRequirements(
-            limits={"cpu": _cpu_text(cpu), "memory": _memory_text(memory)}
+            limits={"cpu": instance.cpu_text, "memory": instance.memory_text},
+            cpu_idle=instance.request_based_billing,
         ),
+    )
+
+
+def build_template(
+    spec: DeploymentSpec, config_ref: run_v2.EnvVar | None, service_account: str
+) -> run_v2.RevisionTemplate:
+    instance = limits.shape(spec.resources)
+    return run_v2.RevisionTemplate(
+        containers=[build_container(spec, config_ref)],
+        max_instance_request_concurrency=instance.concurrency,
+        execution_environment=instance.execution_environment,
+        service_account=service_account,
     )
 
 
@@ -194,10 +183,10 @@ def own_labels(spec: DeploymentSpec) -> dict[str, str]:
     }
 
 
-def build_service(spec: DeploymentSpec) -> run_v2.Service:
+def build_service(spec: DeploymentSpec, service_account: str = "") -> run_v2.Service:
     service = run_v2.Service(
         labels=own_labels(spec),
-        template=run_v2.RevisionTemplate(containers=[build_container(spec, None)]),
+        template=build_template(spec, None, service_account),
         traffic=[
             run_v2.TrafficTarget(
                 type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST,
@@ -254,9 +243,16 @@ def _quantity(kind: str, text: str) -> int | None:
         return None
 
 
-def template_key(template: run_v2.RevisionTemplate) -> tuple[object, ...]:
-    """What the provider owns of a template, normalised (server defaults aside)."""
-    return tuple(
+def template_key(
+    template: run_v2.RevisionTemplate, *, environment: bool = True, identity: bool = True
+) -> tuple[object, ...]:
+    """What the provider owns of a template, normalised (server defaults aside).
+
+    ``environment`` and ``identity`` say whether the execution environment and the service
+    account are the provider's: it sets the first only where Cloud Run requires the first
+    generation, and the second only when ALPHASWARM_GCP_SERVICE_ACCOUNT is set; otherwise
+    they are left to Cloud Run (or to whoever set them) and not compared."""
+    containers = tuple(
         (
             c.image,
             tuple(c.command),
@@ -273,18 +269,41 @@ def template_key(template: run_v2.RevisionTemplate) -> tuple[object, ...]:
             tuple(p.container_port for p in c.ports),
             _quantity("cpu", c.resources.limits.get("cpu", "")),
             _quantity("memory", c.resources.limits.get("memory", "")),
+            bool(c.resources.cpu_idle),
         )
         for c in template.containers
     )
+    return (
+        containers,
+        int(template.max_instance_request_concurrency),
+        str(template.service_account) if identity else None,
+        int(template.execution_environment) if environment else None,
+    )
 
 
-def converge(existing: run_v2.Service, spec: DeploymentSpec) -> run_v2.Service | None:
+def converge(
+    existing: run_v2.Service, spec: DeploymentSpec, service_account: str = ""
+) -> run_v2.Service | None:
     """The service updated to ``spec`` (keeping its config reference), or None if it holds."""
     updated = run_v2.Service(existing)
     changed = False
-    desired = [build_container(spec, config_ref(existing))]
-    if template_key(run_v2.RevisionTemplate(containers=desired)) != template_key(existing.template):
-        updated.template.containers = desired
+    desired = build_template(spec, config_ref(existing), service_account)
+    owned = {
+        "environment": desired.execution_environment != limits.ANY_ENVIRONMENT,
+        "identity": bool(service_account),
+    }
+    if template_key(desired, **owned) != template_key(existing.template, **owned):
+        # Only what the provider owns changes; the rest of the template (a timeout or a
+        # VPC connector set with gcloud) is kept.
+        template = run_v2.RevisionTemplate(existing.template)
+        template.revision = ""  # a named revision cannot be reused for new settings
+        template.containers = desired.containers
+        template.max_instance_request_concurrency = desired.max_instance_request_concurrency
+        if owned["environment"]:
+            template.execution_environment = desired.execution_environment
+        if owned["identity"]:
+            template.service_account = desired.service_account
+        updated.template = template
         changed = True
     if dict(existing.labels) != own_labels(spec):
         updated.labels = own_labels(spec)
@@ -308,12 +327,12 @@ def owner(service: run_v2.Service) -> tuple[str, str] | None:
     return str(namespace), str(service_id)
 
 
-def limits(service: run_v2.Service) -> tuple[float, int]:
+def limits_of(service: run_v2.Service) -> tuple[float, int]:
     """(CPU cores, memory bytes) of one instance of the service's template."""
     container = service.template.containers[0] if service.template.containers else None
     raw = container.resources.limits if container is not None else {}
-    cpu = _quantity("cpu", raw.get("cpu", "")) or DEFAULT_CPU_MILLI
-    memory = _quantity("memory", raw.get("memory", "")) or DEFAULT_MEMORY
+    cpu = _quantity("cpu", raw.get("cpu", "")) or limits.DEFAULT_CPU_MILLI
+    memory = _quantity("memory", raw.get("memory", "")) or limits.DEFAULT_MEMORY
     return cpu / 1000, memory
 
 

@@ -6,6 +6,16 @@ first write). A write is a compare-and-swap on the secret's etag (the secret's
 ``alphaswarm-config-version`` label moves with every write), so two writers
 that read the same version cannot both add one: the loser gets
 ConfigVersionConflict and nothing is written.
+
+The whole config is one secret version, whose payload Secret Manager caps at 64 KiB
+(``SecretPayload.data``, google/cloud/secretmanager/v1/resources.proto), while the
+provider-agnostic model allows 512 KiB: a config that would not fit is INVALID_ARGUMENT
+before anything is written (the version label is not moved, no version is added).
+
+Order of a write, so that a failure at any step leaves the previous config readable:
+claim (the label CAS), add the version, then (the provider) pin it in the service. A
+claim whose version never arrived is harmless: the version is the newest version's
+number, not the label, and the next write claims over it.
 """
 
 from __future__ import annotations
@@ -19,12 +29,27 @@ from google.cloud import secretmanager_v1 as sm
 from google.protobuf import field_mask_pb2
 
 from alphaswarm_core.providers.concurrency import remaining_timeout
-from alphaswarm_core.providers.protocol import ConfigVersionConflict
+from alphaswarm_core.providers.protocol import ConfigVersionConflict, InvalidSpecError
 
+from . import retry
 from .cloudrun import MANAGED_BY, NAMESPACE_LABEL, SERVICE_LABEL
 from .errors import api_errors
 
 VERSION_LABEL = "alphaswarm-config-version"
+MAX_DELETE_ATTEMPTS = 3
+MAX_PAYLOAD_BYTES = 64 * 1024
+
+
+def encode(data: Mapping[str, str]) -> bytes:
+    """The secret payload of ``data``; INVALID_ARGUMENT if Secret Manager would refuse it."""
+    payload = json.dumps(dict(sorted(data.items()))).encode()
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise InvalidSpecError.single(
+            "patch.set",
+            f"the config would be {len(payload)} bytes as JSON; on gcp it is one Secret "
+            f"Manager version, at most {MAX_PAYLOAD_BYTES} bytes",
+        )
+    return payload
 
 
 @dataclass(frozen=True)
@@ -50,12 +75,16 @@ class SecretConfigStore:
         name = self.secret_name(cloud_run_name)
         with api_errors("secretmanager"):
             try:
-                secret = await self.client.get_secret(name=name, timeout=remaining_timeout())
+                secret = await self.client.get_secret(
+                    name=name, retry=retry.policy(), timeout=remaining_timeout()
+                )
             except gexc.NotFound:
                 return StoredConfig({}, "0", None)
             try:
                 access = await self.client.access_secret_version(
-                    name=f"{name}/versions/latest", timeout=remaining_timeout()
+                    name=f"{name}/versions/latest",
+                    retry=retry.policy(),
+                    timeout=remaining_timeout(),
                 )
             except gexc.NotFound:
                 return StoredConfig({}, "0", secret)
@@ -82,12 +111,49 @@ class SecretConfigStore:
                     parent=f"projects/{self.project}",
                     secret_id=secret_id(cloud_run_name),
                     secret=secret,
+                    retry=retry.policy(),
                     timeout=remaining_timeout(),
                 )
             except gexc.AlreadyExists:
                 return await self.client.get_secret(
-                    name=self.secret_name(cloud_run_name), timeout=remaining_timeout()
+                    name=self.secret_name(cloud_run_name),
+                    retry=retry.policy(),
+                    timeout=remaining_timeout(),
                 )
+
+    async def delete(self, cloud_run_name: str, namespace: str, service_id: str) -> bool:
+        """Delete the service's secret and its versions if it is this service's (by its
+        labels); False if there was none. The delete carries the etag it was read with
+        (Secret Manager answers a stale one with FAILED_PRECONDITION): read again, a few times."""
+        name = self.secret_name(cloud_run_name)
+        for attempt in range(1, MAX_DELETE_ATTEMPTS + 1):
+            with api_errors("secretmanager"):
+                try:
+                    secret = await self.client.get_secret(
+                        name=name, retry=retry.policy(), timeout=remaining_timeout()
+                    )
+                except gexc.NotFound:
+                    return False
+                labels = secret.labels
+                if (
+                    labels.get(MANAGED_BY[0]) != MANAGED_BY[1]
+                    or labels.get(NAMESPACE_LABEL) != namespace
+                    or labels.get(SERVICE_LABEL) != service_id
+                ):
+                    return False  # not ours: someone else's secret of that name stays
+                try:
+                    await self.client.delete_secret(
+                        request=sm.DeleteSecretRequest(name=name, etag=secret.etag),
+                        retry=retry.policy(),
+                        timeout=remaining_timeout(),
+                    )
+                    return True
+                except gexc.NotFound:
+                    return False
+                except (gexc.FailedPrecondition, gexc.Aborted):
+                    if attempt == MAX_DELETE_ATTEMPTS:
+                        raise
+        return False  # pragma: no cover - the loop returns or raises
 
     async def write(
         self,
@@ -98,6 +164,7 @@ class SecretConfigStore:
         data: Mapping[str, str],
     ) -> str:
         """Add a version holding ``data`` on top of ``current``; return its version id."""
+        payload = encode(data)
         secret = current.secret or await self._ensure_secret(cloud_run_name, namespace, service_id)
         claim = sm.Secret(
             name=secret.name,
@@ -109,6 +176,7 @@ class SecretConfigStore:
                 await self.client.update_secret(
                     secret=claim,
                     update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
+                    retry=retry.policy(),
                     timeout=remaining_timeout(),
                 )
             except (gexc.Aborted, gexc.FailedPrecondition) as exc:
@@ -116,10 +184,10 @@ class SecretConfigStore:
                 raise ConfigVersionConflict(
                     service_id, namespace, expected=current.version, actual=latest.version
                 ) from exc
-            payload = json.dumps(dict(sorted(data.items()))).encode()
             added = await self.client.add_secret_version(
                 parent=secret.name,
                 payload=sm.SecretPayload(data=payload),
+                retry=retry.policy(),
                 timeout=remaining_timeout(),
             )
         return str(added.name.rsplit("/", 1)[1])

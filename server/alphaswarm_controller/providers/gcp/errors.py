@@ -22,11 +22,14 @@ from alphaswarm_core.providers.protocol import (
 )
 from alphaswarm_core.providers.reasons import ErrorReason
 
+from .retry import MAX_DELAY, is_rate_limit
+
 #: The least-privileged predefined role that covers what the provider does with each API.
 ROLES = {
     "run": "roles/run.developer",
     "secretmanager": "roles/secretmanager.admin",
     "monitoring": "roles/monitoring.viewer",
+    "logging": "roles/logging.viewer",
     "container": "roles/container.developer",
 }
 
@@ -34,6 +37,7 @@ API_NAMES = {
     "run": "Cloud Run",
     "secretmanager": "Secret Manager",
     "monitoring": "Cloud Monitoring",
+    "logging": "Cloud Logging",
     "container": "GKE",
 }
 
@@ -70,6 +74,11 @@ def _operation_error(exc: BaseException) -> BaseException:
 def translate(exc: BaseException, api: str) -> InfrastructureProviderError:
     """Map one Google API exception raised while using ``api`` (a key of ``ROLES``)."""
     name = API_NAMES[api]
+    if isinstance(exc, gexc.RetryError):
+        # The retry policy ran out of time (the caller's deadline, or the per-call cap)
+        # while the API kept failing transiently.
+        last = getattr(exc.cause, "message", None) or str(exc.cause or exc)
+        return BackendTimeoutError(f"{name} did not answer in time (last error: {last})")
     exc = _operation_error(exc)
     detail = getattr(exc, "message", None) or str(exc)
     if isinstance(exc, gexc.PermissionDenied):
@@ -92,13 +101,17 @@ def translate(exc: BaseException, api: str) -> InfrastructureProviderError:
         return BackendConflictError(f"{name}: concurrent change, read again and retry: {detail}")
     if isinstance(exc, gexc.FailedPrecondition):
         return BackendRejectedError(f"{name} refused: {detail}")
+    if is_rate_limit(exc):
+        return BackendUnavailableError(
+            f"{name} is throttling the controller's requests: {detail}",
+            retry_after_seconds=MAX_DELAY,
+            reason=ErrorReason.BACKEND_THROTTLED,
+        )
     if isinstance(exc, gexc.ResourceExhausted | gexc.TooManyRequests):
         return BackendQuotaExceeded(f"{name} quota exhausted: {detail}")
     if isinstance(exc, gexc.DeadlineExceeded | TimeoutError | asyncio.TimeoutError):
         return BackendTimeoutError(f"{name} did not answer in time")
-    if isinstance(
-        exc, gexc.ServiceUnavailable | gexc.InternalServerError | gexc.RetryError | gexc.Unknown
-    ):
+    if isinstance(exc, gexc.ServiceUnavailable | gexc.InternalServerError | gexc.Unknown):
         return BackendUnavailableError(f"{name} is unavailable: {detail}")
     return InfrastructureProviderError(f"{name} call failed: {type(exc).__name__}: {detail}")
 

@@ -7,8 +7,10 @@ Cloud Run writes, per revision, ``container/instance_count`` (by state),
 (six concurrent queries) over a window and takes:
 
 * replicas: the newest instance count of each series, summed over revisions and states;
-* cpu_percent: mean CPU utilisation x 100 x the CPU limit in cores (percent of
-  one core, as the other providers report it);
+* cpu_percent: in the unit MetricSample.cpu_percent defines (percent of one core, summed
+  over replicas). Cloud Run's utilisation is the fraction of each instance's allocated
+  CPU in use, so the sum is mean utilisation x CPU limit in cores x instances x 100:
+  three instances of 2 vCPU each half busy report 300;
 * memory_bytes: mean memory utilisation x the memory limit x instances (the
   service's total);
 * network bytes and ``extra["request_count"]``: summed over the window;
@@ -30,6 +32,7 @@ from google.protobuf import timestamp_pb2
 from alphaswarm_core.providers.concurrency import remaining_timeout
 from alphaswarm_core.providers.protocol import MetricSample
 
+from . import retry
 from .errors import api_errors
 
 INSTANCE_COUNT = "run.googleapis.com/container/instance_count"
@@ -69,11 +72,13 @@ class CloudRunMetrics:
         project: str,
         region: str,
         window_seconds: float,
+        read_timeout: float = 10.0,
     ) -> None:
         self.client = client
         self.project = project
         self.region = region
         self.window = window_seconds
+        self.read_timeout = read_timeout
 
     async def _series(self, metric: str, service_name: str) -> list[monitoring_v3.TimeSeries]:
         now = time.time()
@@ -90,10 +95,10 @@ class CloudRunMetrics:
             view=monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL,
         )
         with api_errors("monitoring"):
-            # No client-side retry: the stream's next tick is the retry, and a sample
-            # marked not-ok is what the caller should see meanwhile.
+            # Transient errors are retried within the window of one sample (bounded by
+            # the retry policy); past it the sample is marked not ok and the stream goes on.
             pager = await self.client.list_time_series(
-                request=request, retry=None, timeout=remaining_timeout()
+                request=request, retry=retry.policy(self.read_timeout), timeout=remaining_timeout()
             )
             return [series async for series in pager]
 
@@ -130,7 +135,7 @@ class CloudRunMetrics:
             provider=alias,
             timestamp=datetime.now(UTC),
             replicas=instances,
-            cpu_percent=cpu * 100 * cpu_cores,
+            cpu_percent=cpu * cpu_cores * instances * 100,
             memory_bytes=int(memory * memory_limit * instances),
             network_rx_bytes=received,
             network_tx_bytes=sent,

@@ -11,7 +11,7 @@ from alphaswarm_core.providers.models import MetricSample
 
 from .transport import JsonObj
 
-_QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
+_QUANTITY = re.compile(r"([0-9.]+)([a-zA-Z]*)")
 _SUFFIX = {
     "n": Decimal("1e-9"),
     "u": Decimal("1e-6"),
@@ -31,7 +31,7 @@ _SUFFIX = {
 
 def quantity(value: str) -> Decimal:
     """A Kubernetes resource quantity (``250m``, ``25000000n``, ``12Mi``) as a number."""
-    match = _QUANTITY.match(value.strip())
+    match = _QUANTITY.fullmatch(value.strip())
     if match is None or match.group(2) not in _SUFFIX:
         raise ValueError(f"not a Kubernetes quantity: {value!r}")
     return Decimal(match.group(1)) * _SUFFIX[match.group(2)]

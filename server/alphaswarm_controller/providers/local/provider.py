@@ -1,10 +1,13 @@
 """The ``local`` provider: every replica is an OS process on this machine.
 
-Desired state lives in SQLite under ``$ALPHASWARM_CP_STATE_DIR/local``; the
-processes are supervised by asyncio tasks of this controller. Nothing outlives
-the controller: on a graceful shutdown every replica is stopped, on a crash the
-kernel kills them (PR_SET_PDEATHSIG, Linux) and the next ``open`` kills
-whatever is left before converging every deployment back to its replicas.
+Desired state lives in SQLite under ``$ALPHASWARM_CP_STATE_DIR/local`` (private
+to the server: statedir.py); the processes are supervised by asyncio tasks of
+this controller and run as the replica user (identity.py). Nothing outlives the
+controller: on a graceful shutdown every replica's whole process tree is ended
+(containment.py), on a crash the kernel kills the leaders (PR_SET_PDEATHSIG,
+Linux) and the next ``open`` kills whatever is left before converging every
+deployment back to its replicas, except those that keep killing the server
+(crashloop.py).
 """
 
 from __future__ import annotations
@@ -46,11 +49,23 @@ from alphaswarm_core.providers.models import (
 from alphaswarm_core.providers.protocol import DEFAULT_NAMESPACE, InfrastructureProvider
 from alphaswarm_core.providers.reasons import ErrorReason
 
-from . import processes
+from . import identity as identities_module
+from . import launch, processes
+from .containment import Containment
+from .crashloop import CrashLoopGuard
+from .identity import IdentityPolicy, ReplicaIdentity
+from .launch import LaunchPlan, LaunchPolicy
 from .metrics import ProcessTreeSampler
-from .processes import LaunchPlan
+from .proctable import libc
 from .replica import Replica
 from .settings import STATE_DIR_ENV, LocalSettings
+from .statedir import (
+    InsecureStateDir,
+    make_private_dir,
+    open_private,
+    secure_tree,
+    touch_private,
+)
 from .store import Desired, StateStore
 
 log = logging.getLogger(__name__)
@@ -68,8 +83,18 @@ class _Deployment:
     """Why the last convergence could not finish (a halted rollout), shown in status."""
 
 
+_PR_SET_DUMPABLE = 4
+
+
 def _unwritable(settings: LocalSettings, exc: Exception) -> InfrastructureProviderUnavailable:
     why = getattr(exc, "strerror", None) or str(exc)
+    if isinstance(exc, InsecureStateDir):
+        return InfrastructureProviderUnavailable(
+            f"local provider state directory {settings.state_dir} cannot be made private: "
+            f"{why}; fix it or set {STATE_DIR_ENV} to a directory of the server's user",
+            reason=ErrorReason.STATE_DIR_INSECURE,
+            metadata={"state_dir": str(settings.state_dir), "env": STATE_DIR_ENV},
+        )
     return InfrastructureProviderUnavailable(
         f"local provider state directory {settings.state_dir} is not writable: "
         f"{why}; set {STATE_DIR_ENV} to a writable directory",
@@ -96,6 +121,13 @@ class LocalProvider(InfrastructureProvider):
         self._tasks: set[asyncio.Task[object]] = set()
         self._open_lock = asyncio.Lock()
         self._opened = False
+        self._identities: IdentityPolicy | None = None
+        self._uids: dict[str, int] = {}
+        """Namespace -> its uid, with ALPHASWARM_LOCAL_UID_RANGE."""
+        self._policies: dict[str, LaunchPolicy] = {}
+        self._containment: Containment | None = None
+        self._guard: CrashLoopGuard | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -125,10 +157,18 @@ class LocalProvider(InfrastructureProvider):
 
     async def _do_open(self) -> None:
         settings = self.settings
+        identity = identities_module.policy(settings, self.env)
         store = StateStore(settings.database)
         try:
             self._lock_fd = await self.run_blocking(self._acquire_lock, settings)
+            repaired = await self.run_blocking(secure_tree, settings.root)
+            if repaired:
+                log.warning("local provider: made the state directory private: %s", repaired)
             await store.open()
+            containment = await self.run_blocking(
+                Containment.create, settings.cgroup, str(settings.state_dir), identity.uids
+            )
+            uids = await store.namespace_uids()
         except BaseException as exc:
             await store.close()
             self._release_lock()
@@ -136,42 +176,74 @@ class LocalProvider(InfrastructureProvider):
                 raise _unwritable(settings, exc) from exc
             raise
         self._store = store
+        self._identities = identity
+        self._uids = uids
+        self._containment = containment
+        if identity.same_user and sys.platform == "linux":
+            # Replicas share the server's uid: at least they cannot ptrace it or read its
+            # memory and environment through /proc (they can still signal it; crashloop.py).
+            libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+        log.info(
+            "local provider: replicas run as %s; process trees tracked by %s%s",
+            identity.describe(),
+            containment.mode,
+            f" ({containment.why_not_cgroup})" if containment.mode == "session" else "",
+        )
         try:
-            await self._recover(settings, store)
+            await self._recover(settings, store, containment)
         except BaseException:
             await self.close()  # releases the lock too, so a later call can retry
             raise
 
-    async def _recover(self, settings: LocalSettings, store: StateStore) -> None:
+    async def _recover(
+        self, settings: LocalSettings, store: StateStore, containment: Containment
+    ) -> None:
         """Kill what a previous run left behind, then bring every deployment back."""
-        owner = str(settings.state_dir)
-        recorded = await store.recorded_pids()
-        orphans = await self.run_blocking(processes.find_orphans, owner, recorded)
-        if orphans:
-            killed = await self.run_blocking(processes.kill_orphans, orphans)
+        recorded = await self.run_blocking(processes.still_running, await store.recorded_pids())
+        killed = await self.run_blocking(containment.kill_leftovers, recorded)
+        if killed:
             log.warning(
-                "killed %d replica process group(s) left by a previous run: %s",
-                len(killed),
-                sorted(killed),
+                "killed %d replica process(es) left by a previous run: %s", len(killed), killed
             )
         await store.clear_pids()
+        self._guard = CrashLoopGuard(store, settings)
+        await self._guard.begin()
         for desired in await store.load():
-            plan = self._plan(desired.spec, desired.config)
-            deployment = _Deployment(desired, plan)
+            await self._ensure_identity(desired.spec.namespace)
+            deployment = _Deployment(desired, self._plan(desired.spec, desired.config))
             self._deployments[desired.key] = deployment
-            if desired.target:
-                await self._locked(desired.key, functools.partial(self._converge, deployment))
+            if not desired.target:
+                continue
+            try:  # the policy may have changed since it was stored
+                deployment.plan = self._checked_plan(desired.spec, desired.config)
+            except InvalidSpecError as exc:
+                deployment.note = f"not started: {exc.message}"
+                log.error("local provider: %s/%s %s", *desired.key, deployment.note)
+                continue
+            await self._locked(desired.key, functools.partial(self._converge, deployment))
+        if containment.mode == "session":
+            self._sweeper = asyncio.create_task(
+                self._sweep(containment), name="alphaswarm-local:sweep"
+            )
         log.info(
             "local provider: %d deployment(s) from %s", len(self._deployments), settings.database
         )
 
+    async def _sweep(self, containment: Containment) -> None:
+        """Without cgroups: find processes that escaped their replica, every few moments."""
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval)
+            if containment.active:
+                try:
+                    await self.run_blocking(containment.sweep)
+                except Exception:  # a vanished /proc entry mid-read: the next round sees it
+                    log.debug("sweep for escaped replica processes failed", exc_info=True)
+
     @staticmethod
     def _acquire_lock(settings: LocalSettings) -> int:
         """One controller per state directory: a second one would kill the first's replicas."""
-        settings.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(
-            settings.root / "controller.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
+        make_private_dir(settings.root)
+        fd = open_private(settings.root / "controller.lock", os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -193,31 +265,99 @@ class LocalProvider(InfrastructureProvider):
             self._lock_fd = None
 
     async def close(self) -> None:
-        """Stop every replica (SIGTERM, then SIGKILL), keep desired state, end every task."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        replicas = [r for d in self._deployments.values() for r in d.replicas.values()]
+        """Stop every replica (SIGTERM, then SIGKILL), keep desired state, end every task.
+
+        Cancelled (the server's shutdown budget ran out, or a second signal), it
+        SIGKILLs every replica's tree at once instead of waiting for the grace.
+        """
+        replicas: list[Replica] = []
         try:
+            tasks = list(self._tasks)
+            if self._sweeper is not None:
+                tasks.append(self._sweeper)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            replicas = self._replicas()
             await asyncio.gather(*(replica.stop() for replica in replicas))
         finally:
-            for replica in replicas:
+            for replica in {*replicas, *self._replicas()}:
                 replica.kill_now()
             for deployment in self._deployments.values():
                 deployment.replicas.clear()
-            if self._store is not None:
-                await self._store.close()
-                self._store = None
+            await self._close_store()
+            if self._containment is not None:
+                self._containment.close()
+                self._containment = None
             self._release_lock()
             self._deployments.clear()
             self._locks.clear()
+            self._sweeper = None
+            self._policies.clear()
             self._opened = False
+
+    def _replicas(self) -> list[Replica]:
+        return [r for d in self._deployments.values() for r in d.replicas.values()]
+
+    async def _close_store(self) -> None:
+        store, guard = self._store, self._guard
+        self._store = self._guard = None
+        if store is None:
+            return
+        try:
+            if guard is not None:
+                await guard.end()
+        finally:
+            await store.close()
 
     # -- helpers ----------------------------------------------------------------------------
 
+    async def _ensure_identity(self, namespace: str) -> None:
+        """With a uid range, the namespace's uid (given out on first use, kept for good)."""
+        identities, store = self._identities, self._store
+        assert identities is not None and store is not None
+        if identities.uid_range is None or namespace in self._uids:
+            return
+        first, last = identities.uid_range
+        uid = await store.allocate_uid(namespace, first, last, identities_module.uid_taken)
+        if uid is None:
+            raise InfrastructureProviderUnavailable(
+                f"no free uid left in {first}-{last} for namespace {namespace!r}; "
+                "widen ALPHASWARM_LOCAL_UID_RANGE",
+                reason=ErrorReason.REPLICA_USER_UNAVAILABLE,
+                metadata={"setting": "ALPHASWARM_LOCAL_UID_RANGE", "namespace": namespace},
+            )
+        self._uids[namespace] = uid
+
+    def _identity(self, namespace: str) -> ReplicaIdentity:
+        identities = self._identities
+        assert identities is not None, "opened"
+        if identities.single is not None:
+            return identities.single
+        return identities.for_uid(self._uids[namespace])
+
+    def _policy(self, namespace: str) -> LaunchPolicy:
+        per_namespace = self._identities is not None and self._identities.uid_range is not None
+        key = namespace if per_namespace else ""
+        policy = self._policies.get(key)
+        if policy is None:
+            settings = self.settings
+            policy = LaunchPolicy.create(
+                self._identity(namespace),
+                self.env,
+                settings.state_dir,
+                settings.allowed_commands,
+                settings.allowed_cwds,
+            )
+            self._policies[key] = policy
+        return policy
+
     def _plan(self, spec: DeploymentSpec, config: Mapping[str, str]) -> LaunchPlan:
-        return processes.launch_plan(spec, config, self.env, str(self.settings.state_dir))
+        return launch.launch_plan(spec, config, self._policy(spec.namespace))
+
+    def _checked_plan(self, spec: DeploymentSpec, config: Mapping[str, str]) -> LaunchPlan:
+        policy = self._policy(spec.namespace)
+        return launch.check_runnable(spec, self._plan(spec, config), policy)
 
     def _get(self, service_id: str, namespace: str) -> _Deployment:
         validate_service_ref(service_id, namespace)
@@ -270,6 +410,7 @@ class LocalProvider(InfrastructureProvider):
 
     async def _add(self, deployment: _Deployment, ordinal: int) -> Replica:
         spec = deployment.desired.spec
+        assert self._containment is not None
         replica = Replica(
             spec.service_id,
             ordinal,
@@ -277,6 +418,10 @@ class LocalProvider(InfrastructureProvider):
             log_path=self.settings.log_path(spec.namespace, spec.service_id, ordinal),
             settings=self.settings,
             on_pid=self._pid_hook(deployment.desired.key),
+            label=f"{spec.namespace}.{spec.service_id}.{ordinal}",
+            identity=self._identity(spec.namespace),
+            containment=self._containment,
+            run=self.run_blocking,
         )
         deployment.replicas[ordinal] = replica
         await replica.start()
@@ -296,6 +441,9 @@ class LocalProvider(InfrastructureProvider):
         """
         deployment.note = ""
         target = deployment.desired.target
+        if target and not deployment.plan.checked:  # e.g. not started at open: policy changed
+            desired = deployment.desired
+            deployment.plan = self._checked_plan(desired.spec, desired.config)
         extra = sorted((o for o in deployment.replicas if o >= target), reverse=True)
         await asyncio.gather(*(self._remove(deployment, o) for o in extra))
         fingerprint = deployment.plan.fingerprint
@@ -330,7 +478,10 @@ class LocalProvider(InfrastructureProvider):
         ready = sum(1 for i in instances if i.ready)
         restarts = sum(r.restarts for r in replicas)
         failing = [r for r in replicas if r.state == "backoff"]
-        if target == 0:
+        if desired.held and not desired.stopped:
+            state = DeploymentState.STOPPED
+            message = f"held: {desired.held}"
+        elif target == 0:
             state = DeploymentState.STOPPED
             message = "stopped" if desired.stopped else "scaled to 0"
         elif ready >= target:
@@ -369,7 +520,7 @@ class LocalProvider(InfrastructureProvider):
         assert self._store is not None
         probe = settings.root / f".probe-{uuid.uuid4().hex}"  # concurrent probes: own files
         try:
-            await self.run_blocking(probe.write_bytes, b"ok")
+            await self.run_blocking(touch_private, probe)
             await self.run_blocking(probe.unlink)
             count = await self._store.ping()
         except OSError as exc:
@@ -395,16 +546,15 @@ class LocalProvider(InfrastructureProvider):
 
     async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
         spec.validate()
-        if not spec.command:  # before anything else: nothing can change
-            processes.check_runnable(spec, self._plan(spec, {}))
+        launch.require_command(spec)  # before anything else: nothing can change
         await self._ensure_open()
         key = (spec.namespace, spec.service_id)
 
         async def converge() -> DeploymentStatus:
             deployment = self._deployments.get(key)
             config = deployment.desired.config if deployment else {}
-            plan = self._plan(spec, config)
-            processes.check_runnable(spec, plan)
+            await self._ensure_identity(spec.namespace)
+            plan = self._checked_plan(spec, config)
             if deployment is None:
                 desired = Desired(spec=spec, replicas=spec.replicas)
                 assert self._store is not None
@@ -413,14 +563,15 @@ class LocalProvider(InfrastructureProvider):
                 self._deployments[key] = deployment
             else:
                 current = deployment.desired
-                if (current.spec, current.replicas, current.stopped) != (
+                if (current.spec, current.replicas, current.stopped, current.held) != (
                     spec,
                     spec.replicas,
                     False,
+                    "",
                 ):
                     await self._save(
                         deployment,
-                        current.changed(spec=spec, replicas=spec.replicas, stopped=False),
+                        current.changed(spec=spec, replicas=spec.replicas, stopped=False, held=""),
                     )
                 deployment.plan = plan
             await self._converge(deployment)
@@ -436,7 +587,7 @@ class LocalProvider(InfrastructureProvider):
 
         async def stop() -> DeploymentStatus:
             if not deployment.desired.stopped:
-                await self._save(deployment, deployment.desired.changed(stopped=True))
+                await self._save(deployment, deployment.desired.changed(stopped=True, held=""))
             await self._converge(deployment)
             return self._status(deployment)
 
@@ -455,8 +606,12 @@ class LocalProvider(InfrastructureProvider):
         async def scale() -> DeploymentStatus:
             current = deployment.desired
             stopped = current.stopped and replicas == 0
-            if (current.replicas, current.stopped) != (replicas, stopped):
-                await self._save(deployment, current.changed(replicas=replicas, stopped=stopped))
+            if replicas and not deployment.plan.checked:  # refused before anything changes
+                deployment.plan = self._checked_plan(current.spec, current.config)
+            if (current.replicas, current.stopped, current.held) != (replicas, stopped, ""):
+                await self._save(
+                    deployment, current.changed(replicas=replicas, stopped=stopped, held="")
+                )
             await self._converge(deployment)
             return self._status(deployment)
 
@@ -507,9 +662,8 @@ class LocalProvider(InfrastructureProvider):
                     actual=version,
                 )
             data = patch.applied_to(current.config)
-            plan = self._plan(current.spec, data)
             try:
-                processes.check_runnable(current.spec, plan)
+                plan = self._checked_plan(current.spec, data)
             except InvalidSpecError as exc:
                 raise InvalidSpecError.single(
                     "patch.set", f"with this config the command cannot start: {exc.message}"

@@ -16,7 +16,10 @@ from pathlib import Path
 from alphaswarm_core.providers.models import InstanceStatus
 
 from . import processes
-from .processes import LaunchPlan
+from .containment import Containment, ReplicaTree
+from .identity import ReplicaIdentity
+from .launch import LaunchPlan
+from .processes import Runner
 from .settings import LocalSettings
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,10 @@ class Replica:
         log_path: Path,
         settings: LocalSettings,
         on_pid: PidHook,
+        label: str,
+        identity: ReplicaIdentity,
+        containment: Containment,
+        run: Runner,
     ) -> None:
         self.service_id = service_id
         self.ordinal = ordinal
@@ -42,7 +49,12 @@ class Replica:
         self.log_path = log_path
         self._settings = settings
         self._on_pid = on_pid
+        self._label = label
+        self._identity = identity
+        self._containment = containment
+        self._run = run
         self._process: asyncio.subprocess.Process | None = None
+        self._tree: ReplicaTree | None = None
         self._started_at = 0.0
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -113,15 +125,17 @@ class Replica:
         self._stop.set()
         if self._task is not None:
             await asyncio.shield(self._task)
-        elif self._process is not None:
-            await processes.terminate(self._process, self._settings.stop_grace)
+        elif self._process is not None and self._tree is not None:
+            await processes.terminate(
+                self._process, self._tree, self._settings.stop_grace, self._run
+            )
         self.state = "stopped"
 
     def kill_now(self) -> None:
-        """For a cancelled owner: no waiting, the group is SIGKILLed."""
+        """For a cancelled owner or a shutdown out of time: SIGKILL the whole tree, no waiting."""
         self._stop.set()
-        if self._process is not None and self._process.returncode is None:
-            processes.kill_group_now(self._process.pid)
+        if self._tree is not None:
+            self._tree.kill()
         if self._task is not None:
             self._task.cancel()
 
@@ -138,9 +152,23 @@ class Replica:
 
     async def _spawn(self) -> None:
         self.state = "starting"
-        process = await processes.spawn(
-            self.plan, self.ordinal, self.log_path, pdeathsig=self._settings.pdeathsig
-        )
+        tree = self._containment.new_tree(self._label)
+        try:
+            with self._containment.spawning():
+                process = await processes.spawn(
+                    self.plan,
+                    self.ordinal,
+                    self.log_path,
+                    identity=self._identity,
+                    tree=tree,
+                    pdeathsig=self._settings.pdeathsig,
+                )
+                tree.attach(process.pid)
+        except BaseException:
+            tree.kill()
+            tree.release()
+            raise
+        self._tree = tree
         self._process = process
         self._started_at = time.monotonic()
         created = processes.create_time(process.pid)
@@ -162,6 +190,7 @@ class Replica:
                 if process is not None:
                     code = await self._wait_exit_or_stop(process)
                     self._process = None
+                    self._tree = None
                     await self._on_pid(self.ordinal, process.pid, None)
                     if self._stop.is_set():
                         return
@@ -179,9 +208,8 @@ class Replica:
                 delay = min(delay * 2, settings.backoff_max)
                 await self._spawn_or_fail()
         finally:
-            leftover = self._process
-            if leftover is not None and leftover.returncode is None:
-                processes.kill_group_now(leftover.pid)
+            if self._process is not None and self._tree is not None:
+                self._tree.kill()  # cancelled mid-way: nothing of it may outlive the task
             self.state = "stopped"
 
     def _failed(self, why: str) -> None:
@@ -198,9 +226,11 @@ class Replica:
             raise
         finally:
             stopping.cancel()
+        tree = self._tree
+        assert tree is not None
         if not exited.done():
             self.state = "stopping"
-            return await processes.terminate(process, self._settings.stop_grace)
-        # The leader is gone; whatever it forked into its group goes with it.
-        await processes.end_group(process.pid, 0.0)
+            return await processes.terminate(process, tree, self._settings.stop_grace, self._run)
+        # The leader is gone; whatever it started goes with it.
+        await processes.end_tree(tree, self._run)
         return exited.result()

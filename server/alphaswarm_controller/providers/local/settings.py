@@ -12,17 +12,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
-from alphaswarm_core.providers.reasons import ErrorReason
+from alphaswarm_core.providers.errors import SettingInvalid
 
 STATE_DIR_ENV = "ALPHASWARM_CP_STATE_DIR"
 DEFAULT_STATE_DIR = "~/.local/state/alphaswarm"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+RUN_AS_ENV = "ALPHASWARM_LOCAL_RUN_AS"
+UID_RANGE_ENV = "ALPHASWARM_LOCAL_UID_RANGE"
+ALLOW_ROOT_ENV = "ALPHASWARM_LOCAL_ALLOW_ROOT"
+ALLOWED_COMMANDS_ENV = "ALPHASWARM_LOCAL_ALLOWED_COMMANDS"
+ALLOWED_CWDS_ENV = "ALPHASWARM_LOCAL_ALLOWED_CWDS"
+CGROUP_ENV = "ALPHASWARM_LOCAL_CGROUP"
+CRASH_LOOP_LIMIT_ENV = "ALPHASWARM_LOCAL_CRASH_LOOP_LIMIT"
+
 #: Variables of the controller's own environment that replicas inherit. Anything
 #: else (credentials of the controller, its venv, its settings) stays out, so a
-#: replica behaves the same whichever shell started the server.
-INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+#: replica behaves the same whichever shell started the server. HOME, USER and
+#: LOGNAME describe the replica's own user instead (see identity.py).
+INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+
+#: The user replicas run as when the server runs as root and nothing is configured,
+#: if it exists; else ``nobody``.
+DEDICATED_USER = "alphaswarm-replica"
+
+
+def _bad(name: str, raw: str, what: str) -> SettingInvalid:
+    return SettingInvalid(name, f"must be {what}, not {raw!r}")
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
@@ -34,12 +50,83 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     except ValueError:
         value = -1.0
     if not 0 <= value <= 24 * 3600:
-        raise InfrastructureProviderUnavailable(
-            f"{name} must be a number of seconds between 0 and 86400, not {raw!r}",
-            reason=ErrorReason.SETTING_INVALID,
-            metadata={"setting": name},
-        )
+        raise _bad(name, raw, "a number of seconds between 0 and 86400")
     return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > 1000:
+        raise _bad(name, raw, "a whole number between 0 and 1000")
+    return int(raw)
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise _bad(name, raw, "true or false")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise _bad(name, raw, " or ".join(choices))
+    return raw
+
+
+DEFAULT_UID_RANGE = (3_000_000, 3_065_535)
+"""Where a root server takes one uid per namespace when nothing else is configured: far
+above the ids distributions give out, and 65,536 namespaces wide."""
+
+
+def _uid_range(env: Mapping[str, str]) -> tuple[int, int] | None:
+    """``FIRST-LAST``: uids (and gids of the same number) given out one per namespace.
+
+    Unset: ``DEFAULT_UID_RANGE`` on a root server that was not told whom replicas run as
+    (ALPHASWARM_LOCAL_RUN_AS, or root with ALPHASWARM_LOCAL_ALLOW_ROOT), so that replicas
+    of different namespaces never share a uid; none otherwise. ``off``: one user for every
+    namespace (the run-as user, ``alphaswarm-replica`` or nobody).
+    """
+    raw = env.get(UID_RANGE_ENV, "").strip()
+    if raw.lower() == "off":
+        return None
+    if not raw:
+        told = bool(env.get(RUN_AS_ENV, "").strip()) or _flag(env, ALLOW_ROOT_ENV, False)
+        return DEFAULT_UID_RANGE if os.geteuid() == 0 and not told else None
+    first, _, last = raw.partition("-")
+    if not (first.isdigit() and last.isdigit() and 1000 <= int(first) <= int(last) < 2**31 - 1):
+        raise _bad(UID_RANGE_ENV, raw, "FIRST-LAST, two uids with 1000 <= FIRST <= LAST")
+    if env.get(RUN_AS_ENV, "").strip():
+        raise _bad(UID_RANGE_ENV, raw, f"unset when {RUN_AS_ENV} is set (choose one)")
+    return int(first), int(last)
+
+
+def _paths(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A ``:``-separated list of absolute paths, each resolved once (symlinks, ``..``).
+
+    An entry ending in ``/`` stands for everything under that directory and keeps
+    its trailing ``/`` after resolution; any other entry is one file.
+    """
+    raw = env.get(name, "")
+    entries: list[str] = []
+    for part in raw.split(":"):
+        item = part.strip()
+        if not item:
+            continue
+        if not os.path.isabs(item):
+            raise _bad(name, raw, "a ':'-separated list of absolute paths")
+        resolved = os.path.realpath(item)
+        entries.append(resolved.rstrip("/") + "/" if item.endswith("/") else resolved)
+    return tuple(entries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +144,24 @@ class LocalSettings:
     """How long a rolling restart waits for each new replica to become ready."""
     pdeathsig: bool = sys.platform == "linux"
     """Ask the kernel to SIGKILL replicas when the controller dies (Linux only)."""
+    run_as: str = ""
+    """``user[:group]`` replicas run as (ALPHASWARM_LOCAL_RUN_AS); empty = the default."""
+    allow_root: bool = False
+    """Replicas may run as root (ALPHASWARM_LOCAL_ALLOW_ROOT); off unless an operator says so."""
+    uid_range: tuple[int, int] | None = None
+    """One uid per namespace from this range (ALPHASWARM_LOCAL_UID_RANGE); root servers only."""
+    allowed_commands: tuple[str, ...] = ()
+    """Executables (or ``dir/`` prefixes) replicas may run; empty = any."""
+    allowed_cwds: tuple[str, ...] = ()
+    """Directories (and what is under them) a replica may use as working directory; empty = any."""
+    cgroup: str = "auto"
+    """``auto`` (a cgroup per replica where the machine allows it), ``on`` (required), ``off``."""
+    crash_loop_limit: int = 3
+    """Abnormal server deaths in a row after which running deployments are held; 0 = never."""
+    crash_loop_reset: float = 300.0
+    """Uptime after which the server counts as stable again (the death streak restarts)."""
+    sweep_interval: float = 1.0
+    """How often escaped replica processes are looked for when no cgroup is used."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LocalSettings:
@@ -73,8 +178,16 @@ class LocalSettings:
             backoff_max=_seconds(env, "ALPHASWARM_LOCAL_BACKOFF_MAX_SECONDS", 30.0),
             stable_after=_seconds(env, "ALPHASWARM_LOCAL_STABLE_SECONDS", 10.0),
             rollout_timeout=_seconds(env, "ALPHASWARM_LOCAL_ROLLOUT_TIMEOUT_SECONDS", 60.0),
-            pdeathsig=sys.platform == "linux"
-            and env.get("ALPHASWARM_LOCAL_PDEATHSIG", "1") not in ("0", "false", "no"),
+            pdeathsig=sys.platform == "linux" and _flag(env, "ALPHASWARM_LOCAL_PDEATHSIG", True),
+            run_as=env.get(RUN_AS_ENV, "").strip(),
+            allow_root=_flag(env, ALLOW_ROOT_ENV, False),
+            uid_range=_uid_range(env),
+            allowed_commands=_paths(env, ALLOWED_COMMANDS_ENV),
+            allowed_cwds=_paths(env, ALLOWED_CWDS_ENV),
+            cgroup=_choice(env, CGROUP_ENV, "auto", ("auto", "on", "off")),
+            crash_loop_limit=_count(env, CRASH_LOOP_LIMIT_ENV, 3),
+            crash_loop_reset=_seconds(env, "ALPHASWARM_LOCAL_CRASH_LOOP_RESET_SECONDS", 300.0),
+            sweep_interval=max(0.1, _seconds(env, "ALPHASWARM_LOCAL_SWEEP_SECONDS", 1.0)),
         )
 
     @property

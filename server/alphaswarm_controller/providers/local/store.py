@@ -1,8 +1,16 @@
 """Desired state of the local provider in SQLite, so it survives a controller restart.
 
 One dedicated thread owns the connection: SQLite calls never block the event
-loop, and they are serialised without a lock. Only desired state and the pids
-of running replicas are stored; everything observed is recomputed.
+loop, and they are serialised without a lock. Only desired state, the pids of
+running replicas and how the previous run ended are stored; everything
+observed is recomputed.
+
+The database holds ``secret.*`` config values in plain text. It is kept private
+instead of encrypted: the file (and SQLite's -wal and -shm, which inherit its
+mode) is 0600 in a 0700 directory owned by the server's user, and replicas run
+as another user when the server is root (identity.py). A key stored beside the
+data would add nothing against a reader who can open the directory.
+``secure_delete`` overwrites removed values instead of leaving them in free pages.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
 from alphaswarm_core.providers.models import DeploymentSpec, PortSpec, Resources
 from alphaswarm_core.providers.reasons import ErrorReason
 
+from .statedir import chmod_private, touch_private
+
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -34,6 +44,14 @@ CREATE TABLE IF NOT EXISTS deployments (
     config_version INTEGER NOT NULL DEFAULT 1,
     updated_at     REAL NOT NULL,
     PRIMARY KEY (namespace, service_id)
+);
+CREATE TABLE IF NOT EXISTS namespace_uids (
+    namespace TEXT PRIMARY KEY,
+    uid       INTEGER NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS replicas (
     namespace   TEXT NOT NULL,
@@ -56,6 +74,8 @@ class Desired:
     config: Mapping[str, str] = field(default_factory=dict)
     config_version: int = 1
     updated_at: float = field(default_factory=time.time)
+    held: str = ""
+    """Why start-up did not restart it (crashloop.py); empty when it runs as desired."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -64,7 +84,7 @@ class Desired:
     @property
     def target(self) -> int:
         """Replicas that should be running now."""
-        return 0 if self.stopped else self.replicas
+        return 0 if self.stopped or self.held else self.replicas
 
     def changed(self, **changes: Any) -> Desired:
         return replace(self, updated_at=time.time(), **changes)
@@ -135,13 +155,24 @@ class StateStore:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
+    @property
+    def files(self) -> list[Path]:
+        return [self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))]
+
     async def open(self) -> None:
         def connect() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            touch_private(self.path)  # before SQLite creates it: -wal and -shm copy its mode
             db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA secure_delete=ON")
+                db.executescript(_SCHEMA)
+                _migrate(db)
+                chmod_private(self.files)
+            except BaseException:
+                db.close()
+                raise
             self._db = db
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -158,7 +189,7 @@ class StateStore:
     async def load(self) -> list[Desired]:
         def query(db: sqlite3.Connection) -> list[Desired]:
             rows = db.execute(
-                "SELECT spec, replicas, stopped, config, config_version, updated_at "
+                "SELECT spec, replicas, stopped, config, config_version, updated_at, held "
                 "FROM deployments ORDER BY namespace, service_id"
             ).fetchall()
             return [
@@ -169,8 +200,9 @@ class StateStore:
                     config=json.loads(config),
                     config_version=version,
                     updated_at=updated,
+                    held=held,
                 )
-                for spec, replicas, stopped, config, version, updated in rows
+                for spec, replicas, stopped, config, version, updated, held in rows
             ]
 
         return await self._call(query)
@@ -179,11 +211,11 @@ class StateStore:
         def upsert(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT INTO deployments (namespace, service_id, spec, replicas, stopped, "
-                "config, config_version, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "config, config_version, updated_at, held) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (namespace, service_id) DO UPDATE SET spec = excluded.spec, "
                 "replicas = excluded.replicas, stopped = excluded.stopped, "
                 "config = excluded.config, config_version = excluded.config_version, "
-                "updated_at = excluded.updated_at",
+                "updated_at = excluded.updated_at, held = excluded.held",
                 (
                     desired.spec.namespace,
                     desired.spec.service_id,
@@ -193,6 +225,7 @@ class StateStore:
                     json.dumps(dict(desired.config), sort_keys=True),
                     desired.config_version,
                     desired.updated_at,
+                    desired.held,
                 ),
             )
 
@@ -239,3 +272,96 @@ class StateStore:
             return int(count)
 
         return await self._call(query)
+
+    # -- one uid per namespace (identity.py) --------------------------------------------------
+
+    async def namespace_uids(self) -> dict[str, int]:
+        def query(db: sqlite3.Connection) -> dict[str, int]:
+            return dict(db.execute("SELECT namespace, uid FROM namespace_uids").fetchall())
+
+        return await self._call(query)
+
+    async def allocate_uid(
+        self, namespace: str, first: int, last: int, taken: Callable[[int], bool]
+    ) -> int | None:
+        """The namespace's uid: the one it has, else the lowest free one; None when none is.
+
+        A uid is never given to a second namespace, even after the first is gone:
+        files its replicas left must not change hands.
+        """
+
+        def allocate(db: sqlite3.Connection) -> int | None:
+            row = db.execute(
+                "SELECT uid FROM namespace_uids WHERE namespace = ?", (namespace,)
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+            used = {uid for (uid,) in db.execute("SELECT uid FROM namespace_uids")}
+            for uid in range(first, last + 1):
+                if uid not in used and not taken(uid):
+                    db.execute("INSERT INTO namespace_uids VALUES (?, ?)", (namespace, uid))
+                    return uid
+            return None
+
+        return await self._call(allocate)
+
+    # -- how runs of the server end (crashloop.py) --------------------------------------------
+
+    async def begin_run(self, limit: int, reason: str) -> list[tuple[tuple[str, str], int]]:
+        """Count this start against deployments that were running when the last run died.
+
+        Returns the deployments newly held (``limit`` abnormal ends in a row) and
+        their strike count; ``reason`` (formatted with ``strikes``) says why in status.
+        """
+
+        def run(db: sqlite3.Connection) -> list[tuple[tuple[str, str], int]]:
+            row = db.execute("SELECT value FROM meta WHERE key = 'run'").fetchone()
+            if row is not None and row[0] in ("running", "stable"):
+                db.execute(
+                    "UPDATE deployments SET crash_streak = crash_streak + 1 "
+                    "WHERE stopped = 0 AND held = '' AND replicas > 0"
+                )
+                db.execute(
+                    "UPDATE deployments SET crash_streak = 0 WHERE stopped = 1 OR replicas = 0"
+                )
+            else:
+                db.execute("UPDATE deployments SET crash_streak = 0")
+            held: list[tuple[tuple[str, str], int]] = []
+            if limit > 0:
+                for namespace, service_id, strikes in db.execute(
+                    "SELECT namespace, service_id, crash_streak FROM deployments "
+                    "WHERE crash_streak >= ? AND held = '' AND stopped = 0 AND replicas > 0",
+                    (limit,),
+                ).fetchall():
+                    db.execute(
+                        "UPDATE deployments SET held = ? WHERE namespace = ? AND service_id = ?",
+                        (reason.format(strikes=strikes), namespace, service_id),
+                    )
+                    held.append(((namespace, service_id), strikes))
+            _set_run(db, "running")
+            return held
+
+        return await self._call(run)
+
+    async def end_run(self, how: str) -> None:
+        """``stable`` (up long enough) or ``stopped`` (a clean shutdown): the streak ends."""
+
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE deployments SET crash_streak = 0")
+            _set_run(db, how)
+
+        await self._call(run)
+
+
+def _set_run(db: sqlite3.Connection, state: str) -> None:
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('run', ?)", (state,))
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Columns added since the first schema; ADD COLUMN keeps existing rows."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(deployments)")}
+    with db:
+        if "held" not in columns:
+            db.execute("ALTER TABLE deployments ADD COLUMN held TEXT NOT NULL DEFAULT ''")
+        if "crash_streak" not in columns:
+            db.execute("ALTER TABLE deployments ADD COLUMN crash_streak INTEGER NOT NULL DEFAULT 0")

@@ -1,0 +1,472 @@
+"""``CloudRunProvider``: the ``gcp`` alias in its default mode (ALPHASWARM_GCP_MODE=cloudrun).
+
+A service is a Cloud Run v2 Service in ALPHASWARM_GCP_PROJECT (else the credentials'
+project) and ALPHASWARM_GCP_REGION (translation in ``cloudrun``, limits in ``limits``),
+its config a Secret Manager secret (``config``) referenced from the service's env, its
+metrics Cloud Monitoring time series (``metrics``), its logs Cloud Logging entries
+(``logs``). Every long-running operation is
+awaited within the caller's deadline, polling every ALPHASWARM_GCP_POLL_INTERVAL seconds
+(growing x1.5 up to 10 s); every request goes through one bounded retry policy (``retry``).
+
+``stop`` scales the service to zero instances (manual scaling) instead of deleting it:
+the contract requires a stopped service to stay known (status STOPPED, a second stop
+succeeds, ``start`` brings it back with its config), which a deleted Cloud Run service
+cannot be. A zero-instance service costs nothing to keep.
+
+``delete`` removes the Cloud Run service (its revisions go with it) and then its config
+secret: the only two resources the provider creates for a service. A delete interrupted
+between the two leaves a secret without a service; the next delete (the service is
+NOT_FOUND then) still removes that secret before reporting NOT_FOUND (or False with
+``allow_missing``). Both deletes carry the etag they were read with: a concurrent change
+makes the provider read again, a bounded number of times. Logs stay in Cloud Logging for
+the retention of the bucket they were routed to.
+
+A failed create deletes the half-created service before reporting the failure. A failed
+update leaves Cloud Run serving the previous ready revision, which ``status`` reports as
+DEGRADED with Cloud Run's message. An update is sent with the etag of the service it was
+computed from; when another writer got there first (ABORTED) the provider reads again
+and converges from what it finds, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncGenerator, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from google.api_core import exceptions as gexc
+from google.cloud import run_v2
+
+from alphaswarm_core.providers.concurrency import BlockingRunner, remaining_timeout
+from alphaswarm_core.providers.protocol import (
+    DEFAULT_NAMESPACE,
+    BackendConflictError,
+    BackendTimeoutError,
+    ConfigMapPatch,
+    ConfigVersionConflict,
+    DeploymentNotFoundError,
+    DeploymentSpec,
+    DeploymentStatus,
+    InfrastructureProvider,
+    InfrastructureProviderError,
+    LogEntry,
+    LogQuery,
+    MetricSample,
+    ProviderHealth,
+    ProviderKind,
+    ServiceConfig,
+)
+
+from . import cloudrun, retry
+from .clients import GcpClients, load_credentials
+from .config import SecretConfigStore
+from .errors import api_errors, credentials_missing
+from .logs import CloudRunLogs
+from .metrics import CloudRunMetrics
+from .settings import GcpSettings
+
+log = logging.getLogger(__name__)
+
+#: Reads and re-converges after a concurrent writer changed the service (etag ABORTED).
+MAX_CONVERGE_ATTEMPTS = 3
+MAX_POLL_DELAY = 10.0
+
+
+class CloudRunProvider(InfrastructureProvider):
+    """Services as Cloud Run v2 Services; config in Secret Manager; metrics from Monitoring."""
+
+    provider_kind: ClassVar[ProviderKind | str] = ProviderKind.GCP
+    provider_alias: ClassVar[str] = "gcp"
+
+    def __init__(
+        self, *, env: Mapping[str, str] | None = None, runner: BlockingRunner | None = None
+    ) -> None:
+        super().__init__(env=env, runner=runner)
+        self.settings = GcpSettings.load(self)
+        self._clients: GcpClients | None = None
+        self._project = ""
+        self._connect_lock = asyncio.Lock()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _check_credentials(self) -> None:
+        self.settings.validate()
+        path = self.env.get("GOOGLE_APPLICATION_CREDENTIALS", "")
+        if path and not os.path.isfile(path):
+            raise credentials_missing("GOOGLE_APPLICATION_CREDENTIALS names no readable file")
+
+    async def _connect(self) -> GcpClients:
+        """Load credentials once (blocking: files, maybe the metadata server) and make clients."""
+        if self._clients is not None:
+            return self._clients
+        async with self._connect_lock:
+            if self._clients is None:
+                self.settings.validate()
+                credentials, project = await self.run_blocking(
+                    load_credentials, self.env, self.settings
+                )
+                self._project = project
+                self._clients = GcpClients(self.settings, credentials)
+        return self._clients
+
+    @property
+    def _parent(self) -> str:
+        return f"projects/{self._project}/locations/{self.settings.region}"
+
+    def _name(self, namespace: str, service_id: str) -> str:
+        return f"{self._parent}/services/{cloudrun.cloud_run_name(namespace, service_id)}"
+
+    async def _await_operation(self, operation: Any) -> run_v2.Service:
+        """Poll a long-running operation until done, within the caller's deadline."""
+        delay = self.settings.poll_interval
+        with api_errors("run"):
+            async with asyncio.timeout(remaining_timeout(self.settings.operation_timeout)):
+                while not await operation.done(retry=retry.policy()):
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 1.5, MAX_POLL_DELAY)
+                result: run_v2.Service = await operation.result()
+        return result
+
+    async def _find(self, namespace: str, service_id: str) -> run_v2.Service | None:
+        clients = await self._connect()
+        with api_errors("run"):
+            try:
+                service = await clients.run().get_service(
+                    name=self._name(namespace, service_id),
+                    retry=retry.policy(),
+                    timeout=remaining_timeout(),
+                )
+            except gexc.NotFound:
+                return None
+        return service if cloudrun.owner(service) == (namespace, service_id) else None
+
+    async def _get(self, namespace: str, service_id: str) -> run_v2.Service:
+        service = await self._find(namespace, service_id)
+        if service is None:
+            raise DeploymentNotFoundError(service_id, namespace)
+        return service
+
+    async def _update(self, service: run_v2.Service) -> run_v2.Service:
+        clients = await self._connect()
+        with api_errors("run"):
+            operation = await clients.run().update_service(
+                service=service, retry=retry.policy(), timeout=remaining_timeout()
+            )
+        return await self._await_operation(operation)
+
+    async def _converge_with(
+        self,
+        namespace: str,
+        service_id: str,
+        change: Callable[[run_v2.Service], run_v2.Service | None],
+        first: run_v2.Service | None = None,
+    ) -> DeploymentStatus:
+        """Read, apply ``change`` (None: nothing to do), update with the read etag; on a
+        concurrent change (ABORTED) read again and retry, at most MAX_CONVERGE_ATTEMPTS."""
+        service = first
+        for attempt in range(1, MAX_CONVERGE_ATTEMPTS + 1):
+            if service is None:
+                service = await self._get(namespace, service_id)
+            updated = change(service)
+            if updated is None:
+                return self._status(service)
+            try:
+                return self._status(await self._update(updated))
+            except BackendConflictError:
+                if attempt == MAX_CONVERGE_ATTEMPTS:
+                    raise
+                log.info(
+                    "Cloud Run service %s/%s changed under us; reading it again",
+                    namespace,
+                    service_id,
+                )
+                service = None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _status(self, service: run_v2.Service) -> DeploymentStatus:
+        return cloudrun.to_status(service, self.provider_alias)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._clients is not None:
+            await self._clients.close()
+            self._clients = None
+
+    async def health(self) -> ProviderHealth:
+        self._check_credentials()
+        clients = await self._connect()
+        details = {
+            "project": self._project,
+            "mode": "cloudrun",
+            "region": self.settings.region,
+            "service_account": self.settings.service_account or "(the project's default)",
+        }
+        if self.settings.endpoints:
+            details["endpoints"] = ",".join(f"{k}={v}" for k, v in self.settings.endpoints.items())
+        with api_errors("run"):
+            pager = await clients.run().list_services(
+                request=run_v2.ListServicesRequest(parent=self._parent, page_size=1),
+                retry=retry.policy(),
+                timeout=remaining_timeout(),
+            )
+            async for _ in pager:
+                break
+        return ProviderHealth(
+            alias=self.provider_alias,
+            kind=ProviderKind.GCP.value,
+            healthy=True,
+            message=f"Cloud Run in {self._parent} reachable",
+            details=details,
+        )
+
+    # -- required ---------------------------------------------------------------------------
+
+    async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
+        spec.validate()
+        cloudrun.validate_spec(spec)
+        self.settings.validate()
+        clients = await self._connect()
+        existing = await self._find(spec.namespace, spec.service_id)
+        if existing is not None:
+            return await self._converge(existing, spec)
+        short = cloudrun.cloud_run_name(spec.namespace, spec.service_id)
+        with api_errors("run"):
+            try:
+                operation = await clients.run().create_service(
+                    parent=self._parent,
+                    service=cloudrun.build_service(spec, self.settings.service_account),
+                    service_id=short,
+                    retry=retry.policy(),
+                    timeout=remaining_timeout(),
+                )
+            except gexc.AlreadyExists as exc:
+                # A concurrent start (or a retried create that had gone through) created it
+                # first: converge onto that one.
+                raced = await self._find(spec.namespace, spec.service_id)
+                if raced is None:
+                    raise BackendConflictError(
+                        f"Cloud Run service {short} exists but is not managed by alphaswarm"
+                    ) from exc
+                return await self._converge(raced, spec)
+        try:
+            created = await self._await_operation(operation)
+        except BackendTimeoutError:
+            raise  # still in progress: a retried start converges on whatever it became
+        except InfrastructureProviderError:
+            await self._remove_failed(self._name(spec.namespace, spec.service_id))
+            raise
+        return self._status(created)
+
+    async def _converge(self, existing: run_v2.Service, spec: DeploymentSpec) -> DeploymentStatus:
+        account = self.settings.service_account
+        return await self._converge_with(
+            spec.namespace,
+            spec.service_id,
+            lambda service: cloudrun.converge(service, spec, account),
+            existing,
+        )
+
+    async def _remove_failed(self, name: str) -> None:
+        """Delete a service whose creation failed, so no half-created service is left."""
+        clients = await self._connect()
+        try:
+            with api_errors("run"):
+                operation = await clients.run().delete_service(
+                    name=name, retry=retry.policy(), timeout=remaining_timeout()
+                )
+            await self._await_operation(operation)
+        except InfrastructureProviderError as exc:
+            if not isinstance(exc.__cause__, gexc.NotFound):
+                log.warning("could not delete failed Cloud Run service %s: %s", name, exc)
+
+    async def stop(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
+        return await self.scale(service_id, 0, namespace=namespace)
+
+    async def scale(
+        self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
+        def change(service: run_v2.Service) -> run_v2.Service | None:
+            if cloudrun.instance_count(service) == replicas:
+                return None
+            updated = run_v2.Service(service)
+            cloudrun.set_instance_count(updated, replicas)
+            return updated
+
+        return await self._converge_with(namespace, service_id, change)
+
+    async def status(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
+        return self._status(await self._get(namespace, service_id))
+
+    async def list_deployments(self, *, namespace: str | None = None) -> list[DeploymentStatus]:
+        clients = await self._connect()
+        found = []
+        with api_errors("run"):
+            pager = await clients.run().list_services(
+                request=run_v2.ListServicesRequest(parent=self._parent, page_size=100),
+                retry=retry.policy(),
+                timeout=remaining_timeout(),
+            )
+            async for service in pager:
+                ids = cloudrun.owner(service)
+                if ids is not None and (namespace is None or ids[0] == namespace):
+                    found.append(self._status(service))
+        return found
+
+    async def delete(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
+    ) -> bool:
+        short = cloudrun.cloud_run_name(namespace, service_id)
+        found = False
+        for attempt in range(1, MAX_CONVERGE_ATTEMPTS + 1):
+            service = await self._find(namespace, service_id)
+            if service is None:
+                break
+            found = True
+            try:
+                await self._delete_service(service)
+                break
+            except BackendConflictError:
+                if attempt == MAX_CONVERGE_ATTEMPTS:
+                    raise
+                log.info(
+                    "Cloud Run service %s changed while being deleted; reading it again", short
+                )
+        await (await self._store()).delete(short, namespace, service_id)
+        if not found and not allow_missing:
+            raise DeploymentNotFoundError(service_id, namespace)
+        return found
+
+    async def _delete_service(self, service: run_v2.Service) -> None:
+        clients = await self._connect()
+        with api_errors("run"):
+            try:
+                operation = await clients.run().delete_service(
+                    request=run_v2.DeleteServiceRequest(name=service.name, etag=service.etag),
+                    retry=retry.policy(),
+                    timeout=remaining_timeout(),
+                )
+            except gexc.NotFound:
+                return  # deleted meanwhile (by a concurrent delete): the outcome holds
+        await self._await_operation(operation)
+
+    # -- config -----------------------------------------------------------------------------
+
+    async def _store(self) -> SecretConfigStore:
+        clients = await self._connect()
+        return SecretConfigStore(clients.secrets(), self._project)
+
+    async def get_config(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ServiceConfig:
+        service = await self._get(namespace, service_id)
+        stored = await (await self._store()).read(service.name.rsplit("/", 1)[1])
+        return ServiceConfig(service_id, namespace, stored.data, stored.version)
+
+    async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
+        patch.validate()
+        service = await self._get(patch.namespace, patch.service_id)
+        short = service.name.rsplit("/", 1)[1]
+        store = await self._store()
+        current = await store.read(short)
+        if patch.expected_version and patch.expected_version != current.version:
+            raise ConfigVersionConflict(
+                patch.service_id,
+                patch.namespace,
+                expected=patch.expected_version,
+                actual=current.version,
+            )
+        data = patch.applied_to(current.data)
+        version = await store.write(short, patch.namespace, patch.service_id, current, data)
+        ref = cloudrun.make_config_ref(store.secret_name(short), version)
+
+        def pin(existing: run_v2.Service) -> run_v2.Service | None:
+            # Pinning the version (not "latest") changes the template: Cloud Run rolls a
+            # revision, and a replica always runs the config version it was started with.
+            if cloudrun.config_ref(existing) == ref:
+                return None
+            rolled = run_v2.Service(existing)
+            rolled.template.revision = ""
+            for container in rolled.template.containers:
+                container.env = [v for v in container.env if v.name != cloudrun.CONFIG_ENV] + [ref]
+            return rolled
+
+        await self._converge_with(patch.namespace, patch.service_id, pin, service)
+        return ServiceConfig(patch.service_id, patch.namespace, data, version)
+
+    # -- logs -------------------------------------------------------------------------------
+
+    async def stream_logs(
+        self, service_id: str, query: LogQuery, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> AsyncGenerator[LogEntry, None]:
+        service = await self._get(namespace, service_id)
+        clients = await self._connect()
+        created: object = service.create_time
+        reader = CloudRunLogs(
+            clients.logging(),
+            self._project,
+            self.settings.region,
+            service.name.rsplit("/", 1)[1],
+            created if isinstance(created, datetime) else datetime.fromtimestamp(0, UTC),
+        )
+        if not query.follow:
+            for entry in await reader.retained(query):
+                yield entry
+            return
+        async for entry in reader.follow(query):
+            yield entry
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    async def stream_metrics(
+        self,
+        service_id: str,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        interval_seconds: float = 10.0,
+    ) -> AsyncGenerator[MetricSample, None]:
+        await self._get(namespace, service_id)
+        clients = await self._connect()
+        reader = CloudRunMetrics(
+            clients.monitoring(),
+            self._project,
+            self.settings.region,
+            self.settings.metrics_window,
+            read_timeout=max(interval_seconds, 5.0),
+        )
+        while True:
+            sample = await self._sample(reader, service_id, namespace)
+            yield sample
+            await asyncio.sleep(interval_seconds)
+
+    async def _sample(
+        self, reader: CloudRunMetrics, service_id: str, namespace: str
+    ) -> MetricSample:
+        try:
+            service = await self._get(namespace, service_id)
+            cores, memory = cloudrun.limits_of(service)
+            return await reader.sample(
+                service.name.rsplit("/", 1)[1],
+                service_id=service_id,
+                namespace=namespace,
+                alias=self.provider_alias,
+                cpu_cores=cores,
+                memory_limit=memory,
+            )
+        except InfrastructureProviderError as exc:
+            return MetricSample(
+                service_id=service_id,
+                namespace=namespace,
+                provider=self.provider_alias,
+                timestamp=datetime.now(UTC),
+                replicas=0,
+                ok=False,
+                error=exc.message,
+            )

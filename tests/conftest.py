@@ -1,0 +1,3 @@
+"""Fixtures shared across test packages, registered once so session fixtures start once."""
+
+pytest_plugins = ["tests.realkube.fixtures"]

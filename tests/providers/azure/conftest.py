@@ -1,0 +1,113 @@
+"""The azure provider's tests: the ARM emulator, an ACI-mode provider, and an AKS cluster
+(the Kubernetes API emulator over TLS) reached through the cluster user credential ARM hands
+out. Every provider here is the class ``select_backend`` picks, built as the registry builds
+it, with the real azure-mgmt (and kubernetes) clients."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import yaml
+
+from alphaswarm_controller.providers.azure import AciProvider, AksProvider
+from alphaswarm_core.providers.protocol import Resources
+from alphaswarm_core.testing import SpecFactory, spec_factory_for, unique_name
+from tests.fakes.arm_emulator import ArmEmulator
+from tests.fakes.arm_testing import emulator_env, make_provider
+from tests.fakes.kube_api import KubeApiEmulator
+
+IMAGE = "mcr.microsoft.com/azuredocs/aci-helloworld:latest"
+LOG_COMMAND = ("/bin/sh", "-c", "while true; do date; sleep 0.2; done")
+"""Prints a line every 0.2 s (the image has a shell); the emulator writes one per 0.2 s."""
+AKS_TOKEN = "aks-user-token-not-a-secret"
+CLUSTER = "prod-aks"
+
+
+@pytest.fixture
+def arm() -> Iterator[ArmEmulator]:
+    with ArmEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def provider(arm: ArmEmulator) -> AsyncIterator[AciProvider]:
+    instance = make_provider(arm, AciProvider)
+    await instance.open()
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return unique_name("ns")
+
+
+@pytest.fixture
+def spec_factory() -> SpecFactory:
+    return spec_factory_for(image=IMAGE, resources=Resources(cpu="500m", memory="512Mi"))
+
+
+# -- AKS ---------------------------------------------------------------------------------------
+
+
+def user_kubeconfig(kube: KubeApiEmulator, token: str = AKS_TOKEN) -> str:
+    """What AKS returns for a cluster with local accounts: server, CA data, user token."""
+    assert kube.ca_pem is not None
+    user = f"clusterUser_rg_{CLUSTER}"
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": CLUSTER,
+                    "cluster": {
+                        "server": kube.url,
+                        "certificate-authority-data": base64.b64encode(kube.ca_pem).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": CLUSTER, "context": {"cluster": CLUSTER, "user": user}}],
+            "current-context": CLUSTER,
+        }
+    )
+
+
+def aks_env(arm: ArmEmulator, **extra: str) -> dict[str, str]:
+    settings = {
+        "ALPHASWARM_AZURE_MODE": "aks",
+        "ALPHASWARM_AZURE_AKS_CLUSTER": CLUSTER,
+        "ALPHASWARM_KUBERNETES_CREATE_NAMESPACES": "true",
+        **extra,
+    }
+    env = emulator_env(arm, **settings)
+    del env["ALPHASWARM_AZURE_LOCATION"]  # not needed in AKS mode
+    return env
+
+
+@pytest.fixture
+def kube() -> Iterator[KubeApiEmulator]:
+    with KubeApiEmulator(token=AKS_TOKEN, tls=True) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def aks_arm(kube: KubeApiEmulator) -> Iterator[ArmEmulator]:
+    with ArmEmulator() as emulator:
+        emulator.add_cluster(CLUSTER, user_kubeconfig(kube))
+        yield emulator
+
+
+@pytest.fixture
+async def aks_provider(aks_arm: ArmEmulator) -> AsyncIterator[AksProvider]:
+    instance = make_provider(aks_arm, AksProvider, env=aks_env(aks_arm))
+    await instance.open()
+    try:
+        yield instance
+    finally:
+        await instance.close()

@@ -1,0 +1,144 @@
+"""Config in Secret Manager: versions, conflicts, the 64 KiB payload limit, no partial apply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from alphaswarm_controller.providers.gcp import CloudRunProvider
+from alphaswarm_controller.providers.gcp.cloudrun import cloud_run_name
+from alphaswarm_controller.providers.gcp.config import VERSION_LABEL
+from alphaswarm_core.providers.protocol import (
+    ConfigMapPatch,
+    ConfigVersionConflict,
+    InvalidSpecError,
+)
+from alphaswarm_core.testing import SpecFactory
+from tests.fakes.faults import Kind
+from tests.fakes.gcp_auth import PROJECT
+from tests.fakes.gcp_server import GcpEmulator
+
+
+def _secret(namespace: str, service_id: str) -> str:
+    return f"projects/{PROJECT}/secrets/alphaswarm-{cloud_run_name(namespace, service_id)}"
+
+
+def _revisions(emulator: GcpEmulator, namespace: str, service_id: str) -> list[str]:
+    short = cloud_run_name(namespace, service_id)
+    (name,) = [n for n in emulator.run.revisions if n.endswith(f"/{short}")]
+    return emulator.run.revisions[name]
+
+
+async def test_config_lives_in_one_secret_referenced_by_the_service(
+    cloud_run: CloudRunProvider,
+    emulator: GcpEmulator,
+    namespace: str,
+    cloud_run_specs: SpecFactory,
+) -> None:
+    spec = cloud_run_specs("cfg", namespace, replicas=1)
+    await cloud_run.start(spec)
+    first = await cloud_run.apply_config(ConfigMapPatch("cfg", namespace, set={"A": "1"}))
+    second = await cloud_run.apply_config(
+        ConfigMapPatch("cfg", namespace, set={"B": "2"}, expected_version=first.version)
+    )
+    assert (first.version, second.version) == ("1", "2")
+
+    secret = _secret(namespace, "cfg")
+    assert [json.loads(data) for _, data in emulator.secrets.versions[secret]] == [
+        {"A": "1"},
+        {"A": "1", "B": "2"},
+    ]
+    short = cloud_run_name(namespace, "cfg")
+    service = next(s for s in emulator.run.services.values() if s.name.endswith(short))
+    (container,) = service.template.containers
+    (ref,) = [e for e in container.env if e.name == "ALPHASWARM_CONFIG"]
+    assert (ref.value_source.secret_key_ref.secret, ref.value_source.secret_key_ref.version) == (
+        secret,
+        "2",
+    )
+    assert len(_revisions(emulator, namespace, "cfg")) == 3, "each version rolls a revision"
+
+    with pytest.raises(ConfigVersionConflict):
+        await cloud_run.apply_config(
+            ConfigMapPatch("cfg", namespace, set={"B": "x"}, expected_version="1")
+        )
+    assert len(emulator.secrets.versions[secret]) == 2, "a conflict writes nothing"
+
+    await cloud_run.start(spec)
+    assert len(_revisions(emulator, namespace, "cfg")) == 3, "start keeps the config reference"
+    assert (await cloud_run.get_config("cfg", namespace=namespace)).data == {"A": "1", "B": "2"}
+
+
+async def test_a_config_over_64_kib_is_rejected_before_anything_is_written(
+    cloud_run: CloudRunProvider,
+    emulator: GcpEmulator,
+    namespace: str,
+    cloud_run_specs: SpecFactory,
+) -> None:
+    # Issue 17: the model allows 512 KiB, one Secret Manager version holds 64 KiB; the
+    # oversized write used to fail after the version label had been moved.
+    await cloud_run.start(cloud_run_specs("big", namespace))
+    base = await cloud_run.apply_config(ConfigMapPatch("big", namespace, set={"A": "1"}))
+    secret = _secret(namespace, "big")
+    label = emulator.secrets.secrets[secret].labels[VERSION_LABEL]
+    claims = emulator.faults.count("secretmanager:UpdateSecret")
+    updates = emulator.faults.count("run:UpdateService")
+
+    large = {"ONE": "x" * 40_000, "TWO": "y" * 40_000}  # each value within the model's limit
+    with pytest.raises(InvalidSpecError) as caught:
+        await cloud_run.apply_config(
+            ConfigMapPatch("big", namespace, set=large, expected_version=base.version)
+        )
+    assert [v.field for v in caught.value.violations] == ["patch.set"]
+    assert "65536" in caught.value.violations[0].description
+    assert emulator.secrets.secrets[secret].labels[VERSION_LABEL] == label, "no claim"
+    assert emulator.faults.count("secretmanager:UpdateSecret") == claims
+    assert len(emulator.secrets.versions[secret]) == 1, "no version added"
+    assert emulator.faults.count("run:UpdateService") == updates, "no revision rolled"
+    assert (await cloud_run.get_config("big", namespace=namespace)).version == base.version
+
+
+async def test_concurrent_writers_of_one_version_one_wins(
+    cloud_run: CloudRunProvider,
+    emulator: GcpEmulator,
+    namespace: str,
+    cloud_run_specs: SpecFactory,
+) -> None:
+    await cloud_run.start(cloud_run_specs("race", namespace))
+    base = await cloud_run.apply_config(ConfigMapPatch("race", namespace, set={"N": "0"}))
+    results = await asyncio.gather(
+        *(
+            cloud_run.apply_config(
+                ConfigMapPatch("race", namespace, set={"N": str(n)}, expected_version=base.version)
+            )
+            for n in (1, 2)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, ConfigVersionConflict) for r in results) == 1, results
+    (winner,) = [r for r in results if not isinstance(r, BaseException)]
+    assert (await cloud_run.get_config("race", namespace=namespace)) == winner
+
+
+async def test_a_claim_whose_version_never_arrived_is_taken_over_by_the_next_write(
+    cloud_run: CloudRunProvider,
+    emulator: GcpEmulator,
+    namespace: str,
+    cloud_run_specs: SpecFactory,
+) -> None:
+    await cloud_run.start(cloud_run_specs("half", namespace))
+    base = await cloud_run.apply_config(ConfigMapPatch("half", namespace, set={"A": "1"}))
+    emulator.faults.clear()
+    emulator.faults.inject("secretmanager:AddSecretVersion", Kind.DENIED)
+    with pytest.raises(Exception, match="denied"):
+        await cloud_run.apply_config(
+            ConfigMapPatch("half", namespace, set={"A": "2"}, expected_version=base.version)
+        )
+    # The previous config is still what is read, and a retry of the same write completes.
+    assert (await cloud_run.get_config("half", namespace=namespace)).data == {"A": "1"}
+    done = await cloud_run.apply_config(
+        ConfigMapPatch("half", namespace, set={"A": "2"}, expected_version=base.version)
+    )
+    assert done.data == {"A": "2"} and done.version == "2"

@@ -1,0 +1,178 @@
+"""GkeProvider: the cluster found through the ClusterManager emulator, driven as Kubernetes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from google.cloud import container_v1
+
+from alphaswarm_controller.providers.gcp import GkeProvider
+from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
+from alphaswarm_core.providers.protocol import (
+    BackendPermissionDenied,
+    InfrastructureProviderUnavailable,
+    SettingInvalid,
+)
+from alphaswarm_core.testing import ready, wait_for
+from tests.fakes.faults import Kind
+from tests.fakes.gcp_auth import PROJECT, TokenServer
+from tests.fakes.gcp_server import GcpEmulator
+from tests.fakes.kube_api import KubeApiEmulator
+from tests.fakes.kube_fixtures import TOKEN, make_spec
+
+from .conftest import CLUSTER, REGION
+
+
+def test_gke_provider_is_the_kubernetes_provider() -> None:
+    assert issubclass(GkeProvider, KubernetesProvider)
+    assert (GkeProvider.provider_alias, GkeProvider.provider_kind) == ("gcp", "gcp")
+    assert GkeProvider.watch is KubernetesProvider.watch, "GKE mode uses the Kubernetes watch"
+    assert "native_watch" in GkeProvider.capabilities()
+
+
+async def test_cluster_is_found_and_called_with_the_google_token(
+    gke: GkeProvider,
+    emulator: GcpEmulator,
+    token_server: TokenServer,
+    kube: KubeApiEmulator,
+    kube_namespace: str,
+) -> None:
+    health = await gke.health()
+    assert health.healthy and (health.alias, health.kind) == ("gcp", "gcp")
+    assert health.details["cluster"] == (
+        f"projects/{PROJECT}/locations/{REGION}/clusters/{CLUSTER}"
+    )
+    assert health.details["mode"] == "gke"
+    served = (
+        emulator.faults.seen["container:GetCluster"]
+        - emulator.faults.failed["container:GetCluster"]
+    )
+    assert served == 1
+    assert token_server.issued == [TOKEN]
+    status = await gke.start(make_spec("web", kube_namespace, replicas=1))
+    assert status.provider == "gcp"
+    assert kube.requests, "the kubernetes API emulator was called"
+    assert (
+        emulator.faults.seen["container:GetCluster"]
+        == served + emulator.faults.failed["container:GetCluster"]
+    ), "the connection is reused"
+
+
+async def test_watch_is_a_kubernetes_watch_not_polling(
+    gke: GkeProvider, kube: KubeApiEmulator, kube_namespace: str
+) -> None:
+    # Issue 15: EKS/AKS/GKE modes lost Kubernetes' native watch and polled status instead.
+    await gke.start(make_spec("watched", kube_namespace, replicas=1))
+    await wait_for(gke, "watched", kube_namespace, ready(1))
+    deployment = f"/apis/apps/v1/namespaces/{kube_namespace}/deployments/watched"
+    pods = f"/api/v1/namespaces/{kube_namespace}/pods"
+    before = len(kube.requests)
+    watch = gke.watch("watched", namespace=kube_namespace, interval_seconds=0.05)
+    try:
+        async with asyncio.timeout(60):
+            first = await anext(watch)
+            assert first.ready_replicas == 1
+            await gke.scale("watched", 3, namespace=kube_namespace)
+            scaled = len(kube.requests)
+            async for status in watch:
+                if status.ready_replicas == 3:
+                    break
+    finally:
+        await watch.aclose()
+    watches = [r for r in kube.requests[before:] if "watch" in r.query]
+    assert watches, "a Kubernetes watch request was made"
+    # From the scale to three ready replicas (ready_delay 0.1 s each), polling every
+    # 0.05 s would read the Deployment and list its pods again and again; the watch's
+    # changes arrive on the stream it already holds.
+    after = [(r.method, r.path) for r in kube.requests[scaled:]]
+    assert ("GET", deployment) not in after and ("GET", pods) not in after, after
+    assert len(after) <= 2, after
+
+
+async def test_kubernetes_settings_keep_their_names(gke_env: dict[str, str]) -> None:
+    provider = GkeProvider(env={**gke_env, "ALPHASWARM_KUBERNETES_PAGE_SIZE": "7"})
+    assert provider.page_size == 7
+    assert provider.setting_name("GKE_CLUSTER") == "ALPHASWARM_GCP_GKE_CLUSTER"
+    assert provider.setting_name("CREATE_NAMESPACES") == "ALPHASWARM_KUBERNETES_CREATE_NAMESPACES"
+    assert provider.create_namespaces
+
+
+async def test_from_connection_skips_the_lookup(
+    gke_env: dict[str, str], emulator: GcpEmulator, kube: KubeApiEmulator, kube_namespace: str
+) -> None:
+    connection = ClusterConnection(endpoint=kube.url, ca_data=kube.ca_pem, token=TOKEN)
+    provider = GkeProvider.from_connection(connection, env=gke_env, alias="gcp", kind="gcp")
+    assert isinstance(provider, GkeProvider)
+    try:
+        status = await provider.start(make_spec("direct", kube_namespace))
+    finally:
+        await provider.close()
+    assert status.provider == "gcp"
+    assert emulator.faults.count("container:GetCluster") == 0
+
+
+async def test_unknown_cluster_names_the_setting(gke_env: dict[str, str]) -> None:
+    provider = GkeProvider(env={**gke_env, "ALPHASWARM_GCP_GKE_CLUSTER": "nope"})
+    try:
+        with pytest.raises(InfrastructureProviderUnavailable) as caught:
+            await provider.health()
+    finally:
+        await provider.close()
+    assert caught.value.reason == "CLUSTER_NOT_FOUND"
+    assert "ALPHASWARM_GCP_GKE_CLUSTER" in caught.value.message
+
+
+async def test_a_cluster_still_provisioning_is_not_ready(
+    gke_env: dict[str, str], emulator: GcpEmulator, kube: KubeApiEmulator
+) -> None:
+    assert kube.ca_pem is not None
+    emulator.container.add_cluster(
+        PROJECT,
+        REGION,
+        "fresh",
+        endpoint="",
+        ca_pem=kube.ca_pem,
+        status=container_v1.Cluster.Status.PROVISIONING,
+    )
+    provider = GkeProvider(env={**gke_env, "ALPHASWARM_GCP_GKE_CLUSTER": "fresh"})
+    try:
+        with pytest.raises(InfrastructureProviderUnavailable) as caught:
+            await provider.health()
+    finally:
+        await provider.close()
+    assert caught.value.reason == "CLUSTER_NOT_READY"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("ALPHASWARM_GCP_GKE_CLUSTER", ""),
+        ("ALPHASWARM_GCP_GKE_CLUSTER", "Bad_Name"),
+        ("ALPHASWARM_GCP_GKE_LOCATION", "mars"),
+    ],
+)
+async def test_a_bad_cluster_setting_fails_before_any_call(
+    gke_env: dict[str, str], emulator: GcpEmulator, setting: str, value: str
+) -> None:
+    provider = GkeProvider(env={**gke_env, setting: value})
+    try:
+        with pytest.raises(SettingInvalid) as caught:
+            await provider.health()
+    finally:
+        await provider.close()
+    assert caught.value.metadata == {"setting": setting}
+    assert emulator.faults.count() == 0
+
+
+async def test_denied_cluster_read_names_the_role(
+    gke_env: dict[str, str], emulator: GcpEmulator
+) -> None:
+    emulator.faults.clear()
+    emulator.faults.inject("container:GetCluster", Kind.DENIED, message="container.clusters.get")
+    provider = GkeProvider(env=gke_env)
+    try:
+        with pytest.raises(BackendPermissionDenied, match=r"roles/container\.developer"):
+            await provider.health()
+    finally:
+        await provider.close()

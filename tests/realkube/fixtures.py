@@ -1,0 +1,130 @@
+"""Pytest fixtures: the real control plane once per session, a namespace per test.
+
+The binaries come from ``ALPHASWARM_KUBE_BIN_DIR`` (scripts/test.sh exports it)
+or, when that is unset, from an earlier ``bash scripts/kube/build.sh``. Without
+them the tests fail and say which command builds them: a missing backend is a
+failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
+from alphaswarm_core.testing import unique_name
+
+from .cluster import BUILD_COMMAND, Endpoint, KubeCluster, missing_binaries
+
+BIN_DIR_ENV = "ALPHASWARM_KUBE_BIN_DIR"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def kube_bin_dir() -> Path:
+    configured = os.environ.get(BIN_DIR_ENV)
+    if configured:
+        bin_dir = Path(configured)
+    else:
+        found = subprocess.run(
+            ["bash", str(REPO / "scripts" / "kube" / "build.sh"), "--if-built"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if found.returncode != 0:
+            pytest.fail(
+                "the real Kubernetes control plane is not built: run "
+                f"`{BUILD_COMMAND}` (10-17 min the first time), or set {BIN_DIR_ENV}",
+                pytrace=False,
+            )
+        bin_dir = Path(found.stdout.strip())
+    missing = missing_binaries(bin_dir)
+    if missing:
+        pytest.fail(
+            f"{bin_dir} lacks {', '.join(missing)}: run `{BUILD_COMMAND}` "
+            f"and point {BIN_DIR_ENV} at the directory it prints",
+            pytrace=False,
+        )
+    return bin_dir
+
+
+def _report(config: pytest.Config, line: str) -> None:
+    """One line on the terminal, past output capture (CI logs show the start-up cost)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def real_kube_cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
+    """etcd + kube-apiserver + controller-manager + scheduler + kwok, up for the session."""
+    cluster = KubeCluster(kube_bin_dir())
+    # Teardown runs on failure and on Ctrl-C; atexit covers an interpreter exit
+    # that skips fixture teardown. Stopping twice is harmless.
+    atexit.register(cluster.stop)
+    try:
+        endpoint = cluster.start()
+        _report(
+            request.config,
+            f"real Kubernetes control plane up in {cluster.startup_seconds:.1f}s at {endpoint.url}",
+        )
+        yield cluster
+    finally:
+        cluster.stop()
+        atexit.unregister(cluster.stop)
+
+
+@pytest.fixture(scope="session")
+def real_kube(real_kube_cluster: KubeCluster) -> Endpoint:
+    """How to reach the session's API server (URL, CA, tokens, admin kubeconfig)."""
+    assert real_kube_cluster.endpoint is not None
+    return real_kube_cluster.endpoint
+
+
+@pytest.fixture(scope="session")
+def real_kube_metrics(real_kube_cluster: KubeCluster) -> Endpoint:
+    """The session's API server once metrics.k8s.io is Available (metrics-server scraped kwok).
+
+    Only the tests that read metrics wait for it (about two scrapes, 10-20 s).
+    """
+    real_kube_cluster.wait_for_metrics_api()
+    assert real_kube_cluster.endpoint is not None
+    return real_kube_cluster.endpoint
+
+
+@pytest.fixture
+def real_kube_namespace(real_kube: Endpoint) -> Iterator[str]:
+    """A fresh namespace, deleted (asynchronously, by the namespace controller) after the test."""
+    api = real_kube.admin()
+    name = unique_name("ns")
+    api.create(
+        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
+    yield name
+    api.delete(f"/api/v1/namespaces/{name}")
+
+
+def connect_real(
+    endpoint: Endpoint, env: Mapping[str, str] | None = None, *, alias: str = "kubernetes"
+) -> KubernetesProvider:
+    """The provider as a cloud provider builds it for a managed cluster: URL, CA, bearer token."""
+    connection = ClusterConnection(
+        endpoint=endpoint.url,
+        ca_data=endpoint.ca_pem,
+        token=endpoint.token,
+        description="the tests' kube-apiserver",
+    )
+    return KubernetesProvider.from_connection(
+        connection,
+        env={"ALPHASWARM_KUBERNETES_CREATE_NAMESPACES": "true", **(env or {})},
+        alias=alias,
+    )
