@@ -32,9 +32,11 @@ Each job, in its own venv:
 A dependency missing from an extra, or a floor the code does not work with, fails the
 job, and any failed job fails the run. A floor the resolver had to raise (another
 requirement needs more) is listed in the summary: where every job raises it, the
-declared floor is not what anyone can install, and pyproject.toml should say so. Jobs run ``--jobs`` at a time (default 4, or
-ALPHASWARM_MATRIX_JOBS): they mostly wait on emulators and servers, so a few at once
-fit on two cores. Jobs that use the Docker engine (DOCKER_HOST) run one at a time.
+declared floor is not what anyone can install, and pyproject.toml should say so.
+
+Jobs run ``--jobs`` at a time (default 4, or ALPHASWARM_MATRIX_JOBS): they mostly wait
+on emulators and servers, so a few at once fit on two cores. Jobs that use the Docker
+engine (DOCKER_HOST) run one at a time.
 """
 
 from __future__ import annotations
