@@ -25,6 +25,10 @@ RUN_DIR="$(mktemp -d /tmp/asw-test.XXXXXX)"
 export ALPHASWARM_TEST_RUN="${RUN_DIR##*/}"
 export TMPDIR="$RUN_DIR/tmp"
 mkdir "$TMPDIR"
+# As /tmp is: tests make directories there for the unprivileged users they run
+# replicas and servers as (pytest's base temp below stays 0700, as it always is).
+chmod 0755 "$RUN_DIR"
+chmod 1777 "$TMPDIR"
 interrupted=""
 
 # Processes of this run: they inherited ALPHASWARM_TEST_RUN (read in bash, no helper).
