@@ -37,7 +37,7 @@ run_pids() {
     for pid in /proc/[0-9]*; do
         pid="${pid#/proc/}"
         [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
-        mapfile -d '' vars <"/proc/$pid/environ" 2>/dev/null || continue
+        mapfile -d '' vars 2>/dev/null <"/proc/$pid/environ" || continue
         [[ " ${vars[*]} " == *" ALPHASWARM_TEST_RUN=$ALPHASWARM_TEST_RUN "* ]] && echo "$pid"
     done
 }

@@ -84,8 +84,14 @@ echo "$BRIDGE" >"$ROOT/bridge"  # for stop-dockerd.sh
 SUBNET=""
 exec {lock}>/run/lock/alphaswarm-dockerd-subnets.lock
 flock -w 60 "$lock"
-for third in $(seq 10 250); do
-    if ! ip -4 addr show | grep -q "inet 172\.29\.$third\."; then
+# Read once, then matched in bash: `ip ... | grep -q` under pipefail reports a taken /24
+# as free whenever grep's early exit kills ip with SIGPIPE. The search starts at a
+# random /24 so that engines started without this lock rarely pick the same one.
+addresses="$(ip -4 -o addr show)"
+offset=$((RANDOM % 241))
+for i in $(seq 0 240); do
+    third=$((10 + (offset + i) % 241))
+    if [[ "$addresses" != *" 172.29.$third."* ]]; then
         SUBNET="172.29.$third"
         break
     fi
@@ -94,12 +100,26 @@ done
 ip link add name "$BRIDGE" type bridge
 ip addr add "$SUBNET.1/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
+# User-defined networks (each Compose project's <project>_default) get /24s from a /16
+# of their own: one no route uses yet and no other engine of this script has claimed
+# (their claims are in /tmp/dkr.*/pool), picked under the same lock.
+routes="$(ip -4 route show)"
+claimed="$(cat /tmp/dkr.*/pool 2>/dev/null || true)"
+POOL=""
+offset=$((RANDOM % 50))
+for i in $(seq 0 49); do
+    second=$((200 + (offset + i) % 50))
+    if [[ "$routes" != *"10.$second."* ]] && ! grep -qx "$second" <<<"$claimed"; then
+        POOL="$second"
+        break
+    fi
+done
+[[ -n "$POOL" ]] || { log "no free /16 left in 10.200.0.0-10.249.255.255"; exit 1; }
+echo "$POOL" >"$ROOT/pool"
 flock -u "$lock"
 exec {lock}>&-
 
-log "starting dockerd under $ROOT (bridge $BRIDGE on $SUBNET.0/24)"
-# User-defined networks (each Compose project's <project>_default) get /24s from a
-# /16 picked at random, so that two engines on one machine rarely pick the same one.
+log "starting dockerd under $ROOT (bridge $BRIDGE on $SUBNET.0/24, networks in 10.$POOL.0.0/16)"
 setsid dockerd \
     --data-root "$ROOT/data" \
     --exec-root "$ROOT/exec" \
@@ -108,7 +128,7 @@ setsid dockerd \
     --bridge "$BRIDGE" \
     --iptables=false \
     --ip-masq=false \
-    --default-address-pool "base=10.$((200 + RANDOM % 50)).0.0/16,size=24" \
+    --default-address-pool "base=10.$POOL.0.0/16,size=24" \
     >"$ROOT/dockerd.log" 2>&1 </dev/null &
 dockerd_pid=$!
 

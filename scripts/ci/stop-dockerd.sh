@@ -28,7 +28,7 @@ engine_pids() {
     local pid args
     for pid in /proc/[0-9]*; do
         pid="${pid#/proc/}"
-        mapfile -d '' args <"/proc/$pid/cmdline" 2>/dev/null || continue
+        mapfile -d '' args 2>/dev/null <"/proc/$pid/cmdline" || continue
         [[ " ${args[*]} " == *"$ROOT/"* ]] && echo "$pid"
     done
 }
