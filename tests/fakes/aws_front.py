@@ -10,7 +10,9 @@ talk to moto directly (``MotoAws.client``), so faults never hit them. Per reques
    ``Throttling`` in CBOR for CloudWatch, XML for STS... A fault's ``match`` is
    searched in the path and, for the JSON protocol (every call goes to ``/``), in
    the body, where the request names its resource (``"Name": "/alphaswarm/..."``);
-3. ``aws_rules.check`` refuses what the real service refuses and moto does not;
+3. ``aws_rules.check`` refuses what the real service refuses and moto does not, and
+   ``aws_rules.rewrite`` adjusts a request moto would answer differently from the
+   service (FilterLogEvents sorted across streams, GetLogEvents' exclusive endTime);
 4. ECS requests go through ``EcsControlPlane.before``/``after``, which keep the
    deployments moto does not and rewrite moto's answers as ECS gives them;
 5. everything else is moto's answer, unchanged.
@@ -104,6 +106,9 @@ class AwsFront:
         refusal = aws_rules.check(request, self.rules)
         if refusal is not None:
             return aws_wire.error(request, refusal)
+        rewritten = aws_rules.rewrite(request)
+        if rewritten is not None:  # moto does not check signatures: the body may change
+            body = json.dumps(rewritten).encode()
         if self.ecs is not None and request.service == "ecs":
             return self._ecs(request, method, target, headers, body)
         return self._forward(method, target, headers, body)

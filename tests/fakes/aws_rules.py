@@ -5,6 +5,9 @@ rule answers with the error the real service sends. Each rule cites its source:
 the botocore service model (``botocore/data/<service>/<version>/service-2.json``,
 shapes and member documentation) or the service's API reference / developer
 guide. moto's own checks stay in force behind these.
+
+``rewrite`` then adjusts what moto would answer differently from the service for an
+accepted request (``REWRITES``), each with its source too.
 """
 
 from __future__ import annotations
@@ -170,7 +173,89 @@ def _at_most(member: str, limit: int) -> Rule:
     return check
 
 
+# -- CloudWatch Logs ---------------------------------------------------------------------------
+
+#: PutRetentionPolicy ``retentionInDays``: "Possible values are: 1, 3, 5, 7, 14, 30, 60, 90,
+#: 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, and 3653."
+#: (logs 2014-03-28 model, shape Days)
+LOG_RETENTION_DAYS = frozenset({
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+})  # fmt: skip
+
+
+def _logs_invalid(message: str) -> AwsError:
+    return AwsError(400, "InvalidParameterException", message)
+
+
+def _constraint(member: str, value: Any, constraint: str) -> AwsError:
+    # The service's validation wording, e.g. "1 validation error detected: Value
+    # '-6795364578871' at 'startTime' failed to satisfy constraint: Member must have value
+    # greater than or equal to 0" (as reported in elastic/integrations#10564).
+    return _logs_invalid(
+        f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
+        f"constraint: Member must {constraint}"
+    )
+
+
+def _log_read(params: Params) -> AwsError | None:
+    """What FilterLogEvents and GetLogEvents share: exactly one of logGroupName and
+    logGroupIdentifier ("You must include one of these two parameters, but you can't
+    include both"), limit 1-10,000 (EventsLimit), times from 0 (Timestamp "min": 0)."""
+    if ("logGroupName" in params) == ("logGroupIdentifier" in params):
+        return _logs_invalid("Exactly one of logGroupName or logGroupIdentifier must be given")
+    if "limit" in params:
+        limit = int(params["limit"])
+        if limit < 1:
+            return _constraint("limit", limit, "have value greater than or equal to 1")
+        if limit > 10_000:
+            return _constraint("limit", limit, "have value less than or equal to 10000")
+    for member in ("startTime", "endTime"):
+        if member in params and int(params[member]) < 0:
+            return _constraint(member, params[member], "have value greater than or equal to 0")
+    return None
+
+
+def logs_filter_log_events(params: Params, _: RuleContext) -> AwsError | None:
+    if error := _log_read(params):
+        return error
+    names = params.get("logStreamNames")
+    if names is not None and not 1 <= len(names) <= 100:  # InputLogStreamNames: 1-100
+        return _constraint(
+            "logStreamNames", len(names), "have length between 1 and 100 (list members)"
+        )
+    # "If you specify a value for both logStreamNames and logStreamNamePrefix, the action
+    # returns an InvalidParameterException error." (FilterLogEventsRequest.logStreamNames)
+    if names is not None and "logStreamNamePrefix" in params:
+        return _logs_invalid("logStreamNames and logStreamNamePrefix cannot both be specified")
+    return None
+
+
+def logs_get_log_events(params: Params, _: RuleContext) -> AwsError | None:
+    return _log_read(params)
+
+
+def logs_put_retention_policy(params: Params, _: RuleContext) -> AwsError | None:
+    days = params.get("retentionInDays")
+    if days not in LOG_RETENTION_DAYS:
+        return _constraint(
+            "retentionInDays", days, f"satisfy enum value set: {sorted(LOG_RETENTION_DAYS)}"
+        )
+    return None
+
+
+def logs_describe_limit(params: Params, _: RuleContext) -> AwsError | None:
+    if "limit" in params and not 1 <= int(params["limit"]) <= 50:  # DescribeLimit: 1-50
+        return _constraint("limit", params["limit"], "have value between 1 and 50")
+    return None
+
+
 RULES: dict[str, Rule] = {
+    "logs:FilterLogEvents": logs_filter_log_events,
+    "logs:GetLogEvents": logs_get_log_events,
+    "logs:PutRetentionPolicy": logs_put_retention_policy,
+    "logs:DescribeLogGroups": logs_describe_limit,
+    "logs:DescribeLogStreams": logs_describe_limit,
     "ssm:PutParameter": ssm_put_parameter,
     "ssm:DeleteParameters": ssm_delete_parameters,
     "ssm:DescribeParameters": ssm_describe_parameters,
@@ -189,3 +274,31 @@ RULES: dict[str, Rule] = {
 def check(request: AwsRequest, context: RuleContext) -> AwsError | None:
     rule = RULES.get(request.name)
     return rule(request.params, context) if rule else None
+
+
+def _interleaved(params: dict[str, Any]) -> dict[str, Any]:
+    # FilterLogEvents' ``interleaved``: "As of June 17, 2019, this parameter is ignored and
+    # the value is assumed to be true", and "The returned log events are sorted by event
+    # timestamp" across streams. moto sorts across streams only when asked.
+    return {**params, "interleaved": True}
+
+
+def _end_exclusive(params: dict[str, Any]) -> dict[str, Any]:
+    # GetLogEvents' ``endTime``: "Events with a timestamp equal to or later than this time
+    # are not included"; moto includes them.
+    if int(params.get("endTime") or 0) > 0:
+        return {**params, "endTime": int(params["endTime"]) - 1}
+    return params
+
+
+REWRITES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "logs:FilterLogEvents": _interleaved,
+    "logs:GetLogEvents": _end_exclusive,
+}
+
+
+def rewrite(request: AwsRequest) -> dict[str, Any] | None:
+    """The JSON body moto must see to answer ``request`` as the service does; None when
+    the request goes as it is."""
+    change = REWRITES.get(request.name)
+    return change(dict(request.params)) if change else None

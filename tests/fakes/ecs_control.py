@@ -37,6 +37,19 @@ The rules it follows, each from the ECS API reference / developer guide:
 * CreateService for a name that is ACTIVE is refused ("Creation of service was not
   idempotent.") unless it repeats the ``clientToken`` that created it, which returns
   that service (CreateServiceRequest.clientToken).
+* DeleteService (desiredCount 0, or ``force``) turns the service DRAINING while its
+  tasks stop, then INACTIVE; neither is listed by ListServices, and "If you attempt to
+  create a new service with the same name as an existing service in either ACTIVE or
+  DRAINING status, you receive an error" (DeleteService): ECS's words for it are
+  ``InvalidParameterException: Unable to Start a service that is still Draining.``
+  (as reported in spinnaker/spinnaker#5476, ewilde/faas-fargate#13). UpdateService of a
+  service that is not ACTIVE is ``ServiceNotActiveException`` ("You can't update a
+  service that's inactive", the model's shape). moto marks a deleted service INACTIVE at
+  once and lists it on.
+* Tasks take time to stop too (``stop_seconds``): their lastStatus is STOPPING until
+  then (Task lifecycle: RUNNING, DEACTIVATING, STOPPING, DEPROVISIONING, STOPPED).
+* Containers write their output through the ``awslogs`` driver (``awslogs_driver``):
+  the stream is created when the container starts, a missing log group fails the start.
 * AWS/ECS CPUUtilization and MemoryUtilization are published per service (dimensions
   ClusterName, ServiceName) as percent of the reserved CPU and memory.
 """
@@ -55,6 +68,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .aws_wire import AwsError
+from .awslogs_driver import AwsLogsDriver, LogTarget
 
 log = logging.getLogger(__name__)
 
@@ -113,28 +127,41 @@ class Deployment:
         return rendered
 
 
+@dataclass(frozen=True)
+class Definition:
+    """What the scheduler needs of a task definition revision (immutable, read once)."""
+
+    cpu: str
+    memory: str
+    image: str
+    command: tuple[str, ...]
+    logging: LogTarget | None
+
+
 @dataclass
 class Task:
     arn: str
     service: str
     deployment: str
-    image: str
-    cpu: str
-    memory: str
+    definition: Definition
     created: float = field(default_factory=time.monotonic)
     created_at: datetime = field(default_factory=now)
     pullable: bool = True
+    started: bool = False
+    """The container started (image pulled, log driver ready)."""
     stopped: bool = False
+    """ECS set the desired status to STOPPED."""
+    stopped_at: float = 0.0
 
-    def phase(self, start_seconds: float) -> str:
-        age = time.monotonic() - self.created
+    def phase(self, start_seconds: float, stop_seconds: float) -> str:
         if self.stopped:
-            return "STOPPED"
-        if age < start_seconds / 2:
+            stopping = time.monotonic() - self.stopped_at < stop_seconds
+            return "STOPPING" if stopping and self.started else "STOPPED"
+        if self.started:
+            return "RUNNING"
+        if time.monotonic() - self.created < start_seconds / 2:
             return "PROVISIONING"
-        if age < start_seconds or not self.pullable:
-            return "PENDING"
-        return "RUNNING"
+        return "PENDING"
 
 
 @dataclass
@@ -149,6 +176,8 @@ class Service:
     events: list[JsonDict] = field(default_factory=list)
     completed: Deployment | None = None
     published: float = 0.0
+    deleted: bool = False
+    tasks: list[Task] = field(default_factory=list)
 
     @property
     def primary(self) -> Deployment:
@@ -193,16 +222,20 @@ class EcsControlPlane:
         ecs: Callable[[], Any],
         cloudwatch: Callable[[], Any],
         *,
+        logs: AwsLogsDriver,
         pullable: Iterable[str],
         start_seconds: float = 0.3,
+        stop_seconds: float = 0.3,
         interval: float = 0.05,
         publish_metrics: bool = True,
         metrics_interval: float = 1.0,
     ) -> None:
         self._ecs = ecs
         self._cloudwatch = cloudwatch
+        self.logs = logs
         self.pullable = set(pullable)
         self.start_seconds = start_seconds
+        self.stop_seconds = stop_seconds
         self.interval = interval
         self.publish_metrics = publish_metrics
         self.metrics_interval = metrics_interval
@@ -210,7 +243,7 @@ class EcsControlPlane:
         self._services: dict[str, Service] = {}
         self._tasks: dict[str, Task] = {}
         self._registered: dict[str, datetime] = {}
-        self._sizes: dict[str, tuple[str, str, str]] = {}
+        self._definitions: dict[str, Definition] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ecs-control-plane", daemon=True)
 
@@ -234,13 +267,24 @@ class EcsControlPlane:
 
     def before(self, operation: str, params: JsonDict) -> AwsError | JsonDict | None:
         """An error, an answer that replaces moto's, or None to let moto answer."""
+        if operation == "UpdateService":
+            with self._lock:
+                found = self._named(str(params.get("service", "")))
+                if found is not None and self.status_of(found) != "ACTIVE":
+                    return AwsError(400, "ServiceNotActiveException", "Service was not ACTIVE.")
+            return None
         if operation != "CreateService":
             return None
         with self._lock:
-            existing = next(
-                (s for s in self._services.values() if s.name == params.get("serviceName")), None
-            )
-            if existing is None or self._status_of(existing) != "ACTIVE":
+            existing = self._named(str(params.get("serviceName", "")))
+            status = "INACTIVE" if existing is None else self.status_of(existing)
+            if status == "DRAINING":
+                return AwsError(
+                    400,
+                    "InvalidParameterException",
+                    "Unable to Start a service that is still Draining.",
+                )
+            if existing is None or status != "ACTIVE":
                 return None
             token = params.get("clientToken")
             if token and token == existing.client_token:
@@ -259,9 +303,22 @@ class EcsControlPlane:
             result: JsonDict = handler(params, answer)
             return result
 
-    def _status_of(self, service: Service) -> str:
-        found = self._ecs().describe_services(cluster=service.cluster, services=[service.arn])
-        return str(found["services"][0]["status"]) if found["services"] else "INACTIVE"
+    def _named(self, name_or_arn: str) -> Service | None:
+        name = name_or_arn.rsplit("/", 1)[-1]
+        return next((s for s in self._services.values() if s.name == name), None)
+
+    def status_of(self, service: Service) -> str:
+        """ACTIVE; DRAINING once deleted, until every task of it has stopped; INACTIVE."""
+        if not service.deleted:
+            return "ACTIVE"
+        phases = (t.phase(self.start_seconds, self.stop_seconds) for t in service.tasks)
+        return "DRAINING" if any(phase != "STOPPED" for phase in phases) else "INACTIVE"
+
+    def service_status(self, name: str) -> str:
+        """The emulated ECS status of service ``name`` ("" when ECS never had it)."""
+        with self._lock:
+            found = self._named(name)
+            return "" if found is None else self.status_of(found)
 
     def _after_RegisterTaskDefinition(self, params: JsonDict, answer: JsonDict) -> JsonDict:
         definition = answer["taskDefinition"]
@@ -285,7 +342,14 @@ class EcsControlPlane:
         return {"taskDefinitionArns": page.pop("items"), **page}
 
     def _after_ListServices(self, params: JsonDict, answer: JsonDict) -> JsonDict:
-        page = _page(list(answer.get("serviceArns", [])), params, 10)
+        # Deleted services are "no longer visible ... in the ListServices API operation"
+        # (DeleteService); moto lists them on.
+        arns = [
+            arn
+            for arn in answer.get("serviceArns", [])
+            if arn not in self._services or self.status_of(self._services[arn]) == "ACTIVE"
+        ]
+        page = _page(arns, params, 10)
         return {"serviceArns": page.pop("items"), **page}
 
     def _after_ListTasks(self, params: JsonDict, answer: JsonDict) -> JsonDict:
@@ -347,6 +411,17 @@ class EcsControlPlane:
         answer["service"] = self._render_service(described)
         return answer
 
+    def _after_DeleteService(self, params: JsonDict, answer: JsonDict) -> JsonDict:
+        described = answer["service"]
+        service = self._services.get(described["serviceArn"])
+        if service is not None:
+            service.deleted = True
+            service.primary.desired = 0
+            service.primary.updated = now()
+            service.event(f"(service {service.name}) has been deleted.")
+        answer["service"] = self._render_service(described)
+        return answer
+
     def _after_DescribeServices(self, params: JsonDict, answer: JsonDict) -> JsonDict:
         answer["services"] = [self._render_service(s) for s in answer.get("services", [])]
         return answer
@@ -356,13 +431,13 @@ class EcsControlPlane:
             task = self._tasks.get(described["taskArn"])
             if task is None:
                 continue
-            phase = task.phase(self.start_seconds)
+            phase = task.phase(self.start_seconds, self.stop_seconds)
             described["lastStatus"] = phase
             described["createdAt"] = task.created_at.timestamp()
-            described["cpu"], described["memory"] = task.cpu, task.memory
-            if phase in ("RUNNING", "STOPPED") and task.pullable:
+            described["cpu"], described["memory"] = task.definition.cpu, task.definition.memory
+            if task.started:
                 described["startedAt"] = task.created_at.timestamp() + self.start_seconds
-            if task.stopped and not task.pullable:
+            if task.stopped and not task.started:
                 described["stopCode"] = "TaskFailedToStart"
         return answer
 
@@ -392,6 +467,7 @@ class EcsControlPlane:
         service = self._services.get(described.get("serviceArn", ""))
         if service is None:
             return described
+        described["status"] = self.status_of(service)
         described["deployments"] = [d.render() for d in service.deployments]
         described["deploymentConfiguration"] = service.configuration
         described["runningCount"] = sum(d.running for d in service.deployments)
@@ -417,6 +493,8 @@ class EcsControlPlane:
             for service in list(self._services.values()):
                 self._reconcile(service)
                 metric_data.extend(self._metrics(service))
+            batches = self.logs.collect()
+        self.logs.send(batches)  # CloudWatch calls outside the lock, like the metrics
         for start in range(0, len(metric_data), 20):
             self._cloudwatch().put_metric_data(
                 Namespace="AWS/ECS", MetricData=metric_data[start : start + 20]
@@ -428,11 +506,19 @@ class EcsControlPlane:
     def _reconcile(self, service: Service) -> None:
         for deployment in service.deployments:
             for task in self._alive(deployment):
-                started = time.monotonic() - task.created >= self.start_seconds
-                if started and not task.pullable:
-                    self._stop_task(service, task, PULL_ERROR.format(image=task.image))
+                due = time.monotonic() - task.created >= self.start_seconds
+                if task.started or not due:
+                    continue
+                failure = self._start_container(task)
+                if failure:
+                    self._stop_task(service, task, failure)
                     deployment.failed += 1
                     deployment.updated = now()
+        if service.deleted:  # ECS stops what is left and starts nothing
+            for deployment in service.deployments:
+                for task in self._alive(deployment):
+                    self._stop_task(service, task, "Service deleted")
+            return
         primary = service.primary
         alive = self._alive(primary)
         if primary.rollout != "FAILED":
@@ -443,7 +529,7 @@ class EcsControlPlane:
                 self._stop_task(service, task, "Scaling activity initiated by deployment")
         self._trip_breaker(service)
         primary = service.primary
-        running = [t for t in self._alive(primary) if t.phase(self.start_seconds) == "RUNNING"]
+        running = [t for t in self._alive(primary) if t.started]
         for old in service.deployments[1:]:
             if old.rollout == "FAILED" or len(running) >= primary.desired:
                 for task in self._alive(old):
@@ -453,7 +539,7 @@ class EcsControlPlane:
         ]
         for deployment in service.deployments:
             tasks = self._alive(deployment)
-            deployment.running = sum(1 for t in tasks if t.phase(self.start_seconds) == "RUNNING")
+            deployment.running = sum(1 for t in tasks if t.started)
             deployment.pending = len(tasks) - deployment.running
         primary = service.primary
         if (
@@ -496,18 +582,36 @@ class EcsControlPlane:
         service.event(f"(service {service.name}) rolling back to deployment {completed.id}.")
         log.debug("rolled %s back in %s", service.name, rollback.id)
 
-    def _sizes_of(self, task_definition: str) -> tuple[str, str, str]:
-        sizes = self._sizes.get(task_definition)
-        if sizes is None:
+    def _start_container(self, task: Task) -> str:
+        """Start a task's container: "" when it runs, else why it stopped."""
+        if not task.pullable:
+            return PULL_ERROR.format(image=task.definition.image)
+        target = task.definition.logging
+        if target is not None:
+            failure = self.logs.start(task.arn, target, task.definition.command)
+            if failure:
+                return failure
+        task.started = True
+        return ""
+
+    def _definition_of(self, task_definition: str) -> Definition:
+        known = self._definitions.get(task_definition)
+        if known is None:
             found = self._ecs().describe_task_definition(taskDefinition=task_definition)
-            definition = found["taskDefinition"]
-            image = str(definition["containerDefinitions"][0].get("image", ""))
-            sizes = (str(definition.get("cpu", "")), str(definition.get("memory", "")), image)
-            self._sizes[task_definition] = sizes
-        return sizes
+            described = found["taskDefinition"]
+            container = described["containerDefinitions"][0]
+            known = Definition(
+                cpu=str(described.get("cpu", "")),
+                memory=str(described.get("memory", "")),
+                image=str(container.get("image", "")),
+                command=tuple(str(arg) for arg in container.get("command") or ()),
+                logging=LogTarget.of(container),
+            )
+            self._definitions[task_definition] = known
+        return known
 
     def _run_tasks(self, service: Service, deployment: Deployment, count: int) -> None:
-        cpu, memory, image = self._sizes_of(deployment.task_definition)
+        definition = self._definition_of(deployment.task_definition)
         args: JsonDict = {
             "cluster": service.cluster,
             "taskDefinition": deployment.task_definition,
@@ -519,24 +623,26 @@ class EcsControlPlane:
         if deployment.network:
             args["networkConfiguration"] = deployment.network
         for started in self._ecs().run_task(**args)["tasks"]:
-            self._tasks[started["taskArn"]] = Task(
+            task = Task(
                 arn=started["taskArn"],
                 service=service.name,
                 deployment=deployment.id,
-                image=image,
-                cpu=cpu,
-                memory=memory,
-                pullable=image in self.pullable,
+                definition=definition,
+                pullable=definition.image in self.pullable,
             )
+            self._tasks[task.arn] = task
+            service.tasks.append(task)
 
     def _stop_task(self, service: Service, task: Task, reason: str) -> None:
         self._ecs().stop_task(cluster=service.cluster, task=task.arn, reason=reason)
         task.stopped = True
+        task.stopped_at = time.monotonic()
+        self.logs.stop(task.arn)
 
     def _metrics(self, service: Service) -> list[JsonDict]:
         running = service.primary.running
         due = time.monotonic() - service.published >= self.metrics_interval
-        if not (self.publish_metrics and running and due):
+        if not (self.publish_metrics and running and due) or service.deleted:
             return []
         service.published = time.monotonic()
         dimensions = [

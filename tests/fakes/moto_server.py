@@ -5,7 +5,8 @@ What moto leaves out or accepts too readily is added in front of it
 (``aws_front``): the services' documented limits (``aws_rules``), fault injection
 through the shared ``faults.Faults`` answered in each service's wire form, and
 the ECS control plane (``ecs_control``: deployments, scheduler, circuit breaker,
-start-up time, metrics, paging).
+start-up and stop time, deletion, metrics, paging, and the tasks' output written to
+moto's CloudWatch Logs by an emulated ``awslogs`` driver, ``awslogs_driver``).
 
 The provider is pointed at the front (``MotoAws.env``); tests read and arrange
 state through moto directly (``MotoAws.client``), which no fault touches.
@@ -33,6 +34,7 @@ from moto.server import ThreadedMotoServer
 
 from .aws_front import AwsFront
 from .aws_rules import RuleContext
+from .awslogs_driver import FLUSH_SECONDS, AwsLogsDriver
 from .ecs_control import CPU_PERCENT, MEMORY_PERCENT, EcsControlPlane
 from .faults import Faults
 
@@ -185,14 +187,23 @@ class EcsTestBed:
 
 @contextlib.contextmanager
 def ecs_test_bed(
-    *, publish_metrics: bool = True, start_seconds: float = 0.3, faults: Faults | None = None
+    *,
+    publish_metrics: bool = True,
+    start_seconds: float = 0.3,
+    stop_seconds: float = 0.3,
+    log_flush_seconds: float = FLUSH_SECONDS,
+    faults: Faults | None = None,
 ) -> Iterator[EcsTestBed]:
     holder: dict[str, MotoAws] = {}
     control = EcsControlPlane(
         lambda: holder["aws"].shared_client("ecs"),
         lambda: holder["aws"].shared_client("cloudwatch"),
+        logs=AwsLogsDriver(
+            lambda: holder["aws"].shared_client("logs"), flush_seconds=log_flush_seconds
+        ),
         pullable={IMAGE},
         start_seconds=start_seconds,
+        stop_seconds=stop_seconds,
         publish_metrics=publish_metrics,
     )
     with start_moto(ecs=control, faults=faults) as aws:

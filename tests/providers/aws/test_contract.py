@@ -1,10 +1,14 @@
 """The provider contract, once per backend mode of the ``aws`` alias.
 
 ECS mode: moto server behind the AWS front (tests/fakes/moto_server.py: the
-services' limits, fault injection, the ECS control plane). EKS mode: moto's EKS
-and STS, and a Kubernetes API emulator behind an EKS-token check
-(tests/fakes/eks_server.py). ``TestEcsContractUnderFaults`` runs the ECS suite
-again with throttling and 5xx answered to a share of every request.
+services' limits, fault injection, the ECS control plane, the tasks' output in
+CloudWatch Logs). EKS mode: moto's EKS and STS, and a Kubernetes API emulator behind
+an EKS-token check (tests/fakes/eks_server.py). ``TestEcsContractUnderFaults`` runs
+the ECS suite again with throttling and 5xx answered to a share of every request.
+
+``leftovers`` reads moto (and the emulated ECS's service status) directly: the
+service, its tasks, its task definition revisions, its SSM parameters and its log
+group (delete removes the logs with the service, docs/providers.md).
 """
 
 from __future__ import annotations
@@ -15,15 +19,27 @@ import pytest
 
 from alphaswarm_controller.providers.aws import EcsProvider, EksProvider
 from alphaswarm_core.providers.protocol import InfrastructureProvider
-from alphaswarm_core.testing import ProviderContract
+from alphaswarm_core.testing import Leftovers, ProviderContract, SpecFactory
 from tests.fakes.faults import Faults, Kind
 from tests.fakes.moto_server import EcsTestBed, ecs_test_bed
 
-ECS_CAPABILITIES = frozenset({"start", "stop", "scale", "status", "list", "config", "metrics"})
+from .support import leftovers_of, log_spec_factory
+
+ECS_CAPABILITIES = frozenset(
+    {"start", "stop", "scale", "status", "list", "config", "metrics", "logs", "delete"}
+)
 
 
 class TestEcsContract(ProviderContract):
     expected_capabilities = ECS_CAPABILITIES
+
+    @pytest.fixture
+    def leftovers(self, bed: EcsTestBed) -> Leftovers:
+        return leftovers_of(bed)
+
+    @pytest.fixture
+    def log_spec_factory(self) -> SpecFactory:
+        return log_spec_factory()
 
 
 class TestEksContract(ProviderContract):
@@ -53,6 +69,14 @@ class TestEcsContractUnderFaults(ProviderContract):
     provider retries what it may and still keeps every promise."""
 
     expected_capabilities = ECS_CAPABILITIES
+
+    @pytest.fixture
+    def leftovers(self, faulty_bed: EcsTestBed) -> Leftovers:
+        return leftovers_of(faulty_bed)
+
+    @pytest.fixture
+    def log_spec_factory(self) -> SpecFactory:
+        return log_spec_factory()
 
     @pytest.fixture
     async def provider(self, faulty_bed: EcsTestBed) -> AsyncIterator[EcsProvider]:

@@ -22,6 +22,9 @@ Settings (``ALPHASWARM_AWS_*``; AWS's own variables for everything boto3 reads):
 ``SSM_KMS_KEY_ID``              KMS key for ``secret.*`` config keys
 ``SSM_TIER``                    ``standard`` (default, 4 KB values), ``advanced`` or
                                 ``intelligent-tiering`` (8 KB values, charged)
+``LOG_RETENTION_DAYS``          retention of the log groups it creates (default 30; 0
+                                = never expire; one of CloudWatch's values)
+``LOGS_POLL_INTERVAL``          a following StreamLogs' poll of CloudWatch (default 2s)
 ``EKS_CLUSTER``                 EKS cluster name (required in EKS mode)
 ==============================  ==================================================
 

@@ -355,6 +355,17 @@ class SsmConfig:
         self._delete(doomed_records)
         self._delete(doomed_data)
 
+    def delete_all(self, namespace: str, service_id: str) -> int:
+        """Delete every parameter of the service (each generation, its commit record,
+        leftovers of applies in flight); how many there were. Commit records go first,
+        so a reader racing the delete never trusts half-deleted data."""
+        base = base_path(namespace, service_id)
+        names = [n for n in self._names_under(base) if n.startswith(f"{base}/")]
+        records = {n for n in names if n.startswith(f"{base}/{META}/")}
+        self._delete(sorted(records))
+        self._delete(n for n in names if n not in records)
+        return len(names)
+
     def _names_under(self, base: str) -> Iterator[str]:
         for page in self._clients.pages(
             "ssm",

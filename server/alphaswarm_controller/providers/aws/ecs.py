@@ -52,7 +52,7 @@ from alphaswarm_core.providers.protocol import (
 from alphaswarm_core.providers.reasons import ErrorReason
 
 from .clients import Clients, JsonDict
-from .logs import ensure_log_group
+from .logs import DEFAULT_RETENTION_DAYS, ensure_log_group
 from .taskdef import (
     EcsPlan,
     config_path_of,
@@ -71,6 +71,7 @@ LIST_PAGE_SIZE = 100
 TASK_DEFINITION_CACHE = 256
 Tags = list[dict[str, str]]
 REGISTER_ATTEMPTS = 3
+DRAINING_RETRY_AFTER = 5.0
 CIRCUIT_BREAKER = {"enable": True, "rollback": True}
 DEPLOYMENT_CONFIGURATION: JsonDict = {
     "deploymentCircuitBreaker": CIRCUIT_BREAKER,
@@ -224,27 +225,39 @@ def status_from(
 class EcsDeployments:
     """Deployments of one provider in one ECS cluster."""
 
-    def __init__(self, clients: Clients, cluster: str, alias: str) -> None:
+    def __init__(
+        self,
+        clients: Clients,
+        cluster: str,
+        alias: str,
+        *,
+        log_retention_days: int = DEFAULT_RETENTION_DAYS,
+    ) -> None:
         self._clients = clients
         self.cluster = cluster
         self._alias = alias
+        self._log_retention_days = log_retention_days
         self._described: OrderedDict[str, JsonDict] = OrderedDict()
         self._described_lock = threading.Lock()
 
     # -- reads --------------------------------------------------------------------------
 
-    def describe(self, names: list[str]) -> list[JsonDict]:
-        """ACTIVE/DRAINING services among ``names``, DescribeServices in batches of 10."""
+    def describe(self, names: list[str], *, draining: bool = False) -> list[JsonDict]:
+        """ACTIVE services among ``names`` (and DRAINING ones, deleted but with tasks still
+        stopping, when ``draining``), DescribeServices in batches of 10."""
+        kept = ("ACTIVE", "DRAINING") if draining else ("ACTIVE",)
         found: list[JsonDict] = []
         for batch in _batches(names, DESCRIBE_SERVICES_BATCH):
             page = self._clients.call(
                 "ecs", "DescribeServices", cluster=self.cluster, services=batch, include=["TAGS"]
             )
-            found.extend(s for s in page.get("services", []) if s.get("status") != "INACTIVE")
+            found.extend(s for s in page.get("services", []) if s.get("status") in kept)
         return found
 
-    def describe_one(self, namespace: str, service_id: str) -> JsonDict | None:
-        found = self.describe([service_name(namespace, service_id)])
+    def describe_one(
+        self, namespace: str, service_id: str, *, draining: bool = False
+    ) -> JsonDict | None:
+        found = self.describe([service_name(namespace, service_id)], draining=draining)
         return found[0] if found else None
 
     def require(self, namespace: str, service_id: str) -> JsonDict:
@@ -270,6 +283,31 @@ class EcsDeployments:
                 if group.startswith("service:"):
                     grouped.setdefault(group.removeprefix("service:"), []).append(task)
         return grouped
+
+    def task_ids(self, service: str) -> list[str]:
+        """Ids of the service's tasks whose output is worth reading: every desired-RUNNING
+        one, and the stopped ones ECS still lists ("Recently stopped tasks might appear",
+        ListTasks; one page of them)."""
+        ids: list[str] = []
+        for page in self._clients.pages(
+            "ecs",
+            "ListTasks",
+            cluster=self.cluster,
+            serviceName=service,
+            desiredStatus="RUNNING",
+            maxResults=LIST_PAGE_SIZE,
+        ):
+            ids.extend(str(arn).rsplit("/", 1)[-1] for arn in page.get("taskArns", []))
+        stopped = self._clients.call(
+            "ecs",
+            "ListTasks",
+            cluster=self.cluster,
+            serviceName=service,
+            desiredStatus="STOPPED",
+            maxResults=LIST_PAGE_SIZE,
+        )
+        ids.extend(str(arn).rsplit("/", 1)[-1] for arn in stopped.get("taskArns", []))
+        return sorted(set(ids))
 
     def status(self, namespace: str, service_id: str) -> DeploymentStatus:
         return self.observe(namespace, service_id)[0]
@@ -372,7 +410,6 @@ class EcsDeployments:
             and config_path_of(latest) == config_path
         ):
             return str(latest["taskDefinitionArn"]), False
-        ensure_log_group(self._clients, plan.log_group)
         return self._register(plan.registration(config_path), plan.tags), True
 
     def _register(self, registration: JsonDict, tags: Tags) -> str:
@@ -403,7 +440,18 @@ class EcsDeployments:
     def start(self, spec: DeploymentSpec, plan: EcsPlan, config_path: str) -> DeploymentStatus:
         """Converge onto ``plan`` (validated by the caller before any call), its tasks
         reading config generation ``config_path``."""
-        existing = self.describe_one(spec.namespace, spec.service_id)
+        existing = self.describe_one(spec.namespace, spec.service_id, draining=True)
+        if existing is not None and existing.get("status") == "DRAINING":
+            # ECS refuses the name until the deleted service's tasks have stopped
+            # ("Unable to Start a service that is still Draining.", InvalidParameterException).
+            raise BackendUnavailableError(
+                f"{spec.namespace}/{spec.service_id} was deleted and ECS is still stopping "
+                "its tasks; start it again in a few seconds",
+                retry_after_seconds=DRAINING_RETRY_AFTER,
+                metadata={"ecs_service_status": "DRAINING"},
+            )
+        # Every start (a read when it exists): a task whose group is missing cannot start.
+        ensure_log_group(self._clients, plan.log_group, self._log_retention_days)
         if existing is None:
             self._create(spec, plan, config_path)
         else:

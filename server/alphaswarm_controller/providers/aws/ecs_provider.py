@@ -1,5 +1,6 @@
 """``EcsProvider``: the ``aws`` alias in ECS mode (services on ECS, config in SSM, metrics
-from CloudWatch). The package docstring lists the settings and IAM actions."""
+and logs from CloudWatch). The package docstring lists the settings; docs/providers.md
+the IAM actions."""
 
 from __future__ import annotations
 
@@ -10,16 +11,21 @@ from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime
 from typing import ClassVar
 
-from alphaswarm_core.providers.concurrency import BlockingRunner
+from alphaswarm_core.providers.concurrency import BlockingRunner, remaining_timeout
 from alphaswarm_core.providers.protocol import (
     DEFAULT_NAMESPACE,
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigMapPatch,
+    DeploymentNotFoundError,
     DeploymentSpec,
     DeploymentStatus,
+    FieldViolation,
     InfrastructureProvider,
     InfrastructureProviderError,
+    InvalidSpecError,
+    LogEntry,
+    LogQuery,
     MetricSample,
     ProviderHealth,
     ProviderKind,
@@ -29,10 +35,18 @@ from alphaswarm_core.providers.protocol import (
 from .account import AwsAccount
 from .config import DEFAULT_TIER, TIERS, SsmConfig, base_path, check_values
 from .ecs import EcsDeployments
+from .logread import LogReader, read_logs
+from .logs import DEFAULT_RETENTION_DAYS, NO_EXPIRY, RETENTION_DAYS, TASK_ID, delete_log_group
 from .metrics import cpu_percent_of_one_core, reserved_memory_bytes, utilization
-from .taskdef import OPTION_SETTINGS, plan_for, service_name
+from .taskdef import OPTION_SETTINGS, log_group, plan_for, service_name
+from .teardown import delete_revisions, delete_service, service_status
 
 log = logging.getLogger(__name__)
+
+DEFAULT_LOGS_POLL_SECONDS = 2.0
+DRAIN_WAIT_SECONDS = 60.0
+"""How long ``delete`` waits for ECS to stop the tasks (the service turning INACTIVE)."""
+DRAIN_POLL_SECONDS = 1.0
 
 
 class EcsProvider(InfrastructureProvider):
@@ -56,7 +70,14 @@ class EcsProvider(InfrastructureProvider):
         if self._ecs is None:
             self.account.check_region()
             cluster = self.setting_required("ECS_CLUSTER")
-            self._ecs = EcsDeployments(self.clients, cluster, self.provider_alias)
+            retention = self.setting_choice(
+                "LOG_RETENTION_DAYS",
+                tuple(str(days) for days in (NO_EXPIRY, *RETENTION_DAYS)),
+                str(DEFAULT_RETENTION_DAYS),
+            )
+            self._ecs = EcsDeployments(
+                self.clients, cluster, self.provider_alias, log_retention_days=int(retention)
+            )
         return self._ecs
 
     def config_store(self) -> SsmConfig:
@@ -196,3 +217,80 @@ class EcsProvider(InfrastructureProvider):
             else "",
             extra=extra,
         )
+
+    # -- logs ---------------------------------------------------------------------------
+
+    async def stream_logs(
+        self, service_id: str, query: LogQuery, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> AsyncGenerator[LogEntry, None]:
+        """What the tasks wrote, from the service's CloudWatch Logs group (``logread``)."""
+        if query.instance_id and not TASK_ID.fullmatch(query.instance_id):
+            raise InvalidSpecError(
+                [FieldViolation("instance_id", "not an ECS task id (32 hex digits or a UUID)")]
+            )
+        ecs = self.ecs()
+        poll = self.setting_seconds(
+            "LOGS_POLL_INTERVAL", DEFAULT_LOGS_POLL_SECONDS, minimum=1.0, maximum=60.0
+        )
+        service = await self.run_blocking(ecs.require, namespace, service_id)
+        if query.instance_id:
+            tasks = [query.instance_id]
+        else:
+            tasks = await self.run_blocking(ecs.task_ids, str(service["serviceName"]))
+        reader = LogReader(self.clients, log_group(namespace, service_id))
+        async for entry in read_logs(
+            self, reader, tasks, query, poll_seconds=poll, only_task=query.instance_id
+        ):
+            yield entry
+
+    # -- delete -------------------------------------------------------------------------
+
+    async def delete(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
+    ) -> bool:
+        """Delete the ECS service (scaled to zero first), every task definition revision of
+        its family, its SSM parameters (every generation) and its log group, then wait
+        (bounded) for ECS to finish stopping the tasks.
+
+        Each step is idempotent, so a delete that failed half-way is completed by the next
+        one; NOT_FOUND (False with ``allow_missing``) only when none of them found anything
+        (a service ECS still drains was deleted already, as status says).
+        """
+        ecs = self.ecs()
+        store = self.config_store()
+        name = service_name(namespace, service_id)
+        service = await self.run_blocking(ecs.describe_one, namespace, service_id, draining=True)
+        active = service is not None and service.get("status") == "ACTIVE"
+        if service is not None and active:
+            await self.run_blocking(delete_service, self.clients, ecs.cluster, service)
+        revisions = await self.run_blocking(delete_revisions, self.clients, name)
+        parameters = await self.run_blocking(store.delete_all, namespace, service_id)
+        group = await self.run_blocking(
+            delete_log_group, self.clients, log_group(namespace, service_id)
+        )
+        # A DRAINING service was deleted already: like status, that is NOT_FOUND.
+        if not (active or revisions or parameters or group):
+            if allow_missing:
+                return False
+            raise DeploymentNotFoundError(service_id, namespace)
+        if service is not None:
+            await self._drained(ecs.cluster, name)
+        return True
+
+    async def _drained(self, cluster: str, name: str) -> bool:
+        """Wait until ECS reports the deleted service INACTIVE, within the call's deadline
+        and ``DRAIN_WAIT_SECONDS``; False when it was still DRAINING (a start of the same
+        name is UNAVAILABLE until it is not)."""
+        deadline = time.monotonic() + remaining_timeout(DRAIN_WAIT_SECONDS) - DRAIN_POLL_SECONDS
+        while True:
+            try:
+                status = await self.run_blocking(service_status, self.clients, cluster, name)
+            except (BackendUnavailableError, BackendTimeoutError) as exc:
+                log.warning("could not see %s drain: %s", name, exc.message)
+                return False
+            if status in ("INACTIVE", ""):
+                return True
+            if time.monotonic() + DRAIN_POLL_SECONDS > deadline:
+                log.info("%s is still draining; ECS finishes stopping its tasks", name)
+                return False
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
