@@ -13,13 +13,17 @@ import os
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
 from alphaswarm_core.testing import unique_name
 
 from .cluster import BUILD_COMMAND, Endpoint, KubeCluster, missing_binaries
+
+if TYPE_CHECKING:  # imported where used: tests/conftest.py loads this module for every
+    # test, and a venv with one provider extra alone has no kubernetes SDK.
+    from alphaswarm_controller.providers.kubernetes import KubernetesProvider
 
 BIN_DIR_ENV = "ALPHASWARM_KUBE_BIN_DIR"
 REPO = Path(__file__).resolve().parents[2]
@@ -117,6 +121,8 @@ def connect_real(
     endpoint: Endpoint, env: Mapping[str, str] | None = None, *, alias: str = "kubernetes"
 ) -> KubernetesProvider:
     """The provider as a cloud provider builds it for a managed cluster: URL, CA, bearer token."""
+    from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
+
     connection = ClusterConnection(
         endpoint=endpoint.url,
         ca_data=endpoint.ca_pem,
