@@ -115,6 +115,17 @@ class AdminApi:
         finally:
             connection.close()
 
+    def post(self, path: str, body: Any) -> Any:
+        """POST and return the answer; anything but 200/201 fails."""
+        status, answer = self._request("POST", path, body)
+        if status not in (200, 201):
+            raise ComponentFailed(f"POST {path} answered {status}: {answer}")
+        return answer
+
+    def put(self, path: str, body: Any) -> tuple[int, Any]:
+        """PUT; the status and answer, whatever they are (a test may expect a 409)."""
+        return self._request("PUT", path, body)
+
     def create(self, path: str, body: Any) -> None:
         """POST; an object that already exists (409) counts as created."""
         status, answer = self._request("POST", path, body)

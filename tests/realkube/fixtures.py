@@ -17,12 +17,31 @@ from pathlib import Path
 import pytest
 
 from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
+from alphaswarm_core.providers.protocol import DeploymentSpec
 from alphaswarm_core.testing import unique_name
 
 from .cluster import BUILD_COMMAND, Endpoint, KubeCluster, missing_binaries
 
 BIN_DIR_ENV = "ALPHASWARM_KUBE_BIN_DIR"
 REPO = Path(__file__).resolve().parents[2]
+#: Never pulled: kwok runs no containers, it reports the pods Running.
+IMAGE = "registry.example/team/app:1.0"
+
+
+def make_spec(
+    service_id: str,
+    namespace: str,
+    replicas: int = 1,
+    env: Mapping[str, str] | None = None,
+) -> DeploymentSpec:
+    """The contract's spec factory for every Kubernetes-backed provider."""
+    return DeploymentSpec(
+        service_id=service_id,
+        namespace=namespace,
+        image=IMAGE,
+        replicas=replicas,
+        env=dict(env or {}),
+    ).validate()
 
 
 def kube_bin_dir() -> Path:

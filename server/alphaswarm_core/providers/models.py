@@ -50,10 +50,13 @@ _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$")
 _LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _CPU = re.compile(r"^(\d+(\.\d{1,3})?|\d+m)$")
-_MEMORY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+# Kubernetes quantity suffixes (k8s.io/apimachinery resource.Quantity): decimal SI is
+# lowercase "k" then "M", "G", "T"; "K" is not a suffix there, and the API server fails
+# to parse a limit written with it.
+_MEMORY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 _MEMORY_UNITS = {
     None: 1,
-    "K": 1000,
+    "k": 1000,
     "M": 1000**2,
     "G": 1000**3,
     "T": 1000**4,

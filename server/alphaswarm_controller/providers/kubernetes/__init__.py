@@ -38,8 +38,9 @@ Semantics:
   per-pod instances (that would be a request per deployment).
 * ``stream_metrics`` sums metrics.k8s.io PodMetrics of the service's pods;
   without that API the stream fails once with UNIMPLEMENTED.
-* ``watch`` is a Kubernetes watch on the Deployment, resumed from the last
-  resourceVersion after a dropped connection.
+* ``watch`` is client-go's reflector over the one Deployment (reflector.py):
+  list for a fresh collection resourceVersion, watch from it with bookmarks,
+  list again on 410 Gone, back off (capped, jittered) on every other failure.
 * ``health`` reads ``/version`` and asks SelfSubjectAccessReviews for every
   permission the provider uses; unreachable clusters are UNAVAILABLE with
   the endpoint, KUBECONFIG, context and namespace in the message.

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -52,6 +52,7 @@ from .manifests import (
     MANAGED_BY_KEY,
     MANAGED_SELECTOR,
     STATE_KEY,
+    check_config_patch,
     check_spec,
     config_hash,
     configmap_manifest,
@@ -61,6 +62,7 @@ from .manifests import (
     service_selector,
 )
 from .metrics import sample_from_pod_metrics
+from .reflector import Listed, Reflector
 from .status import deployment_status
 from .transport import APPLY, MERGE, STRATEGIC, JsonObj, Response, Transport
 from .watch import WatchStream
@@ -73,7 +75,6 @@ METRICS_API = "/apis/metrics.k8s.io/v1beta1"
 SELF_ACCESS_REVIEW = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 FIELD_MANAGER = "alphaswarm"
 CONFIG_FIELD_MANAGER = "alphaswarm-config"
-MAX_WATCH_FAILURES = 5
 
 #: (verb, API group, resource, subresource) the provider needs in its namespace.
 REQUIRED_PERMISSIONS: tuple[tuple[str, str, str, str], ...] = (
@@ -93,6 +94,12 @@ REQUIRED_PERMISSIONS: tuple[tuple[str, str, str, str], ...] = (
     ("patch", "", "services", ""),
     ("delete", "", "services", ""),
     ("list", "", "pods", ""),
+)
+#: Cluster-wide (every namespace): list_deployments() and watch_deployments() without a
+#: namespace list and watch Deployments across the cluster.
+CLUSTER_PERMISSIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("list", "apps", "deployments", ""),
+    ("watch", "apps", "deployments", ""),
 )
 #: Only with ALPHASWARM_KUBERNETES_CREATE_NAMESPACES (a cluster-scoped permission).
 NAMESPACE_PERMISSION = ("create", "", "namespaces", "")
@@ -307,16 +314,21 @@ class KubernetesProvider(InfrastructureProvider):
                 "GET", "/version", Target(namespace=namespace, what="read the server version")
             )
         ).body
-        wanted = REQUIRED_PERMISSIONS + ((NAMESPACE_PERMISSION,) if self.create_namespaces else ())
+        # (namespace or "" for cluster-wide, permission); one SelfSubjectAccessReview each.
+        wanted = [(namespace, p) for p in REQUIRED_PERMISSIONS]
+        wanted += [("", p) for p in CLUSTER_PERMISSIONS]
+        if self.create_namespaces:
+            wanted.append(("", NAMESPACE_PERMISSION))
         allowed = await asyncio.gather(
             *(
-                self._can("" if resource == "namespaces" else namespace, verb, group, resource, sub)
-                for verb, group, resource, sub in wanted
+                self._can(where, verb, group, resource, sub)
+                for where, (verb, group, resource, sub) in wanted
             )
         )
         missing = [
             f"{verb} {resource}{'/' + sub if sub else ''}{'.' + group if group else ''}"
-            for (verb, group, resource, sub), ok in zip(wanted, allowed, strict=True)
+            + ("" if where or resource == "namespaces" else " (all namespaces)")
+            for (where, (verb, group, resource, sub)), ok in zip(wanted, allowed, strict=True)
             if not ok
         ]
         server = str(version.get("gitVersion") or "unknown")
@@ -343,6 +355,7 @@ class KubernetesProvider(InfrastructureProvider):
         )
 
     async def _can(self, namespace: str, verb: str, group: str, resource: str, sub: str) -> bool:
+        """A SelfSubjectAccessReview; ``namespace`` "" asks for every namespace."""
         attributes = {"verb": verb, "group": group, "resource": resource}
         if namespace:
             attributes["namespace"] = namespace
@@ -552,6 +565,7 @@ class KubernetesProvider(InfrastructureProvider):
         )
 
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
+        check_config_patch(patch)
         ns, service_id = patch.namespace, patch.service_id
         target = Target(service_id, ns, "update ConfigMap")
         path = _core(ns, "configmaps", configmap_name(service_id))
@@ -656,7 +670,51 @@ class KubernetesProvider(InfrastructureProvider):
                 "metrics",
             ) from None
 
-    # -- watch ------------------------------------------------------------------------------
+    # -- watch ----------------------------------------------------------------------------
+
+    def _reflector(
+        self, cluster: ResolvedCluster, path: str, target: Target, query: Mapping[str, str]
+    ) -> Reflector:
+        """client-go's list+watch over ``path`` with ``query``'s selectors (see reflector.py)."""
+
+        async def list_page(token: str) -> JsonObj:
+            page = await self._call(
+                "GET", path, target, query={**query, "limit": self.page_size, "continue": token}
+            )
+            return page.body
+
+        def open_watch(version: str) -> WatchStream:
+            watch_query = {
+                **query,
+                "watch": True,
+                "resourceVersion": version,
+                "allowWatchBookmarks": True,
+                "timeoutSeconds": self.watch_window,
+            }
+            return WatchStream(
+                functools.partial(
+                    Transport(cluster.api_client).stream,
+                    path,
+                    query=watch_query,
+                    timeout=(min(self.call_timeout, 10.0), float(self.watch_window + 30)),
+                )
+            )
+
+        def translate(exc: BaseException) -> InfrastructureProviderError:
+            if isinstance(exc, ApiException):
+                return translate_api_error(
+                    exc, target, alias=self.alias, source=self._describe(cluster)
+                )
+            if isinstance(exc, TRANSPORT_ERRORS):
+                return self._unreachable(exc, target, cluster)
+            return BackendUnavailableError(
+                f"the watch broke ({target.what}): {type(exc).__name__}",
+                metadata={"provider": self.alias},
+            )
+
+        return Reflector(
+            list_page=list_page, open_watch=open_watch, translate=translate, what=target.what
+        )
 
     async def watch(
         self,
@@ -665,85 +723,41 @@ class KubernetesProvider(InfrastructureProvider):
         namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 2.0,
     ) -> AsyncGenerator[DeploymentStatus, None]:
-        """The current status, then each change, from a Kubernetes watch on the Deployment.
+        """The current status, then each change: a list+watch of the one Deployment.
 
-        A dropped connection is reopened from the last resourceVersion seen, so no
-        change is missed; a version the server no longer keeps (410) is recovered
-        by reading the Deployment again.
+        The list gives the Deployment and a fresh collection resourceVersion to
+        watch from; reflector.py has the rules for 410 Gone, bookmarks and
+        failures. ``interval_seconds`` is unused: changes come as they happen.
         """
         ns = await self._namespace(namespace)
-        deployment = await self._require_deployment(service_id, ns)
-        current = await self._status_with_pods(deployment)
-        yield current
-        last_key = _watch_key(current)
-        version = str(deployment["metadata"]["resourceVersion"])
         cluster = await self._resolved()
-        target = Target(service_id, ns, "watch Deployment")
-        failures = 0
-        while True:
-            stream = WatchStream(
-                functools.partial(self._open_watch, cluster, ns, service_id, version)
-            )
-            events = stream.events()
-            assert isinstance(events, AsyncGenerator)
-            try:
-                async for event in events:
-                    failures = 0
-                    kind, obj = event.get("type"), event.get("object") or {}
-                    if kind == "ERROR":
-                        if obj.get("code") == 410:
-                            deployment = await self._require_deployment(service_id, ns)
-                            obj, kind = deployment, "MODIFIED"
-                        else:
-                            raise BackendUnavailableError(
-                                f"the watch of {ns}/{service_id} failed: {obj.get('message')}"
-                            )
-                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-                    if kind == "BOOKMARK":
-                        continue
-                    if kind == "DELETED":
-                        raise DeploymentNotFoundError(service_id, ns)
-                    status = deployment_status(obj, self.alias)
-                    if _watch_key(status) != last_key:
-                        last_key = _watch_key(status)
-                        yield status
-            except ApiException as exc:
-                error = translate_api_error(
-                    exc, target, alias=self.alias, source=self._describe(cluster)
-                )
-                if not isinstance(error, BackendUnavailableError):
-                    raise error from exc
-                failures = await self._watch_backoff(failures, error, interval_seconds)
-            except TRANSPORT_ERRORS as exc:
-                error = self._unreachable(exc, target, cluster)
-                failures = await self._watch_backoff(failures, error, interval_seconds)
-            finally:
-                await events.aclose()
-
-    async def _watch_backoff(
-        self, failures: int, error: InfrastructureProviderError, interval: float
-    ) -> int:
-        failures += 1
-        if failures > MAX_WATCH_FAILURES:
-            raise error
-        log.info("watch interrupted (%s); resuming from the last resourceVersion", error.message)
-        await asyncio.sleep(min(interval, 0.2 * 2**failures, 5.0))
-        return failures
-
-    def _open_watch(
-        self, cluster: ResolvedCluster, namespace: str, service_id: str, version: str
-    ) -> tuple[Any, Iterator[str]]:
-        return Transport(cluster.api_client).stream(
-            _deployments(namespace),
-            query={
-                "watch": True,
-                "fieldSelector": f"metadata.name={service_id}",
-                "resourceVersion": version,
-                "timeoutSeconds": self.watch_window,
-                "allowWatchBookmarks": True,
-            },
-            timeout=(min(self.call_timeout, 10.0), float(self.watch_window + 30)),
+        reflector = self._reflector(
+            cluster,
+            _deployments(ns),
+            Target(service_id, ns, f"watch Deployment {ns}/{service_id}"),
+            {"labelSelector": MANAGED_SELECTOR, "fieldSelector": f"metadata.name={service_id}"},
         )
+        last_key: tuple[object, ...] | None = None
+        events = reflector.events()
+        try:
+            async for event in events:
+                if isinstance(event, Listed):
+                    if not event.items:
+                        raise DeploymentNotFoundError(service_id, ns)
+                    obj = event.items[0]
+                elif event.kind == "DELETED":
+                    raise DeploymentNotFoundError(service_id, ns)
+                else:
+                    obj = event.obj
+                if last_key is None:  # the first status carries the instances
+                    status = await self._status_with_pods(obj)
+                else:
+                    status = deployment_status(obj, self.alias)
+                if _watch_key(status) != last_key:
+                    last_key = _watch_key(status)
+                    yield status
+        finally:
+            await events.aclose()
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from alphaswarm_controller.providers.kubernetes.connection import ClusterConnection
+from alphaswarm_controller.providers.kubernetes.errors import request_field
 from alphaswarm_controller.providers.kubernetes.manifests import (
     deployment_manifest,
     service_manifest,
 )
 from alphaswarm_controller.providers.kubernetes.metrics import quantity
+from alphaswarm_controller.providers.kubernetes.reflector import Backoff
 from alphaswarm_controller.providers.kubernetes.status import deployment_status
 from alphaswarm_core.providers.protocol import (
     DeploymentSpec,
@@ -20,6 +25,8 @@ from alphaswarm_core.providers.protocol import (
     PortSpec,
     Resources,
 )
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(
@@ -177,3 +184,60 @@ def test_manifests_carry_everything_the_spec_says() -> None:
 def test_connection_repr_hides_the_token() -> None:
     connection = ClusterConnection(endpoint="https://k8s", token="s3cr3t-token")
     assert "s3cr3t-token" not in repr(connection)
+
+
+# -- issue 17: the model's quantity syntax, the client floor, the reflector's backoff -----------
+
+
+@pytest.mark.parametrize(("memory", "ok"), [("256k", True), ("256K", False), ("1Gi", True)])
+def test_the_model_accepts_exactly_kubernetes_memory_suffixes(memory: str, ok: bool) -> None:
+    spec = DeploymentSpec(service_id="web", image="app:1", resources=Resources(memory=memory))
+    assert (not spec.violations()) is ok
+    if ok:
+        assert spec.resources.memory_bytes() == quantity(memory)
+
+
+def test_every_kubernetes_requirement_is_at_least_the_client_the_transport_needs() -> None:
+    """transport.py uses ApiClient.param_serialize and ApiException.from_response, which
+    exist from kubernetes 37 on: every extra that pulls the client must say so."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    floors = [
+        requirement
+        for requirements in extras.values()
+        for requirement in requirements
+        if re.match(r"kubernetes\b(?!-)", requirement)
+    ]
+    assert floors, "no extra names the kubernetes client"
+    assert all(re.fullmatch(r"kubernetes>=(3[7-9]|[4-9]\d)(\.\d+)*", f) for f in floors), floors
+    from kubernetes.client import ApiClient
+    from kubernetes.client.exceptions import ApiException
+
+    assert hasattr(ApiClient, "param_serialize") and hasattr(ApiException, "from_response")
+
+
+def test_backoff_doubles_to_its_cap_with_jitter_and_resets_after_a_healthy_stretch() -> None:
+    now = [0.0]
+    backoff = Backoff(initial=0.5, cap=30.0, reset_after=60.0, clock=lambda: now[0])
+    delays = [backoff.failed() for _ in range(10)]
+    ceilings = [min(30.0, 0.5 * 2**n) for n in range(10)]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True)), delays
+    assert backoff.failed(retry_after=45.0) == 30.0, "Retry-After is honoured up to the cap"
+    assert backoff.failed(retry_after=20.0) >= 20.0
+    now[0] += 61.0
+    assert backoff.failed() <= 0.5, "a healthy minute resets the ramp"
+
+
+@pytest.mark.parametrize(
+    ("field", "request_field_name"),
+    [
+        ("spec.template.spec.containers[0].resources.limits.memory", "spec.resources.memory"),
+        ("spec.template.spec.serviceAccountName", "spec.provider_options['service_account']"),
+        ("metadata.labels", "spec.labels"),
+        ("data[..x]", "patch.set[..x]"),
+        ("spec.template.spec.containers[0].env[0].name", "spec.env[0].name"),
+        ("spec.somethingElse", "kubernetes:spec.somethingElse"),
+    ],
+)
+def test_api_validation_fields_name_the_request_field(field: str, request_field_name: str) -> None:
+    assert request_field(field) == request_field_name
