@@ -69,6 +69,16 @@ Reuse by the cloud providers (stable API)::
 verify=True, token_provider=None, description="")``: ``token_provider`` is
 called for a fresh bearer token on each request (short-lived EKS/GKE tokens);
 ``description`` names the cluster in error messages.
+
+A subclass that learns its cluster lazily (EKS, AKS, GKE) overrides one hook::
+
+    async def _discover_connection(self) -> ClusterConnection | None
+
+It runs on the event loop on first use (the constructor does no I/O), at most
+once at a time, and only while no connection was given; blocking work goes
+through ``self.run_blocking``; an error reaches the call that needed the
+cluster, and the next call asks again. The default (None) reads kubeconfig or
+the in-cluster service account.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import threading
 from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -147,7 +146,7 @@ class KubernetesProvider(InfrastructureProvider):
         self.alias = alias or self.provider_alias
         self.kind = kind or ProviderKind.KUBERNETES.value
         self._cluster: ResolvedCluster | None = None
-        self._cluster_lock = threading.Lock()
+        self._connect_lock = asyncio.Lock()
         try:
             self.page_size = int(self.setting("PAGE_SIZE", "500"))
             self.call_timeout = float(self.setting("TIMEOUT", "30"))
@@ -186,21 +185,38 @@ class KubernetesProvider(InfrastructureProvider):
         if default_kubeconfig(self.env) is None and not self.env.get("KUBERNETES_SERVICE_HOST"):
             raise credentials_missing()
 
-    def _resolve_blocking(self) -> ResolvedCluster:
-        with self._cluster_lock:
-            if self._cluster is None:
-                if self.connection is not None:
-                    self._cluster = client_for_connection(self.connection)
-                else:
-                    self._check_credentials()
-                    self._cluster = client_from_environment(self.env)
-            return self._cluster
+    async def _discover_connection(self) -> ClusterConnection | None:
+        """The hook for subclasses that learn their cluster lazily (EKS, AKS, GKE).
+
+        Return the ``ClusterConnection`` to use (endpoint, CA, token or token
+        source). It is called on the event loop, on first use (never in the
+        constructor, which does no I/O), at most once at a time under a lock, and
+        only while ``self.connection`` is None: a provider built with a connection
+        (``from_connection``) never calls it. Blocking work (SDK calls, signing)
+        goes through ``self.run_blocking``. An error propagates to the call that
+        needed the cluster; the next call asks again. The default, None, means
+        kubeconfig or the in-cluster service account (``client_from_environment``).
+        """
+        return None
+
+    def _build_cluster(self) -> ResolvedCluster:
+        """The API client for ``self.connection``, else from kubeconfig / in-cluster (blocking:
+        kubeconfig may run an exec credential plugin)."""
+        if self.connection is not None:
+            return client_for_connection(self.connection)
+        self._check_credentials()
+        return client_from_environment(self.env)
 
     async def _resolved(self) -> ResolvedCluster:
+        """The cluster every call goes to, found once (see ``_discover_connection``)."""
         if self._cluster is not None:
             return self._cluster
-        # kubeconfig may run an exec credential plugin: keep it off the event loop.
-        return await self.run_blocking(self._resolve_blocking)
+        async with self._connect_lock:
+            if self._cluster is None:
+                if self.connection is None:
+                    self.connection = await self._discover_connection()
+                self._cluster = await self.run_blocking(self._build_cluster)
+            return self._cluster
 
     async def _namespace(self, namespace: str | None) -> str:
         if namespace:
@@ -306,7 +322,6 @@ class KubernetesProvider(InfrastructureProvider):
     # -- health -----------------------------------------------------------------------------
 
     async def health(self) -> ProviderHealth:
-        self._check_credentials()
         cluster = await self._resolved()
         namespace = cluster.namespace
         version = (
