@@ -309,6 +309,10 @@ class KubeCluster:
         client = self.pki.client(name, user, *groups)
         return _kubeconfig(self.workdir / f"{name}.kubeconfig", url, self.pki.ca_cert, client, name)
 
+    def serving_certificate(self, name: str) -> KeyPair:
+        """A certificate for 127.0.0.1/localhost from the cluster CA (clients trust it)."""
+        return self._serving(name)
+
     def _serving(self, name: str, *dns_names: str) -> KeyPair:
         return self.pki.serving(
             f"{name}-serving", dns_names=("localhost", *dns_names), ips=("127.0.0.1",)
@@ -343,6 +347,12 @@ class KubeCluster:
                     # Each controller acts as its own service account with its bootstrap
                     # role (system:controller:*), as kubeadm configures it.
                     "--use-service-account-credentials=true",
+                    # kwok renews the Node's Lease; on a loaded 2-core machine a renewal can
+                    # come later than the default 50 s grace, and the node lifecycle
+                    # controller then marks every pod on the node NotReady for good (kwok
+                    # moves pods to Ready only from Pending). A kubelet-less node gets more
+                    # slack; a node that is really gone still turns NotReady.
+                    "--node-monitor-grace-period=10m",
                     f"--service-account-private-key-file={self.service_account_key}",
                     f"--root-ca-file={ca}",
                 ],
