@@ -146,3 +146,17 @@ class AdminApi:
         if status != 200:
             raise ComponentFailed(f"GET {path} answered {status}: {answer}")
         return answer
+
+
+def status_as(url: str, ca_pem: bytes, token: str, path: str) -> int:
+    """The HTTP status a GET of ``path`` gets with bearer ``token``: what RBAC allows whom."""
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=30)
+    try:
+        connection.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()

@@ -13,7 +13,9 @@ Credentials: one CA for serving and client certificates (the admin is in
 ``system:masters``, each component has its own user); a second CA for the
 aggregation layer's front proxy, as the Kubernetes docs advise; the tests'
 provider uses a static bearer token, like a managed cluster's token, bound to
-``cluster-admin``. Authorization is ``Node,RBAC``.
+``cluster-admin``; the managed-cluster beds' credentials (EKS, AKS, GKE) are
+checked by a token webhook (webhook.py) and hold only the documented RBAC; tests
+of RBAC itself use ServiceAccount tokens (rbac.py). Authorization is ``Node,RBAC``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from . import manifests
 from .api import AdminApi, EtcdProbe, HttpsProbe, Probe
 from .pki import KeyPair, Pki
 from .processes import Component, ComponentFailed, port_in_use, wait_until
+from .webhook import TokenWebhook
 
 BUILD_COMMAND = "bash scripts/kube/build.sh"
 BINARIES = (
@@ -49,7 +52,6 @@ NODE_NAME = "kwok-node-0"
 NODE_SELECTOR_ANNOTATION = "kwok.x-k8s.io/node"
 TOKEN_USER = "alphaswarm-tests"
 TOKEN_GROUP = "alphaswarm:tests"
-LIMITED_USER = "alphaswarm-limited"  # no bindings: a test grants it the role it checks
 METRICS_SERVER_USER = "alphaswarm-tests:metrics-server"
 FRONT_PROXY_USER = "front-proxy-client"
 #: metrics-server's minimum; a new pod has metrics after two scrapes.
@@ -68,8 +70,6 @@ class Endpoint:
     ca_pem: bytes
     token: str
     """Bearer token of ``TOKEN_USER``, bound to cluster-admin."""
-    limited_token: str
-    """Bearer token of ``LIMITED_USER``, bound to nothing (only what every user may)."""
     kubeconfig: Path
     """An admin kubeconfig (client certificate, ``system:masters``)."""
 
@@ -148,6 +148,8 @@ class KubeCluster:
         self.etcd_url = ""
         self.service_account_key = Path()
         self._apiserver_probe: Probe | None = None
+        self.token_webhook: TokenWebhook | None = None
+        """Checks the tokens of managed-cluster test beds (EKS, AKS, GKE): see webhook.py."""
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -176,6 +178,10 @@ class KubeCluster:
         """Stop every component (last started first), then remove the work dir. Idempotent."""
         while self.components:
             self.components.pop().stop()
+        if self.token_webhook is not None:
+            self.token_webhook.stop()
+            self.token_webhook = None
+
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def restart_apiserver(self) -> None:
@@ -261,9 +267,14 @@ class KubeCluster:
         )
         service_account = pki.service_account_keys()
         self.service_account_key = service_account.key
-        tokens, token = pki.token_file({TOKEN_USER: (TOKEN_GROUP,), LIMITED_USER: ()})
+        tokens, token = pki.token_file({TOKEN_USER: (TOKEN_GROUP,)})
         admin = pki.client("admin", "alphaswarm-test-admin", "system:masters")
         front_proxy = self.front_proxy.client(FRONT_PROXY_USER, FRONT_PROXY_USER)
+        self.token_webhook = TokenWebhook(self._serving("token-webhook"), pki.ca_cert).start()
+        webhook_config = self.token_webhook.config_file(
+            self.workdir / "token-webhook.kubeconfig",
+            pki.client("token-webhook-client", "kube-apiserver-token-webhook"),
+        )
 
         def args(port: int) -> list[str]:
             return [
@@ -276,6 +287,11 @@ class KubeCluster:
                 f"--tls-private-key-file={serving.key}",
                 f"--client-ca-file={pki.ca_cert}",
                 f"--token-auth-file={tokens}",
+                # Managed-cluster credentials (EKS, AKS, GKE test beds): webhook.py. Reviews
+                # are cached briefly, so a revoked test token stops working within seconds.
+                f"--authentication-token-webhook-config-file={webhook_config}",
+                "--authentication-token-webhook-version=v1",
+                "--authentication-token-webhook-cache-ttl=5s",
                 "--authorization-mode=Node,RBAC",
                 f"--service-account-key-file={service_account.cert}",
                 f"--service-account-signing-key-file={service_account.key}",
@@ -303,7 +319,7 @@ class KubeCluster:
         kubeconfig = _kubeconfig(
             self.workdir / "admin.kubeconfig", probe.url, pki.ca_cert, admin, "admin"
         )
-        return Endpoint(probe.url, pki.ca_pem, token[TOKEN_USER], token[LIMITED_USER], kubeconfig)
+        return Endpoint(probe.url, pki.ca_pem, token[TOKEN_USER], kubeconfig)
 
     def _component_kubeconfig(self, url: str, name: str, user: str, *groups: str) -> Path:
         client = self.pki.client(name, user, *groups)

@@ -1,9 +1,10 @@
 """The RBAC the docs document for the kubernetes provider, granted to a test's own identity.
 
 deploy/kubernetes/base/rbac.yaml is what docs/providers.md and docs/operations.md
-document; a test grants exactly its rules to a ServiceAccount of its own (the
-controller runs as one) whose token it gets from the TokenRequest API, in one of
-the two documented ways:
+document; a test grants exactly its rules to a subject of its own: a
+ServiceAccount (the controller runs as one) whose token it gets from the
+TokenRequest API, or the user a managed cluster's credential maps to (the EKS,
+AKS and GKE beds). In one of the two documented ways:
 
 * ``grant_namespaced``: the workloads ClusterRole bound by a RoleBinding in each
   managed namespace (as the file ships), plus the cluster-scoped ClusterRole.
@@ -11,7 +12,7 @@ the two documented ways:
   plus the cluster-scoped ClusterRole with ``create namespaces`` added, as the
   file's comment says for ``ALPHASWARM_KUBERNETES_CREATE_NAMESPACES=true``.
 
-Cluster-scoped names carry the identity's namespace, so grants of different
+Cluster-scoped names carry a suffix of the grant's own, so grants of different
 tests never meet.
 """
 
@@ -41,7 +42,7 @@ class Identity:
     token: str
 
     @property
-    def subject(self) -> dict[str, str]:
+    def subject(self) -> Subject:
         return {"kind": "ServiceAccount", "name": self.name, "namespace": self.namespace}
 
 
@@ -78,7 +79,14 @@ def _roles(suffix: str, *, create_namespaces: bool) -> tuple[dict[str, Any], dic
     return workloads, cluster
 
 
-def _binding(kind: str, name: str, role: str, who: Identity, namespace: str = "") -> Any:
+Subject = dict[str, str]
+
+
+def user(name: str) -> Subject:
+    return {"apiGroup": RBAC_GROUP, "kind": "User", "name": name}
+
+
+def _binding(kind: str, name: str, role: str, subject: Subject, namespace: str = "") -> Any:
     metadata: dict[str, Any] = {"name": name}
     if namespace:
         metadata["namespace"] = namespace
@@ -87,7 +95,7 @@ def _binding(kind: str, name: str, role: str, who: Identity, namespace: str = ""
         "kind": kind,
         "metadata": metadata,
         "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role},
-        "subjects": [who.subject],
+        "subjects": [subject],
     }
 
 
@@ -102,16 +110,20 @@ def grant_namespaced(
     for namespace in namespaces:
         admin.create(
             f"{RBAC}/namespaces/{namespace}/rolebindings",
-            _binding("RoleBinding", ACCOUNT, workloads["metadata"]["name"], who, namespace),
+            _binding("RoleBinding", ACCOUNT, workloads["metadata"]["name"], who.subject, namespace),
         )
     if cluster_role:
         name = cluster["metadata"]["name"]
-        admin.create(f"{RBAC}/clusterrolebindings", _binding("ClusterRoleBinding", name, name, who))
+        admin.create(
+            f"{RBAC}/clusterrolebindings", _binding("ClusterRoleBinding", name, name, who.subject)
+        )
 
 
-def grant_cluster_wide(admin: AdminApi, who: Identity) -> None:
+def grant_cluster_wide(admin: AdminApi, subject: Subject, suffix: str) -> None:
     """Every namespace, namespaces created on demand (CREATE_NAMESPACES=true)."""
-    for role in _roles(who.namespace, create_namespaces=True):
+    for role in _roles(suffix, create_namespaces=True):
         admin.create(f"{RBAC}/clusterroles", role)
         name = role["metadata"]["name"]
-        admin.create(f"{RBAC}/clusterrolebindings", _binding("ClusterRoleBinding", name, name, who))
+        admin.create(
+            f"{RBAC}/clusterrolebindings", _binding("ClusterRoleBinding", name, name, subject)
+        )

@@ -22,10 +22,9 @@ from alphaswarm_core.testing import (
     wait_for,
 )
 from tests.realkube.cluster import Endpoint
+from tests.realkube.contract import KUBERNETES_CAPABILITIES, read_real_metrics
 from tests.realkube.fixtures import make_spec
 from tests.realkube.rbac import Identity, grant_cluster_wide, grant_namespaced, service_account
-
-from .test_contract import CAPABILITIES, read_real_metrics
 
 
 def limited_provider(
@@ -103,13 +102,13 @@ class TestContractUnderTheDocumentedClusterWideRbac(ProviderContract):
     (the workloads ClusterRole bound cluster-wide, ``create namespaces`` added, for
     ALPHASWARM_KUBERNETES_CREATE_NAMESPACES=true): nothing the provider does needs more."""
 
-    expected_capabilities = CAPABILITIES
+    expected_capabilities = KUBERNETES_CAPABILITIES
 
     @pytest.fixture
     async def provider(
         self, real_kube: Endpoint, namespace: str, identity: Identity
     ) -> AsyncIterator[KubernetesProvider]:
-        grant_cluster_wide(real_kube.admin(), identity)
+        grant_cluster_wide(real_kube.admin(), identity.subject, identity.namespace)
         limited = limited_provider(real_kube, identity, namespace, create_namespaces=True)
         await limited.open()
         yield limited
