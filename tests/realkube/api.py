@@ -141,6 +141,15 @@ class AdminApi:
         if status not in (200, 202, 404):
             raise ComponentFailed(f"DELETE {path} answered {status}: {answer}")
 
+    def find(self, path: str) -> Any | None:
+        """GET; None when it does not exist (404)."""
+        status, answer = self._request("GET", path)
+        if status == 404:
+            return None
+        if status != 200:
+            raise ComponentFailed(f"GET {path} answered {status}: {answer}")
+        return answer
+
     def get(self, path: str) -> Any:
         status, answer = self._request("GET", path)
         if status != 200:

@@ -33,6 +33,7 @@ import psutil
 from . import manifests
 from .api import AdminApi, EtcdProbe, HttpsProbe, Probe
 from .pki import KeyPair, Pki
+from .podlogs import PodOutput, clusterlogs_config
 from .processes import Component, ComponentFailed, port_in_use, wait_until
 from .webhook import TokenWebhook
 
@@ -149,6 +150,7 @@ class KubeCluster:
         self.service_account_key = Path()
         self._apiserver_probe: Probe | None = None
         self.token_webhook: TokenWebhook | None = None
+        self.pod_output: PodOutput | None = None
         """Checks the tokens of managed-cluster test beds (EKS, AKS, GKE): see webhook.py."""
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -181,7 +183,9 @@ class KubeCluster:
         if self.token_webhook is not None:
             self.token_webhook.stop()
             self.token_webhook = None
-
+        if self.pod_output is not None:
+            self.pod_output.stop()
+            self.pod_output = None
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def restart_apiserver(self) -> None:
@@ -270,6 +274,7 @@ class KubeCluster:
         tokens, token = pki.token_file({TOKEN_USER: (TOKEN_GROUP,)})
         admin = pki.client("admin", "alphaswarm-test-admin", "system:masters")
         front_proxy = self.front_proxy.client(FRONT_PROXY_USER, FRONT_PROXY_USER)
+        kubelet_client = pki.client("kubelet-client", "kube-apiserver-kubelet-client")
         self.token_webhook = TokenWebhook(self._serving("token-webhook"), pki.ca_cert).start()
         webhook_config = self.token_webhook.config_file(
             self.workdir / "token-webhook.kubeconfig",
@@ -309,6 +314,12 @@ class KubeCluster:
                 f"--proxy-client-cert-file={front_proxy.cert}",
                 f"--proxy-client-key-file={front_proxy.key}",
                 "--profiling=false",
+                # pods/log: the API server calls kwok's kubelet endpoint at the node's
+                # InternalIP (its Hostname resolves nowhere), verifying its certificate.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-certificate-authority={pki.ca_cert}",
+                f"--kubelet-client-certificate={kubelet_client.cert}",
+                f"--kubelet-client-key={kubelet_client.key}",
             ]
 
         # /readyz includes the RBAC bootstrap roles and the informers' sync: ready for
@@ -394,6 +405,8 @@ class KubeCluster:
     def _start_kwok(self, url: str) -> None:
         kubeconfig = self._component_kubeconfig(url, "kwok", "kwok-controller", "system:masters")
         serving = self._serving("kwok")
+        self.pod_output = PodOutput(self.workdir / "pods.log").start()
+        logs_config = clusterlogs_config(self.workdir / "kwok-logs.json", self.pod_output.path)
         self._launch(
             "kwok",
             HttpsProbe(
@@ -401,12 +414,13 @@ class KubeCluster:
                     str(self.bin_dir / "kwok"),
                     f"--kubeconfig={kubeconfig}",
                     f"--config={self.kwok_config}",
+                    f"--config={logs_config}",  # what the pods print: podlogs.py
                     "--manage-all-nodes=false",
                     f"--manage-nodes-with-annotation-selector={NODE_SELECTOR_ANNOTATION}=fake",
                     "--node-ip=127.0.0.1",
                     f"--node-name={NODE_NAME}",
                     f"--cidr={POD_CIDR}",
-                    # The node's kubelet port (Node status daemonEndpoints): metrics.
+                    # The node's kubelet port (Node status daemonEndpoints): metrics, logs.
                     f"--node-port={port}",
                     f"--server-address=127.0.0.1:{port}",
                     f"--tls-cert-file={serving.cert}",

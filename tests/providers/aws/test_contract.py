@@ -19,7 +19,7 @@ from alphaswarm_core.providers.protocol import InfrastructureProvider
 from alphaswarm_core.testing import ProviderContract, SpecFactory
 from tests.fakes.faults import Faults, Kind
 from tests.fakes.moto_server import EcsTestBed, ecs_test_bed
-from tests.realkube.contract import KUBERNETES_CAPABILITIES, read_real_metrics
+from tests.realkube.contract import KUBERNETES_CAPABILITIES, RealKubeFixtures, read_real_metrics
 
 ECS_CAPABILITIES = frozenset({"start", "stop", "scale", "status", "list", "config", "metrics"})
 
@@ -28,7 +28,7 @@ class TestEcsContract(ProviderContract):
     expected_capabilities = ECS_CAPABILITIES
 
 
-class TestEksContract(ProviderContract):
+class TestEksContract(RealKubeFixtures, ProviderContract):
     """Kubernetes' own capabilities, native watch included (EksProvider is one)."""
 
     expected_capabilities = KUBERNETES_CAPABILITIES

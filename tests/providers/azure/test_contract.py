@@ -17,7 +17,7 @@ from alphaswarm_core.testing import ProviderContract, SpecFactory, spec_factory_
 from tests.fakes.arm_emulator import ArmEmulator
 from tests.fakes.arm_testing import make_provider
 from tests.fakes.faults import Kind
-from tests.realkube.contract import KUBERNETES_CAPABILITIES, read_real_metrics
+from tests.realkube.contract import KUBERNETES_CAPABILITIES, RealKubeFixtures, read_real_metrics
 from tests.realkube.managed import ManagedCluster
 
 from .conftest import CLUSTER, aks_env, user_kubeconfig
@@ -43,7 +43,7 @@ class TestAciContract(ProviderContract):
             yield faulted(emulator)
 
 
-class TestAksContract(ProviderContract):
+class TestAksContract(RealKubeFixtures, ProviderContract):
     """AKS: the kubernetes provider's code, so Kubernetes' native watch too, against the real
     kube-apiserver as the cluster user (token webhook, documented RBAC)."""
 

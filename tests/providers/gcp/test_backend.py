@@ -43,6 +43,11 @@ def test_list_providers_reports_the_chosen_class() -> None:
         "config",
         "metrics",
     }
-    assert set(gke.capabilities) == set(cloud_run.capabilities) | {"native_watch"}
+    # GKE mode is the kubernetes provider: its native watch, pod logs and delete.
+    assert set(gke.capabilities) == set(cloud_run.capabilities) | {
+        "native_watch",
+        "logs",
+        "delete",
+    }
     bad = registry.describe("gcp", {"ALPHASWARM_GCP_MODE": "nope"})
     assert bad.installed and "ALPHASWARM_GCP_MODE" in bad.install_hint

@@ -13,7 +13,7 @@ import pytest
 from alphaswarm_controller.providers.gcp import CloudRunProvider, GkeProvider
 from alphaswarm_core.providers.protocol import InfrastructureProvider
 from alphaswarm_core.testing import ProviderContract, SpecFactory
-from tests.realkube.contract import KUBERNETES_CAPABILITIES, read_real_metrics
+from tests.realkube.contract import KUBERNETES_CAPABILITIES, RealKubeFixtures, read_real_metrics
 from tests.realkube.fixtures import make_spec
 
 
@@ -31,7 +31,7 @@ class TestCloudRunContract(ProviderContract):
         return cloud_run_specs
 
 
-class TestGkeContract(ProviderContract):
+class TestGkeContract(RealKubeFixtures, ProviderContract):
     # A KubernetesProvider: GKE mode has Kubernetes' native watch.
     expected_capabilities = KUBERNETES_CAPABILITIES
 

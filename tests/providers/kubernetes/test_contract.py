@@ -14,10 +14,10 @@ import pytest
 
 from alphaswarm_core.providers.protocol import InfrastructureProvider
 from alphaswarm_core.testing import ProviderContract, SpecFactory
-from tests.realkube.contract import KUBERNETES_CAPABILITIES, read_real_metrics
+from tests.realkube.contract import KUBERNETES_CAPABILITIES, RealKubeFixtures, read_real_metrics
 
 
-class TestKubernetesContract(ProviderContract):
+class TestKubernetesContract(RealKubeFixtures, ProviderContract):
     expected_capabilities = KUBERNETES_CAPABILITIES
 
     @pytest.mark.usefixtures("real_kube_metrics")

@@ -72,7 +72,7 @@ def pods(admin: AdminApi, namespace: str) -> list[dict[str, Any]]:
     return items
 
 
-def _deployment(name: str, *, managed: bool) -> dict[str, Any]:
+def deployment_object(name: str, *, managed: bool) -> dict[str, Any]:
     labels = {"app.kubernetes.io/managed-by": "alphaswarm"} if managed else {"team": "other"}
     return {
         "apiVersion": "apps/v1",
@@ -94,7 +94,7 @@ def seed(admin: AdminApi, namespace: str, count: int, *, managed: bool) -> None:
     for index in range(count):
         admin.create(
             f"{APPS}/namespaces/{namespace}/deployments",
-            _deployment(f"{prefix}-{index:03d}", managed=managed),
+            deployment_object(f"{prefix}-{index:03d}", managed=managed),
         )
 
 

@@ -12,7 +12,9 @@ from alphaswarm_controller.providers.kubernetes import ClusterConnection, Kubern
 from alphaswarm_core.providers.protocol import (
     BackendPermissionDenied,
     ConfigMapPatch,
+    EventKind,
     InfrastructureProvider,
+    LogQuery,
 )
 from alphaswarm_core.testing import (
     ProviderContract,
@@ -22,7 +24,7 @@ from alphaswarm_core.testing import (
     wait_for,
 )
 from tests.realkube.cluster import Endpoint
-from tests.realkube.contract import KUBERNETES_CAPABILITIES, read_real_metrics
+from tests.realkube.contract import KUBERNETES_CAPABILITIES, RealKubeFixtures, read_real_metrics
 from tests.realkube.fixtures import make_spec
 from tests.realkube.rbac import Identity, grant_cluster_wide, grant_namespaced, service_account
 
@@ -74,7 +76,26 @@ async def test_the_documented_namespaced_rbac_is_enough_for_every_call(
                 assert (await anext(watch)).service_id == service
         finally:
             await watch.aclose()
+        for where in (namespace, None):  # WatchDeployments of the namespace and everywhere
+            everything = limited.watch_deployments(namespace=where)
+            try:
+                async with asyncio.timeout(60):
+                    async for event in everything:
+                        if event.kind is EventKind.SNAPSHOT_DONE:
+                            break
+            finally:
+                await everything.aclose()
+        logs = limited.stream_logs(
+            service, LogQuery(follow=True, tail_lines=1), namespace=namespace
+        )
+        try:
+            async with asyncio.timeout(60):
+                for _ in range(3):  # the tail, then followed lines (pods watched too)
+                    assert (await anext(logs)).instance_id.startswith(service)
+        finally:
+            await logs.aclose()
         await limited.stop(service, namespace=namespace)
+        assert await limited.delete(service, namespace=namespace) is True
     finally:
         await limited.close()
 
@@ -97,7 +118,7 @@ async def test_health_names_the_cluster_wide_permission_when_it_is_not_granted(
         await limited.close()
 
 
-class TestContractUnderTheDocumentedClusterWideRbac(ProviderContract):
+class TestContractUnderTheDocumentedClusterWideRbac(RealKubeFixtures, ProviderContract):
     """The whole contract as a ServiceAccount with the documented cluster-wide grant
     (the workloads ClusterRole bound cluster-wide, ``create namespaces`` added, for
     ALPHASWARM_KUBERNETES_CREATE_NAMESPACES=true): nothing the provider does needs more."""

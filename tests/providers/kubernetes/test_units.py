@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from alphaswarm_controller.providers.kubernetes.connection import ClusterConnection
 from alphaswarm_controller.providers.kubernetes.errors import request_field
+from alphaswarm_controller.providers.kubernetes.logs import entry_parser, parse_time
 from alphaswarm_controller.providers.kubernetes.manifests import (
     deployment_manifest,
     service_manifest,
@@ -19,6 +21,8 @@ from alphaswarm_controller.providers.kubernetes.manifests import (
 from alphaswarm_controller.providers.kubernetes.metrics import quantity
 from alphaswarm_controller.providers.kubernetes.reflector import Backoff
 from alphaswarm_controller.providers.kubernetes.status import deployment_status
+from alphaswarm_controller.providers.kubernetes.watch import LineTooLong, split_lines
+from alphaswarm_core.providers.models import MAX_LOG_LINE_BYTES
 from alphaswarm_core.providers.protocol import (
     DeploymentSpec,
     DeploymentState,
@@ -241,3 +245,32 @@ def test_backoff_doubles_to_its_cap_with_jitter_and_resets_after_a_healthy_stret
 )
 def test_api_validation_fields_name_the_request_field(field: str, request_field_name: str) -> None:
     assert request_field(field) == request_field_name
+
+
+# -- pod logs: lines, times, bounds -----------------------------------------------------------
+
+
+def test_log_lines_are_split_with_a_bound_on_their_length() -> None:
+    chunks = iter([b"ab\ncd", b"ef\n\n", b"0123456789abc", b"def\nxy\n", b"tail"])
+    assert list(split_lines(chunks, 8, cut=True)) == [
+        b"ab",
+        b"cdef",
+        b"",
+        b"012345678",  # cut at limit + 1: marked truncated further on
+        b"xy",
+        b"tail",
+    ]
+    with pytest.raises(LineTooLong):
+        list(split_lines(iter([b"0123456789"]), 8, cut=False))
+
+
+def test_a_timestamped_log_line_becomes_an_entry() -> None:
+    parse = entry_parser("web-1")
+    entry = parse(b"2026-12-02T13:42:08.123456789Z hello world")
+    assert entry is not None
+    assert (entry.instance_id, entry.text, entry.truncated) == ("web-1", "hello world", False)
+    assert entry.time == datetime(2026, 12, 2, 13, 42, 8, 123456, tzinfo=UTC)
+    long = parse(b"2026-12-02T13:42:08Z " + b"x" * (MAX_LOG_LINE_BYTES + 1))
+    assert long is not None and long.truncated and len(long.text) == MAX_LOG_LINE_BYTES
+    assert parse(b"unable to retrieve container logs") is None
+    assert parse_time("2026-12-02T13:42:08+02:00") == datetime(2026, 12, 2, 11, 42, 8, tzinfo=UTC)

@@ -26,14 +26,22 @@ from alphaswarm_core.providers.errors import (
 )
 from alphaswarm_core.providers.models import (
     ConfigMapPatch,
+    DeploymentEvent,
     DeploymentSpec,
     DeploymentStatus,
+    EventKind,
+    LogEntry,
+    LogQuery,
     MetricSample,
     ProviderHealth,
     ProviderKind,
     ServiceConfig,
 )
-from alphaswarm_core.providers.protocol import DEFAULT_NAMESPACE, InfrastructureProvider
+from alphaswarm_core.providers.protocol import (
+    DEFAULT_NAMESPACE,
+    InfrastructureProvider,
+    status_key,
+)
 from alphaswarm_core.providers.reasons import ErrorReason
 
 from .connection import (
@@ -45,6 +53,7 @@ from .connection import (
     default_kubeconfig,
 )
 from .errors import TRANSPORT_ERRORS, Target, translate_api_error, translate_transport_error
+from .logs import Followers, has_log, merged_tail
 from .manifests import (
     CONFIG_HASH_KEY,
     MANAGED_BY,
@@ -61,7 +70,7 @@ from .manifests import (
     service_selector,
 )
 from .metrics import sample_from_pod_metrics
-from .reflector import Listed, Reflector
+from .reflector import Changed, Listed, Reflector
 from .status import deployment_status
 from .transport import APPLY, MERGE, STRATEGIC, JsonObj, Response, Transport
 from .watch import WatchStream
@@ -93,6 +102,8 @@ REQUIRED_PERMISSIONS: tuple[tuple[str, str, str, str], ...] = (
     ("patch", "", "services", ""),
     ("delete", "", "services", ""),
     ("list", "", "pods", ""),
+    ("watch", "", "pods", ""),
+    ("get", "", "pods", "log"),
 )
 #: Cluster-wide (every namespace): list_deployments() and watch_deployments() without a
 #: namespace list and watch Deployments across the cluster.
@@ -564,6 +575,52 @@ class KubernetesProvider(InfrastructureProvider):
         )
         return [deployment_status(item, self.alias) for item in items]
 
+    # -- delete -----------------------------------------------------------------------------
+
+    async def delete(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
+    ) -> bool:
+        """The Service, the ConfigMap, then the Deployment (its ReplicaSets and pods follow
+        through the garbage collector): everything start created, only if it is ours.
+
+        The Deployment goes last, so a delete that fails half-way leaves the service
+        listed and a retry finishes it. Its DELETE carries the uid just read
+        (a precondition): a Deployment of that name created meanwhile is not touched.
+        """
+        ns = await self._namespace(namespace)
+        deployment = await self._get(
+            _deployments(ns, service_id), Target(namespace=ns, what="read Deployment")
+        )
+        ours = deployment is not None and _is_ours(deployment)
+        await self._delete_own_service(service_id, ns)
+        await self._delete_own_configmap(service_id, ns)
+        if not ours:
+            if allow_missing:
+                return False
+            raise DeploymentNotFoundError(service_id, ns)
+        assert deployment is not None
+        with contextlib.suppress(ResourceNotFoundError):
+            await self._call(
+                "DELETE",
+                _deployments(ns, service_id),
+                Target(namespace=ns, what="delete Deployment"),
+                body={
+                    "apiVersion": "v1",
+                    "kind": "DeleteOptions",
+                    "propagationPolicy": "Background",
+                    "preconditions": {"uid": deployment["metadata"]["uid"]},
+                },
+            )
+        return True
+
+    async def _delete_own_configmap(self, service_id: str, namespace: str) -> None:
+        path = _core(namespace, "configmaps", configmap_name(service_id))
+        target = Target(namespace=namespace, what="delete ConfigMap")
+        existing = await self._get(path, target)
+        if existing is not None and _is_ours(existing):
+            with contextlib.suppress(ResourceNotFoundError):
+                await self._call("DELETE", path, target)
+
     # -- config -----------------------------------------------------------------------------
 
     async def get_config(
@@ -774,9 +831,160 @@ class KubernetesProvider(InfrastructureProvider):
         finally:
             await events.aclose()
 
+    async def watch_deployments(
+        self, *, namespace: str | None = None, interval_seconds: float = 2.0
+    ) -> AsyncGenerator[DeploymentEvent, None]:
+        """One list+watch of the managed Deployments of ``namespace`` (every namespace when
+        None), however many services there are: every one as ADDED, SNAPSHOT_DONE, then
+        ADDED/MODIFIED/DELETED as they change. A relist (after 410 Gone) is diffed
+        against what was sent, so no change is lost or repeated. ``interval_seconds``
+        is unused: changes come as they happen."""
+        cluster = await self._resolved()
+        path = _deployments(namespace) if namespace else f"{APPS}/deployments"
+        where = namespace or "every namespace"
+        reflector = self._reflector(
+            cluster,
+            path,
+            Target(namespace=namespace or "", what=f"watch Deployments in {where}"),
+            {"labelSelector": MANAGED_SELECTOR},
+        )
+        known: dict[tuple[str, str], DeploymentStatus] = {}
+        synced = False
+        events = reflector.events()
+        try:
+            async for event in events:
+                if isinstance(event, Listed):
+                    current = {}
+                    for item in event.items:
+                        status = deployment_status(item, self.alias)
+                        current[(status.namespace, status.service_id)] = status
+                    for key, status in current.items():
+                        before = known.get(key)
+                        if before is None:
+                            yield DeploymentEvent(EventKind.ADDED, status)
+                        elif status_key(before) != status_key(status):
+                            yield DeploymentEvent(EventKind.MODIFIED, status)
+                    for key in known.keys() - current.keys():
+                        yield DeploymentEvent(EventKind.DELETED, known[key])
+                    known = current
+                    if not synced:
+                        synced = True
+                        yield DeploymentEvent(EventKind.SNAPSHOT_DONE)
+                    continue
+                status = deployment_status(event.obj, self.alias)
+                key = (status.namespace, status.service_id)
+                if event.kind == "DELETED":
+                    if known.pop(key, None) is not None:
+                        yield DeploymentEvent(EventKind.DELETED, status)
+                elif key not in known:
+                    known[key] = status
+                    yield DeploymentEvent(EventKind.ADDED, status)
+                elif status_key(known[key]) != status_key(status):
+                    known[key] = status
+                    yield DeploymentEvent(EventKind.MODIFIED, status)
+        finally:
+            await events.aclose()
+
+    # -- logs -------------------------------------------------------------------------------
+
+    def _open_log(self, cluster: ResolvedCluster, namespace: str, follow: bool) -> Any:
+        """``(pod, query) -> response`` of the pod's ``pods/log`` (blocking, for logs.py)."""
+        transport = Transport(cluster.api_client)
+        read = float(self.watch_window + 30) if follow else self.call_timeout
+        timeout = (min(self.call_timeout, 10.0), read)
+
+        def open_log(pod: str, query: dict[str, Any]) -> Any:
+            return transport.stream(
+                _core(namespace, "pods", pod) + "/log", query=query, timeout=timeout, accept="*/*"
+            )
+
+        return open_log
+
+    async def stream_logs(
+        self, service_id: str, query: LogQuery, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> AsyncGenerator[LogEntry, None]:
+        """The pods' logs through ``pods/log`` (logs.py): the retained lines of every running
+        pod merged by time, then with ``query.follow`` new lines, including those of pods
+        that appear later, seen through one pod watch (reflector rules)."""
+        ns = await self._namespace(namespace)
+        await self._require_deployment(service_id, ns)
+        cluster = await self._resolved()
+        pods = await self._pods(service_id, ns)
+        running = sorted(
+            p["metadata"]["name"]
+            for p in pods
+            if has_log(p) and query.instance_id in ("", p["metadata"]["name"])
+        )
+        last: dict[str, datetime] = {}
+        tail = merged_tail(self._open_log(cluster, ns, follow=False), running, query, last)
+        try:
+            async for entry in self._logs_errors(tail, cluster, ns):
+                yield entry
+        finally:
+            await tail.aclose()
+        if not query.follow:
+            return
+        followers = Followers(self._open_log(cluster, ns, follow=True), query, last)
+        for pod in running:
+            followers.follow(pod)  # a crashed one's follow ends at once; the watch restarts it
+        reflector = self._reflector(
+            cluster,
+            _core(ns, "pods"),
+            Target(service_id, ns, f"watch the pods of {ns}/{service_id}"),
+            {"labelSelector": service_selector(service_id)},
+        )
+        watcher = asyncio.create_task(_follow_pods(reflector, followers))
+        try:
+            while True:
+                line = asyncio.ensure_future(followers.queue.get())
+                done, _ = await asyncio.wait({line, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if line in done:
+                    yield line.result()
+                    continue
+                line.cancel()
+                watcher.result()  # the pod watch failed for good: its error ends the stream
+                return
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, InfrastructureProviderError):
+                await watcher
+            await followers.close()
+
+    async def _logs_errors(
+        self, entries: AsyncGenerator[LogEntry, None], cluster: ResolvedCluster, namespace: str
+    ) -> AsyncGenerator[LogEntry, None]:
+        """``entries`` with the API's errors as provider errors."""
+        target = Target(namespace=namespace, what="read pod logs")
+        try:
+            async for entry in entries:
+                yield entry
+        except ApiException as exc:
+            raise translate_api_error(
+                exc, target, alias=self.alias, source=self._describe(cluster)
+            ) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise self._unreachable(exc, target, cluster) from exc
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def close(self) -> None:
         cluster, self._cluster = self._cluster, None
         if cluster is not None:
             await self.run_blocking(cluster.api_client.close)
+
+
+async def _follow_pods(reflector: Reflector, followers: Followers) -> None:
+    """Keep ``followers`` on the running pods the watch sees (new ones, restarted ones)."""
+    events = reflector.events()
+    try:
+        async for event in events:
+            pods = event.items if isinstance(event, Listed) else [event.obj]
+            gone = isinstance(event, Changed) and event.kind == "DELETED"
+            for pod in pods:
+                name = str(pod["metadata"]["name"])
+                if gone:
+                    followers.forget(name)
+                elif has_log(pod, running_only=True):
+                    followers.follow(name)
+    finally:
+        await events.aclose()
