@@ -66,10 +66,13 @@ _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 _LABEL_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _CPU = re.compile(r"(?P<whole>[0-9]+)(\.(?P<fraction>[0-9]{1,3}))?|(?P<milli>[0-9]+)m")
-_MEMORY = re.compile(r"(?P<number>[0-9]+)(?P<unit>Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?")
+# Kubernetes quantity suffixes (k8s.io/apimachinery resource.Quantity): decimal SI is
+# lowercase "k" then "M", "G", "T", "P"; "K" is not a suffix there, and the API server
+# fails to parse a limit written with it.
+_MEMORY = re.compile(r"(?P<number>[0-9]+)(?P<unit>Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?")
 _MEMORY_UNITS = {
     None: 1,
-    "K": 1000,
+    "k": 1000,
     "M": 1000**2,
     "G": 1000**3,
     "T": 1000**4,

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from alphaswarm_controller.providers.kubernetes.connection import ClusterConnection
+from alphaswarm_controller.providers.kubernetes.errors import request_field
+from alphaswarm_controller.providers.kubernetes.logs import entry_parser, parse_time
 from alphaswarm_controller.providers.kubernetes.manifests import (
     deployment_manifest,
     service_manifest,
 )
 from alphaswarm_controller.providers.kubernetes.metrics import quantity
+from alphaswarm_controller.providers.kubernetes.reflector import Backoff
 from alphaswarm_controller.providers.kubernetes.status import deployment_status
+from alphaswarm_controller.providers.kubernetes.watch import LineTooLong, split_lines
+from alphaswarm_core.providers.models import MAX_LOG_LINE_BYTES
 from alphaswarm_core.providers.protocol import (
     DeploymentSpec,
     DeploymentState,
     PortSpec,
     Resources,
 )
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(
@@ -177,3 +188,89 @@ def test_manifests_carry_everything_the_spec_says() -> None:
 def test_connection_repr_hides_the_token() -> None:
     connection = ClusterConnection(endpoint="https://k8s", token="s3cr3t-token")
     assert "s3cr3t-token" not in repr(connection)
+
+
+# -- issue 17: the model's quantity syntax, the client floor, the reflector's backoff -----------
+
+
+@pytest.mark.parametrize(("memory", "ok"), [("256k", True), ("256K", False), ("1Gi", True)])
+def test_the_model_accepts_exactly_kubernetes_memory_suffixes(memory: str, ok: bool) -> None:
+    spec = DeploymentSpec(service_id="web", image="app:1", resources=Resources(memory=memory))
+    assert (not spec.violations()) is ok
+    if ok:
+        assert spec.resources.memory_bytes() == quantity(memory)
+
+
+def test_every_kubernetes_requirement_is_at_least_the_client_the_transport_needs() -> None:
+    """transport.py uses ApiClient.param_serialize and ApiException.from_response, which
+    exist from kubernetes 37 on: every extra that pulls the client must say so."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    floors = [
+        requirement
+        for requirements in extras.values()
+        for requirement in requirements
+        if re.match(r"kubernetes\b(?!-)", requirement)
+    ]
+    assert floors, "no extra names the kubernetes client"
+    assert all(re.fullmatch(r"kubernetes>=(3[7-9]|[4-9]\d)(\.\d+)*", f) for f in floors), floors
+    from kubernetes.client import ApiClient
+    from kubernetes.client.exceptions import ApiException
+
+    assert hasattr(ApiClient, "param_serialize") and hasattr(ApiException, "from_response")
+
+
+def test_backoff_doubles_to_its_cap_with_jitter_and_resets_after_a_healthy_stretch() -> None:
+    now = [0.0]
+    backoff = Backoff(initial=0.5, cap=30.0, reset_after=60.0, clock=lambda: now[0])
+    delays = [backoff.failed() for _ in range(10)]
+    ceilings = [min(30.0, 0.5 * 2**n) for n in range(10)]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True)), delays
+    assert backoff.failed(retry_after=45.0) == 30.0, "Retry-After is honoured up to the cap"
+    assert backoff.failed(retry_after=20.0) >= 20.0
+    now[0] += 61.0
+    assert backoff.failed() <= 0.5, "a healthy minute resets the ramp"
+
+
+@pytest.mark.parametrize(
+    ("field", "request_field_name"),
+    [
+        ("spec.template.spec.containers[0].resources.limits.memory", "spec.resources.memory"),
+        ("spec.template.spec.serviceAccountName", "spec.provider_options['service_account']"),
+        ("metadata.labels", "spec.labels"),
+        ("data[..x]", "patch.set[..x]"),
+        ("spec.template.spec.containers[0].env[0].name", "spec.env[0].name"),
+        ("spec.somethingElse", "kubernetes:spec.somethingElse"),
+    ],
+)
+def test_api_validation_fields_name_the_request_field(field: str, request_field_name: str) -> None:
+    assert request_field(field) == request_field_name
+
+
+# -- pod logs: lines, times, bounds -----------------------------------------------------------
+
+
+def test_log_lines_are_split_with_a_bound_on_their_length() -> None:
+    chunks = iter([b"ab\ncd", b"ef\n\n", b"0123456789abc", b"def\nxy\n", b"tail"])
+    assert list(split_lines(chunks, 8, cut=True)) == [
+        b"ab",
+        b"cdef",
+        b"",
+        b"012345678",  # cut at limit + 1: marked truncated further on
+        b"xy",
+        b"tail",
+    ]
+    with pytest.raises(LineTooLong):
+        list(split_lines(iter([b"0123456789"]), 8, cut=False))
+
+
+def test_a_timestamped_log_line_becomes_an_entry() -> None:
+    parse = entry_parser("web-1")
+    entry = parse(b"2026-12-02T13:42:08.123456789Z hello world")
+    assert entry is not None
+    assert (entry.instance_id, entry.text, entry.truncated) == ("web-1", "hello world", False)
+    assert entry.time == datetime(2026, 12, 2, 13, 42, 8, 123456, tzinfo=UTC)
+    long = parse(b"2026-12-02T13:42:08Z " + b"x" * (MAX_LOG_LINE_BYTES + 1))
+    assert long is not None and long.truncated and len(long.text) == MAX_LOG_LINE_BYTES
+    assert parse(b"unable to retrieve container logs") is None
+    assert parse_time("2026-12-02T13:42:08+02:00") == datetime(2026, 12, 2, 11, 42, 8, tzinfo=UTC)
