@@ -34,7 +34,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -81,6 +81,8 @@ class Recorded:
     path: str
     query: dict[str, str]
     content_type: str = ""
+    authorization: str = ""
+    """The request's Authorization header, as sent."""
 
 
 @dataclass
@@ -104,6 +106,9 @@ class KubeApiEmulator:
     """Start with ``start()`` (or as a context manager); ``url`` is where it listens."""
 
     token: str | None = None
+    tokens: Callable[[], Collection[str]] | None = None
+    """The bearer tokens accepted now (say, every token an issuer handed out), for
+    credentials that rotate; ``token`` is the one fixed token otherwise."""
     tls: bool = False
     metrics_enabled: bool = True
     tick: float = 0.05
@@ -288,12 +293,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-        emulator.requests.append(Recorded(method, parts.path, query, content_type))
+        auth = self.headers.get("Authorization") or ""
+        emulator.requests.append(Recorded(method, parts.path, query, content_type, auth))
         try:
-            if emulator.token is not None:
-                auth = self.headers.get("Authorization") or ""
-                if auth != f"Bearer {emulator.token}":
-                    raise ApiError(401, "Unauthorized", "Unauthorized")
+            if emulator.token is not None and auth != f"Bearer {emulator.token}":
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+            if emulator.tokens is not None and not (
+                auth.startswith("Bearer ") and auth[len("Bearer ") :] in set(emulator.tokens())
+            ):
+                raise ApiError(401, "Unauthorized", "Unauthorized")
             failure = emulator.take_failure(method, parts.path)
             if failure is not None:
                 reason = {

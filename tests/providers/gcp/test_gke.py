@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from google.cloud import container_v1
@@ -16,7 +17,7 @@ from alphaswarm_core.providers.protocol import (
 )
 from alphaswarm_core.testing import ready, wait_for
 from tests.fakes.faults import Kind
-from tests.fakes.gcp_auth import PROJECT, TokenServer
+from tests.fakes.gcp_auth import PROJECT, TokenServer, write_service_account
 from tests.fakes.gcp_server import GcpEmulator
 from tests.fakes.kube_api import KubeApiEmulator
 from tests.fakes.kube_fixtures import TOKEN, make_spec
@@ -50,13 +51,58 @@ async def test_cluster_is_found_and_called_with_the_google_token(
     )
     assert served == 1
     assert token_server.issued == [TOKEN]
+    before = len(kube.requests)
     status = await gke.start(make_spec("web", kube_namespace, replicas=1))
     assert status.provider == "gcp"
-    assert kube.requests, "the kubernetes API emulator was called"
+    started = kube.requests[before:]
+    deployment = f"/apis/apps/v1/namespaces/{kube_namespace}/deployments"
+    assert any(r.path.startswith(deployment) for r in started), started
+    # Every request to the cluster carried the Google token, the one token issued.
+    assert {r.authorization for r in kube.requests} == {f"Bearer {TOKEN}"}
+    assert token_server.issued == [TOKEN]
     assert (
         emulator.faults.seen["container:GetCluster"]
         == served + emulator.faults.failed["container:GetCluster"]
     ), "the connection is reused"
+
+
+async def test_an_expiring_google_token_is_renewed_and_each_request_carries_the_latest(
+    gke_emulator: GcpEmulator, tmp_path: Path, kube_namespace: str
+) -> None:
+    """google-auth renews a token that expires within minutes: with one-second tokens,
+    every request to the cluster carries a token just issued, never an old one; the
+    cluster accepts only tokens the token endpoint issued."""
+    with (
+        TokenServer(lifetime_seconds=1) as tokens,
+        KubeApiEmulator(tokens=lambda: tokens.issued, tls=True) as cluster,
+    ):
+        assert cluster.ca_pem is not None
+        gke_emulator.container.add_cluster(
+            PROJECT, REGION, "rotating", endpoint=f"127.0.0.1:{cluster.port}", ca_pem=cluster.ca_pem
+        )
+        key = write_service_account(tmp_path / "key.json", token_uri=tokens.url)
+        provider = GkeProvider(
+            env={
+                "GOOGLE_APPLICATION_CREDENTIALS": str(key),
+                "ALPHASWARM_GCP_MODE": "gke",
+                "ALPHASWARM_GCP_GKE_CLUSTER": "rotating",
+                "ALPHASWARM_GCP_REGION": REGION,
+                "ALPHASWARM_GCP_API_ENDPOINT": gke_emulator.address,
+                "ALPHASWARM_KUBERNETES_CREATE_NAMESPACES": "true",
+            }
+        )
+        try:
+            assert (await provider.health()).healthy
+            await provider.start(make_spec("web", kube_namespace, replicas=1))
+            await provider.status("web", namespace=kube_namespace)
+        finally:
+            await provider.close()
+        sent = [r.authorization.removeprefix("Bearer ") for r in cluster.requests]
+        issued = list(tokens.issued)
+    assert len(sent) >= 3 and all(token in issued for token in sent), (sent, issued)
+    # Requests run on several threads, so they may arrive out of issue order; none
+    # reuses a token that had expired.
+    assert len(set(sent)) == len(sent), f"a fresh token for each request: {sent}"
 
 
 async def test_watch_is_a_kubernetes_watch_not_polling(
