@@ -34,6 +34,7 @@ from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm_controller import convert
 from alphaswarm_controller.server import RunningServer, start_server
 from alphaswarm_core.providers import models
+from tests.budget import examples
 from tests.service.conftest import make_registry
 from tests.service.conftest import settings as server_settings
 from tests.service.rich_status import details
@@ -51,7 +52,9 @@ DELIBERATE = {
     grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 GARBAGE = settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
-PER_METHOD = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+PER_METHOD = settings(
+    max_examples=examples(100), deadline=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def request_class(method: descriptor.MethodDescriptor) -> Any:

@@ -1,0 +1,273 @@
+"""The small pieces the server and the providers share, each pinned by its exact result.
+
+The service tests reach most of these through a running server, where a wrong
+message or a dropped field often goes unnoticed (a mutation score showed which):
+the models' helpers that only providers call, the translation of log lines, the
+tokens file's descriptions of what it found, the registry's book-keeping.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from alphaswarm.provider.v1 import types_pb2 as types
+from alphaswarm_controller import convert
+from alphaswarm_controller.security.tokens import TokensFileError, TokenStore, new_token
+from alphaswarm_core.providers.errors import InvalidSpecError
+from alphaswarm_core.providers.models import (
+    MAX_LOG_LINE_BYTES,
+    MAX_TAIL_LINES,
+    SECRET_MASK,
+    DeploymentEvent,
+    EventKind,
+    LogEntry,
+    LogQuery,
+    LogStreamKind,
+    Resources,
+    config_environment,
+    is_secret_key,
+    masked_config,
+    validate_service_ref,
+)
+from alphaswarm_core.providers.registry import LazyProvider, Registry, register_provider_class
+from tests.fakes.memory_provider import MemoryProvider
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "text", "truncated"),
+    [
+        ("plain", "plain", False),
+        ("line\n", "line", False),
+        ("crlf\r\n", "crlf", False),
+        ("two\n\n", "two", False),
+        (b"bytes\n", "bytes", False),
+        (b"bad \xff byte", "bad \ufffd byte", False),
+        ("a" * MAX_LOG_LINE_BYTES, "a" * MAX_LOG_LINE_BYTES, False),
+        ("a" * MAX_LOG_LINE_BYTES + "\n", "a" * MAX_LOG_LINE_BYTES, False),
+        ("a" * (MAX_LOG_LINE_BYTES + 1), "a" * MAX_LOG_LINE_BYTES, True),
+        # Cut inside a two-byte character: the half left is replaced, not kept as is.
+        (
+            "a" + "é" * MAX_LOG_LINE_BYTES,
+            "a" + "é" * (MAX_LOG_LINE_BYTES // 2 - 1) + "\ufffd",
+            True,
+        ),
+    ],
+)
+def test_a_log_entry_is_one_bounded_line(raw: str | bytes, text: str, truncated: bool) -> None:
+    entry = LogEntry.bounded("web-1", NOW, raw, LogStreamKind.STDERR)
+    assert entry == LogEntry("web-1", NOW, text, LogStreamKind.STDERR, truncated)
+
+
+def test_a_log_entry_stream_defaults_to_unspecified() -> None:
+    assert LogEntry.bounded("i", NOW, "x").stream is LogStreamKind.UNSPECIFIED
+
+
+def test_log_query_tail_and_filters() -> None:
+    assert LogQuery().tail == MAX_TAIL_LINES
+    assert LogQuery(tail_lines=5).tail == 5
+    entry = LogEntry("web-1", NOW, "x")
+    assert LogQuery().wants(entry)
+    assert LogQuery(instance_id="web-1").wants(entry)
+    assert not LogQuery(instance_id="web-2").wants(entry)
+    assert LogQuery(since=NOW).wants(entry)
+    assert not LogQuery(since=NOW + timedelta(microseconds=1)).wants(entry)
+    assert not LogQuery(instance_id="web-1", since=NOW + timedelta(seconds=1)).wants(entry)
+
+
+def test_resources_in_numbers() -> None:
+    assert Resources().cpu_millicores() is None
+    assert Resources().memory_bytes() is None
+    assert Resources(cpu="250m", memory="1Ki").cpu_millicores() == 250
+    assert Resources(cpu="1.5", memory="1Ki").memory_bytes() == 1024
+    with pytest.raises(ValueError, match="not a CPU quantity"):
+        Resources(cpu="lots").cpu_millicores()
+
+
+def test_secret_keys_are_masked_for_callers_and_renamed_for_replicas() -> None:
+    data = {"secret.DB": "pw", "secretive": "x", "plain": "y"}
+    assert [is_secret_key(k) for k in data] == [True, False, False]
+    assert masked_config(data) == {"secret.DB": SECRET_MASK, "secretive": "x", "plain": "y"}
+    assert config_environment(data) == {"DB": "pw", "secretive": "x", "plain": "y"}
+
+
+# -- convert --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stream", "wire"),
+    [
+        (LogStreamKind.STDOUT, types.LOG_STREAM_STDOUT),
+        (LogStreamKind.STDERR, types.LOG_STREAM_STDERR),
+        (LogStreamKind.UNSPECIFIED, types.LOG_STREAM_UNSPECIFIED),
+    ],
+)
+def test_log_entries_on_the_wire(stream: LogStreamKind, wire: int) -> None:
+    made = convert.log_entry_to_proto(LogEntry("web-1", NOW, "hello", stream, True))
+    assert made.instance_id == "web-1"
+    assert made.text == "hello"
+    assert made.truncated is True
+    assert made.stream == wire
+    assert made.time.ToDatetime(tzinfo=UTC) == NOW
+    assert not convert.log_entry_to_proto(LogEntry("i", NOW, "")).truncated
+
+
+def test_the_snapshot_marker_carries_no_status() -> None:
+    done = convert.event_to_proto(DeploymentEvent(EventKind.SNAPSHOT_DONE))
+    assert done.event == types.DEPLOYMENT_EVENT_INITIAL_SNAPSHOT_DONE
+    assert not done.HasField("status")
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+
+
+def test_new_tokens_are_long_random_and_url_safe() -> None:
+    made = {new_token() for _ in range(20)}
+    assert len(made) == 20
+    for token in made:
+        assert token.startswith("asw_") and len(token) == 4 + 43  # 32 bytes, base64url
+        assert set(token[4:]) <= set(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("null", "nothing (an empty value)"),
+        ("true", "the boolean True"),
+        ("'" + "r" * 40 + "'", "the string '" + "r" * 40 + "'"),
+        ("'" + "r" * 41 + "'", "the string '" + "r" * 37 + "...'"),
+        ("1.5", "the number 1.5"),
+        ("12", "the number 12"),
+        ("1" + "0" * 79, "the number 1" + "0" * 79),  # 80 digits: shown
+        ("1" + "0" * 80, "a number of about 81 digits"),
+        ("[1, 2]", "a list of 2"),
+        ("{a: 1}", "a mapping"),
+        ("2020-01-01", "a date"),
+    ],
+)
+def test_a_wrong_value_is_described_in_a_few_words(tmp_path: Path, value: str, shown: str) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(f"tokens:\n  - name: ci\n    sha256: {'a' * 64}\n    role: {value}\n")
+    with pytest.raises(TokensFileError) as caught:
+        TokenStore.load(path)
+    assert str(caught.value) == (
+        f"tokens file {path}: tokens[0] (name 'ci'): field 'role': "
+        f"must be one of viewer, operator, admin, not {shown}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        (
+            "namespaces",
+            "[team-a, Team_B]",
+            "field 'namespaces[1]': the string 'Team_B' is not a namespace name "
+            "(at most 63 of [a-z0-9-], a DNS-1123 label)",
+        ),
+        (
+            "namespaces",
+            "['" + "n" * 64 + "']",
+            "field 'namespaces[0]': the string '" + "n" * 37 + "...' is not a namespace name "
+            "(at most 63 of [a-z0-9-], a DNS-1123 label)",
+        ),
+        (
+            "providers",
+            "[memory, docker-compose]",
+            "field 'providers[1]': the string 'docker-compose' is not a provider alias "
+            "(1-63 lowercase letters, digits or '_', starting with a letter)",
+        ),
+        (
+            "providers",
+            "[memory, 3]",
+            "field 'providers[1]': must be a string, not the number 3",
+        ),
+        (
+            "namespaces",
+            "{}",
+            "field 'namespaces': must be a non-empty list such as [a, b] "
+            "(leave 'namespaces' out to allow every one), not a mapping",
+        ),
+    ],
+)
+def test_a_bad_restriction_is_named_exactly(
+    tmp_path: Path, field: str, value: str, problem: str
+) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(
+        f"tokens:\n  - name: ci\n    sha256: {'a' * 64}\n    role: viewer\n    {field}: {value}\n"
+    )
+    with pytest.raises(TokensFileError) as caught:
+        TokenStore.load(path)
+    assert str(caught.value) == f"tokens file {path}: tokens[0] (name 'ci'): {problem}"
+
+
+def test_valid_restrictions_are_kept_as_sets(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(
+        f"tokens:\n  - name: ci\n    sha256: {'a' * 64}\n    role: Operator\n"
+        "    namespaces: [team-a, team-b, team-a]\n    providers: [memory]\n"
+    )
+    store = TokenStore.load(path)
+    assert store.authenticate("nothing hashes to a's") is None
+    (entry,) = store._entries
+    assert entry.principal.namespaces == frozenset({"team-a", "team-b"})
+    assert entry.principal.providers == frozenset({"memory"})
+    assert entry.principal.role == 2
+    assert entry.digest == bytes.fromhex("a" * 64)
+
+
+# -- registry -------------------------------------------------------------------------------------
+
+
+def test_registry_book_keeping() -> None:
+    lazy = LazyProvider("lazy_one", "json:JSONDecoder", kind="x", sdk_modules=("json",))
+    missing = LazyProvider("gone", "nowhere:Nothing", kind="x", sdk_modules=("no_such_sdk_xyz",))
+    registry = Registry(builtins=[lazy, missing])
+    registry.register("memory", MemoryProvider)
+    assert "memory" in registry and "lazy_one" in registry and "gone" in registry
+    assert "other" not in registry and 3 not in registry
+    assert registry.is_loaded("memory") and not registry.is_loaded("lazy_one")
+    assert registry.lazy_entry("lazy_one") is lazy and registry.lazy_entry("memory") is None
+    assert registry.installed("memory")
+    assert registry.installed("lazy_one")
+    assert not registry.installed("gone")
+    assert not registry.installed("other")
+    assert registry.origin("memory") == "registered"
+    assert registry.origin("lazy_one") == "builtin"
+
+
+def test_the_decorator_checks_the_class_alias() -> None:
+    registry = Registry(builtins=())
+
+    class Named(MemoryProvider):
+        provider_alias = "named"
+
+    with pytest.raises(ValueError) as caught:
+        register_provider_class("other", registry=registry)(Named)
+    assert str(caught.value) == "Named.provider_alias is 'named', registered as 'other'"
+    assert register_provider_class("named", registry=registry)(Named) is Named
+    assert registry.get("named") is Named
+
+
+def test_a_service_reference_names_each_bad_half() -> None:
+    for service_id, namespace, fields in (
+        ("web", "default", []),
+        ("Web", "default", ["service_id"]),
+        ("web", "Default", ["namespace"]),
+        ("", "", ["service_id", "namespace"]),
+    ):
+        try:
+            validate_service_ref(service_id, namespace)
+        except InvalidSpecError as error:
+            assert [v.field for v in error.violations] == fields
+        else:
+            assert fields == []
