@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
@@ -184,3 +185,25 @@ async def test_a_scoped_token_is_served_inside_its_scope_unary_and_streaming(
         break
     health = await stub.CheckHealth(pb.CheckHealthRequest(), metadata=bearer("team-a"))
     assert health.health.alias == "memory"  # provider-wide: no namespace to check
+
+
+async def test_a_scoped_token_streams_metrics_and_logs_inside_its_scope(
+    stub: pb_grpc.ProviderServiceAsyncStub,
+) -> None:
+    """The request reaches the servicer whole through every layer (the interval and the
+    log query are read from it)."""
+    await stub.StartDeployment(start(), metadata=bearer("team-a"))
+    metrics = stub.StreamMetrics(
+        pb.StreamMetricsRequest(service_id="web", namespace="team-a", interval=Duration(seconds=7)),
+        metadata=bearer("team-a"),
+    )
+    async for response in metrics:
+        assert response.sample.extra["interval_seconds"] == 7.0
+        break
+    metrics.cancel()
+    logs = stub.StreamLogs(
+        pb.StreamLogsRequest(service_id="web", namespace="team-a", tail_lines=10_001),
+        metadata=bearer("team-a"),
+    )
+    refused = await refusal(lambda: first_of(logs))
+    assert refused[0] is grpc.StatusCode.INVALID_ARGUMENT

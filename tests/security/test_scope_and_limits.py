@@ -84,6 +84,12 @@ def test_a_refused_request_names_every_bad_field_and_resolves_nothing() -> None:
         "spec.image",
     ]
     assert where(call) == ("", "", "")
+    # A spec without a namespace is in "default": only what is wrong is named.
+    call = CallContext("StartDeployment", "r-1", "peer")
+    unnamed = types.DeploymentSpec(service_id="Web", command=["x"])
+    with pytest.raises(InvalidSpecError) as caught:
+        resolve(METHODS["StartDeployment"], pb.StartDeploymentRequest(spec=unnamed), call, "m")
+    assert [v.field for v in caught.value.violations] == ["spec.service_id"]
     call = CallContext("GetDeploymentStatus", "r-1", "peer")
     with pytest.raises(InvalidSpecError) as caught:
         resolve(

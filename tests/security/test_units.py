@@ -8,15 +8,19 @@ tokens file's descriptions of what it found, the registry's book-keeping.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from alphaswarm.provider.v1 import types_pb2 as types
 from alphaswarm_controller import convert
+from alphaswarm_controller.security.auth import CallerPermissionDenied, ScopeAuthorization
 from alphaswarm_controller.security.tokens import TokensFileError, TokenStore, new_token
-from alphaswarm_core.providers.errors import InvalidSpecError
+from alphaswarm_core.call import CallContext, Caller
+from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable, InvalidSpecError
 from alphaswarm_core.providers.models import (
     MAX_LOG_LINE_BYTES,
     MAX_TAIL_LINES,
@@ -30,9 +34,17 @@ from alphaswarm_core.providers.models import (
     config_environment,
     is_secret_key,
     masked_config,
+    parse_cpu_millicores,
+    parse_memory_bytes,
     validate_service_ref,
 )
-from alphaswarm_core.providers.registry import LazyProvider, Registry, register_provider_class
+from alphaswarm_core.providers.protocol import InfrastructureProvider
+from alphaswarm_core.providers.registry import (
+    LazyProvider,
+    ProviderDescription,
+    Registry,
+    register_provider_class,
+)
 from tests.fakes.memory_provider import MemoryProvider
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -271,3 +283,132 @@ def test_a_service_reference_names_each_bad_half() -> None:
             assert [v.field for v in error.violations] == fields
         else:
             assert fields == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [("keep  \n", "keep  "), ("endsX\n", "endsX"), ("tab\t\r\n", "tab\t")],
+)
+def test_only_the_line_ending_is_stripped(raw: str, text: str) -> None:
+    assert LogEntry.bounded("i", NOW, raw).text == text
+
+
+def test_quantity_errors_quote_the_value() -> None:
+    for parse, text, message in (
+        (parse_cpu_millicores, "lots", "not a CPU quantity: 'lots'"),
+        (parse_cpu_millicores, "1001", "CPU quantity above 1000 cores: '1001'"),
+        (parse_memory_bytes, "1Qi", "not a memory quantity: '1Qi'"),
+        (parse_memory_bytes, "2Pi", "memory quantity above 1Pi: '2Pi'"),
+        (parse_memory_bytes, "9" * 40, "not a memory quantity: '" + "9" * 40 + "'"),
+        (parse_cpu_millicores, "1" * 70, "not a CPU quantity: '" + "1" * 61 + "...'"),
+    ):
+        with pytest.raises(ValueError) as caught:
+            parse(text)
+        assert str(caught.value) == message
+
+
+def test_a_scope_refusal_lists_every_allowed_namespace() -> None:
+    call = CallContext("GetDeploymentStatus", "r", "p", alias="memory", namespace="c")
+    call.caller = Caller("ci", 2, frozenset({"b", "a"}))
+    with pytest.raises(CallerPermissionDenied) as caught:
+        ScopeAuthorization().check(call)
+    assert caught.value.message == "'ci' may not access namespace 'c'; allowed: a, b"
+
+
+class Bare(InfrastructureProvider):
+    """A provider class that names no alias of its own."""
+
+
+def select_memory(env: Mapping[str, str]) -> type[InfrastructureProvider]:
+    return MemoryProvider
+
+
+def select_nothing(env: Mapping[str, str]) -> Any:
+    return env.get("CHOICE", 3)
+
+
+def test_a_class_without_an_alias_takes_the_registered_one() -> None:
+    registry = Registry(builtins=())
+    assert register_provider_class("bare", registry=registry)(Bare) is Bare  # type: ignore[type-abstract]
+    assert registry.get("bare") is Bare
+
+
+def unavailable(registry: Registry, alias: str) -> InfrastructureProviderUnavailable:
+    with pytest.raises(InfrastructureProviderUnavailable) as caught:
+        registry.get(alias, {})
+    return caught.value
+
+
+def test_loading_a_lazy_provider_says_what_is_wrong() -> None:
+    here = "tests.security.test_units"
+    registry = Registry(
+        builtins=[
+            LazyProvider(
+                "ghost", "ghost_mod:Ghost", "ghost", extra="ghost", sdk_modules=("no_sdk_x",)
+            ),
+            LazyProvider("third", "no_module_xyz:Cls", "third", origin="dist"),
+            LazyProvider("noclass", "json:NoSuchThing", "x"),
+            LazyProvider("notprovider", "json:JSONDecoder", "x"),
+            LazyProvider("selected", f"{here}:select_memory", "x"),
+            LazyProvider("selector_bad", f"{here}:select_nothing", "x"),
+            LazyProvider("plain", "tests.fakes.memory_provider:MemoryProvider", "memory"),
+        ]
+    )
+    ghost = unavailable(registry, "ghost")
+    assert ghost.reason == "SDK_MISSING"
+    assert ghost.message == (
+        "provider 'ghost' needs the 'no_sdk_x' package: pip install 'alphaswarm-controller[ghost]'"
+    )
+    assert ghost.metadata == {
+        "install": "pip install 'alphaswarm-controller[ghost]'",
+        "missing_module": "no_sdk_x",
+    }
+    third = unavailable(registry, "third")
+    assert third.reason == "SDK_MISSING"
+    assert third.message == "provider 'third' cannot be loaded ('no_module_xyz' missing)"
+    assert third.metadata == {
+        "install": "install the package that provides no_module_xyz:Cls",
+        "missing_module": "no_module_xyz",
+    }
+    for alias, target in (("noclass", "json:NoSuchThing"), ("notprovider", "json:JSONDecoder")):
+        invalid = unavailable(registry, alias)
+        assert invalid.reason == "PROVIDER_INVALID"
+        assert invalid.message == (
+            f"{target} is neither an InfrastructureProvider subclass nor a backend selector"
+        )
+    assert registry.get("selected", {}) is MemoryProvider
+    assert registry.is_loaded("selected") and registry.lazy_entry("selected") is None
+    assert registry.get("plain") is MemoryProvider
+    bad = unavailable(registry, "selector_bad")
+    assert bad.reason == "PROVIDER_INVALID"
+    assert bad.message == "the backend selector of 'selector_bad' returned 3, not a provider class"
+    assert not registry.is_loaded("ghost") and registry.lazy_entry("ghost") is not None
+
+
+def test_describe_says_what_list_providers_shows() -> None:
+    registry = Registry(
+        builtins=[
+            LazyProvider(
+                "ghost", "ghost_mod:Ghost", "ghostly", extra="ghost", sdk_modules=("no_sdk_x",)
+            ),
+            LazyProvider("broken", "json:JSONDecoder", "brokenkind"),
+        ]
+    )
+    registry.register("memory", MemoryProvider)
+    memory = registry.describe("memory", {}, default="memory")
+    assert memory == ProviderDescription(
+        "memory", "memory", True, "registered", MemoryProvider.capabilities(), is_default=True
+    )
+    ghost = registry.describe("ghost", {}, default="memory")
+    assert ghost == ProviderDescription(
+        "ghost",
+        "ghostly",
+        installed=False,
+        origin="builtin",
+        install_hint="pip install 'alphaswarm-controller[ghost]'",
+    )
+    broken = registry.describe("broken", {})
+    assert (broken.kind, broken.installed, broken.capabilities) == ("brokenkind", True, ())
+    assert broken.install_hint == (
+        "json:JSONDecoder is neither an InfrastructureProvider subclass nor a backend selector"
+    )
