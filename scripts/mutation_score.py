@@ -14,9 +14,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-KILLED = {1, 3, 36, 24, -24, 152, 255, 37}
-"""mutmut's exit codes for a mutant the tests noticed: failed (1), pytest internal error
-(3), timeout (36, SIGXCPU 24/-24/152, 255) and caught by the type check (37)."""
+FAILED = {1, 3, 37}
+"""mutmut's exit codes for a mutant a test failed on (1; 3 a pytest internal error; 37
+caught by the type check)."""
+TIMED_OUT = {36, 24, -24, 152, 255}
+"""Tests ran past mutmut's time limit on the mutant (36; SIGXCPU 24/-24/152; 255)."""
+KILLED = FAILED | TIMED_OUT
 STATUS = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked"}
 
 
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rows: list[tuple[str, int, int]] = []
+    timeouts = 0
     survivors: list[tuple[str, str]] = []
     for meta in sorted(args.mutants.rglob("*.py.meta")):
         codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
@@ -34,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         module = str(meta.relative_to(args.mutants)).removesuffix(".meta")
         killed = sum(1 for code in codes.values() if code in KILLED)
+        timeouts += sum(1 for code in codes.values() if code in TIMED_OUT)
         rows.append((module, killed, len(codes)))
         survivors += [
             (name, STATUS.get(code, f"exit {code}"))
@@ -51,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(t for _, _, t in rows)
     score = 100 * killed / total
     print(f"{'all':<{width}}  {killed:>4}/{total:<4}  {score:5.1f} %")
+    print(f"(killed includes {timeouts} whose tests ran past the time limit)")
     if survivors:
         print(f"\nnot killed ({dict(Counter(status for _, status in survivors))}):")
         for name, status in survivors:
