@@ -18,7 +18,12 @@ import pytest
 from alphaswarm.provider.v1 import types_pb2 as types
 from alphaswarm_controller import convert
 from alphaswarm_controller.security.auth import CallerPermissionDenied, ScopeAuthorization
-from alphaswarm_controller.security.tokens import TokensFileError, TokenStore, new_token
+from alphaswarm_controller.security.tokens import (
+    TokensFileError,
+    TokenStore,
+    hash_token,
+    new_token,
+)
 from alphaswarm_core.call import CallContext, Caller
 from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable, InvalidSpecError
 from alphaswarm_core.providers.models import (
@@ -412,3 +417,83 @@ def test_describe_says_what_list_providers_shows() -> None:
     assert broken.install_hint == (
         "json:JSONDecoder is neither an InfrastructureProvider subclass nor a backend selector"
     )
+
+
+A64, B64 = "a" * 64, "b" * 64
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (
+            f"tokens:\n  - {{name: one, sha256: {A64}, role: viewer}}\n"
+            f"  - {{name: two, sha256: {A64}, role: viewer}}\n",
+            "tokens[1] (name 'two'): field 'sha256': the same token hash as tokens[0] "
+            "(name 'one'); each token must appear once",
+        ),
+        (
+            f"tokens:\n  - {{name: one, sha256: {A64}, role: viewer}}\n"
+            f"  - {{name: one, sha256: {B64}, role: viewer}}\n",
+            "tokens[1] (name 'one'): field 'name': the same name as tokens[0] (name 'one'); "
+            "names must be unique (audit lines identify callers by them)",
+        ),
+        (
+            f"tokens:\n  - {{name: one, sha256: {A64}, role: viewer, scope: x}}\n",
+            "tokens[0] (name 'one'): field 'scope': unknown field; "
+            "an entry has name, sha256, role, namespaces, providers",
+        ),
+        (
+            f"tokens:\n  - {{name: one, sha256: {A64}}}\n",
+            "tokens[0] (name 'one'): field 'role': is required",
+        ),
+        (
+            f"tokens:\n  - {{name: '-x', sha256: {A64}, role: viewer}}\n",
+            "tokens[0]: field 'name': must be 1-64 of [A-Za-z0-9_.@:-], starting with a letter "
+            "or digit, not the string '-x'",
+        ),
+        (
+            f"tokens:\n  - {{name: '{'n' * 65}', sha256: {A64}, role: viewer}}\n",
+            "tokens[0]: field 'name': must be 1-64 of [A-Za-z0-9_.@:-], starting with a letter "
+            f"or digit, not the string '{'n' * 37}...'",
+        ),
+        (
+            "tokens:\n  - {name: one, sha256: abc, role: viewer}\n",
+            "tokens[0] (name 'one'): field 'sha256': must be 64 hex digits "
+            "(the output of `alphaswarm-server hash-token`), not the string 'abc'",
+        ),
+        (
+            f"tokens:\n  - {{name: one, sha256: {A64}, role: viewer}}\nextra: 1\nmore: 2\n",
+            "unknown top-level key(s) 'extra', 'more'; only 'tokens' is allowed",
+        ),
+        (
+            f"tokens:\n  - {{name: one, name: two, sha256: {A64}, role: viewer}}\n",
+            "line 2, column 17: not valid YAML: key 'name' appears twice in one mapping",
+        ),
+        ("tokens: 3\n", "'tokens' must be a non-empty list of entries, not the number 3"),
+        ("tokens:\n  - ci\n", "tokens[0]: an entry must be a mapping, not the string 'ci'"),
+        (
+            "tokens: [\n  - {name: ci\n",
+            "line 2, column 3: not valid YAML: expected the node content, but found '-'",
+        ),
+    ],
+)
+def test_a_tokens_file_mistake_is_one_exact_line(tmp_path: Path, body: str, problem: str) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(body)
+    with pytest.raises(TokensFileError) as caught:
+        TokenStore.load(path)
+    assert str(caught.value) == f"tokens file {path}: {problem}"
+
+
+def test_authentication_finds_the_entry_whatever_its_place(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(
+        "tokens:\n"
+        f"  - {{name: one, sha256: {hash_token('t1')}, role: viewer}}\n"
+        f"  - {{name: two, sha256: {hash_token('t2')}, role: admin}}\n"
+    )
+    store = TokenStore.load(path)
+    first, second = store.authenticate("t1"), store.authenticate("t2")
+    assert first is not None and (first.name, first.role) == ("one", 1)
+    assert second is not None and (second.name, second.role) == ("two", 3)
+    assert store.authenticate("t3") is None
