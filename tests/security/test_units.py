@@ -8,6 +8,7 @@ tokens file's descriptions of what it found, the registry's book-keeping.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,6 +49,7 @@ from alphaswarm_core.providers.registry import (
     LazyProvider,
     ProviderDescription,
     Registry,
+    _module_present,
     register_provider_class,
 )
 from tests.fakes.memory_provider import MemoryProvider
@@ -497,3 +499,35 @@ def test_authentication_finds_the_entry_whatever_its_place(tmp_path: Path) -> No
     assert first is not None and (first.name, first.role) == ("one", 1)
     assert second is not None and (second.name, second.role) == ("two", 3)
     assert store.authenticate("t3") is None
+
+
+def test_a_module_is_found_without_importing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pkg_q" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg_q" / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    (tmp_path / "pkg_q" / "leaf.py").write_text("")
+    (tmp_path / "single_q.py").write_text("raise RuntimeError('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name, present in (
+        ("pkg_q", True),
+        ("pkg_q.sub", True),  # a directory
+        ("pkg_q.leaf", True),  # a file
+        ("pkg_q.nope", False),
+        ("single_q", True),
+        ("nope_q", False),
+        ("nope_q.leaf", False),
+        ("json", True),  # imported already
+    ):
+        assert _module_present(name) is present, name
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [""])  # "" is the working directory
+    assert _module_present("single_q") and _module_present("pkg_q.leaf")
+    assert not _module_present("nope_q")
+
+
+def test_a_token_name_may_be_64_characters(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(f"tokens:\n  - {{name: '{'n' * 64}', sha256: {A64}, role: viewer}}\n")
+    (entry,) = TokenStore.load(path)._entries
+    assert entry.principal.name == "n" * 64
