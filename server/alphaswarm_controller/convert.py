@@ -351,7 +351,8 @@ _EVENTS = {
 }
 # Replica ids are the backend's (pid, container, pod, task or revision instance names;
 # ``<service>-<n>@<pid>`` on local).
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,252}")
+MAX_INSTANCE_ID_LENGTH = 253
+_INSTANCE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:/@-]{{0,{MAX_INSTANCE_ID_LENGTH - 1}}}")
 
 
 def log_query_from_proto(request: pb.StreamLogsRequest) -> LogQuery:

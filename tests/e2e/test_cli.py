@@ -292,7 +292,8 @@ def test_streams_print_per_message_and_stop_on_a_signal(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=server.env,
+        # A hang is reported with every thread's stack (SIGABRT below), not as a timeout.
+        env={**server.env, "PYTHONFAULTHANDLER": "1"},
     )
     try:
         assert stream.stdout is not None
@@ -303,7 +304,12 @@ def test_streams_print_per_message_and_stop_on_a_signal(
         if args[0] == "metrics":
             assert stream.stdout.readline().split()[1] == "1"  # replicas column
         stream.send_signal(signum)
-        _, err = stream.communicate(timeout=20)
+        try:
+            _, err = stream.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            stream.send_signal(signal.SIGABRT)
+            _, err = stream.communicate(timeout=30)
+            raise AssertionError(f"no exit 60 s after the signal; its threads:\n{err}") from None
     finally:
         stream.kill()
     assert stream.returncode == code

@@ -71,6 +71,8 @@ class Forwarded:
     path: str
     query: dict[str, str]
     operation: str
+    authorization: str = ""
+    """The Authorization header the client sent (forwarded as it came)."""
 
 
 def operation_of(method: str, path: str, query: dict[str, str]) -> str:
@@ -195,8 +197,10 @@ class KubeFaultProxy:
 
     # -- the handler's side -----------------------------------------------------------------
 
-    def _record(self, method: str, path: str, query: dict[str, str]) -> Forwarded:
-        request = Forwarded(method, path, query, operation_of(method, path, query))
+    def _record(
+        self, method: str, path: str, query: dict[str, str], authorization: str = ""
+    ) -> Forwarded:
+        request = Forwarded(method, path, query, operation_of(method, path, query), authorization)
         with self._lock:
             self.requests.append(request)
         return request
@@ -237,7 +241,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
-        request = proxy._record(method, parts.path, query)
+        authorization = self.headers.get("Authorization", "")
+        request = proxy._record(method, parts.path, query, authorization)
         if proxy.delay:
             time.sleep(proxy.delay)
         if any(parts.path.startswith(prefix) for prefix in proxy._hidden):

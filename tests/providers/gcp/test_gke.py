@@ -5,6 +5,7 @@ token webhook) with RBAC on; Kubernetes requests are counted at the proxy in fro
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import google.auth.transport.requests
 import pytest
@@ -20,10 +21,17 @@ from alphaswarm_core.providers.protocol import (
 )
 from alphaswarm_core.testing import ready, wait_for
 from tests.fakes.faults import Kind
-from tests.fakes.gcp_auth import PROJECT, TokenServer
+from tests.fakes.gcp_auth import (
+    PROJECT,
+    GkeAuthenticator,
+    TokenServer,
+    account_email,
+    write_service_account,
+)
 from tests.fakes.gcp_server import GcpEmulator
+from tests.realkube.cluster import KubeCluster
 from tests.realkube.fixtures import make_spec
-from tests.realkube.managed import ManagedCluster
+from tests.realkube.managed import ManagedCluster, managed_cluster
 
 from .conftest import CLUSTER, REGION, TOKEN
 
@@ -55,13 +63,70 @@ async def test_cluster_is_found_and_called_with_the_google_token(
     )
     assert served == 1
     assert token_server.issued == [TOKEN]
+    before = len(kube.proxy.requests)
     status = await gke.start(make_spec("web", kube_namespace, replicas=1))
     assert status.provider == "gcp"
-    assert kube.proxy.requests, "the real API server was called"
+    started = kube.proxy.requests[before:]
+    deployment = f"/apis/apps/v1/namespaces/{kube_namespace}/deployments"
+    assert any(r.path.startswith(deployment) for r in started), started
+    # Every request to the cluster carried the Google token, the one token issued.
+    assert {r.authorization for r in kube.proxy.requests} == {f"Bearer {TOKEN}"}
+    assert token_server.issued == [TOKEN]
     assert (
         emulator.faults.seen["container:GetCluster"]
         == served + emulator.faults.failed["container:GetCluster"]
     ), "the connection is reused"
+
+
+async def test_an_expiring_google_token_is_renewed_and_each_request_carries_the_latest(
+    gke_emulator: GcpEmulator,
+    real_kube_cluster: KubeCluster,
+    tmp_path: Path,
+    real_kube_namespace: str,
+) -> None:
+    """google-auth renews a token that expires within minutes: with one-second tokens,
+    every request to the cluster carries a token just issued, never an old one; the
+    cluster accepts only tokens the token endpoint issued (its tokeninfo, through the
+    API server's token webhook)."""
+    with (
+        TokenServer(lifetime_seconds=1) as tokens,
+        managed_cluster(
+            real_kube_cluster,
+            account_email(),
+            authenticator=GkeAuthenticator(tokens.tokeninfo_url),
+            rbac_suffix="gke-rotating",
+        ) as cluster,
+    ):
+        gke_emulator.container.add_cluster(
+            PROJECT,
+            REGION,
+            "rotating",
+            endpoint=cluster.url.removeprefix("https://"),
+            ca_pem=cluster.ca_pem,
+        )
+        key = write_service_account(tmp_path / "key.json", token_uri=tokens.url)
+        provider = GkeProvider(
+            env={
+                "GOOGLE_APPLICATION_CREDENTIALS": str(key),
+                "ALPHASWARM_GCP_MODE": "gke",
+                "ALPHASWARM_GCP_GKE_CLUSTER": "rotating",
+                "ALPHASWARM_GCP_REGION": REGION,
+                "ALPHASWARM_GCP_API_ENDPOINT": gke_emulator.address,
+                "ALPHASWARM_KUBERNETES_CREATE_NAMESPACES": "true",
+            }
+        )
+        try:
+            assert (await provider.health()).healthy
+            await provider.start(make_spec("web", real_kube_namespace, replicas=1))
+            await provider.status("web", namespace=real_kube_namespace)
+        finally:
+            await provider.close()
+        sent = [r.authorization.removeprefix("Bearer ") for r in cluster.proxy.requests]
+        issued = list(tokens.issued)
+    assert len(sent) >= 3 and all(token in issued for token in sent), (sent, issued)
+    # Requests run on several threads, so they may arrive out of issue order; none
+    # reuses a token that had expired.
+    assert len(set(sent)) == len(sent), f"a fresh token for each request: {sent}"
 
 
 async def test_watch_is_a_kubernetes_watch_not_polling(
