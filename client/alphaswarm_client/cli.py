@@ -1,9 +1,14 @@
 """``alphaswarm``: the command-line client of ProviderService.
 
 Exit codes: 0 success, 1 the server (or the network) refused the call, 2 a
-usage error (bad flags, unreadable spec file), 130 interrupted (Ctrl-C),
-141 stdout closed early (``| head``). Errors are one line on stderr:
-``error: CODE: message (reason=...; field: why)``.
+usage error (bad flags, unreadable spec file), 130 interrupted (Ctrl-C, SIGINT),
+143 terminated (SIGTERM), 141 stdout closed early (``| head``). Errors are one
+line on stderr: ``error: CODE: message (reason=...; field: why)``.
+
+SIGINT and SIGTERM end any command, streams included, cleanly (the call is
+cancelled, nothing is printed) even when the parent started the CLI with them
+ignored (``cmd &`` in a script, some CI runners): Python would then install no
+handler of its own, so the CLI installs both itself.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,7 +43,10 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 EXIT_RPC_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 EXIT_BROKEN_PIPE = 141
+#: The signals that end a command, and its exit code for each (128 + the signal number).
+EXIT_ON_SIGNAL = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
 
 Handler = Callable[[AlphaswarmClient, argparse.Namespace, "Output"], Awaitable[int]]
 
@@ -562,10 +571,36 @@ async def run(args: argparse.Namespace, out: Output | None = None) -> int:
         return EXIT_USAGE
 
 
+async def run_until_signal(args: argparse.Namespace) -> int:
+    """``run(args)``, cancelled by SIGINT or SIGTERM, whatever the inherited disposition."""
+    loop = asyncio.get_running_loop()
+    command = asyncio.ensure_future(run(args))
+    received: list[signal.Signals] = []
+
+    def stop(signum: signal.Signals) -> None:
+        received.append(signum)
+        command.cancel()
+
+    previous = {signum: signal.getsignal(signum) for signum in EXIT_ON_SIGNAL}
+    for signum in EXIT_ON_SIGNAL:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await command
+    except asyncio.CancelledError:
+        if received:
+            return EXIT_ON_SIGNAL[received[0]]
+        raise
+    finally:
+        for signum, handler in previous.items():
+            loop.remove_signal_handler(signum)
+            if handler is not None:  # as found: main() may run inside a host program
+                signal.signal(signum, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return asyncio.run(run(args))
+        return asyncio.run(run_until_signal(args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -252,20 +252,43 @@ def test_errors_are_one_line_and_change_nothing(server: ServerProcess) -> None:
     assert ok(server, "--json", "list").json()["deployments"] == []
 
 
+#: Runs argv with SIGINT and SIGTERM set to ``sys.argv[1]`` ("default" or "ignore"), then
+#: execs it: an ignored disposition survives exec, as under ``cmd &`` or a CI runner that
+#: ignores SIGINT; "default" undoes whatever the test runner itself inherited.
+WITH_DISPOSITION = (
+    "import os, signal, sys\n"
+    "how = signal.SIG_IGN if sys.argv[1] == 'ignore' else signal.SIG_DFL\n"
+    "for signum in (signal.SIGINT, signal.SIGTERM):\n"
+    "    signal.signal(signum, how)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
 @pytest.mark.parametrize(
     ("args", "expect"),
     [
         (["metrics", "web", "--follow", "--interval", "0.2"], "TIME"),
         (["watch", "web", "--json"], '{"service_id":"web"'),
     ],
+    ids=["metrics", "watch"],
 )
-def test_streams_print_per_message_and_stop_on_ctrl_c(
-    server: ServerProcess, args: list[str], expect: str
+@pytest.mark.parametrize(
+    "stop",
+    [
+        ("default", signal.SIGINT, 130),
+        ("ignore", signal.SIGINT, 130),
+        ("ignore", signal.SIGTERM, 143),
+    ],
+    ids=["sigint", "sigint-ignored-by-parent", "sigterm-ignored-by-parent"],
+)
+def test_streams_print_per_message_and_stop_on_a_signal(
+    server: ServerProcess, args: list[str], expect: str, stop: tuple[str, signal.Signals, int]
 ) -> None:
+    disposition, signum, code = stop  # the parent's disposition, the signal sent, the exit
     tag = uuid.uuid4().hex
     ok(server, "start", "web", "--env", f"{MARKER}={tag}", "--", "sleep", "300")
     stream = subprocess.Popen(
-        cli_argv(server, *args),
+        [sys.executable, "-c", WITH_DISPOSITION, disposition, *cli_argv(server, *args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -273,16 +296,17 @@ def test_streams_print_per_message_and_stop_on_ctrl_c(
     )
     try:
         assert stream.stdout is not None
-        # Not a TTY: one line per message, flushed as it arrives.
+        # Not a TTY: one line per message, flushed as it arrives. The first line also
+        # tells that the CLI runs its stream, so its handlers are in place.
         first = stream.stdout.readline()
         assert first.startswith(expect), first
         if args[0] == "metrics":
             assert stream.stdout.readline().split()[1] == "1"  # replicas column
-        stream.send_signal(signal.SIGINT)
+        stream.send_signal(signum)
         _, err = stream.communicate(timeout=20)
     finally:
         stream.kill()
-    assert stream.returncode == 130
+    assert stream.returncode == code
     assert err == ""  # no traceback
     ok(server, "stop", "web")
 

@@ -140,13 +140,12 @@ class LocalProvider(InfrastructureProvider):
     async def open(self) -> None:
         """Load desired state, kill replicas a previous run left, respawn every deployment.
 
-        A state directory that cannot be used does not stop the server: the error
-        is logged here and raised by ``health`` and every call until it is fixed.
+        A state directory that cannot be used (unwritable, or locked by another
+        controller) raises InfrastructureProviderUnavailable. It does not stop the
+        server: the pool keeps no provider that did not open, so health reports the
+        error and every call raises it until it is fixed.
         """
-        try:
-            await self._ensure_open()
-        except InfrastructureProviderUnavailable as exc:
-            log.error("local provider unavailable: %s", exc)
+        await self._ensure_open()
 
     async def _ensure_open(self) -> None:
         if self._opened:
