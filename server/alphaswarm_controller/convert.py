@@ -20,6 +20,7 @@ from alphaswarm_core.providers.errors import FieldViolation, InvalidSpecError
 from alphaswarm_core.providers.models import (
     DEFAULT_NAMESPACE,
     MAX_TAIL_LINES,
+    SECRET_MASK,
     ConfigMapPatch,
     DeploymentEvent,
     DeploymentSpec,
@@ -123,8 +124,16 @@ def interval_seconds(message: Duration, present: bool) -> float:
     return seconds
 
 
-def status_to_proto(status: DeploymentStatus) -> types.DeploymentStatus:
-    return types.DeploymentStatus(
+OPERATOR_ROLE = 2
+"""Env values of a read-back spec are shown to callers who may set them."""
+
+
+def status_to_proto(
+    status: DeploymentStatus, caller: Caller | None = None
+) -> types.DeploymentStatus:
+    """The wire status; with ``caller`` the spec too (env values masked below operator),
+    without it (lists, watches) the spec is left out to keep those messages lean."""
+    message = types.DeploymentStatus(
         service_id=status.service_id,
         namespace=status.namespace,
         provider=status.provider,
@@ -141,11 +150,38 @@ def status_to_proto(status: DeploymentStatus) -> types.DeploymentStatus:
                 ready=i.ready,
                 restarts=i.restarts,
                 message=i.message,
+                started_at=_timestamp(i.started_at) if i.started_at else None,
             )
             for i in status.instances
         ],
         image=status.image,
         labels=dict(status.labels),
+        created_at=_timestamp(status.created_at) if status.created_at else None,
+        changed_at=_timestamp(status.changed_at) if status.changed_at else None,
+    )
+    if caller is not None and status.spec is not None:
+        message.spec.CopyFrom(spec_to_proto(status.spec, reveal_env=caller.role >= OPERATOR_ROLE))
+    return message
+
+
+def spec_to_proto(spec: DeploymentSpec, *, reveal_env: bool) -> types.DeploymentSpec:
+    env = dict(spec.env) if reveal_env else dict.fromkeys(spec.env, SECRET_MASK)
+    return types.DeploymentSpec(
+        service_id=spec.service_id,
+        namespace=spec.namespace,
+        image=spec.image,
+        command=list(spec.command),
+        env=env,
+        replicas=spec.replicas,
+        labels=dict(spec.labels),
+        ports=[
+            types.PortSpec(
+                container_port=p.container_port, host_port=p.host_port, protocol=p.protocol
+            )
+            for p in spec.ports
+        ],
+        resources=types.Resources(cpu=spec.resources.cpu, memory=spec.resources.memory),
+        provider_options=dict(spec.provider_options),
     )
 
 

@@ -68,7 +68,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         spec = convert.spec_from_proto(request.spec, call.namespace)
         provider = await self._pool.get(call.alias)
         status = await provider.start(spec)
-        return pb.StartDeploymentResponse(status=convert.status_to_proto(status))
+        return pb.StartDeploymentResponse(status=convert.status_to_proto(status, call.caller))
 
     async def StopDeployment(
         self, request: pb.StopDeploymentRequest, context: Context
@@ -76,7 +76,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         call = _call()
         provider = await self._pool.get(call.alias)
         status = await provider.stop(call.service_id, namespace=call.namespace)
-        return pb.StopDeploymentResponse(status=convert.status_to_proto(status))
+        return pb.StopDeploymentResponse(status=convert.status_to_proto(status, call.caller))
 
     async def ScaleDeployment(
         self, request: pb.ScaleDeploymentRequest, context: Context
@@ -85,7 +85,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         replicas = convert.replicas(request.replicas)
         provider = await self._pool.get(call.alias)
         status = await provider.scale(call.service_id, replicas, namespace=call.namespace)
-        return pb.ScaleDeploymentResponse(status=convert.status_to_proto(status))
+        return pb.ScaleDeploymentResponse(status=convert.status_to_proto(status, call.caller))
 
     async def GetDeploymentStatus(
         self, request: pb.GetDeploymentStatusRequest, context: Context
@@ -93,7 +93,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         call = _call()
         provider = await self._pool.get(call.alias)
         status = await provider.status(call.service_id, namespace=call.namespace)
-        return pb.GetDeploymentStatusResponse(status=convert.status_to_proto(status))
+        return pb.GetDeploymentStatusResponse(status=convert.status_to_proto(status, call.caller))
 
     async def ListDeployments(
         self, request: pb.ListDeploymentsRequest, context: Context

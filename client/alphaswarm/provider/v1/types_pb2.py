@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"alphaswarm/provider/v1/types.proto\x12\x16\x61lphaswarm.provider.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x04\n\x0e\x44\x65ploymentSpec\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12<\n\x03\x65nv\x18\x05 \x03(\x0b\x32/.alphaswarm.provider.v1.DeploymentSpec.EnvEntry\x12\x10\n\x08replicas\x18\x06 \x01(\x05\x12\x42\n\x06labels\x18\x07 \x03(\x0b\x32\x32.alphaswarm.provider.v1.DeploymentSpec.LabelsEntry\x12/\n\x05ports\x18\x08 \x03(\x0b\x32 .alphaswarm.provider.v1.PortSpec\x12\x34\n\tresources\x18\t \x01(\x0b\x32!.alphaswarm.provider.v1.Resources\x12U\n\x10provider_options\x18\n \x03(\x0b\x32;.alphaswarm.provider.v1.DeploymentSpec.ProviderOptionsEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x36\n\x14ProviderOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x08PortSpec\x12\x16\n\x0e\x63ontainer_port\x18\x01 \x01(\x05\x12\x11\n\thost_port\x18\x02 \x01(\x05\x12\x10\n\x08protocol\x18\x03 \x01(\t\"(\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\t\x12\x0e\n\x06memory\x18\x02 \x01(\t\"f\n\x0eInstanceStatus\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x10\n\x08restarts\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xc7\x03\n\x10\x44\x65ploymentStatus\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x36\n\x05state\x18\x04 \x01(\x0e\x32\'.alphaswarm.provider.v1.DeploymentState\x12\x18\n\x10\x64\x65sired_replicas\x18\x05 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x06 \x01(\x05\x12\x0f\n\x07message\x18\x07 \x01(\t\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08restarts\x18\t \x01(\x05\x12\x39\n\tinstances\x18\n \x03(\x0b\x32&.alphaswarm.provider.v1.InstanceStatus\x12\r\n\x05image\x18\x0b \x01(\t\x12\x44\n\x06labels\x18\x0c \x03(\x0b\x32\x34.alphaswarm.provider.v1.DeploymentStatus.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb3\x01\n\rServiceConfig\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12=\n\x04\x64\x61ta\x18\x03 \x03(\x0b\x32/.alphaswarm.provider.v1.ServiceConfig.DataEntry\x12\x0f\n\x07version\x18\x04 \x01(\t\x1a+\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcb\x01\n\x0e\x43onfigMapPatch\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12<\n\x03set\x18\x03 \x03(\x0b\x32/.alphaswarm.provider.v1.ConfigMapPatch.SetEntry\x12\x0e\n\x06remove\x18\x04 \x03(\t\x12\x18\n\x10\x65xpected_version\x18\x05 \x01(\t\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf0\x02\n\x0cMetricSample\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replicas\x18\x05 \x01(\x05\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x03\x12\x18\n\x10network_rx_bytes\x18\x08 \x01(\x03\x12\x18\n\x10network_tx_bytes\x18\t \x01(\x03\x12\n\n\x02ok\x18\n \x01(\x08\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12>\n\x05\x65xtra\x18\x0c \x03(\x0b\x32/.alphaswarm.provider.v1.MetricSample.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8e\x01\n\x0cProviderInfo\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nis_default\x18\x03 \x01(\x08\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x11\n\tinstalled\x18\x05 \x01(\x08\x12\x14\n\x0cinstall_hint\x18\x06 \x01(\t\x12\x0e\n\x06origin\x18\x07 \x01(\t\"\xf5\x01\n\x0eProviderHealth\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x44\n\x07\x64\x65tails\x18\x05 \x03(\x0b\x32\x33.alphaswarm.provider.v1.ProviderHealth.DetailsEntry\x12.\n\nchecked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9d\x01\n\x08LogEntry\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x06stream\x18\x03 \x01(\x0e\x32!.alphaswarm.provider.v1.LogStream\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x11\n\ttruncated\x18\x05 \x01(\x08*\xc9\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_RUNNING\x10\x02\x12\x1d\n\x19\x44\x45PLOYMENT_STATE_DEGRADED\x10\x03\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_STOPPED\x10\x04\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_FAILED\x10\x05*U\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02*\xb8\x01\n\x0f\x44\x65ploymentEvent\x12 \n\x1c\x44\x45PLOYMENT_EVENT_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45PLOYMENT_EVENT_ADDED\x10\x01\x12\x1d\n\x19\x44\x45PLOYMENT_EVENT_MODIFIED\x10\x02\x12\x1c\n\x18\x44\x45PLOYMENT_EVENT_DELETED\x10\x03\x12*\n&DEPLOYMENT_EVENT_INITIAL_SNAPSHOT_DONE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"alphaswarm/provider/v1/types.proto\x12\x16\x61lphaswarm.provider.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x04\n\x0e\x44\x65ploymentSpec\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12<\n\x03\x65nv\x18\x05 \x03(\x0b\x32/.alphaswarm.provider.v1.DeploymentSpec.EnvEntry\x12\x10\n\x08replicas\x18\x06 \x01(\x05\x12\x42\n\x06labels\x18\x07 \x03(\x0b\x32\x32.alphaswarm.provider.v1.DeploymentSpec.LabelsEntry\x12/\n\x05ports\x18\x08 \x03(\x0b\x32 .alphaswarm.provider.v1.PortSpec\x12\x34\n\tresources\x18\t \x01(\x0b\x32!.alphaswarm.provider.v1.Resources\x12U\n\x10provider_options\x18\n \x03(\x0b\x32;.alphaswarm.provider.v1.DeploymentSpec.ProviderOptionsEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x36\n\x14ProviderOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x08PortSpec\x12\x16\n\x0e\x63ontainer_port\x18\x01 \x01(\x05\x12\x11\n\thost_port\x18\x02 \x01(\x05\x12\x10\n\x08protocol\x18\x03 \x01(\t\"(\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\t\x12\x0e\n\x06memory\x18\x02 \x01(\t\"\x96\x01\n\x0eInstanceStatus\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x10\n\x08restarts\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdd\x04\n\x10\x44\x65ploymentStatus\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x36\n\x05state\x18\x04 \x01(\x0e\x32\'.alphaswarm.provider.v1.DeploymentState\x12\x18\n\x10\x64\x65sired_replicas\x18\x05 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x06 \x01(\x05\x12\x0f\n\x07message\x18\x07 \x01(\t\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08restarts\x18\t \x01(\x05\x12\x39\n\tinstances\x18\n \x03(\x0b\x32&.alphaswarm.provider.v1.InstanceStatus\x12\r\n\x05image\x18\x0b \x01(\t\x12\x44\n\x06labels\x18\x0c \x03(\x0b\x32\x34.alphaswarm.provider.v1.DeploymentStatus.LabelsEntry\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nchanged_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x04spec\x18\x0f \x01(\x0b\x32&.alphaswarm.provider.v1.DeploymentSpec\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb3\x01\n\rServiceConfig\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12=\n\x04\x64\x61ta\x18\x03 \x03(\x0b\x32/.alphaswarm.provider.v1.ServiceConfig.DataEntry\x12\x0f\n\x07version\x18\x04 \x01(\t\x1a+\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcb\x01\n\x0e\x43onfigMapPatch\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12<\n\x03set\x18\x03 \x03(\x0b\x32/.alphaswarm.provider.v1.ConfigMapPatch.SetEntry\x12\x0e\n\x06remove\x18\x04 \x03(\t\x12\x18\n\x10\x65xpected_version\x18\x05 \x01(\t\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf0\x02\n\x0cMetricSample\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replicas\x18\x05 \x01(\x05\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x03\x12\x18\n\x10network_rx_bytes\x18\x08 \x01(\x03\x12\x18\n\x10network_tx_bytes\x18\t \x01(\x03\x12\n\n\x02ok\x18\n \x01(\x08\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12>\n\x05\x65xtra\x18\x0c \x03(\x0b\x32/.alphaswarm.provider.v1.MetricSample.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8e\x01\n\x0cProviderInfo\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nis_default\x18\x03 \x01(\x08\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x11\n\tinstalled\x18\x05 \x01(\x08\x12\x14\n\x0cinstall_hint\x18\x06 \x01(\t\x12\x0e\n\x06origin\x18\x07 \x01(\t\"\xf5\x01\n\x0eProviderHealth\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x44\n\x07\x64\x65tails\x18\x05 \x03(\x0b\x32\x33.alphaswarm.provider.v1.ProviderHealth.DetailsEntry\x12.\n\nchecked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9d\x01\n\x08LogEntry\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x06stream\x18\x03 \x01(\x0e\x32!.alphaswarm.provider.v1.LogStream\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x11\n\ttruncated\x18\x05 \x01(\x08*\xc9\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_RUNNING\x10\x02\x12\x1d\n\x19\x44\x45PLOYMENT_STATE_DEGRADED\x10\x03\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_STOPPED\x10\x04\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_FAILED\x10\x05*U\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02*\xb8\x01\n\x0f\x44\x65ploymentEvent\x12 \n\x1c\x44\x45PLOYMENT_EVENT_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45PLOYMENT_EVENT_ADDED\x10\x01\x12\x1d\n\x19\x44\x45PLOYMENT_EVENT_MODIFIED\x10\x02\x12\x1c\n\x18\x44\x45PLOYMENT_EVENT_DELETED\x10\x03\x12*\n&DEPLOYMENT_EVENT_INITIAL_SNAPSHOT_DONE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,12 +48,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METRICSAMPLE_EXTRAENTRY']._serialized_options = b'8\001'
   _globals['_PROVIDERHEALTH_DETAILSENTRY']._loaded_options = None
   _globals['_PROVIDERHEALTH_DETAILSENTRY']._serialized_options = b'8\001'
-  _globals['_DEPLOYMENTSTATE']._serialized_start=2660
-  _globals['_DEPLOYMENTSTATE']._serialized_end=2861
-  _globals['_LOGSTREAM']._serialized_start=2863
-  _globals['_LOGSTREAM']._serialized_end=2948
-  _globals['_DEPLOYMENTEVENT']._serialized_start=2951
-  _globals['_DEPLOYMENTEVENT']._serialized_end=3135
+  _globals['_DEPLOYMENTSTATE']._serialized_start=2859
+  _globals['_DEPLOYMENTSTATE']._serialized_end=3060
+  _globals['_LOGSTREAM']._serialized_start=3062
+  _globals['_LOGSTREAM']._serialized_end=3147
+  _globals['_DEPLOYMENTEVENT']._serialized_start=3150
+  _globals['_DEPLOYMENTEVENT']._serialized_end=3334
   _globals['_DEPLOYMENTSPEC']._serialized_start=96
   _globals['_DEPLOYMENTSPEC']._serialized_end=668
   _globals['_DEPLOYMENTSPEC_ENVENTRY']._serialized_start=523
@@ -66,30 +66,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PORTSPEC']._serialized_end=741
   _globals['_RESOURCES']._serialized_start=743
   _globals['_RESOURCES']._serialized_end=783
-  _globals['_INSTANCESTATUS']._serialized_start=785
-  _globals['_INSTANCESTATUS']._serialized_end=887
-  _globals['_DEPLOYMENTSTATUS']._serialized_start=890
-  _globals['_DEPLOYMENTSTATUS']._serialized_end=1345
+  _globals['_INSTANCESTATUS']._serialized_start=786
+  _globals['_INSTANCESTATUS']._serialized_end=936
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=939
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=1544
   _globals['_DEPLOYMENTSTATUS_LABELSENTRY']._serialized_start=567
   _globals['_DEPLOYMENTSTATUS_LABELSENTRY']._serialized_end=612
-  _globals['_SERVICECONFIG']._serialized_start=1348
-  _globals['_SERVICECONFIG']._serialized_end=1527
-  _globals['_SERVICECONFIG_DATAENTRY']._serialized_start=1484
-  _globals['_SERVICECONFIG_DATAENTRY']._serialized_end=1527
-  _globals['_CONFIGMAPPATCH']._serialized_start=1530
-  _globals['_CONFIGMAPPATCH']._serialized_end=1733
-  _globals['_CONFIGMAPPATCH_SETENTRY']._serialized_start=1691
-  _globals['_CONFIGMAPPATCH_SETENTRY']._serialized_end=1733
-  _globals['_METRICSAMPLE']._serialized_start=1736
-  _globals['_METRICSAMPLE']._serialized_end=2104
-  _globals['_METRICSAMPLE_EXTRAENTRY']._serialized_start=2060
-  _globals['_METRICSAMPLE_EXTRAENTRY']._serialized_end=2104
-  _globals['_PROVIDERINFO']._serialized_start=2107
-  _globals['_PROVIDERINFO']._serialized_end=2249
-  _globals['_PROVIDERHEALTH']._serialized_start=2252
-  _globals['_PROVIDERHEALTH']._serialized_end=2497
-  _globals['_PROVIDERHEALTH_DETAILSENTRY']._serialized_start=2451
-  _globals['_PROVIDERHEALTH_DETAILSENTRY']._serialized_end=2497
-  _globals['_LOGENTRY']._serialized_start=2500
-  _globals['_LOGENTRY']._serialized_end=2657
+  _globals['_SERVICECONFIG']._serialized_start=1547
+  _globals['_SERVICECONFIG']._serialized_end=1726
+  _globals['_SERVICECONFIG_DATAENTRY']._serialized_start=1683
+  _globals['_SERVICECONFIG_DATAENTRY']._serialized_end=1726
+  _globals['_CONFIGMAPPATCH']._serialized_start=1729
+  _globals['_CONFIGMAPPATCH']._serialized_end=1932
+  _globals['_CONFIGMAPPATCH_SETENTRY']._serialized_start=1890
+  _globals['_CONFIGMAPPATCH_SETENTRY']._serialized_end=1932
+  _globals['_METRICSAMPLE']._serialized_start=1935
+  _globals['_METRICSAMPLE']._serialized_end=2303
+  _globals['_METRICSAMPLE_EXTRAENTRY']._serialized_start=2259
+  _globals['_METRICSAMPLE_EXTRAENTRY']._serialized_end=2303
+  _globals['_PROVIDERINFO']._serialized_start=2306
+  _globals['_PROVIDERINFO']._serialized_end=2448
+  _globals['_PROVIDERHEALTH']._serialized_start=2451
+  _globals['_PROVIDERHEALTH']._serialized_end=2696
+  _globals['_PROVIDERHEALTH_DETAILSENTRY']._serialized_start=2650
+  _globals['_PROVIDERHEALTH_DETAILSENTRY']._serialized_end=2696
+  _globals['_LOGENTRY']._serialized_start=2699
+  _globals['_LOGENTRY']._serialized_end=2856
 # @@protoc_insertion_point(module_scope)

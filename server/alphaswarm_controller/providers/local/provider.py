@@ -22,7 +22,7 @@ import sqlite3
 import sys
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -505,11 +505,13 @@ class LocalProvider(InfrastructureProvider):
             desired_replicas=target,
             ready_replicas=ready,
             message=message,
-            updated_at=datetime.fromtimestamp(desired.updated_at, UTC),
+            updated_at=datetime.now(UTC),
             restarts=restarts,
             instances=instances,
             image=spec.image,
             labels=dict(spec.labels),
+            changed_at=datetime.fromtimestamp(desired.updated_at, UTC),
+            spec=replace(spec, replicas=desired.replicas),
         )
 
     # -- required ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -63,6 +64,8 @@ class Replica:
         self.message = ""
         self.last_exit_code: int | None = None
         self.last_failure = ""
+        self.started_wall: float | None = None
+        """When the current process started (the kernel's create time), for started_at."""
 
     # -- observed state ---------------------------------------------------------------------
 
@@ -95,12 +98,14 @@ class Replica:
             message = f"pid {pid}"
             if self.last_failure:
                 message += f"; last exit: {self.last_failure}"
+        started = self.started_wall if pid is not None else None
         return InstanceStatus(
             instance_id=instance_id,
             state=state,
             ready=self.ready,
             restarts=self.restarts,
             message=message,
+            started_at=datetime.fromtimestamp(started, UTC) if started is not None else None,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -172,6 +177,7 @@ class Replica:
         self._process = process
         self._started_at = time.monotonic()
         created = processes.create_time(process.pid)
+        self.started_wall = created if created is not None else time.time()
         if created is not None:
             await self._on_pid(self.ordinal, process.pid, created)
 
