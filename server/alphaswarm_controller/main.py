@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import sys
@@ -20,11 +21,19 @@ from .server import serve
 from .settings import ServerSettings
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("alphaswarm-controller")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alphaswarm-server",
         description="Serve alphaswarm.provider.v1.ProviderService (settings: ALPHASWARM_CP_*).",
     )
+    parser.add_argument("--version", action="version", version=f"alphaswarm-server {_version()}")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the server (the default)")
     token = commands.add_parser("new-token", help="print a new bearer token and its file entry")
