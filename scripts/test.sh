@@ -44,6 +44,13 @@ ALPHASWARM_KUBE_BIN_DIR="$(bash scripts/kube/build.sh)"
 export ALPHASWARM_KUBE_BIN_DIR
 echo "$ALPHASWARM_KUBE_BIN_DIR"
 
+step "zsh and fish for the shell-completion tests (Debian packages)"
+if ! command -v zsh >/dev/null || ! command -v fish >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q zsh fish >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null && apt-get install -y -q zsh fish >/dev/null; }
+fi
+
 step "pytest"
 set +e
 python -m pytest -p no:cacheprovider "$@"

@@ -154,9 +154,7 @@ async def test_rejected_calls_count_with_their_code(serve: ServeFactory) -> None
     assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     samples = await asyncio.to_thread(scrape, port)
     labels = rpc("StreamMetrics", "server_stream")
-    assert (
-        value(samples, "grpc_server_handled_total", **labels, grpc_code="ResourceExhausted") == 1
-    )
+    assert value(samples, "grpc_server_handled_total", **labels, grpc_code="ResourceExhausted") == 1
     assert (
         value(samples, "alphaswarm_open_streams", grpc_service=SERVICE, grpc_method="StreamMetrics")
         == 0
