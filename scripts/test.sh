@@ -44,6 +44,11 @@ ALPHASWARM_KUBE_BIN_DIR="$(bash scripts/kube/build.sh)"
 export ALPHASWARM_KUBE_BIN_DIR
 echo "$ALPHASWARM_KUBE_BIN_DIR"
 
+step "helm from its Go module, for the chart's tests (first build minutes, then reused)"
+ALPHASWARM_HELM="$(bash scripts/helm/build.sh)"
+export ALPHASWARM_HELM
+echo "$ALPHASWARM_HELM"
+
 step "zsh and fish for the shell-completion tests (Debian packages)"
 if ! command -v zsh >/dev/null || ! command -v fish >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
