@@ -145,6 +145,7 @@ def test_output_formats_and_tables_that_fit(server: ServerProcess) -> None:
         "NAMESPACE", "SERVICE", "PROVIDER", "STATE", "READY", "RESTARTS", "AGE",
         "IMAGE", "CHANGED", "MESSAGE",
     ]  # fmt: skip
+    assert re.fullmatch(r"\d+s", wide[1].split()[6]), wide  # AGE: since the service was created
     wait_until(lambda: "2/2 ready" in ok(server, "status", "web").out, "2 ready replicas")
     described = ok(server, "describe", "web").out
     assert re.search(r"^command:\s+sleep 300$", described, re.M), described

@@ -511,6 +511,9 @@ class LocalProvider(InfrastructureProvider):
             image=spec.image,
             labels=dict(spec.labels),
             changed_at=datetime.fromtimestamp(desired.updated_at, UTC),
+            created_at=datetime.fromtimestamp(desired.created_at, UTC)
+            if desired.created_at
+            else None,
             spec=replace(spec, replicas=desired.replicas),
         )
 
