@@ -7,7 +7,8 @@ that converts its request has rejected bad input before any backend call.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
@@ -15,12 +16,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import types_pb2 as types
-from alphaswarm_core.call import Caller
-from alphaswarm_core.providers.errors import FieldViolation, InvalidSpecError
+from alphaswarm_core.call import CallContext, Caller
+from alphaswarm_core.providers.errors import FieldViolation, InvalidSpecError, RevisionNotFound
 from alphaswarm_core.providers.models import (
     DEFAULT_NAMESPACE,
+    DEFAULT_PROGRESS_DEADLINE_SECONDS,
+    MAX_CHANGE_CAUSE_LENGTH,
     MAX_TAIL_LINES,
     SECRET_MASK,
+    ChangeRequest,
+    Condition,
     ConfigMapPatch,
     DeploymentEvent,
     DeploymentSpec,
@@ -31,9 +36,14 @@ from alphaswarm_core.providers.models import (
     LogQuery,
     LogStreamKind,
     MetricSample,
+    Plan,
+    PlanAction,
     PortSpec,
     ProviderHealth,
     Resources,
+    Revision,
+    Rollout,
+    RolloutState,
     ServiceConfig,
     check_replicas,
     masked_config,
@@ -83,7 +93,93 @@ def _spec(message: types.DeploymentSpec, namespace: str) -> DeploymentSpec:
         ),
         resources=Resources(cpu=message.resources.cpu, memory=message.resources.memory),
         provider_options=dict(message.provider_options),
+        progress_deadline_seconds=(
+            message.progress_deadline.ToTimedelta().total_seconds()
+            if message.HasField("progress_deadline")
+            else DEFAULT_PROGRESS_DEADLINE_SECONDS
+        ),
+        auto_rollback=message.auto_rollback,
     )
+
+
+def spec_to_proto(spec: DeploymentSpec) -> types.DeploymentSpec:
+    message = types.DeploymentSpec(
+        service_id=spec.service_id,
+        namespace=spec.namespace,
+        image=spec.image,
+        command=list(spec.command),
+        env=dict(spec.env),
+        replicas=spec.replicas,
+        labels=dict(spec.labels),
+        ports=[
+            types.PortSpec(
+                container_port=p.container_port, host_port=p.host_port, protocol=p.protocol
+            )
+            for p in spec.ports
+        ],
+        resources=types.Resources(cpu=spec.resources.cpu, memory=spec.resources.memory),
+        provider_options=dict(spec.provider_options),
+        auto_rollback=spec.auto_rollback,
+    )
+    message.progress_deadline.FromTimedelta(timedelta(seconds=spec.progress_deadline_seconds))
+    return message
+
+
+def change_from_proto(expected_revision: int, change_cause: str) -> ChangeRequest:
+    """A mutating request's expected_revision and change_cause, validated."""
+    violations: list[FieldViolation] = []
+    if expected_revision < -1:
+        violations.append(
+            FieldViolation("expected_revision", "0 (any), -1 (absent) or a revision number")
+        )
+    if len(change_cause) > MAX_CHANGE_CAUSE_LENGTH or not change_cause.isprintable():
+        violations.append(
+            FieldViolation(
+                "change_cause", f"at most {MAX_CHANGE_CAUSE_LENGTH} printable characters"
+            )
+        )
+    if violations:
+        raise InvalidSpecError(violations)
+    return ChangeRequest(expected_revision, change_cause)
+
+
+def rollback_target(history: Sequence[Revision], to_revision: int, call: CallContext) -> Revision:
+    """The revision a rollback restores: ``to_revision``, or (0) the one before the newest."""
+    if to_revision < 0:
+        raise InvalidSpecError.single("to_revision", "0 (the previous one) or a revision number")
+    ordered = sorted(history, key=lambda r: -r.number)
+    if to_revision == 0:
+        if len(ordered) < 2:
+            raise RevisionNotFound(call.service_id, call.namespace, 0)
+        return ordered[1]
+    for revision in ordered:
+        if revision.number == to_revision:
+            return revision
+    raise RevisionNotFound(call.service_id, call.namespace, to_revision)
+
+
+def plan_to_proto(plan: Plan) -> types.Plan:
+    return types.Plan(
+        revision=plan.revision,
+        action=_PLAN_ACTIONS[plan.action],
+        changes=[
+            types.FieldChange(path=c.path, old_value=c.old, new_value=c.new) for c in plan.changes
+        ],
+    )
+
+
+def revision_to_proto(revision: Revision) -> types.Revision:
+    message = types.Revision(
+        number=revision.number,
+        spec=spec_to_proto(revision.spec),
+        config_version=revision.config_version,
+        created_at=_timestamp(revision.created_at),
+        change_cause=revision.change_cause,
+        rollback_of=revision.rollback_of,
+        automatic=revision.automatic,
+    )
+    message.spec.ClearField("replicas")  # not part of a revision
+    return message
 
 
 def patch_from_proto(message: types.ConfigMapPatch, namespace: str) -> ConfigMapPatch:
@@ -158,30 +254,39 @@ def status_to_proto(
         labels=dict(status.labels),
         created_at=_timestamp(status.created_at) if status.created_at else None,
         changed_at=_timestamp(status.changed_at) if status.changed_at else None,
+        revision=status.revision,
+        observed_revision=status.observed_revision,
+        rollout=_rollout(status.rollout) if status.rollout else None,
+        conditions=[_condition(c) for c in status.conditions],
     )
     if caller is not None and status.spec is not None:
-        message.spec.CopyFrom(spec_to_proto(status.spec, reveal_env=caller.role >= OPERATOR_ROLE))
+        spec = spec_to_proto(status.spec)
+        if caller.role < OPERATOR_ROLE:
+            for key in spec.env:
+                spec.env[key] = SECRET_MASK
+        message.spec.CopyFrom(spec)
     return message
 
 
-def spec_to_proto(spec: DeploymentSpec, *, reveal_env: bool) -> types.DeploymentSpec:
-    env = dict(spec.env) if reveal_env else dict.fromkeys(spec.env, SECRET_MASK)
-    return types.DeploymentSpec(
-        service_id=spec.service_id,
-        namespace=spec.namespace,
-        image=spec.image,
-        command=list(spec.command),
-        env=env,
-        replicas=spec.replicas,
-        labels=dict(spec.labels),
-        ports=[
-            types.PortSpec(
-                container_port=p.container_port, host_port=p.host_port, protocol=p.protocol
-            )
-            for p in spec.ports
-        ],
-        resources=types.Resources(cpu=spec.resources.cpu, memory=spec.resources.memory),
-        provider_options=dict(spec.provider_options),
+def _rollout(rollout: Rollout) -> types.Rollout:
+    message = types.Rollout(
+        state=_ROLLOUT_STATES[rollout.state],
+        reason=rollout.reason,
+        message=rollout.message,
+        started_at=_timestamp(rollout.started_at),
+    )
+    if rollout.finished_at is not None:
+        message.finished_at.CopyFrom(_timestamp(rollout.finished_at))
+    return message
+
+
+def _condition(condition: Condition) -> types.Condition:
+    return types.Condition(
+        type=condition.type,
+        status=_CONDITION_STATUS[condition.status],
+        reason=condition.reason,
+        message=condition.message,
+        last_transition_time=_timestamp(condition.last_transition_time),
     )
 
 
@@ -235,6 +340,23 @@ def sample_to_proto(sample: MetricSample) -> types.MetricSample:
     )
 
 
+_ROLLOUT_STATES = {
+    RolloutState.IN_PROGRESS: types.ROLLOUT_STATE_IN_PROGRESS,
+    RolloutState.SUCCEEDED: types.ROLLOUT_STATE_SUCCEEDED,
+    RolloutState.FAILED: types.ROLLOUT_STATE_FAILED,
+}
+_CONDITION_STATUS = {
+    True: types.CONDITION_STATUS_TRUE,
+    False: types.CONDITION_STATUS_FALSE,
+    None: types.CONDITION_STATUS_UNKNOWN,
+}
+_PLAN_ACTIONS = {
+    PlanAction.NOTHING: types.PLAN_ACTION_NOTHING,
+    PlanAction.CREATE: types.PLAN_ACTION_CREATE,
+    PlanAction.IN_PLACE: types.PLAN_ACTION_IN_PLACE,
+    PlanAction.ROLLING_RESTART: types.PLAN_ACTION_ROLLING_RESTART,
+    PlanAction.REPLACE: types.PLAN_ACTION_REPLACE,
+}
 _LOG_STREAMS = {
     LogStreamKind.STDOUT: types.LOG_STREAM_STDOUT,
     LogStreamKind.STDERR: types.LOG_STREAM_STDERR,
@@ -246,8 +368,9 @@ _EVENTS = {
     EventKind.DELETED: types.DEPLOYMENT_EVENT_DELETED,
     EventKind.SNAPSHOT_DONE: types.DEPLOYMENT_EVENT_INITIAL_SNAPSHOT_DONE,
 }
-# Replica ids are the backend's (pid, container, pod, task or revision instance names).
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,252}")
+# Replica ids are the backend's (pid, container, pod, task or revision instance names;
+# ``<service>-<n>@<pid>`` on local).
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,252}")
 
 
 def log_query_from_proto(request: pb.StreamLogsRequest) -> LogQuery:

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 
 from alphaswarm_core.providers.errors import InvalidSpecError
-from alphaswarm_core.providers.models import DeploymentStatus
+from alphaswarm_core.providers.models import DeploymentStatus, Revision
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -63,3 +63,21 @@ def page(
     chunk = ordered[:size]
     more = len(ordered) > size
     return chunk, ((chunk[-1].namespace, chunk[-1].service_id) if more else None)
+
+
+def page_revisions(
+    revisions: Sequence[Revision], size: int, after: tuple[str, str] | None
+) -> tuple[list[Revision], tuple[str, str] | None]:
+    """One page of a service's revisions, newest first, after revision ``after``."""
+    ordered = sorted(revisions, key=lambda r: -r.number)
+    if after is not None:
+        try:
+            before = int(after[1])
+        except ValueError as exc:
+            raise InvalidSpecError.single(
+                "page_token", "not a token from a previous ListRevisions with the same query"
+            ) from exc
+        ordered = [r for r in ordered if r.number < before]
+    chunk = ordered[:size]
+    more = len(ordered) > size
+    return chunk, (("revision", str(chunk[-1].number)) if more else None)

@@ -16,10 +16,13 @@ import grpc
 
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
+from alphaswarm.provider.v1 import types_pb2 as types
 from alphaswarm_core.call import CallContext, Caller, current_call
-from alphaswarm_core.providers.models import MetricSample
+from alphaswarm_core.providers import plans
+from alphaswarm_core.providers.errors import CapabilityUnsupported
+from alphaswarm_core.providers.models import DeploymentStatus, MetricSample, Plan
 
-from . import convert, paging
+from . import changes, convert, paging
 from .fanout import MetricsFanout
 from .pool import ProviderPool
 from .streams import ShutdownSignal, until_shutdown
@@ -66,15 +69,25 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
     ) -> pb.StartDeploymentResponse:
         call = _call()
         spec = convert.spec_from_proto(request.spec, call.namespace)
+        change = convert.change_from_proto(request.expected_revision, request.change_cause)
         provider = await self._pool.get(call.alias)
+        plan = await changes.prepare(
+            provider, call, change, request.validate_only, lambda now: plans.plan_start(now, spec)
+        )
+        if request.validate_only:
+            return pb.StartDeploymentResponse(
+                status=_status(await changes.status_if_any(provider, call)), plan=_plan(plan)
+            )
         status = await provider.start(spec)
-        return pb.StartDeploymentResponse(status=convert.status_to_proto(status, call.caller))
+        return pb.StartDeploymentResponse(status=_status(status), plan=_plan(plan))
 
     async def StopDeployment(
         self, request: pb.StopDeploymentRequest, context: Context
     ) -> pb.StopDeploymentResponse:
         call = _call()
+        change = convert.change_from_proto(request.expected_revision, "")
         provider = await self._pool.get(call.alias)
+        await changes.prepare(provider, call, change, False, None)
         status = await provider.stop(call.service_id, namespace=call.namespace)
         return pb.StopDeploymentResponse(status=convert.status_to_proto(status, call.caller))
 
@@ -83,9 +96,20 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
     ) -> pb.ScaleDeploymentResponse:
         call = _call()
         replicas = convert.replicas(request.replicas)
+        change = convert.change_from_proto(request.expected_revision, "")
         provider = await self._pool.get(call.alias)
-        status = await provider.scale(call.service_id, replicas, namespace=call.namespace)
-        return pb.ScaleDeploymentResponse(status=convert.status_to_proto(status, call.caller))
+        plan = await changes.prepare(
+            provider,
+            call,
+            change,
+            request.validate_only,
+            lambda now: plans.plan_scale(changes.existing(now, call), replicas),
+        )
+        if request.validate_only:
+            status = await provider.status(call.service_id, namespace=call.namespace)
+        else:
+            status = await provider.scale(call.service_id, replicas, namespace=call.namespace)
+        return pb.ScaleDeploymentResponse(status=_status(status), plan=_plan(plan))
 
     async def GetDeploymentStatus(
         self, request: pb.GetDeploymentStatusRequest, context: Context
@@ -125,9 +149,58 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
     ) -> pb.ApplyConfigResponse:
         call = _call()
         patch = convert.patch_from_proto(request.patch, call.namespace)
+        change = convert.change_from_proto(request.expected_revision, request.change_cause)
         provider = await self._pool.get(call.alias)
-        config = await provider.apply_config(patch)
-        return pb.ApplyConfigResponse(config=convert.config_to_proto(config))
+        plan = await changes.prepare(
+            provider,
+            call,
+            change,
+            request.validate_only,
+            lambda now: plans.plan_config(changes.existing(now, call), patch),
+        )
+        if request.validate_only:
+            config = await provider.get_config(call.service_id, namespace=call.namespace)
+        else:
+            config = await provider.apply_config(patch)
+        return pb.ApplyConfigResponse(config=convert.config_to_proto(config), plan=_plan(plan))
+
+    async def ListRevisions(
+        self, request: pb.ListRevisionsRequest, context: Context
+    ) -> pb.ListRevisionsResponse:
+        call = _call()
+        size = paging.page_size(request.page_size)
+        query = f"{call.namespace}/{call.service_id}"
+        after = paging.decode(request.page_token, call.alias, query)
+        provider = await self._pool.get(call.alias)
+        history = await provider.list_revisions(call.service_id, namespace=call.namespace)
+        chunk, resume = paging.page_revisions(history, size, after)
+        return pb.ListRevisionsResponse(
+            revisions=[convert.revision_to_proto(r) for r in chunk],
+            next_page_token=paging.encode(resume, call.alias, query) if resume else "",
+        )
+
+    async def RollbackDeployment(
+        self, request: pb.RollbackDeploymentRequest, context: Context
+    ) -> pb.RollbackDeploymentResponse:
+        call = _call()
+        change = convert.change_from_proto(request.expected_revision, request.change_cause)
+        provider = await self._pool.get(call.alias)
+        history = await provider.list_revisions(call.service_id, namespace=call.namespace)
+        target = convert.rollback_target(history, request.to_revision, call)
+        plan = await changes.prepare(
+            provider,
+            call,
+            change,
+            request.validate_only,
+            lambda now: plans.plan_rollback(changes.existing(now, call), target),
+        )
+        if request.validate_only:
+            status = await provider.status(call.service_id, namespace=call.namespace)
+        else:
+            status = await provider.rollback(
+                call.service_id, target.number, namespace=call.namespace
+            )
+        return pb.RollbackDeploymentResponse(status=_status(status), plan=_plan(plan))
 
     async def StreamMetrics(
         self, request: pb.StreamMetricsRequest, context: Context
@@ -153,7 +226,9 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         self, request: pb.DeleteDeploymentRequest, context: Context
     ) -> pb.DeleteDeploymentResponse:
         call = _call()
+        change = convert.change_from_proto(request.expected_revision, "")
         provider = await self._pool.get(call.alias)
+        await changes.prepare(provider, call, change, False, None)
         deleted = await provider.delete(
             call.service_id, namespace=call.namespace, allow_missing=request.allow_missing
         )
@@ -175,9 +250,24 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
     ) -> AsyncIterator[pb.WatchDeploymentResponse]:
         call = _call()
         provider = await self._pool.get(call.alias)
-        changes = provider.watch(call.service_id, namespace=call.namespace)
-        async for status in until_shutdown(changes, self._shutdown, context):
+        if request.until_rollout_done and not changes.keeps_revisions(provider):
+            raise CapabilityUnsupported(
+                call.alias, "revisions", "until_rollout_done needs rollouts to follow"
+            )
+        statuses = provider.watch(call.service_id, namespace=call.namespace)
+        async for status in until_shutdown(statuses, self._shutdown, context):
             yield pb.WatchDeploymentResponse(status=convert.status_to_proto(status))
+            if request.until_rollout_done and status.rollout and status.rollout.done:
+                return
+
+
+def _status(status: DeploymentStatus | None) -> types.DeploymentStatus | None:
+    """The status a mutating call answers, with the spec the caller may see."""
+    return None if status is None else convert.status_to_proto(status, _call().caller)
+
+
+def _plan(plan: Plan | None) -> types.Plan | None:
+    return None if plan is None else convert.plan_to_proto(plan)
 
 
 def _metrics_response(sample: MetricSample) -> pb.StreamMetricsResponse:

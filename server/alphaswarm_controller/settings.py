@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from alphaswarm_core.providers.models import ALIAS_RULE, is_alias
+
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_PROVIDER = "local"
 
@@ -36,6 +38,13 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     raw = env.get(name)
     return Path(raw) if raw else None
+
+
+def _alias(env: Mapping[str, str], name: str, default: str) -> str:
+    value = (env.get(name) or default).strip()
+    if not is_alias(value):
+        raise SystemExit(f"{name}: {value[:64]!r} is not a provider alias ({ALIAS_RULE})")
+    return value
 
 
 def _reflection(raw: str) -> str:
@@ -110,8 +119,14 @@ class ServerSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
         env = os.environ if env is None else env
-        default_provider = env.get("ALPHASWARM_CP_PROVIDER") or DEFAULT_PROVIDER
+        default_provider = _alias(env, "ALPHASWARM_CP_PROVIDER", DEFAULT_PROVIDER)
         listed = [p.strip() for p in env.get("ALPHASWARM_CP_PROVIDERS", "").split(",")]
+        for alias in listed:
+            if alias and not is_alias(alias):
+                shown = alias[:64]
+                raise SystemExit(
+                    f"ALPHASWARM_CP_PROVIDERS: {shown!r} is not a provider alias ({ALIAS_RULE})"
+                )
         providers = tuple(dict.fromkeys([default_provider, *(p for p in listed if p)]))
         return cls(
             listen=env.get("ALPHASWARM_CP_LISTEN") or DEFAULT_LISTEN,

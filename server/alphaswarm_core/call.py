@@ -8,8 +8,12 @@ deadline) and every log line (the request id). Nothing else carries per-call sta
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from alphaswarm_core.providers.models import NO_CHANGE_REQUEST, ChangeRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +54,31 @@ class CallContext:
     caller: Caller = ANONYMOUS
     caller_gone: bool = False
     """The caller cancelled (or its deadline passed) while the server went on."""
+    change: ChangeRequest = NO_CHANGE_REQUEST
+    """A mutating call's expected_revision and change_cause (providers with revisions read
+    them through ``current_change()``)."""
 
 
 current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
     "alphaswarm_call", default=None
 )
+
+
+def current_change() -> ChangeRequest:
+    """The expected revision and change cause of the change being made (none outside a call)."""
+    call = current_call.get()
+    return NO_CHANGE_REQUEST if call is None else call.change
+
+
+@contextlib.contextmanager
+def making_change(change: ChangeRequest) -> Iterator[None]:
+    """Run a provider's mutating methods with ``change`` as ``current_change()``: what the
+    server does for each call, for code that drives a provider directly (tests, tools)."""
+    call = current_call.get()
+    changed = CallContext("library", "", "") if call is None else replace(call)
+    changed.change = change
+    token = current_call.set(changed)
+    try:
+        yield
+    finally:
+        current_call.reset(token)

@@ -31,8 +31,9 @@ from alphaswarm.provider.v1 import types_pb2 as types
 from alphaswarm_controller.providers.local.settings import DEFAULT_UID_RANGE
 from tests.e2e.processes import marked, wait_until
 from tests.e2e.server_process import ServerProcess, start_server
-from tests.providers.local_support import (
+from tests.providers.local.support import (
     escaping_tree,
+    log_text,
     proc_status,
     replica_cgroups,
     sleep_tokens,
@@ -89,8 +90,8 @@ def status(server: ServerProcess, service_id: str, namespace: str) -> types.Depl
 
 
 def read_results(log: Path, done: str = "attack-done") -> dict[str, str]:
-    wait_until(lambda: log.exists() and done in log.read_text(), f"{done} in {log}")
-    pairs = (line.split("=", 1) for line in log.read_text().splitlines() if "=" in line)
+    wait_until(lambda: done in log_text(log), f"{done} in {log}")
+    pairs = (line.split("=", 1) for line in log_text(log).splitlines() if "=" in line)
     return {key.strip(): value.strip() for key, value in pairs}
 
 

@@ -13,10 +13,13 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from alphaswarm_core.call import current_change
 from alphaswarm_core.providers.protocol import (
     DEFAULT_NAMESPACE,
+    Condition,
     ConfigMapPatch,
     ConfigVersionConflict,
+    Definition,
     DeploymentNotFoundError,
     DeploymentSpec,
     DeploymentState,
@@ -28,12 +31,21 @@ from alphaswarm_core.providers.protocol import (
     LogStreamKind,
     MetricSample,
     ProviderHealth,
+    Revision,
+    RevisionConflict,
+    RevisionNotFound,
+    Rollout,
+    RolloutState,
     ServiceConfig,
 )
 
 _ids = itertools.count(1)
 LINE_SECONDS = 0.1
 """Each in-memory replica 'writes' one line this often, counted from its start."""
+HISTORY = 10
+"""Revisions kept per service."""
+CRASHING = "crash"
+"""An image whose name contains this 'crashes': its rollout FAILS with CRASH_LOOP."""
 
 
 @dataclass
@@ -45,6 +57,15 @@ class _Service:
     config_version: int = 1
     born: dict[str, datetime] = field(default_factory=dict)
     """Instance -> when it started: it 'writes' a line every LINE_SECONDS from then on."""
+    revisions: list[Revision] = field(default_factory=list)
+    """Oldest first, at most HISTORY."""
+    rollout: Rollout | None = None
+    observed: int = 0
+    """The revision its replicas run (the last one whose rollout succeeded)."""
+
+    @property
+    def revision(self) -> int:
+        return self.revisions[-1].number if self.revisions else 0
 
 
 class MemoryProvider(InfrastructureProvider):
@@ -96,9 +117,53 @@ class MemoryProvider(InfrastructureProvider):
             service.born[instance] = datetime.now(UTC)
         service.replicas = replicas
 
+    def _check(self, key: tuple[str, str]) -> None:
+        """The caller's expected_revision against this service's (check-and-set)."""
+        service = self.services.get(key)
+        RevisionConflict.check(
+            key[1], key[0], current_change().expected_revision, service.revision if service else 0
+        )
+
+    def _record(self, service: _Service, *, rollback_of: int = 0, automatic: bool = False) -> None:
+        """A new revision of what ``service`` runs now, and its (instant) rollout."""
+        now = datetime.now(UTC)
+        service.revisions.append(
+            Revision(
+                service.revision + 1,
+                replace(service.spec, replicas=0),
+                dict(service.config),
+                str(service.config_version),
+                now,
+                "" if automatic else current_change().change_cause,
+                rollback_of,
+                automatic,
+            )
+        )
+        del service.revisions[:-HISTORY]
+        if CRASHING not in service.spec.image:
+            service.observed = service.revision
+            service.rollout = Rollout(RolloutState.SUCCEEDED, now, finished_at=now)
+            return
+        service.rollout = Rollout(
+            RolloutState.FAILED, now, "CRASH_LOOP", "replicas exit at once", finished_at=now
+        )
+        if service.spec.auto_rollback and service.observed:
+            good = next(r for r in service.revisions if r.number == service.observed)
+            self._restore(service, good, automatic=True)
+
+    def _restore(self, service: _Service, target: Revision, *, automatic: bool = False) -> None:
+        service.spec = replace(target.spec, replicas=service.replicas)
+        service.config = dict(target.config)
+        service.config_version += 1
+        service.instances.clear()
+        self._resize(service, service.replicas)
+        self._record(service, rollback_of=target.number, automatic=automatic)
+
     def _status(self, service: _Service) -> DeploymentStatus:
         spec = service.spec
         state = DeploymentState.RUNNING if service.replicas else DeploymentState.STOPPED
+        if service.rollout is not None and service.rollout.state is RolloutState.FAILED:
+            state = DeploymentState.FAILED
         return DeploymentStatus(
             service_id=spec.service_id,
             namespace=spec.namespace,
@@ -112,6 +177,21 @@ class MemoryProvider(InfrastructureProvider):
             ),
             image=spec.image or " ".join(spec.command),
             labels=dict(spec.labels),
+            revision=service.revision,
+            observed_revision=service.observed,
+            rollout=service.rollout,
+            conditions=self._conditions(service),
+        )
+
+    @staticmethod
+    def _conditions(service: _Service) -> tuple[Condition, ...]:
+        if service.rollout is None:
+            return ()
+        when = service.rollout.finished_at or service.rollout.started_at
+        ok = service.rollout.state is RolloutState.SUCCEEDED
+        return (
+            Condition("Available", ok or not service.replicas, when),
+            Condition("Progressing", ok, when, service.rollout.reason, service.rollout.message),
         )
 
     async def health(self) -> ProviderHealth:
@@ -121,13 +201,17 @@ class MemoryProvider(InfrastructureProvider):
     async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
         await self._enter("start")
         key = (spec.namespace, spec.service_id)
+        self._check(key)
         service = self.services.get(key)
+        changed = service is None or not service.spec.runs_as(spec)
         if service is None:
             service = self.services[key] = _Service(spec, 0)
-        elif replace(service.spec, replicas=0) != replace(spec, replicas=0):
+        elif changed:
             service.instances.clear()
         service.spec = spec
         self._resize(service, spec.replicas)
+        if changed:
+            self._record(service)
         return self._status(service)
 
     async def stop(
@@ -135,6 +219,7 @@ class MemoryProvider(InfrastructureProvider):
     ) -> DeploymentStatus:
         await self._enter("stop")
         service = self._get(service_id, namespace)
+        self._check((namespace, service_id))
         self._resize(service, 0)
         return self._status(service)
 
@@ -143,6 +228,7 @@ class MemoryProvider(InfrastructureProvider):
     ) -> DeploymentStatus:
         await self._enter("scale")
         service = self._get(service_id, namespace)
+        self._check((namespace, service_id))
         self._resize(service, replicas)
         return self._status(service)
 
@@ -177,9 +263,43 @@ class MemoryProvider(InfrastructureProvider):
             raise ConfigVersionConflict(
                 patch.service_id, patch.namespace, expected=patch.expected_version, actual=current
             )
-        service.config = patch.applied_to(service.config)
-        service.config_version += 1
+        self._check((patch.namespace, patch.service_id))
+        merged = patch.applied_to(service.config)
+        if merged != service.config:
+            service.config = merged
+            service.config_version += 1
+            self._record(service)
         return await self.get_config(patch.service_id, namespace=patch.namespace)
+
+    async def definition(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> Definition:
+        await self._enter("definition")
+        service = self._get(service_id, namespace)
+        return Definition(
+            replace(service.spec, replicas=service.replicas),
+            dict(service.config),
+            str(service.config_version),
+            service.revision,
+        )
+
+    async def list_revisions(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[Revision]:
+        await self._enter("list_revisions")
+        return list(reversed(self._get(service_id, namespace).revisions))
+
+    async def rollback(
+        self, service_id: str, to_revision: int, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
+        await self._enter("rollback")
+        service = self._get(service_id, namespace)
+        self._check((namespace, service_id))
+        target = next((r for r in service.revisions if r.number == to_revision), None)
+        if target is None:
+            raise RevisionNotFound(service_id, namespace, to_revision)
+        self._restore(service, target)
+        return self._status(service)
 
     async def delete(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
@@ -188,6 +308,7 @@ class MemoryProvider(InfrastructureProvider):
         if (namespace, service_id) not in self.services and allow_missing:
             return False
         self._get(service_id, namespace)
+        self._check((namespace, service_id))
         del self.services[(namespace, service_id)]
         return True
 
@@ -252,3 +373,12 @@ class ConfiglessProvider(MemoryProvider):
     provider_alias = "configless"
     get_config = InfrastructureProvider.get_config
     apply_config = InfrastructureProvider.apply_config
+
+
+class PlainProvider(MemoryProvider):
+    """A provider that keeps no revisions (for UNIMPLEMENTED on revision fields)."""
+
+    provider_alias = "plain"
+    definition = InfrastructureProvider.definition
+    list_revisions = InfrastructureProvider.list_revisions
+    rollback = InfrastructureProvider.rollback

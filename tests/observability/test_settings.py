@@ -36,6 +36,9 @@ def test_values() -> None:
         ("ALPHASWARM_CP_METRICS_LISTEN", "localhost:http"),
         ("ALPHASWARM_CP_TRACING", "jaeger"),
         ("ALPHASWARM_CP_LOG_FORMAT", "xml"),
+        ("ALPHASWARM_CP_PROVIDER", "local\nforged log line"),
+        ("ALPHASWARM_CP_PROVIDER", "Local"),
+        ("ALPHASWARM_CP_PROVIDERS", "local,docker compose"),
     ],
 )
 def test_bad_values_stop_the_start(name: str, raw: str) -> None:

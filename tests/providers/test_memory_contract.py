@@ -37,7 +37,12 @@ def spec_factory() -> SpecFactory:
 class TestMemoryContract(ProviderContract):
     expected_capabilities = frozenset(
         {"start", "stop", "scale", "status", "list", "config", "metrics", "logs", "delete"}
+        | {"revisions"}
     )
+
+    @pytest.fixture
+    def failing_spec_factory(self) -> SpecFactory:
+        return spec_factory_for(image="memory/crash:1")  # CRASHING: it 'exits at once'
 
     @pytest.fixture
     def leftovers(self, provider: MemoryProvider) -> Leftovers:

@@ -52,6 +52,8 @@ EXPECTED_ACCESS: dict[str, tuple[int, str]] = {
     "StreamLogs": (VIEWER, "namespace"),
     "DeleteDeployment": (OPERATOR, "namespace"),
     "WatchDeployments": (VIEWER, "namespace_or_all"),
+    "ListRevisions": (VIEWER, "namespace"),
+    "RollbackDeployment": (OPERATOR, "namespace"),
 }
 SCOPES = {
     access_pb2.SCOPE_SERVER: "server",

@@ -14,7 +14,7 @@ from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm_controller.server import RunningServer, start_server
 from alphaswarm_controller.settings import ServerSettings
 from alphaswarm_core.providers.registry import LazyProvider, Registry
-from tests.fakes.memory_provider import ConfiglessProvider, MemoryProvider
+from tests.fakes.memory_provider import ConfiglessProvider, MemoryProvider, PlainProvider
 
 
 @dataclass
@@ -33,6 +33,7 @@ def make_registry() -> Registry:
     registry = Registry(builtins=())
     registry.register("memory", MemoryProvider)
     registry.register("configless", ConfiglessProvider)
+    registry.register("plain", PlainProvider)
     registry.register_lazy(
         LazyProvider(
             "ghost",

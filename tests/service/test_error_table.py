@@ -82,7 +82,7 @@ async def test_unknown_provider_lists_known_aliases(harness: Harness) -> None:
     assert found.code is grpc.StatusCode.NOT_FOUND
     assert found.error_info is not None
     assert found.error_info.reason == "PROVIDER_NOT_FOUND"
-    assert found.error_info.metadata["known_aliases"] == "configless,ghost,memory"
+    assert found.error_info.metadata["known_aliases"] == "configless,ghost,memory,plain"
     assert found.error_info.metadata["provider"] == "nomad"
 
 

@@ -27,13 +27,14 @@ async def test_list_providers_reports_default_capabilities_and_install_state(
     response = await harness.stub.ListProviders(pb.ListProvidersRequest())
     assert response.default_provider == "memory"
     by_alias = {p.alias: p for p in response.providers}
-    assert list(by_alias) == ["configless", "ghost", "memory"]
+    assert list(by_alias) == ["configless", "ghost", "memory", "plain"]
     memory = by_alias["memory"]
     assert memory.is_default and memory.installed and memory.kind == "memory"
     assert {"start", "stop", "scale", "status", "list", "config", "metrics"} <= set(
         memory.capabilities
     )
     assert "config" not in by_alias["configless"].capabilities
+    assert "revisions" in memory.capabilities and "revisions" not in by_alias["plain"].capabilities
     ghost = by_alias["ghost"]
     assert not ghost.installed
     assert ghost.install_hint == "pip install 'alphaswarm-controller[ghost]'"

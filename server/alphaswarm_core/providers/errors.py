@@ -205,3 +205,35 @@ class ResourceNotFoundError(InfrastructureProviderError):
     """Something the spec refers to does not exist on the backend (an image, a namespace)."""
 
     reason = ErrorReason.BACKEND_RESOURCE_NOT_FOUND
+
+
+class RevisionConflict(InfrastructureProviderError):
+    """The service is not at the caller's ``expected_revision``; nothing changed."""
+
+    reason = ErrorReason.REVISION_CONFLICT
+
+    def __init__(self, service_id: str, namespace: str, *, expected: int, actual: int) -> None:
+        now = f"at revision {actual}" if actual else "absent"
+        wanted = "absent" if expected == -1 else f"at revision {expected}"
+        super().__init__(
+            f"{namespace}/{service_id} is {now}, not {wanted} as expected; plan again",
+            metadata={"expected_revision": str(expected), "current_revision": str(actual)},
+        )
+
+    @staticmethod
+    def check(service_id: str, namespace: str, expected: int, actual: int) -> None:
+        """Raise unless ``actual`` (0: absent) satisfies ``expected`` (0: anything)."""
+        if expected and expected != (actual or -1):
+            raise RevisionConflict(service_id, namespace, expected=expected, actual=actual)
+
+
+class RevisionNotFound(InfrastructureProviderError):
+    """The service has no such revision (never had, or it left the bounded history)."""
+
+    reason = ErrorReason.REVISION_NOT_FOUND
+
+    def __init__(self, service_id: str, namespace: str, revision: int) -> None:
+        super().__init__(
+            f"{namespace}/{service_id} has no revision {revision} in its history",
+            metadata={"revision": str(revision)},
+        )

@@ -12,7 +12,7 @@ import enum
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from .errors import FieldViolation, InvalidSpecError
@@ -39,6 +39,10 @@ MAX_CONFIG_KEYS = 512
 MAX_CONFIG_VALUE_BYTES = 64 * 1024
 MAX_CONFIG_TOTAL_BYTES = 512 * 1024
 MAX_VERSION_LENGTH = 128
+MAX_CHANGE_CAUSE_LENGTH = 1024
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 600.0
+MIN_PROGRESS_DEADLINE_SECONDS = 1.0
+MAX_PROGRESS_DEADLINE_SECONDS = 3600.0
 MAX_QUANTITY_LENGTH = 32
 MAX_CPU_MILLICORES = 1_000_000
 """1000 cores: more than any single machine or task a backend offers today."""
@@ -176,6 +180,10 @@ class DeploymentSpec:
     ports: tuple[PortSpec, ...] = ()
     resources: Resources = field(default_factory=Resources)
     provider_options: Mapping[str, str] = field(default_factory=dict)
+    progress_deadline_seconds: float = DEFAULT_PROGRESS_DEADLINE_SECONDS
+    """A rollout without progress for this long is FAILED (PROGRESS_DEADLINE_EXCEEDED)."""
+    auto_rollback: bool = False
+    """When a rollout of this spec fails, roll back to the previous revision at once."""
 
     def validate(self, prefix: str = "spec") -> DeploymentSpec:
         """Return self when valid; raise ``InvalidSpecError`` naming every bad field."""
@@ -211,7 +219,26 @@ class DeploymentSpec:
         _check_ports(violations, f"{prefix}.ports", self.ports)
         _check_resources(violations, f"{prefix}.resources", self.resources)
         _check_options(violations, f"{prefix}.provider_options", self.provider_options)
+        if (
+            not MIN_PROGRESS_DEADLINE_SECONDS
+            <= self.progress_deadline_seconds
+            <= (MAX_PROGRESS_DEADLINE_SECONDS)
+        ):
+            violations.append(
+                FieldViolation(
+                    f"{prefix}.progress_deadline",
+                    f"must be between {MIN_PROGRESS_DEADLINE_SECONDS:g} s and "
+                    f"{MAX_PROGRESS_DEADLINE_SECONDS:g} s",
+                )
+            )
         return violations
+
+    def runs_as(self, other: DeploymentSpec) -> bool:
+        """Whether ``other`` runs the same thing: equal but for the replica count and the
+        rollout policy (a change of either is no new revision)."""
+        return replace(self, replicas=0, progress_deadline_seconds=0, auto_rollback=False) == (
+            replace(other, replicas=0, progress_deadline_seconds=0, auto_rollback=False)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +279,109 @@ class DeploymentStatus:
     created_at: datetime | None = None
     changed_at: datetime | None = None
     spec: DeploymentSpec | None = None
+    revision: int = 0
+    """The desired revision (0: the provider keeps no revisions)."""
+    observed_revision: int = 0
+    """The revision the replicas run now."""
+    rollout: Rollout | None = None
+    conditions: tuple[Condition, ...] = ()
+
+
+class RolloutState(enum.StrEnum):
+    IN_PROGRESS = "in_progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """How the change to a service's desired revision is going."""
+
+    state: RolloutState
+    started_at: datetime
+    reason: str = ""
+    """When FAILED (or stuck): an ErrorReason name (IMAGE_PULL_FAILED, CRASH_LOOP, ...)."""
+    message: str = ""
+    finished_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state is not RolloutState.IN_PROGRESS
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One aspect of a service's state, in the Kubernetes style."""
+
+    type: str
+    """``Available`` or ``Progressing``."""
+    status: bool | None
+    """True, False, or None (unknown)."""
+    last_transition_time: datetime
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """One version of what a service runs: the spec (replicas aside) and the config."""
+
+    number: int
+    spec: DeploymentSpec
+    config: Mapping[str, str]
+    """The config data it ran with, secrets included: never sent to callers as is."""
+    config_version: str
+    created_at: datetime
+    change_cause: str = ""
+    rollback_of: int = 0
+    automatic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRequest:
+    """What a caller said about a change beside the change itself."""
+
+    expected_revision: int = 0
+    """0: unconditional; -1: the service must not exist yet; else its current revision."""
+    change_cause: str = ""
+
+
+NO_CHANGE_REQUEST = ChangeRequest()
+
+
+class PlanAction(enum.StrEnum):
+    NOTHING = "nothing"
+    CREATE = "create"
+    IN_PLACE = "in_place"
+    ROLLING_RESTART = "rolling_restart"
+    REPLACE = "replace"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    path: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a change would do, computed without changing anything."""
+
+    revision: int
+    """The revision it was computed against (0: the service does not exist)."""
+    action: PlanAction
+    changes: tuple[FieldChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    """What a service is meant to run now: its desired spec, config and revision."""
+
+    spec: DeploymentSpec
+    config: Mapping[str, str]
+    config_version: str
+    revision: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,11 +43,16 @@ from .errors import (
     InvalidSpecError,
     ProviderNotFoundError,
     ResourceNotFoundError,
+    RevisionConflict,
+    RevisionNotFound,
     SettingInvalid,
 )
 from .models import (
     DEFAULT_NAMESPACE,
+    ChangeRequest,
+    Condition,
     ConfigMapPatch,
+    Definition,
     DeploymentEvent,
     DeploymentSpec,
     DeploymentState,
@@ -62,6 +67,9 @@ from .models import (
     ProviderHealth,
     ProviderKind,
     Resources,
+    Revision,
+    Rollout,
+    RolloutState,
     ServiceConfig,
 )
 
@@ -74,8 +82,11 @@ __all__ = [
     "BackendTimeoutError",
     "BackendUnavailableError",
     "CapabilityUnsupported",
+    "ChangeRequest",
+    "Condition",
     "ConfigMapPatch",
     "ConfigVersionConflict",
+    "Definition",
     "DeploymentEvent",
     "DeploymentNotFoundError",
     "DeploymentSpec",
@@ -98,6 +109,11 @@ __all__ = [
     "ProviderNotFoundError",
     "ResourceNotFoundError",
     "Resources",
+    "Revision",
+    "RevisionConflict",
+    "RevisionNotFound",
+    "Rollout",
+    "RolloutState",
     "ServiceConfig",
     "SettingInvalid",
 ]
@@ -116,6 +132,7 @@ OPTIONAL_CAPABILITIES: Mapping[str, str] = {
     "metrics": "stream_metrics",
     "logs": "stream_logs",
     "delete": "delete",
+    "revisions": "list_revisions",
     "native_watch": "watch",
 }
 
@@ -359,6 +376,38 @@ class InfrastructureProvider(abc.ABC):
         provider created for the service. False when it did not exist and ``allow_missing``;
         else an unknown service is ``DeploymentNotFoundError``."""
         raise self._unsupported("delete")
+
+    # -- revisions (optional; capability "revisions") -------------------------------------
+    #
+    # A provider with revisions numbers every change of what a service runs (spec via
+    # start, config via apply_config; not a scale) from 1 per service, keeps a bounded
+    # history where it keeps the service's definition (the backend is the source of
+    # truth, so controllers side by side agree), reports revision, observed_revision,
+    # rollout and conditions in its statuses, honours ``current_change()`` in every
+    # mutating method (expected_revision: check-and-set, REVISION_CONFLICT when stale;
+    # change_cause: recorded with the revision made), and fails a rollout without
+    # progress for the spec's progress_deadline (rolling back when auto_rollback).
+
+    async def definition(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> Definition:
+        """What the service is meant to run now (spec, config, revision), read from the
+        backend; ``DeploymentNotFoundError`` for an unknown service. Plans are computed
+        from it without changing anything."""
+        raise self._unsupported("revisions")
+
+    async def list_revisions(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[Revision]:
+        """The service's revisions, newest first (a bounded history)."""
+        raise self._unsupported("revisions")
+
+    async def rollback(
+        self, service_id: str, to_revision: int, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
+        """Converge onto revision ``to_revision``'s spec and config (0: the one before the
+        current) as a new revision; ``RevisionNotFound`` when it is not in the history."""
+        raise self._unsupported("revisions")
 
     async def watch_deployments(
         self, *, namespace: str | None = None, interval_seconds: float = 2.0

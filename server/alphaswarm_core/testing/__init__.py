@@ -25,6 +25,7 @@ from .contract import (
     spec_factory_for,
     unique_name,
     wait_for,
+    wait_for_logs,
 )
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "spec_factory_for",
     "unique_name",
     "wait_for",
+    "wait_for_logs",
 ]

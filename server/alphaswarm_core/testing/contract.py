@@ -23,6 +23,9 @@ subclass (they override the base class's, which fail with instructions):
   processes, parameters...), read without going through the provider.
 * ``log_spec_factory`` (for ``logs``): a spec factory whose replicas write a line
   to stdout at least every second.
+* ``failing_spec_factory`` (for ``revisions``): a spec factory whose replicas can
+  never become ready on this backend (an image that cannot be pulled, a command
+  that exits at once), so that a rollout of it FAILS.
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import ClassVar, Protocol
 
 import pytest
 
+from alphaswarm_core.call import making_change
 from alphaswarm_core.providers.protocol import (
     CapabilityUnsupported,
+    ChangeRequest,
     ConfigMapPatch,
     ConfigVersionConflict,
     DeploymentEvent,
@@ -49,9 +55,24 @@ from alphaswarm_core.providers.protocol import (
     LogEntry,
     LogQuery,
     Resources,
+    RevisionConflict,
+    RevisionNotFound,
+    RolloutState,
 )
 
 SETTLE_TIMEOUT = 90.0
+ROLLOUT_FAILURES = frozenset(
+    {
+        "IMAGE_PULL_FAILED",
+        "CRASH_LOOP",
+        "UNSCHEDULABLE",
+        "PROGRESS_DEADLINE_EXCEEDED",
+        "CONFIG_UNREADABLE",
+        "BACKEND_QUOTA_EXCEEDED",
+        "BACKEND_REJECTED",
+    }
+)
+"""The reasons a failed rollout may give (ErrorReason names)."""
 
 
 class SpecFactory(Protocol):
@@ -189,6 +210,21 @@ class ProviderContract:
             pytest.fail(
                 f"{type(self).__name__} implements delete: it must override the `leftovers` "
                 "fixture with what the backend itself still holds of a service"
+            )
+
+        return unknown
+
+    @pytest.fixture
+    def failing_spec_factory(self) -> SpecFactory:
+        def unknown(
+            service_id: str,
+            namespace: str,
+            replicas: int = 1,
+            env: Mapping[str, str] | None = None,
+        ) -> DeploymentSpec:
+            pytest.fail(
+                f"{type(self).__name__} implements revisions: it must override the "
+                "`failing_spec_factory` fixture with specs whose replicas never get ready"
             )
 
         return unknown
@@ -592,6 +628,138 @@ class ProviderContract:
         finally:
             await watch.aclose()
 
+    # -- revisions and rollouts -------------------------------------------------------------
+
+    async def test_revisions_number_changes_of_what_runs_not_scales(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        service = unique_name()
+        if "revisions" not in provider.capabilities():
+            await provider.start(spec_factory(service, namespace))
+            with pytest.raises(CapabilityUnsupported):
+                await provider.list_revisions(service, namespace=namespace)
+            return
+        with making_change(ChangeRequest(change_cause="first")):
+            first = await provider.start(spec_factory(service, namespace, env={"MODE": "a"}))
+        assert first.revision == 1
+        await _succeeded(provider, service, namespace, 1)
+        await provider.scale(service, 2, namespace=namespace)
+        await provider.start(spec_factory(service, namespace, replicas=2, env={"MODE": "a"}))
+        assert (await provider.status(service, namespace=namespace)).revision == 1, (
+            "a scale, and a start that changes nothing, make no revision"
+        )
+        if "config" in provider.capabilities():
+            with making_change(ChangeRequest(change_cause="config")):
+                await provider.apply_config(ConfigMapPatch(service, namespace, set={"K": "v"}))
+            await _succeeded(provider, service, namespace, 2)
+        with making_change(ChangeRequest(change_cause="mode b")):
+            changed = await provider.start(
+                spec_factory(service, namespace, replicas=2, env={"MODE": "b"})
+            )
+        latest = changed.revision
+        assert latest == (3 if "config" in provider.capabilities() else 2)
+        await _succeeded(provider, service, namespace, latest)
+        history = await provider.list_revisions(service, namespace=namespace)
+        assert [r.number for r in history] == list(range(latest, 0, -1)), "newest first"
+        assert history[0].change_cause == "mode b" and history[-1].change_cause == "first"
+        assert history[0].spec.env["MODE"] == "b" and history[-1].spec.env["MODE"] == "a"
+
+    async def test_rollback_restores_an_earlier_spec_and_config(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        if "revisions" not in provider.capabilities():
+            return  # the numbering case checks that it is UNIMPLEMENTED
+        service = unique_name()
+        config = "config" in provider.capabilities()
+        await provider.start(spec_factory(service, namespace, env={"MODE": "a"}))
+        await _succeeded(provider, service, namespace, 1)
+        if config:
+            await provider.apply_config(ConfigMapPatch(service, namespace, set={"LEVEL": "2"}))
+        changed = await provider.start(spec_factory(service, namespace, env={"MODE": "b"}))
+        await _succeeded(provider, service, namespace, changed.revision)
+        rolled = await provider.rollback(service, 1, namespace=namespace)
+        assert rolled.revision == changed.revision + 1, "a rollback is a new revision"
+        await _succeeded(provider, service, namespace, rolled.revision)
+        newest = (await provider.list_revisions(service, namespace=namespace))[0]
+        assert (newest.number, newest.rollback_of, newest.automatic) == (rolled.revision, 1, False)
+        assert newest.spec.env["MODE"] == "a"
+        now = await provider.definition(service, namespace=namespace)
+        assert now.spec.env["MODE"] == "a" and now.revision == rolled.revision
+        if config:
+            assert "LEVEL" not in now.config, "the config of revision 1 came back too"
+        with pytest.raises(RevisionNotFound):
+            await provider.rollback(service, 999, namespace=namespace)
+
+    async def test_expected_revision_is_check_and_set(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        if "revisions" not in provider.capabilities():
+            return
+        service = unique_name()
+        with making_change(ChangeRequest(expected_revision=-1)):
+            await provider.start(spec_factory(service, namespace, env={"MODE": "a"}))
+            with pytest.raises(RevisionConflict):  # it exists now
+                await provider.start(spec_factory(service, namespace, env={"MODE": "x"}))
+        with making_change(ChangeRequest(expected_revision=7)), pytest.raises(RevisionConflict):
+            await provider.start(spec_factory(service, namespace, env={"MODE": "x"}))
+        with making_change(ChangeRequest(expected_revision=7)), pytest.raises(RevisionConflict):
+            await provider.scale(service, 3, namespace=namespace)
+        now = await provider.definition(service, namespace=namespace)
+        assert (now.revision, now.spec.env["MODE"], now.spec.replicas) == (1, "a", 1), (
+            "a stale change changes nothing"
+        )
+        with making_change(ChangeRequest(expected_revision=1)):
+            changed = await provider.start(spec_factory(service, namespace, env={"MODE": "b"}))
+        assert changed.revision == 2
+
+    async def test_a_failing_rollout_is_failed_with_a_reason(
+        self,
+        provider: InfrastructureProvider,
+        spec_factory: SpecFactory,
+        failing_spec_factory: SpecFactory,
+        namespace: str,
+    ) -> None:
+        if "revisions" not in provider.capabilities():
+            return
+        service = unique_name()
+        await provider.start(spec_factory(service, namespace))
+        await _succeeded(provider, service, namespace, 1)
+        failing = replace(failing_spec_factory(service, namespace), progress_deadline_seconds=60)
+        await provider.start(failing)
+        status = await wait_for(provider, service, namespace, rollout_done(2))
+        assert status.rollout is not None and status.rollout.state is RolloutState.FAILED
+        assert status.rollout.reason in ROLLOUT_FAILURES, status.rollout
+        assert status.observed_revision == 1, "the replicas still run revision 1 (or none)"
+
+    async def test_auto_rollback_goes_back_to_the_last_good_revision(
+        self,
+        provider: InfrastructureProvider,
+        spec_factory: SpecFactory,
+        failing_spec_factory: SpecFactory,
+        namespace: str,
+    ) -> None:
+        if "revisions" not in provider.capabilities():
+            return
+        service = unique_name()
+        await provider.start(spec_factory(service, namespace, env={"MODE": "good"}))
+        await _succeeded(provider, service, namespace, 1)
+        failing = replace(
+            failing_spec_factory(service, namespace),
+            progress_deadline_seconds=60,
+            auto_rollback=True,
+        )
+        await provider.start(failing)
+        status = await wait_for(
+            provider,
+            service,
+            namespace,
+            lambda s: s.revision == 3 and s.rollout is not None and s.rollout.done,
+        )
+        assert status.rollout is not None and status.rollout.state is RolloutState.SUCCEEDED
+        newest = (await provider.list_revisions(service, namespace=namespace))[0]
+        assert (newest.number, newest.rollback_of, newest.automatic) == (3, 1, True)
+        assert newest.spec.env["MODE"] == "good"
+
 
 async def _next_event(
     watch: AsyncGenerator[DeploymentEvent, None], kind: EventKind, service_id: str
@@ -601,3 +769,24 @@ async def _next_event(
         if event.kind is kind and event.status and event.status.service_id == service_id:
             return
     pytest.fail(f"the watch ended before {kind} of {service_id}")
+
+
+# -- revisions and rollouts ------------------------------------------------------------------
+
+
+def rollout_done(revision: int) -> Callable[[DeploymentStatus], bool]:
+    """The rollout of ``revision`` ended (succeeded or failed)."""
+
+    def check(status: DeploymentStatus) -> bool:
+        return status.revision == revision and status.rollout is not None and status.rollout.done
+
+    return check
+
+
+async def _succeeded(
+    provider: InfrastructureProvider, service: str, namespace: str, revision: int
+) -> DeploymentStatus:
+    status = await wait_for(provider, service, namespace, rollout_done(revision))
+    assert status.rollout is not None and status.rollout.state is RolloutState.SUCCEEDED, status
+    assert status.observed_revision == revision
+    return status

@@ -42,12 +42,21 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """Something the spec refers to does not exist on the backend (an image, a
     namespace, a cluster resource).
     """
+    REVISION_NOT_FOUND: _ErrorReason.ValueType  # 13
+    """The service has no such revision (never had, or it left the bounded history).
+    Metadata: `revision`.
+    """
     CONFIG_VERSION_CONFLICT: _ErrorReason.ValueType  # 20
     """The config is at another version than `expected_version`. Metadata:
     `expected_version`, `current_version`. Re-read the config and retry.
     """
     BACKEND_CONFLICT: _ErrorReason.ValueType  # 21
     """The backend's state changed concurrently (another writer). Re-read and retry."""
+    REVISION_CONFLICT: _ErrorReason.ValueType  # 22
+    """The service is not at `expected_revision` (it moved on since the plan, or it
+    exists when -1 was expected). Metadata: `expected_revision`, `current_revision`.
+    Nothing changed: plan again.
+    """
     CAPABILITY_UNSUPPORTED: _ErrorReason.ValueType  # 30
     """The backend has no such operation. Metadata: `capability` (e.g. `config`,
     `metrics`); ListProviders shows each provider's capabilities.
@@ -130,6 +139,18 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The server already serves as many streams as it allows. Metadata: `limit`.
     Retry later or on another replica.
     """
+    IMAGE_PULL_FAILED: _ErrorReason.ValueType  # 120
+    """Rollout failures, reported in DeploymentStatus.rollout.reason (and as errors by
+    calls that wait for a rollout): the image cannot be pulled or run.
+    """
+    CRASH_LOOP: _ErrorReason.ValueType  # 121
+    """A replica of the new revision exits again and again."""
+    UNSCHEDULABLE: _ErrorReason.ValueType  # 122
+    """No node, host or capacity can take the replicas."""
+    PROGRESS_DEADLINE_EXCEEDED: _ErrorReason.ValueType  # 123
+    """The rollout made no progress for the spec's progress_deadline."""
+    CONFIG_UNREADABLE: _ErrorReason.ValueType  # 124
+    """The replicas cannot read their config (a missing secret, an unreadable file)."""
     INTERNAL: _ErrorReason.ValueType  # 110
     """An unexpected server error. Metadata: `incident`, which finds the traceback
     in the server log.
@@ -165,12 +186,21 @@ BACKEND_RESOURCE_NOT_FOUND: ErrorReason.ValueType  # 12
 """Something the spec refers to does not exist on the backend (an image, a
 namespace, a cluster resource).
 """
+REVISION_NOT_FOUND: ErrorReason.ValueType  # 13
+"""The service has no such revision (never had, or it left the bounded history).
+Metadata: `revision`.
+"""
 CONFIG_VERSION_CONFLICT: ErrorReason.ValueType  # 20
 """The config is at another version than `expected_version`. Metadata:
 `expected_version`, `current_version`. Re-read the config and retry.
 """
 BACKEND_CONFLICT: ErrorReason.ValueType  # 21
 """The backend's state changed concurrently (another writer). Re-read and retry."""
+REVISION_CONFLICT: ErrorReason.ValueType  # 22
+"""The service is not at `expected_revision` (it moved on since the plan, or it
+exists when -1 was expected). Metadata: `expected_revision`, `current_revision`.
+Nothing changed: plan again.
+"""
 CAPABILITY_UNSUPPORTED: ErrorReason.ValueType  # 30
 """The backend has no such operation. Metadata: `capability` (e.g. `config`,
 `metrics`); ListProviders shows each provider's capabilities.
@@ -253,6 +283,18 @@ STREAM_LIMIT: ErrorReason.ValueType  # 101
 """The server already serves as many streams as it allows. Metadata: `limit`.
 Retry later or on another replica.
 """
+IMAGE_PULL_FAILED: ErrorReason.ValueType  # 120
+"""Rollout failures, reported in DeploymentStatus.rollout.reason (and as errors by
+calls that wait for a rollout): the image cannot be pulled or run.
+"""
+CRASH_LOOP: ErrorReason.ValueType  # 121
+"""A replica of the new revision exits again and again."""
+UNSCHEDULABLE: ErrorReason.ValueType  # 122
+"""No node, host or capacity can take the replicas."""
+PROGRESS_DEADLINE_EXCEEDED: ErrorReason.ValueType  # 123
+"""The rollout made no progress for the spec's progress_deadline."""
+CONFIG_UNREADABLE: ErrorReason.ValueType  # 124
+"""The replicas cannot read their config (a missing secret, an unreadable file)."""
 INTERNAL: ErrorReason.ValueType  # 110
 """An unexpected server error. Metadata: `incident`, which finds the traceback
 in the server log.

@@ -120,8 +120,20 @@ class StartDeploymentRequest(_message.Message):
 
     PROVIDER_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
+    CHANGE_CAUSE_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Provider alias; empty selects the default provider."""
+    validate_only: _builtins.bool
+    """Compute and return the plan; change nothing."""
+    expected_revision: _builtins.int
+    """When not 0: apply only if the service is at this revision (from a plan), else
+    ABORTED with reason REVISION_CONFLICT and nothing changes. -1 means "must not
+    exist yet".
+    """
+    change_cause: _builtins.str
+    """Why: recorded with the revision it makes and shown in the history."""
     @_builtins.property
     def spec(self) -> _types_pb2.DeploymentSpec:
         """Desired state of the service."""
@@ -131,10 +143,13 @@ class StartDeploymentRequest(_message.Message):
         *,
         provider: _builtins.str = ...,
         spec: _types_pb2.DeploymentSpec | None = ...,
+        validate_only: _builtins.bool = ...,
+        expected_revision: _builtins.int = ...,
+        change_cause: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_cause", b"change_cause", "expected_revision", b"expected_revision", "provider", b"provider", "spec", b"spec", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -147,18 +162,24 @@ class StartDeploymentResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def status(self) -> _types_pb2.DeploymentStatus:
-        """Status right after the change."""
+        """Status right after the change (with validate_only: the current one, if any)."""
+
+    @_builtins.property
+    def plan(self) -> _types_pb2.Plan:
+        """What the change does (with validate_only: would do)."""
 
     def __init__(
         self,
         *,
         status: _types_pb2.DeploymentStatus | None = ...,
+        plan: _types_pb2.Plan | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -173,22 +194,28 @@ class StopDeploymentRequest(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     SERVICE_ID_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Provider alias; empty selects the default provider."""
     service_id: _builtins.str
     """Name of the service."""
     namespace: _builtins.str
     """Namespace of the service; empty means "default"."""
+    expected_revision: _builtins.int
+    """When not 0: stop only if the service is at this revision, else ABORTED
+    (REVISION_CONFLICT).
+    """
     def __init__(
         self,
         *,
         provider: _builtins.str = ...,
         service_id: _builtins.str = ...,
         namespace: _builtins.str = ...,
+        expected_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "provider", b"provider", "service_id", b"service_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_revision", b"expected_revision", "namespace", b"namespace", "provider", b"provider", "service_id", b"service_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -228,6 +255,8 @@ class ScaleDeploymentRequest(_message.Message):
     SERVICE_ID_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Provider alias; empty selects the default provider."""
     service_id: _builtins.str
@@ -236,6 +265,12 @@ class ScaleDeploymentRequest(_message.Message):
     """Namespace of the service; empty means "default"."""
     replicas: _builtins.int
     """Replica count to reach (0 to 500)."""
+    validate_only: _builtins.bool
+    """Compute and return the plan; change nothing."""
+    expected_revision: _builtins.int
+    """When not 0: scale only if the service is at this revision, else ABORTED
+    (REVISION_CONFLICT).
+    """
     def __init__(
         self,
         *,
@@ -243,10 +278,12 @@ class ScaleDeploymentRequest(_message.Message):
         service_id: _builtins.str = ...,
         namespace: _builtins.str = ...,
         replicas: _builtins.int = ...,
+        validate_only: _builtins.bool = ...,
+        expected_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "provider", b"provider", "replicas", b"replicas", "service_id", b"service_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_revision", b"expected_revision", "namespace", b"namespace", "provider", b"provider", "replicas", b"replicas", "service_id", b"service_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -259,18 +296,24 @@ class ScaleDeploymentResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def status(self) -> _types_pb2.DeploymentStatus:
         """Status after the change."""
+
+    @_builtins.property
+    def plan(self) -> _types_pb2.Plan:
+        """What the change does (with validate_only: would do)."""
 
     def __init__(
         self,
         *,
         status: _types_pb2.DeploymentStatus | None = ...,
+        plan: _types_pb2.Plan | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -454,8 +497,19 @@ class ApplyConfigRequest(_message.Message):
 
     PROVIDER_FIELD_NUMBER: _builtins.int
     PATCH_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
+    CHANGE_CAUSE_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Provider alias; empty selects the default provider."""
+    validate_only: _builtins.bool
+    """Compute and return the plan; change nothing."""
+    expected_revision: _builtins.int
+    """When not 0: apply only if the service is at this revision, else ABORTED
+    (REVISION_CONFLICT).
+    """
+    change_cause: _builtins.str
+    """Why: recorded with the revision it makes and shown in the history."""
     @_builtins.property
     def patch(self) -> _types_pb2.ConfigMapPatch:
         """Keys to set and remove, and the expected current version."""
@@ -465,10 +519,13 @@ class ApplyConfigRequest(_message.Message):
         *,
         provider: _builtins.str = ...,
         patch: _types_pb2.ConfigMapPatch | None = ...,
+        validate_only: _builtins.bool = ...,
+        expected_revision: _builtins.int = ...,
+        change_cause: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["patch", b"patch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["patch", b"patch", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_cause", b"change_cause", "expected_revision", b"expected_revision", "patch", b"patch", "provider", b"provider", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -481,18 +538,24 @@ class ApplyConfigResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONFIG_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def config(self) -> _types_pb2.ServiceConfig:
         """Configuration after the patch, with its new version."""
+
+    @_builtins.property
+    def plan(self) -> _types_pb2.Plan:
+        """What the change does (with validate_only: would do)."""
 
     def __init__(
         self,
         *,
         config: _types_pb2.ServiceConfig | None = ...,
+        plan: _types_pb2.Plan | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "plan", b"plan"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "plan", b"plan"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -567,22 +630,29 @@ class WatchDeploymentRequest(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     SERVICE_ID_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
+    UNTIL_ROLLOUT_DONE_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Provider alias; empty selects the default provider."""
     service_id: _builtins.str
     """Name of the service."""
     namespace: _builtins.str
     """Namespace of the service; empty means "default"."""
+    until_rollout_done: _builtins.bool
+    """End the stream (OK) once the rollout of the desired revision has SUCCEEDED or
+    FAILED, its final status sent last: a change followed to its end in one call,
+    bounded by the caller's deadline.
+    """
     def __init__(
         self,
         *,
         provider: _builtins.str = ...,
         service_id: _builtins.str = ...,
         namespace: _builtins.str = ...,
+        until_rollout_done: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "provider", b"provider", "service_id", b"service_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "provider", b"provider", "service_id", b"service_id", "until_rollout_done", b"until_rollout_done"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -696,6 +766,7 @@ class DeleteDeploymentRequest(_message.Message):
     SERVICE_ID_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     ALLOW_MISSING_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Provider alias; empty selects the default provider."""
     service_id: _builtins.str
@@ -704,6 +775,10 @@ class DeleteDeploymentRequest(_message.Message):
     """Namespace of the service; empty means "default"."""
     allow_missing: _builtins.bool
     """Succeed (with `deleted` false) when the service does not exist."""
+    expected_revision: _builtins.int
+    """When not 0: delete only if the service is at this revision, else ABORTED
+    (REVISION_CONFLICT).
+    """
     def __init__(
         self,
         *,
@@ -711,10 +786,11 @@ class DeleteDeploymentRequest(_message.Message):
         service_id: _builtins.str = ...,
         namespace: _builtins.str = ...,
         allow_missing: _builtins.bool = ...,
+        expected_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_missing", b"allow_missing", "namespace", b"namespace", "provider", b"provider", "service_id", b"service_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_missing", b"allow_missing", "expected_revision", b"expected_revision", "namespace", b"namespace", "provider", b"provider", "service_id", b"service_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -795,3 +871,147 @@ class WatchDeploymentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchDeploymentsResponse: _TypeAlias = WatchDeploymentsResponse  # noqa: Y015
+
+@_typing.final
+class ListRevisionsRequest(_message.Message):
+    """ListRevisionsRequest asks for one page of a service's revisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """Provider alias; empty selects the default provider."""
+    service_id: _builtins.str
+    """Name of the service."""
+    namespace: _builtins.str
+    """Namespace of the service; empty means "default"."""
+    page_size: _builtins.int
+    """Maximum revisions per page (1-1000); 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "service_id", b"service_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRevisionsRequest: _TypeAlias = ListRevisionsRequest  # noqa: Y015
+
+@_typing.final
+class ListRevisionsResponse(_message.Message):
+    """ListRevisionsResponse is one page of revisions, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def revisions(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Revision]:
+        """Revisions of this page."""
+
+    def __init__(
+        self,
+        *,
+        revisions: _abc.Iterable[_types_pb2.Revision] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "revisions", b"revisions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRevisionsResponse: _TypeAlias = ListRevisionsResponse  # noqa: Y015
+
+@_typing.final
+class RollbackDeploymentRequest(_message.Message):
+    """RollbackDeploymentRequest names the service and the revision to go back to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    TO_REVISION_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
+    CHANGE_CAUSE_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """Provider alias; empty selects the default provider."""
+    service_id: _builtins.str
+    """Name of the service."""
+    namespace: _builtins.str
+    """Namespace of the service; empty means "default"."""
+    to_revision: _builtins.int
+    """The revision to restore; 0 means the one before the current."""
+    validate_only: _builtins.bool
+    """Compute and return the plan; change nothing."""
+    expected_revision: _builtins.int
+    """When not 0: roll back only if the service is at this revision, else ABORTED
+    (REVISION_CONFLICT).
+    """
+    change_cause: _builtins.str
+    """Why: recorded with the revision it makes."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        to_revision: _builtins.int = ...,
+        validate_only: _builtins.bool = ...,
+        expected_revision: _builtins.int = ...,
+        change_cause: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_cause", b"change_cause", "expected_revision", b"expected_revision", "namespace", b"namespace", "provider", b"provider", "service_id", b"service_id", "to_revision", b"to_revision", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackDeploymentRequest: _TypeAlias = RollbackDeploymentRequest  # noqa: Y015
+
+@_typing.final
+class RollbackDeploymentResponse(_message.Message):
+    """RollbackDeploymentResponse reports the service after the rollback began."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> _types_pb2.DeploymentStatus:
+        """Status right after the change (with validate_only: the current one)."""
+
+    @_builtins.property
+    def plan(self) -> _types_pb2.Plan:
+        """What the rollback does (with validate_only: would do)."""
+
+    def __init__(
+        self,
+        *,
+        status: _types_pb2.DeploymentStatus | None = ...,
+        plan: _types_pb2.Plan | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackDeploymentResponse: _TypeAlias = RollbackDeploymentResponse  # noqa: Y015

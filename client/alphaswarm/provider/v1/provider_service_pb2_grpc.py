@@ -105,6 +105,16 @@ class ProviderServiceStub:
                 request_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentsRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentsResponse.FromString,
                 _registered_method=True)
+        self.ListRevisions = channel.unary_unary(
+                '/alphaswarm.provider.v1.ProviderService/ListRevisions',
+                request_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.ListRevisionsRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.ListRevisionsResponse.FromString,
+                _registered_method=True)
+        self.RollbackDeployment = channel.unary_unary(
+                '/alphaswarm.provider.v1.ProviderService/RollbackDeployment',
+                request_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.RollbackDeploymentRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.RollbackDeploymentResponse.FromString,
+                _registered_method=True)
         self.WatchDeployment = channel.unary_stream(
                 '/alphaswarm.provider.v1.ProviderService/WatchDeployment',
                 request_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentRequest.SerializeToString,
@@ -226,6 +236,22 @@ class ProviderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRevisions(self, request, context):
+        """ListRevisions lists a service's revisions, newest first: what each ran, when,
+        and why. Each provider keeps a bounded history (docs/providers.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackDeployment(self, request, context):
+        """RollbackDeployment converges a service onto an earlier revision's spec and
+        config, as a new revision, with the same replacement as any change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchDeployment(self, request, context):
         """WatchDeployment streams the current status of a service, then every change.
         """
@@ -300,6 +326,16 @@ def add_ProviderServiceServicer_to_server(servicer, server):
                     servicer.WatchDeployments,
                     request_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentsRequest.FromString,
                     response_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentsResponse.SerializeToString,
+            ),
+            'ListRevisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevisions,
+                    request_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.ListRevisionsRequest.FromString,
+                    response_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.ListRevisionsResponse.SerializeToString,
+            ),
+            'RollbackDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackDeployment,
+                    request_deserializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.RollbackDeploymentRequest.FromString,
+                    response_serializer=alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.RollbackDeploymentResponse.SerializeToString,
             ),
             'WatchDeployment': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchDeployment,
@@ -664,6 +700,60 @@ class ProviderService:
             '/alphaswarm.provider.v1.ProviderService/WatchDeployments',
             alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentsRequest.SerializeToString,
             alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.WatchDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.provider.v1.ProviderService/ListRevisions',
+            alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.ListRevisionsRequest.SerializeToString,
+            alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.ListRevisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.provider.v1.ProviderService/RollbackDeployment',
+            alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.RollbackDeploymentRequest.SerializeToString,
+            alphaswarm_dot_provider_dot_v1_dot_provider__service__pb2.RollbackDeploymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

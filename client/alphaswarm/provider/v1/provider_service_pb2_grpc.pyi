@@ -85,6 +85,14 @@ class ProviderServiceStub:
     ADDED, then INITIAL_SNAPSHOT_DONE, then every change, until the caller cancels.
     Backend errors do not end it: it catches up when the backend answers again.
     """
+    ListRevisions: _grpc.UnaryUnaryMultiCallable[_provider_service_pb2.ListRevisionsRequest, _provider_service_pb2.ListRevisionsResponse]
+    """ListRevisions lists a service's revisions, newest first: what each ran, when,
+    and why. Each provider keeps a bounded history (docs/providers.md).
+    """
+    RollbackDeployment: _grpc.UnaryUnaryMultiCallable[_provider_service_pb2.RollbackDeploymentRequest, _provider_service_pb2.RollbackDeploymentResponse]
+    """RollbackDeployment converges a service onto an earlier revision's spec and
+    config, as a new revision, with the same replacement as any change.
+    """
     WatchDeployment: _grpc.UnaryStreamMultiCallable[_provider_service_pb2.WatchDeploymentRequest, _provider_service_pb2.WatchDeploymentResponse]
     """WatchDeployment streams the current status of a service, then every change."""
 
@@ -144,6 +152,14 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     namespace the caller may see, when `namespace` is empty): first each one as
     ADDED, then INITIAL_SNAPSHOT_DONE, then every change, until the caller cancels.
     Backend errors do not end it: it catches up when the backend answers again.
+    """
+    ListRevisions: _aio.UnaryUnaryMultiCallable[_provider_service_pb2.ListRevisionsRequest, _provider_service_pb2.ListRevisionsResponse]  # type: ignore[assignment]
+    """ListRevisions lists a service's revisions, newest first: what each ran, when,
+    and why. Each provider keeps a bounded history (docs/providers.md).
+    """
+    RollbackDeployment: _aio.UnaryUnaryMultiCallable[_provider_service_pb2.RollbackDeploymentRequest, _provider_service_pb2.RollbackDeploymentResponse]  # type: ignore[assignment]
+    """RollbackDeployment converges a service onto an earlier revision's spec and
+    config, as a new revision, with the same replacement as any change.
     """
     WatchDeployment: _aio.UnaryStreamMultiCallable[_provider_service_pb2.WatchDeploymentRequest, _provider_service_pb2.WatchDeploymentResponse]  # type: ignore[assignment]
     """WatchDeployment streams the current status of a service, then every change."""
@@ -279,6 +295,26 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         namespace the caller may see, when `namespace` is empty): first each one as
         ADDED, then INITIAL_SNAPSHOT_DONE, then every change, until the caller cancels.
         Backend errors do not end it: it catches up when the backend answers again.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRevisions(
+        self,
+        request: _provider_service_pb2.ListRevisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_service_pb2.ListRevisionsResponse, _abc.Awaitable[_provider_service_pb2.ListRevisionsResponse]]:
+        """ListRevisions lists a service's revisions, newest first: what each ran, when,
+        and why. Each provider keeps a bounded history (docs/providers.md).
+        """
+
+    @_abc_1.abstractmethod
+    def RollbackDeployment(
+        self,
+        request: _provider_service_pb2.RollbackDeploymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_service_pb2.RollbackDeploymentResponse, _abc.Awaitable[_provider_service_pb2.RollbackDeploymentResponse]]:
+        """RollbackDeployment converges a service onto an earlier revision's spec and
+        config, as a new revision, with the same replacement as any change.
         """
 
     @_abc_1.abstractmethod

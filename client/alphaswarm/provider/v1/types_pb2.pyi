@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -55,6 +56,102 @@ DEPLOYMENT_STATE_STOPPED: DeploymentState.ValueType  # 4
 DEPLOYMENT_STATE_FAILED: DeploymentState.ValueType  # 5
 """The backend gave up on the service; `message` says why."""
 Global___DeploymentState: _TypeAlias = DeploymentState  # noqa: Y015
+
+class _RolloutState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RolloutStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RolloutState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLLOUT_STATE_UNSPECIFIED: _RolloutState.ValueType  # 0
+    """Not reported (a provider without revisions)."""
+    ROLLOUT_STATE_IN_PROGRESS: _RolloutState.ValueType  # 1
+    """Replicas of the desired revision are still being started or replaced."""
+    ROLLOUT_STATE_SUCCEEDED: _RolloutState.ValueType  # 2
+    """Every desired replica runs the desired revision and is ready."""
+    ROLLOUT_STATE_FAILED: _RolloutState.ValueType  # 3
+    """The rollout stopped: the backend gave up, or there was no progress for the
+    spec's progress_deadline; `reason` says why.
+    """
+
+class RolloutState(_RolloutState, metaclass=_RolloutStateEnumTypeWrapper):
+    """RolloutState says how a change of what a service runs is going."""
+
+ROLLOUT_STATE_UNSPECIFIED: RolloutState.ValueType  # 0
+"""Not reported (a provider without revisions)."""
+ROLLOUT_STATE_IN_PROGRESS: RolloutState.ValueType  # 1
+"""Replicas of the desired revision are still being started or replaced."""
+ROLLOUT_STATE_SUCCEEDED: RolloutState.ValueType  # 2
+"""Every desired replica runs the desired revision and is ready."""
+ROLLOUT_STATE_FAILED: RolloutState.ValueType  # 3
+"""The rollout stopped: the backend gave up, or there was no progress for the
+spec's progress_deadline; `reason` says why.
+"""
+Global___RolloutState: _TypeAlias = RolloutState  # noqa: Y015
+
+class _ConditionStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConditionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConditionStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONDITION_STATUS_UNSPECIFIED: _ConditionStatus.ValueType  # 0
+    """Not set."""
+    CONDITION_STATUS_TRUE: _ConditionStatus.ValueType  # 1
+    """It holds."""
+    CONDITION_STATUS_FALSE: _ConditionStatus.ValueType  # 2
+    """It does not hold."""
+    CONDITION_STATUS_UNKNOWN: _ConditionStatus.ValueType  # 3
+    """The backend cannot tell."""
+
+class ConditionStatus(_ConditionStatus, metaclass=_ConditionStatusEnumTypeWrapper):
+    """ConditionStatus is whether a condition holds."""
+
+CONDITION_STATUS_UNSPECIFIED: ConditionStatus.ValueType  # 0
+"""Not set."""
+CONDITION_STATUS_TRUE: ConditionStatus.ValueType  # 1
+"""It holds."""
+CONDITION_STATUS_FALSE: ConditionStatus.ValueType  # 2
+"""It does not hold."""
+CONDITION_STATUS_UNKNOWN: ConditionStatus.ValueType  # 3
+"""The backend cannot tell."""
+Global___ConditionStatus: _TypeAlias = ConditionStatus  # noqa: Y015
+
+class _PlanAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PlanActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PlanAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PLAN_ACTION_UNSPECIFIED: _PlanAction.ValueType  # 0
+    """Not set."""
+    PLAN_ACTION_NOTHING: _PlanAction.ValueType  # 1
+    """Nothing differs."""
+    PLAN_ACTION_CREATE: _PlanAction.ValueType  # 2
+    """The service does not exist yet: it would be created."""
+    PLAN_ACTION_IN_PLACE: _PlanAction.ValueType  # 3
+    """Replicas are added or removed; the others keep running (a scale)."""
+    PLAN_ACTION_ROLLING_RESTART: _PlanAction.ValueType  # 4
+    """Replicas restart one at a time with the new values (a config change)."""
+    PLAN_ACTION_REPLACE: _PlanAction.ValueType  # 5
+    """Replicas are replaced by new ones (a change of what they run)."""
+
+class PlanAction(_PlanAction, metaclass=_PlanActionEnumTypeWrapper):
+    """PlanAction says what applying a change would do to the running replicas."""
+
+PLAN_ACTION_UNSPECIFIED: PlanAction.ValueType  # 0
+"""Not set."""
+PLAN_ACTION_NOTHING: PlanAction.ValueType  # 1
+"""Nothing differs."""
+PLAN_ACTION_CREATE: PlanAction.ValueType  # 2
+"""The service does not exist yet: it would be created."""
+PLAN_ACTION_IN_PLACE: PlanAction.ValueType  # 3
+"""Replicas are added or removed; the others keep running (a scale)."""
+PLAN_ACTION_ROLLING_RESTART: PlanAction.ValueType  # 4
+"""Replicas restart one at a time with the new values (a config change)."""
+PLAN_ACTION_REPLACE: PlanAction.ValueType  # 5
+"""Replicas are replaced by new ones (a change of what they run)."""
+Global___PlanAction: _TypeAlias = PlanAction  # noqa: Y015
 
 class _LogStream:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -198,6 +295,8 @@ class DeploymentSpec(_message.Message):
     PORTS_FIELD_NUMBER: _builtins.int
     RESOURCES_FIELD_NUMBER: _builtins.int
     PROVIDER_OPTIONS_FIELD_NUMBER: _builtins.int
+    PROGRESS_DEADLINE_FIELD_NUMBER: _builtins.int
+    AUTO_ROLLBACK_FIELD_NUMBER: _builtins.int
     service_id: _builtins.str
     """Name of the service, unique within its namespace. A DNS-1123 label:
     at most 63 lowercase letters, digits or '-'.
@@ -210,6 +309,10 @@ class DeploymentSpec(_message.Message):
     """Container image reference. Container backends require it; `local` ignores it."""
     replicas: _builtins.int
     """Number of replicas to run (0 to 500)."""
+    auto_rollback: _builtins.bool
+    """When a rollout of this spec fails, roll back to the previous revision at once
+    (recorded as an automatic rollback in the history).
+    """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Program and arguments, as an argv vector (never run through a shell).
@@ -236,6 +339,12 @@ class DeploymentSpec(_message.Message):
     def provider_options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Backend-specific settings, documented per provider in docs/providers.md."""
 
+    @_builtins.property
+    def progress_deadline(self) -> _duration_pb2.Duration:
+        """How long a rollout may go without progress before it is FAILED with reason
+        PROGRESS_DEADLINE_EXCEEDED (1 s to 1 h); unset means 10 minutes.
+        """
+
     def __init__(
         self,
         *,
@@ -249,10 +358,12 @@ class DeploymentSpec(_message.Message):
         ports: _abc.Iterable[Global___PortSpec] | None = ...,
         resources: Global___Resources | None = ...,
         provider_options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        progress_deadline: _duration_pb2.Duration | None = ...,
+        auto_rollback: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress_deadline", b"progress_deadline", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "env", b"env", "image", b"image", "labels", b"labels", "namespace", b"namespace", "ports", b"ports", "provider_options", b"provider_options", "replicas", b"replicas", "resources", b"resources", "service_id", b"service_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_rollback", b"auto_rollback", "command", b"command", "env", b"env", "image", b"image", "labels", b"labels", "namespace", b"namespace", "ports", b"ports", "progress_deadline", b"progress_deadline", "provider_options", b"provider_options", "replicas", b"replicas", "resources", b"resources", "service_id", b"service_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -401,6 +512,10 @@ class DeploymentStatus(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     CHANGED_AT_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    OBSERVED_REVISION_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
+    CONDITIONS_FIELD_NUMBER: _builtins.int
     service_id: _builtins.str
     """Name of the service."""
     namespace: _builtins.str
@@ -419,6 +534,12 @@ class DeploymentStatus(_message.Message):
     """Restarts summed over all replicas."""
     image: _builtins.str
     """Image (or program) the service runs."""
+    revision: _builtins.int
+    """The revision the service should run: every change of what it runs (spec or
+    config, not a scale) makes a new one, numbered per service from 1.
+    """
+    observed_revision: _builtins.int
+    """The revision the replicas run now (the desired one once the rollout succeeded)."""
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When this status was observed: the time the provider read the backend for it
@@ -449,6 +570,14 @@ class DeploymentStatus(_message.Message):
         "<secret>" for callers below the operator role.
         """
 
+    @_builtins.property
+    def rollout(self) -> Global___Rollout:
+        """How the change to `revision` is going."""
+
+    @_builtins.property
+    def conditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Condition]:
+        """Kubernetes-style conditions: at least AVAILABLE and PROGRESSING."""
+
     def __init__(
         self,
         *,
@@ -467,14 +596,217 @@ class DeploymentStatus(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         changed_at: _timestamp_pb2.Timestamp | None = ...,
         spec: Global___DeploymentSpec | None = ...,
+        revision: _builtins.int = ...,
+        observed_revision: _builtins.int = ...,
+        rollout: Global___Rollout | None = ...,
+        conditions: _abc.Iterable[Global___Condition] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "created_at", b"created_at", "spec", b"spec", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "created_at", b"created_at", "rollout", b"rollout", "spec", b"spec", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "created_at", b"created_at", "desired_replicas", b"desired_replicas", "image", b"image", "instances", b"instances", "labels", b"labels", "message", b"message", "namespace", b"namespace", "provider", b"provider", "ready_replicas", b"ready_replicas", "restarts", b"restarts", "service_id", b"service_id", "spec", b"spec", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "conditions", b"conditions", "created_at", b"created_at", "desired_replicas", b"desired_replicas", "image", b"image", "instances", b"instances", "labels", b"labels", "message", b"message", "namespace", b"namespace", "observed_revision", b"observed_revision", "provider", b"provider", "ready_replicas", b"ready_replicas", "restarts", b"restarts", "revision", b"revision", "rollout", b"rollout", "service_id", b"service_id", "spec", b"spec", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeploymentStatus: _TypeAlias = DeploymentStatus  # noqa: Y015
+
+@_typing.final
+class Rollout(_message.Message):
+    """Rollout is the progress of the change to a service's desired revision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    state: Global___RolloutState.ValueType
+    """In progress, succeeded or failed."""
+    reason: _builtins.str
+    """Why it failed (or why it is stuck): an ErrorReason name such as
+    IMAGE_PULL_FAILED, CRASH_LOOP, BACKEND_QUOTA_EXCEEDED, UNSCHEDULABLE,
+    PROGRESS_DEADLINE_EXCEEDED or CONFIG_UNREADABLE.
+    """
+    message: _builtins.str
+    """The backend's own words about it."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When the change to this revision was made."""
+
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """When it succeeded or failed; unset while in progress."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___RolloutState.ValueType = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "message", b"message", "reason", b"reason", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rollout: _TypeAlias = Rollout  # noqa: Y015
+
+@_typing.final
+class Condition(_message.Message):
+    """Condition is one aspect of a service's state, in the Kubernetes style."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    LAST_TRANSITION_TIME_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """"Available" (enough replicas ready) or "Progressing" (the rollout advances)."""
+    status: Global___ConditionStatus.ValueType
+    """Whether it holds."""
+    reason: _builtins.str
+    """A machine-readable word (an ErrorReason name when it is a failure)."""
+    message: _builtins.str
+    """The backend's own words."""
+    @_builtins.property
+    def last_transition_time(self) -> _timestamp_pb2.Timestamp:
+        """When the status last changed."""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        status: Global___ConditionStatus.ValueType = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        last_transition_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_transition_time", b"last_transition_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_transition_time", b"last_transition_time", "message", b"message", "reason", b"reason", "status", b"status", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Condition: _TypeAlias = Condition  # noqa: Y015
+
+@_typing.final
+class Revision(_message.Message):
+    """Revision is one version of what a service runs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    CONFIG_VERSION_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    CHANGE_CAUSE_FIELD_NUMBER: _builtins.int
+    ROLLBACK_OF_FIELD_NUMBER: _builtins.int
+    AUTOMATIC_FIELD_NUMBER: _builtins.int
+    number: _builtins.int
+    """Its number, from 1, per service."""
+    config_version: _builtins.str
+    """The config version it ran with."""
+    change_cause: _builtins.str
+    """Why: the `change_cause` of the request that made it."""
+    rollback_of: _builtins.int
+    """For a rollback: the revision it restored; 0 otherwise."""
+    automatic: _builtins.bool
+    """Whether it was made by an automatic rollback."""
+    @_builtins.property
+    def spec(self) -> Global___DeploymentSpec:
+        """What it runs (replicas are not part of a revision; secret env values masked)."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was made."""
+
+    def __init__(
+        self,
+        *,
+        number: _builtins.int = ...,
+        spec: Global___DeploymentSpec | None = ...,
+        config_version: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        change_cause: _builtins.str = ...,
+        rollback_of: _builtins.int = ...,
+        automatic: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["automatic", b"automatic", "change_cause", b"change_cause", "config_version", b"config_version", "created_at", b"created_at", "number", b"number", "rollback_of", b"rollback_of", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Revision: _TypeAlias = Revision  # noqa: Y015
+
+@_typing.final
+class FieldChange(_message.Message):
+    """FieldChange is one field a change would set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    OLD_VALUE_FIELD_NUMBER: _builtins.int
+    NEW_VALUE_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Dotted path, e.g. "spec.image", "spec.env['MODE']", "config['secret.TOKEN']"."""
+    old_value: _builtins.str
+    """Its value now ("" when unset); secret values are masked."""
+    new_value: _builtins.str
+    """Its value after the change ("" when removed); secret values are masked."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        old_value: _builtins.str = ...,
+        new_value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_value", b"new_value", "old_value", b"old_value", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldChange: _TypeAlias = FieldChange  # noqa: Y015
+
+@_typing.final
+class Plan(_message.Message):
+    """Plan is what a change would do, computed without changing anything."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The revision it was computed against (0: the service does not exist). Pass it
+    as `expected_revision` to apply exactly this plan.
+    """
+    action: Global___PlanAction.ValueType
+    """What the replicas would go through."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldChange]:
+        """The fields that would change."""
+
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        action: Global___PlanAction.ValueType = ...,
+        changes: _abc.Iterable[Global___FieldChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "changes", b"changes", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Plan: _TypeAlias = Plan  # noqa: Y015
 
 @_typing.final
 class ServiceConfig(_message.Message):

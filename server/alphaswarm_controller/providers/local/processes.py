@@ -8,14 +8,13 @@ replica user (identity.py) and asks to die with the server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psutil
@@ -24,7 +23,6 @@ from .containment import ReplicaTree
 from .identity import ReplicaIdentity
 from .launch import LaunchPlan
 from .proctable import libc
-from .statedir import make_private_dir, open_private
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +30,6 @@ T = TypeVar("T")
 Runner = Callable[..., Awaitable[Any]]
 """Runs a blocking callable off the event loop (the provider's ``run_blocking``)."""
 
-LOG_ROTATE_BYTES = 10 * 1024 * 1024
 KILL_WAIT = 5.0
 """How long a SIGKILLed tree may take to disappear before we give up waiting."""
 _PR_SET_PDEATHSIG = 1
@@ -75,39 +72,42 @@ def _child_setup(
     return hook
 
 
-def _open_log(path: Path) -> int:
-    make_private_dir(path.parent)
-    with contextlib.suppress(FileNotFoundError):
-        if path.stat().st_size > LOG_ROTATE_BYTES:
-            path.replace(path.with_name(path.name + ".1"))
-    return open_private(path, os.O_WRONLY | os.O_APPEND)
-
-
 class SpawnError(OSError):
     """The child could not be set up (its user, its cgroup) or exec failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spawned:
+    process: asyncio.subprocess.Process
+    stdout: int
+    """The read end of the replica's stdout pipe (the caller owns it)."""
+    stderr: int
 
 
 async def spawn(
     plan: LaunchPlan,
     ordinal: int,
-    log_path: Path,
     *,
     identity: ReplicaIdentity,
     tree: ReplicaTree,
     pdeathsig: bool,
-) -> asyncio.subprocess.Process:
-    """Start one replica (argv, never a shell) with its output appended to ``log_path``."""
-    log_fd = _open_log(log_path)
+) -> Spawned:
+    """Start one replica (argv, never a shell) with its stdout and stderr on two pipes.
+
+    The server reads the pipes (logcapture.py): a replica never holds a file of
+    the state directory, so it can neither write beyond its log's bounds nor
+    into anyone else's lines.
+    """
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
     try:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        os.write(log_fd, f"--- {stamp} starting replica {ordinal}: {plan.argv[0]}\n".encode())
         try:
-            return await asyncio.create_subprocess_exec(
+            process = await asyncio.create_subprocess_exec(
                 *plan.argv,
                 executable=plan.executable,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=asyncio.subprocess.STDOUT,
+                stdout=out_write,
+                stderr=err_write,
                 env=plan.env_for(ordinal),
                 cwd=plan.cwd,
                 start_new_session=True,
@@ -115,9 +115,15 @@ async def spawn(
             )
         except subprocess.SubprocessError as exc:
             raise SpawnError(f"cannot set up the replica process: {exc}") from exc
+    except BaseException:
+        os.close(out_read)
+        os.close(err_read)
+        raise
     finally:
-        os.close(log_fd)
+        os.close(out_write)  # the replica holds the only write ends: EOF once it is gone
+        os.close(err_write)
         tree.spawned()
+    return Spawned(process, out_read, err_read)
 
 
 def create_time(pid: int) -> float | None:

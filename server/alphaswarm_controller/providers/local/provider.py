@@ -7,23 +7,28 @@ controller: on a graceful shutdown every replica's whole process tree is ended
 (containment.py), on a crash the kernel kills the leaders (PR_SET_PDEATHSIG,
 Linux) and the next ``open`` kills whatever is left before converging every
 deployment back to its replicas, except those that keep killing the server
-(crashloop.py).
+(crashloop.py). Replica output goes through pipes to size-bounded files that the
+server alone writes (logfiles.py, logcapture.py) and StreamLogs reads
+(logstream.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import functools
 import logging
 import os
 import platform
+import shutil
 import sqlite3
 import sys
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 from alphaswarm_core.providers.concurrency import BlockingRunner
@@ -39,6 +44,8 @@ from alphaswarm_core.providers.models import (
     DeploymentSpec,
     DeploymentState,
     DeploymentStatus,
+    LogEntry,
+    LogQuery,
     MetricSample,
     ProviderHealth,
     ProviderKind,
@@ -55,6 +62,8 @@ from .containment import Containment
 from .crashloop import CrashLoopGuard
 from .identity import IdentityPolicy, ReplicaIdentity
 from .launch import LaunchPlan, LaunchPolicy
+from .logfiles import LogBook, LogLimits
+from .logstream import LogReader, LogSelector
 from .metrics import ProcessTreeSampler
 from .proctable import libc
 from .replica import Replica
@@ -103,6 +112,13 @@ def _unwritable(settings: LocalSettings, exc: Exception) -> InfrastructureProvid
     )
 
 
+def _listdir(path: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 class LocalProvider(InfrastructureProvider):
     """Replicas as OS processes; the embedded default provider."""
 
@@ -118,6 +134,8 @@ class LocalProvider(InfrastructureProvider):
         self._lock_fd: int | None = None
         self._deployments: dict[Key, _Deployment] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
+        self._lock_users: dict[Key, int] = {}
+        self._logbooks: dict[Key, LogBook] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._open_lock = asyncio.Lock()
         self._opened = False
@@ -208,7 +226,12 @@ class LocalProvider(InfrastructureProvider):
         await store.clear_pids()
         self._guard = CrashLoopGuard(store, settings)
         await self._guard.begin()
-        for desired in await store.load():
+        stored = await store.load()
+        # Before any replica runs (and writes its logs): nothing else touches the log tree.
+        orphans = await self.run_blocking(self._orphan_logs, {desired.key for desired in stored})
+        if orphans:
+            log.warning("local provider: removed the logs of deleted deployments: %s", orphans)
+        for desired in stored:
             await self._ensure_identity(desired.spec.namespace)
             deployment = _Deployment(desired, self._plan(desired.spec, desired.config))
             self._deployments[desired.key] = deployment
@@ -228,6 +251,19 @@ class LocalProvider(InfrastructureProvider):
         log.info(
             "local provider: %d deployment(s) from %s", len(self._deployments), settings.database
         )
+
+    def _orphan_logs(self, known: set[Key]) -> list[str]:
+        """Blocking. Log directories of no deployment (a delete the server did not finish)."""
+        removed = []
+        logs = self.settings.logs
+        for namespace in _listdir(logs):
+            for service_id in _listdir(logs / namespace):
+                if (namespace, service_id) not in known:
+                    shutil.rmtree(logs / namespace / service_id)
+                    removed.append(f"{namespace}/{service_id}")
+            with contextlib.suppress(OSError):  # only when empty
+                (logs / namespace).rmdir()
+        return removed
 
     async def _sweep(self, containment: Containment) -> None:
         """Without cgroups: find processes that escaped their replica, every few moments."""
@@ -285,6 +321,9 @@ class LocalProvider(InfrastructureProvider):
                 replica.kill_now()
             for deployment in self._deployments.values():
                 deployment.replicas.clear()
+            for book in self._logbooks.values():
+                book.close()
+            self._logbooks.clear()
             await self._close_store()
             if self._containment is not None:
                 self._containment.close()
@@ -292,6 +331,7 @@ class LocalProvider(InfrastructureProvider):
             self._release_lock()
             self._deployments.clear()
             self._locks.clear()
+            self._lock_users.clear()
             self._sweeper = None
             self._policies.clear()
             self._opened = False
@@ -374,8 +414,18 @@ class LocalProvider(InfrastructureProvider):
         """
 
         async def run() -> T:
-            async with self._locks.setdefault(key, asyncio.Lock()):
-                return await action()
+            self._lock_users[key] = self._lock_users.get(key, 0) + 1
+            try:
+                async with self._locks.setdefault(key, asyncio.Lock()):
+                    return await action()
+            finally:
+                left = self._lock_users.get(key, 1) - 1
+                if left:
+                    self._lock_users[key] = left
+                else:  # the lock of a deleted service goes with it
+                    self._lock_users.pop(key, None)
+                    if key not in self._deployments:
+                        self._locks.pop(key, None)
 
         task: asyncio.Task[T] = asyncio.create_task(run(), name=f"alphaswarm-local:{key}")
         self._tasks.add(task)
@@ -415,7 +465,7 @@ class LocalProvider(InfrastructureProvider):
             spec.service_id,
             ordinal,
             deployment.plan,
-            log_path=self.settings.log_path(spec.namespace, spec.service_id, ordinal),
+            log=self._logbook(deployment.desired.key).replica(ordinal),
             settings=self.settings,
             on_pid=self._pid_hook(deployment.desired.key),
             label=f"{spec.namespace}.{spec.service_id}.{ordinal}",
@@ -426,6 +476,16 @@ class LocalProvider(InfrastructureProvider):
         deployment.replicas[ordinal] = replica
         await replica.start()
         return replica
+
+    def _logbook(self, key: Key) -> LogBook:
+        book = self._logbooks.get(key)
+        if book is None:
+            settings = self.settings
+            limits = LogLimits(
+                settings.log_file_bytes, settings.log_rotated_files, settings.log_rate_bytes
+            )
+            book = self._logbooks[key] = LogBook(settings.log_dir(*key), limits)
+        return book
 
     async def _remove(self, deployment: _Deployment, ordinal: int) -> None:
         replica = deployment.replicas[ordinal]
@@ -588,15 +648,16 @@ class LocalProvider(InfrastructureProvider):
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
         await self._ensure_open()
-        deployment = self._get(service_id, namespace)
+        key = self._get(service_id, namespace).desired.key
 
         async def stop() -> DeploymentStatus:
+            deployment = self._get(service_id, namespace)  # it may have been deleted meanwhile
             if not deployment.desired.stopped:
                 await self._save(deployment, deployment.desired.changed(stopped=True, held=""))
             await self._converge(deployment)
             return self._status(deployment)
 
-        return await self._locked(deployment.desired.key, stop)
+        return await self._locked(key, stop)
 
     async def scale(
         self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
@@ -606,9 +667,10 @@ class LocalProvider(InfrastructureProvider):
         if violations:
             raise InvalidSpecError(violations)
         await self._ensure_open()
-        deployment = self._get(service_id, namespace)
+        key = self._get(service_id, namespace).desired.key
 
         async def scale() -> DeploymentStatus:
+            deployment = self._get(service_id, namespace)
             current = deployment.desired
             stopped = current.stopped and replicas == 0
             if replicas and not deployment.plan.checked:  # refused before anything changes
@@ -620,7 +682,7 @@ class LocalProvider(InfrastructureProvider):
             await self._converge(deployment)
             return self._status(deployment)
 
-        return await self._locked(deployment.desired.key, scale)
+        return await self._locked(key, scale)
 
     async def status(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
@@ -654,9 +716,10 @@ class LocalProvider(InfrastructureProvider):
         """Store the new config, then restart replicas one at a time with it in their env."""
         patch.validate()
         await self._ensure_open()
-        deployment = self._get(patch.service_id, patch.namespace)
+        key = self._get(patch.service_id, patch.namespace).desired.key
 
         async def apply() -> ServiceConfig:
+            deployment = self._get(patch.service_id, patch.namespace)
             current = deployment.desired
             version = str(current.config_version)
             if patch.expected_version and patch.expected_version != version:
@@ -684,7 +747,7 @@ class LocalProvider(InfrastructureProvider):
                 str(updated.config_version),
             )
 
-        return await self._locked(deployment.desired.key, apply)
+        return await self._locked(key, apply)
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -697,9 +760,9 @@ class LocalProvider(InfrastructureProvider):
     ) -> AsyncGenerator[MetricSample, None]:
         interval = max(0.05, interval_seconds)
         await self._ensure_open()
-        deployment = self._get(service_id, namespace)
         sampler = ProcessTreeSampler()
         while True:
+            deployment = self._get(service_id, namespace)  # NOT_FOUND once it is deleted
             replicas = {r.ordinal: r.pid for r in deployment.replicas.values() if r.pid}
             now = datetime.now(UTC)
             try:
@@ -734,3 +797,62 @@ class LocalProvider(InfrastructureProvider):
                 )
             yield sample
             await asyncio.sleep(interval)
+
+    # -- logs -------------------------------------------------------------------------------
+
+    async def stream_logs(
+        self, service_id: str, query: LogQuery, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> AsyncGenerator[LogEntry, None]:
+        """The replica log files (logfiles.py): every slot the service has had since it was
+        created, its last ``query.tail`` lines then, with ``follow``, what comes."""
+        await self._ensure_open()
+        key = self._get(service_id, namespace).desired.key
+        reader = LogReader(
+            self._logbook(key), LogSelector.of(service_id, query), query.tail, self.run_blocking
+        )
+        async with contextlib.aclosing(reader.entries(follow=query.follow)) as entries:
+            async for entry in entries:
+                yield entry
+
+    # -- delete -----------------------------------------------------------------------------
+
+    async def delete(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
+    ) -> bool:
+        """Stop every process of every replica, then forget the deployment: its row (spec,
+        config, secrets), its log files and its cgroups. Serialised with every other change
+        of the service, so a concurrent start of the same name waits and then starts afresh.
+        """
+        validate_service_ref(service_id, namespace)
+        await self._ensure_open()
+        key = (namespace, service_id)
+
+        async def delete() -> bool:
+            deployment = self._deployments.get(key)
+            if deployment is None:
+                if allow_missing:
+                    return False
+                raise DeploymentNotFoundError(service_id, namespace)
+            assert self._store is not None
+            await self._store.delete(key)  # first: when it fails, nothing has changed
+            try:
+                ordinals = list(deployment.replicas)
+                await asyncio.gather(*(self._remove(deployment, o) for o in ordinals))
+            finally:
+                del self._deployments[key]
+                book = self._logbooks.pop(key, None)
+                if book is not None:
+                    book.close()  # followers of its logs end
+            log_dir = self.settings.log_dir(*key)
+            await self.run_blocking(_remove_tree, log_dir)
+            with contextlib.suppress(OSError):  # the namespace's directory, once empty
+                log_dir.parent.rmdir()
+            log.info("local provider: deleted %s/%s", namespace, service_id)
+            return True
+
+        return await self._locked(key, delete)
+
+
+def _remove_tree(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path)

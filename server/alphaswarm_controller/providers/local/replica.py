@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 from alphaswarm_core.providers.models import InstanceStatus
 
@@ -20,6 +20,8 @@ from . import processes
 from .containment import Containment, ReplicaTree
 from .identity import ReplicaIdentity
 from .launch import LaunchPlan
+from .logcapture import OutputCapture
+from .logfiles import STDERR, STDOUT, ReplicaLog
 from .processes import Runner
 from .settings import LocalSettings
 
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 
 PidHook = Callable[[int, int, float | None], Awaitable[None]]
 """(ordinal, pid, create_time or None when the process is gone)."""
+
+OUTPUT_DRAIN = 2.0
+"""After its processes are gone, how long a stopped replica's last output may take to arrive."""
 
 
 class Replica:
@@ -36,7 +41,7 @@ class Replica:
         ordinal: int,
         plan: LaunchPlan,
         *,
-        log_path: Path,
+        log: ReplicaLog,
         settings: LocalSettings,
         on_pid: PidHook,
         label: str,
@@ -47,7 +52,7 @@ class Replica:
         self.service_id = service_id
         self.ordinal = ordinal
         self.plan = plan
-        self.log_path = log_path
+        self.log = log
         self._settings = settings
         self._on_pid = on_pid
         self._label = label
@@ -126,7 +131,8 @@ class Replica:
         )
 
     async def stop(self) -> None:
-        """SIGTERM, SIGKILL after the grace period; returns once no process is left."""
+        """SIGTERM, SIGKILL after the grace period; returns once no process is left and
+        what they wrote is in the log."""
         self._stop.set()
         if self._task is not None:
             await asyncio.shield(self._task)
@@ -135,6 +141,7 @@ class Replica:
                 self._process, self._tree, self._settings.stop_grace, self._run
             )
         self.state = "stopped"
+        await self.log.drained(OUTPUT_DRAIN)
 
     def kill_now(self) -> None:
         """For a cancelled owner or a shutdown out of time: SIGKILL the whole tree, no waiting."""
@@ -160,15 +167,23 @@ class Replica:
         tree = self._containment.new_tree(self._label)
         try:
             with self._containment.spawning():
-                process = await processes.spawn(
+                spawned = await processes.spawn(
                     self.plan,
                     self.ordinal,
-                    self.log_path,
                     identity=self._identity,
                     tree=tree,
                     pdeathsig=self._settings.pdeathsig,
                 )
-                tree.attach(process.pid)
+                process = spawned.process
+                pipes = [spawned.stdout, spawned.stderr]
+                try:
+                    tree.attach(process.pid)
+                    for stream in (STDOUT, STDERR):
+                        OutputCapture(pipes[0], self.log, process.pid, stream)
+                        pipes.pop(0)
+                finally:
+                    for fd in pipes:  # not handed to a capture
+                        os.close(fd)
         except BaseException:
             tree.kill()
             tree.release()

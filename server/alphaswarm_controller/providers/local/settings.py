@@ -7,6 +7,7 @@ timings (grace, backoff) through the same variables an operator would use.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,13 @@ ALLOWED_COMMANDS_ENV = "ALPHASWARM_LOCAL_ALLOWED_COMMANDS"
 ALLOWED_CWDS_ENV = "ALPHASWARM_LOCAL_ALLOWED_CWDS"
 CGROUP_ENV = "ALPHASWARM_LOCAL_CGROUP"
 CRASH_LOOP_LIMIT_ENV = "ALPHASWARM_LOCAL_CRASH_LOOP_LIMIT"
+LOG_FILE_BYTES_ENV = "ALPHASWARM_LOCAL_LOG_FILE_BYTES"
+LOG_ROTATED_FILES_ENV = "ALPHASWARM_LOCAL_LOG_ROTATED_FILES"
+LOG_RATE_ENV = "ALPHASWARM_LOCAL_LOG_RATE_BYTES"
+
+MIB = 1024 * 1024
+_SIZE = re.compile(r"(\d{1,13})\s*(B|KiB|MiB|GiB)?")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB}
 
 #: Variables of the controller's own environment that replicas inherit. Anything
 #: else (credentials of the controller, its venv, its settings) stays out, so a
@@ -54,13 +62,25 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
+def _count(env: Mapping[str, str], name: str, default: int, high: int = 1000) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) > 1000:
-        raise _bad(name, raw, "a whole number between 0 and 1000")
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > high:
+        raise _bad(name, raw, f"a whole number between 0 and {high}")
     return int(raw)
+
+
+def _bytes(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """A size: bytes, or a number with ``KiB``, ``MiB`` or ``GiB``."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    match = _SIZE.fullmatch(raw)
+    value = int(match.group(1)) * _SIZE_UNITS[match.group(2)] if match else -1
+    if not low <= value <= high:
+        raise _bad(name, raw, f"a size from {low} to {high} bytes (units: KiB, MiB, GiB)")
+    return value
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -162,6 +182,12 @@ class LocalSettings:
     """Uptime after which the server counts as stable again (the death streak restarts)."""
     sweep_interval: float = 1.0
     """How often escaped replica processes are looked for when no cgroup is used."""
+    log_file_bytes: int = 10 * MIB
+    """A replica's log file is rotated at this size (ALPHASWARM_LOCAL_LOG_FILE_BYTES)."""
+    log_rotated_files: int = 2
+    log_rate_bytes: int = 8 * MIB
+    """Log records a replica slot may write per second (ALPHASWARM_LOCAL_LOG_RATE_BYTES)."""
+    """Older files kept per replica beside the current one (ALPHASWARM_LOCAL_LOG_ROTATED_FILES)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LocalSettings:
@@ -188,6 +214,9 @@ class LocalSettings:
             crash_loop_limit=_count(env, CRASH_LOOP_LIMIT_ENV, 3),
             crash_loop_reset=_seconds(env, "ALPHASWARM_LOCAL_CRASH_LOOP_RESET_SECONDS", 300.0),
             sweep_interval=max(0.1, _seconds(env, "ALPHASWARM_LOCAL_SWEEP_SECONDS", 1.0)),
+            log_file_bytes=_bytes(env, LOG_FILE_BYTES_ENV, 10 * MIB, 64 * 1024, 1024 * MIB),
+            log_rotated_files=_count(env, LOG_ROTATED_FILES_ENV, 2, high=20),
+            log_rate_bytes=_bytes(env, LOG_RATE_ENV, 8 * MIB, 64 * 1024, 1024 * MIB),
         )
 
     @property
@@ -199,5 +228,10 @@ class LocalSettings:
     def database(self) -> Path:
         return self.root / "state.sqlite3"
 
-    def log_path(self, namespace: str, service_id: str, ordinal: int) -> Path:
-        return self.root / "logs" / namespace / service_id / f"{ordinal}.log"
+    @property
+    def logs(self) -> Path:
+        """``<namespace>/<service>/<n>.log`` (and its rotated files) under it (logfiles.py)."""
+        return self.root / "logs"
+
+    def log_dir(self, namespace: str, service_id: str) -> Path:
+        return self.logs / namespace / service_id

@@ -236,6 +236,27 @@ class StateStore:
 
         await self._call(upsert)
 
+    async def delete(self, key: tuple[str, str]) -> bool:
+        """Forget a deployment: its row (spec, config, secrets) and its recorded pids.
+
+        Then the write-ahead log is checkpointed and truncated, so that the old pages
+        (``secure_delete`` zeroes them in the database itself) do not linger there.
+        """
+
+        def delete(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM replicas WHERE namespace = ? AND service_id = ?", key)
+            cursor = db.execute(
+                "DELETE FROM deployments WHERE namespace = ? AND service_id = ?", key
+            )
+            return cursor.rowcount > 0
+
+        deleted = await self._call(delete)
+        await self._checkpoint()
+        return deleted
+
+    async def _checkpoint(self) -> None:
+        await self._call(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+
     async def record_pid(
         self, key: tuple[str, str], ordinal: int, pid: int, create_time: float
     ) -> None:

@@ -1,11 +1,13 @@
-"""Helpers shared by the local provider's test modules."""
+"""Helpers shared by the local provider's test modules (and the end-to-end ones)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import shutil
+import sqlite3
 import sys
 import time
 import uuid
@@ -18,10 +20,26 @@ from alphaswarm_controller.providers.local import LocalProvider
 from alphaswarm_controller.providers.local import identity as identities
 from alphaswarm_controller.providers.local.containment import replica_cgroup_root
 from alphaswarm_controller.providers.local.launch import resolve_program
+from alphaswarm_controller.providers.local.logfiles import parse
 from alphaswarm_controller.providers.local.settings import LocalSettings
 from alphaswarm_core.providers.protocol import DeploymentSpec, DeploymentStatus
 
-from .conftest import MARKER_ENV
+MARKER_ENV = "ALPHASWARM_TEST_MARKER"
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Live (non-zombie) processes whose environment carries ``marker``."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get(MARKER_ENV) == marker:
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
 
 #: Short timings so supervision tests run in seconds; the same variables an operator sets.
 FAST = {
@@ -163,15 +181,19 @@ def proc_status(pid: int) -> dict[str, str]:
     return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
 
 
-def _text(path: Path) -> str:
-    return path.read_text() if path.exists() else ""
+def log_text(path: Path) -> str:
+    """The lines of a replica log file, without the server's record headers (logfiles.py)."""
+    if not path.exists():
+        return ""
+    records = (parse(line) for line in path.read_bytes().split(b"\n"))
+    return "".join(record.text.decode() + "\n" for record in records if record is not None)
 
 
 async def read_log_until(path: Path, marker: str, within: float = 30.0) -> str:
     """The replica's log once it contains ``marker`` (a bounded poll; fails otherwise)."""
     deadline = time.monotonic() + within
     while True:
-        text = _text(path)
+        text = log_text(path)
         if marker in text:
             return text
         assert time.monotonic() < deadline, f"{marker!r} never appeared in {path}:\n{text}"
@@ -184,3 +206,53 @@ def replica_cgroups(state_dir: Path) -> list[Path]:
     if base is None or not base.exists():
         return []
     return [base, *(path for path in base.iterdir() if path.is_dir())]
+
+
+# -- what the machine holds of a service, read without the provider ------------------------------
+
+#: A replica that writes a stdout line every 0.2 s and a stderr line every fifth time.
+TALKER = (
+    "sh",
+    "-c",
+    'i=0; while :; do i=$((i+1)); echo "line $i"; '
+    'if [ $((i % 5)) -eq 0 ]; then echo "warning $i" >&2; fi; sleep 0.2; done',
+)
+
+
+def machine_leftovers(state_dir: Path, service_id: str, namespace: str) -> list[str]:
+    """What this machine still holds of a local service: processes carrying its markers,
+    cgroups of its replicas, rows in the state database (read with sqlite3 itself) and
+    its log files."""
+    found = []
+    owner = str(state_dir)
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            env = proc.environ()
+        except psutil.Error:
+            continue
+        if (
+            env.get("ALPHASWARM_LOCAL_STATE_DIR") == owner
+            and env.get("ALPHASWARM_SERVICE_ID") == service_id
+            and env.get("ALPHASWARM_NAMESPACE") == namespace
+        ):
+            found.append(f"process {proc.pid}")
+    base = replica_cgroup_root(owner)
+    if base is not None and base.exists():
+        prefix = f"{namespace}.{service_id}."
+        found += [f"cgroup {group}" for group in base.iterdir() if group.name.startswith(prefix)]
+    database = state_dir / "local" / "state.sqlite3"
+    if database.exists():
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            for table in ("deployments", "replicas"):
+                (rows,) = db.execute(
+                    f"SELECT count(*) FROM {table} WHERE namespace = ? AND service_id = ?",
+                    (namespace, service_id),
+                ).fetchone()
+                if rows:
+                    found.append(f"{rows} row(s) in {table}")
+    logs = state_dir / "local" / "logs" / namespace / service_id
+    if logs.exists():
+        found.append(f"log directory {logs}: {sorted(p.name for p in logs.iterdir())}")
+    return found

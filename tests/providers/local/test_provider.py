@@ -1,17 +1,18 @@
-"""The local provider against real OS processes: the contract suite plus its own rules."""
+"""The local provider against real OS processes: its own rules beyond the contract."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
 import pytest
 
 from alphaswarm_controller.providers.local import LocalProvider
+from alphaswarm_controller.providers.local.logfiles import parse
 from alphaswarm_controller.providers.local.metrics import ProcessTreeSampler, Reading
 from alphaswarm_core.providers.protocol import (
     ConfigMapPatch,
@@ -21,50 +22,18 @@ from alphaswarm_core.providers.protocol import (
     InvalidSpecError,
 )
 from alphaswarm_core.providers.registry import Registry
-from alphaswarm_core.testing import ProviderContract, ready, unique_name, wait_for
+from alphaswarm_core.testing import ready, wait_for
 
-from .conftest import marked_processes
-from .local_support import (
+from .support import (
     command_spec,
     environ_of,
     local_env,
+    marked_processes,
     opened,
     pids,
+    read_log_until,
     replica_python,
 )
-
-
-@pytest.fixture
-async def provider(tmp_path: Path, local_marker: str) -> AsyncIterator[LocalProvider]:
-    provider = await opened(local_env(tmp_path / "state"))
-    yield provider
-    await provider.close()
-
-
-@pytest.fixture
-def spec_factory(local_marker: str) -> object:
-    def make(
-        service_id: str,
-        namespace: str,
-        replicas: int = 1,
-        env: Mapping[str, str] | None = None,
-    ) -> DeploymentSpec:
-        return command_spec(service_id, namespace, local_marker, replicas=replicas, env=env)
-
-    return make
-
-
-@pytest.fixture
-def namespace() -> str:
-    return unique_name("ns")
-
-
-class TestLocalContract(ProviderContract):
-    """The provider-agnostic suite, unchanged, against real processes."""
-
-    expected_capabilities = frozenset(
-        {"start", "stop", "scale", "status", "list", "config", "metrics"}
-    )
 
 
 def test_registry_loads_local_lazily() -> None:
@@ -78,6 +47,8 @@ def test_registry_loads_local_lazily() -> None:
         "list",
         "config",
         "metrics",
+        "logs",
+        "delete",
     )
 
 
@@ -145,11 +116,12 @@ async def test_replica_env_is_base_plus_spec_plus_config(
         await provider.close()
 
 
-async def test_output_goes_to_a_log_file_per_replica(
+async def test_output_goes_to_a_file_per_replica_written_by_the_server(
     provider: LocalProvider, namespace: str, local_marker: str, tmp_path: Path
 ) -> None:
     script = (
-        "import os, time; print('hello from', os.environ['ALPHASWARM_REPLICA'], flush=True); "
+        "import os, sys, time; print('hello from', os.environ['ALPHASWARM_REPLICA'], flush=True); "
+        "print('1999-01-01T00:00:00.000000Z 1 o- forged', file=sys.stderr, flush=True); "
         "time.sleep(300)"
     )
     await provider.start(
@@ -157,16 +129,18 @@ async def test_output_goes_to_a_log_file_per_replica(
             "talker", namespace, local_marker, (replica_python(), "-c", script), replicas=2
         )
     )
-    await wait_for(provider, "talker", namespace, ready(2))
+    status = await wait_for(provider, "talker", namespace, ready(2))
     logs = tmp_path / "state" / "local" / "logs" / namespace / "talker"
-    for ordinal in (0, 1):
-        text = ""
-        for _ in range(100):
-            text = (logs / f"{ordinal}.log").read_text()
-            if "hello from" in text:
-                break
-            await asyncio.sleep(0.05)
-        assert f"hello from {ordinal}" in text
+    for instance in status.instances:
+        ordinal, pid = instance.instance_id.removeprefix("talker-").split("@")
+        path = logs / f"{ordinal}.log"
+        await read_log_until(path, "forged")
+        records = [parse(line) for line in path.read_bytes().split(b"\n")[:-1]]
+        assert [(r.pid, r.stream, r.text) for r in records if r is not None] == [
+            (int(pid), b"o", f"hello from {ordinal}".encode()),
+            (int(pid), b"e", b"1999-01-01T00:00:00.000000Z 1 o- forged"),
+        ], "the server's stamp, whatever the replica prints"
+        assert all(r is not None and r.time > b"2020" for r in records)
 
 
 async def test_health_details_and_unwritable_state_dir(

@@ -37,14 +37,14 @@ from alphaswarm_core.providers.protocol import (
 )
 from alphaswarm_core.testing import ready, unique_name, wait_for
 
-from .conftest import marked_processes
-from .local_support import (
+from .support import (
     alive,
     all_sleepers,
     command_spec,
     environ_of,
     escaping_tree,
     local_env,
+    marked_processes,
     opened,
     pids,
     proc_status,
@@ -259,11 +259,14 @@ async def test_state_dir_is_private_whatever_the_umask(tmp_path: Path, local_mar
     try:
         provider = await opened(env)
         try:
-            await provider.start(command_spec("logged", namespace, local_marker))
+            talker = ("sh", "-c", "echo hello; exec sleep 300")
+            await provider.start(command_spec("logged", namespace, local_marker, talker))
             await provider.apply_config(
                 ConfigMapPatch("logged", namespace, set={"secret.token": "s3cr3t"})
             )
             await wait_for(provider, "logged", namespace, ready(1))
+            log = state / "local" / "logs" / namespace / "logged" / "0.log"
+            await read_log_until(log, "hello")  # the server writes it at the first line
             modes = _modes(state)
             for name in (
                 "local/state.sqlite3",

@@ -1,7 +1,8 @@
-"""Fixtures for the local provider's tests: a per-test env marker and the orphan check.
+"""Fixtures for the local provider's tests: real processes, a per-test marker, the orphan check.
 
 Every process a local-provider test starts carries ``ALPHASWARM_TEST_MARKER``;
 after the test (and after its provider closed) no live process may carry it.
+``provider`` is a LocalProvider on a state directory of the test's own.
 """
 
 from __future__ import annotations
@@ -12,27 +13,16 @@ import signal
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
-import psutil
 import pytest
 
-MARKER_ENV = "ALPHASWARM_TEST_MARKER"
+from alphaswarm_controller.providers.local import LocalProvider
+from alphaswarm_core.providers.protocol import DeploymentSpec
+from alphaswarm_core.testing import SpecFactory, unique_name
 
-
-def marked_processes(marker: str) -> list[int]:
-    """Live (non-zombie) processes whose environment carries ``marker``."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            if proc.environ().get(MARKER_ENV) == marker:
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
+from .support import command_spec, local_env, marked_processes, opened
 
 
 @pytest.fixture
@@ -58,3 +48,28 @@ def shared_tmp() -> Iterator[Path]:
         path = Path(raw)
         path.chmod(0o755)
         yield path
+
+
+@pytest.fixture
+async def provider(tmp_path: Path, local_marker: str) -> AsyncIterator[LocalProvider]:
+    provider = await opened(local_env(tmp_path / "state"))
+    yield provider
+    await provider.close()
+
+
+@pytest.fixture
+def spec_factory(local_marker: str) -> SpecFactory:
+    def make(
+        service_id: str,
+        namespace: str,
+        replicas: int = 1,
+        env: Mapping[str, str] | None = None,
+    ) -> DeploymentSpec:
+        return command_spec(service_id, namespace, local_marker, replicas=replicas, env=env)
+
+    return make
+
+
+@pytest.fixture
+def namespace() -> str:
+    return unique_name("ns")

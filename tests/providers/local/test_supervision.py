@@ -23,12 +23,12 @@ from alphaswarm_core.providers.protocol import (
 )
 from alphaswarm_core.testing import ready, unique_name, wait_for
 
-from .conftest import marked_processes
-from .local_support import (
+from .support import (
     alive,
     command_spec,
     environ_of,
     local_env,
+    marked_processes,
     opened,
     pids,
     replica_python,
