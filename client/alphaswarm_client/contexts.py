@@ -166,6 +166,7 @@ class ConfigFile:
     def load(cls, path: Path) -> ConfigFile:
         try:
             text = path.read_text(encoding="utf-8")
+            check_private(path)
         except FileNotFoundError:
             return cls(path)
         except OSError as error:
@@ -215,6 +216,17 @@ class ConfigFile:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+
+def check_private(path: Path) -> None:
+    """Refuse a config file that someone else could have written: it names commands this
+    CLI runs (token_command) and where it sends tokens (target), like ~/.ssh/config."""
+    info = path.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise ContextError(
+            f"{path} is writable by other users or not owned by you; "
+            f"fix it with: chmod go-w {path}"
+        )
 
 
 def check_name(name: str) -> str:

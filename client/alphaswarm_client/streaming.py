@@ -150,12 +150,12 @@ class LogPrinter:
         self._width = 0
 
     def line(self, entry: types_pb2.LogEntry) -> str:
-        self._width = max(self._width, len(entry.instance_id))
-        mark = "!" if entry.stream == types_pb2.LOG_STREAM_STDERR else "|"
-        prefix = f"{entry.instance_id:<{self._width}} {mark}"
-        text = entry.text
+        instance, text = entry.instance_id, entry.text
         if self._out.is_tty:
-            text = _escaped(text)
+            instance, text = _escaped(instance), _escaped(text)
+        self._width = max(self._width, len(instance))
+        mark = "!" if entry.stream == types_pb2.LOG_STREAM_STDERR else "|"
+        prefix = f"{instance:<{self._width}} {mark}"
         suffix = " [truncated]" if entry.truncated else ""
         stamp = ""
         if self._timestamps:
