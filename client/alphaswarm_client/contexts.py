@@ -224,8 +224,7 @@ def check_private(path: Path) -> None:
     info = path.stat()
     if info.st_uid != os.getuid() or info.st_mode & 0o022:
         raise ContextError(
-            f"{path} is writable by other users or not owned by you; "
-            f"fix it with: chmod go-w {path}"
+            f"{path} is writable by other users or not owned by you; fix it with: chmod go-w {path}"
         )
 
 
