@@ -231,3 +231,31 @@ def test_watch_a_namespace_piped_and_as_a_live_table(server: ServerProcess) -> N
     wait_until(lambda: len(marked(MARKER, tag)) == 4, "4 replicas")
     ok(server, "-n", "team", "stop", "api", "worker")  # several names where the verb allows
     wait_until(lambda: not marked(MARKER, tag), "no replica left")
+
+
+def test_docker_compose_reads_its_spec_back_for_status_and_set(
+    compose_server: ServerProcess, talker: tuple[str, str], engine: docker.APIClient
+) -> None:
+    namespace, service = talker
+    status = ok(compose_server, "-n", namespace, "status", service, "-o", "json").json()["status"]
+    assert status["spec"]["command"] == ["/bin/sh", "-c", LOG_SCRIPT]
+    assert status["spec"]["replicas"] == 2 and status["spec"]["image"]
+    assert all(i["startedAt"] for i in status["instances"])  # the AGE of each replica
+    described = ok(compose_server, "-n", namespace, "describe", service).out
+    rows = [line.split() for line in described.splitlines() if line[:12].strip() in {
+        i["instanceId"] for i in status["instances"]}]  # fmt: skip
+    assert len(rows) == 2 and all(re.fullmatch(r"\d+s|\d+m\d*s?", row[4]) for row in rows), rows
+
+    ok(compose_server, "-n", namespace, "set", "env", service, "EXTRA=1")
+    deadline = time.monotonic() + SETTLE
+    while True:
+        containers = engine.containers(
+            filters={"label": [f"com.docker.compose.project={namespace}"]}
+        )
+        envs = [engine.inspect_container(c["Id"])["Config"]["Env"] for c in containers]
+        commands = [engine.inspect_container(c["Id"])["Config"]["Cmd"] for c in containers]
+        if len(envs) == 2 and all("EXTRA=1" in env for env in envs):
+            break
+        assert time.monotonic() < deadline, envs
+        time.sleep(0.5)
+    assert commands == [["/bin/sh", "-c", LOG_SCRIPT]] * 2  # the rest of the spec stayed
