@@ -139,6 +139,21 @@ build_kube_control_plane() {
     echo "$ALPHASWARM_KUBE_BIN_DIR"
 }
 
+build_helm() {
+    step "helm from its Go module, for the chart's tests (first build minutes, then reused)"
+    ALPHASWARM_HELM="$(bash scripts/helm/build.sh)"
+    export ALPHASWARM_HELM
+    echo "$ALPHASWARM_HELM"
+}
+
+install_shells() {
+    step "zsh and fish for the shell-completion tests (Debian packages)"
+    command -v zsh >/dev/null && command -v fish >/dev/null && return 0
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q zsh fish >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null && apt-get install -y -q zsh fish >/dev/null; }
+}
+
 check_provider_matrix() {
     step "each provider extra alone in a clean venv, and at its lowest allowed versions"
     python scripts/ci/provider_matrix.py
@@ -149,5 +164,7 @@ check_protos
 check_lint
 start_docker_engine
 build_kube_control_plane
+build_helm
+install_shells
 run_pytest "$@"
 check_provider_matrix

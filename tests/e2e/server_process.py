@@ -67,9 +67,9 @@ def start_server(
 ) -> ServerProcess:
     """``user`` (uid, gid): run the server as that unprivileged user (tests/e2e/as_user.py)."""
     env = server_env(state_dir, extra_env)
-    command = list(SERVER_COMMAND)
+    command: tuple[str, ...] = SERVER_COMMAND
     if user is not None:
-        command = [sys.executable, "-m", "tests.e2e.as_user", str(user[0]), str(user[1])]
+        command = (sys.executable, "-m", "tests.e2e.as_user", str(user[0]), str(user[1]))
     process = subprocess.Popen(
         command,
         cwd=REPO,

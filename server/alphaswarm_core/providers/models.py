@@ -262,11 +262,19 @@ class InstanceStatus:
     ready: bool
     restarts: int = 0
     message: str = ""
+    started_at: datetime | None = None
+    """When the replica's current process/container/pod started, as the backend says."""
 
 
 @dataclass(frozen=True, slots=True)
 class DeploymentStatus:
-    """Observed state of one service."""
+    """Observed state of one service.
+
+    ``updated_at`` is when this status was observed (the provider's read of the
+    backend), ``created_at`` when the service was first created and ``changed_at``
+    when its spec or config last changed, where the backend records them. ``spec``
+    is what runs, read back from what the provider stored, where it can.
+    """
 
     service_id: str
     namespace: str
@@ -280,6 +288,9 @@ class DeploymentStatus:
     instances: tuple[InstanceStatus, ...] = ()
     image: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+    changed_at: datetime | None = None
+    spec: DeploymentSpec | None = None
     revision: int = 0
     """The desired revision (0: the provider keeps no revisions)."""
     observed_revision: int = 0

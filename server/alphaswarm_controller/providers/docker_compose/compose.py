@@ -127,6 +127,8 @@ class ContainerRef:
     managed: bool
     labels: Mapping[str, str]
     image: str
+    created: float = 0.0
+    """When the engine created the container (unix seconds; 0 when not reported)."""
 
     @property
     def ready(self) -> bool:
@@ -158,6 +160,7 @@ class ContainerRef:
             managed=labels.get(MANAGED_BY) == MANAGED_BY_VALUE,
             labels=labels,
             image=str(entry.get("Image", "")),
+            created=float(entry.get("Created") or 0),
         )
 
 

@@ -270,6 +270,8 @@ class DockerComposeProvider(InfrastructureProvider):
                 state=ref.state,
                 ready=ref.ready,
                 message=f"{ref.name}: {ref.status_text}",
+                # The list API's creation time: a restart by the restart policy keeps it.
+                started_at=datetime.fromtimestamp(ref.created, UTC) if ref.created else None,
             )
             for ref in refs
         )
@@ -284,6 +286,7 @@ class DockerComposeProvider(InfrastructureProvider):
             instances=instances,
             image=definition.image if definition else (refs[0].image if refs else ""),
             labels=dict(definition.labels) if definition else compose.user_labels(refs[0].labels),
+            spec=replace(_spec_of(definition), replicas=desired) if definition else None,
         )
 
     async def health(self) -> ProviderHealth:

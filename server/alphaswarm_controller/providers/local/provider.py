@@ -26,7 +26,7 @@ import sqlite3
 import sys
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -565,11 +565,16 @@ class LocalProvider(InfrastructureProvider):
             desired_replicas=target,
             ready_replicas=ready,
             message=message,
-            updated_at=datetime.fromtimestamp(desired.updated_at, UTC),
+            updated_at=datetime.now(UTC),
             restarts=restarts,
             instances=instances,
             image=spec.image,
             labels=dict(spec.labels),
+            changed_at=datetime.fromtimestamp(desired.updated_at, UTC),
+            created_at=datetime.fromtimestamp(desired.created_at, UTC)
+            if desired.created_at
+            else None,
+            spec=replace(spec, replicas=desired.replicas),
         )
 
     # -- required ---------------------------------------------------------------------------

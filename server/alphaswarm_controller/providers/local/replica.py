@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from alphaswarm_core.providers.models import InstanceStatus
 
@@ -68,6 +69,8 @@ class Replica:
         self.message = ""
         self.last_exit_code: int | None = None
         self.last_failure = ""
+        self.started_wall: float | None = None
+        """When the current process started (the kernel's create time), for started_at."""
 
     # -- observed state ---------------------------------------------------------------------
 
@@ -100,12 +103,14 @@ class Replica:
             message = f"pid {pid}"
             if self.last_failure:
                 message += f"; last exit: {self.last_failure}"
+        started = self.started_wall if pid is not None else None
         return InstanceStatus(
             instance_id=instance_id,
             state=state,
             ready=self.ready,
             restarts=self.restarts,
             message=message,
+            started_at=datetime.fromtimestamp(started, UTC) if started is not None else None,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -187,6 +192,7 @@ class Replica:
         self._process = process
         self._started_at = time.monotonic()
         created = processes.create_time(process.pid)
+        self.started_wall = created if created is not None else time.time()
         if created is not None:
             await self._on_pid(self.ordinal, process.pid, created)
 

@@ -76,6 +76,8 @@ class Desired:
     updated_at: float = field(default_factory=time.time)
     held: str = ""
     """Why start-up did not restart it (crashloop.py); empty when it runs as desired."""
+    created_at: float = field(default_factory=time.time)
+    """When the deployment was first stored (0: by a release that did not record it)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -189,8 +191,8 @@ class StateStore:
     async def load(self) -> list[Desired]:
         def query(db: sqlite3.Connection) -> list[Desired]:
             rows = db.execute(
-                "SELECT spec, replicas, stopped, config, config_version, updated_at, held "
-                "FROM deployments ORDER BY namespace, service_id"
+                "SELECT spec, replicas, stopped, config, config_version, updated_at, held, "
+                "created_at FROM deployments ORDER BY namespace, service_id"
             ).fetchall()
             return [
                 Desired(
@@ -201,8 +203,9 @@ class StateStore:
                     config_version=version,
                     updated_at=updated,
                     held=held,
+                    created_at=created,
                 )
-                for spec, replicas, stopped, config, version, updated, held in rows
+                for spec, replicas, stopped, config, version, updated, held, created in rows
             ]
 
         return await self._call(query)
@@ -211,7 +214,8 @@ class StateStore:
         def upsert(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT INTO deployments (namespace, service_id, spec, replicas, stopped, "
-                "config, config_version, updated_at, held) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "config, config_version, updated_at, held, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (namespace, service_id) DO UPDATE SET spec = excluded.spec, "
                 "replicas = excluded.replicas, stopped = excluded.stopped, "
                 "config = excluded.config, config_version = excluded.config_version, "
@@ -226,6 +230,7 @@ class StateStore:
                     desired.config_version,
                     desired.updated_at,
                     desired.held,
+                    desired.created_at,
                 ),
             )
 
@@ -384,5 +389,7 @@ def _migrate(db: sqlite3.Connection) -> None:
     with db:
         if "held" not in columns:
             db.execute("ALTER TABLE deployments ADD COLUMN held TEXT NOT NULL DEFAULT ''")
+        if "created_at" not in columns:
+            db.execute("ALTER TABLE deployments ADD COLUMN created_at REAL NOT NULL DEFAULT 0")
         if "crash_streak" not in columns:
             db.execute("ALTER TABLE deployments ADD COLUMN crash_streak INTEGER NOT NULL DEFAULT 0")
