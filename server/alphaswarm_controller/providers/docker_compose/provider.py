@@ -44,6 +44,7 @@ from alphaswarm_core.providers.models import (
     ProviderHealth,
     ProviderKind,
     Revision,
+    RolloutState,
     ServiceConfig,
     is_secret_key,
 )
@@ -630,7 +631,14 @@ class DockerComposeProvider(InfrastructureProvider):
                 failure = rollouts.refusal(exc) if previous is not None and new_revision else None
                 if failure is None:
                     raise
-        rolling = new_revision or any(ref.config_hash != target.digest for ref in refs[:replicas])
+        unfinished = previous is not None and (
+            previous.rollout is None or previous.rollout.state is not RolloutState.SUCCEEDED
+        )
+        rolling = (
+            new_revision
+            or unfinished
+            or any(ref.config_hash != target.digest for ref in refs[:replicas])
+        )
         record = (
             RolloutRecord.begun(wanted.revision, wanted.progress_deadline, target.digest)
             if rolling
