@@ -622,6 +622,10 @@ class DockerComposeProvider(InfrastructureProvider):
             wanted.needs_key() or bool(previous and previous.legacy_plain and previous.needs_key())
         )
         wanted = wanted.sealed(sealer)
+        # A definition from before sealing holds its secrets in clear: it is kept in the
+        # history, or put back by an undo, only sealed.
+        legacy = previous is not None and previous.legacy_plain
+        previous = previous.sealed(sealer) if previous is not None else None
         failure: ReplicaFailed | None = None
         target = _NO_TARGET
         if replicas:
@@ -658,14 +662,14 @@ class DockerComposeProvider(InfrastructureProvider):
                         f"keeping revision {previous.revision} of {project}/{service}",
                         history.keep,
                         self._client(),
-                        previous.sealed(sealer),
+                        previous,
                     )
                 if record is not None:
                     wanted = wanted.with_rollout(record)
                 if (
                     previous is None
                     or record is not None
-                    or previous.legacy_plain
+                    or legacy
                     or not previous.same_spec(wanted)
                     or not previous.same_policy(wanted)
                 ):

@@ -48,10 +48,10 @@ def runs_revision(ref: ContainerRef, definition: Definition | None) -> int:
 def observed_revision(definition: Definition | None, refs: list[ContainerRef]) -> int:
     """What the replicas run: the oldest revision any of them runs while they differ;
     without replicas, the last revision that rolled out."""
+    if definition is None:
+        return 0  # started by Docker Compose: no revision until its first change
     if refs:
         return min(runs_revision(ref, definition) for ref in refs)
-    if definition is None:
-        return 0
     return definition.last_good if definition.rollout else definition.revision
 
 
