@@ -31,6 +31,7 @@ from alphaswarm_core.providers.protocol import (
     RolloutState,
 )
 from alphaswarm_core.testing import SpecFactory, ready, wait_for
+from tests.fakes.docker_images import IDLE_COMMAND
 from tests.providers.docker_compose.support import call_deadline
 
 #: A command that exits at once with code 3.
@@ -385,3 +386,41 @@ async def test_a_definition_from_before_revisions_is_revision_1(
     changed = await provider.start(spec_factory("old", namespace, replicas=1, env={"A": "1"}))
     assert changed.revision == 2
     assert [r.number for r in await provider.list_revisions("old", namespace=namespace)] == [2, 1]
+
+
+async def test_another_controller_sees_a_rollout_in_progress(
+    spec_factory: SpecFactory, namespace: str, engine_env: dict[str, str]
+) -> None:
+    first = DockerComposeProvider(env=engine_env)
+    second = DockerComposeProvider(env=engine_env)
+    try:
+        await first.start(spec_factory("web", namespace))
+        await wait_for(first, "web", namespace, succeeded(1))
+        # Healthy only once a file exists, which the replica writes after a few seconds
+        # (at the root: the image, FROM scratch, has no /tmp).
+        slow = replace(
+            spec_factory("web", namespace, env={"MODE": "slow"}),
+            command=("/bin/sh", "-c", f"sleep 4; touch /ready; {IDLE_COMMAND}"),
+            provider_options={"healthcheck": "test -f /ready", "healthcheck_interval": "0.5"},
+            progress_deadline_seconds=60,
+        )
+        change = asyncio.create_task(first.start(slow))
+        try:
+            seen = await wait_for(
+                second,
+                "web",
+                namespace,
+                lambda s: s.rollout is not None and s.rollout.state is RolloutState.IN_PROGRESS,
+            )
+        finally:
+            done = await asyncio.wait_for(change, BOUND)
+        assert (seen.revision, seen.observed_revision) == (2, 1)
+        assert "rolling out revision 2" in seen.message
+        progressing = {c.type: (c.status, c.reason) for c in seen.conditions}["Progressing"]
+        assert progressing == (True, "RolloutInProgress")
+        assert done.rollout is not None and done.rollout.state is RolloutState.SUCCEEDED
+        after = await second.status("web", namespace=namespace)
+        assert (after.revision, after.observed_revision) == (2, 2)
+    finally:
+        await first.close()
+        await second.close()

@@ -604,7 +604,7 @@ class DockerComposeProvider(InfrastructureProvider):
         *,
         new_revision: bool,
         conflict: Callable[[], Exception] | None = None,
-        may_roll_back: bool = True,
+        automatic: bool = False,
     ) -> Definition:
         """Store ``wanted`` and converge ``replicas`` replicas onto it; the caller holds
         the service's lock and checked ``expected_revision`` against ``previous``.
@@ -614,9 +614,11 @@ class DockerComposeProvider(InfrastructureProvider):
         recorded FAILED, the replicas it did not replace keep running, and with the
         spec's ``auto_rollback`` the last good revision comes back as a new one. A call
         that fails (the engine unreachable, the deadline) undoes what it can and raises.
+        ``automatic``: this is that rollback (it follows the caller's change, whatever
+        revision the caller expected, and is not rolled back again).
         """
         project, service = wanted.project, wanted.service
-        expected = current_change().expected_revision
+        expected = 0 if automatic else current_change().expected_revision
         opts = parse(wanted.options)
         sealer = self._sealer_for(
             wanted.needs_key() or bool(previous and previous.legacy_plain and previous.needs_key())
@@ -703,7 +705,10 @@ class DockerComposeProvider(InfrastructureProvider):
                     service,
                     current=stored.revision,
                 )
-        if failure is not None and record is not None and may_roll_back:
+        ours = stored.rollout is not None and stored.rollout.started_at == (
+            record.started_at if record else None
+        )
+        if failure is not None and ours and not automatic:
             stored = await self._auto_rollback(stored, failure)
         return stored
 
@@ -731,9 +736,7 @@ class DockerComposeProvider(InfrastructureProvider):
         cause = f"auto_rollback: revision {failed.revision} failed ({failure.reason.value})"
         wanted = revisions.restored(failed, target, cause, automatic=True)
         log.info("rolling %s/%s back to revision %d: %s", project, service, good, cause)
-        return await self._apply(
-            failed, wanted, refs, len(refs), new_revision=True, may_roll_back=False
-        )
+        return await self._apply(failed, wanted, refs, len(refs), new_revision=True, automatic=True)
 
     async def _undo(
         self,
