@@ -10,6 +10,10 @@ deployment back to its replicas, except those that keep killing the server
 (crashloop.py). Replica output goes through pipes to size-bounded files that the
 server alone writes (logfiles.py, logcapture.py) and StreamLogs reads
 (logstream.py).
+
+Every change of what runs is a revision, stored with the definition (store.py);
+a change returns once it is recorded, and a rollout task per service replaces
+the replicas one slot at a time and judges the rollout (rollout.py).
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ import platform
 import shutil
 import sqlite3
 import sys
+import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from alphaswarm_core.call import current_change
 from alphaswarm_core.providers.concurrency import BlockingRunner
 from alphaswarm_core.providers.errors import (
     ConfigVersionConflict,
@@ -38,9 +44,11 @@ from alphaswarm_core.providers.errors import (
     FieldViolation,
     InfrastructureProviderUnavailable,
     InvalidSpecError,
+    RevisionNotFound,
 )
 from alphaswarm_core.providers.models import (
     ConfigMapPatch,
+    Definition,
     DeploymentSpec,
     DeploymentState,
     DeploymentStatus,
@@ -49,6 +57,9 @@ from alphaswarm_core.providers.models import (
     MetricSample,
     ProviderHealth,
     ProviderKind,
+    Revision,
+    Rollout,
+    RolloutState,
     ServiceConfig,
     check_replicas,
     validate_service_ref,
@@ -58,6 +69,7 @@ from alphaswarm_core.providers.reasons import ErrorReason
 
 from . import identity as identities_module
 from . import launch, processes
+from . import rollout as rollouts
 from .containment import Containment
 from .crashloop import CrashLoopGuard
 from .identity import IdentityPolicy, ReplicaIdentity
@@ -67,6 +79,7 @@ from .logstream import LogReader, LogSelector
 from .metrics import ProcessTreeSampler
 from .proctable import libc
 from .replica import Replica
+from .rollout import Progress, Verdict
 from .settings import STATE_DIR_ENV, LocalSettings
 from .statedir import (
     InsecureStateDir,
@@ -89,7 +102,35 @@ class _Deployment:
     plan: LaunchPlan
     replicas: dict[int, Replica] = field(default_factory=dict)
     note: str = ""
-    """Why the last convergence could not finish (a halted rollout), shown in status."""
+    """Why it was not started (at open), shown in status."""
+    worker: asyncio.Task[None] | None = None
+    """The task rolling out ``desired.revision`` while its rollout is in progress."""
+    available: tuple[bool, datetime] | None = None
+    """Whether every desired replica was ready when last looked at, and since when."""
+
+
+def _begun(revision: int) -> Rollout:
+    return Rollout(
+        RolloutState.IN_PROGRESS,
+        datetime.now(UTC),
+        message=f"replacing replicas with revision {revision}, one at a time",
+    )
+
+
+def _revision_of(
+    desired: Desired, cause: str, *, rollback_of: int = 0, automatic: bool = False
+) -> Revision:
+    """The revision ``desired`` makes (its spec without replicas, its config)."""
+    return Revision(
+        desired.revision,
+        replace(desired.spec, replicas=0),
+        dict(desired.config),
+        str(desired.config_version),
+        datetime.now(UTC),
+        cause,
+        rollback_of,
+        automatic,
+    )
 
 
 _PR_SET_DUMPABLE = 4
@@ -244,7 +285,17 @@ class LocalProvider(InfrastructureProvider):
                 deployment.note = f"not started: {exc.message}"
                 log.error("local provider: %s/%s %s", *desired.key, deployment.note)
                 continue
-            await self._locked(desired.key, functools.partial(self._converge, deployment))
+            rollout = desired.rollout
+            # A rollout in progress resumes, and a failed one stays failed: every slot
+            # comes back with the revision it ran.
+            slots = (
+                await store.slots(desired.key)
+                if rollout is not None and rollout.state is not RolloutState.SUCCEEDED
+                else {}
+            )
+            await self._locked(
+                desired.key, functools.partial(self._converge, deployment, recovered=slots)
+            )
         if containment.mode == "session":
             self._sweeper = asyncio.create_task(
                 self._sweep(containment), name="alphaswarm-local:sweep"
@@ -407,26 +458,32 @@ class LocalProvider(InfrastructureProvider):
             raise DeploymentNotFoundError(service_id, namespace)
         return deployment
 
+    @contextlib.asynccontextmanager
+    async def _serialised(self, key: Key) -> AsyncIterator[None]:
+        """Hold the service's lock: one change (or rollout step) of a service at a time."""
+        self._lock_users[key] = self._lock_users.get(key, 0) + 1
+        try:
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                yield
+        finally:
+            left = self._lock_users.get(key, 1) - 1
+            if left:
+                self._lock_users[key] = left
+            else:  # the lock of a deleted service goes with it
+                self._lock_users.pop(key, None)
+                if key not in self._deployments:
+                    self._locks.pop(key, None)
+
     async def _locked(self, key: Key, action: Callable[[], Awaitable[T]]) -> T:
         """Run a mutation serialised per service, to completion even if the caller goes away.
 
-        A cancelled RPC must not leave a rollout half done, so the work runs in
+        A cancelled RPC must not leave a change half made, so the work runs in
         its own task; ``close`` cancels what is still running.
         """
 
         async def run() -> T:
-            self._lock_users[key] = self._lock_users.get(key, 0) + 1
-            try:
-                async with self._locks.setdefault(key, asyncio.Lock()):
-                    return await action()
-            finally:
-                left = self._lock_users.get(key, 1) - 1
-                if left:
-                    self._lock_users[key] = left
-                else:  # the lock of a deleted service goes with it
-                    self._lock_users.pop(key, None)
-                    if key not in self._deployments:
-                        self._locks.pop(key, None)
+            async with self._serialised(key):
+                return await action()
 
         task: asyncio.Task[T] = asyncio.create_task(run(), name=f"alphaswarm-local:{key}")
         self._tasks.add(task)
@@ -438,11 +495,24 @@ class LocalProvider(InfrastructureProvider):
         if not task.cancelled():
             task.exception()  # retrieved: the caller may have gone away
 
-    async def _save(self, deployment: _Deployment, desired: Desired) -> None:
-        if desired != deployment.desired:
-            assert self._store is not None
-            await self._store.save(desired)
-            deployment.desired = desired
+    async def _save(
+        self,
+        deployment: _Deployment,
+        desired: Desired,
+        *,
+        expected: int = 0,
+        revision: Revision | None = None,
+    ) -> None:
+        """Store ``desired`` (and the revision it makes), checking ``expected`` first in the
+        same transaction; only then does memory change."""
+        assert self._store is not None
+        await self._store.save(desired, expected=expected, revision=revision)
+        deployment.desired = desired
+
+    async def _check(self, key: Key, expected: int) -> None:
+        """For a change that changes nothing: still REVISION_CONFLICT when stale."""
+        assert self._store is not None
+        await self._store.check(key, expected)
 
     def _pid_hook(self, key: Key) -> Callable[[int, int, float | None], Awaitable[None]]:
         async def hook(ordinal: int, pid: int, created: float | None) -> None:
@@ -459,13 +529,17 @@ class LocalProvider(InfrastructureProvider):
 
         return hook
 
-    async def _add(self, deployment: _Deployment, ordinal: int) -> Replica:
+    async def _add(
+        self, deployment: _Deployment, ordinal: int, revision: int, plan: LaunchPlan
+    ) -> Replica:
         spec = deployment.desired.spec
-        assert self._containment is not None
+        assert self._containment is not None and self._store is not None
+        await self._store.set_slot(deployment.desired.key, ordinal, revision)
         replica = Replica(
             spec.service_id,
             ordinal,
-            deployment.plan,
+            plan,
+            revision=revision,
             log=self._logbook(deployment.desired.key).replica(ordinal),
             settings=self.settings,
             on_pid=self._pid_hook(deployment.desired.key),
@@ -488,48 +562,284 @@ class LocalProvider(InfrastructureProvider):
             book = self._logbooks[key] = LogBook(settings.log_dir(*key), limits)
         return book
 
-    async def _remove(self, deployment: _Deployment, ordinal: int) -> None:
+    async def _remove(self, deployment: _Deployment, ordinal: int, *, forget: bool = False) -> None:
+        """Stop the slot's replica; ``forget``: the slot itself goes (scale-down, stop)."""
         replica = deployment.replicas[ordinal]
         await replica.stop()
         if deployment.replicas.get(ordinal) is replica:
             del deployment.replicas[ordinal]
+        if forget and self._store is not None and ordinal not in deployment.replicas:
+            await self._store.drop_slot(deployment.desired.key, ordinal)
 
-    async def _converge(self, deployment: _Deployment) -> None:
-        """Make the processes match desired state: drop extras, roll outdated, add missing.
+    async def _converge(
+        self, deployment: _Deployment, *, recovered: Mapping[int, int] | None = None
+    ) -> None:
+        """Make the processes match desired state at once where nothing is replaced: drop
+        extras, add missing slots; then let the rollout task replace outdated replicas.
 
-        Outdated replicas are replaced one at a time, the next only once the new
-        one is ready, so a service of two or more keeps serving throughout.
+        ``recovered``: at open, the revision each slot ran before (a rollout resumes).
         """
         deployment.note = ""
-        target = deployment.desired.target
+        desired = deployment.desired
+        target = desired.target
         if target and not deployment.plan.checked:  # e.g. not started at open: policy changed
-            desired = deployment.desired
             deployment.plan = self._checked_plan(desired.spec, desired.config)
         extra = sorted((o for o in deployment.replicas if o >= target), reverse=True)
-        await asyncio.gather(*(self._remove(deployment, o) for o in extra))
-        fingerprint = deployment.plan.fingerprint
-        outdated = sorted(
-            o for o, r in deployment.replicas.items() if r.plan.fingerprint != fingerprint
+        await asyncio.gather(*(self._remove(deployment, o, forget=True) for o in extra))
+        await self._retag(deployment)
+        missing = [o for o in range(target) if o not in deployment.replicas]
+        if missing:
+            fresh = await self._fresh_slot(deployment)
+            for ordinal in missing:
+                revision, plan = fresh
+                ran = (recovered or {}).get(ordinal)
+                if ran is not None and ran != desired.revision:
+                    found = await self._revision_plan(deployment, ran)
+                    if found is not None:
+                        revision, plan = ran, found
+                await self._add(deployment, ordinal, revision, plan)
+        self._ensure_worker(deployment)
+
+    async def _retag(self, deployment: _Deployment) -> None:
+        """Replicas that already run exactly what the desired revision runs are of it:
+        nothing to restart (a rollback to what runs, a spec changed and changed back)."""
+        assert self._store is not None
+        desired = deployment.desired
+        for ordinal, replica in deployment.replicas.items():
+            if (
+                replica.revision != desired.revision
+                and replica.plan.fingerprint == deployment.plan.fingerprint
+            ):
+                replica.revision = desired.revision
+                await self._store.set_slot(desired.key, ordinal, desired.revision)
+
+    async def _fresh_slot(self, deployment: _Deployment) -> tuple[int, LaunchPlan]:
+        """What a new slot runs: the desired revision, or after a failed rollout the last
+        good one (what the other replicas run), as long as it can still run."""
+        desired = deployment.desired
+        good = desired.good_revision
+        failed = desired.rollout is not None and desired.rollout.state is RolloutState.FAILED
+        if failed and good and good != desired.revision:
+            plan = await self._revision_plan(deployment, good)
+            if plan is not None:
+                return good, plan
+        return desired.revision, deployment.plan
+
+    async def _revision_plan(self, deployment: _Deployment, number: int) -> LaunchPlan | None:
+        """The checked launch plan of revision ``number``; None when it left the history or
+        cannot run any more (the policy changed)."""
+        desired = deployment.desired
+        if number == desired.revision:
+            return deployment.plan
+        assert self._store is not None
+        revision = await self._store.revision(desired.key, number)
+        if revision is None:
+            return None
+        try:
+            return self._checked_plan(revision.spec, revision.config)
+        except InvalidSpecError as exc:
+            log.warning(
+                "%s/%s: revision %d cannot run any more: %s", *desired.key, number, exc.message
+            )
+            return None
+
+    # -- rollouts (rollout.py) ----------------------------------------------------------------
+
+    def _ensure_worker(self, deployment: _Deployment) -> None:
+        """Under the service's lock: a rollout in progress has its task."""
+        rollout = deployment.desired.rollout
+        if deployment.worker is not None or rollout is None or rollout.done:
+            return
+        namespace, service_id = deployment.desired.key
+        task = asyncio.create_task(
+            self._roll(deployment), name=f"alphaswarm-local:rollout:{namespace}/{service_id}"
         )
-        for ordinal in outdated:
-            failing = [
-                o
-                for o, r in deployment.replicas.items()
-                if r.plan.fingerprint == fingerprint and r.state == "backoff"
-            ]
-            if failing:  # do not trade a working old replica for another failing new one
-                deployment.note = f"rollout halted: replica {failing[0]} of the new revision fails"
-                break
+        deployment.worker = task
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _roll(self, deployment: _Deployment) -> None:
+        """Step the rollout every TICK until it ends (bounded: it fails at the progress
+        deadline at the latest), taking the service's lock for each step only, so that a
+        change (a rollback, a fix) never waits for the rollout it supersedes."""
+        key = deployment.desired.key
+        progress: Progress | None = None
+        try:
+            while True:
+                async with self._serialised(key):
+                    if self._deployments.get(key) is not deployment:
+                        return  # deleted
+                    progress, finished = await self._rollout_step(deployment, progress)
+                    if finished:
+                        deployment.worker = None
+                        return
+                await asyncio.sleep(rollouts.TICK)
+        except Exception:
+            log.exception("%s/%s: the rollout task failed", *key)
+        finally:
+            if deployment.worker is asyncio.current_task():
+                deployment.worker = None
+
+    async def _rollout_step(
+        self, deployment: _Deployment, progress: Progress | None
+    ) -> tuple[Progress, bool]:
+        """One look at the rollout: fail it, finish it, or replace the next slot once every
+        replica of the new revision is ready. True once it has ended."""
+        desired = deployment.desired
+        rollout = desired.rollout
+        now = time.monotonic()
+        if rollout is None or rollout.done:
+            return progress or Progress(desired.revision, datetime.now(UTC), now), True
+        if progress is None or not progress.matches(desired.revision, rollout):
+            progress = Progress(desired.revision, rollout.started_at, now)
+        await self._retag(deployment)
+        target = desired.target
+        fresh = {o: r for o, r in deployment.replicas.items() if r.revision == desired.revision}
+        ready = sum(1 for r in fresh.values() if r.ready)
+        progress.saw_ready(ready, now)
+        verdict = rollouts.failure(desired.revision, fresh, self.settings.rollout_exits)
+        deadline = desired.spec.progress_deadline_seconds
+        if verdict is None and progress.stalled(now, deadline):
+            verdict = rollouts.deadline_exceeded(desired.revision, deadline, ready, target)
+        if verdict is not None:
+            await self._fail(deployment, verdict)
+            return progress, False  # an automatic rollback may have begun another one
+        if ready == len(fresh) == len(deployment.replicas) == target:
+            await self._succeed(deployment)
+            return progress, True
+        if ready == len(fresh):
+            outdated = sorted(
+                o for o, r in deployment.replicas.items() if r.revision != desired.revision
+            )
+            if outdated:
+                await self._replace(deployment, outdated[0])
+                progress.moved(time.monotonic())
+        return progress, False
+
+    async def _replace(self, deployment: _Deployment, ordinal: int) -> None:
+        """Stop the slot's old replica, then start one of the desired revision in it."""
+        old = deployment.replicas[ordinal]
+        await self._remove(deployment, ordinal)
+        desired = deployment.desired
+        new = await self._add(deployment, ordinal, desired.revision, deployment.plan)
+        # A replica that never got ready (a rollout superseded mid-way) is no place to go
+        # back to: the slot keeps what it ran before that.
+        fallback = old.previous if old.previous is not None and not old.ready else None
+        new.previous = fallback or (old.revision, old.plan)
+
+    async def _succeed(self, deployment: _Deployment) -> None:
+        desired = deployment.desired
+        assert desired.rollout is not None
+        target = desired.target
+        done = Rollout(
+            RolloutState.SUCCEEDED,
+            desired.rollout.started_at,
+            message=f"{target} replica(s) of revision {desired.revision} ready",
+            finished_at=datetime.now(UTC),
+        )
+        good = desired.revision if target else desired.good_revision  # none ran: unproven
+        await self._save(deployment, desired.changed(rollout=done, good_revision=good))
+        for replica in deployment.replicas.values():
+            replica.previous = None
+        log.info("%s/%s: rollout of revision %d succeeded", *desired.key, desired.revision)
+
+    async def _fail(self, deployment: _Deployment, verdict: Verdict) -> None:
+        """Replace nothing more; the replicas of the failed revision that are not ready go
+        back to what their slot ran before (the last good revision for a new slot)."""
+        desired = deployment.desired
+        assert desired.rollout is not None
+        good = desired.good_revision
+        reverted: list[int] = []
+        for ordinal in sorted(deployment.replicas):
+            replica = deployment.replicas[ordinal]
+            if replica.revision != desired.revision or replica.ready:
+                continue
+            back = replica.previous
+            if back is None and good and good != desired.revision:
+                plan = await self._revision_plan(deployment, good)
+                back = None if plan is None else (good, plan)
+            if back is None:
+                continue
             await self._remove(deployment, ordinal)
-            replica = await self._add(deployment, ordinal)
-            if not await replica.wait_ready_or_failed(self.settings.rollout_timeout):
-                why = replica.last_failure or "not ready in time"
-                deployment.note = f"rollout halted at replica {ordinal}: {why}"
-                log.warning("%s/%s: %s", *deployment.desired.key, deployment.note)
-                break
-        for ordinal in range(target):
-            if ordinal not in deployment.replicas:
-                await self._add(deployment, ordinal)
+            await self._add(deployment, ordinal, *back)
+            reverted.append(ordinal)
+        message = f"{verdict.message}; no further replica replaced"
+        if reverted:
+            slots = ", ".join(str(o) for o in reverted)
+            message += f"; replica(s) {slots} back on the revision they ran before"
+        failed = Rollout(
+            RolloutState.FAILED,
+            desired.rollout.started_at,
+            verdict.reason.value,
+            message,
+            datetime.now(UTC),
+        )
+        await self._save(deployment, desired.changed(rollout=failed))
+        log.warning(
+            "%s/%s: rollout of revision %d failed: %s", *desired.key, desired.revision, message
+        )
+        if desired.spec.auto_rollback:
+            await self._auto_rollback(deployment, verdict)
+
+    async def _auto_rollback(self, deployment: _Deployment, verdict: Verdict) -> None:
+        desired = deployment.desired
+        assert self._store is not None and desired.rollout is not None
+        failed = await self._store.revision(desired.key, desired.revision)
+        good = desired.good_revision
+        if failed is not None and failed.automatic:
+            why = "no automatic rollback: this revision is an automatic rollback itself"
+        elif not good or good == desired.revision:
+            why = "no automatic rollback: no earlier revision has succeeded"
+        else:
+            cause = (
+                f"automatic rollback: the rollout of revision {desired.revision} failed "
+                f"({verdict.reason.value})"
+            )
+            try:
+                await self._restore(deployment, good, cause=cause, automatic=True)
+                return
+            except (RevisionNotFound, InvalidSpecError) as exc:
+                why = f"no automatic rollback to revision {good}: {exc.message}"
+        rollout = replace(desired.rollout, message=f"{desired.rollout.message}; {why}")
+        await self._save(deployment, desired.changed(rollout=rollout))
+
+    async def _restore(
+        self,
+        deployment: _Deployment,
+        number: int,
+        *,
+        cause: str,
+        expected: int = 0,
+        automatic: bool = False,
+    ) -> None:
+        """A new revision with revision ``number``'s spec and config (the replica count and
+        the rollout policy stay), rolled out like any change."""
+        current = deployment.desired
+        assert self._store is not None
+        target = await self._store.revision(current.key, number)
+        if target is None:
+            raise RevisionNotFound(current.spec.service_id, current.spec.namespace, number)
+        spec = replace(
+            target.spec,
+            replicas=current.replicas,
+            progress_deadline_seconds=current.spec.progress_deadline_seconds,
+            auto_rollback=current.spec.auto_rollback,
+        )
+        config = dict(target.config)
+        plan = self._checked_plan(spec, config)
+        version = current.config_version + (config != dict(current.config))
+        revision = current.revision + 1
+        updated = current.changed(
+            spec=spec,
+            config=config,
+            config_version=version,
+            revision=revision,
+            rollout=_begun(revision),
+        )
+        record = _revision_of(updated, cause, rollback_of=number, automatic=automatic)
+        await self._save(deployment, updated, expected=expected, revision=record)
+        deployment.plan = plan
+        await self._converge(deployment)
 
     def _status(self, deployment: _Deployment) -> DeploymentStatus:
         desired = deployment.desired
@@ -539,6 +849,8 @@ class LocalProvider(InfrastructureProvider):
         ready = sum(1 for i in instances if i.ready)
         restarts = sum(r.restarts for r in replicas)
         failing = [r for r in replicas if r.state == "backoff"]
+        rollout = desired.rollout
+        rollout_failed = rollout is not None and rollout.state is RolloutState.FAILED
         if desired.held and not desired.stopped:
             state = DeploymentState.STOPPED
             message = f"held: {desired.held}"
@@ -555,8 +867,21 @@ class LocalProvider(InfrastructureProvider):
         else:
             state = DeploymentState.PENDING
             message = f"{ready}/{target} replicas ready"
+        if rollout_failed and state in (DeploymentState.RUNNING, DeploymentState.PENDING):
+            state = DeploymentState.DEGRADED  # perhaps serving, but not what is desired
         if deployment.note:
             message = f"{message}; {deployment.note}"
+        if rollout is not None and rollout.state is RolloutState.IN_PROGRESS and target:
+            updated = sum(1 for r in replicas if r.revision == desired.revision and r.ready)
+            message += f"; rolling out revision {desired.revision}: {updated}/{target} updated"
+        elif rollout_failed and rollout is not None:
+            message += (
+                f"; rollout of revision {desired.revision} failed ({rollout.reason}): "
+                f"{rollout.message}"
+            )
+        available = ready >= target
+        if deployment.available is None or deployment.available[0] != available:
+            deployment.available = (available, datetime.now(UTC))
         spec = desired.spec
         return DeploymentStatus(
             service_id=spec.service_id,
@@ -571,6 +896,10 @@ class LocalProvider(InfrastructureProvider):
             instances=instances,
             image=spec.image,
             labels=dict(spec.labels),
+            revision=desired.revision,
+            observed_revision=min((r.revision for r in replicas), default=desired.revision),
+            rollout=rollout,
+            conditions=rollouts.conditions(rollout, deployment.available, ready, target),
         )
 
     # -- required ---------------------------------------------------------------------------
@@ -606,10 +935,14 @@ class LocalProvider(InfrastructureProvider):
         )
 
     async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
+        """Record the spec (a new revision when what runs changes) and return at once; the
+        rollout task replaces the replicas. A start of what is desired already retries a
+        failed rollout and resumes a stopped or held service."""
         spec.validate()
         launch.require_command(spec)  # before anything else: nothing can change
         await self._ensure_open()
         key = (spec.namespace, spec.service_id)
+        change = current_change()
 
         async def converge() -> DeploymentStatus:
             deployment = self._deployments.get(key)
@@ -617,23 +950,45 @@ class LocalProvider(InfrastructureProvider):
             await self._ensure_identity(spec.namespace)
             plan = self._checked_plan(spec, config)
             if deployment is None:
-                desired = Desired(spec=spec, replicas=spec.replicas)
+                desired = Desired(spec=spec, replicas=spec.replicas, revision=1, rollout=_begun(1))
                 assert self._store is not None
-                await self._store.save(desired)
+                await self._store.save(
+                    desired,
+                    expected=change.expected_revision,
+                    revision=_revision_of(desired, change.change_cause),
+                )
                 deployment = _Deployment(desired, plan)
                 self._deployments[key] = deployment
             else:
                 current = deployment.desired
-                if (current.spec, current.replicas, current.stopped, current.held) != (
-                    spec,
-                    spec.replicas,
-                    False,
-                    "",
+                updated = current.changed(spec=spec, replicas=spec.replicas, stopped=False, held="")
+                record = None
+                if not current.spec.runs_as(spec):
+                    number = current.revision + 1
+                    updated = replace(updated, revision=number, rollout=_begun(number))
+                    record = _revision_of(updated, change.change_cause)
+                elif spec.replicas and (
+                    current.target == 0
+                    or (
+                        current.rollout is not None and current.rollout.state is RolloutState.FAILED
+                    )
+                ):
+                    updated = replace(updated, rollout=_begun(current.revision))
+                if (
+                    record is not None
+                    or (current.spec, current.replicas, current.stopped)
+                    != (
+                        updated.spec,
+                        updated.replicas,
+                        updated.stopped,
+                    )
+                    or (current.held, current.rollout) != (updated.held, updated.rollout)
                 ):
                     await self._save(
-                        deployment,
-                        current.changed(spec=spec, replicas=spec.replicas, stopped=False, held=""),
+                        deployment, updated, expected=change.expected_revision, revision=record
                     )
+                else:
+                    await self._check(key, change.expected_revision)
                 deployment.plan = plan
             await self._converge(deployment)
             return self._status(deployment)
@@ -645,11 +1000,15 @@ class LocalProvider(InfrastructureProvider):
     ) -> DeploymentStatus:
         await self._ensure_open()
         key = self._get(service_id, namespace).desired.key
+        expected = current_change().expected_revision
 
         async def stop() -> DeploymentStatus:
             deployment = self._get(service_id, namespace)  # it may have been deleted meanwhile
             if not deployment.desired.stopped:
-                await self._save(deployment, deployment.desired.changed(stopped=True, held=""))
+                updated = deployment.desired.changed(stopped=True, held="")
+                await self._save(deployment, updated, expected=expected)
+            else:
+                await self._check(key, expected)
             await self._converge(deployment)
             return self._status(deployment)
 
@@ -658,12 +1017,15 @@ class LocalProvider(InfrastructureProvider):
     async def scale(
         self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
+        """Add or remove slots at once; never a new revision (new slots run the desired
+        revision, or the last good one after a failed rollout)."""
         violations: list[FieldViolation] = []
         check_replicas(violations, "replicas", replicas)
         if violations:
             raise InvalidSpecError(violations)
         await self._ensure_open()
         key = self._get(service_id, namespace).desired.key
+        expected = current_change().expected_revision
 
         async def scale() -> DeploymentStatus:
             deployment = self._get(service_id, namespace)
@@ -672,9 +1034,10 @@ class LocalProvider(InfrastructureProvider):
             if replicas and not deployment.plan.checked:  # refused before anything changes
                 deployment.plan = self._checked_plan(current.spec, current.config)
             if (current.replicas, current.stopped, current.held) != (replicas, stopped, ""):
-                await self._save(
-                    deployment, current.changed(replicas=replicas, stopped=stopped, held="")
-                )
+                updated = current.changed(replicas=replicas, stopped=stopped, held="")
+                await self._save(deployment, updated, expected=expected)
+            else:
+                await self._check(key, expected)
             await self._converge(deployment)
             return self._status(deployment)
 
@@ -700,19 +1063,16 @@ class LocalProvider(InfrastructureProvider):
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> ServiceConfig:
         await self._ensure_open()
-        desired = self._get(service_id, namespace).desired
-        return ServiceConfig(
-            desired.spec.service_id,
-            desired.spec.namespace,
-            dict(desired.config),
-            str(desired.config_version),
-        )
+        return self._config(self._get(service_id, namespace).desired)
 
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
-        """Store the new config, then restart replicas one at a time with it in their env."""
+        """Store the new config as a new revision; the rollout task then restarts the
+        replicas one at a time with it in their environment. A patch that changes
+        nothing makes no revision and keeps the version."""
         patch.validate()
         await self._ensure_open()
         key = self._get(patch.service_id, patch.namespace).desired.key
+        change = current_change()
 
         async def apply() -> ServiceConfig:
             deployment = self._get(patch.service_id, patch.namespace)
@@ -726,24 +1086,94 @@ class LocalProvider(InfrastructureProvider):
                     actual=version,
                 )
             data = patch.applied_to(current.config)
+            if data == dict(current.config):
+                await self._check(key, change.expected_revision)
+                return self._config(current)
             try:
                 plan = self._checked_plan(current.spec, data)
             except InvalidSpecError as exc:
                 raise InvalidSpecError.single(
                     "patch.set", f"with this config the command cannot start: {exc.message}"
                 ) from None
-            updated = current.changed(config=data, config_version=current.config_version + 1)
-            await self._save(deployment, updated)
+            number = current.revision + 1
+            updated = current.changed(
+                config=data,
+                config_version=current.config_version + 1,
+                revision=number,
+                rollout=_begun(number),
+            )
+            record = _revision_of(updated, change.change_cause)
+            await self._save(
+                deployment, updated, expected=change.expected_revision, revision=record
+            )
             deployment.plan = plan
             await self._converge(deployment)
-            return ServiceConfig(
-                updated.spec.service_id,
-                updated.spec.namespace,
-                dict(data),
-                str(updated.config_version),
-            )
+            return self._config(updated)
 
         return await self._locked(key, apply)
+
+    @staticmethod
+    def _config(desired: Desired) -> ServiceConfig:
+        return ServiceConfig(
+            desired.spec.service_id,
+            desired.spec.namespace,
+            dict(desired.config),
+            str(desired.config_version),
+        )
+
+    # -- revisions --------------------------------------------------------------------------
+
+    async def definition(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> Definition:
+        """The desired spec (with the replicas that should run now), config and revision."""
+        await self._ensure_open()
+        desired = self._get(service_id, namespace).desired
+        return Definition(
+            replace(desired.spec, replicas=desired.target),
+            dict(desired.config),
+            str(desired.config_version),
+            desired.revision,
+        )
+
+    async def list_revisions(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[Revision]:
+        """Newest first: the last ``store.HISTORY`` revisions, and older ones still needed
+        (the last good one, those a replica runs)."""
+        await self._ensure_open()
+        key = self._get(service_id, namespace).desired.key
+        assert self._store is not None
+        return await self._store.revisions(key)
+
+    async def rollback(
+        self, service_id: str, to_revision: int, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
+        """A new revision with ``to_revision``'s spec and config (0: the revision before the
+        newest), replacing the replicas one at a time like any change."""
+        if to_revision < 0:
+            raise InvalidSpecError.single(
+                "to_revision", "0 (the previous one) or a revision number"
+            )
+        await self._ensure_open()
+        key = self._get(service_id, namespace).desired.key
+        change = current_change()
+
+        async def roll_back() -> DeploymentStatus:
+            deployment = self._get(service_id, namespace)
+            number = to_revision
+            if number == 0:
+                assert self._store is not None
+                history = await self._store.revisions(key)
+                if len(history) < 2:
+                    raise RevisionNotFound(service_id, namespace, 0)
+                number = history[1].number
+            await self._restore(
+                deployment, number, cause=change.change_cause, expected=change.expected_revision
+            )
+            return self._status(deployment)
+
+        return await self._locked(key, roll_back)
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -822,6 +1252,7 @@ class LocalProvider(InfrastructureProvider):
         validate_service_ref(service_id, namespace)
         await self._ensure_open()
         key = (namespace, service_id)
+        expected = current_change().expected_revision
 
         async def delete() -> bool:
             deployment = self._deployments.get(key)
@@ -830,7 +1261,7 @@ class LocalProvider(InfrastructureProvider):
                     return False
                 raise DeploymentNotFoundError(service_id, namespace)
             assert self._store is not None
-            await self._store.delete(key)  # first: when it fails, nothing has changed
+            await self._store.delete(key, expected=expected)  # first: if it fails, nothing changed
             try:
                 ordinals = list(deployment.replicas)
                 await asyncio.gather(*(self._remove(deployment, o) for o in ordinals))
