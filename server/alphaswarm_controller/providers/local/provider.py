@@ -28,10 +28,9 @@ import platform
 import shutil
 import sqlite3
 import sys
-import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -58,7 +57,6 @@ from alphaswarm_core.providers.models import (
     ProviderHealth,
     ProviderKind,
     Revision,
-    Rollout,
     RolloutState,
     ServiceConfig,
     check_replicas,
@@ -79,7 +77,7 @@ from .logstream import LogReader, LogSelector
 from .metrics import ProcessTreeSampler
 from .proctable import libc
 from .replica import Replica
-from .rollout import Progress, Verdict
+from .rolling import Deployment, RolloutDriver, begun, revision_of
 from .settings import STATE_DIR_ENV, LocalSettings
 from .statedir import (
     InsecureStateDir,
@@ -94,43 +92,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Key = tuple[str, str]
-
-
-@dataclass(eq=False, slots=True)
-class _Deployment:
-    desired: Desired
-    plan: LaunchPlan
-    replicas: dict[int, Replica] = field(default_factory=dict)
-    note: str = ""
-    """Why it was not started (at open), shown in status."""
-    worker: asyncio.Task[None] | None = None
-    """The task rolling out ``desired.revision`` while its rollout is in progress."""
-    available: tuple[bool, datetime] | None = None
-    """Whether every desired replica was ready when last looked at, and since when."""
-
-
-def _begun(revision: int) -> Rollout:
-    return Rollout(
-        RolloutState.IN_PROGRESS,
-        datetime.now(UTC),
-        message=f"replacing replicas with revision {revision}, one at a time",
-    )
-
-
-def _revision_of(
-    desired: Desired, cause: str, *, rollback_of: int = 0, automatic: bool = False
-) -> Revision:
-    """The revision ``desired`` makes (its spec without replicas, its config)."""
-    return Revision(
-        desired.revision,
-        replace(desired.spec, replicas=0),
-        dict(desired.config),
-        str(desired.config_version),
-        datetime.now(UTC),
-        cause,
-        rollback_of,
-        automatic,
-    )
 
 
 _PR_SET_DUMPABLE = 4
@@ -160,7 +121,7 @@ def _listdir(path: Path) -> list[str]:
         return []
 
 
-class LocalProvider(InfrastructureProvider):
+class LocalProvider(RolloutDriver, InfrastructureProvider):
     """Replicas as OS processes; the embedded default provider."""
 
     provider_kind = ProviderKind.LOCAL
@@ -173,7 +134,7 @@ class LocalProvider(InfrastructureProvider):
         self._settings: LocalSettings | None = None
         self._store: StateStore | None = None
         self._lock_fd: int | None = None
-        self._deployments: dict[Key, _Deployment] = {}
+        self._deployments: dict[Key, Deployment] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
         self._lock_users: dict[Key, int] = {}
         self._logbooks: dict[Key, LogBook] = {}
@@ -275,7 +236,7 @@ class LocalProvider(InfrastructureProvider):
             log.warning("local provider: removed the logs of deleted deployments: %s", orphans)
         for desired in stored:
             await self._ensure_identity(desired.spec.namespace)
-            deployment = _Deployment(desired, self._plan(desired.spec, desired.config))
+            deployment = Deployment(desired, self._plan(desired.spec, desired.config))
             self._deployments[desired.key] = deployment
             if not desired.target:
                 continue
@@ -451,7 +412,7 @@ class LocalProvider(InfrastructureProvider):
         policy = self._policy(spec.namespace)
         return launch.check_runnable(spec, self._plan(spec, config), policy)
 
-    def _get(self, service_id: str, namespace: str) -> _Deployment:
+    def _get(self, service_id: str, namespace: str) -> Deployment:
         validate_service_ref(service_id, namespace)
         deployment = self._deployments.get((namespace, service_id))
         if deployment is None:
@@ -497,7 +458,7 @@ class LocalProvider(InfrastructureProvider):
 
     async def _save(
         self,
-        deployment: _Deployment,
+        deployment: Deployment,
         desired: Desired,
         *,
         expected: int = 0,
@@ -530,7 +491,7 @@ class LocalProvider(InfrastructureProvider):
         return hook
 
     async def _add(
-        self, deployment: _Deployment, ordinal: int, revision: int, plan: LaunchPlan
+        self, deployment: Deployment, ordinal: int, revision: int, plan: LaunchPlan
     ) -> Replica:
         spec = deployment.desired.spec
         assert self._containment is not None and self._store is not None
@@ -562,7 +523,7 @@ class LocalProvider(InfrastructureProvider):
             book = self._logbooks[key] = LogBook(settings.log_dir(*key), limits)
         return book
 
-    async def _remove(self, deployment: _Deployment, ordinal: int, *, forget: bool = False) -> None:
+    async def _remove(self, deployment: Deployment, ordinal: int, *, forget: bool = False) -> None:
         """Stop the slot's replica; ``forget``: the slot itself goes (scale-down, stop)."""
         replica = deployment.replicas[ordinal]
         await replica.stop()
@@ -572,7 +533,7 @@ class LocalProvider(InfrastructureProvider):
             await self._store.drop_slot(deployment.desired.key, ordinal)
 
     async def _converge(
-        self, deployment: _Deployment, *, recovered: Mapping[int, int] | None = None
+        self, deployment: Deployment, *, recovered: Mapping[int, int] | None = None
     ) -> None:
         """Make the processes match desired state at once where nothing is replaced: drop
         extras, add missing slots; then let the rollout task replace outdated replicas.
@@ -600,248 +561,7 @@ class LocalProvider(InfrastructureProvider):
                 await self._add(deployment, ordinal, revision, plan)
         self._ensure_worker(deployment)
 
-    async def _retag(self, deployment: _Deployment) -> None:
-        """Replicas that already run exactly what the desired revision runs are of it:
-        nothing to restart (a rollback to what runs, a spec changed and changed back)."""
-        assert self._store is not None
-        desired = deployment.desired
-        for ordinal, replica in deployment.replicas.items():
-            if (
-                replica.revision != desired.revision
-                and replica.plan.fingerprint == deployment.plan.fingerprint
-            ):
-                replica.revision = desired.revision
-                await self._store.set_slot(desired.key, ordinal, desired.revision)
-
-    async def _fresh_slot(self, deployment: _Deployment) -> tuple[int, LaunchPlan]:
-        """What a new slot runs: the desired revision, or after a failed rollout the last
-        good one (what the other replicas run), as long as it can still run."""
-        desired = deployment.desired
-        good = desired.good_revision
-        failed = desired.rollout is not None and desired.rollout.state is RolloutState.FAILED
-        if failed and good and good != desired.revision:
-            plan = await self._revision_plan(deployment, good)
-            if plan is not None:
-                return good, plan
-        return desired.revision, deployment.plan
-
-    async def _revision_plan(self, deployment: _Deployment, number: int) -> LaunchPlan | None:
-        """The checked launch plan of revision ``number``; None when it left the history or
-        cannot run any more (the policy changed)."""
-        desired = deployment.desired
-        if number == desired.revision:
-            return deployment.plan
-        assert self._store is not None
-        revision = await self._store.revision(desired.key, number)
-        if revision is None:
-            return None
-        try:
-            return self._checked_plan(revision.spec, revision.config)
-        except InvalidSpecError as exc:
-            log.warning(
-                "%s/%s: revision %d cannot run any more: %s", *desired.key, number, exc.message
-            )
-            return None
-
-    # -- rollouts (rollout.py) ----------------------------------------------------------------
-
-    def _ensure_worker(self, deployment: _Deployment) -> None:
-        """Under the service's lock: a rollout in progress has its task."""
-        rollout = deployment.desired.rollout
-        if deployment.worker is not None or rollout is None or rollout.done:
-            return
-        namespace, service_id = deployment.desired.key
-        task = asyncio.create_task(
-            self._roll(deployment), name=f"alphaswarm-local:rollout:{namespace}/{service_id}"
-        )
-        deployment.worker = task
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    async def _roll(self, deployment: _Deployment) -> None:
-        """Step the rollout every TICK until it ends (bounded: it fails at the progress
-        deadline at the latest), taking the service's lock for each step only, so that a
-        change (a rollback, a fix) never waits for the rollout it supersedes."""
-        key = deployment.desired.key
-        progress: Progress | None = None
-        try:
-            while True:
-                async with self._serialised(key):
-                    if self._deployments.get(key) is not deployment:
-                        return  # deleted
-                    progress, finished = await self._rollout_step(deployment, progress)
-                    if finished:
-                        deployment.worker = None
-                        return
-                await asyncio.sleep(rollouts.TICK)
-        except Exception:
-            log.exception("%s/%s: the rollout task failed", *key)
-        finally:
-            if deployment.worker is asyncio.current_task():
-                deployment.worker = None
-
-    async def _rollout_step(
-        self, deployment: _Deployment, progress: Progress | None
-    ) -> tuple[Progress, bool]:
-        """One look at the rollout: fail it, finish it, or replace the next slot once every
-        replica of the new revision is ready. True once it has ended."""
-        desired = deployment.desired
-        rollout = desired.rollout
-        now = time.monotonic()
-        if rollout is None or rollout.done:
-            return progress or Progress(desired.revision, datetime.now(UTC), now), True
-        if progress is None or not progress.matches(desired.revision, rollout):
-            progress = Progress(desired.revision, rollout.started_at, now)
-        await self._retag(deployment)
-        target = desired.target
-        fresh = {o: r for o, r in deployment.replicas.items() if r.revision == desired.revision}
-        ready = sum(1 for r in fresh.values() if r.ready)
-        progress.saw_ready(ready, now)
-        verdict = rollouts.failure(desired.revision, fresh, self.settings.rollout_exits)
-        deadline = desired.spec.progress_deadline_seconds
-        if verdict is None and progress.stalled(now, deadline):
-            verdict = rollouts.deadline_exceeded(desired.revision, deadline, ready, target)
-        if verdict is not None:
-            await self._fail(deployment, verdict)
-            return progress, False  # an automatic rollback may have begun another one
-        if ready == len(fresh) == len(deployment.replicas) == target:
-            await self._succeed(deployment)
-            return progress, True
-        if ready == len(fresh):
-            outdated = sorted(
-                o for o, r in deployment.replicas.items() if r.revision != desired.revision
-            )
-            if outdated:
-                await self._replace(deployment, outdated[0])
-                progress.moved(time.monotonic())
-        return progress, False
-
-    async def _replace(self, deployment: _Deployment, ordinal: int) -> None:
-        """Stop the slot's old replica, then start one of the desired revision in it."""
-        old = deployment.replicas[ordinal]
-        await self._remove(deployment, ordinal)
-        desired = deployment.desired
-        new = await self._add(deployment, ordinal, desired.revision, deployment.plan)
-        # A replica that never got ready (a rollout superseded mid-way) is no place to go
-        # back to: the slot keeps what it ran before that.
-        fallback = old.previous if old.previous is not None and not old.ready else None
-        new.previous = fallback or (old.revision, old.plan)
-
-    async def _succeed(self, deployment: _Deployment) -> None:
-        desired = deployment.desired
-        assert desired.rollout is not None
-        target = desired.target
-        done = Rollout(
-            RolloutState.SUCCEEDED,
-            desired.rollout.started_at,
-            message=f"{target} replica(s) of revision {desired.revision} ready",
-            finished_at=datetime.now(UTC),
-        )
-        good = desired.revision if target else desired.good_revision  # none ran: unproven
-        await self._save(deployment, desired.changed(rollout=done, good_revision=good))
-        for replica in deployment.replicas.values():
-            replica.previous = None
-        log.info("%s/%s: rollout of revision %d succeeded", *desired.key, desired.revision)
-
-    async def _fail(self, deployment: _Deployment, verdict: Verdict) -> None:
-        """Replace nothing more; the replicas of the failed revision that are not ready go
-        back to what their slot ran before (the last good revision for a new slot)."""
-        desired = deployment.desired
-        assert desired.rollout is not None
-        good = desired.good_revision
-        reverted: list[int] = []
-        for ordinal in sorted(deployment.replicas):
-            replica = deployment.replicas[ordinal]
-            if replica.revision != desired.revision or replica.ready:
-                continue
-            back = replica.previous
-            if back is None and good and good != desired.revision:
-                plan = await self._revision_plan(deployment, good)
-                back = None if plan is None else (good, plan)
-            if back is None:
-                continue
-            await self._remove(deployment, ordinal)
-            await self._add(deployment, ordinal, *back)
-            reverted.append(ordinal)
-        message = f"{verdict.message}; no further replica replaced"
-        if reverted:
-            slots = ", ".join(str(o) for o in reverted)
-            message += f"; replica(s) {slots} back on the revision they ran before"
-        failed = Rollout(
-            RolloutState.FAILED,
-            desired.rollout.started_at,
-            verdict.reason.value,
-            message,
-            datetime.now(UTC),
-        )
-        await self._save(deployment, desired.changed(rollout=failed))
-        log.warning(
-            "%s/%s: rollout of revision %d failed: %s", *desired.key, desired.revision, message
-        )
-        if desired.spec.auto_rollback:
-            await self._auto_rollback(deployment, verdict)
-
-    async def _auto_rollback(self, deployment: _Deployment, verdict: Verdict) -> None:
-        desired = deployment.desired
-        assert self._store is not None and desired.rollout is not None
-        failed = await self._store.revision(desired.key, desired.revision)
-        good = desired.good_revision
-        if failed is not None and failed.automatic:
-            why = "no automatic rollback: this revision is an automatic rollback itself"
-        elif not good or good == desired.revision:
-            why = "no automatic rollback: no earlier revision has succeeded"
-        else:
-            cause = (
-                f"automatic rollback: the rollout of revision {desired.revision} failed "
-                f"({verdict.reason.value})"
-            )
-            try:
-                await self._restore(deployment, good, cause=cause, automatic=True)
-                return
-            except (RevisionNotFound, InvalidSpecError) as exc:
-                why = f"no automatic rollback to revision {good}: {exc.message}"
-        rollout = replace(desired.rollout, message=f"{desired.rollout.message}; {why}")
-        await self._save(deployment, desired.changed(rollout=rollout))
-
-    async def _restore(
-        self,
-        deployment: _Deployment,
-        number: int,
-        *,
-        cause: str,
-        expected: int = 0,
-        automatic: bool = False,
-    ) -> None:
-        """A new revision with revision ``number``'s spec and config (the replica count and
-        the rollout policy stay), rolled out like any change."""
-        current = deployment.desired
-        assert self._store is not None
-        target = await self._store.revision(current.key, number)
-        if target is None:
-            raise RevisionNotFound(current.spec.service_id, current.spec.namespace, number)
-        spec = replace(
-            target.spec,
-            replicas=current.replicas,
-            progress_deadline_seconds=current.spec.progress_deadline_seconds,
-            auto_rollback=current.spec.auto_rollback,
-        )
-        config = dict(target.config)
-        plan = self._checked_plan(spec, config)
-        version = current.config_version + (config != dict(current.config))
-        revision = current.revision + 1
-        updated = current.changed(
-            spec=spec,
-            config=config,
-            config_version=version,
-            revision=revision,
-            rollout=_begun(revision),
-        )
-        record = _revision_of(updated, cause, rollback_of=number, automatic=automatic)
-        await self._save(deployment, updated, expected=expected, revision=record)
-        deployment.plan = plan
-        await self._converge(deployment)
-
-    def _status(self, deployment: _Deployment) -> DeploymentStatus:
+    def _status(self, deployment: Deployment) -> DeploymentStatus:
         desired = deployment.desired
         replicas = [deployment.replicas[o] for o in sorted(deployment.replicas)]
         instances = tuple(r.status() for r in replicas)
@@ -950,40 +670,19 @@ class LocalProvider(InfrastructureProvider):
             await self._ensure_identity(spec.namespace)
             plan = self._checked_plan(spec, config)
             if deployment is None:
-                desired = Desired(spec=spec, replicas=spec.replicas, revision=1, rollout=_begun(1))
+                desired = Desired(spec=spec, replicas=spec.replicas, revision=1, rollout=begun(1))
                 assert self._store is not None
                 await self._store.save(
                     desired,
                     expected=change.expected_revision,
-                    revision=_revision_of(desired, change.change_cause),
+                    revision=revision_of(desired, change.change_cause),
                 )
-                deployment = _Deployment(desired, plan)
+                deployment = Deployment(desired, plan)
                 self._deployments[key] = deployment
             else:
                 current = deployment.desired
-                updated = current.changed(spec=spec, replicas=spec.replicas, stopped=False, held="")
-                record = None
-                if not current.spec.runs_as(spec):
-                    number = current.revision + 1
-                    updated = replace(updated, revision=number, rollout=_begun(number))
-                    record = _revision_of(updated, change.change_cause)
-                elif spec.replicas and (
-                    current.target == 0
-                    or (
-                        current.rollout is not None and current.rollout.state is RolloutState.FAILED
-                    )
-                ):
-                    updated = replace(updated, rollout=_begun(current.revision))
-                if (
-                    record is not None
-                    or (current.spec, current.replicas, current.stopped)
-                    != (
-                        updated.spec,
-                        updated.replicas,
-                        updated.stopped,
-                    )
-                    or (current.held, current.rollout) != (updated.held, updated.rollout)
-                ):
+                updated, record = _started(current, spec, change.change_cause)
+                if record is not None or _fields(updated) != _fields(current):
                     await self._save(
                         deployment, updated, expected=change.expected_revision, revision=record
                     )
@@ -1100,9 +799,9 @@ class LocalProvider(InfrastructureProvider):
                 config=data,
                 config_version=current.config_version + 1,
                 revision=number,
-                rollout=_begun(number),
+                rollout=begun(number),
             )
-            record = _revision_of(updated, change.change_cause)
+            record = revision_of(updated, change.change_cause)
             await self._save(
                 deployment, updated, expected=change.expected_revision, revision=record
             )
@@ -1278,6 +977,33 @@ class LocalProvider(InfrastructureProvider):
             return True
 
         return await self._locked(key, delete)
+
+
+def _started(current: Desired, spec: DeploymentSpec, cause: str) -> tuple[Desired, Revision | None]:
+    """What a StartDeployment of ``spec`` makes of ``current``, and the revision it makes:
+    one when what runs changes; none, but a new rollout, when it retries a failed one or
+    resumes a service that ran no replica."""
+    updated = current.changed(spec=spec, replicas=spec.replicas, stopped=False, held="")
+    if not current.spec.runs_as(spec):
+        number = current.revision + 1
+        updated = replace(updated, revision=number, rollout=begun(number))
+        return updated, revision_of(updated, cause)
+    failed = current.rollout is not None and current.rollout.state is RolloutState.FAILED
+    if spec.replicas and (failed or current.target == 0):
+        updated = replace(updated, rollout=begun(current.revision))
+    return updated, None
+
+
+def _fields(desired: Desired) -> tuple[object, ...]:
+    """What a change may alter (``updated_at`` aside)."""
+    return (
+        desired.spec,
+        desired.replicas,
+        desired.stopped,
+        desired.held,
+        desired.revision,
+        desired.rollout,
+    )
 
 
 def _remove_tree(path: Path) -> None:
