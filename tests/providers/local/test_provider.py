@@ -49,6 +49,7 @@ def test_registry_loads_local_lazily() -> None:
         "metrics",
         "logs",
         "delete",
+        "revisions",
     )
 
 

@@ -191,6 +191,21 @@ OPTIONS = ("cwd",)
 """provider_options keys the local provider understands."""
 
 
+_POINTER = 8
+
+
+def too_large_for_exec(plan: LaunchPlan, ordinal: int) -> bool:
+    """Whether argv and environment together exceed what exec hands to a process
+    (``ARG_MAX``: a quarter of the stack limit on Linux). exec then fails with E2BIG,
+    which a PATH search may report as another error of an earlier directory."""
+    try:
+        limit = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        return False
+    strings = [*plan.argv, *(f"{k}={v}" for k, v in plan.env_for(ordinal).items())]
+    return sum(len(text.encode()) + 1 + _POINTER for text in strings) > limit
+
+
 def require_command(spec: DeploymentSpec) -> None:
     if not spec.command:
         what = "an image alone cannot run here" if spec.image else "it is empty"
