@@ -89,11 +89,15 @@ class Parser(argparse.ArgumentParser):
     """
 
     _intermixed_now = False
+    intermixed = True
+    """False while completing: argcomplete parses a partial line, and an intermixed parse
+    that fails (an option still waiting for its value) keeps none of the positionals,
+    which the completers of option values need (the service of ``--to-revision``)."""
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
-        if self._intermixed_now or self._subparsers is not None:
+        if not self.intermixed or self._intermixed_now or self._subparsers is not None:
             return super().parse_known_args(args, namespace)
         self._intermixed_now = True
         try:
@@ -558,6 +562,18 @@ def _spec_flags(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument("--cpu", help="CPU limit per replica, e.g. 500m")
     sub.add_argument("--memory", help="memory limit per replica, e.g. 256Mi")
+    sub.add_argument(
+        "--progress-deadline",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="a rollout without progress for this long FAILS (1 to 3600; default 600)",
+    )
+    sub.add_argument(
+        "--auto-rollback",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="roll back to the last good revision when a rollout fails",
+    )
 
 
 def _set_command(command: Any, service: Any) -> None:
@@ -813,7 +829,9 @@ async def run_until_signal(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
-        completion.autocomplete(build_parser)
+        if completion.requested():
+            Parser.intermixed = False
+            completion.autocomplete(build_parser)
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         resolve(args)

@@ -71,6 +71,10 @@ def build_spec(args: argparse.Namespace) -> types_pb2.DeploymentSpec:
         spec.resources.cpu = args.cpu
     if args.memory is not None:
         spec.resources.memory = args.memory
+    if args.progress_deadline is not None:
+        spec.progress_deadline.FromNanoseconds(round(args.progress_deadline * 1e9))
+    if args.auto_rollback is not None:
+        spec.auto_rollback = args.auto_rollback
     if args.argv:
         del spec.command[:]
         spec.command.extend(args.argv)

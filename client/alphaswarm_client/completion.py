@@ -24,6 +24,11 @@ COMPLETION_TIMEOUT = 2.0
 COMPLETION_PAGE = 200
 
 
+def requested() -> bool:
+    """Whether the shell runs this process to complete a command line."""
+    return "_ARGCOMPLETE" in os.environ
+
+
 def autocomplete(build_parser: Callable[[], argparse.ArgumentParser]) -> None:
     """Answer a completion request and exit, when the shell asked for one."""
     if "_ARGCOMPLETE" not in os.environ:
