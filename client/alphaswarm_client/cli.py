@@ -828,10 +828,9 @@ async def run_until_signal(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:
-        if completion.requested():
-            Parser.intermixed = False
-            completion.autocomplete(build_parser)
+    if argv is None and completion.requested():
+        Parser.intermixed = False
+        completion.autocomplete(build_parser)
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         resolve(args)
