@@ -82,7 +82,7 @@ def check_change_flags(args: argparse.Namespace) -> None:
 def show_plan(out: Output, response: Message, plan: types_pb2.Plan, service: str) -> int:
     """A dry run's answer: the response as JSON/YAML, else the plan as a diff."""
     if out.format is Format.NAME:
-        out.line(service)
+        out.line(render.escaped(service))
         return 0
     if out.structured:
         out.result(response, lambda: "")

@@ -7,7 +7,9 @@ real server on `local`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import inspect
 import io
 import json
 from collections.abc import AsyncGenerator
@@ -17,7 +19,14 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from alphaswarm.provider.v1 import types_pb2
-from alphaswarm_client import RevisionConflict, RevisionNotFound, cli, render
+from alphaswarm_client import (
+    AlphaswarmClient,
+    RevisionConflict,
+    RevisionNotFound,
+    SyncAlphaswarmClient,
+    cli,
+    render,
+)
 from alphaswarm_client.exits import EXIT_OUTCOME_UNKNOWN, EXIT_ROLLOUT_FAILED
 from alphaswarm_client.output import Output
 from alphaswarm_core.providers.models import DeploymentStatus, RolloutState
@@ -354,3 +363,52 @@ async def test_without_revisions_wait_says_the_change_was_made(alphaswarm: _Run)
     )
     assert code == 1
     assert "UNIMPLEMENTED" in err and "the change was made" in err
+
+
+# -- the Python client's rollout methods ------------------------------------------------------
+
+
+def test_every_async_method_has_a_blocking_twin() -> None:
+    public = {
+        name
+        for name, member in vars(AlphaswarmClient).items()
+        if not name.startswith("_")
+        and (inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member))
+    }
+    assert public - {"close"} <= set(vars(SyncAlphaswarmClient)), public
+
+
+async def test_plans_revisions_and_rollback_through_the_blocking_client(inproc: InProcess) -> None:
+    def blocking_calls() -> None:
+        with SyncAlphaswarmClient(inproc.target, timeout=10) as client:
+            created = client.plan_start(service_id="sync", image="web:1", expected_revision=-1)
+            assert created.plan.action == types_pb2.PLAN_ACTION_CREATE
+            assert not created.HasField("status")
+            client.start_deployment(service_id="sync", image="web:1", change_cause="one")
+            client.start_deployment(service_id="sync", image="web:2", expected_revision=1)
+            scale = client.plan_scale("sync", 3)
+            assert (scale.plan.revision, scale.plan.action) == (2, types_pb2.PLAN_ACTION_IN_PLACE)
+            config = client.plan_config("sync", set={"secret.K": "v"})
+            assert [c.new_value for c in config.plan.changes] == ["<secret>"]
+            back = client.plan_rollback("sync")
+            assert [(c.path, c.old_value, c.new_value) for c in back.plan.changes] == [
+                ("spec.image", "web:2", "web:1")
+            ]
+            assert client.get_status("sync").revision == 2  # plans change nothing
+            assert client.rollback_deployment("sync", change_cause="undo").revision == 3
+            page = client.list_revisions("sync", page_size=2)
+            assert [r.number for r in page.revisions] == [3, 2] and page.next_page_token
+            history = list(client.iter_revisions("sync", page_size=2))
+            assert [(r.number, r.rollback_of, r.change_cause) for r in history] == [
+                (3, 1, "undo"), (2, 0, ""), (1, 0, "one"),
+            ]  # fmt: skip
+            with contextlib.closing(client.watch("sync", until_rollout_done=True)) as statuses:
+                final = list(statuses)[-1]
+            assert final.rollout.state == types_pb2.ROLLOUT_STATE_SUCCEEDED
+            with pytest.raises(RevisionConflict):
+                client.stop_deployment("sync", expected_revision=2)
+            with pytest.raises(RevisionConflict):
+                client.delete_deployment("sync", expected_revision=2)
+            assert client.delete_deployment("sync", expected_revision=3)
+
+    await asyncio.to_thread(blocking_calls)
