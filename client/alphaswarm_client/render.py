@@ -259,6 +259,13 @@ def status(
         ["replicas", f"{s.ready_replicas}/{s.desired_replicas} ready"],
         ["restarts", str(s.restarts)],
     ]
+    if s.revision:
+        rollout = rollout_state_name(s.rollout.state)
+        if s.rollout.reason:
+            rollout += f" ({escaped(s.rollout.reason)})"
+        if s.rollout.message:
+            rollout += f": {escaped(s.rollout.message)}"
+        summary += [["revision", revisions_cell(s)], ["rollout", rollout]]
     if s.HasField("spec"):
         summary += _spec_rows(s.spec)
     else:

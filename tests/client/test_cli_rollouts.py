@@ -198,6 +198,25 @@ def test_rollout_lines_and_outcome() -> None:
     )
 
 
+def test_status_shows_the_revision_and_the_rollout() -> None:
+    status = types_pb2.DeploymentStatus(
+        service_id="web",
+        namespace="default",
+        revision=3,
+        observed_revision=2,
+        rollout=types_pb2.Rollout(
+            state=types_pb2.ROLLOUT_STATE_FAILED, reason="CRASH_LOOP", message="exits\x1b[2J"
+        ),
+    )
+    lines = render.status(status).splitlines()
+    assert "revision: 3 (runs 2)" in lines
+    assert "rollout:  FAILED (CRASH_LOOP): exits\\x1b[2J" in lines
+    assert not any(
+        line.startswith("revision")
+        for line in render.status(types_pb2.DeploymentStatus()).splitlines()
+    )
+
+
 def test_history_table_notes_rollbacks() -> None:
     history = [
         types_pb2.Revision(number=4, rollback_of=2, automatic=True, change_cause=""),
