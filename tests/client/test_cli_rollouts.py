@@ -14,6 +14,7 @@ import io
 import json
 from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import timestamp_pb2
@@ -374,6 +375,29 @@ async def test_a_wait_that_ends_first_is_an_unknown_outcome(
     assert "IN_PROGRESS" in out.splitlines()[1]
     assert err.startswith("error: rollout of web: still in progress after 0.5s; outcome unknown")
     assert "'alphaswarm rollout status web'" in err
+
+
+async def test_a_view_older_than_the_change_is_not_its_outcome(
+    inproc: InProcess, alphaswarm: _Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An eventually consistent backend may answer the first watch with the previous
+    # revision's finished rollout: the wait opens the watch again instead of ending.
+    memory = await inproc.memory()
+    real_watch = memory.watch
+    opened: list[int] = []
+
+    async def lagging(service_id: str, **kwargs: Any) -> AsyncGenerator[DeploymentStatus, None]:
+        opened.append(1)
+        async for status in real_watch(service_id, **kwargs):
+            lag = 1 if len(opened) == 1 else 0
+            yield dataclasses.replace(status, revision=status.revision - lag)
+
+    monkeypatch.setattr(memory, "watch", lagging)
+    await inproc.client.start_deployment(service_id="web", image="web:1")
+    code, out, err = await alphaswarm("start", "web", "--image", "web:2", "--wait")
+    assert (code, err) == (0, ""), err
+    assert len(opened) == 2
+    assert out.splitlines()[-1].startswith("rollout of default/web to revision 2: SUCCEEDED")
 
 
 async def test_without_revisions_wait_says_the_change_was_made(alphaswarm: _Run) -> None:
