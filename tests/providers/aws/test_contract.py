@@ -9,6 +9,9 @@ the ECS suite again with throttling and 5xx answered to a share of every request
 ``leftovers`` reads moto (and the emulated ECS's service status) directly: the
 service, its tasks, its task definition revisions, its SSM parameters and its log
 group (delete removes the logs with the service, docs/providers.md).
+``failing_spec_factory`` runs an image the emulated registry does not have: ECS's
+circuit breaker fails its deployment (test_revisions.py covers a crashing command,
+which the breaker does not see and the provider judges itself).
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from alphaswarm_core.testing import Leftovers, ProviderContract, SpecFactory
 from tests.fakes.faults import Faults, Kind
 from tests.fakes.moto_server import EcsTestBed, ecs_test_bed
 
-from .support import leftovers_of, log_spec_factory
+from .support import failing_spec_factory, leftovers_of, log_spec_factory
 
 ECS_CAPABILITIES = frozenset(
     {"start", "stop", "scale", "status", "list", "config", "metrics", "logs", "delete"}
+    | {"revisions"}
 )
 
 
@@ -40,6 +44,10 @@ class TestEcsContract(ProviderContract):
     @pytest.fixture
     def log_spec_factory(self) -> SpecFactory:
         return log_spec_factory()
+
+    @pytest.fixture
+    def failing_spec_factory(self) -> SpecFactory:
+        return failing_spec_factory()
 
 
 class TestEksContract(ProviderContract):
@@ -77,6 +85,10 @@ class TestEcsContractUnderFaults(ProviderContract):
     @pytest.fixture
     def log_spec_factory(self) -> SpecFactory:
         return log_spec_factory()
+
+    @pytest.fixture
+    def failing_spec_factory(self) -> SpecFactory:
+        return failing_spec_factory()
 
     @pytest.fixture
     async def provider(self, faulty_bed: EcsTestBed) -> AsyncIterator[EcsProvider]:
