@@ -64,7 +64,8 @@ ENV PATH=/opt/alphaswarm/bin:/usr/local/bin:/usr/bin:/bin \
     ALPHASWARM_CP_STATE_DIR=/var/lib/alphaswarm
 USER 10001:10001
 WORKDIR /var/lib/alphaswarm
-EXPOSE 50051
+# gRPC, and Prometheus metrics when ALPHASWARM_CP_METRICS_LISTEN serves them there.
+EXPOSE 50051 9464
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/opt/alphaswarm/bin/python", "/opt/alphaswarm/healthcheck.py"]
 ENTRYPOINT ["/opt/alphaswarm/bin/alphaswarm-server"]

@@ -3,54 +3,168 @@
 #
 # Installs the venv with all providers and dev tools, starts (or reuses) a Docker
 # engine for the docker_compose provider, builds (or reuses) the Kubernetes control plane
-# the kubernetes tests start (scripts/kube/build.sh), checks the generated stubs and the protos
-# (buf lint / format / breaking), runs ruff and mypy, then pytest. Any failure,
-# including a backend that cannot start, fails the run. Extra arguments go to pytest.
+# the kubernetes tests start (scripts/kube/build.sh), checks the generated stubs and the
+# protos (buf lint / format / breaking), runs ruff and mypy, then pytest; then each
+# provider extra alone in a clean venv, and every extra at the lowest versions its
+# floors allow (scripts/ci/provider_matrix.py). Any failure, including a backend that
+# cannot start, fails the run. Extra arguments go to the main pytest run.
+#
+# A run removes everything it made, also when it fails or is interrupted (Ctrl-C,
+# SIGTERM): the Docker engine with its bridge and temp dir, the run's temp dir (TMPDIR
+# and pytest's base temp point into it), and any process still carrying this run's
+# ALPHASWARM_TEST_RUN. Finding such a process at the end of a run that was not
+# interrupted fails the run: a test left it behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+# -- the run's temp dir and the clean-up of everything the run made ----------------------
+
+RUN_DIR="$(mktemp -d /tmp/asw-test.XXXXXX)"
+export ALPHASWARM_TEST_RUN="${RUN_DIR##*/}"
+export TMPDIR="$RUN_DIR/tmp"
+mkdir "$TMPDIR"
+# As /tmp is: tests make directories there for the unprivileged users they run
+# replicas and servers as (pytest's base temp below stays 0700, as it always is).
+chmod 0755 "$RUN_DIR"
+chmod 1777 "$TMPDIR"
+interrupted=""
+
+# Processes of this run: they inherited ALPHASWARM_TEST_RUN (read in bash, no helper).
+run_pids() {
+    local pid vars
+    for pid in /proc/[0-9]*; do
+        pid="${pid#/proc/}"
+        [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
+        mapfile -d '' vars 2>/dev/null <"/proc/$pid/environ" || continue
+        [[ " ${vars[*]} " == *" ALPHASWARM_TEST_RUN=$ALPHASWARM_TEST_RUN "* ]] && echo "$pid"
+    done
+}
+
+# Processes still running after the run: fail (unless interrupted) and stop them.
+stop_leftover_processes() {
+    local deadline=$((SECONDS + 30)) pids=()
+    mapfile -t pids < <(run_pids)
+    while ((${#pids[@]})) && ((SECONDS < deadline)); do  # ones shutting down get time
+        sleep 0.5
+        mapfile -t pids < <(run_pids)
+    done
+    ((${#pids[@]})) || return 0
+    local pid
+    for pid in "${pids[@]}"; do
+        echo "left behind: pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" >&2
+    done
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    sleep 2
+    mapfile -t pids < <(run_pids)
+    ((${#pids[@]})) && kill -KILL "${pids[@]}" 2>/dev/null
+    [[ -n "$interrupted" ]]
+}
+
+cleanup() {
+    local status=$? ok=yes
+    trap - EXIT
+    trap '' INT TERM  # the clean-up is bounded: let it finish
+    step "clean-up"
+    if [[ -n "${ALPHASWARM_DOCKERD_ROOT:-}" ]]; then
+        bash scripts/ci/stop-dockerd.sh "$ALPHASWARM_DOCKERD_ROOT" || ok=""
+    fi
+    stop_leftover_processes || ok=""
+    rm -rf --one-file-system "$RUN_DIR" || ok=""
+    [[ -e "$RUN_DIR" ]] && { echo "could not remove $RUN_DIR" >&2; ok=""; }
+    if [[ -n "$ok" ]]; then
+        echo "nothing left behind (engine, bridge, temp dirs, processes)"
+    elif ((status == 0)); then
+        status=1
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'interrupted=yes; exit 130' INT
+trap 'interrupted=yes; exit 143' TERM
+
+# -- the steps ---------------------------------------------------------------------------
 
 venv="$(bash scripts/venv.sh dev,all-providers)"
 export PATH="$PWD/$venv/bin:$PATH"
 
-step() { printf '\n== %s\n' "$*"; }
+check_stubs() {
+    step "generated stubs match protos/"
+    python scripts/generate_protos.py --check
+}
 
-step "generated stubs match protos/"
-python scripts/generate_protos.py --check
+check_protos() {
+    step "buf lint, format, breaking"
+    buf lint
+    buf format --exit-code --diff >/dev/null || { buf format --diff; exit 1; }
+    if git rev-parse --verify -q 'HEAD~1' >/dev/null \
+        && git cat-file -e 'HEAD~1:protos/alphaswarm/provider/v1/provider_service.proto' 2>/dev/null; then
+        buf breaking --against '.git#ref=HEAD~1'
+        echo "no breaking change against HEAD~1"
+    else
+        echo "no previous commit with protos: nothing to compare against"
+    fi
+}
 
-step "buf lint, format, breaking"
-buf lint
-buf format --exit-code --diff >/dev/null || { buf format --diff; exit 1; }
-if git rev-parse --verify -q 'HEAD~1' >/dev/null \
-    && git cat-file -e 'HEAD~1:protos/alphaswarm/provider/v1/provider_service.proto' 2>/dev/null; then
-    buf breaking --against '.git#ref=HEAD~1'
-    echo "no breaking change against HEAD~1"
-else
-    echo "no previous commit with protos: nothing to compare against"
-fi
+check_lint() {
+    step "ruff and mypy"
+    ruff check .
+    ruff format --check server client/alphaswarm_client tests benchmarks scripts
+    mypy
+}
 
-step "ruff and mypy"
-ruff check .
-ruff format --check server client/alphaswarm_client tests benchmarks scripts
-mypy
+start_docker_engine() {
+    step "docker engine"
+    local exports
+    exports="$(bash scripts/ci/start-dockerd.sh)"  # removes what it made if it fails
+    eval "$exports"  # ALPHASWARM_DOCKERD_ROOT tells the clean-up what to stop
+}
 
-step "docker engine"
-eval "$(bash scripts/ci/start-dockerd.sh)"
-if [[ -n "${ALPHASWARM_DOCKERD_ROOT:-}" ]]; then
-    trap 'kill "$(cat "$ALPHASWARM_DOCKERD_ROOT/d.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
-fi
+run_pytest() {
+    step "pytest"
+    local code=0
+    python -m pytest -p no:cacheprovider --basetemp="$RUN_DIR/pytest" "$@" || code=$?
+    if ((code == 5)); then
+        echo "pytest collected no tests: failing the run" >&2
+        return 1
+    fi
+    return "$code"
+}
 
-step "kubernetes control plane (first build 10-17 min on 2 cores, then reused from the cache)"
-ALPHASWARM_KUBE_BIN_DIR="$(bash scripts/kube/build.sh)"
-export ALPHASWARM_KUBE_BIN_DIR
-echo "$ALPHASWARM_KUBE_BIN_DIR"
+build_kube_control_plane() {
+    step "kubernetes control plane (first build 10-17 min on 2 cores, then reused from the cache)"
+    ALPHASWARM_KUBE_BIN_DIR="$(bash scripts/kube/build.sh)"
+    export ALPHASWARM_KUBE_BIN_DIR
+    echo "$ALPHASWARM_KUBE_BIN_DIR"
+}
 
-step "pytest"
-set +e
-python -m pytest -p no:cacheprovider "$@"
-code=$?
-set -e
-if [[ $code -eq 5 ]]; then
-    echo "pytest collected no tests: failing the run" >&2
-    exit 1
-fi
-exit $code
+build_helm() {
+    step "helm from its Go module, for the chart's tests (first build minutes, then reused)"
+    ALPHASWARM_HELM="$(bash scripts/helm/build.sh)"
+    export ALPHASWARM_HELM
+    echo "$ALPHASWARM_HELM"
+}
+
+install_shells() {
+    step "zsh and fish for the shell-completion tests (Debian packages)"
+    command -v zsh >/dev/null && command -v fish >/dev/null && return 0
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q zsh fish >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null && apt-get install -y -q zsh fish >/dev/null; }
+}
+
+check_provider_matrix() {
+    step "each provider extra alone in a clean venv, and at its lowest allowed versions"
+    python scripts/ci/provider_matrix.py
+}
+
+check_stubs
+check_protos
+check_lint
+start_docker_engine
+build_kube_control_plane
+build_helm
+install_shells
+run_pytest "$@"
+check_provider_matrix

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Create or refresh .venv with the given extras; re-installs only when pyproject.toml changed.
+# Create or refresh .venv with the given extras and print its path.
 #
 #     bash scripts/venv.sh            # the server alone (local provider)
 #     bash scripts/venv.sh dev,all-providers
+#
+# Installs only when pyproject.toml changed since the last install, or when an extra
+# asked for is not installed yet. The venv keeps every extra asked for so far (an
+# install is of their union), so switching between the README's commands (serve.sh
+# wants `tools`, test.sh `dev,all-providers`) installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,14 +21,51 @@ if [[ ! -x "$venv/bin/python" ]]; then
         exit 1
     }
 fi
-target="."
-[[ -n "$extras" ]] && target=".[$extras]"
 stamp="$venv/.alphaswarm-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
-if [[ ! -f "$stamp" ]] || [[ "$(cat "$stamp")" != "$want" ]]; then
-    echo "venv: installing alphaswarm-controller${extras:+[$extras]} into $venv" >&2
+
+# Prints "install EXTRAS" or "ok", and the stamp to write after an install. An extra
+# stands for the extras it names (dev -> tools, otel; all-providers -> every provider).
+plan="$("$venv/bin/python" - "$extras" "$stamp" <<'PY'
+import hashlib, re, sys, tomllib
+from pathlib import Path
+
+asked, stamp = sys.argv[1], Path(sys.argv[2])
+raw = Path("pyproject.toml").read_bytes()
+project = tomllib.loads(raw.decode())["project"]
+optional = project.get("optional-dependencies", {})
+self_ref = re.compile(re.escape(project["name"]) + r"\[([^\]]*)\]")
+
+def closure(names):
+    seen, todo = set(), [n.strip() for n in names if n.strip()]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        if name not in optional:
+            sys.exit(f"venv: pyproject.toml has no extra {name!r}: {', '.join(sorted(optional))}")
+        seen.add(name)
+        for requirement in optional[name]:
+            for match in self_ref.finditer(requirement):
+                todo.extend(match.group(1).split(","))
+    return seen
+
+digest = hashlib.sha256(raw).hexdigest()
+wanted = closure(asked.split(","))
+old_digest, _, old = (stamp.read_text().strip() if stamp.exists() else "").partition(" ")
+installed = closure(n for n in old.split(",") if n in optional)
+if old_digest == digest and wanted <= installed:
+    print("ok")
+else:
+    union = ",".join(sorted(wanted | installed))
+    print(f"install {union}")
+    print(f"{digest} {union}")
+PY
+)"
+if [[ "$plan" != ok ]]; then
+    union="$(sed -n '1s/^install //p' <<<"$plan")"
+    echo "venv: installing alphaswarm-controller${union:+[$union]} into $venv" >&2
     "$venv/bin/python" -m pip install -q --upgrade pip >&2
-    "$venv/bin/python" -m pip install -q -e "$target" >&2
-    echo "$want" >"$stamp"
+    "$venv/bin/python" -m pip install -q -e ".${union:+[$union]}" >&2
+    sed -n '2p' <<<"$plan" >"$stamp"
 fi
 echo "$venv"

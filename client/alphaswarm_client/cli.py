@@ -1,52 +1,101 @@
 """``alphaswarm``: the command-line client of ProviderService.
 
 Exit codes: 0 success, 1 the server (or the network) refused the call, 2 a
-usage error (bad flags, unreadable spec file), 130 interrupted (Ctrl-C),
-141 stdout closed early (``| head``). Errors are one line on stderr:
+usage error (bad flags, unreadable spec file, bad context), 3 outcome unknown
+(a change whose deadline expired: the server may have applied it; check with
+``status``), 130 interrupted (Ctrl-C, SIGINT), 143 terminated (SIGTERM), 141
+stdout closed early (``| head``). Errors are one line on stderr:
 ``error: CODE: message (reason=...; field: why)``.
+
+SIGINT and SIGTERM end any command, streams included, cleanly (the call is
+cancelled, nothing is printed) even when the parent started the CLI with them
+ignored (``cmd &`` in a script, some CI runners): Python would then install no
+handler of its own, so the CLI installs both itself.
+
+Connection settings come from, in order: flags, the ``ALPHASWARM_*``
+environment, the current context of the config file (contexts.py), defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import importlib.metadata
 import os
-import shutil
+import signal
 import sys
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import grpc
 
-from alphaswarm.provider.v1 import types_pb2
-from alphaswarm_client import render
+from alphaswarm_client import commands, completion, streaming
 from alphaswarm_client.client import AlphaswarmClient
-from alphaswarm_client.errors import AlphaswarmError
-from alphaswarm_client.specfile import (
-    DEFAULT_REPLICAS,
-    SpecError,
-    load_spec_file,
-    parse_key_value,
-    parse_port,
+from alphaswarm_client.commands import (
+    EXIT_OUTCOME_UNKNOWN,
+    EXIT_RPC_ERROR,
+    EXIT_USAGE,
+    Handler,
+    UsageError,
 )
+from alphaswarm_client.contexts import ConfigFile, Context, ContextError, config_path
+from alphaswarm_client.errors import AlphaswarmError
+from alphaswarm_client.output import Format, Output
+from alphaswarm_client.specfile import DEFAULT_REPLICAS, SpecError, parse_key_value, parse_port
 
 DEFAULT_TARGET = "127.0.0.1:50051"
-EXIT_RPC_ERROR = 1
-EXIT_USAGE = 2
+DEFAULT_TIMEOUT = 30.0
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 EXIT_BROKEN_PIPE = 141
+#: The signals that end a command, and its exit code for each (128 + the signal number).
+EXIT_ON_SIGNAL = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
 
-Handler = Callable[[AlphaswarmClient, argparse.Namespace, "Output"], Awaitable[int]]
+__all__ = [
+    "EXIT_OUTCOME_UNKNOWN",
+    "EXIT_RPC_ERROR",
+    "EXIT_USAGE",
+    "UsageError",
+    "build_parser",
+    "build_spec",
+    "main",
+    "make_client",
+    "parse_args",
+]
+
+build_spec = commands.build_spec
 
 
-class UsageError(Exception):
-    """Arguments that parse but do not make sense together; exit code 2."""
+def version() -> str:
+    try:
+        return importlib.metadata.version("alphaswarm-controller")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 # -- argument parsing ----------------------------------------------------------------------
+
+
+class Parser(argparse.ArgumentParser):
+    """Options may come between positionals (``config set web --expected-version 3 A=1``).
+
+    argparse's intermixed parsing does not support subparsers, so each command's
+    own parser (a leaf) parses intermixed, and the parsers above it dispatch.
+    """
+
+    _intermixed_now = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._intermixed_now or self._subparsers is not None:
+            return super().parse_known_args(args, namespace)
+        self._intermixed_now = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixed_now = False
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -56,7 +105,7 @@ def _key_value(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _port(text: str) -> types_pb2.PortSpec:
+def _port(text: str) -> Any:
     try:
         return parse_port(text)
     except SpecError as error:
@@ -68,7 +117,7 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value <= 0:
+    if not value > 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return value
 
@@ -83,181 +132,229 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _format(text: str) -> Format:
+    try:
+        return Format(text)
+    except ValueError:
+        choices = ", ".join(f.value for f in Format if f is not Format.TABLE)
+        raise argparse.ArgumentTypeError(f"expected one of {choices}") from None
+
+
 def _add_global_options(parser: argparse.ArgumentParser, *, on_subcommand: bool) -> None:
     """The options every command takes, before or after the command name.
 
-    On subcommands the defaults are SUPPRESS so that an option given before
-    the command is not reset by the subparser's default.
+    Defaults are None here and resolved after parsing (flags, then environment,
+    then context, then built-in defaults). On subcommands they are SUPPRESS so
+    that an option given before the command is not reset by the subparser.
     """
-
-    def default(value: Any) -> Any:
-        return argparse.SUPPRESS if on_subcommand else value
-
-    env = os.environ
+    unset = argparse.SUPPRESS if on_subcommand else None
     group = parser.add_argument_group("connection and output")
-    group.add_argument(
+    option = group.add_argument
+    option(
+        "--context",
+        default=unset,
+        metavar="NAME",
+        help="use this context of the config file (env ALPHASWARM_CONTEXT)",
+    )
+    option(
         "--target",
-        default=default(env.get("ALPHASWARM_TARGET", DEFAULT_TARGET)),
+        default=unset,
         help=f"server address host:port (env ALPHASWARM_TARGET; default {DEFAULT_TARGET})",
     )
-    group.add_argument(
+    option(
         "--provider",
-        default=default(env.get("ALPHASWARM_PROVIDER", "")),
+        default=unset,
         help="provider alias (env ALPHASWARM_PROVIDER; default: the server's default)",
     )
-    group.add_argument(
+    option(
         "-n",
         "--namespace",
-        default=default(""),
-        help="namespace (default: 'default'; for list: every namespace)",
+        default=unset,
+        help="namespace (env ALPHASWARM_NAMESPACE; default 'default'; list, watch: every one)",
     )
-    group.add_argument(
+    option(
         "--timeout",
         type=_positive_float,
-        default=default(30.0),
-        help="deadline of each call in seconds (default 30; streams have none)",
+        default=unset,
+        help=f"deadline of each call in seconds (default {DEFAULT_TIMEOUT:g}; streams have none)",
     )
-    group.add_argument(
+    option(
+        "-o",
+        "--output",
+        type=_format,
+        default=unset,
+        metavar="FORMAT",
+        help="json, yaml (proto3 JSON mapping, as grpcurl), wide (more columns), name",
+    )
+    option(
         "--json",
-        action="store_true",
-        default=default(False),
-        help="print JSON (one object per line on streams)",
+        action="store_const",
+        const=Format.JSON,
+        dest="output",
+        default=unset,
+        help="same as -o json",
     )
-    group.add_argument(
-        "--tls",
-        action="store_true",
-        default=default(False),
-        help="use TLS with the system's root certificates",
-    )
-    group.add_argument(
-        "--ca-cert",
-        default=default(None),
-        metavar="PEM",
-        help="verify the server with this CA bundle (implies --tls)",
-    )
-    group.add_argument(
+    option("--tls", action="store_true", default=unset, help="TLS with the system's roots")
+    option("--ca-cert", default=unset, metavar="PEM", help="verify the server with this CA")
+    option(
         "--client-cert",
-        default=default(None),
+        default=unset,
         metavar="PEM",
         help="client certificate for mutual TLS (with --client-key)",
     )
-    group.add_argument(
-        "--client-key",
-        default=default(None),
-        metavar="PEM",
-        help="client private key for mutual TLS",
-    )
-    group.add_argument(
+    option("--client-key", default=unset, metavar="PEM", help="client private key for mTLS")
+    option(
         "--tls-server-name",
-        default=default(None),
+        default=unset,
         metavar="NAME",
         help="expect this name in the server certificate",
     )
-    group.add_argument(
+    option(
         "--token",
-        default=default(env.get("ALPHASWARM_TOKEN")),
-        help="bearer token sent as 'authorization: Bearer ...' (env ALPHASWARM_TOKEN)",
+        default=unset,
+        help="bearer token (env ALPHASWARM_TOKEN; prefer a context's token_file/_command)",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="alphaswarm",
         description="Drive an alphaswarm control plane: deployments on any provider.",
-        epilog="Run 'alphaswarm COMMAND --help' for a command's options.",
+        epilog=(
+            "Run 'alphaswarm COMMAND --help' for a command's options. Exit codes: 0 ok, "
+            "1 call failed, 2 usage, 3 outcome unknown (check with status), 130 Ctrl-C."
+        ),
     )
+    parser.add_argument("--version", action="version", version=f"alphaswarm {version()}")
     _add_global_options(parser, on_subcommand=False)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands_ = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=Parser
+    )
+    services = completion.ServiceNames()
 
     def command(
-        name: str, handler: Handler, help_text: str, parent: Any = commands
+        name: str,
+        handler: Handler | None,
+        help_text: str,
+        parent: Any = commands_,
+        *,
+        mutating: bool = False,
+        aliases: Sequence[str] = (),
     ) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = parent.add_parser(
-            name, help=help_text, description=help_text
+            name, help=help_text, description=help_text, aliases=list(aliases)
         )
         _add_global_options(sub, on_subcommand=True)
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, mutating=mutating)
         return sub
 
-    command("providers", cmd_providers, "list the server's providers")
-    command("health", cmd_health, "probe a provider's credentials and connectivity")
+    def service(
+        sub: argparse.ArgumentParser, *, many: bool = False, optional: bool = False
+    ) -> None:
+        if many:
+            arg = sub.add_argument("service_ids", nargs="+", metavar="SERVICE")
+        elif optional:
+            arg = sub.add_argument("service_id", nargs="?", metavar="SERVICE")
+        else:
+            arg = sub.add_argument("service_id", metavar="SERVICE")
+        arg.completer = services  # type: ignore[attr-defined]
+
+    command("providers", commands.cmd_providers, "list the server's providers")
+    command("health", commands.cmd_health, "probe a provider's credentials and connectivity")
 
     start = command(
         "start",
-        cmd_start,
+        commands.cmd_start,
         "start or update a deployment (flags, a spec file, or both; flags win)",
-    )
-    start.add_argument("service_id", nargs="?", help="service name (or service_id in the file)")
-    start.add_argument(
-        "-f",
-        "--file",
-        metavar="SPEC",
-        help="YAML/JSON DeploymentSpec ('-' for stdin); proto field names",
-    )
-    start.add_argument("--image", help="container image (container providers)")
-    start.add_argument("--replicas", type=int, help=f"replicas (default {DEFAULT_REPLICAS})")
-    start.add_argument(
-        "--env",
-        type=_key_value,
-        action="append",
-        default=[],
-        metavar="K=V",
-        help="environment variable (repeat)",
+        mutating=True,
     )
     start.add_argument(
-        "--label",
-        type=_key_value,
-        action="append",
-        default=[],
-        metavar="K=V",
-        help="label (repeat)",
-    )
+        "service_id", nargs="?", metavar="SERVICE", help="service name (or service_id in the file)"
+    ).completer = services  # type: ignore[attr-defined]
     start.add_argument(
-        "--port",
-        type=_port,
-        action="append",
-        default=[],
-        metavar="[HOST:]PORT[/udp]",
-        help="port, Docker's order (repeat)",
+        "-f", "--file", metavar="SPEC", help="YAML/JSON DeploymentSpec ('-' for stdin)"
     )
-    start.add_argument("--cpu", help="CPU limit per replica, e.g. 500m")
-    start.add_argument("--memory", help="memory limit per replica, e.g. 256Mi")
-    start.add_argument(
-        "--option",
-        type=_key_value,
-        action="append",
-        default=[],
-        metavar="K=V",
-        help="provider-specific option (repeat)",
-    )
+    _spec_flags(start)
     start.epilog = "The command to run follows '--': alphaswarm start web -- sleep 300"
 
-    scale = command("scale", cmd_scale, "set a deployment's replica count")
-    scale.add_argument("service_id")
+    scale = command("scale", commands.cmd_scale, "set a deployment's replica count", mutating=True)
+    service(scale)
     scale.add_argument("replicas", type=int)
 
-    status = command("status", cmd_status, "show a deployment and its replicas")
-    status.add_argument("service_id")
+    status = command(
+        "status",
+        commands.cmd_status,
+        "show a deployment: what runs (image or command, env, ports, resources) and replicas",
+        aliases=["describe"],
+    )
+    service(status)
 
-    listing = command("list", cmd_list, "list deployments (all pages unless paging is asked)")
+    listing = command("list", commands.cmd_list, "list deployments (all pages unless asked)")
+    listing.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     listing.add_argument("--page-size", type=_positive_int, help="fetch one page of this size")
     listing.add_argument("--page-token", help="fetch the page after this token")
 
-    stop = command("stop", cmd_stop, "stop every replica (the definition stays)")
-    stop.add_argument("service_id")
+    stop = command(
+        "stop", commands.cmd_stop, "stop every replica (the definition stays)", mutating=True
+    )
+    service(stop, many=True)
 
-    config = commands.add_parser("config", help="read or change a deployment's config")
+    delete = command(
+        "delete",
+        commands.cmd_delete,
+        "remove deployments and everything the backend holds for them",
+        mutating=True,
+    )
+    service(delete, many=True)
+    delete.add_argument("-y", "--yes", action="store_true", help="do not ask (needed off a TTY)")
+    delete.add_argument(
+        "--allow-missing", action="store_true", help="a service that does not exist is no error"
+    )
+
+    _set_command(command, service)
+
+    _config_commands(commands_, command, service)
+    _stream_commands(command, service)
+    _context_commands(commands_, command)
+
+    shell = command(
+        "completion",
+        completion.cmd_completion,
+        'print the shell completion script: eval "$(alphaswarm completion bash)"',
+    )
+    shell.add_argument("shell", choices=completion.SHELLS)
+    shell.set_defaults(offline=True)
+    return parser
+
+
+def _config_commands(commands_: Any, command: Any, service: Any) -> None:
+    config = commands_.add_parser("config", help="read or change a deployment's config")
     _add_global_options(config, on_subcommand=True)
-    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    get = command("get", cmd_config_get, "show config keys and version", parent=config_commands)
-    get.add_argument("service_id")
+    config_commands = config.add_subparsers(
+        dest="config_command", metavar="ACTION", required=True, parser_class=Parser
+    )
+    get = command(
+        "get", commands.cmd_config_get, "show config keys and version", parent=config_commands
+    )
+    service(get)
     set_ = command(
         "set",
-        cmd_config_set,
+        commands.cmd_config_set,
         "set and remove keys (replicas roll onto them)",
         parent=config_commands,
+        mutating=True,
     )
-    set_.add_argument("service_id")
+    service(set_)
     set_.add_argument("pairs", nargs="*", type=_key_value, metavar="K=V")
     set_.add_argument(
         "--remove", action="append", default=[], metavar="KEY", help="key to remove (repeat)"
@@ -269,10 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply only if the config is still at this version",
     )
 
+
+def _stream_commands(command: Any, service: Any) -> None:
     metrics = command(
-        "metrics", cmd_metrics, "print one metrics sample, or a live table with --follow"
+        "metrics",
+        streaming.cmd_metrics,
+        "one metrics sample, or a live summary with --follow (-o wide: per replica)",
     )
-    metrics.add_argument("service_id")
+    service(metrics)
     metrics.add_argument("--follow", "-F", action="store_true", help="keep streaming")
     metrics.add_argument(
         "--interval",
@@ -285,12 +386,137 @@ def build_parser() -> argparse.ArgumentParser:
         "--count", type=_positive_int, metavar="N", help="with --follow: stop after N samples"
     )
 
-    watch = command("watch", cmd_watch, "print the status, then every change, until Ctrl-C")
-    watch.add_argument("service_id")
-    watch.add_argument(
-        "--count", type=_positive_int, metavar="N", help="stop after N status messages"
+    watch = command(
+        "watch",
+        streaming.cmd_watch,
+        "a service's status and each change; without SERVICE, the namespace as a live table",
     )
-    return parser
+    service(watch, optional=True)
+    watch.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    watch.add_argument("--count", type=_positive_int, metavar="N", help="stop after N messages")
+
+    logs = command(
+        "logs",
+        streaming.cmd_logs,
+        "print what a service's replicas wrote ('instance | line'; stderr: 'instance ! line')",
+    )
+    service(logs)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument(
+        "--tail",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="the last N lines of each replica (default: all the server keeps)",
+    )
+    logs.add_argument(
+        "--since", metavar="WHEN", help="only lines since 10m / 2h / 30s ago, or an RFC 3339 time"
+    )
+    logs.add_argument("--instance", default="", metavar="ID", help="only this replica's lines")
+    logs.add_argument(
+        "-t", "--timestamps", action="store_true", help="prefix each line with its time"
+    )
+    logs.add_argument("--count", type=_positive_int, metavar="N", help="stop after N lines")
+
+
+def _spec_flags(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--image", help="container image (container providers)")
+    sub.add_argument("--replicas", type=int, help=f"replicas (default {DEFAULT_REPLICAS})")
+    for flag, help_text in (
+        ("--env", "environment variable (repeat)"),
+        ("--label", "label (repeat)"),
+        ("--option", "provider-specific option (repeat)"),
+    ):
+        sub.add_argument(
+            flag, type=_key_value, action="append", default=[], metavar="K=V", help=help_text
+        )
+    sub.add_argument(
+        "--port",
+        type=_port,
+        action="append",
+        default=[],
+        metavar="[HOST:]PORT[/udp]",
+        help="port, Docker's order (repeat)",
+    )
+    sub.add_argument("--cpu", help="CPU limit per replica, e.g. 500m")
+    sub.add_argument("--memory", help="memory limit per replica, e.g. 256Mi")
+
+
+def _set_command(command: Any, service: Any) -> None:
+    """``alphaswarm set WHAT SERVICE ...``: change one part of a spec, keep the rest."""
+    parser = command(
+        "set",
+        None,
+        "change one part of a deployment's spec and keep the rest (read-modify-write)",
+        mutating=True,
+    )
+    parser.epilog = commands.SET_MERGE_RULE
+    parts = parser.add_subparsers(dest="part", metavar="PART", required=True, parser_class=Parser)
+
+    def part(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = command(
+            name, commands.cmd_set, help_text, parent=parts, mutating=True
+        )
+        service(sub)
+        return sub
+
+    part("image", "replace the image").add_argument("image")
+    part("replicas", "set the replica count").add_argument("replicas", type=int)
+    for name, what in (
+        ("env", "environment variables"),
+        ("label", "labels"),
+        ("option", "options"),
+    ):
+        sub = part(name, f"set (K=V) and remove (--remove K) {what}")
+        sub.add_argument("pairs", nargs="*", type=_key_value, metavar="K=V")
+        sub.add_argument("--remove", action="append", default=[], metavar="KEY")
+    resources = part("resources", "set --cpu and/or --memory limits ('' removes one)")
+    resources.add_argument("--cpu")
+    resources.add_argument("--memory")
+    ports = part("ports", "replace the ports (none given: no ports)")
+    ports.add_argument("ports", nargs="*", type=_port, metavar="[HOST:]PORT[/udp]")
+    part("command", "replace the command: alphaswarm set command web -- sleep 600")
+
+
+def _context_commands(commands_: Any, command: Any) -> None:
+    context = commands_.add_parser(
+        "context", help="named connection settings in " + str(config_path())
+    )
+    _add_global_options(context, on_subcommand=True)
+    actions = context.add_subparsers(
+        dest="context_command", metavar="ACTION", required=True, parser_class=Parser
+    )
+    listing = command("list", commands.cmd_context_list, "list contexts (* = current)", actions)
+    listing.set_defaults(offline=True)
+    use = command("use", commands.cmd_context_use, "make a context the current one", actions)
+    use.add_argument("name")
+    use.set_defaults(offline=True)
+    current = command("current", commands.cmd_context_current, "print the current one", actions)
+    current.set_defaults(offline=True)
+    delete = command("delete", commands.cmd_context_delete, "remove a context", actions)
+    delete.add_argument("name")
+    delete.set_defaults(offline=True)
+    set_ = command(
+        "set",
+        commands.cmd_context_set,
+        "create or update a context from the connection flags given "
+        "(--target, --ca-cert, -n, --provider, ...)",
+        actions,
+    )
+    set_.add_argument("name")
+    set_.add_argument("--token-file", metavar="PATH", help="read the token from this file")
+    set_.add_argument(
+        "--token-command",
+        metavar="ARGV",
+        help="run this (split on spaces, no shell) and use its output as the token",
+    )
+    set_.add_argument(
+        "--store-token",
+        action="store_true",
+        help="store --token in the file itself (mode 0600); otherwise it is refused",
+    )
+    set_.add_argument("--use", action="store_true", help="also make it the current context")
+    set_.set_defaults(offline=True)
 
 
 def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -308,51 +534,75 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     options, command = split_command(argv)
     args = parser.parse_args(options)
     args.argv = command
-    if command and args.command != "start":
+    takes_command = args.command == "start" or getattr(args, "part", "") == "command"
+    if command and not takes_command:
         parser.error(f"only 'start' takes a command after '--' (got: {' '.join(command)})")
+    if getattr(args, "part", "") == "command" and not command:
+        parser.error("set command: give the new command after '--'")
     if (args.client_cert is None) != (args.client_key is None):
         parser.error("--client-cert and --client-key go together")
     return args
 
 
-# -- building requests ----------------------------------------------------------------------
+# -- connection settings ---------------------------------------------------------------------
 
 
-def build_spec(args: argparse.Namespace) -> types_pb2.DeploymentSpec:
-    """The DeploymentSpec of ``start``: the file (if any), then each flag over it."""
-    if args.file:
-        spec = load_spec_file(args.file)
-    else:
-        spec = types_pb2.DeploymentSpec(replicas=DEFAULT_REPLICAS)
-    if args.service_id:
-        spec.service_id = args.service_id
-    if args.namespace:
-        spec.namespace = args.namespace
-    if args.image is not None:
-        spec.image = args.image
-    if args.replicas is not None:
-        spec.replicas = args.replicas
-    spec.env.update(dict(args.env))
-    spec.labels.update(dict(args.label))
-    spec.provider_options.update(dict(args.option))
-    if args.port:
-        del spec.ports[:]
-        spec.ports.extend(args.port)
-    if args.cpu is not None:
-        spec.resources.cpu = args.cpu
-    if args.memory is not None:
-        spec.resources.memory = args.memory
-    if args.argv:
-        del spec.command[:]
-        spec.command.extend(args.argv)
-    if not spec.service_id:
-        raise UsageError("start needs a service id (argument or service_id in the spec file)")
-    return spec
+def resolve(args: argparse.Namespace, env: Any = None) -> None:
+    """Fill every connection setting: flag, else environment, else context, else default."""
+    env = os.environ if env is None else env
+    path = config_path(env)
+    name = args.context or env.get("ALPHASWARM_CONTEXT", "")
+    context = Context()
+    args.context_file = path
+    if name or (not getattr(args, "offline", False) and path.exists()):
+        config = ConfigFile.load(path)
+        name = name or config.current
+        if name:
+            context = config.get(name)
+    args.context_name = name
+
+    def pick(flag: Any, var: str, from_context: Any, default: Any) -> Any:
+        if flag is not None:
+            return flag
+        if var and env.get(var):
+            return env[var]
+        return from_context or default
+
+    args.explicit = {
+        key: getattr(args, key)
+        for key in (
+            "target",
+            "provider",
+            "namespace",
+            "tls",
+            "ca_cert",
+            "client_cert",
+            "client_key",
+            "tls_server_name",
+            "token",
+        )
+        if getattr(args, key) is not None
+    }
+    args.target = pick(args.target, "ALPHASWARM_TARGET", context.target, DEFAULT_TARGET)
+    args.provider = pick(args.provider, "ALPHASWARM_PROVIDER", context.provider, "")
+    args.namespace = pick(args.namespace, "ALPHASWARM_NAMESPACE", context.namespace, "")
+    args.timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
+    args.output = args.output or Format.TABLE
+    args.tls = bool(args.tls if args.tls is not None else context.tls)
+    tls_flags = any(args.explicit.get(k) for k in ("tls", "ca_cert", "client_cert", "client_key"))
+    # The context's TLS files go together: flags that set any of them replace them all.
+    for key in ("ca_cert", "client_cert", "client_key", "tls_server_name"):
+        if getattr(args, key) is None and not tls_flags:
+            setattr(args, key, getattr(context, key) or None)
+    token = pick(args.token, "ALPHASWARM_TOKEN", None, None)
+    if token is None and not getattr(args, "offline", False):
+        token = context.read_token()
+    args.token = token
 
 
 def _read(path: str) -> bytes:
     try:
-        return Path(path).read_bytes()
+        return Path(path).expanduser().read_bytes()
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror}") from None
 
@@ -369,6 +619,8 @@ def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | N
 
 
 def make_client(args: argparse.Namespace) -> AlphaswarmClient:
+    if not hasattr(args, "explicit"):
+        resolve(args)
     metadata = [("authorization", f"Bearer {args.token}")] if args.token else []
     options = (
         [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
@@ -383,162 +635,6 @@ def make_client(args: argparse.Namespace) -> AlphaswarmClient:
     )
 
 
-# -- output ---------------------------------------------------------------------------------
-
-
-class Output:
-    """Where results go: JSON or human text on stdout, flushed so pipes see each line."""
-
-    def __init__(self, *, as_json: bool, stream: TextIO | None = None) -> None:
-        self.as_json = as_json
-        self.stream = stream if stream is not None else sys.stdout
-
-    @property
-    def is_tty(self) -> bool:
-        return self.stream.isatty()
-
-    def line(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def result(self, message: Any, human: Callable[[Any], str]) -> None:
-        self.line(render.to_json(message) if self.as_json else human(message))
-
-
-# -- commands -------------------------------------------------------------------------------
-
-
-async def cmd_providers(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
-    out.result(await client.list_providers(), render.providers)
-    return 0
-
-
-async def cmd_health(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
-    health = await client.check_health()
-    out.result(health, render.health)
-    # A probe that ran but found the provider unusable is still a failure for scripts.
-    return 0 if health.healthy else EXIT_RPC_ERROR
-
-
-async def cmd_start(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
-    status = await client.start_deployment(build_spec(args))
-    out.result(status, lambda s: render.deployments([s]))
-    return 0
-
-
-async def cmd_scale(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
-    status = await client.scale_deployment(args.service_id, args.replicas, namespace=args.namespace)
-    out.result(status, lambda s: render.deployments([s]))
-    return 0
-
-
-async def cmd_stop(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
-    status = await client.stop_deployment(args.service_id, namespace=args.namespace)
-    out.result(status, lambda s: render.deployments([s]))
-    return 0
-
-
-async def cmd_status(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
-    out.result(await client.get_status(args.service_id, namespace=args.namespace), render.status)
-    return 0
-
-
-async def cmd_list(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
-    if args.page_size is not None or args.page_token is not None:
-        page = await client.list_deployments(
-            namespace=args.namespace,
-            page_size=args.page_size or 0,
-            page_token=args.page_token or "",
-        )
-        if out.as_json:
-            out.line(render.to_json(page))
-        else:
-            out.line(render.deployments(page.deployments))
-            if page.next_page_token:
-                out.line(f"next page: --page-token {page.next_page_token}")
-        return 0
-    items = [d async for d in client.iter_deployments(namespace=args.namespace)]
-    if out.as_json:
-        out.line(
-            render.to_json(
-                {"deployments": [render.to_dict(d) for d in items], "next_page_token": ""}
-            )
-        )
-    else:
-        out.line(render.deployments(items))
-    return 0
-
-
-async def cmd_config_get(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
-    out.result(await client.get_config(args.service_id, namespace=args.namespace), render.config)
-    return 0
-
-
-async def cmd_config_set(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
-    if not args.pairs and not args.remove:
-        raise UsageError("config set needs at least one K=V or --remove KEY")
-    config = await client.apply_config(
-        args.service_id,
-        namespace=args.namespace,
-        set=dict(args.pairs),
-        remove=args.remove,
-        expected_version=args.expected_version,
-    )
-    out.result(config, render.config)
-    return 0
-
-
-async def cmd_metrics(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
-    # One-shot: the deadline covers the wait for the first sample, which may take an interval.
-    timeout = None if args.follow else args.timeout + args.interval
-    limit = args.count if args.follow else 1
-    live = args.follow and out.is_tty and not out.as_json
-    history: deque[types_pb2.MetricSample] = deque(
-        maxlen=max(1, shutil.get_terminal_size().lines - 4)
-    )
-    title = f"metrics of {args.namespace or 'default'}/{args.service_id} every {args.interval:g}s"
-    seen = 0
-    stream = client.stream_metrics(
-        args.service_id, namespace=args.namespace, interval=args.interval, timeout=timeout
-    )
-    async with contextlib.aclosing(stream):
-        async for sample in stream:
-            seen += 1
-            if out.as_json:
-                out.line(render.to_json(sample, compact=args.follow))
-            elif live:
-                history.append(sample)
-                # Redraw in place: home the cursor and clear the screen, then the table.
-                out.stream.write("\x1b[H\x1b[2J")
-                out.line(f"{title} (Ctrl-C to stop)\n\n{render.metrics_table(history)}")
-            elif not args.follow:
-                out.line(render.metrics_table([sample]))
-            else:
-                if seen == 1:
-                    out.line(render.metrics_header_line())
-                out.line(render.metrics_line(sample))
-            if limit is not None and seen >= limit:
-                break
-    return 0
-
-
-async def cmd_watch(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
-    seen = 0
-    stream = client.watch(args.service_id, namespace=args.namespace)
-    async with contextlib.aclosing(stream):
-        async for status in stream:
-            seen += 1
-            if out.as_json:
-                out.line(render.to_json(status, compact=True))
-            else:
-                if seen == 1:
-                    out.line(render.watch_header_line())
-                out.line(render.watch_line(status))
-            if args.count is not None and seen >= args.count:
-                break
-    return 0
-
-
 # -- entry point ----------------------------------------------------------------------------
 
 
@@ -549,23 +645,67 @@ def _error(text: str) -> None:
 
 async def run(args: argparse.Namespace, out: Output | None = None) -> int:
     """Run one parsed command; errors are printed, and their exit code returned."""
-    out = out or Output(as_json=args.json)
-    handler: Handler = args.handler
     try:
+        if not hasattr(args, "explicit"):
+            resolve(args)
+        out = out or Output(args.output)
+        handler: Handler = args.handler
         async with make_client(args) as client:
             return await handler(client, args, out)
     except AlphaswarmError as error:
+        if args.mutating and error.code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            _error(commands.outcome_unknown(args, error))
+            return EXIT_OUTCOME_UNKNOWN
         _error(error.one_line())
         return EXIT_RPC_ERROR
-    except (UsageError, SpecError) as error:
+    except (UsageError, SpecError, ContextError) as error:
         _error(str(error))
         return EXIT_USAGE
 
 
+async def run_until_signal(args: argparse.Namespace) -> int:
+    """``run(args)``, cancelled by SIGINT or SIGTERM, whatever the inherited disposition."""
+    loop = asyncio.get_running_loop()
+    command = asyncio.ensure_future(run(args))
+    received: list[signal.Signals] = []
+
+    def stop(signum: signal.Signals) -> None:
+        received.append(signum)
+        command.cancel()
+
+    previous = {signum: signal.getsignal(signum) for signum in EXIT_ON_SIGNAL}
+    for signum in EXIT_ON_SIGNAL:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await command
+    except asyncio.CancelledError:
+        if received:
+            return EXIT_ON_SIGNAL[received[0]]
+        raise
+    finally:
+        for signum, handler in previous.items():
+            loop.remove_signal_handler(signum)
+            if handler is not None:  # as found: main() may run inside a host program
+                signal.signal(signum, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        completion.autocomplete(build_parser)
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return asyncio.run(run(args))
+        resolve(args)
+        if args.command == "delete":
+            commands.confirm_delete(args)  # before the event loop: a plain blocking prompt
+    except (UsageError, ContextError) as error:
+        _error(str(error))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except EOFError:
+        return EXIT_USAGE
+    try:
+        return asyncio.run(run_until_signal(args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, cast
 
 import grpc
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc, types_pb2
@@ -340,6 +341,32 @@ class AlphaswarmClient:
         response: pb.ApplyConfigResponse = await self._call("ApplyConfig", request, timeout)
         return response.config
 
+    async def delete_deployment(
+        self,
+        service_id: str,
+        *,
+        namespace: str = "",
+        allow_missing: bool = False,
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> bool:
+        """Remove a service and everything the backend holds for it.
+
+        Returns whether a service was removed: False only with ``allow_missing`` when
+        there was none (without it, a missing service raises DeploymentNotFound).
+        """
+        request = self._request(
+            "DeleteDeployment",
+            provider,
+            service_id=service_id,
+            namespace=namespace,
+            allow_missing=allow_missing,
+        )
+        response: pb.DeleteDeploymentResponse = await self._call(
+            "DeleteDeployment", request, timeout
+        )
+        return response.deleted
+
     # -- streams --------------------------------------------------------------------------
 
     async def stream_metrics(
@@ -375,8 +402,55 @@ class AlphaswarmClient:
         async for response in self._stream("WatchDeployment", request, timeout):
             yield response.status
 
+    async def stream_logs(
+        self,
+        service_id: str,
+        *,
+        namespace: str = "",
+        follow: bool = False,
+        tail_lines: int = 0,
+        since: datetime | None = None,
+        instance_id: str = "",
+        provider: str | None = None,
+        timeout: Timeout = None,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> AsyncGenerator[types_pb2.LogEntry, None]:
+        """What the replicas wrote: the retained lines (the last ``tail_lines`` per replica,
+        0 = all retained), then with ``follow`` each new line until you stop iterating."""
+        request = self._request(
+            "StreamLogs",
+            provider,
+            service_id=service_id,
+            namespace=namespace,
+            follow=follow,
+            tail_lines=tail_lines,
+            instance_id=instance_id,
+        )
+        if since is not None:
+            request.since.CopyFrom(_timestamp(since))
+        async for response in self._stream("StreamLogs", request, timeout):
+            yield response.entry
+
+    async def watch_deployments(
+        self,
+        *,
+        namespace: str = "",
+        provider: str | None = None,
+        timeout: Timeout = None,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> AsyncGenerator[pb.WatchDeploymentsResponse, None]:
+        """Every deployment of ``namespace`` (empty: every namespace you may see) as ADDED,
+        then INITIAL_SNAPSHOT_DONE, then each change, until you stop iterating."""
+        request = self._request("WatchDeployments", provider, namespace=namespace)
+        async for response in self._stream("WatchDeployments", request, timeout):
+            yield response
+
 
 def _duration(seconds: float) -> duration_pb2.Duration:
     duration = duration_pb2.Duration()
     duration.FromNanoseconds(round(seconds * 1e9))
     return duration
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp

@@ -1,60 +1,115 @@
-"""Human and JSON renderings of the API's messages for the CLI.
+"""Human renderings of the API's messages for the CLI.
 
-Tables are aligned to their widest cell. Stream rows (metrics, watch) cannot
-be re-aligned after they are printed, so they use fixed column widths.
-JSON is protobuf's canonical mapping with the proto field names, every field
-present, so scripts see the same keys as grpcurl users do.
+Tables are laid out by ``rich`` to a given width: on a terminal its width (the
+columns that hold free text wrap or are cut, the others never), piped an
+unlimited one, so scripts get whole rows. Stream rows that are printed one by
+one (metrics and watch without a terminal) use fixed column widths instead,
+since printed rows cannot be re-aligned. JSON and YAML are in output.py.
 """
 
 from __future__ import annotations
 
-import json
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from google.protobuf import json_format, timestamp_pb2
-from google.protobuf.message import Message
+from google.protobuf import timestamp_pb2
+from rich.console import Console
+from rich.table import Table
 
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import types_pb2
 
+from .output import UNLIMITED_WIDTH
+
 _STATE_PREFIX = "DEPLOYMENT_STATE_"
+_EVENT_PREFIX = "DEPLOYMENT_EVENT_"
 
 
-def to_dict(message: Message) -> dict[str, object]:
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    width: int = UNLIMITED_WIDTH,
+    flexible: Sequence[str] = ("MESSAGE", "NOTE", "CAPABILITIES", "STATUS", "VALUE", "IMAGE"),
+) -> str:
+    """Left-aligned columns two spaces apart, at most ``width`` wide: the ``flexible``
+    columns (free text) fold when the row does not fit, the others keep their width."""
+    grid = Table(
+        box=None,
+        pad_edge=False,
+        show_edge=False,
+        padding=(0, 2, 0, 0),
+        header_style=None,
+        collapse_padding=True,
     )
+    for header in headers:
+        if header in flexible:
+            grid.add_column(header, overflow="fold")
+        else:
+            grid.add_column(header, no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        grid.add_row(*(str(cell) for cell in row))
+    return render_to_text(grid, width)
 
 
-def to_json(message: Message | dict[str, object], *, compact: bool = False) -> str:
-    """Pretty JSON for one result; ``compact`` gives the one-line form used on streams."""
-    data = message if isinstance(message, dict) else to_dict(message)
-    if compact:
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return json.dumps(data, ensure_ascii=False, indent=2)
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Left-aligned columns two spaces apart; the last column is not padded."""
-    cells = [[str(h) for h in headers], *([str(c) for c in row] for row in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = []
-    for row in cells:
-        padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
-        lines.append("  ".join([*padded, row[-1]]).rstrip())
-    return "\n".join(lines)
+def render_to_text(renderable: object, width: int) -> str:
+    """``renderable`` as plain text ``width`` columns wide, trailing blanks removed."""
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        width=width,
+        color_system=None,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        legacy_windows=False,
+    )
+    console.print(renderable, crop=True)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip("\n").split("\n"))
 
 
 def state_name(state: int) -> str:
     return types_pb2.DeploymentState.Name(state).removeprefix(_STATE_PREFIX)  # type: ignore[arg-type]
 
 
+def event_name(event: int) -> str:
+    return types_pb2.DeploymentEvent.Name(event).removeprefix(_EVENT_PREFIX)  # type: ignore[arg-type]
+
+
+def _set(ts: timestamp_pb2.Timestamp) -> bool:
+    return bool(ts.seconds or ts.nanos)
+
+
 def timestamp(ts: timestamp_pb2.Timestamp, *, clock_only: bool = False) -> str:
-    if not ts.seconds and not ts.nanos:
+    if not _set(ts):
         return "-"
     moment = datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
     return moment.strftime("%H:%M:%S" if clock_only else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def age(ts: timestamp_pb2.Timestamp, now: datetime | None = None) -> str:
+    """Time since ``ts`` the way kubectl shows it: 42s, 5m10s, 3h4m, 2d5h, 400d."""
+    if not _set(ts):
+        return "-"
+    now = now or datetime.now(UTC)
+    seconds = int(now.timestamp() - ts.seconds)
+    if seconds < 0:
+        return "0s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 120:
+        return f"{seconds}s"
+    if minutes < 10:
+        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
+    if hours < 3:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if days < 2:
+        return f"{hours}h"
+    if days < 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    return f"{days}d"
 
 
 def size(n: int) -> str:
@@ -72,19 +127,24 @@ def _pairs(mapping: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in items) or "-"
 
 
-def providers(response: pb.ListProvidersResponse) -> str:
-    rows = [
-        [
+def providers(
+    response: pb.ListProvidersResponse, *, wide: bool = False, width: int = UNLIMITED_WIDTH
+) -> str:
+    headers = ["PROVIDER", "KIND", "INSTALLED", "CAPABILITIES"]
+    if wide:
+        headers += ["ORIGIN", "NOTE"]
+    rows = []
+    for p in response.providers:
+        row = [
             p.alias + (" *" if p.is_default else ""),
             p.kind,
             "yes" if p.installed else "no",
-            ",".join(p.capabilities) or "-",
-            p.origin or "-",
-            "" if p.installed else p.install_hint,
+            ", ".join(p.capabilities) or "-",
         ]
-        for p in response.providers
-    ]
-    text = table(["PROVIDER", "KIND", "INSTALLED", "CAPABILITIES", "ORIGIN", "NOTE"], rows)
+        if wide:
+            row += [p.origin or "-", "" if p.installed else p.install_hint]
+        rows.append(row)
+    text = table(headers, rows, width=width)
     if response.default_provider:
         text += f"\n(* default: {response.default_provider})"
     return text
@@ -108,66 +168,124 @@ def health(h: types_pb2.ProviderHealth) -> str:
     return _fields(rows)
 
 
-_DEPLOYMENT_HEADERS = [
-    "NAMESPACE",
-    "SERVICE",
-    "PROVIDER",
-    "STATE",
-    "READY",
-    "RESTARTS",
-    "IMAGE",
-    "MESSAGE",
-]
+def _workload(s: types_pb2.DeploymentStatus) -> str:
+    """What runs: the image, else the command (from the spec when the server sent it)."""
+    if s.HasField("spec") and (s.spec.image or s.spec.command):
+        return s.spec.image or " ".join(s.spec.command)
+    return s.image or "-"
 
 
-def _deployment_row(s: types_pb2.DeploymentStatus) -> list[object]:
-    return [
-        s.namespace,
-        s.service_id,
-        s.provider,
-        state_name(s.state),
-        f"{s.ready_replicas}/{s.desired_replicas}",
-        s.restarts,
-        s.image or "-",
-        s.message or "",
-    ]
+def deployments(
+    items: Iterable[types_pb2.DeploymentStatus],
+    *,
+    wide: bool = False,
+    width: int = UNLIMITED_WIDTH,
+    now: datetime | None = None,
+) -> str:
+    headers = ["NAMESPACE", "SERVICE", "PROVIDER", "STATE", "READY", "RESTARTS", "AGE"]
+    if wide:
+        headers += ["IMAGE", "CHANGED", "MESSAGE"]
+    rows = []
+    for s in items:
+        row: list[object] = [
+            s.namespace,
+            s.service_id,
+            s.provider,
+            state_name(s.state),
+            f"{s.ready_replicas}/{s.desired_replicas}",
+            s.restarts,
+            age(s.created_at, now),
+        ]
+        if wide:
+            row += [_workload(s), timestamp(s.changed_at), s.message or ""]
+        rows.append(row)
+    return table(headers, rows, width=width) if rows else "no deployments"
 
 
-def deployments(items: Iterable[types_pb2.DeploymentStatus]) -> str:
-    rows = [_deployment_row(s) for s in items]
-    return table(_DEPLOYMENT_HEADERS, rows) if rows else "no deployments"
+def names(items: Iterable[types_pb2.DeploymentStatus]) -> list[str]:
+    """``namespace/service`` per deployment (``-o name``)."""
+    return [f"{s.namespace}/{s.service_id}" for s in items]
 
 
-def status(s: types_pb2.DeploymentStatus) -> str:
-    """One service in detail: a summary, then one row per replica."""
+def _spec_rows(spec: types_pb2.DeploymentSpec) -> list[list[str]]:
+    rows: list[list[str]] = []
+    if spec.image:
+        rows.append(["image", spec.image])
+    if spec.command:
+        rows.append(["command", " ".join(_quoted(arg) for arg in spec.command)])
+    rows.append(["env", _pairs(spec.env)])
+    if spec.ports:
+        rows.append(["ports", ", ".join(_port(p) for p in spec.ports)])
+    limits = [f"cpu={spec.resources.cpu}"] if spec.resources.cpu else []
+    limits += [f"memory={spec.resources.memory}"] if spec.resources.memory else []
+    rows.append(["resources", ",".join(limits) or "-"])
+    if spec.provider_options:
+        rows.append(["options", _pairs(spec.provider_options)])
+    return rows
+
+
+def _quoted(arg: str) -> str:
+    return arg if arg and all(c.isalnum() or c in "-_./=:,@%+" for c in arg) else repr(arg)
+
+
+def _port(p: types_pb2.PortSpec) -> str:
+    text = f"{p.host_port}:{p.container_port}" if p.host_port else str(p.container_port)
+    return text + (f"/{p.protocol}" if p.protocol and p.protocol != "tcp" else "")
+
+
+def status(
+    s: types_pb2.DeploymentStatus,
+    *,
+    wide: bool = False,
+    width: int = UNLIMITED_WIDTH,
+    now: datetime | None = None,
+) -> str:
+    """One service in detail: a summary, what runs, then one row per replica."""
     summary = [
         ["service", f"{s.namespace}/{s.service_id}"],
         ["provider", s.provider],
         ["state", state_name(s.state)],
         ["replicas", f"{s.ready_replicas}/{s.desired_replicas} ready"],
         ["restarts", str(s.restarts)],
-        ["image", s.image or "-"],
+    ]
+    if s.HasField("spec"):
+        summary += _spec_rows(s.spec)
+    else:
+        summary.append(["image", s.image or "-"])
+    summary += [
         ["labels", _pairs(s.labels)],
         ["message", s.message or "-"],
-        ["updated", timestamp(s.updated_at)],
+        ["created", timestamp(s.created_at)],
+        ["changed", timestamp(s.changed_at)],
+        ["observed", timestamp(s.updated_at)],
     ]
     text = _fields(summary)
     if s.instances:
-        text += "\n\n" + table(
-            ["INSTANCE", "STATE", "READY", "RESTARTS", "MESSAGE"],
-            (
-                [i.instance_id, i.state, "yes" if i.ready else "no", i.restarts, i.message]
-                for i in s.instances
-            ),
-        )
+        headers = ["INSTANCE", "STATE", "READY", "RESTARTS", "AGE", "MESSAGE"]
+        if wide:
+            headers.insert(5, "STARTED")
+        rows = []
+        for i in s.instances:
+            row: list[object] = [
+                i.instance_id,
+                i.state,
+                "yes" if i.ready else "no",
+                i.restarts,
+                age(i.started_at, now),
+                i.message,
+            ]
+            if wide:
+                row.insert(5, timestamp(i.started_at))
+            rows.append(row)
+        text += "\n\n" + table(headers, rows, width=width)
     return text
 
 
-def config(c: types_pb2.ServiceConfig) -> str:
+def config(c: types_pb2.ServiceConfig, *, width: int = UNLIMITED_WIDTH) -> str:
     head = _fields([["service", f"{c.namespace}/{c.service_id}"], ["version", c.version or "-"]])
     if not c.data:
         return head + "\n(no keys)"
-    return head + "\n\n" + table(["KEY", "VALUE"], sorted(c.data.items()))
+    return head + "\n\n" + table(["KEY", "VALUE"], sorted(c.data.items()), width=width)
 
 
 METRICS_HEADERS = ["TIME", "REPLICAS", "CPU%", "MEMORY", "NET RX", "NET TX", "STATUS"]
@@ -178,8 +296,18 @@ def _number(value: float) -> str:
     return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
 
 
-def _metrics_cells(m: types_pb2.MetricSample) -> list[str]:
-    extra = " ".join(f"{k}={_number(v)}" for k, v in sorted(m.extra.items()))
+_PER_REPLICA = ("replica_",)
+
+
+def _extra(m: types_pb2.MetricSample, *, wide: bool) -> str:
+    """Backend figures; per-replica ones (``replica_N_...``) only in the wide form."""
+    items = sorted(m.extra.items())
+    if not wide:
+        items = [(k, v) for k, v in items if not k.startswith(_PER_REPLICA)]
+    return " ".join(f"{k}={_number(v)}" for k, v in items)
+
+
+def _metrics_cells(m: types_pb2.MetricSample, *, wide: bool = True) -> list[str]:
     state = "ok" if m.ok else f"error: {m.error}"
     return [
         timestamp(m.timestamp, clock_only=True),
@@ -188,7 +316,7 @@ def _metrics_cells(m: types_pb2.MetricSample) -> list[str]:
         size(m.memory_bytes),
         size(m.network_rx_bytes),
         size(m.network_tx_bytes),
-        f"{state} {extra}".strip(),
+        f"{state} {_extra(m, wide=wide)}".strip(),
     ]
 
 
@@ -201,12 +329,31 @@ def metrics_header_line() -> str:
     return _fixed(METRICS_HEADERS, _METRICS_WIDTHS)
 
 
-def metrics_line(m: types_pb2.MetricSample) -> str:
-    return _fixed(_metrics_cells(m), _METRICS_WIDTHS)
+def metrics_line(m: types_pb2.MetricSample, *, wide: bool = True) -> str:
+    return _fixed(_metrics_cells(m, wide=wide), _METRICS_WIDTHS)
 
 
-def metrics_table(samples: Iterable[types_pb2.MetricSample]) -> str:
-    return table(METRICS_HEADERS, (_metrics_cells(m) for m in samples))
+def metrics_table(
+    samples: Iterable[types_pb2.MetricSample], *, wide: bool = True, width: int = UNLIMITED_WIDTH
+) -> str:
+    return table(METRICS_HEADERS, (_metrics_cells(m, wide=wide) for m in samples), width=width)
+
+
+def metrics_replicas(m: types_pb2.MetricSample, *, width: int = UNLIMITED_WIDTH) -> str:
+    """The per-replica figures of a sample (``replica_N_NAME`` extras) as a table."""
+    per: dict[str, dict[str, float]] = {}
+    for key, value in m.extra.items():
+        if key.startswith("replica_"):
+            number, _, name = key.removeprefix("replica_").partition("_")
+            per.setdefault(number, {})[name] = value
+    if not per:
+        return ""
+    columns = sorted({name for figures in per.values() for name in figures})
+    rows = [
+        [number, *(_number(per[number].get(c, 0.0)) for c in columns)]
+        for number in sorted(per, key=lambda n: (len(n), n))
+    ]
+    return table(["REPLICA", *(c.upper() for c in columns)], rows, width=width)
 
 
 WATCH_HEADERS = ["TIME", "STATE", "READY", "RESTARTS", "MESSAGE"]
@@ -227,4 +374,28 @@ def watch_line(s: types_pb2.DeploymentStatus) -> str:
             s.message,
         ],
         _WATCH_WIDTHS,
+    )
+
+
+EVENTS_HEADERS = ["TIME", "EVENT", "NAMESPACE", "SERVICE", "STATE", "READY", "MESSAGE"]
+_EVENTS_WIDTHS = (8, 8, 12, 20, 11, 7)
+
+
+def event_header_line() -> str:
+    return _fixed(EVENTS_HEADERS, _EVENTS_WIDTHS)
+
+
+def event_line(event: pb.WatchDeploymentsResponse) -> str:
+    s = event.status
+    return _fixed(
+        [
+            timestamp(s.updated_at, clock_only=True),
+            event_name(event.event),
+            s.namespace,
+            s.service_id,
+            state_name(s.state),
+            f"{s.ready_replicas}/{s.desired_replicas}",
+            s.message,
+        ],
+        _EVENTS_WIDTHS,
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor
 
 from alphaswarm.provider.v1 import types_pb2
 
@@ -96,6 +97,28 @@ def _normalize(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_fields(data: Mapping[str, Any], message: Descriptor, where: str) -> None:
+    """Name an unknown key with the fields allowed there, in the proto's spelling (the
+    file format's): protobuf's own error lists the JSON camelCase names."""
+    fields = {field.name: field for field in message.fields}
+    by_key = {**{field.json_name: field for field in message.fields}, **fields}
+    for key, value in data.items():
+        field = by_key.get(key)
+        if field is None:
+            raise SpecError(
+                f"{where}{key}: not a {message.name} field; the fields are {', '.join(fields)}"
+            )
+        nested = field.message_type
+        if nested is None or nested.GetOptions().map_entry:
+            continue
+        if field.is_repeated and isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    _check_fields(item, nested, f"{where}{field.name}[{index}].")
+        elif isinstance(value, Mapping):
+            _check_fields(value, nested, f"{where}{field.name}.")
+
+
 def spec_from_mapping(data: Any) -> types_pb2.DeploymentSpec:
     """A DeploymentSpec from parsed YAML/JSON (a request-shaped ``{spec: ...}`` too)."""
     if not isinstance(data, Mapping):
@@ -103,8 +126,10 @@ def spec_from_mapping(data: Any) -> types_pb2.DeploymentSpec:
     if set(data) <= {"spec", "provider"} and isinstance(data.get("spec"), Mapping):
         data = data["spec"]
     spec = types_pb2.DeploymentSpec()
+    normalized = _normalize(data)
+    _check_fields(normalized, spec.DESCRIPTOR, "")
     try:
-        json_format.ParseDict(_normalize(data), spec)
+        json_format.ParseDict(normalized, spec)
     except json_format.ParseError as error:
         raise SpecError(" ".join(str(error).split())) from None
     if "replicas" not in data:

@@ -327,7 +327,7 @@ def ensure_wheelhouse(extras: str) -> Path:
     log(f"pip wheel {target} into {house}")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(house),
-         target, "setuptools>=69", "wheel"],
+         target, "setuptools>=77", "wheel"],
         check=True,
         stdout=sys.stderr,
     )  # fmt: skip

@@ -14,7 +14,16 @@
 # stdout. Exits non-zero when the engine does not answer in time: CI must fail then.
 #
 # Besides DOCKER_HOST it exports ALPHASWARM_DOCKERD_ROOT (the temp dir; the pid is in
-# $ALPHASWARM_DOCKERD_ROOT/d.pid and the log in dockerd.log) when it started one.
+# $ALPHASWARM_DOCKERD_ROOT/d.pid and the log in dockerd.log) when it started one. Stop
+# that engine and remove everything it made with
+#
+#     bash scripts/ci/stop-dockerd.sh "$ALPHASWARM_DOCKERD_ROOT"
+#
+# The engine runs with --iptables=false: it adds no iptables chain or rule to the
+# machine, so nothing is left there. The tests need none: they publish ports only to
+# 127.0.0.1 (served by Docker's userland proxy over the bridge), build offline and
+# never route between containers or off the machine. If this script fails or is
+# interrupted it removes what it had made so far.
 set -euo pipefail
 
 log() { printf 'start-dockerd: %s\n' "$*" >&2; }
@@ -58,14 +67,31 @@ fi
 
 ROOT="$(mktemp -d /tmp/dkr.XXXXXX)"
 SOCK="$ROOT/d.sock"
+here="$(cd "$(dirname "$0")" && pwd)"
+started=""
+# Whatever ends this script before the engine answers (an error, Ctrl-C, SIGTERM)
+# removes what it made: the bridge, dockerd and containerd, the temp dir.
+trap '[[ -n "$started" ]] || bash "$here/stop-dockerd.sh" "$ROOT" >&2' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 mkdir -p "$ROOT/data" "$ROOT/exec"
 
 # A bridge and subnet of its own, so this engine never fights another one on the
-# machine (a system engine, or a developer's left running) over docker0.
+# machine (a system engine, or a developer's left running) over docker0. The lock
+# keeps two engines starting at once from picking the same /24.
 BRIDGE="as$(basename "$ROOT" | tr -dc 'a-zA-Z0-9' | tail -c 8)"
+echo "$BRIDGE" >"$ROOT/bridge"  # for stop-dockerd.sh
 SUBNET=""
-for third in $(seq 10 250); do
-    if ! ip -4 addr show | grep -q "inet 172\.29\.$third\."; then
+exec {lock}>/run/lock/alphaswarm-dockerd-subnets.lock
+flock -w 60 "$lock"
+# Read once, then matched in bash: `ip ... | grep -q` under pipefail reports a taken /24
+# as free whenever grep's early exit kills ip with SIGPIPE. The search starts at a
+# random /24 so that engines started without this lock rarely pick the same one.
+addresses="$(ip -4 -o addr show)"
+offset=$((RANDOM % 241))
+for i in $(seq 0 240); do
+    third=$((10 + (offset + i) % 241))
+    if [[ "$addresses" != *" 172.29.$third."* ]]; then
         SUBNET="172.29.$third"
         break
     fi
@@ -74,17 +100,35 @@ done
 ip link add name "$BRIDGE" type bridge
 ip addr add "$SUBNET.1/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
+# User-defined networks (each Compose project's <project>_default) get /24s from a /16
+# of their own: one no route uses yet and no other engine of this script has claimed
+# (their claims are in /tmp/dkr.*/pool), picked under the same lock.
+routes="$(ip -4 route show)"
+claimed="$(cat /tmp/dkr.*/pool 2>/dev/null || true)"
+POOL=""
+offset=$((RANDOM % 50))
+for i in $(seq 0 49); do
+    second=$((200 + (offset + i) % 50))
+    if [[ "$routes" != *"10.$second."* ]] && ! grep -qx "$second" <<<"$claimed"; then
+        POOL="$second"
+        break
+    fi
+done
+[[ -n "$POOL" ]] || { log "no free /16 left in 10.200.0.0-10.249.255.255"; exit 1; }
+echo "$POOL" >"$ROOT/pool"
+flock -u "$lock"
+exec {lock}>&-
 
-log "starting dockerd under $ROOT (bridge $BRIDGE on $SUBNET.0/24)"
-# User-defined networks (each Compose project's <project>_default) get /24s from a
-# /16 picked at random, so that two engines on one machine rarely pick the same one.
+log "starting dockerd under $ROOT (bridge $BRIDGE on $SUBNET.0/24, networks in 10.$POOL.0.0/16)"
 setsid dockerd \
     --data-root "$ROOT/data" \
     --exec-root "$ROOT/exec" \
     --pidfile "$ROOT/d.pid" \
     -H "unix://$SOCK" \
     --bridge "$BRIDGE" \
-    --default-address-pool "base=10.$((200 + RANDOM % 50)).0.0/16,size=24" \
+    --iptables=false \
+    --ip-masq=false \
+    --default-address-pool "base=10.$POOL.0.0/16,size=24" \
     >"$ROOT/dockerd.log" 2>&1 </dev/null &
 dockerd_pid=$!
 
@@ -100,5 +144,6 @@ done
 
 log "engine ready: $(DOCKER_HOST="unix://$SOCK" docker version --format \
     'server {{.Server.Version}}, API {{.Server.APIVersion}}')"
+started=yes
 printf 'export DOCKER_HOST=%q\n' "unix://$SOCK"
 printf 'export ALPHASWARM_DOCKERD_ROOT=%q\n' "$ROOT"

@@ -23,6 +23,7 @@ from alphaswarm_core.providers.models import (
     DEFAULT_PROGRESS_DEADLINE_SECONDS,
     MAX_CHANGE_CAUSE_LENGTH,
     MAX_TAIL_LINES,
+    SECRET_MASK,
     ChangeRequest,
     Condition,
     ConfigMapPatch,
@@ -219,8 +220,16 @@ def interval_seconds(message: Duration, present: bool) -> float:
     return seconds
 
 
-def status_to_proto(status: DeploymentStatus) -> types.DeploymentStatus:
-    return types.DeploymentStatus(
+OPERATOR_ROLE = 2
+"""Env values of a read-back spec are shown to callers who may set them."""
+
+
+def status_to_proto(
+    status: DeploymentStatus, caller: Caller | None = None
+) -> types.DeploymentStatus:
+    """The wire status; with ``caller`` the spec too (env values masked below operator),
+    without it (lists, watches) the spec is left out to keep those messages lean."""
+    message = types.DeploymentStatus(
         service_id=status.service_id,
         namespace=status.namespace,
         provider=status.provider,
@@ -237,16 +246,26 @@ def status_to_proto(status: DeploymentStatus) -> types.DeploymentStatus:
                 ready=i.ready,
                 restarts=i.restarts,
                 message=i.message,
+                started_at=_timestamp(i.started_at) if i.started_at else None,
             )
             for i in status.instances
         ],
         image=status.image,
         labels=dict(status.labels),
+        created_at=_timestamp(status.created_at) if status.created_at else None,
+        changed_at=_timestamp(status.changed_at) if status.changed_at else None,
         revision=status.revision,
         observed_revision=status.observed_revision,
         rollout=_rollout(status.rollout) if status.rollout else None,
         conditions=[_condition(c) for c in status.conditions],
     )
+    if caller is not None and status.spec is not None:
+        spec = spec_to_proto(status.spec)
+        if caller.role < OPERATOR_ROLE:
+            for key in spec.env:
+                spec.env[key] = SECRET_MASK
+        message.spec.CopyFrom(spec)
+    return message
 
 
 def _rollout(rollout: Rollout) -> types.Rollout:
@@ -351,7 +370,8 @@ _EVENTS = {
 }
 # Replica ids are the backend's (pid, container, pod, task or revision instance names;
 # ``<service>-<n>@<pid>`` on local).
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,252}")
+MAX_INSTANCE_ID_LENGTH = 253
+_INSTANCE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:/@-]{{0,{MAX_INSTANCE_ID_LENGTH - 1}}}")
 
 
 def log_query_from_proto(request: pb.StreamLogsRequest) -> LogQuery:

@@ -50,6 +50,18 @@ class BoundedHealthServicer(HealthServicer):  # type: ignore[misc]
         await _refuse_long_name(request, context)
         await super().Watch(request, context)
 
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: Any
+    ) -> health_pb2.HealthListResponse:
+        """Every name this server reports and its status (grpc.health.v1 List): the overall
+        entries and one per configured provider, so far fewer than the protocol's 100."""
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in self._server_status.items()
+            }
+        )
+
 
 async def _refuse_long_name(request: health_pb2.HealthCheckRequest, context: Any) -> None:
     if len(request.service.encode()) > MAX_SERVICE_NAME_BYTES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import sys
@@ -20,11 +21,33 @@ from .server import serve
 from .settings import ServerSettings
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("alphaswarm-controller")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, read from the installed metadata only when asked (a server that has
+    dropped privileges may no longer import what reading it needs)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS) -> None:
+        super().__init__(
+            option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help="print the version"
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"alphaswarm-server {_version()}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alphaswarm-server",
         description="Serve alphaswarm.provider.v1.ProviderService (settings: ALPHASWARM_CP_*).",
     )
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the server (the default)")
     token = commands.add_parser("new-token", help="print a new bearer token and its file entry")

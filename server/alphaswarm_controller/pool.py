@@ -49,10 +49,23 @@ class ProviderPool:
                 instance = self._create(cls, alias)
                 if self._instrument is not None:
                     self._instrument(alias, instance)
-                await instance.open()
+                await self._open(alias, instance)
                 self._instances[alias] = instance
                 log.info("provider %s opened", alias)
         return instance
+
+    @staticmethod
+    async def _open(alias: str, instance: InfrastructureProvider) -> None:
+        """Open ``instance`` or raise why not. A provider that did not open is not kept
+        (nor said to be open): the caller gets the error and the next call tries again."""
+        try:
+            await instance.open()
+        except BaseException:
+            try:
+                await instance.close()  # what a partial open holds (locks, connections)
+            except Exception:
+                log.exception("closing provider %s after a failed open failed", alias)
+            raise
 
     async def describe_all(self) -> list[ProviderDescription]:
         """Every alias as ListProviders shows it (loads provider modules off the loop)."""

@@ -24,6 +24,7 @@ from .budget import CallBudget
 from .errors import ErrorMapping
 from .health import HealthReporter
 from .layers import CallSetup, Layer, LayeredInterceptor
+from .listen import ListenError, bind
 from .methods import HEALTH_SERVICE, PROVIDER_SERVICE, method_table
 from .observability import Observability
 from .pool import ProviderPool
@@ -205,13 +206,11 @@ async def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
     if settings.reflection != "off":
         reflection.enable(server, (PROVIDER_SERVICE, HEALTH_SERVICE))
-    if credentials is None:
-        port = server.add_insecure_port(settings.listen)
-    else:
-        port = server.add_secure_port(settings.listen, credentials)
-    if port == 0:
+    try:
+        port = bind(server, settings.listen, credentials)
+    except ListenError:
         observability.close()
-        raise SystemExit(f"cannot listen on {settings.listen}")
+        raise
     await server.start()
     await reporter.start()
     transport = (

@@ -89,7 +89,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         provider = await self._pool.get(call.alias)
         await changes.prepare(provider, call, change, False, None)
         status = await provider.stop(call.service_id, namespace=call.namespace)
-        return pb.StopDeploymentResponse(status=convert.status_to_proto(status))
+        return pb.StopDeploymentResponse(status=convert.status_to_proto(status, call.caller))
 
     async def ScaleDeployment(
         self, request: pb.ScaleDeploymentRequest, context: Context
@@ -117,7 +117,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         call = _call()
         provider = await self._pool.get(call.alias)
         status = await provider.status(call.service_id, namespace=call.namespace)
-        return pb.GetDeploymentStatusResponse(status=convert.status_to_proto(status))
+        return pb.GetDeploymentStatusResponse(status=convert.status_to_proto(status, call.caller))
 
     async def ListDeployments(
         self, request: pb.ListDeploymentsRequest, context: Context
@@ -262,7 +262,8 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
 
 
 def _status(status: DeploymentStatus | None) -> types.DeploymentStatus | None:
-    return None if status is None else convert.status_to_proto(status)
+    """The status a mutating call answers, with the spec the caller may see."""
+    return None if status is None else convert.status_to_proto(status, _call().caller)
 
 
 def _plan(plan: Plan | None) -> types.Plan | None:

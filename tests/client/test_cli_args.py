@@ -115,8 +115,8 @@ def test_global_options_work_after_the_command() -> None:
             "h:1",
         ]
     )
-    assert (args.json, args.provider, args.namespace, args.timeout, args.target) == (
-        True,
+    assert (args.output, args.provider, args.namespace, args.timeout, args.target) == (
+        "json",
         "local",
         "ns",
         5.0,
@@ -124,8 +124,8 @@ def test_global_options_work_after_the_command() -> None:
     )
     # ...and given before it, a subcommand's defaults do not reset them.
     args = parse_args(["--json", "-n", "ns", "config", "get", "web"])
-    assert (args.json, args.namespace, args.command, args.config_command) == (
-        True,
+    assert (args.output, args.namespace, args.command, args.config_command) == (
+        "json",
         "ns",
         "config",
         "get",
@@ -136,8 +136,8 @@ def test_target_and_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("ALPHASWARM_TARGET", "example:7000")
     monkeypatch.setenv("ALPHASWARM_TOKEN", "s3cret")
     args = parse_args(["providers"])
-    assert args.target == "example:7000"
     client = make_client(args)
+    assert args.target == "example:7000"
     assert client.target == "example:7000"
     assert client._metadata == (("authorization", "Bearer s3cret"),)
 

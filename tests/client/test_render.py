@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import timestamp_pb2
 
 from alphaswarm.provider.v1 import types_pb2
-from alphaswarm_client import render
+from alphaswarm_client import output, render
 
 
 def test_table_aligns_columns() -> None:
@@ -45,10 +45,12 @@ def test_deployment_row_and_state_names() -> None:
         "STATE",
         "READY",
         "RESTARTS",
-        "IMAGE",
-        "MESSAGE",
+        "AGE",
     ]
-    assert lines[1].split() == ["default", "web", "local", "RUNNING", "2/3", "0", "sleep", "300"]
+    assert lines[1].split() == ["default", "web", "local", "RUNNING", "2/3", "0", "-"]
+    wide = render.deployments([status], wide=True).splitlines()
+    assert wide[0].split()[7:] == ["IMAGE", "CHANGED", "MESSAGE"]
+    assert wide[1].split()[7:9] == ["sleep", "300"]
     assert render.deployments([]) == "no deployments"
 
 
@@ -69,10 +71,12 @@ def test_metrics_lines_have_fixed_columns() -> None:
     assert render.metrics_line(failed).endswith("error: backend down")
 
 
-def test_json_keeps_proto_names_and_default_fields() -> None:
+def test_json_is_the_proto3_mapping_with_default_fields() -> None:
     status = types_pb2.DeploymentStatus(service_id="web", state=types_pb2.DEPLOYMENT_STATE_STOPPED)
-    data = render.to_dict(status)
-    assert data["service_id"] == "web"
+    data = output.to_dict(status)
+    assert data["serviceId"] == "web"
     assert data["state"] == "DEPLOYMENT_STATE_STOPPED"
-    assert data["ready_replicas"] == 0
-    assert "\n" not in render.to_json(status, compact=True)
+    assert data["readyReplicas"] == 0
+    assert "\n" not in output.to_json(status, compact=True)
+    # int64 fields are strings in the proto3 JSON mapping, as grpcurl prints them.
+    assert output.to_dict(types_pb2.MetricSample(memory_bytes=5))["memoryBytes"] == "5"

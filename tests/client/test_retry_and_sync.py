@@ -122,3 +122,32 @@ async def test_the_blocking_client_has_the_same_methods(inproc: InProcess) -> No
 
     # The in-process server runs on this test's loop: the blocking client, in a thread.
     await asyncio.to_thread(blocking_calls)
+
+
+async def test_logs_namespace_watch_and_delete_async_and_blocking(inproc: InProcess) -> None:
+    """The README's sync example, on the in-process server: logs,
+    a namespace watch and delete, through both clients."""
+    client = inproc.client
+    await client.start_deployment(service_id="talk", command=["sleep", "1"], replicas=2)
+    await asyncio.sleep(0.35)  # the memory provider's replicas write a line every 0.1 s
+    entries = [e async for e in client.stream_logs("talk", tail_lines=2)]
+    per_replica = {e.instance_id for e in entries}
+    assert len(per_replica) == 2 and len(entries) == 4  # the last 2 lines of each replica
+    events = client.watch_deployments(namespace="default")
+    async with contextlib.aclosing(events):
+        first = [await anext(events), await anext(events)]
+    assert [e.status.service_id for e in first] == ["talk", ""]
+    assert first[1].event == 4  # DEPLOYMENT_EVENT_INITIAL_SNAPSHOT_DONE
+
+    def blocking_calls() -> None:
+        with SyncAlphaswarmClient(inproc.target, timeout=10) as sync:
+            with contextlib.closing(sync.stream_logs("talk", tail_lines=1)) as lines:
+                assert len(list(lines)) == 2
+            with contextlib.closing(sync.watch_deployments(namespace="default")) as watch:
+                assert next(watch).status.service_id == "talk"
+            assert sync.delete_deployment("talk") is True
+            with pytest.raises(DeploymentNotFound):
+                sync.delete_deployment("talk")
+            assert sync.delete_deployment("talk", allow_missing=True) is False
+
+    await asyncio.to_thread(blocking_calls)

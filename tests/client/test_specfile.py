@@ -126,7 +126,19 @@ def test_explicit_zero_replicas_is_kept() -> None:
 @pytest.mark.parametrize(
     ("data", "match"),
     [
-        ({"service_id": "a", "bogus": 1}, 'no field named "bogus"'),
+        (
+            {"service_id": "a", "replica": 2},
+            "^replica: not a DeploymentSpec field; the fields are service_id, namespace, "
+            "image, command, env, replicas, labels, ports, resources, provider_options$",
+        ),
+        (
+            {"service_id": "a", "resources": {"cpus": "1"}},
+            "^resources.cpus: not a Resources field; the fields are cpu, memory$",
+        ),
+        (
+            {"service_id": "a", "ports": [{"containerPort": 80, "host": 8080}]},
+            r"^ports\[0\].host: not a PortSpec field; the fields are container_port, host_port",
+        ),
         ({"service_id": "a", "command": "sleep 300"}, "command: expected a list"),
         ({"service_id": "a", "env": ["A=b"]}, "env: expected a mapping"),
         ({"service_id": "a", "env": {"A": {"nested": 1}}}, r"env\.A: expected a string"),

@@ -99,8 +99,8 @@ def validate(obj: Obj, version: str) -> None:
 
 def raw_manifests() -> Iterator[tuple[str, Obj]]:
     for path in sorted(KUBE.rglob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
+        if path.name == "kustomization.yaml" or "components" in path.parts:
+            continue  # components hold CRD objects (ServiceMonitor): checked on their own
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
                 yield str(path.relative_to(KUBE)), doc
@@ -124,6 +124,7 @@ def test_rendered_objects_match_the_kubernetes_schema(
         "Secret",
         "Namespace",
         "NetworkPolicy",
+        "PodDisruptionBudget",
     } <= kinds
     for obj in objects:
         validate(obj, version)
@@ -184,7 +185,19 @@ def _allowed(rules: list[Obj], verb: str, group: str, resource: str) -> bool:
 
 
 def _settings(objects: list[Obj]) -> dict[str, str]:
-    return dict(one(objects, "ConfigMap", "alphaswarm-controller-settings")["data"])
+    return dict(settings_map(objects)["data"])
+
+
+def settings_map(objects: list[Obj]) -> Obj:
+    """The generated settings ConfigMap (its name ends in a hash of its content)."""
+    found = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap"
+        and re.fullmatch(r"alphaswarm-controller-settings-[a-z0-9]{10}", o["metadata"]["name"])
+    ]
+    assert len(found) == 1, [o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"]
+    return found[0]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -299,7 +312,10 @@ def test_deployment_matches_the_image(rendered: dict[str, list[Obj]]) -> None:
     volumes = {v["name"]: v for v in spec["volumes"]}
     writable = {m["mountPath"]: volumes[m["name"]] for m in main["volumeMounts"]}
     assert "emptyDir" in writable[state] and "emptyDir" in writable["/tmp"]
-    assert main["envFrom"] == [{"configMapRef": {"name": "alphaswarm-controller-settings"}}]
+    generated = settings_map(objects)["metadata"]["name"]
+    assert main["envFrom"] == [{"configMapRef": {"name": generated}}]
+    exposed = {int(port) for port in dockerfile_instruction("EXPOSE").split()}
+    assert exposed == {p["containerPort"] for p in main["ports"]} == {50051, 9464}
     assert main["image"].startswith("alphaswarm-controller:")
 
 
@@ -348,3 +364,79 @@ def test_service_and_network_policy_select_the_pods(rendered: dict[str, list[Obj
     annotations = template["metadata"]["annotations"]
     metrics_port = _settings(objects)["ALPHASWARM_CP_METRICS_LISTEN"].rsplit(":", 1)[1]
     assert annotations["prometheus.io/port"] == metrics_port
+
+
+def test_settings_edits_roll_the_pods(kubectl: str, tmp_path: Path) -> None:
+    """The generated ConfigMap's name hashes its content and the Deployment refers to it,
+    so an edit is a new pod template: kubectl apply -k rolls the pods onto it."""
+    copy_dir = tmp_path / "kubernetes"
+    shutil.copytree(KUBE, copy_dir)
+    before = render_dir(kubectl, copy_dir / "base")
+    settings = copy_dir / "base" / "settings.env"
+    settings.write_text(
+        settings.read_text().replace("LOG_LEVEL=INFO", "LOG_LEVEL=DEBUG"), encoding="utf-8"
+    )
+    after = render_dir(kubectl, copy_dir / "base")
+    old, new = settings_map(before)["metadata"]["name"], settings_map(after)["metadata"]["name"]
+    assert old != new
+    assert container(after)["envFrom"] == [{"configMapRef": {"name": new}}]
+    assert _settings(after)["ALPHASWARM_CP_LOG_LEVEL"] == "DEBUG"
+
+
+def render_dir(kubectl: str, directory: Path) -> list[Obj]:
+    done = subprocess.run(
+        [kubectl, "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_disruption_budget_and_spread_keep_one_replica_up(
+    rendered: dict[str, list[Obj]], variant: str
+) -> None:
+    objects = rendered[variant]
+    deployment = one(objects, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    budget = one(objects, "PodDisruptionBudget")
+    assert deployment["spec"]["replicas"] > budget["spec"]["minAvailable"] >= 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+    for constraint in spread:
+        assert constraint["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"  # one node still runs both
+
+
+def test_the_servicemonitor_component_scrapes_the_metrics_port(
+    kubectl: str, tmp_path: Path
+) -> None:
+    # An overlay beside base/, as a user writes one (kustomize refuses absolute paths).
+    shutil.copytree(KUBE, tmp_path / "kubernetes")
+    overlay = tmp_path / "kubernetes" / "monitored"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        "resources: [../base]\ncomponents: [../components/servicemonitor]\n",
+        encoding="utf-8",
+    )
+    objects = render_dir(kubectl, overlay)
+    monitor = one(objects, "ServiceMonitor")
+    service = one(objects, "Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    listen = _settings(objects)["ALPHASWARM_CP_METRICS_LISTEN"]
+    assert ports[endpoint["port"]] == int(listen.rsplit(":", 1)[1])
+    assert endpoint["path"] == "/metrics"

@@ -22,6 +22,21 @@ def marked(marker: str, value: str) -> list[psutil.Process]:
     return found
 
 
+def marked_roots(marker: str, value: str) -> list[psutil.Process]:
+    """The marked processes whose parent is not marked: one per replica, however many
+    children (a ``sleep`` of a shell loop) it has at the moment."""
+    found = marked(marker, value)
+    pids = {process.pid for process in found}
+    roots = []
+    for process in found:
+        try:
+            if process.ppid() not in pids:
+                roots.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return roots
+
+
 def wait_until(
     check: Callable[[], bool], what: str, timeout: float = 30.0, interval: float = 0.2
 ) -> None:

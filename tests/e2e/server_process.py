@@ -43,6 +43,21 @@ class ServerProcess:
             self.process.wait(10)
 
 
+SERVER_COMMAND = (sys.executable, "-m", "alphaswarm_controller")
+
+
+def server_env(state_dir: Path, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test server: port 0, its own state dir, a short grace."""
+    return {
+        **os.environ,
+        "ALPHASWARM_CP_LISTEN": "127.0.0.1:0",
+        "ALPHASWARM_CP_STATE_DIR": str(state_dir),
+        "ALPHASWARM_CP_SHUTDOWN_GRACE_SECONDS": "5",
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
+
+
 def start_server(
     state_dir: Path,
     extra_env: Mapping[str, str] | None = None,
@@ -51,17 +66,10 @@ def start_server(
     user: tuple[int, int] | None = None,
 ) -> ServerProcess:
     """``user`` (uid, gid): run the server as that unprivileged user (tests/e2e/as_user.py)."""
-    env = {
-        **os.environ,
-        "ALPHASWARM_CP_LISTEN": "127.0.0.1:0",
-        "ALPHASWARM_CP_STATE_DIR": str(state_dir),
-        "ALPHASWARM_CP_SHUTDOWN_GRACE_SECONDS": "5",
-        "PYTHONUNBUFFERED": "1",
-        **(extra_env or {}),
-    }
-    command = [sys.executable, "-m", "alphaswarm_controller"]
+    env = server_env(state_dir, extra_env)
+    command: tuple[str, ...] = SERVER_COMMAND
     if user is not None:
-        command = [sys.executable, "-m", "tests.e2e.as_user", str(user[0]), str(user[1])]
+        command = (sys.executable, "-m", "tests.e2e.as_user", str(user[0]), str(user[1]))
     process = subprocess.Popen(
         command,
         cwd=REPO,

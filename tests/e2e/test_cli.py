@@ -16,6 +16,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -35,7 +36,7 @@ class Result:
     out: str
     err: str
 
-    def json(self) -> dict[str, object]:
+    def json(self) -> dict[str, Any]:
         data = json.loads(self.out)
         assert isinstance(data, dict)
         return data
@@ -101,9 +102,9 @@ def test_lifecycle(server: ServerProcess) -> None:
         "--",
         "sleep",
         "300",
-    ).json()
-    assert (started["service_id"], started["namespace"]) == ("web", "default")
-    assert started["desired_replicas"] == 2
+    ).json()["status"]
+    assert (started["serviceId"], started["namespace"]) == ("web", "default")
+    assert started["desiredReplicas"] == 2
     wait_until(lambda: replicas(tag) == 2, "2 sleep processes")
     assert all(p.cmdline() == ["sleep", "300"] for p in marked(MARKER, tag))
     health = ok(server, "health").out
@@ -120,7 +121,7 @@ def test_lifecycle(server: ServerProcess) -> None:
     assert "/3" in scaled.splitlines()[1]
     wait_until(lambda: replicas(tag) == 3, "3 sleep processes")
 
-    before = ok(server, "config", "get", "web", "--json").json()
+    before = ok(server, "config", "get", "web", "--json").json()["config"]
     applied = ok(
         server,
         "--json",
@@ -130,7 +131,7 @@ def test_lifecycle(server: ServerProcess) -> None:
         "MODE=fast",
         "--expected-version",
         str(before["version"]),
-    ).json()
+    ).json()["config"]
     assert applied["data"] == {"MODE": "fast"}
     assert applied["version"] != before["version"]
     # The config reaches every replica's environment (replicas restart one at a time).
@@ -147,7 +148,7 @@ def test_lifecycle(server: ServerProcess) -> None:
     assert "MODE" in human_config and "fast" in human_config
 
     wait_until(
-        lambda: '"ready_replicas": 3' in ok(server, "--json", "status", "web").out,
+        lambda: '"readyReplicas": 3' in ok(server, "--json", "status", "web").out,
         "3 ready replicas",
     )
     status = ok(server, "status", "web").out
@@ -155,11 +156,12 @@ def test_lifecycle(server: ServerProcess) -> None:
     assert "3/3 ready" in status
     assert status.count("running") >= 3  # one instance row per replica
 
-    sample = ok(server, "metrics", "web", "--json", "--interval", "0.5").json()
-    assert sample["service_id"] == "web"
+    sample = ok(server, "metrics", "web", "--json", "--interval", "0.5").json()["sample"]
+    assert sample["serviceId"] == "web"
     assert sample["replicas"] == 3
     assert sample["ok"] is True
-    assert int(str(sample["memory_bytes"])) > 0
+    # int64 is a string in the proto3 JSON mapping, as grpcurl prints it.
+    assert isinstance(sample["memoryBytes"], str) and int(sample["memoryBytes"]) > 0
     human_sample = ok(server, "metrics", "web", "--interval", "0.5").out.splitlines()
     assert human_sample[0].split()[:3] == ["TIME", "REPLICAS", "CPU%"]
     assert human_sample[1].split()[1] == "3"
@@ -167,16 +169,16 @@ def test_lifecycle(server: ServerProcess) -> None:
     listed = ok(server, "list", "--json").json()
     deployments = listed["deployments"]
     assert isinstance(deployments, list)
-    assert [(d["namespace"], d["service_id"]) for d in deployments] == [("default", "web")]
+    assert [(d["namespace"], d["serviceId"]) for d in deployments] == [("default", "web")]
     assert "web" in ok(server, "list").out
     page = ok(server, "--json", "list", "--page-size", "1").json()
-    assert page["next_page_token"] == ""
+    assert page["nextPageToken"] == ""
 
     first = ok(server, "watch", "web", "--json", "--count", "1").out.splitlines()
     assert len(first) == 1
-    assert json.loads(first[0])["desired_replicas"] == 3
+    assert json.loads(first[0])["status"]["desiredReplicas"] == 3
 
-    stopped = ok(server, "stop", "web", "--json").json()
+    stopped = ok(server, "stop", "web", "--json").json()["status"]
     assert stopped["state"] == "DEPLOYMENT_STATE_STOPPED"
     wait_until(lambda: replicas(tag) == 0, "no sleep process left")
     assert "STOPPED" in ok(server, "status", "web").out
@@ -192,8 +194,8 @@ def test_start_from_a_spec_file(server: ServerProcess, tmp_path: Path) -> None:
         f"env: {{{MARKER}: {tag}, RETRIES: 3}}\nlabels: {{app: worker}}\n",
         encoding="utf-8",
     )
-    status = ok(server, "--json", "start", "-f", str(spec)).json()
-    assert (status["namespace"], status["service_id"], status["desired_replicas"]) == (
+    status = ok(server, "--json", "start", "-f", str(spec)).json()["status"]
+    assert (status["namespace"], status["serviceId"], status["desiredReplicas"]) == (
         "jobs",
         "worker",
         2,
@@ -252,37 +254,67 @@ def test_errors_are_one_line_and_change_nothing(server: ServerProcess) -> None:
     assert ok(server, "--json", "list").json()["deployments"] == []
 
 
+#: Runs argv with SIGINT and SIGTERM set to ``sys.argv[1]`` ("default" or "ignore"), then
+#: execs it: an ignored disposition survives exec, as under ``cmd &`` or a CI runner that
+#: ignores SIGINT; "default" undoes whatever the test runner itself inherited.
+WITH_DISPOSITION = (
+    "import os, signal, sys\n"
+    "how = signal.SIG_IGN if sys.argv[1] == 'ignore' else signal.SIG_DFL\n"
+    "for signum in (signal.SIGINT, signal.SIGTERM):\n"
+    "    signal.signal(signum, how)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
 @pytest.mark.parametrize(
     ("args", "expect"),
     [
         (["metrics", "web", "--follow", "--interval", "0.2"], "TIME"),
-        (["watch", "web", "--json"], '{"service_id":"web"'),
+        (["watch", "web", "--json"], '{"status":{"serviceId":"web"'),
     ],
+    ids=["metrics", "watch"],
 )
-def test_streams_print_per_message_and_stop_on_ctrl_c(
-    server: ServerProcess, args: list[str], expect: str
+@pytest.mark.parametrize(
+    "stop",
+    [
+        ("default", signal.SIGINT, 130),
+        ("ignore", signal.SIGINT, 130),
+        ("ignore", signal.SIGTERM, 143),
+    ],
+    ids=["sigint", "sigint-ignored-by-parent", "sigterm-ignored-by-parent"],
+)
+def test_streams_print_per_message_and_stop_on_a_signal(
+    server: ServerProcess, args: list[str], expect: str, stop: tuple[str, signal.Signals, int]
 ) -> None:
+    disposition, signum, code = stop  # the parent's disposition, the signal sent, the exit
     tag = uuid.uuid4().hex
     ok(server, "start", "web", "--env", f"{MARKER}={tag}", "--", "sleep", "300")
     stream = subprocess.Popen(
-        cli_argv(server, *args),
+        [sys.executable, "-c", WITH_DISPOSITION, disposition, *cli_argv(server, *args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=server.env,
+        # A hang is reported with every thread's stack (SIGABRT below), not as a timeout.
+        env={**server.env, "PYTHONFAULTHANDLER": "1"},
     )
     try:
         assert stream.stdout is not None
-        # Not a TTY: one line per message, flushed as it arrives.
+        # Not a TTY: one line per message, flushed as it arrives. The first line also
+        # tells that the CLI runs its stream, so its handlers are in place.
         first = stream.stdout.readline()
         assert first.startswith(expect), first
         if args[0] == "metrics":
             assert stream.stdout.readline().split()[1] == "1"  # replicas column
-        stream.send_signal(signal.SIGINT)
-        _, err = stream.communicate(timeout=20)
+        stream.send_signal(signum)
+        try:
+            _, err = stream.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            stream.send_signal(signal.SIGABRT)
+            _, err = stream.communicate(timeout=30)
+            raise AssertionError(f"no exit 60 s after the signal; its threads:\n{err}") from None
     finally:
         stream.kill()
-    assert stream.returncode == 130
+    assert stream.returncode == code
     assert err == ""  # no traceback
     ok(server, "stop", "web")
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tests.e2e.processes import marked, wait_until
+from tests.e2e.processes import marked, marked_roots, wait_until
 from tests.e2e.server_process import ServerProcess
 from tests.e2e.test_grpcurl import MARKER, SERVICE, call, grpcurl, grpcurl_binary
 from tests.providers.local.support import TALKER, machine_leftovers
@@ -119,7 +119,7 @@ def test_stream_logs_tail_follow_scale_then_delete_leaves_nothing(server: Server
             "a line of the replica added by ScaleDeployment",
         )
         assert added["entry"]["text"] == "line 1", "the new replica from its first line"
-    wait_until(lambda: len(marked(MARKER, tag)) == 2, "two replicas")
+    wait_until(lambda: len(marked_roots(MARKER, tag)) == 2, "two replicas")
     one = added["entry"]["instanceId"]  # <service>-<n>@<pid>, as in status
     only = grpcurl(server, f"{SERVICE}/StreamLogs", data={**ref, "instance_id": one}).stdout
     assert {message["entry"]["instanceId"] for message in messages(only)} == {one}

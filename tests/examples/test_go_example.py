@@ -214,6 +214,7 @@ def test_invalid_spec_prints_code_reason_and_field(
         "error: StartDeployment failed: INVALID_ARGUMENT (3): invalid request: "
         "spec.replicas: must be between 0 and 500",
         "  reason: INVALID_ARGUMENT (domain alphaswarm.dev)",
+        "  metadata provider: local",
         "  field spec.replicas: must be between 0 and 500",
     ]
     assert "stopped" not in result.stdout, "nothing was started, so nothing is stopped"

@@ -102,7 +102,9 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
     ),
 ]
 TOKEN_AUDIENCE_PREFIX = "aud="
-"""Test tokens are ``aud=<audience>``: what a real token's ``aud`` claim would say."""
+"""Test tokens are ``aud=<audience>``: what a real token's ``aud`` claim would say,
+optionally followed by ``;n=<serial>`` so that a test can tell one token from the next."""
+TOKEN_SERIAL_SEPARATOR = ";n="
 
 
 def fault_error(fault: Fault) -> ArmError:
@@ -147,6 +149,8 @@ class ArmEmulator:
         self.requests: list[tuple[str, str]] = []
         self.urls: list[str] = []
         """The path and query of every request, in arrival order."""
+        self.tokens: list[str] = []
+        """The bearer token each request carried, in arrival order."""
         self.timeline: list[tuple[float, str, str]] = []
         """(time.monotonic(), method, path) of every request, in arrival order."""
         self.response_delay: dict[str, float] = {}
@@ -207,6 +211,7 @@ class ArmEmulator:
         with self._requests_lock:
             self.requests.clear()
             self.urls.clear()
+            self.tokens.clear()
             self.timeline.clear()
 
     def counts(self) -> Counter[str]:
@@ -215,6 +220,11 @@ class ArmEmulator:
 
     def add_cluster(self, name: str, kubeconfig: str) -> None:
         self.store.clusters[name] = kubeconfig
+
+    def record_token(self, token: str) -> None:
+        """The bearer token of a request, in arrival order (``tokens``)."""
+        with self._requests_lock:
+            self.tokens.append(token)
 
     def record(self, method: str, path: str, url: str = "") -> None:
         with self._requests_lock:
@@ -275,8 +285,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not header.startswith("Bearer ") or not header[len("Bearer ") :].strip():
             raise ArmError(401, "AuthenticationFailed", "Authentication failed.")
         token = header[len("Bearer ") :].strip()
+        self.arm.record_token(token)
         if token.startswith(TOKEN_AUDIENCE_PREFIX):
-            audience = token[len(TOKEN_AUDIENCE_PREFIX) :].rstrip("/")
+            claims = token[len(TOKEN_AUDIENCE_PREFIX) :]
+            audience = claims.partition(TOKEN_SERIAL_SEPARATOR)[0].rstrip("/")
             accepted = [a.rstrip("/") for a in self.arm.audiences]
             if audience not in accepted:
                 raise ArmError(

@@ -24,7 +24,7 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from alphaswarm_controller.providers.azure import select_backend
 from alphaswarm_core.providers.protocol import InfrastructureProvider
 
-from .arm_emulator import TOKEN_AUDIENCE_PREFIX, ArmEmulator
+from .arm_emulator import TOKEN_AUDIENCE_PREFIX, TOKEN_SERIAL_SEPARATOR, ArmEmulator
 
 P = TypeVar("P", bound=InfrastructureProvider)
 
@@ -50,18 +50,27 @@ class SendTo(SansIOHTTPPolicy):  # type: ignore[type-arg]
 
 
 class FakeCredential:
-    """A TokenCredential; records the scopes asked for."""
+    """A TokenCredential; records the scopes asked for and the tokens issued.
 
-    def __init__(self, *, fail: bool = False) -> None:
+    Each token is new (``aud=<audience>;n=<serial>``) and lives ``lifetime_seconds``:
+    azure-core asks again for a token that expires within five minutes, so a short
+    lifetime makes every request fetch a fresh one (a rotation on each call).
+    """
+
+    def __init__(self, *, fail: bool = False, lifetime_seconds: int = 3600) -> None:
         self.fail = fail
+        self.lifetime = lifetime_seconds
         self.scopes: list[str] = []
+        self.issued: list[str] = []
 
     def get_token(self, *scopes: str, **_: Any) -> AccessToken:
         self.scopes.extend(scopes)
         if self.fail:
             raise ClientAuthenticationError("no credential (test)")
         audience = scopes[0].removesuffix("/.default") if scopes else ""
-        return AccessToken(f"{TOKEN_AUDIENCE_PREFIX}{audience}", int(time.time()) + 3600)
+        token = f"{TOKEN_AUDIENCE_PREFIX}{audience}{TOKEN_SERIAL_SEPARATOR}{len(self.issued) + 1}"
+        self.issued.append(token)
+        return AccessToken(token, int(time.time()) + self.lifetime)
 
 
 def emulator_env(emulator: ArmEmulator, **extra: str) -> dict[str, str]:

@@ -46,9 +46,17 @@ async def test_rpc_and_backend_metrics_by_label(serve: ServeFactory) -> None:
     assert value(during, "grpc_server_handling_seconds_bucket", **start, le="+Inf") == 2
     assert value(during, "grpc_server_handling_seconds_sum", **start) > 0
     status = rpc("GetDeploymentStatus")
-    assert value(during, "grpc_server_handled_total", **status, grpc_code="NOT_FOUND") == 1
-    assert value(during, "grpc_server_handled_total", **status, grpc_code="UNAVAILABLE") == 1
+    assert value(during, "grpc_server_handled_total", **status, grpc_code="NotFound") == 1
+    assert value(during, "grpc_server_handled_total", **status, grpc_code="Unavailable") == 1
     assert value(during, "grpc_server_handled_total", **rpc("ListProviders"), grpc_code="OK") == 1
+    # One request message per call, as go-grpc-prometheus counts them.
+    assert value(during, "grpc_server_msg_received_total", **start) == 2
+    assert value(during, "grpc_server_msg_received_total", **status) == 2
+    # No *_created series (the Go exporters have none); the build is labelled.
+    assert not [name for name, _ in during if name.endswith("_created")]
+    build = [dict(labels) for name, labels in during if name == "alphaswarm_build_info"]
+    assert len(build) == 1 and build[0]["version"] and build[0]["grpcio_version"]
+    assert value(during, "alphaswarm_build_info", **build[0]) == 1
 
     # Backend calls, by provider and method; errors by reason.
     assert (
@@ -115,10 +123,10 @@ async def test_open_streams_and_their_end(serve: ServeFactory) -> None:
     # Once the caller cancels, the stream is over: gauges back to 0, CANCELLED counted.
     for _ in range(100):
         after = await asyncio.to_thread(scrape, port)
-        if value(after, "grpc_server_handled_total", **metrics_stream, grpc_code="CANCELLED"):
+        if value(after, "grpc_server_handled_total", **metrics_stream, grpc_code="Canceled"):
             break
         await asyncio.sleep(0.05)
-    assert value(after, "grpc_server_handled_total", **metrics_stream, grpc_code="CANCELLED") == 1
+    assert value(after, "grpc_server_handled_total", **metrics_stream, grpc_code="Canceled") == 1
     assert (
         value(after, "alphaswarm_open_streams", grpc_service=SERVICE, grpc_method="StreamMetrics")
         == 0
@@ -146,9 +154,7 @@ async def test_rejected_calls_count_with_their_code(serve: ServeFactory) -> None
     assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     samples = await asyncio.to_thread(scrape, port)
     labels = rpc("StreamMetrics", "server_stream")
-    assert (
-        value(samples, "grpc_server_handled_total", **labels, grpc_code="RESOURCE_EXHAUSTED") == 1
-    )
+    assert value(samples, "grpc_server_handled_total", **labels, grpc_code="ResourceExhausted") == 1
     assert (
         value(samples, "alphaswarm_open_streams", grpc_service=SERVICE, grpc_method="StreamMetrics")
         == 0

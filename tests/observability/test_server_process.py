@@ -126,7 +126,7 @@ def test_json_logs_and_metrics_of_the_real_server(json_server: ServerProcess) ->
 
     def handled(samples: Samples) -> float:
         return value(samples, "grpc_server_handled_total", **labels,
-                     grpc_method="StopDeployment", grpc_code="NOT_FOUND")  # fmt: skip
+                     grpc_method="StopDeployment", grpc_code="NotFound")  # fmt: skip
 
     # The status reaches the caller before the server's layers count it: poll, bounded.
     deadline = time.monotonic() + 10

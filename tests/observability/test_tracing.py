@@ -81,7 +81,7 @@ async def test_server_span_with_a_child_per_backend_call(
     assert backend.status.status_code is StatusCode.UNSET
 
 
-async def test_failed_backend_call_marks_both_spans(
+async def test_span_status_follows_one_rule_for_server_and_backend_spans(
     serve: ServeFactory, observability: Observability, exporter: InMemorySpanExporter
 ) -> None:
     served = await serve(observability=observability)
@@ -114,6 +114,8 @@ async def test_failed_backend_call_marks_both_spans(
     assert "s3cr3t" not in repr(unexpected.to_json())
     assert not_there.attributes is not None
     assert not_there.attributes["alphaswarm.error.reason"] == "DEPLOYMENT_NOT_FOUND"
+    # One rule for both spans: NOT_FOUND marks neither the server span nor its child.
+    assert not_there.status.status_code is StatusCode.UNSET
 
 
 async def test_stream_rpc_has_a_span_for_the_backend_stream(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -148,3 +149,40 @@ def test_entry_point_with_an_invalid_alias_is_skipped(tmp_path: Path) -> None:
     *warnings, aliases = out.splitlines()
     assert json.loads(aliases) == sorted(p.alias for p in BUILTIN_PROVIDERS)
     assert len(warnings) == 2 and all("a provider alias is" in w for w in warnings), warnings
+
+
+def _distribution(root: Path, name: str, entry_points: str) -> None:
+    """An installed distribution as importlib.metadata finds it on sys.path."""
+    dist = root / f"{name.replace('-', '_')}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[alphaswarm.providers]\n{entry_points}")
+
+
+def test_entry_points_register_lazily_in_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same as the two tests above, in process: what is registered, from which
+    distribution, and what is skipped with a warning (the child Python of those tests
+    runs the original code, so only these can notice a changed registry)."""
+    _distribution(
+        tmp_path,
+        "nomad-provider",
+        "nomad = nomad_provider:NomadProvider\nfly-io = fly:Fly\nlocal = other:Local\n",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry(builtins=[e for e in BUILTIN_PROVIDERS if e.alias == "local"])
+    with caplog.at_level(logging.WARNING, logger="alphaswarm_core.providers.registry"):
+        added = registry.load_entry_points()
+    assert added == ["nomad"]
+    entry = registry.lazy_entry("nomad")
+    assert entry == LazyProvider(
+        "nomad", "nomad_provider:NomadProvider", kind="nomad", origin="nomad-provider"
+    )
+    assert registry.origin("nomad") == "nomad-provider"
+    assert registry.aliases() == ["local", "nomad"]
+    assert registry.lazy_entry("local") == BUILTIN_PROVIDERS[0]
+    warnings = sorted(r.getMessage() for r in caplog.records)
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("ignoring entry point 'fly-io' = 'fly:Fly': a provider alias")
+    assert warnings[1] == "ignoring entry point local = other:Local: alias already registered"

@@ -115,6 +115,17 @@ class AdminApi:
         finally:
             connection.close()
 
+    def post(self, path: str, body: Any) -> Any:
+        """POST and return the answer; anything but 200/201 fails."""
+        status, answer = self._request("POST", path, body)
+        if status not in (200, 201):
+            raise ComponentFailed(f"POST {path} answered {status}: {answer}")
+        return answer
+
+    def put(self, path: str, body: Any) -> tuple[int, Any]:
+        """PUT; the status and answer, whatever they are (a test may expect a 409)."""
+        return self._request("PUT", path, body)
+
     def create(self, path: str, body: Any) -> None:
         """POST; an object that already exists (409) counts as created."""
         status, answer = self._request("POST", path, body)
@@ -130,8 +141,31 @@ class AdminApi:
         if status not in (200, 202, 404):
             raise ComponentFailed(f"DELETE {path} answered {status}: {answer}")
 
+    def find(self, path: str) -> Any | None:
+        """GET; None when it does not exist (404)."""
+        status, answer = self._request("GET", path)
+        if status == 404:
+            return None
+        if status != 200:
+            raise ComponentFailed(f"GET {path} answered {status}: {answer}")
+        return answer
+
     def get(self, path: str) -> Any:
         status, answer = self._request("GET", path)
         if status != 200:
             raise ComponentFailed(f"GET {path} answered {status}: {answer}")
         return answer
+
+
+def status_as(url: str, ca_pem: bytes, token: str, path: str) -> int:
+    """The HTTP status a GET of ``path`` gets with bearer ``token``: what RBAC allows whom."""
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=30)
+    try:
+        connection.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()

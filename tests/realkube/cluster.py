@@ -13,7 +13,9 @@ Credentials: one CA for serving and client certificates (the admin is in
 ``system:masters``, each component has its own user); a second CA for the
 aggregation layer's front proxy, as the Kubernetes docs advise; the tests'
 provider uses a static bearer token, like a managed cluster's token, bound to
-``cluster-admin``. Authorization is ``Node,RBAC``.
+``cluster-admin``; the managed-cluster beds' credentials (EKS, AKS, GKE) are
+checked by a token webhook (webhook.py) and hold only the documented RBAC; tests
+of RBAC itself use ServiceAccount tokens (rbac.py). Authorization is ``Node,RBAC``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ import psutil
 from . import manifests
 from .api import AdminApi, EtcdProbe, HttpsProbe, Probe
 from .pki import KeyPair, Pki
+from .podlogs import PodOutput, clusterlogs_config
 from .processes import Component, ComponentFailed, port_in_use, wait_until
+from .webhook import TokenWebhook
 
 BUILD_COMMAND = "bash scripts/kube/build.sh"
 BINARIES = (
@@ -49,7 +53,6 @@ NODE_NAME = "kwok-node-0"
 NODE_SELECTOR_ANNOTATION = "kwok.x-k8s.io/node"
 TOKEN_USER = "alphaswarm-tests"
 TOKEN_GROUP = "alphaswarm:tests"
-LIMITED_USER = "alphaswarm-limited"  # no bindings: a test grants it the role it checks
 METRICS_SERVER_USER = "alphaswarm-tests:metrics-server"
 FRONT_PROXY_USER = "front-proxy-client"
 #: metrics-server's minimum; a new pod has metrics after two scrapes.
@@ -68,8 +71,6 @@ class Endpoint:
     ca_pem: bytes
     token: str
     """Bearer token of ``TOKEN_USER``, bound to cluster-admin."""
-    limited_token: str
-    """Bearer token of ``LIMITED_USER``, bound to nothing (only what every user may)."""
     kubeconfig: Path
     """An admin kubeconfig (client certificate, ``system:masters``)."""
 
@@ -148,6 +149,9 @@ class KubeCluster:
         self.etcd_url = ""
         self.service_account_key = Path()
         self._apiserver_probe: Probe | None = None
+        self.token_webhook: TokenWebhook | None = None
+        self.pod_output: PodOutput | None = None
+        """Checks the tokens of managed-cluster test beds (EKS, AKS, GKE): see webhook.py."""
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -176,6 +180,12 @@ class KubeCluster:
         """Stop every component (last started first), then remove the work dir. Idempotent."""
         while self.components:
             self.components.pop().stop()
+        if self.token_webhook is not None:
+            self.token_webhook.stop()
+            self.token_webhook = None
+        if self.pod_output is not None:
+            self.pod_output.stop()
+            self.pod_output = None
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def restart_apiserver(self) -> None:
@@ -261,9 +271,15 @@ class KubeCluster:
         )
         service_account = pki.service_account_keys()
         self.service_account_key = service_account.key
-        tokens, token = pki.token_file({TOKEN_USER: (TOKEN_GROUP,), LIMITED_USER: ()})
+        tokens, token = pki.token_file({TOKEN_USER: (TOKEN_GROUP,)})
         admin = pki.client("admin", "alphaswarm-test-admin", "system:masters")
         front_proxy = self.front_proxy.client(FRONT_PROXY_USER, FRONT_PROXY_USER)
+        kubelet_client = pki.client("kubelet-client", "kube-apiserver-kubelet-client")
+        self.token_webhook = TokenWebhook(self._serving("token-webhook"), pki.ca_cert).start()
+        webhook_config = self.token_webhook.config_file(
+            self.workdir / "token-webhook.kubeconfig",
+            pki.client("token-webhook-client", "kube-apiserver-token-webhook"),
+        )
 
         def args(port: int) -> list[str]:
             return [
@@ -276,6 +292,11 @@ class KubeCluster:
                 f"--tls-private-key-file={serving.key}",
                 f"--client-ca-file={pki.ca_cert}",
                 f"--token-auth-file={tokens}",
+                # Managed-cluster credentials (EKS, AKS, GKE test beds): webhook.py. Reviews
+                # are cached briefly, so a revoked test token stops working within seconds.
+                f"--authentication-token-webhook-config-file={webhook_config}",
+                "--authentication-token-webhook-version=v1",
+                "--authentication-token-webhook-cache-ttl=5s",
                 "--authorization-mode=Node,RBAC",
                 f"--service-account-key-file={service_account.cert}",
                 f"--service-account-signing-key-file={service_account.key}",
@@ -293,6 +314,12 @@ class KubeCluster:
                 f"--proxy-client-cert-file={front_proxy.cert}",
                 f"--proxy-client-key-file={front_proxy.key}",
                 "--profiling=false",
+                # pods/log: the API server calls kwok's kubelet endpoint at the node's
+                # InternalIP (its Hostname resolves nowhere), verifying its certificate.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-certificate-authority={pki.ca_cert}",
+                f"--kubelet-client-certificate={kubelet_client.cert}",
+                f"--kubelet-client-key={kubelet_client.key}",
             ]
 
         # /readyz includes the RBAC bootstrap roles and the informers' sync: ready for
@@ -303,11 +330,15 @@ class KubeCluster:
         kubeconfig = _kubeconfig(
             self.workdir / "admin.kubeconfig", probe.url, pki.ca_cert, admin, "admin"
         )
-        return Endpoint(probe.url, pki.ca_pem, token[TOKEN_USER], token[LIMITED_USER], kubeconfig)
+        return Endpoint(probe.url, pki.ca_pem, token[TOKEN_USER], kubeconfig)
 
     def _component_kubeconfig(self, url: str, name: str, user: str, *groups: str) -> Path:
         client = self.pki.client(name, user, *groups)
         return _kubeconfig(self.workdir / f"{name}.kubeconfig", url, self.pki.ca_cert, client, name)
+
+    def serving_certificate(self, name: str) -> KeyPair:
+        """A certificate for 127.0.0.1/localhost from the cluster CA (clients trust it)."""
+        return self._serving(name)
 
     def _serving(self, name: str, *dns_names: str) -> KeyPair:
         return self.pki.serving(
@@ -343,6 +374,12 @@ class KubeCluster:
                     # Each controller acts as its own service account with its bootstrap
                     # role (system:controller:*), as kubeadm configures it.
                     "--use-service-account-credentials=true",
+                    # kwok renews the Node's Lease; on a loaded 2-core machine a renewal can
+                    # come later than the default 50 s grace, and the node lifecycle
+                    # controller then marks every pod on the node NotReady for good (kwok
+                    # moves pods to Ready only from Pending). A kubelet-less node gets more
+                    # slack; a node that is really gone still turns NotReady.
+                    "--node-monitor-grace-period=10m",
                     f"--service-account-private-key-file={self.service_account_key}",
                     f"--root-ca-file={ca}",
                 ],
@@ -368,6 +405,8 @@ class KubeCluster:
     def _start_kwok(self, url: str) -> None:
         kubeconfig = self._component_kubeconfig(url, "kwok", "kwok-controller", "system:masters")
         serving = self._serving("kwok")
+        self.pod_output = PodOutput(self.workdir / "pods.log").start()
+        logs_config = clusterlogs_config(self.workdir / "kwok-logs.json", self.pod_output.path)
         self._launch(
             "kwok",
             HttpsProbe(
@@ -375,12 +414,13 @@ class KubeCluster:
                     str(self.bin_dir / "kwok"),
                     f"--kubeconfig={kubeconfig}",
                     f"--config={self.kwok_config}",
+                    f"--config={logs_config}",  # what the pods print: podlogs.py
                     "--manage-all-nodes=false",
                     f"--manage-nodes-with-annotation-selector={NODE_SELECTOR_ANNOTATION}=fake",
                     "--node-ip=127.0.0.1",
                     f"--node-name={NODE_NAME}",
                     f"--cidr={POD_CIDR}",
-                    # The node's kubelet port (Node status daemonEndpoints): metrics.
+                    # The node's kubelet port (Node status daemonEndpoints): metrics, logs.
                     f"--node-port={port}",
                     f"--server-address=127.0.0.1:{port}",
                     f"--tls-cert-file={serving.cert}",

@@ -13,16 +13,40 @@ import os
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
+from alphaswarm_core.providers.protocol import DeploymentSpec
 from alphaswarm_core.testing import unique_name
+from tests.fakes.kube_proxy import KubeFaultProxy
 
 from .cluster import BUILD_COMMAND, Endpoint, KubeCluster, missing_binaries
 
+if TYPE_CHECKING:  # imported where used: tests/conftest.py loads this module for every
+    # test, and a venv with one provider extra alone has no kubernetes SDK.
+    from alphaswarm_controller.providers.kubernetes import KubernetesProvider
+
 BIN_DIR_ENV = "ALPHASWARM_KUBE_BIN_DIR"
 REPO = Path(__file__).resolve().parents[2]
+#: Never pulled: kwok runs no containers, it reports the pods Running.
+IMAGE = "registry.example/team/app:1.0"
+
+
+def make_spec(
+    service_id: str,
+    namespace: str,
+    replicas: int = 1,
+    env: Mapping[str, str] | None = None,
+) -> DeploymentSpec:
+    """The contract's spec factory for every Kubernetes-backed provider."""
+    return DeploymentSpec(
+        service_id=service_id,
+        namespace=namespace,
+        image=IMAGE,
+        replicas=replicas,
+        env=dict(env or {}),
+    ).validate()
 
 
 def kube_bin_dir() -> Path:
@@ -113,12 +137,29 @@ def real_kube_namespace(real_kube: Endpoint) -> Iterator[str]:
     api.delete(f"/api/v1/namespaces/{name}")
 
 
+@pytest.fixture
+def kube_proxy(real_kube_cluster: KubeCluster, real_kube: Endpoint) -> Iterator[KubeFaultProxy]:
+    """A fault-injecting proxy in front of the session's API server, fresh faults per test."""
+    pair = real_kube_cluster.serving_certificate(unique_name("proxy"))
+    with KubeFaultProxy(real_kube.url, real_kube.ca_pem, str(pair.cert), str(pair.key)) as proxy:
+        yield proxy
+
+
 def connect_real(
     endpoint: Endpoint, env: Mapping[str, str] | None = None, *, alias: str = "kubernetes"
 ) -> KubernetesProvider:
     """The provider as a cloud provider builds it for a managed cluster: URL, CA, bearer token."""
+    return connect_url(endpoint, endpoint.url, env, alias=alias)
+
+
+def connect_url(
+    endpoint: Endpoint, url: str, env: Mapping[str, str] | None = None, *, alias: str = "kubernetes"
+) -> KubernetesProvider:
+    """As ``connect_real``, at ``url`` (the API server's, or a proxy's in front of it)."""
+    from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
+
     connection = ClusterConnection(
-        endpoint=endpoint.url,
+        endpoint=url,
         ca_data=endpoint.ca_pem,
         token=endpoint.token,
         description="the tests' kube-apiserver",

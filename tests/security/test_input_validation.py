@@ -39,6 +39,7 @@ from alphaswarm_core.providers.registry import (
     Registry,
     register_provider_class,
 )
+from tests.budget import examples
 from tests.fakes.memory_provider import MemoryProvider
 from tests.security.test_fuzz import ServerThread
 from tests.service.rich_status import details
@@ -59,7 +60,9 @@ config_keys = st.from_regex(r"[A-Za-z0-9_.-]{1,60}", fullmatch=True).filter(
 option_keys = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,40}", fullmatch=True)
 aliases = st.from_regex(r"[a-z][a-z0-9_]{0,62}", fullmatch=True)
 
-PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+PROPERTY = settings(
+    max_examples=examples(300), deadline=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def insert(value: str, char: str, position: int) -> str:
@@ -402,7 +405,7 @@ def test_secret_key_without_a_name_is_invalid_argument(stub: pb_grpc.ProviderSer
     assert refused_fields(lambda: stub.ApplyConfig(request, timeout=10)) == ["patch.set['secret.']"]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=list(HealthCheck))
 @given(dns_labels, control, st.integers(0, 64))
 def test_refs_with_a_control_character_are_refused_by_every_rpc(
     stub: pb_grpc.ProviderServiceStub, name: str, char: str, at: int

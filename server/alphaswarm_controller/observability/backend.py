@@ -40,8 +40,9 @@ UNARY_METHODS = (
     "list_deployments",
     "get_config",
     "apply_config",
+    "delete",
 )
-STREAM_METHODS = ("stream_metrics", "watch")
+STREAM_METHODS = ("stream_metrics", "watch", "stream_logs")
 
 
 def error_reason(error: BaseException) -> str:

@@ -8,19 +8,29 @@ from request fields, so a caller cannot blow up the series count.
 
 Each server gets its own ``CollectorRegistry`` (with the process and Python
 collectors), so several servers in one process (tests) do not collide.
+
+``grpc_code`` values are the canonical CamelCase names the Go exporters write
+(``OK``, ``NotFound``, ``Canceled``...), so their dashboards work unchanged. The
+``*_created`` series prometheus-client adds to counters and histograms by default
+are turned off (process-wide): the Go exporters have none, and they double the
+series count. ``alphaswarm_build_info`` is 1, with the version labels.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import platform
 import threading
 from wsgiref.simple_server import WSGIServer
 
+import grpc
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     gc_collector,
     platform_collector,
     process_collector,
@@ -51,11 +61,41 @@ LATENCY_BUCKETS = (
 
 RPC_LABELS = ("grpc_service", "grpc_method", "grpc_type")
 
+#: grpc_code label values: the names Go's codes.Code.String() gives, as go-grpc-prometheus
+#: and grpc-ecosystem/go-grpc-middleware write them (note Go's spelling "Canceled").
+GO_CODE_NAMES: dict[grpc.StatusCode, str] = {
+    grpc.StatusCode.OK: "OK",
+    grpc.StatusCode.CANCELLED: "Canceled",
+    grpc.StatusCode.UNKNOWN: "Unknown",
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    grpc.StatusCode.NOT_FOUND: "NotFound",
+    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
+    grpc.StatusCode.ABORTED: "Aborted",
+    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange",
+    grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
+    grpc.StatusCode.INTERNAL: "Internal",
+    grpc.StatusCode.UNAVAILABLE: "Unavailable",
+    grpc.StatusCode.DATA_LOSS: "DataLoss",
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+}
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
 
 class RpcMetrics:
     """The server's metric families, registered in ``self.registry``."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         if registry is None:
             registry = CollectorRegistry()
             process_collector.ProcessCollector(registry=registry)
@@ -79,6 +119,12 @@ class RpcMetrics:
             "Time from receiving an RPC to its status (for streams: the stream's lifetime).",
             RPC_LABELS,
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.msg_received = Counter(
+            "grpc_server_msg_received",
+            "Request messages received (one per call: every method takes a single request).",
+            RPC_LABELS,
             registry=registry,
         )
         self.msg_sent = Counter(
@@ -106,12 +152,28 @@ class RpcMetrics:
             ("provider", "method", "reason"),
             registry=registry,
         )
+        self.build_info = Gauge(
+            "alphaswarm_build_info",
+            "Always 1; the labels say which build serves.",
+            ("version", "python_version", "grpcio_version", "protobuf_version"),
+            registry=registry,
+        )
+        self.build_info.labels(
+            _version("alphaswarm-controller"),
+            platform.python_version(),
+            _version("grpcio"),
+            _version("protobuf"),
+        ).set(1)
         self.backend_streams = Gauge(
             "alphaswarm_backend_streams_open",
             "Provider streams (stream_metrics, watch) open now; shared metric streams count once.",
             ("provider", "method"),
             registry=registry,
         )
+
+    @staticmethod
+    def code_label(code: grpc.StatusCode) -> str:
+        return GO_CODE_NAMES[code]
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

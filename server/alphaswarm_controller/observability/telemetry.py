@@ -71,8 +71,10 @@ class _MethodTelemetry(Layer):
             labels = (method.service, method.name, kind)
             self._started = metrics.started.labels(*labels)
             self._handled = {
-                code: metrics.handled.labels(*labels, code.name) for code in grpc.StatusCode
+                code: metrics.handled.labels(*labels, metrics.code_label(code))
+                for code in grpc.StatusCode
             }
+            self._received = metrics.msg_received.labels(*labels)
             self._seconds = metrics.handling_seconds.labels(*labels)
             self._sent = metrics.msg_sent.labels(*labels)
             self._open = (
@@ -84,6 +86,7 @@ class _MethodTelemetry(Layer):
     def _begin(self, call: CallContext, context: Context) -> tuple[float, Any, object]:
         if self._metrics is not None:
             self._started.inc()
+            self._received.inc()
             if self._open is not None:
                 self._open.inc()
         span = token = None

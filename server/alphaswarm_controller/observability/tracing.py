@@ -152,12 +152,16 @@ class Tracing:
 
 
 def mark_backend_error(span: Span, error: BaseException) -> None:
-    """Error status with the type and the stable reason; the message only for provider
-    errors (written for callers, so free of secrets), never for unexpected exceptions."""
+    """The type and the stable reason on the span; ERROR status by the same rule as the
+    server span (one rule for both): only for errors whose gRPC code is a server-side one
+    (SERVER_ERROR_CODES), so a NOT_FOUND or INVALID_ARGUMENT marks neither span. The
+    message only for provider errors (written for callers, so free of secrets), never for
+    unexpected exceptions (INTERNAL)."""
     span.set_attribute("error.type", type(error).__name__)
     if isinstance(error, InfrastructureProviderError):
         span.set_attribute("alphaswarm.error.reason", error.reason)
-        span.set_status(Status(StatusCode.ERROR, f"{error.reason}: {error.message}"))
+        if error.code in SERVER_ERROR_CODES:
+            span.set_status(Status(StatusCode.ERROR, f"{error.reason}: {error.message}"))
     else:
         span.set_status(Status(StatusCode.ERROR, type(error).__name__))
 

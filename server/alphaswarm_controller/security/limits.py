@@ -63,6 +63,9 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 2),
+        # gRPC sets SO_REUSEPORT by default: a second server on a served port would
+        # bind too and silently take half the connections. Refuse to share instead.
+        ("grpc.so_reuseport", 0),
     ]
 
 

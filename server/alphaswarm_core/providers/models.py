@@ -30,12 +30,18 @@ MAX_ENV_KEY_LENGTH = 256
 MAX_ENV_VALUE_BYTES = 32 * 1024
 MAX_ENV_TOTAL_BYTES = 256 * 1024
 MAX_LABELS = 64
+MAX_LABEL_NAME_LENGTH = 63
+MAX_LABEL_PREFIX_LENGTH = 253
+"""A label key's optional prefix is a DNS-1123 subdomain (Kubernetes' qualified names)."""
 MAX_LABEL_VALUE_LENGTH = 63
 MAX_PORTS = 64
+MIN_PORT = 1
+MAX_PORT = 65535
 MAX_OPTIONS = 64
 MAX_OPTION_KEY_LENGTH = 128
 MAX_OPTION_VALUE_BYTES = 4 * 1024
 MAX_CONFIG_KEYS = 512
+MAX_CONFIG_KEY_LENGTH = 253
 MAX_CONFIG_VALUE_BYTES = 64 * 1024
 MAX_CONFIG_TOTAL_BYTES = 512 * 1024
 MAX_VERSION_LENGTH = 128
@@ -60,16 +66,22 @@ SECRET_MASK = "<secret>"
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _ALIAS = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_CONFIG_KEY = re.compile(r"[A-Za-z0-9_.-]{1,253}")
+_CONFIG_KEY = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_CONFIG_KEY_LENGTH}}}")
 _OPTION_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
-_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
-_LABEL_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_LABEL_NAME = re.compile(
+    rf"[A-Za-z0-9]([-A-Za-z0-9_.]{{0,{MAX_LABEL_NAME_LENGTH - 2}}}[A-Za-z0-9])?"
+)
+# A DNS-1123 subdomain: dot-separated DNS-1123 labels ("a..b" and "a.-b" are not one).
+_LABEL_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _CPU = re.compile(r"(?P<whole>[0-9]+)(\.(?P<fraction>[0-9]{1,3}))?|(?P<milli>[0-9]+)m")
-_MEMORY = re.compile(r"(?P<number>[0-9]+)(?P<unit>Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?")
+# Kubernetes quantity suffixes (k8s.io/apimachinery resource.Quantity): decimal SI is
+# lowercase "k" then "M", "G", "T", "P"; "K" is not a suffix there, and the API server
+# fails to parse a limit written with it.
+_MEMORY = re.compile(r"(?P<number>[0-9]+)(?P<unit>Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?")
 _MEMORY_UNITS = {
     None: 1,
-    "K": 1000,
+    "k": 1000,
     "M": 1000**2,
     "G": 1000**3,
     "T": 1000**4,
@@ -250,11 +262,19 @@ class InstanceStatus:
     ready: bool
     restarts: int = 0
     message: str = ""
+    started_at: datetime | None = None
+    """When the replica's current process/container/pod started, as the backend says."""
 
 
 @dataclass(frozen=True, slots=True)
 class DeploymentStatus:
-    """Observed state of one service."""
+    """Observed state of one service.
+
+    ``updated_at`` is when this status was observed (the provider's read of the
+    backend), ``created_at`` when the service was first created and ``changed_at``
+    when its spec or config last changed, where the backend records them. ``spec``
+    is what runs, read back from what the provider stored, where it can.
+    """
 
     service_id: str
     namespace: str
@@ -268,6 +288,9 @@ class DeploymentStatus:
     instances: tuple[InstanceStatus, ...] = ()
     image: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+    changed_at: datetime | None = None
+    spec: DeploymentSpec | None = None
     revision: int = 0
     """The desired revision (0: the provider keeps no revisions)."""
     observed_revision: int = 0
@@ -614,10 +637,12 @@ def check_replicas(violations: list[FieldViolation], path: str, value: int) -> N
 
 
 def check_config_key(violations: list[FieldViolation], path: str, key: str) -> None:
-    """``[A-Za-z0-9_.-]{1,253}``; ``secret.NAME`` needs NAME to be an environment variable
-    name, since replicas receive the value as ``NAME``."""
+    """1 to ``MAX_CONFIG_KEY_LENGTH`` of ``[A-Za-z0-9_.-]``; ``secret.NAME`` needs NAME to
+    be an environment variable name, since replicas receive the value as ``NAME``."""
     if not _CONFIG_KEY.fullmatch(key):
-        violations.append(FieldViolation(path, "config keys are 1-253 of [A-Za-z0-9_.-]"))
+        violations.append(
+            FieldViolation(path, f"config keys are 1-{MAX_CONFIG_KEY_LENGTH} of [A-Za-z0-9_.-]")
+        )
     elif is_secret_key(key) and not _ENV_KEY.fullmatch(key.removeprefix(SECRET_PREFIX)):
         violations.append(
             FieldViolation(
@@ -699,8 +724,12 @@ def _check_labels(violations: list[FieldViolation], path: str, labels: Mapping[s
         violations.append(FieldViolation(path, f"at most {MAX_LABELS} labels"))
         return
     for key, value in labels.items():
-        prefix, _, name = key.rpartition("/")
-        if (prefix and not _LABEL_PREFIX.fullmatch(prefix)) or not _LABEL_NAME.fullmatch(name):
+        prefix, slash, name = key.rpartition("/")
+        # "/app" has an empty prefix, which Kubernetes refuses: a slash needs a prefix.
+        bad_prefix = slash and (
+            len(prefix) > MAX_LABEL_PREFIX_LENGTH or not _LABEL_PREFIX.fullmatch(prefix)
+        )
+        if bad_prefix or not _LABEL_NAME.fullmatch(name):
             violations.append(
                 FieldViolation(_item(path, key), "not a valid label key ([prefix/]name)")
             )
@@ -718,13 +747,15 @@ def _check_ports(violations: list[FieldViolation], path: str, ports: Sequence[Po
         violations.append(FieldViolation(path, f"at most {MAX_PORTS} ports"))
         return
     for index, port in enumerate(ports):
-        if not 1 <= port.container_port <= 65535:
+        if not MIN_PORT <= port.container_port <= MAX_PORT:
             violations.append(
-                FieldViolation(f"{path}[{index}].container_port", "must be between 1 and 65535")
+                FieldViolation(
+                    f"{path}[{index}].container_port", f"must be between {MIN_PORT} and {MAX_PORT}"
+                )
             )
-        if not 0 <= port.host_port <= 65535:
+        if not 0 <= port.host_port <= MAX_PORT:
             violations.append(
-                FieldViolation(f"{path}[{index}].host_port", "must be between 0 and 65535")
+                FieldViolation(f"{path}[{index}].host_port", f"must be between 0 and {MAX_PORT}")
             )
         if port.protocol not in ("tcp", "udp"):
             violations.append(FieldViolation(f"{path}[{index}].protocol", "must be tcp or udp"))

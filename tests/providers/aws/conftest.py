@@ -2,9 +2,10 @@
 
 ``bed`` is the ECS test bed (moto, the front's rules and faults, the ECS control
 plane); ``provider`` an opened ``EcsProvider`` pointed at it. ``eks`` is the EKS
-test bed (moto for EKS and STS, a Kubernetes API emulator behind an EKS-token
-check) and ``eks_provider`` an ``EksProvider`` on it. ``spec_factory`` and
-``namespace`` serve the contract suites of both modes.
+test bed (moto for EKS and STS, the real kube-apiserver of tests/realkube
+checking EKS tokens through its token webhook, RBAC on) and ``eks_provider`` an
+``EksProvider`` on it. ``spec_factory`` and ``namespace`` serve the contract
+suites of both modes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from alphaswarm_controller.providers.aws import EcsProvider, EksProvider
 from alphaswarm_core.testing import SpecFactory, spec_factory_for, unique_name
 from tests.fakes.eks_server import EksTestBed, eks_test_bed
 from tests.fakes.moto_server import IMAGE, EcsTestBed, ecs_test_bed
+from tests.realkube.cluster import KubeCluster
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +39,8 @@ async def provider(bed: EcsTestBed) -> AsyncIterator[EcsProvider]:
 
 
 @pytest.fixture(scope="module")
-def eks() -> Iterator[EksTestBed]:
-    with eks_test_bed() as test_bed:
+def eks(real_kube_cluster: KubeCluster) -> Iterator[EksTestBed]:
+    with eks_test_bed(real_kube_cluster) as test_bed:
         yield test_bed
 
 

@@ -2,9 +2,11 @@
 
 ECS mode: moto server behind the AWS front (tests/fakes/moto_server.py: the
 services' limits, fault injection, the ECS control plane, the tasks' output in
-CloudWatch Logs). EKS mode: moto's EKS and STS, and a Kubernetes API emulator behind
-an EKS-token check (tests/fakes/eks_server.py). ``TestEcsContractUnderFaults`` runs
-the ECS suite again with throttling and 5xx answered to a share of every request.
+CloudWatch Logs). EKS mode: moto's EKS and STS, and the real kube-apiserver
+(tests/realkube) authenticating EKS tokens through its token webhook against STS,
+RBAC on, the controller's user holding the documented RBAC (tests/fakes/eks_server.py).
+``TestEcsContractUnderFaults`` runs the ECS suite again with throttling and 5xx
+answered to a share of every request.
 
 ``leftovers`` reads moto (and the emulated ECS's service status) directly: the
 service, its tasks, its task definition revisions, its SSM parameters and its log
@@ -25,6 +27,7 @@ from alphaswarm_core.providers.protocol import InfrastructureProvider
 from alphaswarm_core.testing import Leftovers, ProviderContract, SpecFactory
 from tests.fakes.faults import Faults, Kind
 from tests.fakes.moto_server import EcsTestBed, ecs_test_bed
+from tests.realkube.contract import KUBERNETES_CAPABILITIES, RealKubeFixtures, read_real_metrics
 
 from .support import failing_spec_factory, leftovers_of, log_spec_factory
 
@@ -50,16 +53,24 @@ class TestEcsContract(ProviderContract):
         return failing_spec_factory()
 
 
-class TestEksContract(ProviderContract):
+class TestEksContract(RealKubeFixtures, ProviderContract):
     """Kubernetes' own capabilities, native watch included (EksProvider is one)."""
 
-    expected_capabilities = frozenset(
-        {"start", "stop", "scale", "status", "list", "config", "metrics", "native_watch"}
-    )
+    expected_capabilities = KUBERNETES_CAPABILITIES
 
     @pytest.fixture
     def provider(self, eks_provider: EksProvider) -> InfrastructureProvider:
         return eks_provider
+
+    @pytest.fixture
+    def namespace(self, real_kube_namespace: str) -> str:
+        return real_kube_namespace
+
+    @pytest.mark.usefixtures("real_kube_metrics")
+    async def test_metrics_stream_until_cancelled(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        await read_real_metrics(provider, spec_factory, namespace)
 
 
 @pytest.fixture(scope="class")

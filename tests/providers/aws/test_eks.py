@@ -1,7 +1,8 @@
 """EKS mode: ``EksProvider`` is a ``KubernetesProvider`` found through EKS, with EKS tokens.
 
-See tests/fakes/eks_server.py for the EKS bed (moto's EKS and STS, a Kubernetes
-API emulator that checks EKS tokens the way aws-iam-authenticator does).
+See tests/fakes/eks_server.py for the EKS bed (moto's EKS and STS, the real
+kube-apiserver whose token webhook replays EKS tokens against STS the way
+aws-iam-authenticator does, RBAC on).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from alphaswarm_core.providers.protocol import (
     InfrastructureProviderUnavailable,
 )
 from alphaswarm_core.testing import ready, unique_name, wait_for
-from tests.fakes.eks_server import CLUSTER, STATIC, EksTestBed, verify_eks_token
+from tests.fakes.eks_server import CLUSTER, EKS_USER, EksTestBed, verify_eks_token
 from tests.fakes.moto_server import IMAGE
 
 
@@ -67,7 +68,7 @@ async def test_eks_health_names_cluster_and_reaches_the_api(
     assert health.details["mode"] == "eks"
     assert health.details["account"] == "123456789012"
     assert CLUSTER in health.message
-    assert eks.kube.tokens_seen, "the API server saw EKS tokens"
+    assert eks.authenticator.tokens_seen, "the API server's webhook accepted EKS tokens"
 
 
 async def test_unknown_eks_cluster_is_named(eks: EksTestBed) -> None:
@@ -96,7 +97,6 @@ def test_cluster_side_settings_keep_the_kubernetes_names(eks: EksTestBed) -> Non
 
 
 async def test_a_given_connection_makes_no_eks_call(eks: EksTestBed) -> None:
-    assert eks.kube.ca_pem is not None
     connection = ClusterConnection(eks.kube.url, ca_data=eks.kube.ca_pem, token="x")
     provider = EksProvider.from_connection(connection, env={})
     before = eks.aws.faults.count("eks:DescribeCluster")
@@ -108,18 +108,18 @@ async def test_a_given_connection_makes_no_eks_call(eks: EksTestBed) -> None:
 
 
 async def test_watch_is_the_kubernetes_watch_not_polling(
-    eks_provider: EksProvider, eks: EksTestBed
+    eks_provider: EksProvider, eks: EksTestBed, real_kube_namespace: str
 ) -> None:
     """EKS mode streams status changes from one Kubernetes watch; it does not re-read the
     Deployment every interval (the base class's polling would, 20 times a second here)."""
-    namespace, service = unique_name("ns"), unique_name()
+    namespace, service = real_kube_namespace, unique_name()
     await eks_provider.start(DeploymentSpec(service, namespace, image=IMAGE, replicas=1))
     await wait_for(eks_provider, service, namespace, ready(1))
     path = f"/apis/apps/v1/namespaces/{namespace}/deployments"
 
     def requests() -> tuple[int, int]:
-        seen = [r for r in list(eks.kube.requests) if r.path.startswith(path)]
-        watches = sum(1 for r in seen if r.query.get("watch") in ("true", "1", "True"))
+        seen = [r for r in list(eks.proxy.requests) if r.path.startswith(path)]
+        watches = sum(1 for r in seen if r.operation == "kube:watch deployments")
         return watches, len(seen) - watches
 
     watch = eks_provider.watch(service, namespace=namespace, interval_seconds=0.05)
@@ -145,6 +145,36 @@ async def test_watch_is_the_kubernetes_watch_not_polling(
     assert reads - reads_before <= 5, f"{reads - reads_before} reads while watching"
 
 
-def test_static_token_is_not_an_eks_token() -> None:
-    with pytest.raises(AssertionError):
-        verify_eks_token(STATIC, CLUSTER)
+def test_the_api_server_authenticates_the_eks_token_through_sts(eks: EksTestBed) -> None:
+    """The webhook replays the token; STS (moto behind the front) checks its signature."""
+    who = eks.kube.admin().post(
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": mint_token(Clients(eks.aws.env()), CLUSTER)},
+        },
+    )
+    assert who["status"]["authenticated"] is True
+    assert who["status"]["user"]["username"] == EKS_USER
+    assert eks.aws.faults.count("sts:GetCallerIdentity") >= 1
+
+
+@pytest.mark.parametrize("forgery", ["other-cluster", "wrong-secret"])
+async def test_a_token_sts_would_refuse_is_refused_by_the_api_server(
+    eks: EksTestBed, forgery: str
+) -> None:
+    """A token signed for another cluster (its x-k8s-aws-id header differs) or with the
+    wrong secret has a good form but a bad signature: STS answers 403, the API server 401."""
+    if forgery == "other-cluster":
+        token = mint_token(Clients(eks.aws.env()), "other")
+    else:
+        token = mint_token(Clients(eks.aws.env(AWS_SECRET_ACCESS_KEY="not-the-secret")), CLUSTER)
+    connection = ClusterConnection(eks.kube.url, ca_data=eks.kube.ca_pem, token=token)
+    provider = EksProvider.from_connection(connection, env={})
+    try:
+        with pytest.raises(InfrastructureProviderUnavailable) as caught:
+            await provider.status("web", namespace="default")
+    finally:
+        await provider.close()
+    assert caught.value.reason == "CREDENTIALS_INVALID"

@@ -1,7 +1,9 @@
 """The azure provider's tests: the ARM emulator, an ACI-mode provider, and an AKS cluster
-(the Kubernetes API emulator over TLS) reached through the cluster user credential ARM hands
-out. Every provider here is the class ``select_backend`` picks, built as the registry builds
-it, with the real azure-mgmt (and kubernetes) clients."""
+reached through the cluster user credential ARM hands out: the real kube-apiserver of
+tests/realkube (behind a counting proxy), checking the cluster user's token through its
+token webhook, RBAC on, the user holding the documented RBAC. Every provider here is the
+class ``select_backend`` picks, built as the registry builds it, with the real azure-mgmt
+(and kubernetes) clients."""
 
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ from alphaswarm_core.providers.protocol import Resources
 from alphaswarm_core.testing import SpecFactory, spec_factory_for, unique_name
 from tests.fakes.arm_emulator import ArmEmulator
 from tests.fakes.arm_testing import emulator_env, make_provider
-from tests.fakes.kube_api import KubeApiEmulator
+from tests.realkube.cluster import KubeCluster
+from tests.realkube.managed import ManagedCluster, managed_cluster
 
 IMAGE = "mcr.microsoft.com/azuredocs/aci-helloworld:latest"
 LOG_COMMAND = ("/bin/sh", "-c", "while true; do date; sleep 0.2; done")
 """Prints a line every 0.2 s (the image has a shell); the emulator writes one per 0.2 s."""
-AKS_TOKEN = "aks-user-token-not-a-secret"
 CLUSTER = "prod-aks"
+#: The local account AKS's listClusterUserCredential names (clusterUser_<group>_<cluster>).
+CLUSTER_USER = f"clusterUser_rg_{CLUSTER}"
 
 
 @pytest.fixture
@@ -54,10 +58,8 @@ def spec_factory() -> SpecFactory:
 # -- AKS ---------------------------------------------------------------------------------------
 
 
-def user_kubeconfig(kube: KubeApiEmulator, token: str = AKS_TOKEN) -> str:
+def user_kubeconfig(kube: ManagedCluster, token: str | None = None) -> str:
     """What AKS returns for a cluster with local accounts: server, CA data, user token."""
-    assert kube.ca_pem is not None
-    user = f"clusterUser_rg_{CLUSTER}"
     return yaml.safe_dump(
         {
             "apiVersion": "v1",
@@ -71,8 +73,8 @@ def user_kubeconfig(kube: KubeApiEmulator, token: str = AKS_TOKEN) -> str:
                     },
                 }
             ],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": CLUSTER, "context": {"cluster": CLUSTER, "user": user}}],
+            "users": [{"name": CLUSTER_USER, "user": {"token": token or kube.token}}],
+            "contexts": [{"name": CLUSTER, "context": {"cluster": CLUSTER, "user": CLUSTER_USER}}],
             "current-context": CLUSTER,
         }
     )
@@ -91,13 +93,14 @@ def aks_env(arm: ArmEmulator, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def kube() -> Iterator[KubeApiEmulator]:
-    with KubeApiEmulator(token=AKS_TOKEN, tls=True) as emulator:
-        yield emulator
+def kube(real_kube_cluster: KubeCluster) -> Iterator[ManagedCluster]:
+    """The AKS cluster: the real API server, the cluster user's token known to its webhook."""
+    with managed_cluster(real_kube_cluster, CLUSTER_USER, rbac_suffix="aks") as cluster:
+        yield cluster
 
 
 @pytest.fixture
-def aks_arm(kube: KubeApiEmulator) -> Iterator[ArmEmulator]:
+def aks_arm(kube: ManagedCluster) -> Iterator[ArmEmulator]:
     with ArmEmulator() as emulator:
         emulator.add_cluster(CLUSTER, user_kubeconfig(kube))
         yield emulator

@@ -1,6 +1,7 @@
 """AKS mode: the cluster user credential from the ARM emulator; the cluster driven by the
-kubernetes provider's own code (AksProvider is a KubernetesProvider) against the Kubernetes
-API emulator over TLS with a bearer token."""
+kubernetes provider's own code (AksProvider is a KubernetesProvider) against the real
+kube-apiserver, which checks the cluster user's token (its token webhook) with RBAC on.
+Requests are counted at the proxy in front of it."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from alphaswarm_core.providers.protocol import (
 from alphaswarm_core.testing import SpecFactory, ready, spec_factory_for, wait_for
 from tests.fakes.arm_emulator import ArmEmulator
 from tests.fakes.arm_testing import make_provider
-from tests.fakes.kube_api import KubeApiEmulator
+from tests.realkube.api import status_as
+from tests.realkube.managed import ManagedCluster
 
-from .conftest import AKS_TOKEN, CLUSTER, aks_env, user_kubeconfig
+from .conftest import CLUSTER, CLUSTER_USER, aks_env, user_kubeconfig
 
 CREDENTIAL = r"/listClusterUserCredential$"
 
@@ -35,19 +37,23 @@ def spec_factory() -> SpecFactory:
     return spec_factory_for(image="registry.example/app:1")
 
 
-def _deployment_reads(kube: KubeApiEmulator, namespace: str, name: str) -> int:
-    path = f"/apis/apps/v1/namespaces/{namespace}/deployments"
-    return kube.count("GET", f"{path}/{name}") + sum(
-        1 for r in list(kube.requests) if r.path == path and "watch" not in r.query
-    )
-
-
-def _watches(kube: KubeApiEmulator, namespace: str) -> int:
+def _deployment_reads(kube: ManagedCluster, namespace: str, name: str) -> int:
+    """Gets of the Deployment and lists of the namespace's Deployments."""
     path = f"/apis/apps/v1/namespaces/{namespace}/deployments"
     return sum(
         1
-        for r in list(kube.requests)
-        if r.path == path and r.query.get("watch", "").lower() in ("true", "1")
+        for r in list(kube.proxy.requests)
+        if (r.path == f"{path}/{name}" and r.method == "GET")
+        or (r.path == path and r.operation == "kube:list deployments")
+    )
+
+
+def _watches(kube: ManagedCluster, namespace: str) -> int:
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+    return sum(
+        1
+        for r in list(kube.proxy.requests)
+        if r.path == path and r.operation == "kube:watch deployments"
     )
 
 
@@ -61,11 +67,12 @@ async def test_aks_is_the_kubernetes_provider_reporting_azure(aks_provider: AksP
 
 async def test_credentials_are_fetched_once_and_used(
     aks_arm: ArmEmulator,
-    kube: KubeApiEmulator,
+    kube: ManagedCluster,
     aks_provider: AksProvider,
-    namespace: str,
+    real_kube_namespace: str,
     spec_factory: SpecFactory,
 ) -> None:
+    namespace = real_kube_namespace
     health = await aks_provider.health()
     assert health.healthy and health.kind == "azure"
     assert health.details["aks_cluster"] == CLUSTER
@@ -73,15 +80,19 @@ async def test_credentials_are_fetched_once_and_used(
     status = await wait_for(aks_provider, "web", namespace, ready(2), timeout=30)
     assert status.provider == "azure"
     assert aks_arm.count("POST", CREDENTIAL) == 1
-    assert kube.count("GET") > 0
+    assert [r for r in kube.proxy.requests if r.method == "GET"]
     assert aks_arm.count("PUT") == 0, "AKS mode creates no container groups"
 
 
 async def test_watch_is_a_kubernetes_watch_not_polling(
-    kube: KubeApiEmulator, aks_provider: AksProvider, namespace: str, spec_factory: SpecFactory
+    kube: ManagedCluster,
+    aks_provider: AksProvider,
+    real_kube_namespace: str,
+    spec_factory: SpecFactory,
 ) -> None:
     """The issue's proof: AKS mode opens a Kubernetes watch, and reads of the Deployment stay
     bounded however long the stream runs (polling would read it every interval)."""
+    namespace = real_kube_namespace
     await aks_provider.start(spec_factory("web", namespace, replicas=1))
     await wait_for(aks_provider, "web", namespace, ready(1), timeout=30)
     watch = aks_provider.watch("web", namespace=namespace, interval_seconds=0.05)
@@ -115,11 +126,11 @@ async def test_watch_is_a_kubernetes_watch_not_polling(
 
 
 async def test_from_connection_needs_no_arm(
-    kube: KubeApiEmulator, namespace: str, spec_factory: SpecFactory
+    kube: ManagedCluster, real_kube_namespace: str, spec_factory: SpecFactory
 ) -> None:
-    assert kube.ca_pem is not None
+    namespace = real_kube_namespace
     provider = AksProvider.from_connection(
-        ClusterConnection(kube.url, ca_data=kube.ca_pem, token=AKS_TOKEN),
+        ClusterConnection(kube.url, ca_data=kube.ca_pem, token=kube.token),
         env={"ALPHASWARM_KUBERNETES_CREATE_NAMESPACES": "true"},
     )
     assert provider.alias == "azure"
@@ -185,9 +196,32 @@ def test_entra_only_clusters_are_refused_clearly() -> None:
     assert "kubelogin" in caught.value.message
 
 
-def test_kubeconfig_parse_keeps_the_token_out_of_repr(kube: KubeApiEmulator) -> None:
+def test_kubeconfig_parse_keeps_the_token_out_of_repr(kube: ManagedCluster) -> None:
     creds = parse_kubeconfig(user_kubeconfig(kube))
     assert creds.endpoint == kube.url
     assert creds.ca_pem == kube.ca_pem
-    assert creds.token == AKS_TOKEN
-    assert AKS_TOKEN not in repr(creds)
+    assert creds.token == kube.token
+    assert kube.token not in repr(creds)
+
+
+async def test_the_api_server_knows_the_cluster_user_and_its_rbac(
+    kube: ManagedCluster, aks_provider: AksProvider, real_kube_namespace: str
+) -> None:
+    """The token ARM handed out is the cluster user's to the API server, which allows it the
+    documented RBAC and no more; any other token is 401."""
+    health = await aks_provider.health()
+    assert health.healthy, health.message
+    secrets = f"/api/v1/namespaces/{real_kube_namespace}/secrets"
+    deployments = f"/apis/apps/v1/namespaces/{real_kube_namespace}/deployments"
+    assert status_as(kube.url, kube.ca_pem, kube.token, deployments) == 200
+    assert status_as(kube.url, kube.ca_pem, kube.token, secrets) == 403
+    wrong = AksProvider.from_connection(
+        ClusterConnection(kube.url, ca_data=kube.ca_pem, token="not-the-user-token"), env={}
+    )
+    try:
+        with pytest.raises(InfrastructureProviderUnavailable) as caught:
+            await wrong.health()
+    finally:
+        await wrong.close()
+    assert caught.value.reason == "CREDENTIALS_INVALID"
+    assert CLUSTER_USER in user_kubeconfig(kube)

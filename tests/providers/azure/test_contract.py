@@ -13,12 +13,13 @@ import pytest
 
 from alphaswarm_controller.providers.azure import AksProvider
 from alphaswarm_controller.providers.azure.aci import TAG_NAMESPACE, TAG_SERVICE
-from alphaswarm_core.providers.protocol import Resources
+from alphaswarm_core.providers.protocol import InfrastructureProvider, Resources
 from alphaswarm_core.testing import Leftovers, ProviderContract, SpecFactory, spec_factory_for
 from tests.fakes.arm_emulator import ArmEmulator
 from tests.fakes.arm_testing import make_provider
 from tests.fakes.faults import Kind
-from tests.fakes.kube_api import KubeApiEmulator
+from tests.realkube.contract import KUBERNETES_CAPABILITIES, RealKubeFixtures, read_real_metrics
+from tests.realkube.managed import ManagedCluster
 
 from .conftest import CLUSTER, IMAGE, LOG_COMMAND, aks_env, user_kubeconfig
 
@@ -70,15 +71,14 @@ class TestAciContract(ProviderContract):
         )
 
 
-class TestAksContract(ProviderContract):
-    """AKS: the kubernetes provider's code, so Kubernetes' native watch too."""
+class TestAksContract(RealKubeFixtures, ProviderContract):
+    """AKS: the kubernetes provider's code, so Kubernetes' native watch too, against the real
+    kube-apiserver as the cluster user (token webhook, documented RBAC)."""
 
-    expected_capabilities = frozenset(
-        {"start", "stop", "scale", "status", "list", "config", "metrics", "native_watch"}
-    )
+    expected_capabilities = KUBERNETES_CAPABILITIES
 
     @pytest.fixture
-    def aks_arm(self, kube: KubeApiEmulator) -> Iterator[ArmEmulator]:
+    def aks_arm(self, kube: ManagedCluster) -> Iterator[ArmEmulator]:
         with ArmEmulator() as emulator:
             emulator.add_cluster(CLUSTER, user_kubeconfig(kube))
             yield faulted(emulator)
@@ -95,3 +95,13 @@ class TestAksContract(ProviderContract):
     @pytest.fixture
     def spec_factory(self) -> SpecFactory:
         return spec_factory_for(image="registry.example/app:1")
+
+    @pytest.fixture
+    def namespace(self, real_kube_namespace: str) -> str:
+        return real_kube_namespace
+
+    @pytest.mark.usefixtures("real_kube_metrics")
+    async def test_metrics_stream_until_cancelled(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        await read_real_metrics(provider, spec_factory, namespace)

@@ -34,9 +34,46 @@ async def test_health_gets_a_token_for_the_endpoint_and_lists(arm: ArmEmulator) 
     assert (health.alias, health.kind) == ("azure", "azure")
     assert health.details["resource_group"] == "alphaswarm-rg"
     assert health.details["cloud"] == "custom"
-    assert credential.scopes[0] == f"{arm.base_url}/.default"
+    # Two tokens: health's own probe (never sent), then the one the ARM client sends.
+    assert credential.scopes == [f"{arm.base_url}/.default"] * 2
     assert arm.count("GET", r"/containerGroups$") == 1
+    assert arm.tokens == [f"aud={arm.base_url};n=2"] == credential.issued[1:]
     await provider.close()
+
+
+async def test_each_request_carries_the_token_the_credential_issued(arm: ArmEmulator) -> None:
+    """A token still valid is reused for every request; none is made up or dropped."""
+    credential = FakeCredential()
+    provider = make_provider(arm, AciProvider, credential=credential)
+    try:
+        for _ in range(3):
+            assert (await provider.health()).healthy
+    finally:
+        await provider.close()
+    assert arm.count("GET", r"/containerGroups$") == 3
+    # Each health call probes a token of its own first (n=1, 3, 4); the client's n=2
+    # serves every request.
+    assert len(credential.issued) == 4
+    assert arm.tokens == [f"aud={arm.base_url};n=2"] * 3
+
+
+async def test_a_token_about_to_expire_is_replaced_before_the_next_request(
+    arm: ArmEmulator,
+) -> None:
+    """azure-core renews a token that expires within five minutes: with one-second
+    tokens, each request carries a new token, the latest one issued, never an old one."""
+    credential = FakeCredential(lifetime_seconds=1)
+    provider = make_provider(arm, AciProvider, credential=credential)
+    try:
+        for _ in range(3):
+            assert (await provider.health()).healthy
+    finally:
+        await provider.close()
+    assert arm.count("GET", r"/containerGroups$") == 3
+    # Probe, then the client's renewed token, per call: the requests carry n=2, 4, 6.
+    assert credential.issued == [f"aud={arm.base_url};n={n}" for n in range(1, 7)]
+    assert arm.tokens == credential.issued[1::2]
+    assert set(credential.scopes) == {f"{arm.base_url}/.default"}
 
 
 @pytest.mark.parametrize(
@@ -69,9 +106,10 @@ async def test_sovereign_clouds_get_a_token_for_their_own_audience(
         health = await provider.health()
         assert health.healthy, health.message
         assert health.details["cloud"] == cloud
-        assert set(credential.scopes) == {f"{audience}/.default"}
+        assert credential.scopes == [f"{audience}/.default"] * 2  # the probe, the client
         assert provider.settings.arm.authority == authority
         assert arm.count("GET", r"/containerGroups$") == 1
+        assert arm.tokens == [f"aud={audience};n=2"]
         await provider.close()
 
 
@@ -95,7 +133,9 @@ async def test_an_explicit_scope_serves_endpoints_outside_the_known_clouds() -> 
             ALPHASWARM_AZURE_ARM_SCOPE="https://management.azurestack.example/tenant-1/.default",
         )
         assert (await provider.health()).healthy
-        assert set(credential.scopes) == {"https://management.azurestack.example/tenant-1/.default"}
+        scope = "https://management.azurestack.example/tenant-1/.default"
+        assert credential.scopes == [scope] * 2  # the probe, the client
+        assert arm.tokens == ["aud=https://management.azurestack.example/tenant-1;n=2"]
         await provider.close()
 
 

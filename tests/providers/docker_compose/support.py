@@ -81,14 +81,30 @@ def run_compose(cli: list[str], *args: str, cwd: Path | None = None) -> str:
     return done.stdout
 
 
+def remove_container(api: docker.APIClient, container: str, timeout: float = 60.0) -> None:
+    """Force-remove ``container``; one whose removal is already in progress (an earlier
+    request the engine is still working on, under load) is waited for, with a bound."""
+    try:
+        api.remove_container(container, force=True)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as error:
+        if error.status_code != 409 or "already in progress" not in str(error):
+            raise
+    deadline = time.monotonic() + timeout
+    while api.containers(all=True, filters={"id": container}):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"container {container} still there {timeout:.0f} s later")
+        time.sleep(0.2)
+
+
 def remove_project(api: docker.APIClient, project: str) -> None:
     """Remove a project's containers, network, named volumes and definitions, and what
     the test created for it directly (``TEST_LABEL``)."""
     owned = [f"{compose.PROJECT}={project}", f"{TEST_LABEL}={project}"]
     for label in owned:
         for entry in api.containers(all=True, filters={"label": label}):
-            with contextlib.suppress(docker.errors.NotFound):
-                api.remove_container(entry["Id"], force=True)
+            remove_container(api, entry["Id"])
     for label in owned:
         for network in api.networks(filters={"label": label}):
             with contextlib.suppress(docker.errors.APIError):

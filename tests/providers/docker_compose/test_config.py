@@ -6,13 +6,12 @@ import asyncio
 from dataclasses import replace
 
 import docker
-import pytest
 
 from alphaswarm_controller.providers.docker_compose import DockerComposeProvider, compose
 from alphaswarm_core.providers.protocol import (
-    BackendRejectedError,
     ConfigMapPatch,
     DeploymentState,
+    RolloutState,
 )
 from alphaswarm_core.testing import SpecFactory, ready, wait_for
 from tests.fakes.docker_images import IDLE_COMMAND
@@ -84,7 +83,7 @@ async def test_apply_config_rolls_one_replica_at_a_time(
         assert "GREETING=hi" in env
 
 
-async def test_a_config_that_does_not_run_is_rolled_back(
+async def test_a_config_that_does_not_run_fails_its_rollout(
     provider: DockerComposeProvider, spec_factory: SpecFactory, namespace: str
 ) -> None:
     picky = replace(
@@ -95,15 +94,34 @@ async def test_a_config_that_does_not_run_is_rolled_back(
     before = await wait_for(provider, "picky", namespace, ready(2))
     initial = await provider.get_config("picky", namespace=namespace)
 
-    with pytest.raises(BackendRejectedError) as caught:
-        await provider.apply_config(ConfigMapPatch("picky", namespace, set={"MODE": "broken"}))
-    assert caught.value.metadata["cause"] == "REPLICA_FAILED"
+    # The change is recorded (revision 2, the config the caller asked for); its first
+    # replacement crash-loops, so the old replica comes back and the rollout stops.
+    applied = await provider.apply_config(
+        ConfigMapPatch("picky", namespace, set={"MODE": "broken"})
+    )
+    assert applied.data == {"MODE": "broken"} and applied.version != initial.version
+    failed = await provider.status("picky", namespace=namespace)
+    assert failed.rollout is not None and failed.rollout.state is RolloutState.FAILED
+    assert (failed.revision, failed.observed_revision) == (2, 1)
+    assert failed.rollout.reason == "CRASH_LOOP", failed.rollout
+    assert {i.instance_id for i in failed.instances} == {i.instance_id for i in before.instances}
+    assert failed.ready_replicas == 2, "the replicas of revision 1 keep serving"
 
+    # The same spec again, now with auto_rollback: it retries revision 2's rollout (no
+    # new revision), which fails again, and rolls back to revision 1 as revision 3.
+    await provider.start(replace(picky, auto_rollback=True))
+    back = await provider.status("picky", namespace=namespace)
+    assert back.rollout is not None and back.rollout.state is RolloutState.SUCCEEDED
+    assert (back.revision, back.observed_revision) == (3, 3)
+    newest = (await provider.list_revisions("picky", namespace=namespace))[0]
+    assert (newest.number, newest.rollback_of, newest.automatic) == (3, 1, True)
+    assert "revision 2 failed (CRASH_LOOP)" in newest.change_cause
     restored = await provider.get_config("picky", namespace=namespace)
-    assert "MODE" not in restored.data, "the failed config is not left in place"
-    assert restored.version != initial.version, "readers of the failed version notice"
+    assert "MODE" not in restored.data, "the config of revision 1 is back"
     after = await wait_for(provider, "picky", namespace, ready(2))
-    assert {i.instance_id for i in after.instances} == {i.instance_id for i in before.instances}
+    assert {i.instance_id for i in after.instances} == {i.instance_id for i in before.instances}, (
+        "revision 3 runs what revision 1 ran: nothing to replace"
+    )
 
 
 async def test_health_check_decides_readiness(
@@ -113,9 +131,10 @@ async def test_health_check_decides_readiness(
     healthy = replace(
         base, provider_options={"healthcheck": "test -d /bin", "healthcheck_interval": "2"}
     )
+    # Start waits for the first passing health check, as `docker compose up --wait` does.
     first = await provider.start(healthy)
-    assert first.ready_replicas == 0, "not ready before the first health check passes"
-    await wait_for(provider, "hc", namespace, ready(1))
+    assert first.ready_replicas == 1
+    assert first.rollout is not None and first.rollout.state is RolloutState.SUCCEEDED
 
     sick = replace(
         base,
@@ -125,10 +144,12 @@ async def test_health_check_decides_readiness(
             "healthcheck_interval": "0.3",
             "healthcheck_retries": "1",
         },
+        progress_deadline_seconds=3,
     )
-    await provider.start(sick)
-    status = await wait_for(
-        provider, "sick", namespace, lambda s: s.state is DeploymentState.DEGRADED
-    )
+    status = await provider.start(sick)
     assert (status.desired_replicas, status.ready_replicas) == (1, 0)
+    assert status.rollout is not None and status.rollout.state is RolloutState.FAILED
+    assert status.rollout.reason == "PROGRESS_DEADLINE_EXCEEDED", status.rollout
+    assert "unhealthy" in status.rollout.message
+    assert status.state is DeploymentState.FAILED, "no replica is ready and the rollout failed"
     assert "unhealthy" in status.message

@@ -9,7 +9,7 @@ import pytest
 
 from alphaswarm_controller.providers.docker_compose import DockerComposeProvider
 from alphaswarm_core.providers.registry import Registry
-from alphaswarm_core.testing import Leftovers, ProviderContract, SpecFactory
+from alphaswarm_core.testing import Leftovers, ProviderContract, SpecFactory, spec_factory_for
 from tests.providers.docker_compose.support import log_spec_factory_for
 
 #: Compose's labels, and the definition volumes' (written out here rather than taken
@@ -67,7 +67,14 @@ class TestDockerComposeContract(ProviderContract):
 
     expected_capabilities = frozenset(
         {"start", "stop", "scale", "status", "list", "config", "metrics", "logs", "delete"}
+        | {"revisions"}
     )
+
+    @pytest.fixture
+    def failing_spec_factory(self, busybox_image: str) -> SpecFactory:
+        # A command that exits at once: the engine restarts it (restart policy
+        # unless-stopped) until it has exited CRASH_LOOP_EXITS times in a row.
+        return spec_factory_for(image=busybox_image, command=("/bin/sh", "-c", "exit 3"))
 
     @pytest.fixture
     def leftovers(self, docker_api: docker.APIClient) -> Leftovers:
@@ -98,4 +105,5 @@ def test_registry_loads_the_provider_lazily() -> None:
         "metrics",
         "logs",
         "delete",
+        "revisions",
     )

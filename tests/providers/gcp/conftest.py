@@ -9,8 +9,9 @@ Cloud Run mode: ``cloud_run`` (opened ``CloudRunProvider``). GKE mode: ``gke`` (
 ``GkeProvider``), whose chain is the production one: the service-account key is loaded by
 google-auth, whose token refresh runs the JWT-bearer grant against a token endpoint on
 127.0.0.1; GetCluster (the ClusterManager emulator) gives the API server endpoint and CA;
-the Kubernetes calls go to the HTTPS Kubernetes API emulator, which accepts only that
-bearer token.
+the Kubernetes calls go to the real kube-apiserver of tests/realkube (behind a counting
+proxy), whose token webhook asks the token endpoint's tokeninfo whose the Google access
+token is, as GKE does; RBAC is on and that account holds the documented RBAC.
 """
 
 from __future__ import annotations
@@ -24,14 +25,20 @@ from alphaswarm_controller.providers.gcp import CloudRunProvider, GkeProvider
 from alphaswarm_core.providers.protocol import Resources
 from alphaswarm_core.testing import SpecFactory, spec_factory_for, unique_name
 from tests.fakes.faults import Kind
-from tests.fakes.gcp_auth import PROJECT, TokenServer, write_service_account
+from tests.fakes.gcp_auth import (
+    PROJECT,
+    GkeAuthenticator,
+    TokenServer,
+    account_email,
+    write_service_account,
+)
 from tests.fakes.gcp_server import GcpEmulator
-from tests.fakes.kube_api import KubeApiEmulator
-from tests.fakes.kube_fixtures import TOKEN, kube, kube_namespace
-
-__all__ = ["kube", "kube_namespace"]  # fixtures used by name
+from tests.realkube.cluster import KubeCluster
+from tests.realkube.managed import ManagedCluster, managed_cluster
 
 IMAGE = "us-docker.pkg.dev/cloudrun/container/hello:latest"
+#: The access token the token endpoint issues (google-auth refreshes into it).
+TOKEN = "google-access-token-not-a-secret"
 REGION = "europe-west4"
 CLUSTER = "prod"
 #: One request in 7 is throttled and one in 11 fails with UNAVAILABLE, on every API.
@@ -94,11 +101,22 @@ def token_server() -> Iterator[TokenServer]:
 
 
 @pytest.fixture
-def gke_emulator(emulator: GcpEmulator, kube: KubeApiEmulator) -> GcpEmulator:
-    assert kube.ca_pem is not None
+def kube(real_kube_cluster: KubeCluster, token_server: TokenServer) -> Iterator[ManagedCluster]:
+    """The GKE cluster: the real API server, Google tokens checked through tokeninfo."""
+    with managed_cluster(
+        real_kube_cluster,
+        account_email(),
+        authenticator=GkeAuthenticator(token_server.tokeninfo_url),
+        rbac_suffix="gke",
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def gke_emulator(emulator: GcpEmulator, kube: ManagedCluster) -> GcpEmulator:
     # GKE reports the endpoint as a bare address; the CA is base64 PEM.
     emulator.container.add_cluster(
-        PROJECT, REGION, CLUSTER, endpoint=f"127.0.0.1:{kube.port}", ca_pem=kube.ca_pem
+        PROJECT, REGION, CLUSTER, endpoint=kube.url.removeprefix("https://"), ca_pem=kube.ca_pem
     )
     return emulator
 

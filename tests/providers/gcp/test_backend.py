@@ -45,9 +45,11 @@ def test_list_providers_reports_the_chosen_class() -> None:
         "logs",
         "delete",
     }
-    # GKE mode is the KubernetesProvider's (its exact set is TestGkeContract's).
-    assert {"start", "stop", "scale", "status", "list", "config", "metrics", "native_watch"} <= set(
-        gke.capabilities
-    )
+    # GKE mode is the kubernetes provider: its native watch, pod logs and delete.
+    assert set(gke.capabilities) == set(cloud_run.capabilities) | {
+        "native_watch",
+        "logs",
+        "delete",
+    }
     bad = registry.describe("gcp", {"ALPHASWARM_GCP_MODE": "nope"})
     assert bad.installed and "ALPHASWARM_GCP_MODE" in bad.install_hint

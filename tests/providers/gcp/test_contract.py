@@ -1,9 +1,9 @@
 """The provider contract, once per backend mode of the ``gcp`` alias, under background faults.
 
 Cloud Run mode runs against the Cloud Run / Secret Manager / Monitoring / Logging
-emulators, GKE mode against the ClusterManager emulator plus the Kubernetes API emulator;
-both with one request in 7 throttled and one in 11 UNAVAILABLE on the GCP APIs (see
-conftest).
+emulators, GKE mode against the ClusterManager emulator plus the real kube-apiserver
+(tests/realkube: Google tokens checked through its token webhook, RBAC on); both with
+one request in 7 throttled and one in 11 UNAVAILABLE on the GCP APIs (see conftest).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from alphaswarm_core.testing import (
 from alphaswarm_core.testing.contract import wait_for_logs
 from tests.fakes.gcp_auth import PROJECT
 from tests.fakes.gcp_server import GcpEmulator
-from tests.fakes.kube_fixtures import make_spec
+from tests.realkube.contract import KUBERNETES_CAPABILITIES, RealKubeFixtures, read_real_metrics
+from tests.realkube.fixtures import make_spec
 
 #: A program that writes a line a second while serving $PORT, as a Cloud Run instance must;
 #: the emulated instances write theirs every 0.5 s (tests/fakes/gcp_run.py).
@@ -160,20 +161,24 @@ class TestCloudRunContract(ProviderContract):
         assert times == sorted(times)
 
 
-class TestGkeContract(ProviderContract):
+class TestGkeContract(RealKubeFixtures, ProviderContract):
     # A KubernetesProvider: GKE mode has Kubernetes' native watch.
-    expected_capabilities = frozenset(
-        {"start", "stop", "scale", "status", "list", "config", "metrics", "native_watch"}
-    )
+    expected_capabilities = KUBERNETES_CAPABILITIES
 
     @pytest.fixture
     def provider(self, gke: GkeProvider) -> GkeProvider:
         return gke
 
     @pytest.fixture
-    def namespace(self, kube_namespace: str) -> str:
-        return kube_namespace
+    def namespace(self, real_kube_namespace: str) -> str:
+        return real_kube_namespace
 
     @pytest.fixture
     def spec_factory(self) -> SpecFactory:
         return make_spec
+
+    @pytest.mark.usefixtures("real_kube_metrics")
+    async def test_metrics_stream_until_cancelled(
+        self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str
+    ) -> None:
+        await read_real_metrics(provider, spec_factory, namespace)

@@ -47,7 +47,6 @@ FAST = {
     "ALPHASWARM_LOCAL_READY_SECONDS": "0.3",
     "ALPHASWARM_LOCAL_BACKOFF_SECONDS": "0.2",
     "ALPHASWARM_LOCAL_BACKOFF_MAX_SECONDS": "2",
-    "ALPHASWARM_LOCAL_ROLLOUT_TIMEOUT_SECONDS": "20",
 }
 
 
@@ -217,6 +216,10 @@ TALKER = (
     'i=0; while :; do i=$((i+1)); echo "line $i"; '
     'if [ $((i % 5)) -eq 0 ]; then echo "warning $i" >&2; fi; sleep 0.2; done',
 )
+
+
+#: A replica that exits at once (status 3), after one line on stderr.
+CRASHER = ("sh", "-c", "echo 'cannot start: missing setting' >&2; exit 3")
 
 
 def machine_leftovers(state_dir: Path, service_id: str, namespace: str) -> list[str]:

@@ -140,7 +140,9 @@ async def test_what_cannot_be_arranged_is_failed_precondition(
     tmp_path: Path, local_marker: str, setting: dict[str, str], named: str
 ) -> None:
     provider = LocalProvider(env=local_env(tmp_path / "state", **setting))
-    await provider.open()  # the server keeps running...
+    with pytest.raises(InfrastructureProviderUnavailable) as refused:
+        await provider.open()  # the pool keeps no provider that did not open: the server runs...
+    assert refused.value.reason == "REPLICA_USER_UNAVAILABLE"
     try:
         with pytest.raises(InfrastructureProviderUnavailable) as caught:
             await provider.start(command_spec("web", unique_name("ns"), local_marker))
@@ -300,10 +302,12 @@ async def test_state_dir_of_another_user_or_a_symlink_is_refused(tmp_path: Path)
     state.mkdir()
     (state / "local").symlink_to(real)  # a planted link: the server must not follow it
     provider = LocalProvider(env=local_env(state))
-    await provider.open()
+    with pytest.raises(InfrastructureProviderUnavailable) as refused:
+        await provider.open()
+    assert refused.value.reason == "STATE_DIR_INSECURE"
     try:
         with pytest.raises(InfrastructureProviderUnavailable) as caught:
-            await provider.health()
+            await provider.health()  # every later call says why
         assert caught.value.reason == "STATE_DIR_INSECURE"
         assert list(real.iterdir()) == [], "nothing was written through the link"
     finally:

@@ -10,12 +10,23 @@ import pytest
 from alphaswarm_core.providers.protocol import DeploymentSpec
 from alphaswarm_core.testing import Leftovers, ProviderContract, SpecFactory
 
-from .support import TALKER, command_spec, machine_leftovers
+from .support import CRASHER, TALKER, command_spec, machine_leftovers
 
 
 class TestLocalContract(ProviderContract):
     expected_capabilities = frozenset(
-        {"start", "stop", "scale", "status", "list", "config", "metrics", "logs", "delete"}
+        {
+            "start",
+            "stop",
+            "scale",
+            "status",
+            "list",
+            "config",
+            "metrics",
+            "logs",
+            "delete",
+            "revisions",
+        }
     )
 
     @pytest.fixture
@@ -37,6 +48,22 @@ class TestLocalContract(ProviderContract):
         ) -> DeploymentSpec:
             return command_spec(
                 service_id, namespace, local_marker, TALKER, replicas=replicas, env=env
+            )
+
+        return make
+
+    @pytest.fixture
+    def failing_spec_factory(self, local_marker: str) -> SpecFactory:
+        """A command that exits at once: its rollout FAILS with CRASH_LOOP."""
+
+        def make(
+            service_id: str,
+            namespace: str,
+            replicas: int = 1,
+            env: Mapping[str, str] | None = None,
+        ) -> DeploymentSpec:
+            return command_spec(
+                service_id, namespace, local_marker, CRASHER, replicas=replicas, env=env
             )
 
         return make

@@ -29,7 +29,7 @@ from alphaswarm_core.providers.protocol import (
     LogStreamKind,
 )
 from alphaswarm_core.testing import collect_logs, ready, unique_name, wait_for
-from alphaswarm_core.testing.contract import wait_for_logs
+from alphaswarm_core.testing.contract import rollout_done, wait_for_logs
 
 from .support import command_spec, local_env, opened, pids, read_log_until, replica_python
 
@@ -233,6 +233,7 @@ async def test_lines_of_replaced_replicas_stay_readable_until_deleted(
         await provider.start(command_spec("web", namespace, local_marker, talk, replicas=2))
         first = pid_of(await wait_for(provider, "web", namespace, ready(2)), "web-0")
         await provider.apply_config(ConfigMapPatch("web", namespace, set={"VERSION": "1"}))
+        await wait_for(provider, "web", namespace, rollout_done(2))  # both replicas replaced
         second = pid_of(await wait_for(provider, "web", namespace, ready(2)), "web-0")
         assert second != first
         await provider.scale("web", 1, namespace=namespace)  # replica 1's slot is kept too

@@ -49,6 +49,7 @@ def test_registry_loads_local_lazily() -> None:
         "metrics",
         "logs",
         "delete",
+        "revisions",
     )
 
 
@@ -154,9 +155,11 @@ async def test_health_details_and_unwritable_state_dir(
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     broken = LocalProvider(env=local_env(blocker / "state"))
-    await broken.open()  # does not take the server down...
     with pytest.raises(InfrastructureProviderUnavailable) as caught:
-        await broken.health()  # ...but health fails loudly
+        await broken.open()  # the pool keeps no provider that did not open...
+    assert caught.value.reason == "STATE_DIR_UNWRITABLE"
+    with pytest.raises(InfrastructureProviderUnavailable) as caught:
+        await broken.health()  # ...and health fails loudly
     assert caught.value.reason == "STATE_DIR_UNWRITABLE"
     assert "ALPHASWARM_CP_STATE_DIR" in caught.value.message
     with pytest.raises(InfrastructureProviderUnavailable):

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"alphaswarm/provider/v1/types.proto\x12\x16\x61lphaswarm.provider.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x05\n\x0e\x44\x65ploymentSpec\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12<\n\x03\x65nv\x18\x05 \x03(\x0b\x32/.alphaswarm.provider.v1.DeploymentSpec.EnvEntry\x12\x10\n\x08replicas\x18\x06 \x01(\x05\x12\x42\n\x06labels\x18\x07 \x03(\x0b\x32\x32.alphaswarm.provider.v1.DeploymentSpec.LabelsEntry\x12/\n\x05ports\x18\x08 \x03(\x0b\x32 .alphaswarm.provider.v1.PortSpec\x12\x34\n\tresources\x18\t \x01(\x0b\x32!.alphaswarm.provider.v1.Resources\x12U\n\x10provider_options\x18\n \x03(\x0b\x32;.alphaswarm.provider.v1.DeploymentSpec.ProviderOptionsEntry\x12\x34\n\x11progress_deadline\x18\x14 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rauto_rollback\x18\x15 \x01(\x08\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x36\n\x14ProviderOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x08PortSpec\x12\x16\n\x0e\x63ontainer_port\x18\x01 \x01(\x05\x12\x11\n\thost_port\x18\x02 \x01(\x05\x12\x10\n\x08protocol\x18\x03 \x01(\t\"(\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\t\x12\x0e\n\x06memory\x18\x02 \x01(\t\"f\n\x0eInstanceStatus\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x10\n\x08restarts\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xdd\x04\n\x10\x44\x65ploymentStatus\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x36\n\x05state\x18\x04 \x01(\x0e\x32\'.alphaswarm.provider.v1.DeploymentState\x12\x18\n\x10\x64\x65sired_replicas\x18\x05 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x06 \x01(\x05\x12\x0f\n\x07message\x18\x07 \x01(\t\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08restarts\x18\t \x01(\x05\x12\x39\n\tinstances\x18\n \x03(\x0b\x32&.alphaswarm.provider.v1.InstanceStatus\x12\r\n\x05image\x18\x0b \x01(\t\x12\x44\n\x06labels\x18\x0c \x03(\x0b\x32\x34.alphaswarm.provider.v1.DeploymentStatus.LabelsEntry\x12\x10\n\x08revision\x18\x14 \x01(\x03\x12\x19\n\x11observed_revision\x18\x15 \x01(\x03\x12\x30\n\x07rollout\x18\x16 \x01(\x0b\x32\x1f.alphaswarm.provider.v1.Rollout\x12\x35\n\nconditions\x18\x17 \x03(\x0b\x32!.alphaswarm.provider.v1.Condition\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc0\x01\n\x07Rollout\x12\x33\n\x05state\x18\x01 \x01(\x0e\x32$.alphaswarm.provider.v1.RolloutState\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xad\x01\n\tCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x37\n\x06status\x18\x02 \x01(\x0e\x32\'.alphaswarm.provider.v1.ConditionStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x38\n\x14last_transition_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\x08Revision\x12\x0e\n\x06number\x18\x01 \x01(\x03\x12\x34\n\x04spec\x18\x02 \x01(\x0b\x32&.alphaswarm.provider.v1.DeploymentSpec\x12\x16\n\x0e\x63onfig_version\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63hange_cause\x18\x05 \x01(\t\x12\x13\n\x0brollback_of\x18\x06 \x01(\x03\x12\x11\n\tautomatic\x18\x07 \x01(\x08\"A\n\x0b\x46ieldChange\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\told_value\x18\x02 \x01(\t\x12\x11\n\tnew_value\x18\x03 \x01(\t\"\x82\x01\n\x04Plan\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x32\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\".alphaswarm.provider.v1.PlanAction\x12\x34\n\x07\x63hanges\x18\x03 \x03(\x0b\x32#.alphaswarm.provider.v1.FieldChange\"\xb3\x01\n\rServiceConfig\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12=\n\x04\x64\x61ta\x18\x03 \x03(\x0b\x32/.alphaswarm.provider.v1.ServiceConfig.DataEntry\x12\x0f\n\x07version\x18\x04 \x01(\t\x1a+\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcb\x01\n\x0e\x43onfigMapPatch\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12<\n\x03set\x18\x03 \x03(\x0b\x32/.alphaswarm.provider.v1.ConfigMapPatch.SetEntry\x12\x0e\n\x06remove\x18\x04 \x03(\t\x12\x18\n\x10\x65xpected_version\x18\x05 \x01(\t\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf0\x02\n\x0cMetricSample\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replicas\x18\x05 \x01(\x05\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x03\x12\x18\n\x10network_rx_bytes\x18\x08 \x01(\x03\x12\x18\n\x10network_tx_bytes\x18\t \x01(\x03\x12\n\n\x02ok\x18\n \x01(\x08\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12>\n\x05\x65xtra\x18\x0c \x03(\x0b\x32/.alphaswarm.provider.v1.MetricSample.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8e\x01\n\x0cProviderInfo\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nis_default\x18\x03 \x01(\x08\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x11\n\tinstalled\x18\x05 \x01(\x08\x12\x14\n\x0cinstall_hint\x18\x06 \x01(\t\x12\x0e\n\x06origin\x18\x07 \x01(\t\"\xf5\x01\n\x0eProviderHealth\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x44\n\x07\x64\x65tails\x18\x05 \x03(\x0b\x32\x33.alphaswarm.provider.v1.ProviderHealth.DetailsEntry\x12.\n\nchecked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9d\x01\n\x08LogEntry\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x06stream\x18\x03 \x01(\x0e\x32!.alphaswarm.provider.v1.LogStream\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x11\n\ttruncated\x18\x05 \x01(\x08*\xc9\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_RUNNING\x10\x02\x12\x1d\n\x19\x44\x45PLOYMENT_STATE_DEGRADED\x10\x03\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_STOPPED\x10\x04\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_FAILED\x10\x05*\x83\x01\n\x0cRolloutState\x12\x1d\n\x19ROLLOUT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19ROLLOUT_STATE_IN_PROGRESS\x10\x01\x12\x1b\n\x17ROLLOUT_STATE_SUCCEEDED\x10\x02\x12\x18\n\x14ROLLOUT_STATE_FAILED\x10\x03*\x88\x01\n\x0f\x43onditionStatus\x12 \n\x1c\x43ONDITION_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONDITION_STATUS_TRUE\x10\x01\x12\x1a\n\x16\x43ONDITION_STATUS_FALSE\x10\x02\x12\x1c\n\x18\x43ONDITION_STATUS_UNKNOWN\x10\x03*\xae\x01\n\nPlanAction\x12\x1b\n\x17PLAN_ACTION_UNSPECIFIED\x10\x00\x12\x17\n\x13PLAN_ACTION_NOTHING\x10\x01\x12\x16\n\x12PLAN_ACTION_CREATE\x10\x02\x12\x18\n\x14PLAN_ACTION_IN_PLACE\x10\x03\x12\x1f\n\x1bPLAN_ACTION_ROLLING_RESTART\x10\x04\x12\x17\n\x13PLAN_ACTION_REPLACE\x10\x05*U\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02*\xb8\x01\n\x0f\x44\x65ploymentEvent\x12 \n\x1c\x44\x45PLOYMENT_EVENT_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45PLOYMENT_EVENT_ADDED\x10\x01\x12\x1d\n\x19\x44\x45PLOYMENT_EVENT_MODIFIED\x10\x02\x12\x1c\n\x18\x44\x45PLOYMENT_EVENT_DELETED\x10\x03\x12*\n&DEPLOYMENT_EVENT_INITIAL_SNAPSHOT_DONE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"alphaswarm/provider/v1/types.proto\x12\x16\x61lphaswarm.provider.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x05\n\x0e\x44\x65ploymentSpec\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12<\n\x03\x65nv\x18\x05 \x03(\x0b\x32/.alphaswarm.provider.v1.DeploymentSpec.EnvEntry\x12\x10\n\x08replicas\x18\x06 \x01(\x05\x12\x42\n\x06labels\x18\x07 \x03(\x0b\x32\x32.alphaswarm.provider.v1.DeploymentSpec.LabelsEntry\x12/\n\x05ports\x18\x08 \x03(\x0b\x32 .alphaswarm.provider.v1.PortSpec\x12\x34\n\tresources\x18\t \x01(\x0b\x32!.alphaswarm.provider.v1.Resources\x12U\n\x10provider_options\x18\n \x03(\x0b\x32;.alphaswarm.provider.v1.DeploymentSpec.ProviderOptionsEntry\x12\x34\n\x11progress_deadline\x18\x14 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rauto_rollback\x18\x15 \x01(\x08\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x36\n\x14ProviderOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x08PortSpec\x12\x16\n\x0e\x63ontainer_port\x18\x01 \x01(\x05\x12\x11\n\thost_port\x18\x02 \x01(\x05\x12\x10\n\x08protocol\x18\x03 \x01(\t\"(\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\t\x12\x0e\n\x06memory\x18\x02 \x01(\t\"\x96\x01\n\x0eInstanceStatus\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x10\n\x08restarts\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf3\x05\n\x10\x44\x65ploymentStatus\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x36\n\x05state\x18\x04 \x01(\x0e\x32\'.alphaswarm.provider.v1.DeploymentState\x12\x18\n\x10\x64\x65sired_replicas\x18\x05 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x06 \x01(\x05\x12\x0f\n\x07message\x18\x07 \x01(\t\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08restarts\x18\t \x01(\x05\x12\x39\n\tinstances\x18\n \x03(\x0b\x32&.alphaswarm.provider.v1.InstanceStatus\x12\r\n\x05image\x18\x0b \x01(\t\x12\x44\n\x06labels\x18\x0c \x03(\x0b\x32\x34.alphaswarm.provider.v1.DeploymentStatus.LabelsEntry\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nchanged_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x04spec\x18\x0f \x01(\x0b\x32&.alphaswarm.provider.v1.DeploymentSpec\x12\x10\n\x08revision\x18\x14 \x01(\x03\x12\x19\n\x11observed_revision\x18\x15 \x01(\x03\x12\x30\n\x07rollout\x18\x16 \x01(\x0b\x32\x1f.alphaswarm.provider.v1.Rollout\x12\x35\n\nconditions\x18\x17 \x03(\x0b\x32!.alphaswarm.provider.v1.Condition\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc0\x01\n\x07Rollout\x12\x33\n\x05state\x18\x01 \x01(\x0e\x32$.alphaswarm.provider.v1.RolloutState\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xad\x01\n\tCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x37\n\x06status\x18\x02 \x01(\x0e\x32\'.alphaswarm.provider.v1.ConditionStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x38\n\x14last_transition_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\x08Revision\x12\x0e\n\x06number\x18\x01 \x01(\x03\x12\x34\n\x04spec\x18\x02 \x01(\x0b\x32&.alphaswarm.provider.v1.DeploymentSpec\x12\x16\n\x0e\x63onfig_version\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63hange_cause\x18\x05 \x01(\t\x12\x13\n\x0brollback_of\x18\x06 \x01(\x03\x12\x11\n\tautomatic\x18\x07 \x01(\x08\"A\n\x0b\x46ieldChange\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\told_value\x18\x02 \x01(\t\x12\x11\n\tnew_value\x18\x03 \x01(\t\"\x82\x01\n\x04Plan\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x32\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\".alphaswarm.provider.v1.PlanAction\x12\x34\n\x07\x63hanges\x18\x03 \x03(\x0b\x32#.alphaswarm.provider.v1.FieldChange\"\xb3\x01\n\rServiceConfig\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12=\n\x04\x64\x61ta\x18\x03 \x03(\x0b\x32/.alphaswarm.provider.v1.ServiceConfig.DataEntry\x12\x0f\n\x07version\x18\x04 \x01(\t\x1a+\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcb\x01\n\x0e\x43onfigMapPatch\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12<\n\x03set\x18\x03 \x03(\x0b\x32/.alphaswarm.provider.v1.ConfigMapPatch.SetEntry\x12\x0e\n\x06remove\x18\x04 \x03(\t\x12\x18\n\x10\x65xpected_version\x18\x05 \x01(\t\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf0\x02\n\x0cMetricSample\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replicas\x18\x05 \x01(\x05\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x03\x12\x18\n\x10network_rx_bytes\x18\x08 \x01(\x03\x12\x18\n\x10network_tx_bytes\x18\t \x01(\x03\x12\n\n\x02ok\x18\n \x01(\x08\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12>\n\x05\x65xtra\x18\x0c \x03(\x0b\x32/.alphaswarm.provider.v1.MetricSample.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8e\x01\n\x0cProviderInfo\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nis_default\x18\x03 \x01(\x08\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x11\n\tinstalled\x18\x05 \x01(\x08\x12\x14\n\x0cinstall_hint\x18\x06 \x01(\t\x12\x0e\n\x06origin\x18\x07 \x01(\t\"\xf5\x01\n\x0eProviderHealth\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x44\n\x07\x64\x65tails\x18\x05 \x03(\x0b\x32\x33.alphaswarm.provider.v1.ProviderHealth.DetailsEntry\x12.\n\nchecked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9d\x01\n\x08LogEntry\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x06stream\x18\x03 \x01(\x0e\x32!.alphaswarm.provider.v1.LogStream\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x11\n\ttruncated\x18\x05 \x01(\x08*\xc9\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_RUNNING\x10\x02\x12\x1d\n\x19\x44\x45PLOYMENT_STATE_DEGRADED\x10\x03\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_STOPPED\x10\x04\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_FAILED\x10\x05*\x83\x01\n\x0cRolloutState\x12\x1d\n\x19ROLLOUT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19ROLLOUT_STATE_IN_PROGRESS\x10\x01\x12\x1b\n\x17ROLLOUT_STATE_SUCCEEDED\x10\x02\x12\x18\n\x14ROLLOUT_STATE_FAILED\x10\x03*\x88\x01\n\x0f\x43onditionStatus\x12 \n\x1c\x43ONDITION_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONDITION_STATUS_TRUE\x10\x01\x12\x1a\n\x16\x43ONDITION_STATUS_FALSE\x10\x02\x12\x1c\n\x18\x43ONDITION_STATUS_UNKNOWN\x10\x03*\xae\x01\n\nPlanAction\x12\x1b\n\x17PLAN_ACTION_UNSPECIFIED\x10\x00\x12\x17\n\x13PLAN_ACTION_NOTHING\x10\x01\x12\x16\n\x12PLAN_ACTION_CREATE\x10\x02\x12\x18\n\x14PLAN_ACTION_IN_PLACE\x10\x03\x12\x1f\n\x1bPLAN_ACTION_ROLLING_RESTART\x10\x04\x12\x17\n\x13PLAN_ACTION_REPLACE\x10\x05*U\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02*\xb8\x01\n\x0f\x44\x65ploymentEvent\x12 \n\x1c\x44\x45PLOYMENT_EVENT_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45PLOYMENT_EVENT_ADDED\x10\x01\x12\x1d\n\x19\x44\x45PLOYMENT_EVENT_MODIFIED\x10\x02\x12\x1c\n\x18\x44\x45PLOYMENT_EVENT_DELETED\x10\x03\x12*\n&DEPLOYMENT_EVENT_INITIAL_SNAPSHOT_DONE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,18 +49,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METRICSAMPLE_EXTRAENTRY']._serialized_options = b'8\001'
   _globals['_PROVIDERHEALTH_DETAILSENTRY']._loaded_options = None
   _globals['_PROVIDERHEALTH_DETAILSENTRY']._serialized_options = b'8\001'
-  _globals['_DEPLOYMENTSTATE']._serialized_start=3707
-  _globals['_DEPLOYMENTSTATE']._serialized_end=3908
-  _globals['_ROLLOUTSTATE']._serialized_start=3911
-  _globals['_ROLLOUTSTATE']._serialized_end=4042
-  _globals['_CONDITIONSTATUS']._serialized_start=4045
-  _globals['_CONDITIONSTATUS']._serialized_end=4181
-  _globals['_PLANACTION']._serialized_start=4184
-  _globals['_PLANACTION']._serialized_end=4358
-  _globals['_LOGSTREAM']._serialized_start=4360
-  _globals['_LOGSTREAM']._serialized_end=4445
-  _globals['_DEPLOYMENTEVENT']._serialized_start=4448
-  _globals['_DEPLOYMENTEVENT']._serialized_end=4632
+  _globals['_DEPLOYMENTSTATE']._serialized_start=3906
+  _globals['_DEPLOYMENTSTATE']._serialized_end=4107
+  _globals['_ROLLOUTSTATE']._serialized_start=4110
+  _globals['_ROLLOUTSTATE']._serialized_end=4241
+  _globals['_CONDITIONSTATUS']._serialized_start=4244
+  _globals['_CONDITIONSTATUS']._serialized_end=4380
+  _globals['_PLANACTION']._serialized_start=4383
+  _globals['_PLANACTION']._serialized_end=4557
+  _globals['_LOGSTREAM']._serialized_start=4559
+  _globals['_LOGSTREAM']._serialized_end=4644
+  _globals['_DEPLOYMENTEVENT']._serialized_start=4647
+  _globals['_DEPLOYMENTEVENT']._serialized_end=4831
   _globals['_DEPLOYMENTSPEC']._serialized_start=128
   _globals['_DEPLOYMENTSPEC']._serialized_end=777
   _globals['_DEPLOYMENTSPEC_ENVENTRY']._serialized_start=632
@@ -73,40 +73,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PORTSPEC']._serialized_end=850
   _globals['_RESOURCES']._serialized_start=852
   _globals['_RESOURCES']._serialized_end=892
-  _globals['_INSTANCESTATUS']._serialized_start=894
-  _globals['_INSTANCESTATUS']._serialized_end=996
-  _globals['_DEPLOYMENTSTATUS']._serialized_start=999
-  _globals['_DEPLOYMENTSTATUS']._serialized_end=1604
+  _globals['_INSTANCESTATUS']._serialized_start=895
+  _globals['_INSTANCESTATUS']._serialized_end=1045
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=1048
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=1803
   _globals['_DEPLOYMENTSTATUS_LABELSENTRY']._serialized_start=676
   _globals['_DEPLOYMENTSTATUS_LABELSENTRY']._serialized_end=721
-  _globals['_ROLLOUT']._serialized_start=1607
-  _globals['_ROLLOUT']._serialized_end=1799
-  _globals['_CONDITION']._serialized_start=1802
-  _globals['_CONDITION']._serialized_end=1975
-  _globals['_REVISION']._serialized_start=1978
-  _globals['_REVISION']._serialized_end=2192
-  _globals['_FIELDCHANGE']._serialized_start=2194
-  _globals['_FIELDCHANGE']._serialized_end=2259
-  _globals['_PLAN']._serialized_start=2262
-  _globals['_PLAN']._serialized_end=2392
-  _globals['_SERVICECONFIG']._serialized_start=2395
-  _globals['_SERVICECONFIG']._serialized_end=2574
-  _globals['_SERVICECONFIG_DATAENTRY']._serialized_start=2531
-  _globals['_SERVICECONFIG_DATAENTRY']._serialized_end=2574
-  _globals['_CONFIGMAPPATCH']._serialized_start=2577
-  _globals['_CONFIGMAPPATCH']._serialized_end=2780
-  _globals['_CONFIGMAPPATCH_SETENTRY']._serialized_start=2738
-  _globals['_CONFIGMAPPATCH_SETENTRY']._serialized_end=2780
-  _globals['_METRICSAMPLE']._serialized_start=2783
-  _globals['_METRICSAMPLE']._serialized_end=3151
-  _globals['_METRICSAMPLE_EXTRAENTRY']._serialized_start=3107
-  _globals['_METRICSAMPLE_EXTRAENTRY']._serialized_end=3151
-  _globals['_PROVIDERINFO']._serialized_start=3154
-  _globals['_PROVIDERINFO']._serialized_end=3296
-  _globals['_PROVIDERHEALTH']._serialized_start=3299
-  _globals['_PROVIDERHEALTH']._serialized_end=3544
-  _globals['_PROVIDERHEALTH_DETAILSENTRY']._serialized_start=3498
-  _globals['_PROVIDERHEALTH_DETAILSENTRY']._serialized_end=3544
-  _globals['_LOGENTRY']._serialized_start=3547
-  _globals['_LOGENTRY']._serialized_end=3704
+  _globals['_ROLLOUT']._serialized_start=1806
+  _globals['_ROLLOUT']._serialized_end=1998
+  _globals['_CONDITION']._serialized_start=2001
+  _globals['_CONDITION']._serialized_end=2174
+  _globals['_REVISION']._serialized_start=2177
+  _globals['_REVISION']._serialized_end=2391
+  _globals['_FIELDCHANGE']._serialized_start=2393
+  _globals['_FIELDCHANGE']._serialized_end=2458
+  _globals['_PLAN']._serialized_start=2461
+  _globals['_PLAN']._serialized_end=2591
+  _globals['_SERVICECONFIG']._serialized_start=2594
+  _globals['_SERVICECONFIG']._serialized_end=2773
+  _globals['_SERVICECONFIG_DATAENTRY']._serialized_start=2730
+  _globals['_SERVICECONFIG_DATAENTRY']._serialized_end=2773
+  _globals['_CONFIGMAPPATCH']._serialized_start=2776
+  _globals['_CONFIGMAPPATCH']._serialized_end=2979
+  _globals['_CONFIGMAPPATCH_SETENTRY']._serialized_start=2937
+  _globals['_CONFIGMAPPATCH_SETENTRY']._serialized_end=2979
+  _globals['_METRICSAMPLE']._serialized_start=2982
+  _globals['_METRICSAMPLE']._serialized_end=3350
+  _globals['_METRICSAMPLE_EXTRAENTRY']._serialized_start=3306
+  _globals['_METRICSAMPLE_EXTRAENTRY']._serialized_end=3350
+  _globals['_PROVIDERINFO']._serialized_start=3353
+  _globals['_PROVIDERINFO']._serialized_end=3495
+  _globals['_PROVIDERHEALTH']._serialized_start=3498
+  _globals['_PROVIDERHEALTH']._serialized_end=3743
+  _globals['_PROVIDERHEALTH_DETAILSENTRY']._serialized_start=3697
+  _globals['_PROVIDERHEALTH_DETAILSENTRY']._serialized_end=3743
+  _globals['_LOGENTRY']._serialized_start=3746
+  _globals['_LOGENTRY']._serialized_end=3903
 # @@protoc_insertion_point(module_scope)

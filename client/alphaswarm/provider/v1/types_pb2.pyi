@@ -436,6 +436,7 @@ class InstanceStatus(_message.Message):
     READY_FIELD_NUMBER: _builtins.int
     RESTARTS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """Backend identifier of the replica (pid, container name, pod name, ...)."""
     state: _builtins.str
@@ -446,6 +447,12 @@ class InstanceStatus(_message.Message):
     """How many times the backend restarted this replica."""
     message: _builtins.str
     """Human-readable detail, e.g. the last exit code."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When the replica's current process, container or pod started, as the backend
+        records it; unset where the backend does not say (see docs/providers.md).
+        """
+
     def __init__(
         self,
         *,
@@ -454,10 +461,11 @@ class InstanceStatus(_message.Message):
         ready: _builtins.bool = ...,
         restarts: _builtins.int = ...,
         message: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "message", b"message", "ready", b"ready", "restarts", b"restarts", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "message", b"message", "ready", b"ready", "restarts", b"restarts", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -501,6 +509,9 @@ class DeploymentStatus(_message.Message):
     INSTANCES_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    CHANGED_AT_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     OBSERVED_REVISION_FIELD_NUMBER: _builtins.int
     ROLLOUT_FIELD_NUMBER: _builtins.int
@@ -531,7 +542,9 @@ class DeploymentStatus(_message.Message):
     """The revision the replicas run now (the desired one once the rollout succeeded)."""
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
-        """When this status was observed."""
+        """When this status was observed: the time the provider read the backend for it
+        (not when the service last changed; that is `changed_at`).
+        """
 
     @_builtins.property
     def instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceStatus]:
@@ -540,6 +553,22 @@ class DeploymentStatus(_message.Message):
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels of the service."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the service was first created, where the backend records it."""
+
+    @_builtins.property
+    def changed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the service's spec (or config) last changed, where the backend records it."""
+
+    @_builtins.property
+    def spec(self) -> Global___DeploymentSpec:
+        """What runs, as the provider stored it: image or command, env, ports, resources,
+        options. Set by GetDeploymentStatus and the mutating calls where the provider
+        can read its spec back (not in lists and watches). Env values are masked as
+        "<secret>" for callers below the operator role.
+        """
 
     @_builtins.property
     def rollout(self) -> Global___Rollout:
@@ -564,14 +593,17 @@ class DeploymentStatus(_message.Message):
         instances: _abc.Iterable[Global___InstanceStatus] | None = ...,
         image: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        changed_at: _timestamp_pb2.Timestamp | None = ...,
+        spec: Global___DeploymentSpec | None = ...,
         revision: _builtins.int = ...,
         observed_revision: _builtins.int = ...,
         rollout: Global___Rollout | None = ...,
         conditions: _abc.Iterable[Global___Condition] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "created_at", b"created_at", "rollout", b"rollout", "spec", b"spec", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "desired_replicas", b"desired_replicas", "image", b"image", "instances", b"instances", "labels", b"labels", "message", b"message", "namespace", b"namespace", "observed_revision", b"observed_revision", "provider", b"provider", "ready_replicas", b"ready_replicas", "restarts", b"restarts", "revision", b"revision", "rollout", b"rollout", "service_id", b"service_id", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "conditions", b"conditions", "created_at", b"created_at", "desired_replicas", b"desired_replicas", "image", b"image", "instances", b"instances", "labels", b"labels", "message", b"message", "namespace", b"namespace", "observed_revision", b"observed_revision", "provider", b"provider", "ready_replicas", b"ready_replicas", "restarts", b"restarts", "revision", b"revision", "rollout", b"rollout", "service_id", b"service_id", "spec", b"spec", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

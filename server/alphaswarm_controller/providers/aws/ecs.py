@@ -127,6 +127,9 @@ def _instances(service: JsonDict, tasks: list[JsonDict]) -> tuple[list[InstanceS
                 state=last.lower(),
                 ready=last == "RUNNING" and current and healthy,
                 message="" if current else "running a previous revision; being replaced",
+                started_at=started
+                if isinstance(started := task.get("startedAt"), datetime)
+                else None,
             )
         )
     instances.sort(key=lambda item: item.instance_id)
@@ -193,7 +196,9 @@ def status_from(
         desired_replicas=desired,
         ready_replicas=ready,
         message=message,
-        updated_at=updated if isinstance(updated, datetime) else datetime.now(UTC),
+        updated_at=datetime.now(UTC),
+        changed_at=updated if isinstance(updated, datetime) else None,
+        created_at=created if isinstance(created := service.get("createdAt"), datetime) else None,
         restarts=failed,
         instances=tuple(instances),
         image=next(

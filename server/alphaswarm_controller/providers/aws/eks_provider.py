@@ -2,11 +2,12 @@
 
 Everything a service is on the cluster (Deployments, ConfigMaps, the native
 watch, metrics.k8s.io) is the kubernetes provider's, inherited; this class adds
-where the cluster is and who the controller is. Its ``ClusterConnection`` (the
-one ``KubernetesProvider.from_connection`` takes) is built on first use, off the
-event loop, from EKS DescribeCluster (endpoint, CA) and a ``TokenSource`` that
-mints presigned-STS bearer tokens (``eks.py``); a caller that already has a
-connection passes it (``EksProvider.from_connection``) and no EKS call is made.
+where the cluster is and who the controller is, through the kubernetes
+provider's one hook for that, ``_discover_connection``: on first use, off the
+event loop, EKS DescribeCluster (endpoint, CA) and a ``TokenSource`` that mints
+presigned-STS bearer tokens (``eks.py``) become the ``ClusterConnection``; a
+caller that already has a connection passes it (``EksProvider.from_connection``)
+and no EKS call is made.
 
 Settings: ``ALPHASWARM_AWS_EKS_CLUSTER`` (required), ``ALPHASWARM_AWS_REGION``
 (else ``AWS_REGION``/``AWS_DEFAULT_REGION``); the cluster-side settings keep
@@ -16,12 +17,10 @@ the kubernetes provider's names (``ALPHASWARM_KUBERNETES_PAGE_SIZE``,
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import ClassVar
 
 from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
-from alphaswarm_controller.providers.kubernetes.connection import ResolvedCluster
 from alphaswarm_core.providers.concurrency import BlockingRunner
 from alphaswarm_core.providers.protocol import ProviderHealth, ProviderKind
 
@@ -56,7 +55,6 @@ class EksProvider(KubernetesProvider):
             kind=kind or ProviderKind.AWS.value,
         )
         self.account = AwsAccount(self.env)
-        self._connect_lock = threading.Lock()
         self._finds_cluster = connection is None
         """Whether this instance finds its cluster through EKS (else it was given one)."""
 
@@ -85,13 +83,11 @@ class EksProvider(KubernetesProvider):
             self.account.check_region()
             self.account.check_credentials()
 
-    def _resolve_blocking(self) -> ResolvedCluster:
-        if self.connection is None:
-            with self._connect_lock:
-                if self.connection is None:
-                    self.account.check_region()
-                    self.connection = eks_connection(self.account.clients, self.cluster_name)
-        return super()._resolve_blocking()
+    async def _discover_connection(self) -> ClusterConnection:
+        """DescribeCluster (endpoint, CA) and a token source for the cluster (blocking: off
+        the event loop)."""
+        self.account.check_region()
+        return await self.run_blocking(eks_connection, self.account.clients, self.cluster_name)
 
     async def health(self) -> ProviderHealth:
         if not self._finds_cluster:

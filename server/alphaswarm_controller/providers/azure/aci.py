@@ -173,6 +173,14 @@ def check_spec(spec: DeploymentSpec) -> Sizing:
                     "Azure tag names cannot contain < > % & \\ ? / nor start with 'alphaswarm-'",
                 )
             )
+    for key in spec.provider_options:
+        if key != OPTION_RESTART_POLICY:
+            violations.append(
+                FieldViolation(
+                    f"spec.provider_options[{key!r}]",
+                    f"unknown option; the aci mode accepts {OPTION_RESTART_POLICY}",
+                )
+            )
     policy = spec.provider_options.get(OPTION_RESTART_POLICY)
     if policy is not None and policy not in RESTART_POLICIES:
         violations.append(

@@ -16,14 +16,12 @@ kubernetes provider itself.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from azure.core.credentials import TokenCredential
 
 from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
-from alphaswarm_controller.providers.kubernetes.connection import ResolvedCluster
 from alphaswarm_core.providers.concurrency import BlockingRunner, remaining_timeout
 from alphaswarm_core.providers.protocol import (
     ProviderHealth,
@@ -88,7 +86,6 @@ class AksProvider(KubernetesProvider):
         self.access = AzureAccess(self, "aks", credential, client_options)
         self._via_arm = connection is None
         """Whether the connection comes from ARM (the registry's way) or was given."""
-        self._connect_lock = asyncio.Lock()
 
     @classmethod
     def from_connection(
@@ -115,14 +112,9 @@ class AksProvider(KubernetesProvider):
         if self._via_arm:
             self.access.settings  # noqa: B018 - reading them raises SettingInvalid
 
-    # The one hook taken from KubernetesProvider (the same the GKE class takes): every call
-    # reaches its cluster through _resolved; the connection is learnt from ARM first.
-    async def _resolved(self) -> ResolvedCluster:
-        if self.connection is None:
-            async with self._connect_lock:
-                if self.connection is None:
-                    self.connection = await self.run_blocking(self._fetch_connection)
-        return await super()._resolved()
+    async def _discover_connection(self) -> ClusterConnection:
+        """KubernetesProvider's hook: the connection, learnt from ARM on first use."""
+        return await self.run_blocking(self._fetch_connection)
 
     def _fetch_connection(self) -> ClusterConnection:
         """One ARM call (blocking, on the runner): the cluster user's kubeconfig."""

@@ -8,6 +8,7 @@ reads each group (GET) and counts it ready only when its containers run.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from azure.mgmt.containerinstance import models as aci
 
@@ -58,6 +59,7 @@ def _instance(replica: Replica, group: aci.ContainerGroup | None) -> InstanceSta
     restarts = 0
     container_states: list[str] = []
     messages: list[str] = []
+    started: datetime | None = None
     for container in group.containers or []:
         view = container.instance_view
         if view is None:
@@ -66,6 +68,8 @@ def _instance(replica: Replica, group: aci.ContainerGroup | None) -> InstanceSta
         restarts += view.restart_count or 0
         current = view.current_state
         container_states.append(((current.state if current else None) or "unknown").lower())
+        if current is not None and isinstance(current.start_time, datetime):
+            started = current.start_time if started is None else min(started, current.start_time)
         if current is not None and current.detail_status:
             messages.append(f"{container.name}: {current.detail_status}")
     ready = (
@@ -76,7 +80,9 @@ def _instance(replica: Replica, group: aci.ContainerGroup | None) -> InstanceSta
     state = view_state or provisioning
     if provisioning in _FAILED:
         state = "failed"
-    return InstanceStatus(replica.instance_id, state, ready, restarts, "; ".join(messages))
+    return InstanceStatus(
+        replica.instance_id, state, ready, restarts, "; ".join(messages), started_at=started
+    )
 
 
 def deployment_status(

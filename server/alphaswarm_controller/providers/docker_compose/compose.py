@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,9 @@ COMPOSE_VERSION = "2.29.7"
 #: Marks containers this provider created (Compose-created ones lack it).
 MANAGED_BY = "dev.alphaswarm.managed-by"
 MANAGED_BY_VALUE = "alphaswarm-docker-compose"
+#: The revision of the service a replica was created for (absent: made by Compose, or
+#: by a release before revisions, which the service's revision 1 stands for).
+REVISION = "dev.alphaswarm.revision"
 
 RESERVED_PREFIXES = ("com.docker.compose.", "dev.alphaswarm.")
 
@@ -75,6 +79,7 @@ def container_labels(  # noqa: PLR0917 - one value per Compose label
     config_hash: str,
     image_id: str,
     user_labels: Mapping[str, str],
+    revision: int = 0,
 ) -> dict[str, str]:
     """User labels plus Compose's own (which win: they are what makes it a Compose container)."""
     labels = {k: v for k, v in user_labels.items() if not k.startswith(RESERVED_PREFIXES)}
@@ -95,6 +100,8 @@ def container_labels(  # noqa: PLR0917 - one value per Compose label
             MANAGED_BY: MANAGED_BY_VALUE,
         }
     )
+    if revision:
+        labels[REVISION] = str(revision)
     return labels
 
 
@@ -127,10 +134,26 @@ class ContainerRef:
     managed: bool
     labels: Mapping[str, str]
     image: str
+    created: float = 0.0
+    """When the engine created the container (unix seconds; 0 when not reported)."""
 
     @property
     def ready(self) -> bool:
         return self.state == "running" and self.health in ("", "healthy")
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code of an exited replica (the list API has it only in its text)."""
+        if self.state != "exited":
+            return None
+        match = _EXITED.match(self.status_text)
+        return int(match[1]) if match else None
+
+    @property
+    def revision(self) -> int:
+        """The revision it was created for; 1 when unlabelled (see ``REVISION``)."""
+        text = str(self.labels.get(REVISION, ""))
+        return int(text) if _REVISION.fullmatch(text) else 1
 
     @classmethod
     def from_list_entry(cls, entry: Mapping[str, Any]) -> ContainerRef | None:
@@ -158,7 +181,12 @@ class ContainerRef:
             managed=labels.get(MANAGED_BY) == MANAGED_BY_VALUE,
             labels=labels,
             image=str(entry.get("Image", "")),
+            created=float(entry.get("Created") or 0),
         )
+
+
+_EXITED = re.compile(r"Exited \((-?[0-9]{1,3})\)")
+_REVISION = re.compile(r"[1-9][0-9]{0,9}")
 
 
 def _health_from_status(status: str) -> str:

@@ -17,6 +17,12 @@ two controllers writing the same generation, exactly one wins and the other
 gets ``BackendConflictError``. That is the compare-and-swap behind
 ``apply_config``'s ``expected_version``.
 
+The definition also holds the service's current *revision* (its number, when and
+why it was made, whether it rolls back to an earlier one), its rollout policy and
+the record of its latest rollout (``rollouts.RolloutRecord``); the compare-and-swap
+of a write is the check-and-set of ``expected_revision``. Earlier revisions are
+kept in volumes of their own (``history``).
+
 These volumes carry no Compose labels, so ``docker compose down`` (even with
 ``-v``) leaves them: after it the service is known and stopped. Removing the
 volume (``docker volume rm``/``prune``) forgets the service.
@@ -29,21 +35,26 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import docker.errors
 
 from alphaswarm_core.providers.errors import BackendConflictError
 from alphaswarm_core.providers.models import (
+    DEFAULT_PROGRESS_DEADLINE_SECONDS,
+    MAX_CHANGE_CAUSE_LENGTH,
     DeploymentSpec,
     PortSpec,
     Resources,
+    RolloutState,
     config_environment,
     is_secret_key,
     masked_config,
 )
 
 from .engine import DeadlineAPIClient
+from .rollouts import RolloutRecord
 from .sealing import Sealer, SecretsUnreadable
 
 KIND = "dev.alphaswarm.definition"
@@ -53,8 +64,9 @@ GENERATION = "dev.alphaswarm.generation"
 NONCE = "dev.alphaswarm.nonce"
 BODY = "dev.alphaswarm.body"
 
-#: 2: ``secret.*`` values sealed (``sealing``); 1 kept them in ``config``, in clear.
-SCHEMA = 2
+#: 3: revisions and rollouts; 2: ``secret.*`` values sealed (``sealing``); 1 kept them
+#: in ``config``, in clear. A definition of schema 1 or 2 reads as revision 1.
+SCHEMA = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +95,17 @@ class Definition:
     config_version: int = 0
     generation: int = 0
     """0 when not stored yet."""
+    revision: int = 0
+    """The revision this definition is (0: none yet)."""
+    created_at: datetime | None = None
+    change_cause: str = ""
+    rollback_of: int = 0
+    automatic: bool = False
+    progress_deadline: float = DEFAULT_PROGRESS_DEADLINE_SECONDS
+    auto_rollback: bool = False
+    rollout: RolloutRecord | None = None
+    last_good: int = 0
+    """The newest revision whose rollout succeeded (0: none): where auto_rollback goes."""
 
     @classmethod
     def from_spec(cls, spec: DeploymentSpec, *, keep: Definition | None = None) -> Definition:
@@ -98,6 +121,8 @@ class Definition:
             ports=tuple(spec.ports),
             resources=spec.resources,
             options=dict(spec.provider_options),
+            progress_deadline=spec.progress_deadline_seconds,
+            auto_rollback=spec.auto_rollback,
         )
         if keep is None:
             return definition
@@ -105,10 +130,42 @@ class Definition:
             definition.with_config_of(keep),
             config_version=keep.config_version,
             generation=keep.generation,
+            revision=keep.revision,
+            created_at=keep.created_at,
+            change_cause=keep.change_cause,
+            rollback_of=keep.rollback_of,
+            automatic=keep.automatic,
+            rollout=keep.rollout,
+            last_good=keep.last_good,
         )
 
     def same_spec(self, other: Definition) -> bool:
+        """Whether both run the same thing (the rollout policy aside)."""
         return self._spec_body() == other._spec_body()
+
+    def same_policy(self, other: Definition) -> bool:
+        return (self.progress_deadline, self.auto_rollback) == (
+            other.progress_deadline,
+            other.auto_rollback,
+        )
+
+    def as_next_revision(
+        self, change_cause: str, *, rollback_of: int = 0, automatic: bool = False
+    ) -> Definition:
+        """This definition as the service's next revision, made now for ``change_cause``."""
+        return replace(
+            self,
+            revision=self.revision + 1,
+            created_at=datetime.now(UTC),
+            change_cause=change_cause[:MAX_CHANGE_CAUSE_LENGTH],
+            rollback_of=rollback_of,
+            automatic=automatic,
+            rollout=None,
+        )
+
+    def with_rollout(self, record: RolloutRecord) -> Definition:
+        good = record.state is RolloutState.SUCCEEDED and record.revision == self.revision
+        return replace(self, rollout=record, last_good=self.revision if good else self.last_good)
 
     def with_config_of(self, other: Definition) -> Definition:
         """This definition (version and generation included) holding ``other``'s config."""
@@ -223,12 +280,35 @@ class Definition:
             config=dict(sorted(self.config.items())),
             sealed={"key_id": self.key_id, "values": dict(sorted(self.secrets.items()))},
             config_version=self.config_version,
+            revision={
+                "number": self.revision,
+                "created_at": self.created_at.isoformat() if self.created_at else None,
+                "change_cause": self.change_cause,
+                "rollback_of": self.rollback_of,
+                "automatic": self.automatic,
+            },
+            policy={
+                "progress_deadline": self.progress_deadline,
+                "auto_rollback": self.auto_rollback,
+            },
+            rollout=self.rollout.to_json() if self.rollout else None,
+            last_good=self.last_good,
         )
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
     def from_volume(cls, volume: Mapping[str, Any]) -> Definition | None:
         labels: Mapping[str, str] = volume.get("Labels") or {}
+        if GENERATION not in labels:
+            return None
+        return cls.from_labels(labels, volume, generation=labels[GENERATION])
+
+    @classmethod
+    def from_labels(
+        cls, labels: Mapping[str, str], volume: Mapping[str, Any], *, generation: str
+    ) -> Definition | None:
+        """The definition in a volume's labels (``volume`` gives the creation time of a
+        definition written before revisions); None when not ours or unreadable."""
         try:
             body = json.loads(labels[BODY])
             config = {str(k): str(v) for k, v in dict(body["config"]).items()}
@@ -256,10 +336,39 @@ class Definition:
                 key_id=key_id,
                 legacy_plain=legacy and bool(secrets),
                 config_version=int(body["config_version"]),
-                generation=int(labels[GENERATION]),
+                generation=int(generation),
+                **_revision_fields(body, volume),
             )
-        except (KeyError, ValueError, TypeError):
+        except (KeyError, ValueError, TypeError, AttributeError):
             return None  # not ours, or written by an incompatible release: ignore it
+
+
+def _revision_fields(body: Mapping[str, Any], volume: Mapping[str, Any]) -> dict[str, Any]:
+    """The revision, policy and rollout of a body; schema 1 and 2 bodies (written
+    before revisions) are revision 1, made when their volume was."""
+    if int(body.get("schema", 1)) < 3:
+        return {"revision": 1, "created_at": _volume_created(volume), "last_good": 0}
+    revision = dict(body["revision"])
+    policy = dict(body["policy"])
+    created = revision.get("created_at")
+    return {
+        "revision": int(revision["number"]),
+        "created_at": datetime.fromisoformat(str(created)) if created else None,
+        "change_cause": str(revision.get("change_cause", "")),
+        "rollback_of": int(revision.get("rollback_of", 0)),
+        "automatic": bool(revision.get("automatic", False)),
+        "progress_deadline": float(policy["progress_deadline"]),
+        "auto_rollback": bool(policy["auto_rollback"]),
+        "rollout": RolloutRecord.from_json(dict(body["rollout"])) if body.get("rollout") else None,
+        "last_good": int(body.get("last_good", 0)),
+    }
+
+
+def _volume_created(volume: Mapping[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(volume["CreatedAt"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def volume_name(project: str, service: str, generation: int) -> str:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
+from alphaswarm_core.call import current_change
+from alphaswarm_core.providers import models
 from alphaswarm_core.providers.errors import (
     BackendConflictError,
     BackendRejectedError,
@@ -27,30 +29,48 @@ from alphaswarm_core.providers.errors import (
     DeploymentNotFoundError,
     InfrastructureProviderError,
     InvalidSpecError,
+    RevisionConflict,
+    RevisionNotFound,
+    SettingInvalid,
 )
 from alphaswarm_core.providers.models import (
+    SECRET_MASK,
     ConfigMapPatch,
     DeploymentSpec,
-    DeploymentState,
     DeploymentStatus,
-    InstanceStatus,
     LogEntry,
     LogQuery,
     MetricSample,
     ProviderHealth,
     ProviderKind,
+    Revision,
+    RolloutState,
     ServiceConfig,
     is_secret_key,
 )
 from alphaswarm_core.providers.protocol import DEFAULT_NAMESPACE, InfrastructureProvider
 
-from . import checks, compose, definitions, engine, images, networks, sealing
+from . import (
+    checks,
+    compose,
+    definitions,
+    engine,
+    history,
+    images,
+    networks,
+    revisions,
+    rollouts,
+    sealing,
+    statuses,
+)
 from .compose import ContainerRef
 from .definitions import Definition
 from .logreaders import ReaderSlots
 from .logstream import LogSession
 from .options import Options, parse
 from .replicas import Replicas
+from .rollouts import ReplicaFailed, RolloutClock, RolloutRecord
+from .sealing import SecretsUnreadable
 from .stats import CpuMark, StatsHub, cpu_mark, cpu_percent, usage
 
 log = logging.getLogger(__name__)
@@ -66,6 +86,8 @@ DEFAULT_MIN_READY = 1.0
 DEFAULT_PARALLELISM = 16
 DEFAULT_STOP_GRACE = 10
 STATS_POOL_SIZE = 64
+#: Writes of a rollout's outcome tried while other writers keep changing the definition.
+RECORD_ATTEMPTS = 3
 #: Log reader threads (one per replica read, one per following call) in the provider:
 #: enough to follow a service of MAX_REPLICAS, and within a default limit of 1024 files.
 DEFAULT_LOG_READERS = 512
@@ -98,6 +120,9 @@ class DockerComposeProvider(InfrastructureProvider):
                 "min_ready_seconds", DEFAULT_MIN_READY, minimum=0, maximum=600
             ),
             stop_grace=self.setting_int("stop_timeout", DEFAULT_STOP_GRACE, maximum=3600),
+            crash_loop_exits=self.setting_int(
+                "crash_loop_exits", rollouts.DEFAULT_CRASH_LOOP_EXITS, minimum=1, maximum=100
+            ),
         )
         self._sealer: sealing.Sealer | None = None
         self._stats_api: engine.DeadlineAPIClient | None = None
@@ -152,6 +177,8 @@ class DockerComposeProvider(InfrastructureProvider):
         def call() -> T:
             try:
                 return fn(*args, **kwargs)
+            except ReplicaFailed:
+                raise  # an outcome of the rollout, not a failure of the call
             except Exception as exc:
                 raise engine.translate(exc, self.env, what=what) from exc
 
@@ -248,42 +275,13 @@ class DockerComposeProvider(InfrastructureProvider):
     def _status(
         self, project: str, service: str, definition: Definition | None, refs: list[ContainerRef]
     ) -> DeploymentStatus:
-        desired = len(refs)
-        ready = sum(1 for ref in refs if ref.ready)
-        failing = [ref for ref in refs if ref.state in ("exited", "dead", "restarting")]
-        unhealthy = [ref for ref in refs if ref.health == "unhealthy"]
-        if desired == 0:
-            state, message = DeploymentState.STOPPED, "no replicas"
-        elif ready == desired:
-            state, message = DeploymentState.RUNNING, f"{ready}/{desired} replicas ready"
-        elif failing or unhealthy:
-            state = DeploymentState.DEGRADED
-            worst = (failing or unhealthy)[0]
-            message = f"{ready}/{desired} ready; {worst.name}: {worst.status_text or worst.state}"
-        else:
-            state, message = DeploymentState.PENDING, f"{ready}/{desired} replicas ready"
-        if definition is None and refs:
-            message += " (started by Docker Compose)"
-        instances = tuple(
-            InstanceStatus(
-                instance_id=ref.id[:12],
-                state=ref.state,
-                ready=ref.ready,
-                message=f"{ref.name}: {ref.status_text}",
-            )
-            for ref in refs
-        )
-        return DeploymentStatus(
-            service_id=service,
-            namespace=project,
-            provider=self.provider_alias,
-            state=state,
-            desired_replicas=desired,
-            ready_replicas=ready,
-            message=message,
-            instances=instances,
-            image=definition.image if definition else (refs[0].image if refs else ""),
-            labels=dict(definition.labels) if definition else compose.user_labels(refs[0].labels),
+        return statuses.service_status(
+            self.provider_alias,
+            project,
+            service,
+            definition,
+            refs,
+            opts=_options_or_defaults(definition),
         )
 
     async def health(self) -> ProviderHealth:
@@ -445,15 +443,25 @@ class DockerComposeProvider(InfrastructureProvider):
                 network[0],
             )
 
-    async def _converge(
+    async def _roll_out(  # noqa: PLR0917 - one value per part of the rollout
         self,
         definition: Definition,
         opts: Options,
         refs: list[ContainerRef],
         replicas: int,
         target: _Target,
-    ) -> list[str]:
-        """Make the containers match ``definition`` x ``replicas``; return ids created."""
+        clock: RolloutClock | None,
+        *,
+        first: bool,
+    ) -> ReplicaFailed | None:
+        """Make the containers match ``definition`` x ``replicas``: remove the extra ones,
+        create the missing ones, replace those that run something else, one at a time.
+
+        With a ``clock`` (a rollout) it waits for each new replica to be ready or
+        completed and returns how the rollout failed (None: it did not). An engine
+        refusal of a replica is such a failure too, except in a service's ``first``
+        start, which has nothing to keep running: that is raised, and undone.
+        """
         project, service = definition.project, definition.service
         # Highest numbers go first when scaling down, as with `compose up --scale`.
         keep = refs[:replicas]
@@ -465,8 +473,16 @@ class DockerComposeProvider(InfrastructureProvider):
                 what=f"scaling down {project}/{service}",
             )
         missing = _free_numbers(keep, replicas - len(keep))
-        created = await self._create_many(definition, opts, missing, target)
         try:
+            created = await self._create_many(definition, opts, missing, target)
+        except InfrastructureProviderError as exc:
+            failure = None if first or clock is None else rollouts.refusal(exc)
+            if failure is None:
+                raise
+            return failure
+        try:
+            if clock is not None and (failure := await self._wait_all(created, clock, opts)):
+                return failure
             for ref in keep:
                 if ref.config_hash != target.digest:
                     await self._call(
@@ -478,56 +494,251 @@ class DockerComposeProvider(InfrastructureProvider):
                         target.digest,
                         target.image_id,
                         target.env,
+                        clock or self._clock(definition),
                     )
-                elif ref.state in ("created", "exited"):
+                elif ref.state in ("created", "exited") and not statuses.completed(ref, opts):
                     await self._call(f"starting {ref.name}", self._client().start, ref.id)
+        except ReplicaFailed as failed:
+            return failed
+        except InfrastructureProviderError as exc:
+            failure = None if first or clock is None else rollouts.refusal(exc)
+            if failure is None:
+                with engine.undoing():
+                    await self._remove_many(created, self.replicas.grace(opts), what="rolling back")
+                raise
+            return failure
         except BaseException:
             with engine.undoing():
                 await self._remove_many(created, self.replicas.grace(opts), what="rolling back")
             raise
-        return created
+        return None
 
-    async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
-        opts = checks.checked_options(spec)
-        project, service = spec.namespace, spec.service_id
-        async with self._lock(project, service):
-            previous, refs = await self._call(
-                f"reading {project}/{service}", self._observe, project, service
+    async def _wait_all(
+        self, container_ids: list[str], clock: RolloutClock, opts: Options
+    ) -> ReplicaFailed | None:
+        """Wait for new replicas to be ready (at most ``parallelism`` waits at once); the
+        first failure, if any."""
+        results = await self._bounded(
+            [
+                lambda cid=cid: self._call(  # type: ignore[misc]
+                    "waiting for a new replica",
+                    self.replicas.wait_ready,
+                    cid,
+                    clock,
+                    opts.restart,
+                )
+                for cid in container_ids
+            ]
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(
+                result, _Skipped | ReplicaFailed
+            ):
+                raise result
+        return next((r for r in results if isinstance(r, ReplicaFailed)), None)
+
+    def _clock(self, definition: Definition) -> RolloutClock:
+        left = engine.deadline_left()
+        return RolloutClock(
+            definition.progress_deadline,
+            call_deadline=None if left is None else time.monotonic() + left,
+        )
+
+    async def _store(
+        self, definition: Definition, *, expected: int, conflict: Callable[[], Exception] | None
+    ) -> Definition:
+        """Write ``definition`` as the next generation (compare-and-swap). Losing to
+        another writer is the caller's expected_revision failing when it gave one, else
+        ``conflict()`` when given, else ABORTED (retry)."""
+        project, service = definition.project, definition.service
+        try:
+            return await self._call(
+                f"storing the definition of {project}/{service}",
+                definitions.write,
+                self._client(),
+                definition,
             )
-            wanted = Definition.from_spec(spec, keep=previous)
-            sealer = self._sealer_for(wanted.needs_key())
-            wanted = wanted.sealed(sealer)
-            # Everything that can fail without changing anything comes first: the key,
-            # the image (a pull bounded by the deadline), the engine's CPU count.
-            target = await self._target(wanted, opts, sealer) if spec.replicas else None
-            stored = previous
-            network: tuple[str, bool] | None = None
-            async with self._using_network(project):
-                try:
+        except BackendConflictError as exc:
+            if expected:
+                now, _ = await self._call(
+                    f"reading {project}/{service}", self._observe, project, service
+                )
+                RevisionConflict.check(service, project, expected, now.revision if now else 0)
+            if conflict is not None:
+                raise conflict() from exc
+            raise
+
+    async def _record(self, stored: Definition, record: RolloutRecord) -> Definition:
+        """Write the outcome of ``stored``'s rollout, unless another writer has moved the
+        service on meanwhile (its change owns the rollout now): then the current one."""
+        project, service = stored.project, stored.service
+        for _ in range(RECORD_ATTEMPTS):
+            try:
+                return await self._call(
+                    f"recording the rollout of {project}/{service}",
+                    definitions.write,
+                    self._client(),
+                    stored.with_rollout(record),
+                )
+            except BackendConflictError:
+                now, _ = await self._call(
+                    f"reading {project}/{service}", self._observe, project, service
+                )
+                rollout = now.rollout if now else None
+                if now is None or rollout is None or rollout.revision != record.revision:
+                    return now or stored
+                if rollout.started_at != record.started_at:
+                    return now  # a newer rollout of the same revision
+                stored = now
+        raise BackendConflictError(
+            f"the rollout of {project}/{service} could not be recorded: the definition kept "
+            "changing under it; read the status again",
+        )
+
+    async def _apply(
+        self,
+        previous: Definition | None,
+        wanted: Definition,
+        refs: list[ContainerRef],
+        replicas: int,
+        *,
+        new_revision: bool,
+        conflict: Callable[[], Exception] | None = None,
+        automatic: bool = False,
+    ) -> Definition:
+        """Store ``wanted`` and converge ``replicas`` replicas onto it; the caller holds
+        the service's lock and checked ``expected_revision`` against ``previous``.
+
+        ``new_revision``: ``wanted`` is the service's next revision (its revision is
+        kept in the history first, and its rollout recorded). A rollout that fails is
+        recorded FAILED, the replicas it did not replace keep running, and with the
+        spec's ``auto_rollback`` the last good revision comes back as a new one. A call
+        that fails (the engine unreachable, the deadline) undoes what it can and raises.
+        ``automatic``: this is that rollback (it follows the caller's change, whatever
+        revision the caller expected, and is not rolled back again).
+        """
+        project, service = wanted.project, wanted.service
+        expected = 0 if automatic else current_change().expected_revision
+        opts = parse(wanted.options)
+        sealer = self._sealer_for(
+            wanted.needs_key() or bool(previous and previous.legacy_plain and previous.needs_key())
+        )
+        wanted = wanted.sealed(sealer)
+        # A definition from before sealing holds its secrets in clear: it is kept in the
+        # history, or put back by an undo, only sealed.
+        legacy = previous is not None and previous.legacy_plain
+        previous = previous.sealed(sealer) if previous is not None else None
+        failure: ReplicaFailed | None = None
+        target = _NO_TARGET
+        if replicas:
+            try:
+                target = await self._target(wanted, opts, sealer)
+            except InfrastructureProviderError as exc:
+                failure = rollouts.refusal(exc) if previous is not None and new_revision else None
+                if failure is None:
+                    raise
+        unfinished = previous is not None and (
+            previous.rollout is None or previous.rollout.state is not RolloutState.SUCCEEDED
+        )
+        rolling = (
+            new_revision
+            or unfinished
+            or any(ref.config_hash != target.digest for ref in refs[:replicas])
+        )
+        record = (
+            RolloutRecord.begun(wanted.revision, wanted.progress_deadline, target.digest)
+            if rolling
+            else None
+        )
+        if record is not None and failure is not None:
+            record = record.failed(failure)
+        stored = previous
+        network: tuple[str, bool] | None = None
+        async with self._using_network(project):
+            try:
+                if failure is None:
                     network = await self._network(project)
                     await self._volumes(project, opts)
-                    if previous is None or previous.legacy_plain or not previous.same_spec(wanted):
-                        stored = await self._call(
-                            f"storing the definition of {project}/{service}",
-                            definitions.write,
-                            self._client(),
-                            wanted,
-                        )
-                    assert stored is not None
-                    if target is None:
-                        await self._converge(stored, opts, refs, 0, _NO_TARGET)
-                    else:
-                        await self._converge(stored, opts, refs, spec.replicas, target)
-                except BaseException:
-                    with engine.undoing():
-                        await self._undo_start(project, service, previous, stored, network)
-                    raise
-            definition, refs = await self._call(
-                f"reading {project}/{service}", self._observe, project, service
+                if new_revision and previous is not None:
+                    await self._call(
+                        f"keeping revision {previous.revision} of {project}/{service}",
+                        history.keep,
+                        self._client(),
+                        previous,
+                    )
+                if record is not None:
+                    wanted = wanted.with_rollout(record)
+                if (
+                    previous is None
+                    or record is not None
+                    or legacy
+                    or not previous.same_spec(wanted)
+                    or not previous.same_policy(wanted)
+                ):
+                    stored = await self._store(wanted, expected=expected, conflict=conflict)
+                assert stored is not None
+                if failure is None:
+                    failure = await self._roll_out(
+                        stored,
+                        opts,
+                        refs,
+                        replicas,
+                        target,
+                        self._clock(stored) if record is not None else None,
+                        first=previous is None,
+                    )
+            except BaseException:
+                with engine.undoing():
+                    await self._undo(project, service, previous, stored, network)
+                raise
+        if record is not None and not record.done:
+            stored = await self._record(
+                stored, record.failed(failure) if failure else record.succeeded()
             )
-        return self._status(project, service, definition, refs)
+        if new_revision:
+            with contextlib.suppress(InfrastructureProviderError):
+                await self._call(
+                    "pruning the revision history",
+                    history.prune,
+                    self._client(),
+                    project,
+                    service,
+                    current=stored.revision,
+                )
+        ours = stored.rollout is not None and stored.rollout.started_at == (
+            record.started_at if record else None
+        )
+        if failure is not None and ours and not automatic:
+            stored = await self._auto_rollback(stored, failure)
+        return stored
 
-    async def _undo_start(
+    async def _auto_rollback(self, failed: Definition, failure: ReplicaFailed) -> Definition:
+        """With the failed revision's ``auto_rollback``, bring back the last good revision
+        (as a new, automatic one); an automatic revision is never rolled back again."""
+        good = failed.last_good
+        if not failed.auto_rollback or failed.automatic or not good or good == failed.revision:
+            return failed
+        project, service = failed.project, failed.service
+
+        def read() -> tuple[list[Definition], list[ContainerRef]]:
+            api = self._client()
+            return history.read(api, project, service, failed.revision), self._containers(
+                project, service
+            )
+
+        earlier, refs = await self._call(f"reading the history of {project}/{service}", read)
+        target = revisions.find(failed, earlier, good)
+        if target is None:
+            log.warning(
+                "auto_rollback of %s/%s: revision %d left the history", project, service, good
+            )
+            return failed
+        cause = f"auto_rollback: revision {failed.revision} failed ({failure.reason.value})"
+        wanted = revisions.restored(failed, target, cause, automatic=True)
+        log.info("rolling %s/%s back to revision %d: %s", project, service, good, cause)
+        return await self._apply(failed, wanted, refs, len(refs), new_revision=True, automatic=True)
+
+    async def _undo(
         self,
         project: str,
         service: str,
@@ -535,33 +746,66 @@ class DockerComposeProvider(InfrastructureProvider):
         stored: Definition | None,
         network: tuple[str, bool] | None,
     ) -> None:
-        """Put back what a failed start changed besides containers (those roll back already)."""
+        """Put back what a failed call changed besides containers (those roll back
+        already): the previous definition (as the next generation), or none at all."""
         with contextlib.suppress(InfrastructureProviderError):
             if stored is not None and stored is not previous:
                 if previous is None:
-                    await self._call(
-                        "forgetting a failed service",
-                        definitions.prune,
-                        self._client(),
-                        project,
-                        service,
-                        keep=None,
-                    )
+                    await self._forget(project, service)
                 else:
                     await self._call(
                         "restoring the previous definition",
                         definitions.write,
                         self._client(),
-                        Definition.from_spec(_spec_of(previous), keep=stored),
+                        replace(previous, generation=stored.generation),
                     )
         await self._drop_network(project, network)
+
+    async def _forget(self, project: str, service: str) -> None:
+        def forget() -> None:
+            api = self._client()
+            definitions.prune(api, project, service, keep=None)
+            history.prune(api, project, service, current=None)
+
+        await self._call(f"forgetting {project}/{service}", forget)
+
+    async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
+        """Converge onto ``spec``: a change of what runs is the next revision, rolled out
+        replica by replica (``_apply``); the same spec again retries a rollout that did
+        not finish, or only sets the number of replicas."""
+        checks.checked_options(spec)
+        project, service = spec.namespace, spec.service_id
+        async with self._lock(project, service):
+            previous, refs = await self._call(
+                f"reading {project}/{service}", self._observe, project, service
+            )
+            RevisionConflict.check(
+                service,
+                project,
+                current_change().expected_revision,
+                previous.revision if previous else 0,
+            )
+            wanted = Definition.from_spec(spec, keep=previous)
+            changed = previous is None or not previous.same_spec(wanted)
+            if changed:
+                wanted = wanted.as_next_revision(current_change().change_cause)
+            await self._apply(previous, wanted, refs, spec.replicas, new_revision=changed)
+            definition, refs = await self._call(
+                f"reading {project}/{service}", self._observe, project, service
+            )
+        return self._status(project, service, definition, refs)
 
     async def scale(
         self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
+        """Set the number of replicas; new ones run the current revision. A scale is no
+        new revision and no rollout (nothing waits for the new replicas)."""
         project = namespace
         async with self._lock(project, service_id):
             definition, refs = await self._definition(project, service_id)
+            RevisionConflict.check(
+                service_id, project, current_change().expected_revision, definition.revision
+            )
             opts = parse(definition.options)
             if replicas < len(refs):
                 await self._remove_many(
@@ -593,6 +837,9 @@ class DockerComposeProvider(InfrastructureProvider):
         project = namespace
         async with self._lock(project, service_id):
             definition, refs = await self._definition(project, service_id)
+            RevisionConflict.check(
+                service_id, project, current_change().expected_revision, definition.revision
+            )
             opts = parse(definition.options)
             await self._remove_many(
                 [ref.id for ref in reversed(refs)],
@@ -604,8 +851,9 @@ class DockerComposeProvider(InfrastructureProvider):
     async def delete(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
     ) -> bool:
-        """Remove the replicas, the definition volumes (spec, config, sealed secrets) and,
-        when no other service of the project is left, the project network if it is ours.
+        """Remove the replicas, the definition and revision volumes (spec, config, sealed
+        secrets, history) and, when no other service of the project is left, the project
+        network if it is ours.
 
         The project's named data volumes (``volumes`` option) stay, as with ``docker
         compose down`` without ``-v``: they hold data, and other services may mount them.
@@ -619,20 +867,19 @@ class DockerComposeProvider(InfrastructureProvider):
                 if allow_missing:
                     return False
                 raise DeploymentNotFoundError(service_id, project)
+            RevisionConflict.check(
+                service_id,
+                project,
+                current_change().expected_revision,
+                definition.revision if definition else 0,
+            )
             opts = _options_or_defaults(definition)
             await self._remove_many(
                 [ref.id for ref in reversed(refs)],
                 self.replicas.grace(opts),
                 what=f"deleting {project}/{service_id}",
             )
-            await self._call(
-                f"forgetting {project}/{service_id}",
-                definitions.prune,
-                self._client(),
-                project,
-                service_id,
-                keep=None,
-            )
+            await self._forget(project, service_id)
             await self._remove_project_network(project)
         return True
 
@@ -654,6 +901,84 @@ class DockerComposeProvider(InfrastructureProvider):
 
             await self._call(f"removing network {compose.network_name(project)}", remove)
 
+    # -- revisions ---------------------------------------------------------------------------
+
+    def _readable_config(self, definition: Definition) -> dict[str, str]:
+        """The config with its secrets in clear where this controller's key opens them,
+        masked where it cannot (a revision sealed under an earlier key)."""
+        if not definition.secrets:
+            return dict(definition.config)
+        try:
+            values = definition.secret_values(self._sealer_for(True))
+        except (SettingInvalid, SecretsUnreadable):
+            values = dict.fromkeys(definition.secrets, SECRET_MASK)
+        return {**definition.config, **values}
+
+    async def definition(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> models.Definition:
+        project = namespace
+        definition, refs = await self._observed(project, service_id)
+        if definition is None:  # started by Docker Compose; adopted at its first change
+            definition = await self._call(
+                f"reading {project}/{service_id}",
+                self.replicas.adopted,
+                project,
+                service_id,
+                refs,
+            )
+            definition = replace(definition, revision=0)
+        return revisions.current(definition, len(refs), self._readable_config(definition))
+
+    async def list_revisions(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[Revision]:
+        """The current revision and the kept earlier ones, newest first (at most
+        ``history.HISTORY``)."""
+        project = namespace
+        head, _ = await self._observed(project, service_id)
+        if head is None:
+            return []  # started by Docker Compose: no revision until its first change
+        earlier = await self._call(
+            f"reading the history of {project}/{service_id}",
+            history.read,
+            self._client(),
+            project,
+            service_id,
+            head.revision,
+        )
+        return [
+            revisions.revision_of(kept, self._readable_config(kept))
+            for kept in revisions.newest(head, earlier)
+        ]
+
+    async def rollback(
+        self, service_id: str, to_revision: int, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
+        project = namespace
+        async with self._lock(project, service_id):
+            head, refs = await self._definition(project, service_id)
+            RevisionConflict.check(
+                service_id, project, current_change().expected_revision, head.revision
+            )
+            earlier = await self._call(
+                f"reading the history of {project}/{service_id}",
+                history.read,
+                self._client(),
+                project,
+                service_id,
+                head.revision,
+            )
+            target = revisions.find(head, earlier, to_revision)
+            if target is None:
+                raise RevisionNotFound(service_id, project, to_revision)
+            wanted = revisions.restored(head, target, current_change().change_cause)
+            await self._apply(head, wanted, refs, len(refs), new_revision=True)
+            definition, refs = await self._call(
+                f"reading {project}/{service_id}", self._observe, project, service_id
+            )
+        return self._status(project, service_id, definition, refs)
+
     # -- config ------------------------------------------------------------------------------
 
     async def get_config(
@@ -668,6 +993,8 @@ class DockerComposeProvider(InfrastructureProvider):
         )
 
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
+        """A new config version and revision, rolled out to the replicas one at a time
+        (their environment changes); a patch that changes nothing changes nothing."""
         project, service = patch.namespace, patch.service_id
         async with self._lock(project, service):
             definition, refs = await self._definition(project, service)
@@ -676,47 +1003,28 @@ class DockerComposeProvider(InfrastructureProvider):
                 raise ConfigVersionConflict(
                     service, project, expected=patch.expected_version, actual=current
                 )
+            RevisionConflict.check(
+                service, project, current_change().expected_revision, definition.revision
+            )
             sets_secret = any(is_secret_key(key) for key in patch.set)
             sealer = self._sealer_for(definition.needs_key() or sets_secret)
             in_force = {**definition.config, **definition.secret_values(sealer)}
             data = patch.applied_to(in_force)
             checks.check_config(data)
-            updated = definition.with_config(data, sealer, in_force)
-            opts = parse(updated.options)
-            target = await self._target(updated, opts, sealer) if refs else _NO_TARGET
-            try:
-                stored = await self._call(
-                    f"storing the config of {project}/{service}",
-                    definitions.write,
-                    self._client(),
-                    updated,
-                )
-            except BackendConflictError as exc:
-                raise ConfigVersionConflict(
+            if data == in_force and not definition.legacy_plain:
+                return ServiceConfig(service, project, definition.shown_config(), current)
+            updated = definition.with_config(data, sealer, in_force).as_next_revision(
+                current_change().change_cause
+            )
+
+            def conflict() -> Exception:
+                return ConfigVersionConflict(
                     service, project, expected=patch.expected_version or current, actual="newer"
-                ) from exc
-            try:
-                await self._converge(stored, opts, refs, len(refs), target)
-            except InfrastructureProviderError:
-                # The new config does not run: put the previous one back (as a new
-                # version, so readers of the failed one notice) and its replicas too.
-                with engine.undoing():
-                    restored = await self._call(
-                        "restoring the previous config",
-                        definitions.write,
-                        self._client(),
-                        replace(
-                            stored.with_config_of(definition),
-                            config_version=stored.config_version + 1,
-                        ),
-                    )
-                    _, now = await self._call(
-                        f"reading {project}/{service}", self._observe, project, service
-                    )
-                    with contextlib.suppress(InfrastructureProviderError):
-                        back = await self._target(restored, opts, sealer)
-                        await self._converge(restored, opts, now, len(refs), back)
-                raise
+                )
+
+            stored = await self._apply(
+                definition, updated, refs, len(refs), new_revision=True, conflict=conflict
+            )
         return ServiceConfig(service, project, stored.shown_config(), str(stored.config_version))
 
     # -- metrics -----------------------------------------------------------------------------
@@ -864,20 +1172,6 @@ def _options_or_defaults(definition: Definition | None) -> Options:
         return parse(definition.options)
     except InvalidSpecError:
         return Options()
-
-
-def _spec_of(definition: Definition) -> DeploymentSpec:
-    return DeploymentSpec(
-        service_id=definition.service,
-        namespace=definition.project,
-        image=definition.image,
-        command=definition.command,
-        env=dict(definition.env),
-        labels=dict(definition.labels),
-        ports=definition.ports,
-        resources=definition.resources,
-        provider_options=dict(definition.options),
-    )
 
 
 __all__ = ["DockerComposeProvider"]

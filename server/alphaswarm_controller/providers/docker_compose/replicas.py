@@ -20,12 +20,14 @@ from alphaswarm_core.providers.errors import (
     BackendTimeoutError,
 )
 from alphaswarm_core.providers.models import PortSpec, Resources
+from alphaswarm_core.providers.reasons import ErrorReason
 
 from . import compose, definitions
 from .compose import ContainerRef
 from .definitions import Definition
 from .engine import DeadlineAPIClient, deadline_left, remaining, undoing
 from .options import Options
+from .rollouts import DEFAULT_CRASH_LOOP_EXITS, ReplicaFailed, RolloutClock, RolloutRecord
 
 #: Seconds kept, when the caller's deadline is near, between the SIGKILL that ends a
 #: shortened stop grace and the deadline: the kill and the removal take that long.
@@ -34,6 +36,8 @@ STOP_MARGIN = 2.0
 #: often and back off to at most MAX_POLL_INTERVAL: about 3 inspects a second.
 POLL_INTERVAL = 0.1
 MAX_POLL_INTERVAL = 0.5
+#: The change cause of revision 1 of a service that Docker Compose started.
+ADOPTED = "adopted: started by Docker Compose"
 #: The engine's answer when another client is already removing the container
 #: (moby daemon/delete.go: "removal of container %s is already in progress").
 _REMOVAL_IN_PROGRESS = "already in progress"
@@ -49,11 +53,13 @@ class Replicas:
         ready_timeout: float,
         min_ready: float,
         stop_grace: int,
+        crash_loop_exits: int = DEFAULT_CRASH_LOOP_EXITS,
     ) -> None:
         self._client = client
         self.ready_timeout = ready_timeout
         self.min_ready = min_ready
         self.stop_grace = stop_grace
+        self.crash_loop_exits = crash_loop_exits
 
     def ensure_volumes(self, project: str, opts: Options) -> None:
         api = self._client()
@@ -121,7 +127,7 @@ class Replicas:
             or None,
         )
         labels = compose.container_labels(
-            project, service, number, digest, image_id, definition.labels
+            project, service, number, digest, image_id, definition.labels, definition.revision
         )
         networking = _untyped(api).create_networking_config(
             {network: api.create_endpoint_config(aliases=[service, name])}
@@ -210,35 +216,53 @@ class Replicas:
             f"container {container_id[:12]} was still being removed after {timeout:.0f}s"
         )
 
-    def wait_ready(self, container_id: str, timeout: float) -> None:
-        """Block until the container is healthy, or without a health check, has kept
-        running for ``min_ready`` seconds: a program that dies at once (bad config)
-        is "running" for a moment, and must not count as a ready replacement."""
+    def wait_ready(self, container_id: str, clock: RolloutClock, restart: str) -> None:
+        """Block until the new replica is ready or completed; ``ReplicaFailed`` when it
+        will not be (``rollouts`` says what each outcome means).
+
+        Ready is healthy, or without a health check, running for ``min_ready`` seconds
+        without a restart: a program that dies at once (bad config) is "running" for a
+        moment, and must not count. Each exit counts towards a crash loop: the
+        engine's RestartCount (raised at each restart it makes) plus a final exit.
+        """
         api = self._client()
-        first_seen: tuple[str, float] | None = None
-        for _ in _polls(timeout):
-            state = api.inspect_container(container_id)["State"]
+        name = container_id[:12]
+        since: tuple[str, float] | None = None
+        status = health = ""
+        for _ in _polls_within(clock):
+            detail = api.inspect_container(container_id)
+            state = detail["State"]
+            name = str(detail.get("Name", name)).lstrip("/")
+            status = str(state.get("Status", ""))
+            code = int(state.get("ExitCode") or 0)
+            ended = status in ("exited", "dead")
+            if ended and code == 0 and restart in ("no", "on-failure"):
+                return  # completed, as a one-shot replica does
+            exits = int(detail.get("RestartCount") or 0) + (1 if ended else 0)
+            if ended and (restart == "no" or exits < self.crash_loop_exits):
+                raise ReplicaFailed(
+                    ErrorReason.CRASH_LOOP,
+                    f"{name} exited (code {code}) and is not restarted "
+                    f"(restart policy {restart!r}, or stopped by someone else)",
+                )
+            if exits >= self.crash_loop_exits:
+                raise ReplicaFailed(
+                    ErrorReason.CRASH_LOOP,
+                    f"{name} exited {exits} times in a row without becoming ready "
+                    f"(last exit code {code})",
+                )
             health = (state.get("Health") or {}).get("Status", "")
-            restarted = first_seen is not None and state.get("StartedAt") != first_seen[0]
-            if state.get("Running") and not restarted:
-                if health == "healthy":
+            if status == "running" and not state.get("Restarting"):
+                started = str(state.get("StartedAt"))
+                if since is None or since[0] != started:
+                    since = (started, time.monotonic())
+                if health == "healthy" or (
+                    not health and time.monotonic() - since[1] >= self.min_ready
+                ):
+                    clock.progressed()
                     return
-                if not health:
-                    if first_seen is None:
-                        first_seen = (str(state.get("StartedAt")), time.monotonic())
-                    elif time.monotonic() - first_seen[1] >= self.min_ready:
-                        return
-            if restarted or state.get("Status") in ("exited", "dead", "restarting"):
-                raise BackendRejectedError(
-                    f"replacement replica stopped (exit code {state.get('ExitCode')}) "
-                    f"{state.get('Error') or ''}".strip(),
-                    metadata={"cause": "REPLICA_FAILED"},
-                )
-            if health == "unhealthy":
-                raise BackendRejectedError(
-                    "replacement replica is unhealthy", metadata={"cause": "REPLICA_UNHEALTHY"}
-                )
-        raise BackendTimeoutError(f"replacement replica was not ready within {timeout:.0f}s")
+        shown = "unhealthy" if health == "unhealthy" else status or "not started"
+        raise clock.expired(f"{name} ({shown})")
 
     def replace_replica(  # noqa: PLR0917 - one value per part of a replica
         self,
@@ -248,6 +272,7 @@ class Replicas:
         digest: str,
         image_id: str,
         env: Mapping[str, str],
+        clock: RolloutClock,
     ) -> None:
         """Replace one replica, Compose's way: rename the old, start the new, remove the old.
 
@@ -264,7 +289,7 @@ class Replicas:
             if stop_first:
                 api.stop(ref.id, timeout=_grace_in_time(grace))
             new_id = self.create_replica(definition, opts, ref.number, digest, image_id, env)
-            self.wait_ready(new_id, remaining(self.ready_timeout))
+            self.wait_ready(new_id, clock, opts.restart)
         except BaseException:
             with undoing():
                 if new_id is not None:
@@ -281,6 +306,13 @@ class Replicas:
         return int(opts.stop_grace_period) if opts.stop_grace_period else self.stop_grace
 
     def adopt(self, project: str, service: str, refs: list[ContainerRef]) -> Definition:
+        """Store the definition of a service that Compose started, as its revision 1 (its
+        replicas, which carry no revision label, run that)."""
+        adopted = self.adopted(project, service, refs).as_next_revision(ADOPTED)
+        record = RolloutRecord.begun(1, adopted.progress_deadline, "").succeeded()
+        return definitions.write(self._client(), adopted.with_rollout(record))
+
+    def adopted(self, project: str, service: str, refs: list[ContainerRef]) -> Definition:
         """A definition for a service that Compose started, read from its newest replica.
 
         Image defaults (its env and labels) are left out so that the definition holds
@@ -311,7 +343,7 @@ class Replicas:
             command = ()
         nano = int(host.get("NanoCpus") or 0)
         memory = int(host.get("Memory") or 0)
-        definition = Definition(
+        return Definition(
             project=project,
             service=service,
             image=str(config.get("Image", "")),
@@ -324,7 +356,6 @@ class Replicas:
                 memory=str(memory) if memory else "",
             ),
         )
-        return definitions.write(api, definition)
 
 
 def _grace_in_time(grace: int) -> int:
@@ -332,6 +363,21 @@ def _grace_in_time(grace: int) -> int:
     at the end of the grace) and the removal still finish within it."""
     left = deadline_left()
     return grace if left is None else max(0, min(grace, int(left - STOP_MARGIN)))
+
+
+def _polls_within(clock: RolloutClock) -> Iterator[int]:
+    """Yield before each poll, with the capped backoff of ``_polls``, while ``clock`` has
+    time left (re-read at each poll: another replica becoming ready extends it)."""
+    interval = POLL_INTERVAL
+    attempt = 0
+    while True:
+        yield attempt
+        attempt += 1
+        left = clock.left()
+        if left <= 0:
+            return
+        time.sleep(min(interval, left))
+        interval = min(MAX_POLL_INTERVAL, interval * 1.5)
 
 
 def _polls(timeout: float) -> Iterator[int]:

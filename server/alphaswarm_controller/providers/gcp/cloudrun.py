@@ -79,6 +79,11 @@ def validate_spec(spec: DeploymentSpec) -> None:
             )
     violations += _label_violations(spec.labels)
     violations += limits.violations(spec.resources)
+    # Cloud Run mode reads no option today: an option given is one the caller believes in.
+    violations += [
+        FieldViolation(f"spec.provider_options[{key!r}]", "unknown option; Cloud Run takes none")
+        for key in spec.provider_options
+    ]
     if violations:
         raise InvalidSpecError(violations)
 
@@ -362,8 +367,8 @@ def to_status(service: run_v2.Service, alias: str) -> DeploymentStatus:
         state, ready = DeploymentState.PENDING, 0
         message = message or "Cloud Run is reconciling the service"
     container = service.template.containers[0] if service.template.containers else None
-    stamp: object = service.update_time or service.create_time
-    updated_at = stamp if isinstance(stamp, datetime) else datetime.now(UTC)
+    changed: object = service.update_time or service.create_time
+    created: object = service.create_time
     return DeploymentStatus(
         service_id=service_id,
         namespace=namespace,
@@ -377,5 +382,7 @@ def to_status(service: run_v2.Service, alias: str) -> DeploymentStatus:
         ),
         image=container.image if container is not None else "",
         labels={k: v for k, v in service.labels.items() if k not in OWN_LABELS},
-        updated_at=updated_at,
+        updated_at=datetime.now(UTC),
+        created_at=created if isinstance(created, datetime) else None,
+        changed_at=changed if isinstance(changed, datetime) else None,
     )

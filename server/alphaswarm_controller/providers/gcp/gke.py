@@ -19,7 +19,6 @@ documented ``ALPHASWARM_KUBERNETES_*`` (page size, timeouts, CREATE_NAMESPACES).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import threading
@@ -33,7 +32,6 @@ from google.api_core import exceptions as gexc
 from google.cloud import container_v1
 
 from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
-from alphaswarm_controller.providers.kubernetes.connection import ResolvedCluster
 from alphaswarm_core.providers.concurrency import BlockingRunner, remaining_timeout
 from alphaswarm_core.providers.protocol import (
     InfrastructureProviderUnavailable,
@@ -116,7 +114,6 @@ class GkeProvider(KubernetesProvider):
         self.settings = GcpSettings.load(self)
         self._project = ""
         self._cluster_path = ""
-        self._discover_lock = asyncio.Lock()
 
     def setting_name(self, name: str) -> str:
         # The GKE lookup's settings are the gcp provider's; the rest belong to the
@@ -132,39 +129,30 @@ class GkeProvider(KubernetesProvider):
         if path and not os.path.isfile(path):
             raise credentials_missing("GOOGLE_APPLICATION_CREDENTIALS names no readable file")
 
-    async def _resolved(self) -> ResolvedCluster:
-        if self.connection is None:
-            await self._discover()
-        return await super()._resolved()
-
-    async def _discover(self) -> None:
-        """GetCluster, then a connection with the cluster's CA and a Google token source."""
-        async with self._discover_lock:
-            if self.connection is not None:
-                return
-            self._check_credentials()
-            credentials, project = await self.run_blocking(
-                load_credentials, self.env, self.settings
-            )
-            name = self.settings.cluster_path(project)
-            clients = GcpClients(self.settings, credentials)
-            try:
-                cluster = await get_cluster(clients, name)
-            finally:
-                await clients.close()
-            tokens = token_source(clients.credentials)
-            await self.run_blocking(tokens)  # fail now, with a clear error, not on first use
-            endpoint = cluster.endpoint
-            if not endpoint.startswith(("https://", "http://")):
-                endpoint = f"https://{endpoint}"
-            ca_text = cluster.master_auth.cluster_ca_certificate
-            self._project, self._cluster_path = project, name
-            self.connection = ClusterConnection(
-                endpoint=endpoint,
-                ca_data=base64.b64decode(ca_text) if ca_text else None,
-                token_provider=tokens,
-                description=f"GKE cluster {name}",
-            )
+    async def _discover_connection(self) -> ClusterConnection:
+        """KubernetesProvider's hook: GetCluster, then a connection with the cluster's CA and
+        a Google token source."""
+        self._check_credentials()
+        credentials, project = await self.run_blocking(load_credentials, self.env, self.settings)
+        name = self.settings.cluster_path(project)
+        clients = GcpClients(self.settings, credentials)
+        try:
+            cluster = await get_cluster(clients, name)
+        finally:
+            await clients.close()
+        tokens = token_source(clients.credentials)
+        await self.run_blocking(tokens)  # fail now, with a clear error, not on first use
+        endpoint = cluster.endpoint
+        if not endpoint.startswith(("https://", "http://")):
+            endpoint = f"https://{endpoint}"
+        ca_text = cluster.master_auth.cluster_ca_certificate
+        self._project, self._cluster_path = project, name
+        return ClusterConnection(
+            endpoint=endpoint,
+            ca_data=base64.b64decode(ca_text) if ca_text else None,
+            token_provider=tokens,
+            description=f"GKE cluster {name}",
+        )
 
     async def health(self) -> ProviderHealth:
         cluster = await super().health()

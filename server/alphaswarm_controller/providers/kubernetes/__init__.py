@@ -38,8 +38,31 @@ Semantics:
   per-pod instances (that would be a request per deployment).
 * ``stream_metrics`` sums metrics.k8s.io PodMetrics of the service's pods;
   without that API the stream fails once with UNIMPLEMENTED.
-* ``watch`` is a Kubernetes watch on the Deployment, resumed from the last
-  resourceVersion after a dropped connection.
+* ``watch`` is client-go's reflector over the one Deployment (reflector.py):
+  list for a fresh collection resourceVersion, watch from it with bookmarks,
+  list again on 410 Gone, back off (capped, jittered) on every other failure.
+* ``watch_deployments`` (WatchDeployments) is one list+watch of the managed
+  Deployments of the namespace, or of every namespace, with the same reflector
+  rules: 50 services cost one list and one watch, not 50. Every deployment
+  comes as ADDED, then SNAPSHOT_DONE, then ADDED/MODIFIED/DELETED; a relist
+  after 410 is diffed against what was sent (nothing lost, nothing repeated).
+* ``stream_logs`` reads ``pods/log`` of each running pod (container ``main``,
+  ``timestamps=true``, ``tailLines``, ``sinceTime``), merged by time, at most 64
+  pod streams open at once, each through a small bounded queue (a slow
+  reader slows the reads: backpressure, no unbounded buffer). With follow,
+  each pod is then followed from its last line, pods that appear later
+  (scale-up, a roll-out, a restart) are found through one pod watch and
+  followed with their retained lines, and a follow that breaks is reopened
+  from its last line with backoff. Lines are cut at 16 KiB (marked
+  truncated). The API does not tell stdout from stderr (UNSPECIFIED). How far
+  back: what the kubelet keeps of the current container's log (by default 5
+  rotated files of 10 MiB); a deleted pod's log is gone, a restarted
+  container's previous log is not read.
+* ``delete`` removes the Service and the ConfigMap (if this provider made them),
+  then the Deployment, with the uid it read as a precondition and background
+  propagation (the garbage collector removes ReplicaSets and pods). The
+  Deployment goes last, so a delete that fails half-way leaves the service
+  listed and a retry finishes it.
 * ``health`` reads ``/version`` and asks SelfSubjectAccessReviews for every
   permission the provider uses; unreachable clusters are UNAVAILABLE with
   the endpoint, KUBECONFIG, context and namespace in the message.
@@ -68,6 +91,16 @@ Reuse by the cloud providers (stable API)::
 verify=True, token_provider=None, description="")``: ``token_provider`` is
 called for a fresh bearer token on each request (short-lived EKS/GKE tokens);
 ``description`` names the cluster in error messages.
+
+A subclass that learns its cluster lazily (EKS, AKS, GKE) overrides one hook::
+
+    async def _discover_connection(self) -> ClusterConnection | None
+
+It runs on the event loop on first use (the constructor does no I/O), at most
+once at a time, and only while no connection was given; blocking work goes
+through ``self.run_blocking``; an error reaches the call that needed the
+cluster, and the next call asks again. The default (None) reads kubeconfig or
+the in-cluster service account.
 """
 
 from __future__ import annotations

@@ -23,14 +23,18 @@ from alphaswarm_core.providers.errors import (
     BackendRejectedError,
     BackendUnavailableError,
     DeploymentNotFoundError,
+    FieldViolation,
     InfrastructureProviderError,
     InfrastructureProviderUnavailable,
+    InvalidSpecError,
     ResourceNotFoundError,
 )
 from alphaswarm_core.providers.reasons import ErrorReason
 
 #: What a caller of the controller should wait before retrying an unreachable cluster.
 UNREACHABLE_RETRY_SECONDS = 5.0
+#: Metadata key of an error answered with a Retry-After header: the seconds it asked for.
+SERVER_RETRY_AFTER = "retry_after"
 
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     urllib3.exceptions.HTTPError,
@@ -102,19 +106,70 @@ def translate_api_error(
             f"the object changed concurrently{doing}: {message}; read it again and retry",
             metadata={**meta, "k8s_reason": str(body.get("reason", ""))},
         )
+    if code == 422 and body.get("reason") == "Invalid":
+        # The server validated the object built from the caller's request and refused a
+        # field of it: the caller's input, INVALID_ARGUMENT naming the request field.
+        return InvalidSpecError(
+            _violations(details, message),
+            message=f"the Kubernetes API rejected the request{doing}: {message}",
+        )
     if code in (400, 415, 422):
         return BackendRejectedError(
             f"the Kubernetes API rejected the request{doing}: {message}", metadata=meta
         )
     if code == 429 or code >= 500:
+        sent = _retry_after(exc, 0.0)
+        if sent:  # what the server asked for, which a retrying loop must honour
+            meta[SERVER_RETRY_AFTER] = f"{sent:g}"
         return BackendUnavailableError(
             f"the Kubernetes API is unavailable{doing} (HTTP {code}): {message}",
-            retry_after_seconds=_retry_after(exc, 2.0),
+            retry_after_seconds=sent or 2.0,
             metadata=meta,
         )
     return InfrastructureProviderError(
         f"unexpected Kubernetes API answer{doing} (HTTP {code}): {message}", metadata=meta
     )
+
+
+#: Object field paths of the API's validation errors (``details.causes[].field``), longest
+#: first, and the request field each is built from (manifests.py).
+REQUEST_FIELDS: tuple[tuple[str, str], ...] = (
+    ("spec.template.spec.containers[0].resources.limits.memory", "spec.resources.memory"),
+    ("spec.template.spec.containers[0].resources.limits.cpu", "spec.resources.cpu"),
+    ("spec.template.spec.containers[0].resources", "spec.resources"),
+    ("spec.template.spec.containers[0].image", "spec.image"),
+    ("spec.template.spec.containers[0].command", "spec.command"),
+    ("spec.template.spec.containers[0].env", "spec.env"),
+    ("spec.template.spec.containers[0].ports", "spec.ports"),
+    ("spec.template.spec.containers[0].imagePullPolicy", "spec.provider_options"),
+    ("spec.template.spec.serviceAccountName", "spec.provider_options['service_account']"),
+    ("spec.template.metadata.labels", "spec.labels"),
+    ("spec.template.labels", "spec.labels"),
+    ("spec.selector", "spec.service_id"),
+    ("spec.ports", "spec.ports"),
+    ("spec.type", "spec.provider_options['service_type']"),
+    ("metadata.labels", "spec.labels"),
+    ("metadata.name", "service_id"),
+    ("data", "patch.set"),
+)
+
+
+def request_field(field: str) -> str:
+    """The request field a Kubernetes object field comes from (``kubernetes:<path>`` if none)."""
+    for prefix, mapped in REQUEST_FIELDS:
+        if field == prefix or field.startswith((prefix + ".", prefix + "[")):
+            return mapped + field[len(prefix) :]
+    return f"kubernetes:{field}" if field else "kubernetes"
+
+
+def _violations(details: dict[str, Any], message: str) -> list[FieldViolation]:
+    causes = details.get("causes") or []
+    found = [
+        FieldViolation(request_field(str(c.get("field") or "")), str(c.get("message") or "")[:300])
+        for c in causes[:20]
+        if isinstance(c, dict)
+    ]
+    return found or [FieldViolation("kubernetes", message)]
 
 
 def translate_transport_error(

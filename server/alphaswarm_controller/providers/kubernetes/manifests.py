@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 
 from alphaswarm_core.providers.errors import FieldViolation, InvalidSpecError
-from alphaswarm_core.providers.models import DeploymentSpec
+from alphaswarm_core.providers.models import ConfigMapPatch, DeploymentSpec
 
 from .transport import JsonObj
 
@@ -28,6 +29,48 @@ OPTIONS = {
     "image_pull_policy": "container imagePullPolicy: " + ", ".join(PULL_POLICIES),
     "service_account": "the pod's serviceAccountName",
 }
+
+
+# The API's name rules (k8s.io/apimachinery/pkg/util/validation/validation.go), checked
+# before any call so that what the server would refuse is INVALID_ARGUMENT naming the field.
+#: IsDNS1123Subdomain: ServiceAccount names (serviceAccountName).
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
+DNS1123_SUBDOMAIN_MAX = 253
+#: IsDNS1035Label: Service names (ValidateServiceName) on servers without the
+#: RelaxedServiceNameValidation feature (1.35 and older, most clusters in use).
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+#: IsConfigMapKey: ConfigMap data keys.
+_CONFIG_MAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+CONFIG_MAP_KEY_MAX = 253
+
+
+def is_dns1123_subdomain(value: str) -> bool:
+    return len(value) <= DNS1123_SUBDOMAIN_MAX and bool(_DNS1123_SUBDOMAIN.match(value))
+
+
+def is_config_map_key(key: str) -> bool:
+    """A valid ConfigMap key: ``[-._a-zA-Z0-9]+``, at most 253, not ``.``/``..`` or ``..*``."""
+    return (
+        len(key) <= CONFIG_MAP_KEY_MAX
+        and bool(_CONFIG_MAP_KEY.match(key))
+        and key != "."
+        and not key.startswith("..")
+    )
+
+
+def check_config_patch(patch: ConfigMapPatch) -> None:
+    """Config keys this backend stores as ConfigMap keys (beyond the model's own check)."""
+    violations = [
+        FieldViolation(
+            f"patch.set[{key[:64]!r}]",
+            "a ConfigMap key: [-._a-zA-Z0-9], at most 253, not '.' and not starting with '..'",
+        )
+        for key in patch.set
+        if not is_config_map_key(key)
+    ]
+    if violations:
+        raise InvalidSpecError(violations)
 
 
 def configmap_name(service_id: str) -> str:
@@ -79,6 +122,22 @@ def check_spec(spec: DeploymentSpec) -> None:
             violations.append(
                 FieldViolation(f"spec.provider_options[{key!r}]", f"one of {PULL_POLICIES}")
             )
+        elif key == "service_account" and not is_dns1123_subdomain(value):
+            violations.append(
+                FieldViolation(
+                    f"spec.provider_options[{key!r}]",
+                    "a ServiceAccount name: lowercase DNS subdomain ([a-z0-9-.], at most 253, "
+                    "alphanumeric at both ends)",
+                )
+            )
+    if spec.ports and not _DNS1035_LABEL.match(spec.service_id):
+        violations.append(
+            FieldViolation(
+                "spec.service_id",
+                "with ports the service gets a Kubernetes Service of that name, which must "
+                "start with a letter (DNS-1035 label)",
+            )
+        )
     seen: set[tuple[int, str]] = set()
     for index, port in enumerate(spec.ports):
         port_key = (port.host_port or port.container_port, port.protocol)

@@ -18,7 +18,6 @@ _SUFFIX = {
     "m": Decimal("1e-3"),
     "": Decimal(1),
     "k": Decimal(1000),
-    "K": Decimal(1000),
     "M": Decimal(1000**2),
     "G": Decimal(1000**3),
     "T": Decimal(1000**4),

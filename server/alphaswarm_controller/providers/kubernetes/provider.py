@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-import threading
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -27,14 +26,22 @@ from alphaswarm_core.providers.errors import (
 )
 from alphaswarm_core.providers.models import (
     ConfigMapPatch,
+    DeploymentEvent,
     DeploymentSpec,
     DeploymentStatus,
+    EventKind,
+    LogEntry,
+    LogQuery,
     MetricSample,
     ProviderHealth,
     ProviderKind,
     ServiceConfig,
 )
-from alphaswarm_core.providers.protocol import DEFAULT_NAMESPACE, InfrastructureProvider
+from alphaswarm_core.providers.protocol import (
+    DEFAULT_NAMESPACE,
+    InfrastructureProvider,
+    status_key,
+)
 from alphaswarm_core.providers.reasons import ErrorReason
 
 from .connection import (
@@ -46,12 +53,14 @@ from .connection import (
     default_kubeconfig,
 )
 from .errors import TRANSPORT_ERRORS, Target, translate_api_error, translate_transport_error
+from .logs import Followers, has_log, merged_tail
 from .manifests import (
     CONFIG_HASH_KEY,
     MANAGED_BY,
     MANAGED_BY_KEY,
     MANAGED_SELECTOR,
     STATE_KEY,
+    check_config_patch,
     check_spec,
     config_hash,
     configmap_manifest,
@@ -61,6 +70,7 @@ from .manifests import (
     service_selector,
 )
 from .metrics import sample_from_pod_metrics
+from .reflector import Changed, Listed, Reflector
 from .status import deployment_status
 from .transport import APPLY, MERGE, STRATEGIC, JsonObj, Response, Transport
 from .watch import WatchStream
@@ -73,7 +83,6 @@ METRICS_API = "/apis/metrics.k8s.io/v1beta1"
 SELF_ACCESS_REVIEW = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 FIELD_MANAGER = "alphaswarm"
 CONFIG_FIELD_MANAGER = "alphaswarm-config"
-MAX_WATCH_FAILURES = 5
 
 #: (verb, API group, resource, subresource) the provider needs in its namespace.
 REQUIRED_PERMISSIONS: tuple[tuple[str, str, str, str], ...] = (
@@ -93,6 +102,14 @@ REQUIRED_PERMISSIONS: tuple[tuple[str, str, str, str], ...] = (
     ("patch", "", "services", ""),
     ("delete", "", "services", ""),
     ("list", "", "pods", ""),
+    ("watch", "", "pods", ""),
+    ("get", "", "pods", "log"),
+)
+#: Cluster-wide (every namespace): list_deployments() and watch_deployments() without a
+#: namespace list and watch Deployments across the cluster.
+CLUSTER_PERMISSIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("list", "apps", "deployments", ""),
+    ("watch", "apps", "deployments", ""),
 )
 #: Only with ALPHASWARM_KUBERNETES_CREATE_NAMESPACES (a cluster-scoped permission).
 NAMESPACE_PERMISSION = ("create", "", "namespaces", "")
@@ -140,7 +157,7 @@ class KubernetesProvider(InfrastructureProvider):
         self.alias = alias or self.provider_alias
         self.kind = kind or ProviderKind.KUBERNETES.value
         self._cluster: ResolvedCluster | None = None
-        self._cluster_lock = threading.Lock()
+        self._connect_lock = asyncio.Lock()
         try:
             self.page_size = int(self.setting("PAGE_SIZE", "500"))
             self.call_timeout = float(self.setting("TIMEOUT", "30"))
@@ -179,21 +196,38 @@ class KubernetesProvider(InfrastructureProvider):
         if default_kubeconfig(self.env) is None and not self.env.get("KUBERNETES_SERVICE_HOST"):
             raise credentials_missing()
 
-    def _resolve_blocking(self) -> ResolvedCluster:
-        with self._cluster_lock:
-            if self._cluster is None:
-                if self.connection is not None:
-                    self._cluster = client_for_connection(self.connection)
-                else:
-                    self._check_credentials()
-                    self._cluster = client_from_environment(self.env)
-            return self._cluster
+    async def _discover_connection(self) -> ClusterConnection | None:
+        """The hook for subclasses that learn their cluster lazily (EKS, AKS, GKE).
+
+        Return the ``ClusterConnection`` to use (endpoint, CA, token or token
+        source). It is called on the event loop, on first use (never in the
+        constructor, which does no I/O), at most once at a time under a lock, and
+        only while ``self.connection`` is None: a provider built with a connection
+        (``from_connection``) never calls it. Blocking work (SDK calls, signing)
+        goes through ``self.run_blocking``. An error propagates to the call that
+        needed the cluster; the next call asks again. The default, None, means
+        kubeconfig or the in-cluster service account (``client_from_environment``).
+        """
+        return None
+
+    def _build_cluster(self) -> ResolvedCluster:
+        """The API client for ``self.connection``, else from kubeconfig / in-cluster (blocking:
+        kubeconfig may run an exec credential plugin)."""
+        if self.connection is not None:
+            return client_for_connection(self.connection)
+        self._check_credentials()
+        return client_from_environment(self.env)
 
     async def _resolved(self) -> ResolvedCluster:
+        """The cluster every call goes to, found once (see ``_discover_connection``)."""
         if self._cluster is not None:
             return self._cluster
-        # kubeconfig may run an exec credential plugin: keep it off the event loop.
-        return await self.run_blocking(self._resolve_blocking)
+        async with self._connect_lock:
+            if self._cluster is None:
+                if self.connection is None:
+                    self.connection = await self._discover_connection()
+                self._cluster = await self.run_blocking(self._build_cluster)
+            return self._cluster
 
     async def _namespace(self, namespace: str | None) -> str:
         if namespace:
@@ -299,7 +333,6 @@ class KubernetesProvider(InfrastructureProvider):
     # -- health -----------------------------------------------------------------------------
 
     async def health(self) -> ProviderHealth:
-        self._check_credentials()
         cluster = await self._resolved()
         namespace = cluster.namespace
         version = (
@@ -307,16 +340,21 @@ class KubernetesProvider(InfrastructureProvider):
                 "GET", "/version", Target(namespace=namespace, what="read the server version")
             )
         ).body
-        wanted = REQUIRED_PERMISSIONS + ((NAMESPACE_PERMISSION,) if self.create_namespaces else ())
+        # (namespace or "" for cluster-wide, permission); one SelfSubjectAccessReview each.
+        wanted = [(namespace, p) for p in REQUIRED_PERMISSIONS]
+        wanted += [("", p) for p in CLUSTER_PERMISSIONS]
+        if self.create_namespaces:
+            wanted.append(("", NAMESPACE_PERMISSION))
         allowed = await asyncio.gather(
             *(
-                self._can("" if resource == "namespaces" else namespace, verb, group, resource, sub)
-                for verb, group, resource, sub in wanted
+                self._can(where, verb, group, resource, sub)
+                for where, (verb, group, resource, sub) in wanted
             )
         )
         missing = [
             f"{verb} {resource}{'/' + sub if sub else ''}{'.' + group if group else ''}"
-            for (verb, group, resource, sub), ok in zip(wanted, allowed, strict=True)
+            + ("" if where or resource == "namespaces" else " (all namespaces)")
+            for (where, (verb, group, resource, sub)), ok in zip(wanted, allowed, strict=True)
             if not ok
         ]
         server = str(version.get("gitVersion") or "unknown")
@@ -343,6 +381,7 @@ class KubernetesProvider(InfrastructureProvider):
         )
 
     async def _can(self, namespace: str, verb: str, group: str, resource: str, sub: str) -> bool:
+        """A SelfSubjectAccessReview; ``namespace`` "" asks for every namespace."""
         attributes = {"verb": verb, "group": group, "resource": resource}
         if namespace:
             attributes["namespace"] = namespace
@@ -536,6 +575,52 @@ class KubernetesProvider(InfrastructureProvider):
         )
         return [deployment_status(item, self.alias) for item in items]
 
+    # -- delete -----------------------------------------------------------------------------
+
+    async def delete(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
+    ) -> bool:
+        """The Service, the ConfigMap, then the Deployment (its ReplicaSets and pods follow
+        through the garbage collector): everything start created, only if it is ours.
+
+        The Deployment goes last, so a delete that fails half-way leaves the service
+        listed and a retry finishes it. Its DELETE carries the uid just read
+        (a precondition): a Deployment of that name created meanwhile is not touched.
+        """
+        ns = await self._namespace(namespace)
+        deployment = await self._get(
+            _deployments(ns, service_id), Target(namespace=ns, what="read Deployment")
+        )
+        ours = deployment is not None and _is_ours(deployment)
+        await self._delete_own_service(service_id, ns)
+        await self._delete_own_configmap(service_id, ns)
+        if not ours:
+            if allow_missing:
+                return False
+            raise DeploymentNotFoundError(service_id, ns)
+        assert deployment is not None
+        with contextlib.suppress(ResourceNotFoundError):
+            await self._call(
+                "DELETE",
+                _deployments(ns, service_id),
+                Target(namespace=ns, what="delete Deployment"),
+                body={
+                    "apiVersion": "v1",
+                    "kind": "DeleteOptions",
+                    "propagationPolicy": "Background",
+                    "preconditions": {"uid": deployment["metadata"]["uid"]},
+                },
+            )
+        return True
+
+    async def _delete_own_configmap(self, service_id: str, namespace: str) -> None:
+        path = _core(namespace, "configmaps", configmap_name(service_id))
+        target = Target(namespace=namespace, what="delete ConfigMap")
+        existing = await self._get(path, target)
+        if existing is not None and _is_ours(existing):
+            with contextlib.suppress(ResourceNotFoundError):
+                await self._call("DELETE", path, target)
+
     # -- config -----------------------------------------------------------------------------
 
     async def get_config(
@@ -552,6 +637,7 @@ class KubernetesProvider(InfrastructureProvider):
         )
 
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
+        check_config_patch(patch)
         ns, service_id = patch.namespace, patch.service_id
         target = Target(service_id, ns, "update ConfigMap")
         path = _core(ns, "configmaps", configmap_name(service_id))
@@ -656,7 +742,51 @@ class KubernetesProvider(InfrastructureProvider):
                 "metrics",
             ) from None
 
-    # -- watch ------------------------------------------------------------------------------
+    # -- watch ----------------------------------------------------------------------------
+
+    def _reflector(
+        self, cluster: ResolvedCluster, path: str, target: Target, query: Mapping[str, str]
+    ) -> Reflector:
+        """client-go's list+watch over ``path`` with ``query``'s selectors (see reflector.py)."""
+
+        async def list_page(token: str) -> JsonObj:
+            page = await self._call(
+                "GET", path, target, query={**query, "limit": self.page_size, "continue": token}
+            )
+            return page.body
+
+        def open_watch(version: str) -> WatchStream:
+            watch_query = {
+                **query,
+                "watch": True,
+                "resourceVersion": version,
+                "allowWatchBookmarks": True,
+                "timeoutSeconds": self.watch_window,
+            }
+            return WatchStream(
+                functools.partial(
+                    Transport(cluster.api_client).stream,
+                    path,
+                    query=watch_query,
+                    timeout=(min(self.call_timeout, 10.0), float(self.watch_window + 30)),
+                )
+            )
+
+        def translate(exc: BaseException) -> InfrastructureProviderError:
+            if isinstance(exc, ApiException):
+                return translate_api_error(
+                    exc, target, alias=self.alias, source=self._describe(cluster)
+                )
+            if isinstance(exc, TRANSPORT_ERRORS):
+                return self._unreachable(exc, target, cluster)
+            return BackendUnavailableError(
+                f"the watch broke ({target.what}): {type(exc).__name__}",
+                metadata={"provider": self.alias},
+            )
+
+        return Reflector(
+            list_page=list_page, open_watch=open_watch, translate=translate, what=target.what
+        )
 
     async def watch(
         self,
@@ -665,85 +795,175 @@ class KubernetesProvider(InfrastructureProvider):
         namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 2.0,
     ) -> AsyncGenerator[DeploymentStatus, None]:
-        """The current status, then each change, from a Kubernetes watch on the Deployment.
+        """The current status, then each change: a list+watch of the one Deployment.
 
-        A dropped connection is reopened from the last resourceVersion seen, so no
-        change is missed; a version the server no longer keeps (410) is recovered
-        by reading the Deployment again.
+        The list gives the Deployment and a fresh collection resourceVersion to
+        watch from; reflector.py has the rules for 410 Gone, bookmarks and
+        failures. ``interval_seconds`` is unused: changes come as they happen.
         """
         ns = await self._namespace(namespace)
-        deployment = await self._require_deployment(service_id, ns)
-        current = await self._status_with_pods(deployment)
-        yield current
-        last_key = _watch_key(current)
-        version = str(deployment["metadata"]["resourceVersion"])
         cluster = await self._resolved()
-        target = Target(service_id, ns, "watch Deployment")
-        failures = 0
-        while True:
-            stream = WatchStream(
-                functools.partial(self._open_watch, cluster, ns, service_id, version)
-            )
-            events = stream.events()
-            assert isinstance(events, AsyncGenerator)
-            try:
-                async for event in events:
-                    failures = 0
-                    kind, obj = event.get("type"), event.get("object") or {}
-                    if kind == "ERROR":
-                        if obj.get("code") == 410:
-                            deployment = await self._require_deployment(service_id, ns)
-                            obj, kind = deployment, "MODIFIED"
-                        else:
-                            raise BackendUnavailableError(
-                                f"the watch of {ns}/{service_id} failed: {obj.get('message')}"
-                            )
-                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-                    if kind == "BOOKMARK":
-                        continue
-                    if kind == "DELETED":
-                        raise DeploymentNotFoundError(service_id, ns)
-                    status = deployment_status(obj, self.alias)
-                    if _watch_key(status) != last_key:
-                        last_key = _watch_key(status)
-                        yield status
-            except ApiException as exc:
-                error = translate_api_error(
-                    exc, target, alias=self.alias, source=self._describe(cluster)
-                )
-                if not isinstance(error, BackendUnavailableError):
-                    raise error from exc
-                failures = await self._watch_backoff(failures, error, interval_seconds)
-            except TRANSPORT_ERRORS as exc:
-                error = self._unreachable(exc, target, cluster)
-                failures = await self._watch_backoff(failures, error, interval_seconds)
-            finally:
-                await events.aclose()
-
-    async def _watch_backoff(
-        self, failures: int, error: InfrastructureProviderError, interval: float
-    ) -> int:
-        failures += 1
-        if failures > MAX_WATCH_FAILURES:
-            raise error
-        log.info("watch interrupted (%s); resuming from the last resourceVersion", error.message)
-        await asyncio.sleep(min(interval, 0.2 * 2**failures, 5.0))
-        return failures
-
-    def _open_watch(
-        self, cluster: ResolvedCluster, namespace: str, service_id: str, version: str
-    ) -> tuple[Any, Iterator[str]]:
-        return Transport(cluster.api_client).stream(
-            _deployments(namespace),
-            query={
-                "watch": True,
-                "fieldSelector": f"metadata.name={service_id}",
-                "resourceVersion": version,
-                "timeoutSeconds": self.watch_window,
-                "allowWatchBookmarks": True,
-            },
-            timeout=(min(self.call_timeout, 10.0), float(self.watch_window + 30)),
+        reflector = self._reflector(
+            cluster,
+            _deployments(ns),
+            Target(service_id, ns, f"watch Deployment {ns}/{service_id}"),
+            {"labelSelector": MANAGED_SELECTOR, "fieldSelector": f"metadata.name={service_id}"},
         )
+        last_key: tuple[object, ...] | None = None
+        events = reflector.events()
+        try:
+            async for event in events:
+                if isinstance(event, Listed):
+                    if not event.items:
+                        raise DeploymentNotFoundError(service_id, ns)
+                    obj = event.items[0]
+                elif event.kind == "DELETED":
+                    raise DeploymentNotFoundError(service_id, ns)
+                else:
+                    obj = event.obj
+                if last_key is None:  # the first status carries the instances
+                    status = await self._status_with_pods(obj)
+                else:
+                    status = deployment_status(obj, self.alias)
+                if _watch_key(status) != last_key:
+                    last_key = _watch_key(status)
+                    yield status
+        finally:
+            await events.aclose()
+
+    async def watch_deployments(
+        self, *, namespace: str | None = None, interval_seconds: float = 2.0
+    ) -> AsyncGenerator[DeploymentEvent, None]:
+        """One list+watch of the managed Deployments of ``namespace`` (every namespace when
+        None), however many services there are: every one as ADDED, SNAPSHOT_DONE, then
+        ADDED/MODIFIED/DELETED as they change. A relist (after 410 Gone) is diffed
+        against what was sent, so no change is lost or repeated. ``interval_seconds``
+        is unused: changes come as they happen."""
+        cluster = await self._resolved()
+        path = _deployments(namespace) if namespace else f"{APPS}/deployments"
+        where = namespace or "every namespace"
+        reflector = self._reflector(
+            cluster,
+            path,
+            Target(namespace=namespace or "", what=f"watch Deployments in {where}"),
+            {"labelSelector": MANAGED_SELECTOR},
+        )
+        known: dict[tuple[str, str], DeploymentStatus] = {}
+        synced = False
+        events = reflector.events()
+        try:
+            async for event in events:
+                if isinstance(event, Listed):
+                    current = {}
+                    for item in event.items:
+                        status = deployment_status(item, self.alias)
+                        current[(status.namespace, status.service_id)] = status
+                    for key, status in current.items():
+                        before = known.get(key)
+                        if before is None:
+                            yield DeploymentEvent(EventKind.ADDED, status)
+                        elif status_key(before) != status_key(status):
+                            yield DeploymentEvent(EventKind.MODIFIED, status)
+                    for key in known.keys() - current.keys():
+                        yield DeploymentEvent(EventKind.DELETED, known[key])
+                    known = current
+                    if not synced:
+                        synced = True
+                        yield DeploymentEvent(EventKind.SNAPSHOT_DONE)
+                    continue
+                status = deployment_status(event.obj, self.alias)
+                key = (status.namespace, status.service_id)
+                if event.kind == "DELETED":
+                    if known.pop(key, None) is not None:
+                        yield DeploymentEvent(EventKind.DELETED, status)
+                elif key not in known:
+                    known[key] = status
+                    yield DeploymentEvent(EventKind.ADDED, status)
+                elif status_key(known[key]) != status_key(status):
+                    known[key] = status
+                    yield DeploymentEvent(EventKind.MODIFIED, status)
+        finally:
+            await events.aclose()
+
+    # -- logs -------------------------------------------------------------------------------
+
+    def _open_log(self, cluster: ResolvedCluster, namespace: str, follow: bool) -> Any:
+        """``(pod, query) -> response`` of the pod's ``pods/log`` (blocking, for logs.py)."""
+        transport = Transport(cluster.api_client)
+        read = float(self.watch_window + 30) if follow else self.call_timeout
+        timeout = (min(self.call_timeout, 10.0), read)
+
+        def open_log(pod: str, query: dict[str, Any]) -> Any:
+            return transport.stream(
+                _core(namespace, "pods", pod) + "/log", query=query, timeout=timeout, accept="*/*"
+            )
+
+        return open_log
+
+    async def stream_logs(
+        self, service_id: str, query: LogQuery, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> AsyncGenerator[LogEntry, None]:
+        """The pods' logs through ``pods/log`` (logs.py): the retained lines of every running
+        pod merged by time, then with ``query.follow`` new lines, including those of pods
+        that appear later, seen through one pod watch (reflector rules)."""
+        ns = await self._namespace(namespace)
+        await self._require_deployment(service_id, ns)
+        cluster = await self._resolved()
+        pods = await self._pods(service_id, ns)
+        running = sorted(
+            p["metadata"]["name"]
+            for p in pods
+            if has_log(p) and query.instance_id in ("", p["metadata"]["name"])
+        )
+        last: dict[str, datetime] = {}
+        tail = merged_tail(self._open_log(cluster, ns, follow=False), running, query, last)
+        try:
+            async for entry in self._logs_errors(tail, cluster, ns):
+                yield entry
+        finally:
+            await tail.aclose()
+        if not query.follow:
+            return
+        followers = Followers(self._open_log(cluster, ns, follow=True), query, last)
+        for pod in running:
+            followers.follow(pod)  # a crashed one's follow ends at once; the watch restarts it
+        reflector = self._reflector(
+            cluster,
+            _core(ns, "pods"),
+            Target(service_id, ns, f"watch the pods of {ns}/{service_id}"),
+            {"labelSelector": service_selector(service_id)},
+        )
+        watcher = asyncio.create_task(_follow_pods(reflector, followers))
+        try:
+            while True:
+                line = asyncio.ensure_future(followers.queue.get())
+                done, _ = await asyncio.wait({line, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if line in done:
+                    yield line.result()
+                    continue
+                line.cancel()
+                watcher.result()  # the pod watch failed for good: its error ends the stream
+                return
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, InfrastructureProviderError):
+                await watcher
+            await followers.close()
+
+    async def _logs_errors(
+        self, entries: AsyncGenerator[LogEntry, None], cluster: ResolvedCluster, namespace: str
+    ) -> AsyncGenerator[LogEntry, None]:
+        """``entries`` with the API's errors as provider errors."""
+        target = Target(namespace=namespace, what="read pod logs")
+        try:
+            async for entry in entries:
+                yield entry
+        except ApiException as exc:
+            raise translate_api_error(
+                exc, target, alias=self.alias, source=self._describe(cluster)
+            ) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise self._unreachable(exc, target, cluster) from exc
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -751,3 +971,20 @@ class KubernetesProvider(InfrastructureProvider):
         cluster, self._cluster = self._cluster, None
         if cluster is not None:
             await self.run_blocking(cluster.api_client.close)
+
+
+async def _follow_pods(reflector: Reflector, followers: Followers) -> None:
+    """Keep ``followers`` on the running pods the watch sees (new ones, restarted ones)."""
+    events = reflector.events()
+    try:
+        async for event in events:
+            pods = event.items if isinstance(event, Listed) else [event.obj]
+            gone = isinstance(event, Changed) and event.kind == "DELETED"
+            for pod in pods:
+                name = str(pod["metadata"]["name"])
+                if gone:
+                    followers.forget(name)
+                elif has_log(pod, running_only=True):
+                    followers.follow(name)
+    finally:
+        await events.aclose()

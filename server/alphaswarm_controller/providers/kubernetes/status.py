@@ -55,6 +55,7 @@ def _instance(pod: JsonObj) -> InstanceStatus:
         ready=ready,
         restarts=restarts,
         message=message[:300],
+        started_at=_parse_time(status.get("startTime")),
     )
 
 
@@ -114,7 +115,6 @@ def deployment_status(
         if t is not None
     ]
     created = _parse_time(meta.get("creationTimestamp"))
-    updated_at = max(stamps) if stamps else created or datetime.now(UTC)
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
     return DeploymentStatus(
         service_id=str(meta["name"]),
@@ -124,9 +124,13 @@ def deployment_status(
         desired_replicas=desired,
         ready_replicas=ready,
         message=message,
-        updated_at=updated_at,
+        updated_at=datetime.now(UTC),
         restarts=restarts,
         instances=instances,
         image=str(containers[0].get("image") or ""),
         labels=user_labels(meta.get("labels") or {}),
+        created_at=created,
+        # The last rollout condition change: the closest the Deployment records to when
+        # its spec changed.
+        changed_at=max(stamps) if stamps else created,
     )

@@ -11,12 +11,11 @@ TLS, token refresh, retries and timeouts are the client's own.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 JsonObj = dict[str, Any]
 
@@ -44,8 +43,9 @@ class Transport:
         body: Any,
         content_type: str | None,
         timeout: float | tuple[float, float] | None,
+        accept: str = "application/json",
     ) -> Any:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
         params: Sequence[tuple[str, Any]] = [
@@ -88,13 +88,13 @@ class Transport:
         *,
         query: Mapping[str, Any],
         timeout: tuple[float, float],
-    ) -> tuple[Any, Iterator[str]]:
-        """Open a watch: the raw urllib3 response (to shut down) and its lines."""
+        accept: str = "application/json",
+    ) -> Any:
+        """Open a streaming GET (a watch, a pod log): the raw urllib3 response, unread."""
         response = self._send(
-            "GET", path, query=query, body=None, content_type=None, timeout=timeout
+            "GET", path, query=query, body=None, content_type=None, timeout=timeout, accept=accept
         )
-        raw = response.response
-        return raw, iter_resp_lines(raw)  # type: ignore[no-untyped-call]
+        return response.response
 
 
 def _query_value(value: Any) -> Any:

@@ -187,6 +187,25 @@ def _inside(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
+OPTIONS = ("cwd",)
+"""provider_options keys the local provider understands."""
+
+
+_POINTER = 8
+
+
+def too_large_for_exec(plan: LaunchPlan, ordinal: int) -> bool:
+    """Whether argv and environment together exceed what exec hands to a process
+    (``ARG_MAX``: a quarter of the stack limit on Linux). exec then fails with E2BIG,
+    which a PATH search may report as another error of an earlier directory."""
+    try:
+        limit = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        return False
+    strings = [*plan.argv, *(f"{k}={v}" for k, v in plan.env_for(ordinal).items())]
+    return sum(len(text.encode()) + 1 + _POINTER for text in strings) > limit
+
+
 def require_command(spec: DeploymentSpec) -> None:
     if not spec.command:
         what = "an image alone cannot run here" if spec.image else "it is empty"
@@ -195,6 +214,36 @@ def require_command(spec: DeploymentSpec) -> None:
             "the local provider runs commands, not images: set spec.command to the "
             f"program and its arguments ({what})",
         )
+    unsupported = unsupported_fields(spec)
+    if unsupported:
+        raise InvalidSpecError(unsupported)
+
+
+def unsupported_fields(spec: DeploymentSpec) -> list[FieldViolation]:
+    """What a spec asks that this provider would otherwise silently ignore: unknown options,
+    published ports (replicas bind what they like on the host) and resource limits (not
+    enforced on plain processes). Refused, so nobody believes they are in force."""
+    found = [
+        FieldViolation(
+            f"spec.provider_options[{key!r}]",
+            f"unknown option; the local provider accepts {', '.join(OPTIONS)}",
+        )
+        for key in spec.provider_options
+        if key not in OPTIONS
+    ]
+    if spec.ports:
+        found.append(
+            FieldViolation("spec.ports", "the local provider publishes no ports: leave it empty")
+        )
+    for name in ("cpu", "memory"):
+        if getattr(spec.resources, name):
+            found.append(
+                FieldViolation(
+                    f"spec.resources.{name}",
+                    "the local provider does not enforce limits on processes: leave it empty",
+                )
+            )
+    return found
 
 
 def check_runnable(spec: DeploymentSpec, plan: LaunchPlan, policy: LaunchPolicy) -> LaunchPlan:

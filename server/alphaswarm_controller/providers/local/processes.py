@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -124,6 +125,23 @@ async def spawn(
         os.close(err_write)
         tree.spawned()
     return Spawned(process, out_read, err_read)
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is still a live process (not gone, not a zombie), as /proc says.
+
+    The event loop learns of an exit only when its callback runs; under load that can
+    be long enough for an exited replica to pass for ready."""
+    if sys.platform != "linux":
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: trust the event loop
+    return bool(fields) and fields[0] not in (b"Z", b"X")
 
 
 def create_time(pid: int) -> float | None:

@@ -10,6 +10,10 @@ deployment back to its replicas, except those that keep killing the server
 (crashloop.py). Replica output goes through pipes to size-bounded files that the
 server alone writes (logfiles.py, logcapture.py) and StreamLogs reads
 (logstream.py).
+
+Every change of what runs is a revision, stored with the definition (store.py);
+a change returns once it is recorded, and a rollout task per service replaces
+the replicas one slot at a time and judges the rollout (rollout.py).
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ import shutil
 import sqlite3
 import sys
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from alphaswarm_core.call import current_change
 from alphaswarm_core.providers.concurrency import BlockingRunner
 from alphaswarm_core.providers.errors import (
     ConfigVersionConflict,
@@ -38,9 +43,11 @@ from alphaswarm_core.providers.errors import (
     FieldViolation,
     InfrastructureProviderUnavailable,
     InvalidSpecError,
+    RevisionNotFound,
 )
 from alphaswarm_core.providers.models import (
     ConfigMapPatch,
+    Definition,
     DeploymentSpec,
     DeploymentState,
     DeploymentStatus,
@@ -49,6 +56,8 @@ from alphaswarm_core.providers.models import (
     MetricSample,
     ProviderHealth,
     ProviderKind,
+    Revision,
+    RolloutState,
     ServiceConfig,
     check_replicas,
     validate_service_ref,
@@ -58,6 +67,7 @@ from alphaswarm_core.providers.reasons import ErrorReason
 
 from . import identity as identities_module
 from . import launch, processes
+from . import rollout as rollouts
 from .containment import Containment
 from .crashloop import CrashLoopGuard
 from .identity import IdentityPolicy, ReplicaIdentity
@@ -67,6 +77,7 @@ from .logstream import LogReader, LogSelector
 from .metrics import ProcessTreeSampler
 from .proctable import libc
 from .replica import Replica
+from .rolling import Deployment, RolloutDriver, begun, revision_of
 from .settings import STATE_DIR_ENV, LocalSettings
 from .statedir import (
     InsecureStateDir,
@@ -81,15 +92,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Key = tuple[str, str]
-
-
-@dataclass(eq=False, slots=True)
-class _Deployment:
-    desired: Desired
-    plan: LaunchPlan
-    replicas: dict[int, Replica] = field(default_factory=dict)
-    note: str = ""
-    """Why the last convergence could not finish (a halted rollout), shown in status."""
 
 
 _PR_SET_DUMPABLE = 4
@@ -119,7 +121,7 @@ def _listdir(path: Path) -> list[str]:
         return []
 
 
-class LocalProvider(InfrastructureProvider):
+class LocalProvider(RolloutDriver, InfrastructureProvider):
     """Replicas as OS processes; the embedded default provider."""
 
     provider_kind = ProviderKind.LOCAL
@@ -132,7 +134,7 @@ class LocalProvider(InfrastructureProvider):
         self._settings: LocalSettings | None = None
         self._store: StateStore | None = None
         self._lock_fd: int | None = None
-        self._deployments: dict[Key, _Deployment] = {}
+        self._deployments: dict[Key, Deployment] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
         self._lock_users: dict[Key, int] = {}
         self._logbooks: dict[Key, LogBook] = {}
@@ -158,13 +160,12 @@ class LocalProvider(InfrastructureProvider):
     async def open(self) -> None:
         """Load desired state, kill replicas a previous run left, respawn every deployment.
 
-        A state directory that cannot be used does not stop the server: the error
-        is logged here and raised by ``health`` and every call until it is fixed.
+        A state directory that cannot be used (unwritable, or locked by another
+        controller) raises InfrastructureProviderUnavailable. It does not stop the
+        server: the pool keeps no provider that did not open, so health reports the
+        error and every call raises it until it is fixed.
         """
-        try:
-            await self._ensure_open()
-        except InfrastructureProviderUnavailable as exc:
-            log.error("local provider unavailable: %s", exc)
+        await self._ensure_open()
 
     async def _ensure_open(self) -> None:
         if self._opened:
@@ -234,7 +235,7 @@ class LocalProvider(InfrastructureProvider):
             log.warning("local provider: removed the logs of deleted deployments: %s", orphans)
         for desired in stored:
             await self._ensure_identity(desired.spec.namespace)
-            deployment = _Deployment(desired, self._plan(desired.spec, desired.config))
+            deployment = Deployment(desired, self._plan(desired.spec, desired.config))
             self._deployments[desired.key] = deployment
             if not desired.target:
                 continue
@@ -244,7 +245,17 @@ class LocalProvider(InfrastructureProvider):
                 deployment.note = f"not started: {exc.message}"
                 log.error("local provider: %s/%s %s", *desired.key, deployment.note)
                 continue
-            await self._locked(desired.key, functools.partial(self._converge, deployment))
+            rollout = desired.rollout
+            # A rollout in progress resumes, and a failed one stays failed: every slot
+            # comes back with the revision it ran.
+            slots = (
+                await store.slots(desired.key)
+                if rollout is not None and rollout.state is not RolloutState.SUCCEEDED
+                else {}
+            )
+            await self._locked(
+                desired.key, functools.partial(self._converge, deployment, recovered=slots)
+            )
         if containment.mode == "session":
             self._sweeper = asyncio.create_task(
                 self._sweep(containment), name="alphaswarm-local:sweep"
@@ -400,33 +411,39 @@ class LocalProvider(InfrastructureProvider):
         policy = self._policy(spec.namespace)
         return launch.check_runnable(spec, self._plan(spec, config), policy)
 
-    def _get(self, service_id: str, namespace: str) -> _Deployment:
+    def _get(self, service_id: str, namespace: str) -> Deployment:
         validate_service_ref(service_id, namespace)
         deployment = self._deployments.get((namespace, service_id))
         if deployment is None:
             raise DeploymentNotFoundError(service_id, namespace)
         return deployment
 
+    @contextlib.asynccontextmanager
+    async def _serialised(self, key: Key) -> AsyncIterator[None]:
+        """Hold the service's lock: one change (or rollout step) of a service at a time."""
+        self._lock_users[key] = self._lock_users.get(key, 0) + 1
+        try:
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                yield
+        finally:
+            left = self._lock_users.get(key, 1) - 1
+            if left:
+                self._lock_users[key] = left
+            else:  # the lock of a deleted service goes with it
+                self._lock_users.pop(key, None)
+                if key not in self._deployments:
+                    self._locks.pop(key, None)
+
     async def _locked(self, key: Key, action: Callable[[], Awaitable[T]]) -> T:
         """Run a mutation serialised per service, to completion even if the caller goes away.
 
-        A cancelled RPC must not leave a rollout half done, so the work runs in
+        A cancelled RPC must not leave a change half made, so the work runs in
         its own task; ``close`` cancels what is still running.
         """
 
         async def run() -> T:
-            self._lock_users[key] = self._lock_users.get(key, 0) + 1
-            try:
-                async with self._locks.setdefault(key, asyncio.Lock()):
-                    return await action()
-            finally:
-                left = self._lock_users.get(key, 1) - 1
-                if left:
-                    self._lock_users[key] = left
-                else:  # the lock of a deleted service goes with it
-                    self._lock_users.pop(key, None)
-                    if key not in self._deployments:
-                        self._locks.pop(key, None)
+            async with self._serialised(key):
+                return await action()
 
         task: asyncio.Task[T] = asyncio.create_task(run(), name=f"alphaswarm-local:{key}")
         self._tasks.add(task)
@@ -438,11 +455,24 @@ class LocalProvider(InfrastructureProvider):
         if not task.cancelled():
             task.exception()  # retrieved: the caller may have gone away
 
-    async def _save(self, deployment: _Deployment, desired: Desired) -> None:
-        if desired != deployment.desired:
-            assert self._store is not None
-            await self._store.save(desired)
-            deployment.desired = desired
+    async def _save(
+        self,
+        deployment: Deployment,
+        desired: Desired,
+        *,
+        expected: int = 0,
+        revision: Revision | None = None,
+    ) -> None:
+        """Store ``desired`` (and the revision it makes), checking ``expected`` first in the
+        same transaction; only then does memory change."""
+        assert self._store is not None
+        await self._store.save(desired, expected=expected, revision=revision)
+        deployment.desired = desired
+
+    async def _check(self, key: Key, expected: int) -> None:
+        """For a change that changes nothing: still REVISION_CONFLICT when stale."""
+        assert self._store is not None
+        await self._store.check(key, expected)
 
     def _pid_hook(self, key: Key) -> Callable[[int, int, float | None], Awaitable[None]]:
         async def hook(ordinal: int, pid: int, created: float | None) -> None:
@@ -459,13 +489,17 @@ class LocalProvider(InfrastructureProvider):
 
         return hook
 
-    async def _add(self, deployment: _Deployment, ordinal: int) -> Replica:
+    async def _add(
+        self, deployment: Deployment, ordinal: int, revision: int, plan: LaunchPlan
+    ) -> Replica:
         spec = deployment.desired.spec
-        assert self._containment is not None
+        assert self._containment is not None and self._store is not None
+        await self._store.set_slot(deployment.desired.key, ordinal, revision)
         replica = Replica(
             spec.service_id,
             ordinal,
-            deployment.plan,
+            plan,
+            revision=revision,
             log=self._logbook(deployment.desired.key).replica(ordinal),
             settings=self.settings,
             on_pid=self._pid_hook(deployment.desired.key),
@@ -488,50 +522,45 @@ class LocalProvider(InfrastructureProvider):
             book = self._logbooks[key] = LogBook(settings.log_dir(*key), limits)
         return book
 
-    async def _remove(self, deployment: _Deployment, ordinal: int) -> None:
+    async def _remove(self, deployment: Deployment, ordinal: int, *, forget: bool = False) -> None:
+        """Stop the slot's replica; ``forget``: the slot itself goes (scale-down, stop)."""
         replica = deployment.replicas[ordinal]
         await replica.stop()
         if deployment.replicas.get(ordinal) is replica:
             del deployment.replicas[ordinal]
+        if forget and self._store is not None and ordinal not in deployment.replicas:
+            await self._store.drop_slot(deployment.desired.key, ordinal)
 
-    async def _converge(self, deployment: _Deployment) -> None:
-        """Make the processes match desired state: drop extras, roll outdated, add missing.
+    async def _converge(
+        self, deployment: Deployment, *, recovered: Mapping[int, int] | None = None
+    ) -> None:
+        """Make the processes match desired state at once where nothing is replaced: drop
+        extras, add missing slots; then let the rollout task replace outdated replicas.
 
-        Outdated replicas are replaced one at a time, the next only once the new
-        one is ready, so a service of two or more keeps serving throughout.
+        ``recovered``: at open, the revision each slot ran before (a rollout resumes).
         """
         deployment.note = ""
-        target = deployment.desired.target
+        desired = deployment.desired
+        target = desired.target
         if target and not deployment.plan.checked:  # e.g. not started at open: policy changed
-            desired = deployment.desired
             deployment.plan = self._checked_plan(desired.spec, desired.config)
         extra = sorted((o for o in deployment.replicas if o >= target), reverse=True)
-        await asyncio.gather(*(self._remove(deployment, o) for o in extra))
-        fingerprint = deployment.plan.fingerprint
-        outdated = sorted(
-            o for o, r in deployment.replicas.items() if r.plan.fingerprint != fingerprint
-        )
-        for ordinal in outdated:
-            failing = [
-                o
-                for o, r in deployment.replicas.items()
-                if r.plan.fingerprint == fingerprint and r.state == "backoff"
-            ]
-            if failing:  # do not trade a working old replica for another failing new one
-                deployment.note = f"rollout halted: replica {failing[0]} of the new revision fails"
-                break
-            await self._remove(deployment, ordinal)
-            replica = await self._add(deployment, ordinal)
-            if not await replica.wait_ready_or_failed(self.settings.rollout_timeout):
-                why = replica.last_failure or "not ready in time"
-                deployment.note = f"rollout halted at replica {ordinal}: {why}"
-                log.warning("%s/%s: %s", *deployment.desired.key, deployment.note)
-                break
-        for ordinal in range(target):
-            if ordinal not in deployment.replicas:
-                await self._add(deployment, ordinal)
+        await asyncio.gather(*(self._remove(deployment, o, forget=True) for o in extra))
+        await self._retag(deployment)
+        missing = [o for o in range(target) if o not in deployment.replicas]
+        if missing:
+            fresh = await self._fresh_slot(deployment)
+            for ordinal in missing:
+                revision, plan = fresh
+                ran = (recovered or {}).get(ordinal)
+                if ran is not None and ran != desired.revision:
+                    found = await self._revision_plan(deployment, ran)
+                    if found is not None:
+                        revision, plan = ran, found
+                await self._add(deployment, ordinal, revision, plan)
+        self._ensure_worker(deployment)
 
-    def _status(self, deployment: _Deployment) -> DeploymentStatus:
+    def _status(self, deployment: Deployment) -> DeploymentStatus:
         desired = deployment.desired
         replicas = [deployment.replicas[o] for o in sorted(deployment.replicas)]
         instances = tuple(r.status() for r in replicas)
@@ -539,6 +568,8 @@ class LocalProvider(InfrastructureProvider):
         ready = sum(1 for i in instances if i.ready)
         restarts = sum(r.restarts for r in replicas)
         failing = [r for r in replicas if r.state == "backoff"]
+        rollout = desired.rollout
+        rollout_failed = rollout is not None and rollout.state is RolloutState.FAILED
         if desired.held and not desired.stopped:
             state = DeploymentState.STOPPED
             message = f"held: {desired.held}"
@@ -555,8 +586,21 @@ class LocalProvider(InfrastructureProvider):
         else:
             state = DeploymentState.PENDING
             message = f"{ready}/{target} replicas ready"
+        if rollout_failed and state in (DeploymentState.RUNNING, DeploymentState.PENDING):
+            state = DeploymentState.DEGRADED  # perhaps serving, but not what is desired
         if deployment.note:
             message = f"{message}; {deployment.note}"
+        if rollout is not None and rollout.state is RolloutState.IN_PROGRESS and target:
+            updated = sum(1 for r in replicas if r.revision == desired.revision and r.ready)
+            message += f"; rolling out revision {desired.revision}: {updated}/{target} updated"
+        elif rollout_failed and rollout is not None:
+            message += (
+                f"; rollout of revision {desired.revision} failed ({rollout.reason}): "
+                f"{rollout.message}"
+            )
+        available = ready >= target
+        if deployment.available is None or deployment.available[0] != available:
+            deployment.available = (available, datetime.now(UTC))
         spec = desired.spec
         return DeploymentStatus(
             service_id=spec.service_id,
@@ -566,11 +610,20 @@ class LocalProvider(InfrastructureProvider):
             desired_replicas=target,
             ready_replicas=ready,
             message=message,
-            updated_at=datetime.fromtimestamp(desired.updated_at, UTC),
+            updated_at=datetime.now(UTC),
             restarts=restarts,
             instances=instances,
             image=spec.image,
             labels=dict(spec.labels),
+            changed_at=datetime.fromtimestamp(desired.updated_at, UTC),
+            created_at=datetime.fromtimestamp(desired.created_at, UTC)
+            if desired.created_at
+            else None,
+            spec=replace(spec, replicas=desired.replicas),
+            revision=desired.revision,
+            observed_revision=min((r.revision for r in replicas), default=desired.revision),
+            rollout=rollout,
+            conditions=rollouts.conditions(rollout, deployment.available, ready, target),
         )
 
     # -- required ---------------------------------------------------------------------------
@@ -606,10 +659,14 @@ class LocalProvider(InfrastructureProvider):
         )
 
     async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
+        """Record the spec (a new revision when what runs changes) and return at once; the
+        rollout task replaces the replicas. A start of what is desired already retries a
+        failed rollout and resumes a stopped or held service."""
         spec.validate()
         launch.require_command(spec)  # before anything else: nothing can change
         await self._ensure_open()
         key = (spec.namespace, spec.service_id)
+        change = current_change()
 
         async def converge() -> DeploymentStatus:
             deployment = self._deployments.get(key)
@@ -617,23 +674,24 @@ class LocalProvider(InfrastructureProvider):
             await self._ensure_identity(spec.namespace)
             plan = self._checked_plan(spec, config)
             if deployment is None:
-                desired = Desired(spec=spec, replicas=spec.replicas)
+                desired = Desired(spec=spec, replicas=spec.replicas, revision=1, rollout=begun(1))
                 assert self._store is not None
-                await self._store.save(desired)
-                deployment = _Deployment(desired, plan)
+                await self._store.save(
+                    desired,
+                    expected=change.expected_revision,
+                    revision=revision_of(desired, change.change_cause),
+                )
+                deployment = Deployment(desired, plan)
                 self._deployments[key] = deployment
             else:
                 current = deployment.desired
-                if (current.spec, current.replicas, current.stopped, current.held) != (
-                    spec,
-                    spec.replicas,
-                    False,
-                    "",
-                ):
+                updated, record = _started(current, spec, change.change_cause)
+                if record is not None or _fields(updated) != _fields(current):
                     await self._save(
-                        deployment,
-                        current.changed(spec=spec, replicas=spec.replicas, stopped=False, held=""),
+                        deployment, updated, expected=change.expected_revision, revision=record
                     )
+                else:
+                    await self._check(key, change.expected_revision)
                 deployment.plan = plan
             await self._converge(deployment)
             return self._status(deployment)
@@ -645,11 +703,15 @@ class LocalProvider(InfrastructureProvider):
     ) -> DeploymentStatus:
         await self._ensure_open()
         key = self._get(service_id, namespace).desired.key
+        expected = current_change().expected_revision
 
         async def stop() -> DeploymentStatus:
             deployment = self._get(service_id, namespace)  # it may have been deleted meanwhile
             if not deployment.desired.stopped:
-                await self._save(deployment, deployment.desired.changed(stopped=True, held=""))
+                updated = deployment.desired.changed(stopped=True, held="")
+                await self._save(deployment, updated, expected=expected)
+            else:
+                await self._check(key, expected)
             await self._converge(deployment)
             return self._status(deployment)
 
@@ -658,12 +720,15 @@ class LocalProvider(InfrastructureProvider):
     async def scale(
         self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
+        """Add or remove slots at once; never a new revision (new slots run the desired
+        revision, or the last good one after a failed rollout)."""
         violations: list[FieldViolation] = []
         check_replicas(violations, "replicas", replicas)
         if violations:
             raise InvalidSpecError(violations)
         await self._ensure_open()
         key = self._get(service_id, namespace).desired.key
+        expected = current_change().expected_revision
 
         async def scale() -> DeploymentStatus:
             deployment = self._get(service_id, namespace)
@@ -672,9 +737,10 @@ class LocalProvider(InfrastructureProvider):
             if replicas and not deployment.plan.checked:  # refused before anything changes
                 deployment.plan = self._checked_plan(current.spec, current.config)
             if (current.replicas, current.stopped, current.held) != (replicas, stopped, ""):
-                await self._save(
-                    deployment, current.changed(replicas=replicas, stopped=stopped, held="")
-                )
+                updated = current.changed(replicas=replicas, stopped=stopped, held="")
+                await self._save(deployment, updated, expected=expected)
+            else:
+                await self._check(key, expected)
             await self._converge(deployment)
             return self._status(deployment)
 
@@ -700,19 +766,16 @@ class LocalProvider(InfrastructureProvider):
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> ServiceConfig:
         await self._ensure_open()
-        desired = self._get(service_id, namespace).desired
-        return ServiceConfig(
-            desired.spec.service_id,
-            desired.spec.namespace,
-            dict(desired.config),
-            str(desired.config_version),
-        )
+        return self._config(self._get(service_id, namespace).desired)
 
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
-        """Store the new config, then restart replicas one at a time with it in their env."""
+        """Store the new config as a new revision; the rollout task then restarts the
+        replicas one at a time with it in their environment. A patch that changes
+        nothing makes no revision and keeps the version."""
         patch.validate()
         await self._ensure_open()
         key = self._get(patch.service_id, patch.namespace).desired.key
+        change = current_change()
 
         async def apply() -> ServiceConfig:
             deployment = self._get(patch.service_id, patch.namespace)
@@ -726,24 +789,94 @@ class LocalProvider(InfrastructureProvider):
                     actual=version,
                 )
             data = patch.applied_to(current.config)
+            if data == dict(current.config):
+                await self._check(key, change.expected_revision)
+                return self._config(current)
             try:
                 plan = self._checked_plan(current.spec, data)
             except InvalidSpecError as exc:
                 raise InvalidSpecError.single(
                     "patch.set", f"with this config the command cannot start: {exc.message}"
                 ) from None
-            updated = current.changed(config=data, config_version=current.config_version + 1)
-            await self._save(deployment, updated)
+            number = current.revision + 1
+            updated = current.changed(
+                config=data,
+                config_version=current.config_version + 1,
+                revision=number,
+                rollout=begun(number),
+            )
+            record = revision_of(updated, change.change_cause)
+            await self._save(
+                deployment, updated, expected=change.expected_revision, revision=record
+            )
             deployment.plan = plan
             await self._converge(deployment)
-            return ServiceConfig(
-                updated.spec.service_id,
-                updated.spec.namespace,
-                dict(data),
-                str(updated.config_version),
-            )
+            return self._config(updated)
 
         return await self._locked(key, apply)
+
+    @staticmethod
+    def _config(desired: Desired) -> ServiceConfig:
+        return ServiceConfig(
+            desired.spec.service_id,
+            desired.spec.namespace,
+            dict(desired.config),
+            str(desired.config_version),
+        )
+
+    # -- revisions --------------------------------------------------------------------------
+
+    async def definition(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> Definition:
+        """The desired spec (with the replicas that should run now), config and revision."""
+        await self._ensure_open()
+        desired = self._get(service_id, namespace).desired
+        return Definition(
+            replace(desired.spec, replicas=desired.target),
+            dict(desired.config),
+            str(desired.config_version),
+            desired.revision,
+        )
+
+    async def list_revisions(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[Revision]:
+        """Newest first: the last ``store.HISTORY`` revisions, and older ones still needed
+        (the last good one, those a replica runs)."""
+        await self._ensure_open()
+        key = self._get(service_id, namespace).desired.key
+        assert self._store is not None
+        return await self._store.revisions(key)
+
+    async def rollback(
+        self, service_id: str, to_revision: int, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
+        """A new revision with ``to_revision``'s spec and config (0: the revision before the
+        newest), replacing the replicas one at a time like any change."""
+        if to_revision < 0:
+            raise InvalidSpecError.single(
+                "to_revision", "0 (the previous one) or a revision number"
+            )
+        await self._ensure_open()
+        key = self._get(service_id, namespace).desired.key
+        change = current_change()
+
+        async def roll_back() -> DeploymentStatus:
+            deployment = self._get(service_id, namespace)
+            number = to_revision
+            if number == 0:
+                assert self._store is not None
+                history = await self._store.revisions(key)
+                if len(history) < 2:
+                    raise RevisionNotFound(service_id, namespace, 0)
+                number = history[1].number
+            await self._restore(
+                deployment, number, cause=change.change_cause, expected=change.expected_revision
+            )
+            return self._status(deployment)
+
+        return await self._locked(key, roll_back)
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -822,6 +955,7 @@ class LocalProvider(InfrastructureProvider):
         validate_service_ref(service_id, namespace)
         await self._ensure_open()
         key = (namespace, service_id)
+        expected = current_change().expected_revision
 
         async def delete() -> bool:
             deployment = self._deployments.get(key)
@@ -830,7 +964,7 @@ class LocalProvider(InfrastructureProvider):
                     return False
                 raise DeploymentNotFoundError(service_id, namespace)
             assert self._store is not None
-            await self._store.delete(key)  # first: when it fails, nothing has changed
+            await self._store.delete(key, expected=expected)  # first: if it fails, nothing changed
             try:
                 ordinals = list(deployment.replicas)
                 await asyncio.gather(*(self._remove(deployment, o) for o in ordinals))
@@ -847,6 +981,33 @@ class LocalProvider(InfrastructureProvider):
             return True
 
         return await self._locked(key, delete)
+
+
+def _started(current: Desired, spec: DeploymentSpec, cause: str) -> tuple[Desired, Revision | None]:
+    """What a StartDeployment of ``spec`` makes of ``current``, and the revision it makes:
+    one when what runs changes; none, but a new rollout, when it retries a failed one or
+    resumes a service that ran no replica."""
+    updated = current.changed(spec=spec, replicas=spec.replicas, stopped=False, held="")
+    if not current.spec.runs_as(spec):
+        number = current.revision + 1
+        updated = replace(updated, revision=number, rollout=begun(number))
+        return updated, revision_of(updated, cause)
+    failed = current.rollout is not None and current.rollout.state is RolloutState.FAILED
+    if spec.replicas and (failed or current.target == 0):
+        updated = replace(updated, rollout=begun(current.revision))
+    return updated, None
+
+
+def _fields(desired: Desired) -> tuple[object, ...]:
+    """What a change may alter (``updated_at`` aside)."""
+    return (
+        desired.spec,
+        desired.replicas,
+        desired.stopped,
+        desired.held,
+        desired.revision,
+        desired.rollout,
+    )
 
 
 def _remove_tree(path: Path) -> None:

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from alphaswarm_core.providers.models import InstanceStatus
 
 from . import processes
 from .containment import Containment, ReplicaTree
 from .identity import ReplicaIdentity
-from .launch import LaunchPlan
+from .launch import LaunchPlan, too_large_for_exec
 from .logcapture import OutputCapture
 from .logfiles import STDERR, STDOUT, ReplicaLog
 from .processes import Runner
@@ -40,6 +42,7 @@ class Replica:
         ordinal: int,
         plan: LaunchPlan,
         *,
+        revision: int,
         log: ReplicaLog,
         settings: LocalSettings,
         on_pid: PidHook,
@@ -51,6 +54,10 @@ class Replica:
         self.service_id = service_id
         self.ordinal = ordinal
         self.plan = plan
+        self.revision = revision
+        """The service revision ``plan`` is (rollout.py)."""
+        self.previous: tuple[int, LaunchPlan] | None = None
+        """The revision and plan of the replica this one replaced in its slot, if any."""
         self.log = log
         self._settings = settings
         self._on_pid = on_pid
@@ -68,6 +75,12 @@ class Replica:
         self.message = ""
         self.last_exit_code: int | None = None
         self.last_failure = ""
+        self.started_wall: float | None = None
+        """When the current process started (the kernel's create time), for started_at."""
+        self.exits_in_a_row = 0
+        """Exits (or failed starts) with no run of ``stable_after`` seconds in between."""
+        self.start_errno: int | None = None
+        """Why the last start failed (errno), None when it started."""
 
     # -- observed state ---------------------------------------------------------------------
 
@@ -78,10 +91,12 @@ class Replica:
 
     @property
     def ready(self) -> bool:
+        pid = self.pid
         return (
-            self.pid is not None
+            pid is not None
             and not self._stop.is_set()
             and time.monotonic() - self._started_at >= self._settings.ready_after
+            and processes.running(pid)  # exited, but the loop has not heard of it yet
         )
 
     @property
@@ -97,15 +112,17 @@ class Replica:
         message = self.message
         if pid is not None:
             instance_id += f"@{pid}"
-            message = f"pid {pid}"
+            message = f"pid {pid}, revision {self.revision}"
             if self.last_failure:
                 message += f"; last exit: {self.last_failure}"
+        started = self.started_wall if pid is not None else None
         return InstanceStatus(
             instance_id=instance_id,
             state=state,
             ready=self.ready,
             restarts=self.restarts,
             message=message,
+            started_at=datetime.fromtimestamp(started, UTC) if started is not None else None,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -146,17 +163,6 @@ class Replica:
         if self._task is not None:
             self._task.cancel()
 
-    async def wait_ready_or_failed(self, within: float) -> bool:
-        """After a (re)start: True once ready, False if it crashed first or timed out."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if self.ready:
-                return True
-            if self.failed_since_start or self._stop.is_set():
-                return False
-            await asyncio.sleep(0.05)
-        return False
-
     async def _spawn(self) -> None:
         self.state = "starting"
         tree = self._containment.new_tree(self._label)
@@ -187,6 +193,7 @@ class Replica:
         self._process = process
         self._started_at = time.monotonic()
         created = processes.create_time(process.pid)
+        self.started_wall = created if created is not None else time.time()
         if created is not None:
             await self._on_pid(self.ordinal, process.pid, created)
 
@@ -194,7 +201,15 @@ class Replica:
         try:
             await self._spawn()
         except OSError as exc:
-            self._failed(f"cannot start {self.plan.argv[0]!r}: {exc.strerror or exc}")
+            self.exits_in_a_row += 1
+            self.start_errno = exc.errno
+            why = exc.strerror or str(exc)
+            if exc.errno != errno.E2BIG and too_large_for_exec(self.plan, self.ordinal):
+                self.start_errno = errno.E2BIG
+                why = f"{why}; the environment is larger than exec allows (E2BIG)"
+            self._failed(f"cannot start {self.plan.argv[0]!r}: {why}")
+        else:
+            self.start_errno = None
 
     async def _supervise(self) -> None:
         settings = self._settings
@@ -211,6 +226,8 @@ class Replica:
                         return
                     if time.monotonic() - self._started_at >= settings.stable_after:
                         delay = settings.backoff_initial
+                        self.exits_in_a_row = 0
+                    self.exits_in_a_row += 1
                     self.restarts += 1
                     self.last_exit_code = code
                     self._failed(processes.describe_exit(code))

@@ -26,6 +26,7 @@ ALLOWED_COMMANDS_ENV = "ALPHASWARM_LOCAL_ALLOWED_COMMANDS"
 ALLOWED_CWDS_ENV = "ALPHASWARM_LOCAL_ALLOWED_CWDS"
 CGROUP_ENV = "ALPHASWARM_LOCAL_CGROUP"
 CRASH_LOOP_LIMIT_ENV = "ALPHASWARM_LOCAL_CRASH_LOOP_LIMIT"
+ROLLOUT_EXITS_ENV = "ALPHASWARM_LOCAL_ROLLOUT_EXITS"
 LOG_FILE_BYTES_ENV = "ALPHASWARM_LOCAL_LOG_FILE_BYTES"
 LOG_ROTATED_FILES_ENV = "ALPHASWARM_LOCAL_LOG_ROTATED_FILES"
 LOG_RATE_ENV = "ALPHASWARM_LOCAL_LOG_RATE_BYTES"
@@ -103,6 +104,13 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return raw
 
 
+def _rollout_exits(env: Mapping[str, str]) -> int:
+    value = _count(env, ROLLOUT_EXITS_ENV, 3, high=100)
+    if value < 1:
+        raise _bad(ROLLOUT_EXITS_ENV, env[ROLLOUT_EXITS_ENV], "a whole number between 1 and 100")
+    return value
+
+
 DEFAULT_UID_RANGE = (3_000_000, 3_065_535)
 """Where a root server takes one uid per namespace when nothing else is configured: far
 above the ids distributions give out, and 65,536 namespaces wide."""
@@ -160,8 +168,8 @@ class LocalSettings:
     backoff_max: float = 30.0
     stable_after: float = 10.0
     """Uptime after which a crash starts the backoff from ``backoff_initial`` again."""
-    rollout_timeout: float = 60.0
-    """How long a rolling restart waits for each new replica to become ready."""
+    rollout_exits: int = 3
+    """Exits in a row of a replica of the new revision that fail its rollout (rollout.py)."""
     pdeathsig: bool = sys.platform == "linux"
     """Ask the kernel to SIGKILL replicas when the controller dies (Linux only)."""
     run_as: str = ""
@@ -203,7 +211,7 @@ class LocalSettings:
             backoff_initial=max(0.05, _seconds(env, "ALPHASWARM_LOCAL_BACKOFF_SECONDS", 0.5)),
             backoff_max=_seconds(env, "ALPHASWARM_LOCAL_BACKOFF_MAX_SECONDS", 30.0),
             stable_after=_seconds(env, "ALPHASWARM_LOCAL_STABLE_SECONDS", 10.0),
-            rollout_timeout=_seconds(env, "ALPHASWARM_LOCAL_ROLLOUT_TIMEOUT_SECONDS", 60.0),
+            rollout_exits=_rollout_exits(env),
             pdeathsig=sys.platform == "linux" and _flag(env, "ALPHASWARM_LOCAL_PDEATHSIG", True),
             run_as=env.get(RUN_AS_ENV, "").strip(),
             allow_root=_flag(env, ALLOW_ROOT_ENV, False),

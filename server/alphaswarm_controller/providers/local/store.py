@@ -1,9 +1,16 @@
 """Desired state of the local provider in SQLite, so it survives a controller restart.
 
 One dedicated thread owns the connection: SQLite calls never block the event
-loop, and they are serialised without a lock. Only desired state, the pids of
-running replicas and how the previous run ended are stored; everything
-observed is recomputed.
+loop, and they are serialised without a lock. Only desired state, the revision
+history, the revision each replica slot runs, the pids of running replicas and how
+the previous run ended are stored; everything observed is recomputed.
+
+Revisions (rollout.py) live beside the definition they version: every change of
+what runs writes the deployment's row and its new revision in one transaction,
+and that same transaction checks the caller's ``expected_revision`` first, so a
+stale change changes nothing. The history keeps the newest ``HISTORY`` revisions
+of a service, plus any older one still needed: the last good one (what an
+automatic rollback returns to) and those a replica slot still runs.
 
 The database holds ``secret.*`` config values in plain text. It is kept private
 instead of encrypted: the file (and SQLite's -wal and -shm, which inherit its
@@ -22,16 +29,29 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable
-from alphaswarm_core.providers.models import DeploymentSpec, PortSpec, Resources
+from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable, RevisionConflict
+from alphaswarm_core.providers.models import (
+    DEFAULT_PROGRESS_DEADLINE_SECONDS,
+    DeploymentSpec,
+    PortSpec,
+    Resources,
+    Revision,
+    Rollout,
+    RolloutState,
+)
 from alphaswarm_core.providers.reasons import ErrorReason
 
 from .statedir import chmod_private, touch_private
 
 T = TypeVar("T")
+Key = tuple[str, str]
+
+HISTORY = 10
+"""Revisions kept per service (beyond these, only the last good one and those still run)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -52,6 +72,26 @@ CREATE TABLE IF NOT EXISTS namespace_uids (
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revisions (
+    namespace      TEXT NOT NULL,
+    service_id     TEXT NOT NULL,
+    number         INTEGER NOT NULL,
+    spec           TEXT NOT NULL,
+    config         TEXT NOT NULL,
+    config_version INTEGER NOT NULL,
+    created_at     REAL NOT NULL,
+    change_cause   TEXT NOT NULL DEFAULT '',
+    rollback_of    INTEGER NOT NULL DEFAULT 0,
+    automatic      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (namespace, service_id, number)
+);
+CREATE TABLE IF NOT EXISTS slots (
+    namespace  TEXT NOT NULL,
+    service_id TEXT NOT NULL,
+    ordinal    INTEGER NOT NULL,
+    revision   INTEGER NOT NULL,
+    PRIMARY KEY (namespace, service_id, ordinal)
 );
 CREATE TABLE IF NOT EXISTS replicas (
     namespace   TEXT NOT NULL,
@@ -76,6 +116,14 @@ class Desired:
     updated_at: float = field(default_factory=time.time)
     held: str = ""
     """Why start-up did not restart it (crashloop.py); empty when it runs as desired."""
+    created_at: float = field(default_factory=time.time)
+    """When the deployment was first stored (0: by a release that did not record it)."""
+    revision: int = 0
+    """The desired revision: the one ``spec`` and ``config`` are."""
+    good_revision: int = 0
+    """The last revision whose rollout succeeded (0: none yet)."""
+    rollout: Rollout | None = None
+    """How the rollout of ``revision`` went, or goes."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -110,6 +158,8 @@ def spec_to_json(spec: DeploymentSpec) -> str:
             ],
             "resources": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
             "provider_options": dict(spec.provider_options),
+            "progress_deadline_seconds": spec.progress_deadline_seconds,
+            "auto_rollback": spec.auto_rollback,
         },
         sort_keys=True,
     )
@@ -128,7 +178,63 @@ def spec_from_json(raw: str) -> DeploymentSpec:
         ports=tuple(PortSpec(**port) for port in data.get("ports", ())),
         resources=Resources(**data.get("resources", {})),
         provider_options=dict(data.get("provider_options", {})),
+        progress_deadline_seconds=float(
+            data.get("progress_deadline_seconds", DEFAULT_PROGRESS_DEADLINE_SECONDS)
+        ),
+        auto_rollback=bool(data.get("auto_rollback", False)),
     )
+
+
+def rollout_to_json(rollout: Rollout | None) -> str:
+    if rollout is None:
+        return ""
+    return json.dumps(
+        {
+            "state": rollout.state.value,
+            "reason": rollout.reason,
+            "message": rollout.message,
+            "started_at": rollout.started_at.timestamp(),
+            "finished_at": rollout.finished_at.timestamp() if rollout.finished_at else None,
+        },
+        sort_keys=True,
+    )
+
+
+def rollout_from_json(raw: str) -> Rollout | None:
+    if not raw:
+        return None
+    data = json.loads(raw)
+    finished = data.get("finished_at")
+    return Rollout(
+        RolloutState(data["state"]),
+        _time(data["started_at"]),
+        data.get("reason", ""),
+        data.get("message", ""),
+        None if finished is None else _time(finished),
+    )
+
+
+def _time(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _revision(row: tuple[Any, ...]) -> Revision:
+    number, spec, config, version, created, cause, rollback_of, automatic = row
+    return Revision(
+        number=int(number),
+        spec=spec_from_json(spec),
+        config=json.loads(config),
+        config_version=str(version),
+        created_at=_time(created),
+        change_cause=cause,
+        rollback_of=int(rollback_of),
+        automatic=bool(automatic),
+    )
+
+
+_REVISION_COLUMNS = (
+    "number, spec, config, config_version, created_at, change_cause, rollback_of, automatic"
+)
 
 
 class StateStore:
@@ -189,7 +295,8 @@ class StateStore:
     async def load(self) -> list[Desired]:
         def query(db: sqlite3.Connection) -> list[Desired]:
             rows = db.execute(
-                "SELECT spec, replicas, stopped, config, config_version, updated_at, held "
+                "SELECT spec, replicas, stopped, config, config_version, updated_at, held, "
+                "created_at, revision, good_revision, rollout "
                 "FROM deployments ORDER BY namespace, service_id"
             ).fetchall()
             return [
@@ -201,45 +308,113 @@ class StateStore:
                     config_version=version,
                     updated_at=updated,
                     held=held,
+                    created_at=created,
+                    revision=revision,
+                    good_revision=good,
+                    rollout=rollout_from_json(rollout),
                 )
-                for spec, replicas, stopped, config, version, updated, held in rows
+                for (
+                    spec,
+                    replicas,
+                    stopped,
+                    config,
+                    version,
+                    updated,
+                    held,
+                    created,
+                    revision,
+                    good,
+                    rollout,
+                ) in rows
             ]
 
         return await self._call(query)
 
-    async def save(self, desired: Desired) -> None:
-        def upsert(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO deployments (namespace, service_id, spec, replicas, stopped, "
-                "config, config_version, updated_at, held) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (namespace, service_id) DO UPDATE SET spec = excluded.spec, "
-                "replicas = excluded.replicas, stopped = excluded.stopped, "
-                "config = excluded.config, config_version = excluded.config_version, "
-                "updated_at = excluded.updated_at, held = excluded.held",
-                (
-                    desired.spec.namespace,
-                    desired.spec.service_id,
-                    spec_to_json(desired.spec),
-                    desired.replicas,
-                    int(desired.stopped),
-                    json.dumps(dict(desired.config), sort_keys=True),
-                    desired.config_version,
-                    desired.updated_at,
-                    desired.held,
-                ),
+    async def save(
+        self, desired: Desired, *, expected: int = 0, revision: Revision | None = None
+    ) -> None:
+        """Write the deployment's row, and ``revision`` when the change makes one, in one
+        transaction that first checks ``expected`` (RevisionConflict when stale: nothing
+        is written)."""
+
+        def write(db: sqlite3.Connection) -> None:
+            _check(db, desired.key, expected)
+            _upsert(db, desired)
+            if revision is not None:
+                _insert_revision(db, desired.key, revision)
+            _prune(db, desired.key, desired.good_revision)
+
+        await self._call(write)
+
+    async def check(self, key: Key, expected: int) -> None:
+        """RevisionConflict unless the service is at ``expected`` (a change of nothing)."""
+        await self._call(lambda db: _check(db, key, expected))
+
+    async def revisions(self, key: Key) -> list[Revision]:
+        """The service's history, newest first."""
+
+        def query(db: sqlite3.Connection) -> list[Revision]:
+            rows = db.execute(
+                f"SELECT {_REVISION_COLUMNS} FROM revisions "
+                "WHERE namespace = ? AND service_id = ? ORDER BY number DESC",
+                key,
+            ).fetchall()
+            return [_revision(row) for row in rows]
+
+        return await self._call(query)
+
+    async def revision(self, key: Key, number: int) -> Revision | None:
+        def query(db: sqlite3.Connection) -> Revision | None:
+            row = db.execute(
+                f"SELECT {_REVISION_COLUMNS} FROM revisions "
+                "WHERE namespace = ? AND service_id = ? AND number = ?",
+                (*key, number),
+            ).fetchone()
+            return None if row is None else _revision(row)
+
+        return await self._call(query)
+
+    # -- which revision each replica slot runs ------------------------------------------------
+
+    async def slots(self, key: Key) -> dict[int, int]:
+        """Ordinal -> the revision its replica runs (what a restart starts it with)."""
+
+        def query(db: sqlite3.Connection) -> dict[int, int]:
+            rows = db.execute(
+                "SELECT ordinal, revision FROM slots WHERE namespace = ? AND service_id = ?", key
             )
+            return {int(ordinal): int(revision) for ordinal, revision in rows}
 
-        await self._call(upsert)
+        return await self._call(query)
 
-    async def delete(self, key: tuple[str, str]) -> bool:
-        """Forget a deployment: its row (spec, config, secrets) and its recorded pids.
+    async def set_slot(self, key: Key, ordinal: int, revision: int) -> None:
+        await self._call(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO slots VALUES (?, ?, ?, ?)", (*key, ordinal, revision)
+            ).close()
+        )
+
+    async def drop_slot(self, key: Key, ordinal: int) -> None:
+        await self._call(
+            lambda db: db.execute(
+                "DELETE FROM slots WHERE namespace = ? AND service_id = ? AND ordinal = ?",
+                (*key, ordinal),
+            ).close()
+        )
+
+    async def delete(self, key: Key, *, expected: int = 0) -> bool:
+        """Forget a deployment: its row (spec, config, secrets), its revisions (specs and
+        configs, secrets included), its slots and its recorded pids; first, in the same
+        transaction, RevisionConflict unless it is at ``expected``.
 
         Then the write-ahead log is checkpointed and truncated, so that the old pages
         (``secure_delete`` zeroes them in the database itself) do not linger there.
         """
 
         def delete(db: sqlite3.Connection) -> bool:
-            db.execute("DELETE FROM replicas WHERE namespace = ? AND service_id = ?", key)
+            _check(db, key, expected)
+            for table in ("replicas", "revisions", "slots"):
+                db.execute(f"DELETE FROM {table} WHERE namespace = ? AND service_id = ?", key)
             cursor = db.execute(
                 "DELETE FROM deployments WHERE namespace = ? AND service_id = ?", key
             )
@@ -374,6 +549,71 @@ class StateStore:
         await self._call(run)
 
 
+def _check(db: sqlite3.Connection, key: Key, expected: int) -> None:
+    row = db.execute(
+        "SELECT revision FROM deployments WHERE namespace = ? AND service_id = ?", key
+    ).fetchone()
+    RevisionConflict.check(key[1], key[0], expected, 0 if row is None else int(row[0]))
+
+
+def _upsert(db: sqlite3.Connection, desired: Desired) -> None:
+    db.execute(
+        "INSERT INTO deployments (namespace, service_id, spec, replicas, stopped, "
+        "config, config_version, updated_at, held, created_at, revision, good_revision, "
+        "rollout) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (namespace, service_id) DO UPDATE SET spec = excluded.spec, "
+        "replicas = excluded.replicas, stopped = excluded.stopped, "
+        "config = excluded.config, config_version = excluded.config_version, "
+        "updated_at = excluded.updated_at, held = excluded.held, "
+        "revision = excluded.revision, good_revision = excluded.good_revision, "
+        "rollout = excluded.rollout",
+        (
+            desired.spec.namespace,
+            desired.spec.service_id,
+            spec_to_json(desired.spec),
+            desired.replicas,
+            int(desired.stopped),
+            json.dumps(dict(desired.config), sort_keys=True),
+            desired.config_version,
+            desired.updated_at,
+            desired.held,
+            desired.created_at,
+            desired.revision,
+            desired.good_revision,
+            rollout_to_json(desired.rollout),
+        ),
+    )
+
+
+def _insert_revision(db: sqlite3.Connection, key: Key, revision: Revision) -> None:
+    db.execute(
+        f"INSERT INTO revisions (namespace, service_id, {_REVISION_COLUMNS}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            *key,
+            revision.number,
+            spec_to_json(replace(revision.spec, replicas=0)),
+            json.dumps(dict(revision.config), sort_keys=True),
+            int(revision.config_version),
+            revision.created_at.timestamp(),
+            revision.change_cause,
+            revision.rollback_of,
+            int(revision.automatic),
+        ),
+    )
+
+
+def _prune(db: sqlite3.Connection, key: Key, good: int) -> None:
+    """Beyond the newest HISTORY revisions, keep only the last good one and those run."""
+    db.execute(
+        "DELETE FROM revisions WHERE namespace = ?1 AND service_id = ?2 AND number <= "
+        "(SELECT max(number) FROM revisions WHERE namespace = ?1 AND service_id = ?2) - ?3 "
+        "AND number != ?4 AND number NOT IN "
+        "(SELECT revision FROM slots WHERE namespace = ?1 AND service_id = ?2)",
+        (*key, HISTORY, good),
+    )
+
+
 def _set_run(db: sqlite3.Connection, state: str) -> None:
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('run', ?)", (state,))
 
@@ -384,5 +624,34 @@ def _migrate(db: sqlite3.Connection) -> None:
     with db:
         if "held" not in columns:
             db.execute("ALTER TABLE deployments ADD COLUMN held TEXT NOT NULL DEFAULT ''")
+        if "created_at" not in columns:
+            db.execute("ALTER TABLE deployments ADD COLUMN created_at REAL NOT NULL DEFAULT 0")
         if "crash_streak" not in columns:
             db.execute("ALTER TABLE deployments ADD COLUMN crash_streak INTEGER NOT NULL DEFAULT 0")
+        for name, kind in (
+            ("revision", "INTEGER NOT NULL DEFAULT 0"),
+            ("good_revision", "INTEGER NOT NULL DEFAULT 0"),
+            ("rollout", "TEXT NOT NULL DEFAULT ''"),
+        ):
+            if name not in columns:
+                db.execute(f"ALTER TABLE deployments ADD COLUMN {name} {kind}")
+        _first_revisions(db)
+
+
+def _first_revisions(db: sqlite3.Connection) -> None:
+    """Deployments stored before revisions existed: what they run becomes revision 1,
+    rolled out (it was running)."""
+    rows = db.execute(
+        "SELECT namespace, service_id, spec, config, config_version, updated_at "
+        "FROM deployments WHERE revision = 0"
+    ).fetchall()
+    for namespace, service_id, spec, config, version, updated in rows:
+        when = _time(updated)
+        first = Revision(1, spec_from_json(spec), json.loads(config), str(version), when)
+        _insert_revision(db, (namespace, service_id), first)
+        done = Rollout(RolloutState.SUCCEEDED, when, finished_at=when)
+        db.execute(
+            "UPDATE deployments SET revision = 1, good_revision = 1, rollout = ? "
+            "WHERE namespace = ? AND service_id = ?",
+            (rollout_to_json(done), namespace, service_id),
+        )
