@@ -102,9 +102,7 @@ _TAG_PUNCTUATION = frozenset("_.:/=+-@")
 
 
 def _tag_text(text: str) -> bool:
-    return all(
-        unicodedata.category(char)[0] in "LZN" or char in _TAG_PUNCTUATION for char in text
-    )
+    return all(unicodedata.category(char)[0] in "LZN" or char in _TAG_PUNCTUATION for char in text)
 
 
 def _counted(tags: list[dict[str, str]]) -> int:

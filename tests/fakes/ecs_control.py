@@ -732,11 +732,7 @@ class EcsControlPlane:
             return ""
         if self.vcpu_quota is None:
             return ""
-        in_use = sum(
-            int(t.definition.cpu or 0)
-            for t in self._tasks.values()
-            if not t.stopped
-        )
+        in_use = sum(int(t.definition.cpu or 0) for t in self._tasks.values() if not t.stopped)
         if (in_use + cpu_units) / 1024 > self.vcpu_quota:
             return VCPU_LIMIT.format(service=service.name)
         return ""
@@ -778,9 +774,7 @@ class EcsControlPlane:
             self._tasks[task.arn] = task
             service.tasks.append(task)
 
-    def _stop_task(
-        self, service: Service, task: Task, reason: str, code: str = SCHEDULER
-    ) -> None:
+    def _stop_task(self, service: Service, task: Task, reason: str, code: str = SCHEDULER) -> None:
         self._ecs().stop_task(cluster=service.cluster, task=task.arn, reason=reason)
         task.stopped = True
         task.stopped_at = time.monotonic()

@@ -41,8 +41,8 @@ from .faults import Faults
 __all__ = [
     "CLUSTER",
     "CPU_PERCENT",
-    "EXECUTION_ROLE",
     "CRASHING_COMMAND",
+    "EXECUTION_ROLE",
     "IMAGE",
     "MEMORY_PERCENT",
     "MISSING_IMAGE",
