@@ -15,8 +15,9 @@ controllers that read C, exactly one creates ``_claims/C/<k>``; the other sees t
 claim live and waits (bounded) for the service to move on, then plans again against
 the new revision (a caller's stale ``expected_revision`` is then ABORTED). The holder
 registers the revision, deploys it, and marks its claim ``done`` with the revision it
-made, or ``aborted`` when it made none; a later change of the same C (ECS's circuit
-breaker rolled the service back to it) takes the next ``k``.
+made, or deletes it when it made none (a refused or failed change leaves nothing
+behind; the next change of C takes the same ``k`` again); a later change of the same
+C (ECS's circuit breaker rolled the service back to it) takes the next ``k``.
 
 A holder that dies leaves its claim live. Each claim carries the wall-clock time its
 holder gives up by (``until``: the call's deadline, at most ``LEASE_SECONDS``); the
@@ -118,7 +119,17 @@ class Claim:
         self._end(DONE, target)
 
     def abort(self) -> None:
-        self._end(ABORTED, 0)
+        """End the claim of a change that made no revision: the claim is deleted."""
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            self._claims.delete(self._name)
+        except InfrastructureProviderError as exc:
+            # Left live, it is taken over after its ``until``; mark it aborted at least.
+            log.warning("could not delete claim %s: %s", self._name, exc.message)
+            self.ended = False
+            self._end(ABORTED, 0)
 
     def _end(self, state: str, target: int) -> None:
         if self.ended:
@@ -195,6 +206,14 @@ class RevisionClaims:
             found = self._clients.call("ssm", "GetParameter", Name=name)
             return str(found["Parameter"].get("Value", "")) == value
         return True
+
+    def delete(self, name: str) -> None:
+        """Delete one claim (gone already is fine: a retried delete)."""
+        try:
+            self._clients.call("ssm", "DeleteParameter", Name=name)
+        except InfrastructureProviderError as exc:
+            if exc.metadata.get("aws_error_code") != "ParameterNotFound":
+                raise
 
     def trim(self, base: str, below: int) -> None:
         """Delete the claims of revisions below ``below`` (left the history)."""

@@ -13,7 +13,12 @@ from the service's ``runningCount``: the instance list and the ready count
 then come from the same read and can never disagree, and tasks still running
 an older revision are reported as instances but not as ready. On AWS the two
 numbers agree once a deployment settles. ``failedTasks`` of the primary
-deployment makes it DEGRADED.
+deployment makes it DEGRADED, and so do recently stopped tasks of the current
+revision that failed (read when fewer tasks run than desired): ECS stops counting
+``failedTasks`` once a deployment has run a task ("Once a service deployment has one
+or more successfully running tasks, the failed task count resets to zero and stops
+being evaluated", Deployment.failedTasks, botocore ecs model), so a replacement
+that cannot start after the rollout completed shows only in its stopped task.
 
 Every service runs with ECS's deployment circuit breaker on
 (``taskdef.deployment_configuration``): a deployment whose tasks keep failing to
@@ -52,7 +57,7 @@ from alphaswarm_core.providers.reasons import ErrorReason
 
 from .clients import Clients, JsonDict
 from .logs import DEFAULT_RETENTION_DAYS, ensure_log_group
-from .rollout import Judgement, judge, primary_deployment
+from .rollout import Judgement, judge, newest_first, primary_deployment, stop_verdict
 from .taskdef import (
     DEADLINE_TAG,
     EcsPlan,
@@ -161,7 +166,13 @@ def status_from(
         rolled_back_since=evidence.rolled_back_since,
         deadline_seconds=deadline_of(list(service.get("tags", []))),
     )
-    failed = int(primary.get("failedTasks", 0) or 0)
+    failing = [
+        verdict
+        for task in newest_first(evidence.stopped)
+        if task.get("taskDefinitionArn") == service.get("taskDefinition")
+        and (verdict := stop_verdict(task)) is not None
+    ]
+    failed = max(int(primary.get("failedTasks", 0) or 0), len(failing))
     rollout = str(primary.get("rolloutState", ""))
     counts = (
         f"{ready}/{desired} ready (ECS: running {service.get('runningCount', 0)}, "
@@ -181,7 +192,9 @@ def status_from(
         message = counts
     elif failed:
         state = DeploymentState.DEGRADED
-        message = f"{counts}; {failed} task(s) failed to start"
+        message = f"{counts}; {failed} task(s) failed" + (
+            f", the last: {failing[0].message}" if failing else " to start"
+        )
     else:
         state = DeploymentState.PENDING
         message = counts

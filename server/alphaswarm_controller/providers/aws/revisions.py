@@ -151,7 +151,13 @@ class EcsRevisions:
         tasks = self.ecs.tasks(name).get(name, [])
         rolled_back_from, since = self._rolled_back(service)
         stopped: list[JsonDict] = []
-        if rolled_back_from or primary_deployment(service).get("rolloutState") != "COMPLETED":
+        running = sum(1 for task in tasks if task.get("lastStatus") == "RUNNING")
+        short = running < int(service.get("desiredCount", 0))
+        if (
+            rolled_back_from
+            or short
+            or primary_deployment(service).get("rolloutState") != "COMPLETED"
+        ):
             stopped = self.ecs.stopped_tasks(name)
         status, judgement = self.ecs.status_of(
             service,

@@ -124,7 +124,7 @@ def _stopped_at(task: JsonDict) -> datetime:
     return _time(task.get("stoppedAt") or task.get("createdAt"), EPOCH)
 
 
-def _newest_first(tasks: Iterable[JsonDict]) -> list[JsonDict]:
+def newest_first(tasks: Iterable[JsonDict]) -> list[JsonDict]:
     return sorted(tasks, key=_stopped_at, reverse=True)
 
 
@@ -132,7 +132,7 @@ def _cause(
     stopped: Sequence[JsonDict], events: Sequence[JsonDict], since: datetime
 ) -> Verdict | None:
     """The newest reason tasks failed (stopped ``stopped``, or ``events`` since ``since``)."""
-    for task in _newest_first(stopped):
+    for task in newest_first(stopped):
         verdict = stop_verdict(task)
         if verdict is not None:
             return verdict
@@ -147,7 +147,7 @@ def _cause(
 
 def crash_loop(stopped: Sequence[JsonDict]) -> Verdict | None:
     """CRASH_LOOP when the newest ``CRASH_LOOP_EXITS`` of ``stopped`` exited."""
-    newest = _newest_first(stopped)[:CRASH_LOOP_EXITS]
+    newest = newest_first(stopped)[:CRASH_LOOP_EXITS]
     if len(newest) < CRASH_LOOP_EXITS:
         return None
     verdicts = [stop_verdict(task) for task in newest]
@@ -183,7 +183,7 @@ def last_good(service: JsonDict, stopped: Sequence[JsonDict], failed_revision: i
         revision = revision_number(str(newest.get("taskDefinition", "")))
         if revision and revision != failed_revision:
             return revision
-    for task in _newest_first(stopped):
+    for task in newest_first(stopped):
         revision = revision_number(str(task.get("taskDefinitionArn", "")))
         if (
             task.get("stopCode") == "ServiceSchedulerInitiated"
@@ -289,7 +289,7 @@ def _in_progress(
     started = _time(primary.get("createdAt"), now)
     crashed = crash_loop(stopped)
     if crashed is not None:
-        when = _stopped_at(_newest_first(stopped)[0])
+        when = _stopped_at(newest_first(stopped)[0])
         return Rollout(
             RolloutState.FAILED, started, crashed.reason.value, crashed.message, finished_at=when
         )
