@@ -63,7 +63,13 @@ The rules it follows, each from the ECS API reference / developer guide:
   deployment, the same id, becomes PRIMARY again and the service's task definition its
   own. Without the breaker, failing tasks are replaced for ever and the deployment
   stays IN_PROGRESS.
-* A deployment COMPLETES when it runs its desired count and no older one is left.
+* A deployment COMPLETES when it runs its desired count, no older one is left, and its
+  tasks have kept running for ``steady_seconds``: "When the service reaches a steady
+  state, the deployment transitions to a COMPLETED state" (Deployment.rolloutState,
+  botocore ecs model); a task that starts and then stops keeps it from one, and the
+  circuit breaker "might not activate" for it ("If a task successfully starts, passes
+  the dependent health checks, but then stops", AWS re:Post knowledge center, "Why
+  didn't my Amazon ECS deployment circuit breaker roll back?").
 * Paging: ListServices returns 10 by default, ListTasks and ListTaskDefinitions 100,
   each at most ``maxResults`` (1-100) with a ``nextToken``; ListTaskDefinitions sorts by
   family and revision, ``sort=DESC`` newest first (ListTaskDefinitionsRequest.sort).
@@ -297,6 +303,7 @@ class EcsControlPlane:
         start_seconds: float = 0.3,
         stop_seconds: float = 0.3,
         crash_seconds: float = 0.3,
+        steady_seconds: float = 0.6,
         vcpu_quota: float | None = None,
         interval: float = 0.05,
         publish_metrics: bool = True,
@@ -309,6 +316,9 @@ class EcsControlPlane:
         self.start_seconds = start_seconds
         self.stop_seconds = stop_seconds
         self.crash_seconds = crash_seconds
+        self.steady_seconds = max(steady_seconds, crash_seconds)
+        """How long a deployment's tasks run before it is in a steady state (at least
+        ``crash_seconds``: a task that exits keeps its deployment from one)."""
         self.vcpu_quota = vcpu_quota
         """Fargate vCPUs the account may run at once (None: no limit)."""
         self.interval = interval
@@ -622,11 +632,13 @@ class EcsControlPlane:
             deployment.running = sum(1 for t in tasks if t.started)
             deployment.pending = len(tasks) - deployment.running
         primary = service.primary
+        settled = time.monotonic() - self.steady_seconds
         if (
             primary.rollout == "IN_PROGRESS"
             and primary.running == primary.desired
             and primary.pending == 0
             and len(service.deployments) == 1
+            and all(t.started_at <= settled for t in self._alive(primary))
         ):
             primary.rollout = "COMPLETED"
             primary.reason = f"ECS deployment {primary.id} completed."

@@ -271,7 +271,7 @@ def judge(
         revision=revision,
         observed=observed,
         rollout=rollout,
-        conditions=conditions(rollout, ready, desired),
+        conditions=conditions(rollout, _serving(tasks), desired),
         good=good,
     )
 
@@ -318,7 +318,18 @@ def _in_progress(
     )
 
 
-def conditions(rollout: Rollout, ready: int, desired: int) -> tuple[Condition, ...]:
+def _serving(tasks: Sequence[JsonDict]) -> int:
+    """Tasks that serve whatever revision they run (RUNNING, not failing a health check):
+    Available counts them, as Kubernetes counts the available pods of every ReplicaSet,
+    so a failed rollout whose old tasks keep serving is still available."""
+    return sum(
+        1
+        for task in tasks
+        if task.get("lastStatus") == "RUNNING" and task.get("healthStatus") != "UNHEALTHY"
+    )
+
+
+def conditions(rollout: Rollout, serving: int, desired: int) -> tuple[Condition, ...]:
     when = rollout.finished_at or rollout.started_at
     if rollout.state is RolloutState.FAILED:
         progressing = Condition(PROGRESSING, False, when, rollout.reason, rollout.message)
@@ -326,10 +337,10 @@ def conditions(rollout: Rollout, ready: int, desired: int) -> tuple[Condition, .
         progressing = Condition(PROGRESSING, True, when, "NewRevisionAvailable")
     else:
         progressing = Condition(PROGRESSING, True, when, "RolloutInProgress", rollout.message)
-    if ready >= desired:
+    if serving >= desired:
         available = Condition(AVAILABLE, True, when, "MinimumReplicasAvailable")
     else:
         available = Condition(
-            AVAILABLE, False, when, "MinimumReplicasUnavailable", f"{ready}/{desired} ready"
+            AVAILABLE, False, when, "MinimumReplicasUnavailable", f"{serving}/{desired} serving"
         )
     return (available, progressing)
