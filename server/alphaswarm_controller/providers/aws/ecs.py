@@ -160,7 +160,6 @@ def status_from(
     judgement = judge(
         service,
         tasks,
-        ready=ready,
         stopped=evidence.stopped,
         rolled_back_from=evidence.rolled_back_from,
         rolled_back_since=evidence.rolled_back_since,

@@ -199,17 +199,15 @@ def judge(
     service: JsonDict,
     tasks: Sequence[JsonDict],
     *,
-    ready: int,
     stopped: Sequence[JsonDict] = (),
     rolled_back_from: int = 0,
     rolled_back_since: datetime | None = None,
     deadline_seconds: float,
     now: datetime | None = None,
 ) -> Judgement:
-    """The rollout of ``service`` (described) with its desired-RUNNING ``tasks`` (``ready``
-    of them ready) and recently ``stopped`` ones. ``rolled_back_from``: the revision ECS's
-    circuit breaker rolled the service back from (claims.py tells), registered at
-    ``rolled_back_since``."""
+    """The rollout of ``service`` (described) with its desired-RUNNING ``tasks`` and
+    recently ``stopped`` ones. ``rolled_back_from``: the revision ECS's circuit breaker
+    rolled the service back from (claims.py tells), registered at ``rolled_back_since``."""
     now = now or datetime.now(UTC)
     desired = int(service.get("desiredCount", 0))
     primary = primary_deployment(service)
