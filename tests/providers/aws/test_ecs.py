@@ -383,13 +383,30 @@ async def test_the_emulator_refuses_what_ecs_refuses(bed: EcsTestBed) -> None:
             cluster=bed.cluster, services=[f"s{i}" for i in range(11)]
         ),
     }
+    # TagKey/TagValue (botocore ecs model: at most 128/256 characters of letters, digits,
+    # spaces and _.:/=+-@; the aws: prefix reserved): a change cause cannot be a tag.
+    for bad in (
+        {"key": "aws:owner", "value": "x"},
+        {"key": "cause", "value": "roll back {v2}"},
+        {"key": "cause", "value": "x" * 257},
+    ):
+        refusals[f"tag {bad}"] = lambda bad=bad: ecs.register_task_definition(
+            **definition, executionRoleArn=EXECUTION_ROLE, tags=[bad]
+        )
     for what, call in refusals.items():
         with pytest.raises(ClientError) as caught:
             call()
         assert caught.value.response["Error"]["Code"] in (
             "ClientException",
             "InvalidParameterException",
+            "ValidationException",
         ), what
+    accepted = {**definition, "containerDefinitions": [{"name": "app", "image": IMAGE}]}
+    ecs.register_task_definition(  # letters, digits, spaces and the listed punctuation
+        **accepted,
+        executionRoleArn=EXECUTION_ROLE,
+        tags=[{"key": "owner team", "value": "ops:blue/green=+-@_ 7"}],
+    )
 
 
 # -- the deployment circuit breaker (issue 17) -------------------------------------------------
