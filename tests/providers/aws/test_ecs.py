@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -390,8 +391,8 @@ async def test_the_emulator_refuses_what_ecs_refuses(bed: EcsTestBed) -> None:
         {"key": "cause", "value": "roll back {v2}"},
         {"key": "cause", "value": "x" * 257},
     ):
-        refusals[f"tag {bad}"] = lambda bad=bad: ecs.register_task_definition(
-            **definition, executionRoleArn=EXECUTION_ROLE, tags=[bad]
+        refusals[f"tag {bad}"] = functools.partial(
+            ecs.register_task_definition, **definition, executionRoleArn=EXECUTION_ROLE, tags=[bad]
         )
     for what, call in refusals.items():
         with pytest.raises(ClientError) as caught:
