@@ -23,7 +23,7 @@ from . import reflection
 from .budget import CallBudget
 from .errors import ErrorMapping
 from .health import HealthReporter
-from .layers import CallSetup, Layer, LayeredInterceptor
+from .layers import CallSetup, Layer, LayeredServer
 from .listen import ListenError, bind
 from .methods import HEALTH_SERVICE, PROVIDER_SERVICE, method_table
 from .observability import Observability
@@ -195,17 +195,18 @@ async def start_server(
     audit = Audit()
     streams = StreamLimit(settings.max_streams, settings.max_streams_per_connection)
     protect_reflection = settings.reflection == "auth" and settings.tokens_file is not None
-    interceptor = LayeredInterceptor(
+    server = grpc.aio.server(options=server_options(settings))
+    layered = LayeredServer(
+        server,
         method_table(protect_reflection),
         _layers(settings, observability, audit, streams),
         CallSetup(settings.call_timeout_seconds),
     )
-    server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
-    pb_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(pool, shutdown), server)
+    pb_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(pool, shutdown), layered)
     reporter = HealthReporter(pool, settings.providers, settings.health_interval_seconds)
-    health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, layered)
     if settings.reflection != "off":
-        reflection.enable(server, (PROVIDER_SERVICE, HEALTH_SERVICE))
+        reflection.enable(layered, (PROVIDER_SERVICE, HEALTH_SERVICE))
     try:
         port = bind(server, settings.listen, credentials)
     except ListenError:
