@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
@@ -37,8 +37,10 @@ GenericHandler: TypeAlias = "grpc.GenericRpcHandler[Any, Any]"
 
 
 class Layer:
-    """One concern around handlers. Subclasses override ``unary`` and/or ``stream`` and
-    say in ``bind`` which methods they apply to (and may specialise per method)."""
+    """One concern around handlers. Subclasses say in ``bind`` which methods they apply
+    to (and may specialise per method), and override either ``check`` (a concern that
+    only looks at the call before it goes on: it costs a function call and no frame of
+    its own) or ``unary`` and/or ``stream`` (a concern around the rest of the call)."""
 
     def bind(self, method: MethodInfo) -> Layer | None:
         """The layer serving ``method`` (self, or a per-method specialisation), or None
@@ -48,21 +50,30 @@ class Layer:
     def deserializer(self, inner: Deserializer | None) -> Deserializer | None:
         return inner
 
+    def check(self, call: CallContext, request: Any, context: Context) -> None:
+        """Runs before the layers inside, within the error handling of those outside
+        (raise to refuse the call)."""
+
     async def unary(
         self, call: CallContext, request: Any, context: Context, proceed: UnaryNext
     ) -> Any:
+        self.check(call, request, context)
         return await proceed(call, request, context)
 
     async def stream(
         self, call: CallContext, request: Any, context: Context, proceed: StreamNext
     ) -> AsyncIterator[Any]:
+        self.check(call, request, context)
         async for item in proceed(call, request, context):
             yield item
 
-    def handles(self, kind: Kind) -> bool:
-        """Whether this layer overrides the hook that serves calls of ``kind``."""
-        hook = "unary" if kind is Kind.UNARY else "stream"
+    def overrides(self, hook: str) -> bool:
         return getattr(type(self), hook) is not getattr(Layer, hook)
+
+    def handles(self, kind: Kind) -> bool:
+        """Whether this layer does anything for calls of ``kind``."""
+        hook = "unary" if kind is Kind.UNARY else "stream"
+        return self.overrides(hook) or self.overrides("check")
 
 
 class CallSetup:
@@ -92,13 +103,17 @@ class CallSetup:
         return call
 
 
-def _chain_unary(layers: Sequence[Layer], inner: Any) -> UnaryNext:
-    async def handler(call: CallContext, request: Any, context: Context) -> Any:
-        return await inner(request, context)
+def _chain_unary(layers: Sequence[Layer], inner: Callable[..., Any]) -> UnaryNext:
+    # A plain function, not a coroutine: the layer outside awaits the servicer's own.
+    def handler(call: CallContext, request: Any, context: Context) -> Awaitable[Any]:
+        return inner(request, context)  # type: ignore[no-any-return]
 
     proceed: UnaryNext = handler
     for layer in reversed(layers):
-        proceed = functools.partial(layer.unary, proceed=proceed)
+        if layer.overrides("unary"):
+            proceed = functools.partial(layer.unary, proceed=proceed)
+        else:
+            proceed = _checked(layer.check, proceed)
     return proceed
 
 
@@ -108,8 +123,25 @@ def _chain_stream(layers: Sequence[Layer], inner: Any) -> StreamNext:
 
     proceed: StreamNext = handler
     for layer in reversed(layers):
-        proceed = functools.partial(layer.stream, proceed=proceed)
+        if layer.overrides("stream"):
+            proceed = functools.partial(layer.stream, proceed=proceed)
+        else:
+            proceed = _checked(layer.check, proceed)
     return proceed
+
+
+Next = TypeVar("Next", UnaryNext, StreamNext)
+
+
+def _checked(check: Callable[[CallContext, Any, Context], None], proceed: Next) -> Next:
+    """``proceed`` after ``check``, with no frame of the layer's own: the check runs
+    where the layer outside calls ``proceed``, so within that layer's error handling."""
+
+    def checked(call: CallContext, request: Any, context: Context) -> Any:
+        check(call, request, context)
+        return proceed(call, request, context)
+
+    return checked
 
 
 async def _iterate(produced: Any) -> AsyncIterator[Any]:
