@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm_core.providers.concurrency import shared_runner
-from alphaswarm_core.providers.registry import Registry
+from alphaswarm_core.providers.registry import REGISTRY, Registry
 
 from . import reflection
 from .budget import CallBudget
@@ -185,10 +186,11 @@ async def start_server(
     if observability is None:
         observability = Observability.from_settings(settings)
     pool = ProviderPool(
-        bootstrap(registry),
+        REGISTRY if registry is None else registry,
         settings.default_provider,
         provider_env,
         instrument=observability.provider_hook(),
+        prepare=functools.partial(bootstrap, registry),  # after the port serves
     )
     shutdown = ShutdownSignal()
     observability.start()  # before the gRPC server exists: a taken port leaves nothing behind
