@@ -1,7 +1,8 @@
 """``python -m benchmarks``: every figure beside its baseline from the same run.
 
 Prints one table and writes the same rows as JSON (``--json``, default
-benchmarks/results/latest.json). ``--smoke`` runs tiny loads for CI: it checks
+benchmarks/results/latest.json); ``--readme README.md`` also writes the table into
+the README (see benchmarks/report.py). ``--smoke`` runs tiny loads for CI: it checks
 that every benchmark works and counts right; its timings mean nothing.
 """
 
@@ -11,26 +12,13 @@ import argparse
 import json
 import platform
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
 
 from benchmarks import backend_calls, startup, streams, unary
-
-
-@dataclass
-class Row:
-    figure: str
-    value: float
-    baseline: float
-    unit: str
-    target: str
-    met: bool
-
-    @property
-    def ratio(self) -> float:
-        return self.value / self.baseline if self.baseline else float("nan")
+from benchmarks.report import LATEST, Row, text, update_readme
 
 
 def collect(smoke: bool) -> list[Row]:
@@ -173,39 +161,6 @@ def collect(smoke: bool) -> list[Row]:
 CALL_TABLES: dict[str, dict[str, int]] = {}
 
 
-def render_calls() -> str:
-    names = list(next(iter(CALL_TABLES.values()))) if CALL_TABLES else []
-    width = max((len(n) for n in names), default=0)
-    lines = ["backend calls per RPC: " + "  ".join(CALL_TABLES)]
-    lines += [
-        f"  {name.ljust(width)}  "
-        + "  ".join(str(t[name]).rjust(len(a)) for a, t in CALL_TABLES.items())
-        for name in names
-    ]
-    return "\n".join(lines)
-
-
-def render(rows: list[Row]) -> str:
-    header = ("figure", "value", "baseline", "ratio", "target", "met", "unit")
-    lines = [header] + [
-        (
-            r.figure,
-            f"{r.value:.3g}",
-            f"{r.baseline:.3g}",
-            f"{r.ratio:.2f}",
-            r.target,
-            "yes" if r.met else "NO",
-            r.unit,
-        )
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-        for line in lines
-    )
-
-
 def machine() -> str:
     return (
         f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
@@ -216,26 +171,21 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny loads; for CI")
-    parser.add_argument(
-        "--json", type=Path, default=Path(__file__).parent / "results" / "latest.json"
-    )
+    parser.add_argument("--json", type=Path, default=LATEST)
+    parser.add_argument("--readme", type=Path, help="write the table into this README")
     args = parser.parse_args()
     rows = collect(args.smoke)
-    print(f"machine: {machine()}")
-    print(render(rows))
-    print(render_calls())
+    report = {
+        "machine": machine(),
+        "smoke": args.smoke,
+        "backend_calls": CALL_TABLES,
+        "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
+    }
+    print(text(report))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {
-                "machine": machine(),
-                "smoke": args.smoke,
-                "backend_calls": CALL_TABLES,
-                "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
-            },
-            indent=2,
-        )
-    )
+    args.json.write_text(json.dumps(report, indent=2))
+    if args.readme is not None:
+        update_readme(args.readme, report)
     return 0
 
 
