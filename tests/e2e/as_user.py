@@ -28,6 +28,7 @@ PRELOAD = (
     "asyncio.unix_events",
     "importlib.readers",
     "importlib.resources",
+    "importlib.metadata",  # the entry-point scan, after the port serves
     "alphaswarm_controller.reflection",
 )
 _PR_SET_DUMPABLE = 4
