@@ -148,6 +148,18 @@ def _is_ours(obj: JsonObj) -> bool:
     return (obj.get("metadata", {}).get("labels") or {}).get(MANAGED_BY_KEY) == MANAGED_BY
 
 
+def _wants_auto_rollback(deployment: JsonObj, status: DeploymentStatus) -> bool:
+    """The rollout failed, its spec asked for auto_rollback, and it is no automatic
+    rollback itself (one that fails is left alone: no loop)."""
+    notes = revisions.meta_annotations(deployment)
+    return (
+        status.rollout is not None
+        and status.rollout.state is RolloutState.FAILED
+        and notes.get(revisions.AUTO_ROLLBACK_KEY) == "true"
+        and notes.get(revisions.AUTOMATIC_KEY) != "true"
+    )
+
+
 def _watch_key(status: DeploymentStatus) -> tuple[object, ...]:
     return (
         status.state,
@@ -761,13 +773,7 @@ class KubernetesProvider(InfrastructureProvider):
         still run (else the one before) as a new, automatic revision. Conditional on the
         Deployment as read, so of several controllers seeing the failure one rolls back;
         an automatic revision that fails is not rolled back again. True if it did."""
-        notes = revisions.meta_annotations(deployment)
-        if (
-            status.rollout is None
-            or status.rollout.state is not RolloutState.FAILED
-            or notes.get(revisions.AUTO_ROLLBACK_KEY) != "true"
-            or notes.get(revisions.AUTOMATIC_KEY) == "true"
-        ):
+        if not _wants_auto_rollback(deployment, status) or status.rollout is None:
             return False
         cause = f"auto_rollback: revision {status.revision} failed ({status.rollout.reason})"
         try:
@@ -1196,6 +1202,8 @@ class KubernetesProvider(InfrastructureProvider):
                     status = await self._status_with_pods(obj)
                 else:
                     status = deployment_status(obj, self.alias)
+                if _wants_auto_rollback(obj, status):  # the rollback comes as the next event
+                    await self._auto_rollback(obj, await self._status_with_pods(obj))
                 if _watch_key(status) != last_key:
                     last_key = _watch_key(status)
                     yield status
