@@ -132,3 +132,12 @@ def test_the_spec_record_round_trips_without_replicas_and_policy() -> None:
     assert spec_annotation(spec.__class__("web", "ns", image="registry.example/app:1")) != raw
     back = spec_from_annotation(raw, "web", "ns")
     assert back.runs_as(spec) and back.replicas == 0
+
+
+def test_the_previous_rollouts_verdict_does_not_fail_a_new_revision() -> None:
+    """The controller numbers a new revision (a rollback) before it updates the status:
+    until it has observed the new generation, ProgressDeadlineExceeded is the old one's."""
+    unseen = deployment(progressing=("False", "ProgressDeadlineExceeded"))
+    unseen["metadata"]["generation"] = 3
+    going = rollout(unseen, [pod("new", "ImagePullBackOff")], SETS)
+    assert going.state is RolloutState.IN_PROGRESS

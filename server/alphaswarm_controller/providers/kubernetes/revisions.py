@@ -219,13 +219,11 @@ def conditions(deployment: JsonObj) -> tuple[Condition, ...]:
 def complete(deployment: JsonObj) -> bool:
     """What ``kubectl rollout status`` waits for: the controller saw the latest spec, and
     every desired replica is updated and available, with no old one left."""
-    meta = deployment["metadata"]
     spec = deployment.get("spec") or {}
     observed = deployment.get("status") or {}
     desired = int(spec.get("replicas", 1))
     return (
         settled(deployment)
-        and int(observed.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
         and int(observed.get("updatedReplicas") or 0) >= desired
         and int(observed.get("replicas") or 0) <= desired
         and int(observed.get("availableReplicas") or 0) >= desired
@@ -299,10 +297,14 @@ def rollout(
     if complete(deployment):
         finished = parse_time(progressing.get("lastUpdateTime")) or datetime.now(UTC)
         return Rollout(RolloutState.SUCCEEDED, started, finished_at=max(finished, started))
-    if progressing.get("status") == "False" and (
-        progressing.get("reason") == "ProgressDeadlineExceeded"
+    if (
+        settled(deployment)
+        and progressing.get("status") == "False"
+        and progressing.get("reason") == "ProgressDeadlineExceeded"
     ):
-        # The controller's verdict (spec.progressDeadlineSeconds without progress); the
+        # The controller's verdict (spec.progressDeadlineSeconds without progress) on the
+        # spec it has seen: until it has seen a newer one, the condition is the previous
+        # rollout's (the controller numbers a revision before it updates the status). The
         # pods say why, when they do.
         finished = parse_time(progressing.get("lastTransitionTime")) or datetime.now(UTC)
         return Rollout(
