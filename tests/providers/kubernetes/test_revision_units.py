@@ -141,3 +141,13 @@ def test_the_previous_rollouts_verdict_does_not_fail_a_new_revision() -> None:
     unseen["metadata"]["generation"] = 3
     going = rollout(unseen, [pod("new", "ImagePullBackOff")], SETS)
     assert going.state is RolloutState.IN_PROGRESS
+
+
+def test_a_rollback_onto_an_old_replica_set_is_not_failed_by_the_failure_it_undoes() -> None:
+    """The controller keeps a timed-out Progressing condition while it rolls back onto an
+    existing ReplicaSet; the condition predates the rollback (alphaswarm.dev/changed-at)."""
+    rolled = deployment(progressing=("False", "ProgressDeadlineExceeded"))
+    rolled["metadata"]["annotations"]["alphaswarm.dev/changed-at"] = "2026-01-01T00:01:00+00:00"
+    assert rollout(rolled, [], SETS).state is RolloutState.IN_PROGRESS
+    rolled["metadata"]["annotations"]["alphaswarm.dev/changed-at"] = "2025-12-31T23:59:00+00:00"
+    assert rollout(rolled, [], SETS).state is RolloutState.FAILED

@@ -538,9 +538,10 @@ class KubernetesProvider(InfrastructureProvider):
         data = dict(config.get("data") or {})
         data_hash = config_hash(data)
         template = revisions.template_annotations(existing or {})
-        if template.get(revisions.SPEC_KEY) == revisions.spec_annotation(spec) and (
+        same = template.get(revisions.SPEC_KEY) == revisions.spec_annotation(spec) and (
             template.get(CONFIG_HASH_KEY) == data_hash
-        ):
+        )
+        if same:
             change = revisions.kept_annotations(existing)  # no new revision: keep its record
         else:
             change = revisions.change_annotations(current_change().change_cause)
@@ -566,7 +567,8 @@ class KubernetesProvider(InfrastructureProvider):
                 raise await self._stale(service_id, namespace) from None
             created_deployment = existing is None
             await self._converge_service(spec)
-            await self._snapshot_config(service_id, namespace, data, config)
+            if not same:  # a new revision: keep the config it runs with
+                await self._snapshot_config(service_id, namespace, data, config)
         except Exception:
             await self._roll_back(service_id, namespace, created_deployment, created_config)
             raise

@@ -251,6 +251,29 @@ def pod_reason(pods: Sequence[JsonObj], template_hash: str | None) -> tuple[str,
     return "", ""
 
 
+def _timed_out(deployment: JsonObj, progressing: JsonObj, started: datetime) -> bool:
+    """Progressing is False with ProgressDeadlineExceeded for this revision's rollout.
+
+    Not while the controller has not seen the latest spec (it numbers a revision
+    before it updates the status), and not when the condition predates the change:
+    a rollback that re-uses an old ReplicaSet keeps the failed rollout's condition
+    until it completes (the controller sets a fresh one only for a new ReplicaSet;
+    ``DeploymentTimedOut`` in pkg/controller/deployment/util keeps a timed-out one).
+    Times are whole seconds on both sides.
+    """
+    if not (
+        settled(deployment)
+        and progressing.get("status") == "False"
+        and progressing.get("reason") == "ProgressDeadlineExceeded"
+    ):
+        return False
+    when = parse_time(progressing.get("lastUpdateTime")) or parse_time(
+        progressing.get("lastTransitionTime")
+    )
+    recorded = CHANGED_AT_KEY in meta_annotations(deployment)
+    return when is None or not recorded or when >= started.replace(microsecond=0)
+
+
 def newest_replica_set(deployment: JsonObj, replica_sets: Sequence[JsonObj]) -> JsonObj | None:
     revision = revision_of(deployment)
     for replica_set in replica_sets:
@@ -297,14 +320,8 @@ def rollout(
     if complete(deployment):
         finished = parse_time(progressing.get("lastUpdateTime")) or datetime.now(UTC)
         return Rollout(RolloutState.SUCCEEDED, started, finished_at=max(finished, started))
-    if (
-        settled(deployment)
-        and progressing.get("status") == "False"
-        and progressing.get("reason") == "ProgressDeadlineExceeded"
-    ):
-        # The controller's verdict (spec.progressDeadlineSeconds without progress) on the
-        # spec it has seen: until it has seen a newer one, the condition is the previous
-        # rollout's (the controller numbers a revision before it updates the status). The
+    if _timed_out(deployment, progressing, started):
+        # The controller's verdict (spec.progressDeadlineSeconds without progress); the
         # pods say why, when they do.
         finished = parse_time(progressing.get("lastTransitionTime")) or datetime.now(UTC)
         return Rollout(
