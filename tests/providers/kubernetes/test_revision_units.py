@@ -7,6 +7,7 @@ the same verdicts produced by the real controllers.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -147,7 +148,15 @@ def test_a_rollback_onto_an_old_replica_set_is_not_failed_by_the_failure_it_undo
     """The controller keeps a timed-out Progressing condition while it rolls back onto an
     existing ReplicaSet; the condition predates the rollback (alphaswarm.dev/changed-at)."""
     rolled = deployment(progressing=("False", "ProgressDeadlineExceeded"))
-    rolled["metadata"]["annotations"]["alphaswarm.dev/changed-at"] = "2026-01-01T00:01:00+00:00"
+    now = datetime.now(UTC).replace(microsecond=0)
+    rolled["metadata"]["annotations"]["alphaswarm.dev/changed-at"] = now.isoformat()
+    rolled["spec"]["progressDeadlineSeconds"] = 600
     assert rollout(rolled, [], SETS).state is RolloutState.IN_PROGRESS
+    # ... but it fails by the same deadline, counted from the change.
+    then = now - timedelta(seconds=601)
+    rolled["metadata"]["annotations"]["alphaswarm.dev/changed-at"] = then.isoformat()
+    failed = rollout(rolled, [pod("new", "CrashLoopBackOff")], SETS)
+    assert (failed.state, failed.reason) == (RolloutState.FAILED, "CRASH_LOOP")
+    assert failed.finished_at == then + timedelta(seconds=600)
     rolled["metadata"]["annotations"]["alphaswarm.dev/changed-at"] = "2025-12-31T23:59:00+00:00"
     assert rollout(rolled, [], SETS).state is RolloutState.FAILED

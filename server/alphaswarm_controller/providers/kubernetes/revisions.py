@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from alphaswarm_core.providers.models import (
@@ -251,27 +251,35 @@ def pod_reason(pods: Sequence[JsonObj], template_hash: str | None) -> tuple[str,
     return "", ""
 
 
-def _timed_out(deployment: JsonObj, progressing: JsonObj, started: datetime) -> bool:
-    """Progressing is False with ProgressDeadlineExceeded for this revision's rollout.
+def _timed_out(deployment: JsonObj, progressing: JsonObj, started: datetime) -> datetime | None:
+    """When this revision's rollout passed its progress deadline (None: it has not).
 
-    Not while the controller has not seen the latest spec (it numbers a revision
-    before it updates the status), and not when the condition predates the change:
-    a rollback that re-uses an old ReplicaSet keeps the failed rollout's condition
+    The controller's verdict is Progressing False with ProgressDeadlineExceeded, but
+    not while it has not seen the latest spec (it numbers a revision before it
+    updates the status), and not when the condition predates the change: a rollout
+    onto an existing ReplicaSet (a rollback) keeps the failed rollout's condition
     until it completes (the controller sets a fresh one only for a new ReplicaSet;
     ``DeploymentTimedOut`` in pkg/controller/deployment/util keeps a timed-out one).
-    Times are whole seconds on both sides.
+    Such a rollout fails by the same rule, counted from the change: no completion
+    within progressDeadlineSeconds. Times are whole seconds on both sides.
     """
     if not (
         settled(deployment)
         and progressing.get("status") == "False"
         and progressing.get("reason") == "ProgressDeadlineExceeded"
     ):
-        return False
+        return None
     when = parse_time(progressing.get("lastUpdateTime")) or parse_time(
         progressing.get("lastTransitionTime")
     )
-    recorded = CHANGED_AT_KEY in meta_annotations(deployment)
-    return when is None or not recorded or when >= started.replace(microsecond=0)
+    if when is None or CHANGED_AT_KEY not in meta_annotations(deployment):
+        return when or datetime.now(UTC)
+    if when >= started.replace(microsecond=0):
+        return when
+    deadline = started + timedelta(
+        seconds=int((deployment.get("spec") or {}).get("progressDeadlineSeconds") or 600)
+    )
+    return deadline if datetime.now(UTC) >= deadline else None
 
 
 def newest_replica_set(deployment: JsonObj, replica_sets: Sequence[JsonObj]) -> JsonObj | None:
@@ -318,12 +326,10 @@ def rollout(
     )
     reason, message = pod_reason(pods or (), template_hash)
     if complete(deployment):
-        finished = parse_time(progressing.get("lastUpdateTime")) or datetime.now(UTC)
-        return Rollout(RolloutState.SUCCEEDED, started, finished_at=max(finished, started))
-    if _timed_out(deployment, progressing, started):
-        # The controller's verdict (spec.progressDeadlineSeconds without progress); the
-        # pods say why, when they do.
-        finished = parse_time(progressing.get("lastTransitionTime")) or datetime.now(UTC)
+        completed = parse_time(progressing.get("lastUpdateTime")) or datetime.now(UTC)
+        return Rollout(RolloutState.SUCCEEDED, started, finished_at=max(completed, started))
+    finished = _timed_out(deployment, progressing, started)
+    if finished is not None:  # the pods say why, when they do
         return Rollout(
             RolloutState.FAILED,
             started,
