@@ -158,5 +158,12 @@ def test_a_rollback_onto_an_old_replica_set_is_not_failed_by_the_failure_it_undo
     failed = rollout(rolled, [pod("new", "CrashLoopBackOff")], SETS)
     assert (failed.state, failed.reason) == (RolloutState.FAILED, "CRASH_LOOP")
     assert failed.finished_at == then + timedelta(seconds=600)
+    # Rolled back in the very second the controller timed out the rollout it undoes.
+    second = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    rolled["status"]["conditions"][0].update(lastUpdateTime=second, lastTransitionTime=second)
+    changed = (now + timedelta(milliseconds=200)).isoformat()
+    rolled["metadata"]["annotations"]["alphaswarm.dev/changed-at"] = changed
+    assert rollout(rolled, [], SETS).state is RolloutState.IN_PROGRESS
+    rolled["status"]["conditions"][0].update(lastUpdateTime=T0, lastTransitionTime=T0)
     rolled["metadata"]["annotations"]["alphaswarm.dev/changed-at"] = "2025-12-31T23:59:00+00:00"
     assert rollout(rolled, [], SETS).state is RolloutState.FAILED

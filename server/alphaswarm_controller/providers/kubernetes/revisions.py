@@ -132,7 +132,9 @@ def change_annotations(cause: str, rollback_of: int = 0, automatic: bool = False
         CHANGE_CAUSE_KEY: cause,
         ROLLBACK_OF_KEY: str(rollback_of),
         AUTOMATIC_KEY: "true" if automatic else "false",
-        CHANGED_AT_KEY: datetime.now(UTC).isoformat(timespec="seconds"),
+        # Microseconds: a timed-out condition (whole seconds) of the same second as the
+        # change is older than it (see _timed_out).
+        CHANGED_AT_KEY: datetime.now(UTC).isoformat(timespec="microseconds"),
     }
 
 
@@ -261,7 +263,10 @@ def _timed_out(deployment: JsonObj, progressing: JsonObj, started: datetime) -> 
     until it completes (the controller sets a fresh one only for a new ReplicaSet;
     ``DeploymentTimedOut`` in pkg/controller/deployment/util keeps a timed-out one).
     Such a rollout fails by the same rule, counted from the change: no completion
-    within progressDeadlineSeconds. Times are whole seconds on both sides.
+    within progressDeadlineSeconds. The condition's time is in whole seconds, the
+    change's in microseconds: a rollback in the second the controller timed out the
+    rollout it undoes comes after that verdict, and a rollout's own timeout (at least
+    1 s after its change) comes after the change.
     """
     if not (
         settled(deployment)
@@ -274,7 +279,7 @@ def _timed_out(deployment: JsonObj, progressing: JsonObj, started: datetime) -> 
     )
     if when is None or CHANGED_AT_KEY not in meta_annotations(deployment):
         return when or datetime.now(UTC)
-    if when >= started.replace(microsecond=0):
+    if when > started:
         return when
     deadline = started + timedelta(
         seconds=int((deployment.get("spec") or {}).get("progressDeadlineSeconds") or 600)
