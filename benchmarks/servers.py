@@ -1,10 +1,11 @@
 """Servers under measurement, each run in its own process (``python -m benchmarks.servers``).
 
-``full``: the real alphaswarm server (interceptors, validation, registry,
-conversion, health, reflection) over the in-memory provider, with ``--services``
-deployments of 2 replicas. ``bare``: a plain grpc.aio server with health and
-reflection whose GetDeploymentStatus answers a prebuilt message from memory —
-the floor the full server is compared with. Both print ``PORT <n>`` when serving.
+``full``: the real alphaswarm server (layers, validation, registry, conversion,
+health, reflection) over the in-memory provider, with ``--services`` deployments
+of 2 replicas. ``bare``: a plain grpc.aio server with health and reflection whose
+GetDeploymentStatus answers a prebuilt message from memory: the same response
+bytes the full server sends for ``svc-0`` (built once, the same way), so that the
+comparison is of the serving, not of the payload. Both print ``PORT <n>`` when serving.
 """
 
 from __future__ import annotations
@@ -20,10 +21,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+async def _seed(provider: Any, services: int) -> None:
+    from alphaswarm_core.providers.models import DeploymentSpec
+
+    for index in range(services):
+        spec = DeploymentSpec(f"svc-{index}", command=("sleep", "1"), replicas=2)
+        await provider.start(spec)
+
+
 async def run_full(services: int, state_dir: str) -> None:
     from alphaswarm_controller.server import start_server
     from alphaswarm_controller.settings import ServerSettings
-    from alphaswarm_core.providers.models import DeploymentSpec
     from alphaswarm_core.providers.registry import Registry
     from tests.fakes.memory_provider import MemoryProvider
 
@@ -38,10 +46,7 @@ async def run_full(services: int, state_dir: str) -> None:
         }
     )
     running = await start_server(settings, env={}, registry=registry)
-    provider = await running.pool.get("memory")
-    for index in range(services):
-        spec = DeploymentSpec(f"svc-{index}", command=("sleep", "1"), replicas=2)
-        await provider.start(spec)
+    await _seed(await running.pool.get("memory"), services)
     print(f"PORT {running.port}", flush=True)
     await running.server.wait_for_termination()
 
@@ -54,22 +59,15 @@ async def run_bare() -> None:
 
     from alphaswarm.provider.v1 import provider_service_pb2 as pb
     from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
-    from alphaswarm.provider.v1 import types_pb2 as types
+    from alphaswarm_controller.convert import status_to_proto
+    from alphaswarm_core.call import ANONYMOUS
+    from tests.fakes.memory_provider import MemoryProvider
 
-    answer = pb.GetDeploymentStatusResponse(
-        status=types.DeploymentStatus(
-            service_id="svc-0",
-            namespace="default",
-            provider="memory",
-            state=types.DEPLOYMENT_STATE_RUNNING,
-            desired_replicas=2,
-            ready_replicas=2,
-            instances=[
-                types.InstanceStatus(instance_id=f"svc-0-{i}", state="running", ready=True)
-                for i in (1, 2)
-            ],
-        )
-    )
+    provider = MemoryProvider(env={})
+    await provider.open()
+    await _seed(provider, 1)
+    status = await provider.status("svc-0")
+    answer = pb.GetDeploymentStatusResponse(status=status_to_proto(status, ANONYMOUS))
 
     class Bare(pb_grpc.ProviderServiceServicer):
         async def GetDeploymentStatus(self, request: Any, context: Any) -> Any:

@@ -124,7 +124,10 @@ start_docker_engine() {
 run_pytest() {
     step "pytest"
     local code=0
-    python -m pytest -p no:cacheprovider --basetemp="$RUN_DIR/pytest" "$@" || code=$?
+    # Workers: ALPHASWARM_TEST_WORKERS (default 3; 0 runs in this process). A module, or
+    # a class of the contract suite, stays on one worker with its fixtures.
+    python -m pytest -p no:cacheprovider --basetemp="$RUN_DIR/pytest" \
+        -n "${ALPHASWARM_TEST_WORKERS:-3}" --dist loadscope "$@" || code=$?
     if ((code == 5)); then
         echo "pytest collected no tests: failing the run" >&2
         return 1

@@ -3,7 +3,9 @@
 Exit codes: 0 success, 1 the server (or the network) refused the call, 2 a
 usage error (bad flags, unreadable spec file, bad context), 3 outcome unknown
 (a change whose deadline expired: the server may have applied it; check with
-``status``), 130 interrupted (Ctrl-C, SIGINT), 143 terminated (SIGTERM), 141
+``status``; or a rollout still in progress when ``--wait-timeout`` ended the
+wait), 4 the change was made but its rollout FAILED (``--wait``, ``rollout
+status``; the reason on stderr), 130 interrupted (Ctrl-C, SIGINT), 143 terminated (SIGTERM), 141
 stdout closed early (``| head``). Errors are one line on stderr:
 ``error: CODE: message (reason=...; field: why)``.
 
@@ -30,17 +32,18 @@ from typing import Any
 
 import grpc
 
-from alphaswarm_client import commands, completion, streaming
+from alphaswarm_client import commands, completion, rollouts, streaming
 from alphaswarm_client.client import AlphaswarmClient
-from alphaswarm_client.commands import (
-    EXIT_OUTCOME_UNKNOWN,
-    EXIT_RPC_ERROR,
-    EXIT_USAGE,
-    Handler,
-    UsageError,
-)
+from alphaswarm_client.commands import Handler
 from alphaswarm_client.contexts import ConfigFile, Context, ContextError, config_path
 from alphaswarm_client.errors import AlphaswarmError
+from alphaswarm_client.exits import (
+    EXIT_OUTCOME_UNKNOWN,
+    EXIT_ROLLOUT_FAILED,
+    EXIT_RPC_ERROR,
+    EXIT_USAGE,
+    UsageError,
+)
 from alphaswarm_client.output import Format, Output
 from alphaswarm_client.specfile import DEFAULT_REPLICAS, SpecError, parse_key_value, parse_port
 
@@ -54,6 +57,7 @@ EXIT_ON_SIGNAL = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINAT
 
 __all__ = [
     "EXIT_OUTCOME_UNKNOWN",
+    "EXIT_ROLLOUT_FAILED",
     "EXIT_RPC_ERROR",
     "EXIT_USAGE",
     "UsageError",
@@ -85,11 +89,15 @@ class Parser(argparse.ArgumentParser):
     """
 
     _intermixed_now = False
+    intermixed = True
+    """False while completing: argcomplete parses a partial line, and an intermixed parse
+    that fails (an option still waiting for its value) keeps none of the positionals,
+    which the completers of option values need (the service of ``--to-revision``)."""
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
-        if self._intermixed_now or self._subparsers is not None:
+        if not self.intermixed or self._intermixed_now or self._subparsers is not None:
             return super().parse_known_args(args, namespace)
         self._intermixed_now = True
         try:
@@ -140,6 +148,70 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
     return value
+
+
+def _expected_revision(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a revision number, got {text!r}") from None
+    if value < -1:
+        raise argparse.ArgumentTypeError("a revision number, or -1 for 'must not exist yet'")
+    return value
+
+
+def _change_cause(text: str) -> str:
+    try:
+        return rollouts.change_cause(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--change-cause: ")) from None
+
+
+def _change_flags(
+    sub: argparse.ArgumentParser, *, wait: bool = True, dry_run: bool = True, cause: bool = True
+) -> None:
+    """The flags of a change: plan it, make it conditional, say why, follow it."""
+    if dry_run:
+        sub.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="print the plan (field-level diff, action, the revision it was computed "
+            "against) and change nothing",
+        )
+    sub.add_argument(
+        "--expected-revision",
+        type=_expected_revision,
+        default=0,
+        metavar="N",
+        help="apply only if the service is still at revision N (a plan's); -1: must not "
+        "exist yet. Otherwise ABORTED, REVISION_CONFLICT (exit 1), nothing changes",
+    )
+    if cause:
+        sub.add_argument(
+            "--change-cause",
+            type=_change_cause,
+            default="",
+            metavar="TEXT",
+            help="why (printable, at most 1024 characters): recorded with the revision, "
+            "shown by 'rollout history'",
+        )
+    if wait:
+        sub.add_argument(
+            "--wait",
+            action="store_true",
+            help="follow the rollout to its end: exit 0 SUCCEEDED, 4 FAILED (reason printed)",
+        )
+        _wait_timeout(sub)
+
+
+def _wait_timeout(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--wait-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop waiting after this long (exit 3; the rollout goes on); default: until "
+        "the server ends it (the rollout's progress deadline bounds it)",
+    )
 
 
 def _format(text: str) -> Format:
@@ -232,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Drive an alphaswarm control plane: deployments on any provider.",
         epilog=(
             "Run 'alphaswarm COMMAND --help' for a command's options. Exit codes: 0 ok, "
-            "1 call failed, 2 usage, 3 outcome unknown (check with status), 130 Ctrl-C."
+            "1 call failed, 2 usage, 3 outcome unknown (check with status), 4 rollout "
+            "FAILED (--wait, rollout status), 130 Ctrl-C."
         ),
     )
     parser.add_argument("--version", action="version", version=f"alphaswarm {version()}")
@@ -285,11 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-f", "--file", metavar="SPEC", help="YAML/JSON DeploymentSpec ('-' for stdin)"
     )
     _spec_flags(start)
+    _change_flags(start)
     start.epilog = "The command to run follows '--': alphaswarm start web -- sleep 300"
 
     scale = command("scale", commands.cmd_scale, "set a deployment's replica count", mutating=True)
     service(scale)
     scale.add_argument("replicas", type=int)
+    _change_flags(scale, wait=False, cause=False)
 
     status = command(
         "status",
@@ -308,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stop", commands.cmd_stop, "stop every replica (the definition stays)", mutating=True
     )
     service(stop, many=True)
+    _change_flags(stop, wait=False, dry_run=False, cause=False)
 
     delete = command(
         "delete",
@@ -320,13 +396,20 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument(
         "--allow-missing", action="store_true", help="a service that does not exist is no error"
     )
+    _change_flags(delete, wait=False, dry_run=False, cause=False)
 
     _set_command(command, service)
 
     _config_commands(commands_, command, service)
+    _rollout_commands(commands_, command, service)
     _stream_commands(command, service)
     _context_commands(commands_, command)
 
+    _completion_command(command)
+    return parser
+
+
+def _completion_command(command: Any) -> None:
     shell = command(
         "completion",
         completion.cmd_completion,
@@ -334,7 +417,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     shell.add_argument("shell", choices=completion.SHELLS)
     shell.set_defaults(offline=True)
-    return parser
 
 
 def _config_commands(commands_: Any, command: Any, service: Any) -> None:
@@ -365,6 +447,46 @@ def _config_commands(commands_: Any, command: Any, service: Any) -> None:
         metavar="V",
         help="apply only if the config is still at this version",
     )
+    _change_flags(set_)
+
+
+def _rollout_commands(commands_: Any, command: Any, service: Any) -> None:
+    rollout = commands_.add_parser("rollout", help="follow, list and undo a deployment's revisions")
+    _add_global_options(rollout, on_subcommand=True)
+    actions = rollout.add_subparsers(
+        dest="rollout_command", metavar="ACTION", required=True, parser_class=Parser
+    )
+    status = command(
+        "status",
+        rollouts.cmd_rollout_status,
+        "follow the current rollout to its end: exit 0 SUCCEEDED, 4 FAILED",
+        actions,
+    )
+    service(status)
+    _wait_timeout(status)
+    history = command(
+        "history",
+        rollouts.cmd_rollout_history,
+        "list the revisions, newest first: when, why, rollbacks",
+        actions,
+    )
+    service(history)
+    undo = command(
+        "undo",
+        rollouts.cmd_rollout_undo,
+        "go back to the previous revision (or --to-revision N), as a new revision",
+        actions,
+        mutating=True,
+    )
+    service(undo)
+    undo.add_argument(
+        "--to-revision",
+        type=_positive_int,
+        default=0,
+        metavar="N",
+        help="the revision to restore (default: the one before the current)",
+    ).completer = completion.RevisionNumbers()
+    _change_flags(undo)
 
 
 def _stream_commands(command: Any, service: Any) -> None:
@@ -440,6 +562,18 @@ def _spec_flags(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument("--cpu", help="CPU limit per replica, e.g. 500m")
     sub.add_argument("--memory", help="memory limit per replica, e.g. 256Mi")
+    sub.add_argument(
+        "--progress-deadline",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="a rollout without progress for this long FAILS (1 to 3600; default 600)",
+    )
+    sub.add_argument(
+        "--auto-rollback",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="roll back to the last good revision when a rollout fails",
+    )
 
 
 def _set_command(command: Any, service: Any) -> None:
@@ -458,6 +592,9 @@ def _set_command(command: Any, service: Any) -> None:
             name, commands.cmd_set, help_text, parent=parts, mutating=True
         )
         service(sub)
+        # A scale makes no revision: nothing to wait for, no cause to record.
+        rolls = name != "replicas"
+        _change_flags(sub, wait=rolls, cause=rolls)
         return sub
 
     part("image", "replace the image").add_argument("image")
@@ -653,7 +790,8 @@ async def run(args: argparse.Namespace, out: Output | None = None) -> int:
         async with make_client(args) as client:
             return await handler(client, args, out)
     except AlphaswarmError as error:
-        if args.mutating and error.code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        changing = args.mutating and not getattr(args, "dry_run", False)
+        if changing and error.code is grpc.StatusCode.DEADLINE_EXCEEDED:
             _error(commands.outcome_unknown(args, error))
             return EXIT_OUTCOME_UNKNOWN
         _error(error.one_line())
@@ -690,7 +828,8 @@ async def run_until_signal(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:
+    if argv is None and completion.requested():
+        Parser.intermixed = False
         completion.autocomplete(build_parser)
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:

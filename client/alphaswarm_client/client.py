@@ -175,21 +175,13 @@ class AlphaswarmClient:
         response: pb.CheckHealthResponse = await self._call("CheckHealth", request, timeout)
         return response.health
 
-    async def start_deployment(
+    def _start_request(
         self,
-        spec: types_pb2.DeploymentSpec | None = None,
-        /,
-        *,
-        provider: str | None = None,
-        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
-        **fields: Any,
-    ) -> types_pb2.DeploymentStatus:
-        """Converge a service onto ``spec``, or onto a spec built from DeploymentSpec ``fields``.
-
-        ``fields`` are DeploymentSpec field names (``service_id``, ``command``,
-        ``replicas``, ``env``, ``ports=[{"container_port": 8080}]``, ...); given
-        with ``spec`` they override its values.
-        """
+        spec: types_pb2.DeploymentSpec | None,
+        fields: Mapping[str, Any],
+        provider: str | None,
+        **change: Any,
+    ) -> pb.StartDeploymentRequest:
         unknown = set(fields) - _SPEC_FIELDS
         if unknown:
             raise TypeError(f"unknown DeploymentSpec field(s): {', '.join(sorted(unknown))}")
@@ -201,21 +193,76 @@ class AlphaswarmClient:
             for name in fields:
                 merged.ClearField(cast(Any, name))
             merged.MergeFrom(override)
-        request = self._request("StartDeployment", provider, spec=merged)
+        request: pb.StartDeploymentRequest = self._request(
+            "StartDeployment", provider, spec=merged, **change
+        )
+        return request
+
+    async def start_deployment(
+        self,
+        spec: types_pb2.DeploymentSpec | None = None,
+        /,
+        *,
+        expected_revision: int = 0,
+        change_cause: str = "",
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+        **fields: Any,
+    ) -> types_pb2.DeploymentStatus:
+        """Converge a service onto ``spec``, or onto a spec built from DeploymentSpec ``fields``.
+
+        ``fields`` are DeploymentSpec field names (``service_id``, ``command``,
+        ``replicas``, ``env``, ``ports=[{"container_port": 8080}]``, ...); given
+        with ``spec`` they override its values. ``expected_revision`` (not 0) applies
+        the change only if the service is still at that revision (-1: only if it does
+        not exist), else raises RevisionConflict; ``change_cause`` is recorded in the
+        history with the revision the change makes.
+        """
+        request = self._start_request(
+            spec,
+            fields,
+            provider,
+            expected_revision=expected_revision,
+            change_cause=change_cause,
+        )
         response: pb.StartDeploymentResponse = await self._call("StartDeployment", request, timeout)
         return response.status
+
+    async def plan_start(
+        self,
+        spec: types_pb2.DeploymentSpec | None = None,
+        /,
+        *,
+        expected_revision: int = 0,
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+        **fields: Any,
+    ) -> pb.StartDeploymentResponse:
+        """What ``start_deployment`` with the same arguments would do (``validate_only``):
+        the response's ``plan``, and the current status (unset for a new service).
+        Nothing changes."""
+        request = self._start_request(
+            spec, fields, provider, validate_only=True, expected_revision=expected_revision
+        )
+        response: pb.StartDeploymentResponse = await self._call("StartDeployment", request, timeout)
+        return response
 
     async def stop_deployment(
         self,
         service_id: str,
         *,
         namespace: str = "",
+        expected_revision: int = 0,
         provider: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
     ) -> types_pb2.DeploymentStatus:
         """Stop every replica of a service; its definition stays."""
         request = self._request(
-            "StopDeployment", provider, service_id=service_id, namespace=namespace
+            "StopDeployment",
+            provider,
+            service_id=service_id,
+            namespace=namespace,
+            expected_revision=expected_revision,
         )
         response: pb.StopDeploymentResponse = await self._call("StopDeployment", request, timeout)
         return response.status
@@ -226,6 +273,7 @@ class AlphaswarmClient:
         replicas: int,
         *,
         namespace: str = "",
+        expected_revision: int = 0,
         provider: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
     ) -> types_pb2.DeploymentStatus:
@@ -236,9 +284,33 @@ class AlphaswarmClient:
             service_id=service_id,
             namespace=namespace,
             replicas=replicas,
+            expected_revision=expected_revision,
         )
         response: pb.ScaleDeploymentResponse = await self._call("ScaleDeployment", request, timeout)
         return response.status
+
+    async def plan_scale(
+        self,
+        service_id: str,
+        replicas: int,
+        *,
+        namespace: str = "",
+        expected_revision: int = 0,
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> pb.ScaleDeploymentResponse:
+        """What ``scale_deployment`` would do (``validate_only``); nothing changes."""
+        request = self._request(
+            "ScaleDeployment",
+            provider,
+            service_id=service_id,
+            namespace=namespace,
+            replicas=replicas,
+            validate_only=True,
+            expected_revision=expected_revision,
+        )
+        response: pb.ScaleDeploymentResponse = await self._call("ScaleDeployment", request, timeout)
+        return response
 
     async def get_status(
         self,
@@ -325,11 +397,65 @@ class AlphaswarmClient:
         set: Mapping[str, str] | None = None,
         remove: Iterable[str] = (),
         expected_version: str = "",
+        expected_revision: int = 0,
+        change_cause: str = "",
         namespace: str = "",
         provider: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
     ) -> types_pb2.ServiceConfig:
-        """Set and remove config keys; a stale ``expected_version`` raises ConfigVersionConflict."""
+        """Set and remove config keys; a stale ``expected_version`` raises ConfigVersionConflict,
+        a stale ``expected_revision`` RevisionConflict."""
+        request = self._config_request(
+            service_id,
+            set=set,
+            remove=remove,
+            expected_version=expected_version,
+            namespace=namespace,
+            provider=provider,
+            expected_revision=expected_revision,
+            change_cause=change_cause,
+        )
+        response: pb.ApplyConfigResponse = await self._call("ApplyConfig", request, timeout)
+        return response.config
+
+    async def plan_config(
+        self,
+        service_id: str,
+        *,
+        set: Mapping[str, str] | None = None,
+        remove: Iterable[str] = (),
+        expected_version: str = "",
+        expected_revision: int = 0,
+        namespace: str = "",
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> pb.ApplyConfigResponse:
+        """What ``apply_config`` would do (``validate_only``): the plan (secret values
+        masked) and the current config; nothing changes."""
+        request = self._config_request(
+            service_id,
+            set=set,
+            remove=remove,
+            expected_version=expected_version,
+            namespace=namespace,
+            provider=provider,
+            validate_only=True,
+            expected_revision=expected_revision,
+        )
+        response: pb.ApplyConfigResponse = await self._call("ApplyConfig", request, timeout)
+        return response
+
+    def _config_request(
+        self,
+        service_id: str,
+        *,
+        set: Mapping[str, str] | None,
+        remove: Iterable[str],
+        expected_version: str,
+        namespace: str,
+        provider: str | None,
+        **change: Any,
+    ) -> pb.ApplyConfigRequest:
         patch = types_pb2.ConfigMapPatch(
             service_id=service_id,
             namespace=namespace,
@@ -337,9 +463,10 @@ class AlphaswarmClient:
             remove=list(remove),
             expected_version=expected_version,
         )
-        request = self._request("ApplyConfig", provider, patch=patch)
-        response: pb.ApplyConfigResponse = await self._call("ApplyConfig", request, timeout)
-        return response.config
+        request: pb.ApplyConfigRequest = self._request(
+            "ApplyConfig", provider, patch=patch, **change
+        )
+        return request
 
     async def delete_deployment(
         self,
@@ -347,6 +474,7 @@ class AlphaswarmClient:
         *,
         namespace: str = "",
         allow_missing: bool = False,
+        expected_revision: int = 0,
         provider: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
     ) -> bool:
@@ -361,11 +489,112 @@ class AlphaswarmClient:
             service_id=service_id,
             namespace=namespace,
             allow_missing=allow_missing,
+            expected_revision=expected_revision,
         )
         response: pb.DeleteDeploymentResponse = await self._call(
             "DeleteDeployment", request, timeout
         )
         return response.deleted
+
+    async def list_revisions(
+        self,
+        service_id: str,
+        *,
+        namespace: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> pb.ListRevisionsResponse:
+        """One page of a service's revisions, newest first."""
+        request = self._request(
+            "ListRevisions",
+            provider,
+            service_id=service_id,
+            namespace=namespace,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        response: pb.ListRevisionsResponse = await self._call("ListRevisions", request, timeout)
+        return response
+
+    async def iter_revisions(
+        self,
+        service_id: str,
+        *,
+        namespace: str = "",
+        page_size: int = 0,
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> AsyncGenerator[types_pb2.Revision, None]:
+        """Every revision the provider keeps, newest first, page after page."""
+        token = ""
+        while True:
+            page = await self.list_revisions(
+                service_id,
+                namespace=namespace,
+                page_size=page_size,
+                page_token=token,
+                provider=provider,
+                timeout=timeout,
+            )
+            for revision in page.revisions:
+                yield revision
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def rollback_deployment(
+        self,
+        service_id: str,
+        *,
+        to_revision: int = 0,
+        expected_revision: int = 0,
+        change_cause: str = "",
+        namespace: str = "",
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> types_pb2.DeploymentStatus:
+        """Go back to ``to_revision``'s spec and config (0: the revision before the
+        current one), as a new revision; the status right after."""
+        request = self._request(
+            "RollbackDeployment",
+            provider,
+            service_id=service_id,
+            namespace=namespace,
+            to_revision=to_revision,
+            expected_revision=expected_revision,
+            change_cause=change_cause,
+        )
+        response: pb.RollbackDeploymentResponse = await self._call(
+            "RollbackDeployment", request, timeout
+        )
+        return response.status
+
+    async def plan_rollback(
+        self,
+        service_id: str,
+        *,
+        to_revision: int = 0,
+        expected_revision: int = 0,
+        namespace: str = "",
+        provider: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> pb.RollbackDeploymentResponse:
+        """What ``rollback_deployment`` would do (``validate_only``); nothing changes."""
+        request = self._request(
+            "RollbackDeployment",
+            provider,
+            service_id=service_id,
+            namespace=namespace,
+            to_revision=to_revision,
+            validate_only=True,
+            expected_revision=expected_revision,
+        )
+        response: pb.RollbackDeploymentResponse = await self._call(
+            "RollbackDeployment", request, timeout
+        )
+        return response
 
     # -- streams --------------------------------------------------------------------------
 
@@ -392,12 +621,19 @@ class AlphaswarmClient:
         service_id: str,
         *,
         namespace: str = "",
+        until_rollout_done: bool = False,
         provider: str | None = None,
         timeout: Timeout = None,  # noqa: ASYNC109 - the gRPC deadline
     ) -> AsyncGenerator[types_pb2.DeploymentStatus, None]:
-        """The service's current status, then each change, until you stop iterating."""
+        """The service's current status, then each change, until you stop iterating; with
+        ``until_rollout_done`` the stream ends by itself once the rollout of the desired
+        revision has SUCCEEDED or FAILED (its final status last)."""
         request = self._request(
-            "WatchDeployment", provider, service_id=service_id, namespace=namespace
+            "WatchDeployment",
+            provider,
+            service_id=service_id,
+            namespace=namespace,
+            until_rollout_done=until_rollout_done,
         )
         async for response in self._stream("WatchDeployment", request, timeout):
             yield response.status

@@ -13,26 +13,20 @@ from collections.abc import Awaitable, Callable
 
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import types_pb2
-from alphaswarm_client import render
+from alphaswarm_client import render, rollouts
 from alphaswarm_client.client import AlphaswarmClient
 from alphaswarm_client.contexts import ConfigFile, Context, ContextError, check_name
 from alphaswarm_client.errors import AlphaswarmError
+from alphaswarm_client.exits import (
+    EXIT_RPC_ERROR,
+    UsageError,
+)
 from alphaswarm_client.output import Format, Output
 from alphaswarm_client.specfile import DEFAULT_REPLICAS, load_spec_file
-
-EXIT_RPC_ERROR = 1
-EXIT_USAGE = 2
-EXIT_OUTCOME_UNKNOWN = 3
-"""A change whose deadline expired: the server runs accepted changes to completion, so
-it may have been applied. ``status`` tells."""
 
 SECRET_MASK = "<secret>"
 
 Handler = Callable[[AlphaswarmClient, argparse.Namespace, Output], Awaitable[int]]
-
-
-class UsageError(Exception):
-    """Arguments that parse but do not make sense together; exit code 2."""
 
 
 def outcome_unknown(args: argparse.Namespace, error: AlphaswarmError) -> str:
@@ -77,6 +71,10 @@ def build_spec(args: argparse.Namespace) -> types_pb2.DeploymentSpec:
         spec.resources.cpu = args.cpu
     if args.memory is not None:
         spec.resources.memory = args.memory
+    if args.progress_deadline is not None:
+        spec.progress_deadline.FromNanoseconds(round(args.progress_deadline * 1e9))
+    if args.auto_rollback is not None:
+        spec.auto_rollback = args.auto_rollback
     if args.argv:
         del spec.command[:]
         spec.command.extend(args.argv)
@@ -114,13 +112,56 @@ def _statuses(out: Output, response: object, status: types_pb2.DeploymentStatus)
 
 
 async def cmd_start(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
-    status = await client.start_deployment(build_spec(args))
-    _statuses(out, pb.StartDeploymentResponse(status=status), status)
+    rollouts.check_change_flags(args)
+    spec = build_spec(args)
+    if args.dry_run:
+        planned = await client.plan_start(spec, expected_revision=args.expected_revision)
+        service = f"{spec.namespace or 'default'}/{spec.service_id}"
+        return rollouts.show_plan(out, planned, planned.plan, service)
+    status = await client.start_deployment(
+        spec, expected_revision=args.expected_revision, change_cause=args.change_cause
+    )
+    return await _changed(client, args, out, pb.StartDeploymentResponse(status=status), status)
+
+
+async def _changed(
+    client: AlphaswarmClient,
+    args: argparse.Namespace,
+    out: Output,
+    response: object,
+    status: types_pb2.DeploymentStatus,
+) -> int:
+    """The answer of a change of the spec: shown, or (``--wait``) followed to its end."""
+    if getattr(args, "wait", False):
+        rollouts.announce(
+            out,
+            response,  # type: ignore[arg-type]
+            rollouts.ref(status),
+            f"revision {status.revision}",
+        )
+        return await rollouts.follow(
+            client, args, out, status.service_id, status.namespace, revision=status.revision
+        )
+    _statuses(out, response, status)
     return 0
 
 
 async def cmd_scale(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
-    status = await client.scale_deployment(args.service_id, args.replicas, namespace=args.namespace)
+    if args.dry_run:
+        planned = await client.plan_scale(
+            args.service_id,
+            args.replicas,
+            namespace=args.namespace,
+            expected_revision=args.expected_revision,
+        )
+        service = f"{args.namespace or 'default'}/{args.service_id}"
+        return rollouts.show_plan(out, planned, planned.plan, service)
+    status = await client.scale_deployment(
+        args.service_id,
+        args.replicas,
+        namespace=args.namespace,
+        expected_revision=args.expected_revision,
+    )
     _statuses(out, pb.ScaleDeploymentResponse(status=status), status)
     return 0
 
@@ -172,12 +213,20 @@ async def _each(args: argparse.Namespace, call: Callable[[str], Awaitable[None]]
     return code
 
 
+def _one_service_for_revision(args: argparse.Namespace) -> None:
+    if args.expected_revision and len(args.service_ids) > 1:
+        raise UsageError("--expected-revision is one service's revision: name one service")
+
+
 async def cmd_stop(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
+    _one_service_for_revision(args)
     stopped: list[types_pb2.DeploymentStatus] = []
     several = len(args.service_ids) > 1
 
     async def stop(name: str) -> None:
-        status = await client.stop_deployment(name, namespace=args.namespace)
+        status = await client.stop_deployment(
+            name, namespace=args.namespace, expected_revision=args.expected_revision
+        )
         if several and out.structured:
             out.stream_message(pb.StopDeploymentResponse(status=status))
         stopped.append(status)
@@ -212,11 +261,15 @@ def confirm_delete(args: argparse.Namespace) -> None:
 
 
 async def cmd_delete(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
+    _one_service_for_revision(args)
     namespace = args.namespace or "default"
 
     async def delete(name: str) -> None:
         deleted = await client.delete_deployment(
-            name, namespace=args.namespace, allow_missing=args.allow_missing
+            name,
+            namespace=args.namespace,
+            allow_missing=args.allow_missing,
+            expected_revision=args.expected_revision,
         )
         response = pb.DeleteDeploymentResponse(deleted=deleted)
         if out.stream_message(response):
@@ -243,15 +296,34 @@ async def cmd_config_get(client: AlphaswarmClient, args: argparse.Namespace, out
 async def cmd_config_set(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
     if not args.pairs and not args.remove:
         raise UsageError("config set needs at least one K=V or --remove KEY")
+    rollouts.check_change_flags(args)
+    if args.dry_run:
+        planned = await client.plan_config(
+            args.service_id,
+            namespace=args.namespace,
+            set=dict(args.pairs),
+            remove=args.remove,
+            expected_version=args.expected_version,
+            expected_revision=args.expected_revision,
+        )
+        service = f"{args.namespace or 'default'}/{args.service_id}"
+        return rollouts.show_plan(out, planned, planned.plan, service)
     config = await client.apply_config(
         args.service_id,
         namespace=args.namespace,
         set=dict(args.pairs),
         remove=args.remove,
         expected_version=args.expected_version,
+        expected_revision=args.expected_revision,
+        change_cause=args.change_cause,
     )
+    response = pb.ApplyConfigResponse(config=config)
+    if args.wait:
+        service = f"{config.namespace}/{config.service_id}"
+        rollouts.announce(out, response, service, f"config version {config.version}")
+        return await rollouts.follow(client, args, out, config.service_id, config.namespace)
     out.result(
-        pb.ApplyConfigResponse(config=config),
+        response,
         lambda: render.config(config, width=out.width),
         lambda: [f"{config.namespace}/{config.service_id}"],
     )
@@ -264,8 +336,10 @@ SET_MERGE_RULE = (
     "Merge rule: the spec is read back from the server (status), one part is changed and "
     "the whole spec is applied (StartDeployment). Scalars (image, replicas, cpu, memory) are "
     "replaced; maps (env, label, option) are merged key by key (K=V sets, --remove K "
-    "deletes, other keys stay); lists (command, ports) are replaced whole. A change made by "
-    "someone else between the read and the write is overwritten."
+    "deletes, other keys stay); lists (command, ports) are replaced whole. Where the "
+    "provider keeps revisions the write is conditional on the revision read: a change made "
+    "by someone else in between is refused (REVISION_CONFLICT) rather than overwritten; "
+    "elsewhere it is overwritten."
 )
 
 
@@ -300,6 +374,7 @@ def _apply_part(spec: types_pb2.DeploymentSpec, args: argparse.Namespace) -> Non
 
 
 async def cmd_set(client: AlphaswarmClient, args: argparse.Namespace, out: Output) -> int:
+    rollouts.check_change_flags(args)
     current = await client.get_status(args.service_id, namespace=args.namespace)
     if not current.HasField("spec"):
         raise UsageError(
@@ -313,17 +388,31 @@ async def cmd_set(client: AlphaswarmClient, args: argparse.Namespace, out: Outpu
             "the server masked the env values (your role is below operator): "
             "set would overwrite them with the mask"
         )
+    # The write is conditional on the revision read, where the provider keeps revisions:
+    # a change someone made in between is refused (REVISION_CONFLICT), not overwritten.
+    expected = args.expected_revision or current.revision
+    service = f"{current.namespace}/{current.service_id}"
     if args.part == "replicas":
+        if args.dry_run:
+            planned = await client.plan_scale(
+                args.service_id, args.replicas, namespace=args.namespace, expected_revision=expected
+            )
+            return rollouts.show_plan(out, planned, planned.plan, service)
         status = await client.scale_deployment(
-            args.service_id, args.replicas, namespace=args.namespace
+            args.service_id, args.replicas, namespace=args.namespace, expected_revision=expected
         )
-    else:
-        _apply_part(spec, args)
-        if current.state == types_pb2.DEPLOYMENT_STATE_STOPPED:
-            spec.replicas = 0  # a change to a stopped service does not start it
-        status = await client.start_deployment(spec)
-    _statuses(out, pb.StartDeploymentResponse(status=status), status)
-    return 0
+        _statuses(out, pb.ScaleDeploymentResponse(status=status), status)
+        return 0
+    _apply_part(spec, args)
+    if current.state == types_pb2.DEPLOYMENT_STATE_STOPPED:
+        spec.replicas = 0  # a change to a stopped service does not start it
+    if args.dry_run:
+        planned_start = await client.plan_start(spec, expected_revision=expected)
+        return rollouts.show_plan(out, planned_start, planned_start.plan, service)
+    status = await client.start_deployment(
+        spec, expected_revision=expected, change_cause=args.change_cause
+    )
+    return await _changed(client, args, out, pb.StartDeploymentResponse(status=status), status)
 
 
 # -- contexts (no server involved) -----------------------------------------------------------

@@ -127,6 +127,15 @@ class ConfigVersionConflict(Aborted):
     """``expected_version`` is stale; ``metadata['current_version']`` has the live one."""
 
 
+class RevisionConflict(Aborted):
+    """The service is no longer at ``expected_revision`` (``metadata['current_revision']``
+    has the one it is at); nothing changed: plan again."""
+
+
+class RevisionNotFound(NotFound):
+    """The service has no such revision (never had, or it left the bounded history)."""
+
+
 class FailedPrecondition(AlphaswarmError):
     """The provider cannot work here as set up (missing SDK or credentials, rejected spec)."""
 
@@ -185,6 +194,8 @@ _SPECIFIC: dict[str, type[AlphaswarmError]] = {
     "PROVIDER_NOT_FOUND": ProviderNotFound,
     "DEPLOYMENT_NOT_FOUND": DeploymentNotFound,
     "CONFIG_VERSION_CONFLICT": ConfigVersionConflict,
+    "REVISION_CONFLICT": RevisionConflict,
+    "REVISION_NOT_FOUND": RevisionNotFound,
 }
 
 

@@ -10,6 +10,7 @@ since printed rows cannot be re-aligned. JSON and YAML are in output.py.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -24,6 +25,16 @@ from .output import UNLIMITED_WIDTH
 
 _STATE_PREFIX = "DEPLOYMENT_STATE_"
 _EVENT_PREFIX = "DEPLOYMENT_EVENT_"
+_ROLLOUT_PREFIX = "ROLLOUT_STATE_"
+_ACTION_PREFIX = "PLAN_ACTION_"
+# C0 controls (but tab), DEL and C1: text from a server or a replica could otherwise
+# drive the user's terminal (move the cursor, set the title, clear the screen).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def escaped(text: str) -> str:
+    """``text`` with every control character but tab shown as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def table(
@@ -248,6 +259,13 @@ def status(
         ["replicas", f"{s.ready_replicas}/{s.desired_replicas} ready"],
         ["restarts", str(s.restarts)],
     ]
+    if s.revision:
+        rollout = rollout_state_name(s.rollout.state)
+        if s.rollout.reason:
+            rollout += f" ({escaped(s.rollout.reason)})"
+        if s.rollout.message:
+            rollout += f": {escaped(s.rollout.message)}"
+        summary += [["revision", revisions_cell(s)], ["rollout", rollout]]
     if s.HasField("spec"):
         summary += _spec_rows(s.spec)
     else:
@@ -399,3 +417,164 @@ def event_line(event: pb.WatchDeploymentsResponse) -> str:
         ],
         _EVENTS_WIDTHS,
     )
+
+
+# -- rollouts, revisions and plans ------------------------------------------------------------
+
+
+def rollout_state_name(state: int) -> str:
+    name = types_pb2.RolloutState.Name(state).removeprefix(_ROLLOUT_PREFIX)  # type: ignore[arg-type]
+    return "-" if name == "UNSPECIFIED" else name
+
+
+def revisions_cell(s: types_pb2.DeploymentStatus) -> str:
+    """``3``, or ``3 (runs 2)`` while the replicas still run another revision."""
+    if s.observed_revision and s.observed_revision != s.revision:
+        return f"{s.revision} (runs {s.observed_revision})"
+    return str(s.revision or "-")
+
+
+ROLLOUT_HEADERS = ["TIME", "REVISION", "ROLLOUT", "READY", "MESSAGE"]
+_ROLLOUT_WIDTHS = (8, 14, 11, 7)
+
+
+def rollout_header_line() -> str:
+    return _fixed(ROLLOUT_HEADERS, _ROLLOUT_WIDTHS)
+
+
+def rollout_line(s: types_pb2.DeploymentStatus) -> str:
+    """One status of a followed rollout, for a pipe (fixed columns, no time but the
+    status's own, so two equal states print equal lines)."""
+    return _fixed(
+        [
+            timestamp(s.updated_at, clock_only=True),
+            revisions_cell(s),
+            rollout_state_name(s.rollout.state),
+            f"{s.ready_replicas}/{s.desired_replicas}",
+            escaped(s.message),
+        ],
+        _ROLLOUT_WIDTHS,
+    )
+
+
+def rollout_key(s: types_pb2.DeploymentStatus) -> tuple[object, ...]:
+    """What a followed rollout shows, without the times: a line is printed when it changes."""
+    return (
+        s.revision,
+        s.observed_revision,
+        s.rollout.state,
+        s.ready_replicas,
+        s.desired_replicas,
+        s.message,
+        tuple((i.instance_id, i.state, i.ready, i.message) for i in s.instances),
+    )
+
+
+def instance_lines(s: types_pb2.DeploymentStatus) -> list[str]:
+    """Each replica on an indented line (``-o wide`` of a followed rollout on a pipe)."""
+    return [
+        f"  {escaped(i.instance_id)}  {escaped(i.state)}  {'ready' if i.ready else 'not ready'}"
+        + (f"  {escaped(i.message)}" if i.message else "")
+        for i in s.instances
+    ]
+
+
+def instances_table(
+    s: types_pb2.DeploymentStatus, *, width: int = UNLIMITED_WIDTH, now: datetime | None = None
+) -> str:
+    rows = [
+        [
+            escaped(i.instance_id),
+            escaped(i.state),
+            "yes" if i.ready else "no",
+            i.restarts,
+            age(i.started_at, now),
+            escaped(i.message),
+        ]
+        for i in s.instances
+    ]
+    headers = ["INSTANCE", "STATE", "READY", "RESTARTS", "AGE", "MESSAGE"]
+    return table(headers, rows, width=width) if rows else "(no replicas)"
+
+
+def rollout_title(s: types_pb2.DeploymentStatus) -> str:
+    return (
+        f"rollout of {escaped(s.namespace)}/{escaped(s.service_id)} to revision {s.revision}: "
+        f"{rollout_state_name(s.rollout.state)}"
+    )
+
+
+def rollout_outcome(s: types_pb2.DeploymentStatus) -> str:
+    """The last word on a finished rollout, one line: what, the reason, the backend's words."""
+    text = rollout_title(s)
+    if s.rollout.reason:
+        text += f": {escaped(s.rollout.reason)}"
+    if s.rollout.message:
+        text += f": {escaped(s.rollout.message)}"
+    text += f" ({s.ready_replicas}/{s.desired_replicas} ready"
+    if s.observed_revision and s.observed_revision != s.revision:
+        text += f", replicas run revision {s.observed_revision}"
+    return text + ")"
+
+
+def revision_note(r: types_pb2.Revision) -> str:
+    if r.rollback_of:
+        return ("automatic " if r.automatic else "") + f"rollback to {r.rollback_of}"
+    return "automatic" if r.automatic else ""
+
+
+def revisions(
+    items: Iterable[types_pb2.Revision], *, wide: bool = False, width: int = UNLIMITED_WIDTH
+) -> str:
+    """The history, newest first: number, when, why, and whether it was a rollback."""
+    headers = ["REVISION", "CREATED", "CHANGE-CAUSE", "NOTE"]
+    if wide:
+        headers += ["CONFIG", "RUNS"]
+    rows = []
+    for r in items:
+        row: list[object] = [
+            r.number,
+            timestamp(r.created_at),
+            escaped(r.change_cause) or "-",
+            revision_note(r) or "-",
+        ]
+        if wide:
+            workload = r.spec.image or " ".join(_quoted(arg) for arg in r.spec.command)
+            row += [escaped(r.config_version) or "-", escaped(workload) or "-"]
+        rows.append(row)
+    if not rows:
+        return "no revisions"
+    return table(headers, rows, width=width, flexible=("CHANGE-CAUSE", "RUNS"))
+
+
+_ACTION_MEANING = {
+    types_pb2.PLAN_ACTION_NOTHING: "nothing changes",
+    types_pb2.PLAN_ACTION_CREATE: "the service is created",
+    types_pb2.PLAN_ACTION_IN_PLACE: "replicas are added or removed, the others keep running",
+    types_pb2.PLAN_ACTION_ROLLING_RESTART: "replicas restart one at a time with the new values",
+    types_pb2.PLAN_ACTION_REPLACE: "replicas are replaced by new ones, one at a time",
+}
+
+
+def plan_action_name(action: int) -> str:
+    return types_pb2.PlanAction.Name(action).removeprefix(_ACTION_PREFIX)  # type: ignore[arg-type]
+
+
+def plan(p: types_pb2.Plan, service: str) -> str:
+    """A plan as a diff: the action, then ``+ path: new``, ``- path: old`` or
+    ``~ path: old -> new`` per field (values as the server sent them: secrets masked)."""
+    against = f"revision {p.revision}" if p.revision else "no revision (the service is new)"
+    meaning = _ACTION_MEANING.get(p.action, "")
+    lines = [
+        f"plan for {escaped(service)}, computed against {against}:",
+        f"  action: {plan_action_name(p.action)}" + (f" ({meaning})" if meaning else ""),
+    ]
+    for change in p.changes:
+        path, old, new = (escaped(v) for v in (change.path, change.old_value, change.new_value))
+        if not old:
+            lines.append(f"  + {path}: {new}")
+        elif not new:
+            lines.append(f"  - {path}: {old}")
+        else:
+            lines.append(f"  ~ {path}: {old} -> {new}")
+    return "\n".join(lines)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import grpc
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.text import Text
 
@@ -32,8 +32,8 @@ from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import types_pb2
 from alphaswarm_client import render
 from alphaswarm_client.client import AlphaswarmClient
-from alphaswarm_client.commands import UsageError
 from alphaswarm_client.errors import AlphaswarmError
+from alphaswarm_client.exits import UsageError
 from alphaswarm_client.output import Output
 
 T = TypeVar("T")
@@ -127,17 +127,11 @@ _PALETTE = (
 _RESET = "\x1b[0m"
 _DIM = "\x1b[2m"
 _RED = "\x1b[31m"
-# C0 controls (but tab), DEL and C1: a replica could otherwise drive the user's terminal.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def colour_of(instance_id: str) -> str:
     """The same colour for the same replica, every run."""
     return _PALETTE[zlib.crc32(instance_id.encode()) % len(_PALETTE)]
-
-
-def _escaped(text: str) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class LogPrinter:
@@ -152,7 +146,7 @@ class LogPrinter:
     def line(self, entry: types_pb2.LogEntry) -> str:
         instance, text = entry.instance_id, entry.text
         if self._out.is_tty:
-            instance, text = _escaped(instance), _escaped(text)
+            instance, text = render.escaped(instance), render.escaped(text)
         self._width = max(self._width, len(instance))
         mark = "!" if entry.stream == types_pb2.LOG_STREAM_STDERR else "|"
         prefix = f"{instance:<{self._width}} {mark}"
@@ -199,8 +193,9 @@ async def cmd_logs(client: AlphaswarmClient, args: argparse.Namespace, out: Outp
 
 
 @contextlib.contextmanager
-def live_view(out: Output) -> Iterator[Callable[[str], None]]:
-    """``show(text)`` redraws ``text`` in place on the terminal (rich.live)."""
+def live_view(out: Output) -> Iterator[Callable[[str | RenderableType], None]]:
+    """``show(view)`` redraws ``view`` (text, or a rich renderable) in place on the
+    terminal (rich.live)."""
     console = Console(
         file=out.stream,
         force_terminal=True,
@@ -218,8 +213,8 @@ def live_view(out: Output) -> Iterator[Callable[[str], None]]:
         vertical_overflow="ellipsis",
     ) as live:
 
-        def show(text: str) -> None:
-            live.update(Text(text), refresh=True)
+        def show(view: str | RenderableType) -> None:
+            live.update(Text(view) if isinstance(view, str) else view, refresh=True)
 
         yield show
 

@@ -25,7 +25,6 @@ from alphaswarm_core.providers.models import (
     MAX_TAIL_LINES,
     SECRET_MASK,
     ChangeRequest,
-    Condition,
     ConfigMapPatch,
     DeploymentEvent,
     DeploymentSpec,
@@ -63,9 +62,22 @@ _STATES = {
 }
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def set_time(stamp: Timestamp, value: datetime) -> None:
+    """``stamp`` = ``value`` (naive = UTC), exactly as ``Timestamp.FromDatetime`` sets it,
+    in integer arithmetic: FromDatetime goes through a time tuple, at four times the cost,
+    and every status carries five or more times."""
+    since = value - (_NAIVE_EPOCH if value.tzinfo is None else _EPOCH)
+    stamp.seconds = since.days * 86_400 + since.seconds
+    stamp.nanos = since.microseconds * 1000
+
+
 def _timestamp(value: datetime) -> Timestamp:
     stamp = Timestamp()
-    stamp.FromDatetime(value)
+    set_time(stamp, value)
     return stamp
 
 
@@ -229,65 +241,71 @@ def status_to_proto(
 ) -> types.DeploymentStatus:
     """The wire status; with ``caller`` the spec too (env values masked below operator),
     without it (lists, watches) the spec is left out to keep those messages lean."""
-    message = types.DeploymentStatus(
-        service_id=status.service_id,
-        namespace=status.namespace,
-        provider=status.provider,
-        state=_STATES[status.state],
-        desired_replicas=status.desired_replicas,
-        ready_replicas=status.ready_replicas,
-        message=status.message,
-        updated_at=_timestamp(status.updated_at),
-        restarts=status.restarts,
-        instances=[
-            types.InstanceStatus(
-                instance_id=i.instance_id,
-                state=i.state,
-                ready=i.ready,
-                restarts=i.restarts,
-                message=i.message,
-                started_at=_timestamp(i.started_at) if i.started_at else None,
-            )
-            for i in status.instances
-        ],
-        image=status.image,
-        labels=dict(status.labels),
-        created_at=_timestamp(status.created_at) if status.created_at else None,
-        changed_at=_timestamp(status.changed_at) if status.changed_at else None,
-        revision=status.revision,
-        observed_revision=status.observed_revision,
-        rollout=_rollout(status.rollout) if status.rollout else None,
-        conditions=[_condition(c) for c in status.conditions],
-    )
+    message = types.DeploymentStatus()
+    fill_status(message, status, caller)
+    return message
+
+
+def fill_status(
+    message: types.DeploymentStatus, status: DeploymentStatus, caller: Caller | None = None
+) -> None:
+    """``status_to_proto`` written into an empty ``message`` (a response's own field):
+    building a message and copying it in would do the work twice."""
+    message.service_id = status.service_id
+    message.namespace = status.namespace
+    message.provider = status.provider
+    message.state = _STATES[status.state]
+    message.desired_replicas = status.desired_replicas
+    message.ready_replicas = status.ready_replicas
+    message.message = status.message
+    set_time(message.updated_at, status.updated_at)
+    message.restarts = status.restarts
+    add_instance = message.instances.add
+    for i in status.instances:
+        instance = add_instance(
+            instance_id=i.instance_id,
+            state=i.state,
+            ready=i.ready,
+            restarts=i.restarts,
+            message=i.message,
+        )
+        if i.started_at:
+            set_time(instance.started_at, i.started_at)
+    message.image = status.image
+    if status.labels:
+        message.labels.update(status.labels)
+    if status.created_at:
+        set_time(message.created_at, status.created_at)
+    if status.changed_at:
+        set_time(message.changed_at, status.changed_at)
+    message.revision = status.revision
+    message.observed_revision = status.observed_revision
+    if status.rollout:
+        _fill_rollout(message.rollout, status.rollout)
+    add_condition = message.conditions.add
+    for c in status.conditions:
+        condition = add_condition(
+            type=c.type,
+            status=_CONDITION_STATUS[c.status],
+            reason=c.reason,
+            message=c.message,
+        )
+        set_time(condition.last_transition_time, c.last_transition_time)
     if caller is not None and status.spec is not None:
         spec = spec_to_proto(status.spec)
         if caller.role < OPERATOR_ROLE:
             for key in spec.env:
                 spec.env[key] = SECRET_MASK
         message.spec.CopyFrom(spec)
-    return message
 
 
-def _rollout(rollout: Rollout) -> types.Rollout:
-    message = types.Rollout(
-        state=_ROLLOUT_STATES[rollout.state],
-        reason=rollout.reason,
-        message=rollout.message,
-        started_at=_timestamp(rollout.started_at),
-    )
+def _fill_rollout(message: types.Rollout, rollout: Rollout) -> None:
+    message.state = _ROLLOUT_STATES[rollout.state]
+    message.reason = rollout.reason
+    message.message = rollout.message
+    set_time(message.started_at, rollout.started_at)
     if rollout.finished_at is not None:
-        message.finished_at.CopyFrom(_timestamp(rollout.finished_at))
-    return message
-
-
-def _condition(condition: Condition) -> types.Condition:
-    return types.Condition(
-        type=condition.type,
-        status=_CONDITION_STATUS[condition.status],
-        reason=condition.reason,
-        message=condition.message,
-        last_transition_time=_timestamp(condition.last_transition_time),
-    )
+        set_time(message.finished_at, rollout.finished_at)
 
 
 def health_to_proto(health: ProviderHealth, caller: Caller) -> types.ProviderHealth:
@@ -404,7 +422,7 @@ def log_entry_to_proto(entry: LogEntry) -> types.LogEntry:
 def event_to_proto(event: DeploymentEvent) -> pb.WatchDeploymentsResponse:
     response = pb.WatchDeploymentsResponse(event=_EVENTS[event.kind])
     if event.status is not None:
-        response.status.CopyFrom(status_to_proto(event.status))
+        fill_status(response.status, event.status)
     return response
 
 

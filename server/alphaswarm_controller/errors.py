@@ -229,7 +229,8 @@ class ErrorMapping(Layer):
         self, call: CallContext, request: Any, context: Context, proceed: UnaryNext
     ) -> Any:
         try:
-            _reject_malformed(call, request)
+            if request.__class__ is MalformedRequest:
+                _reject_malformed(call)
             return await proceed(call, request, context)
         except grpc.aio.AbortError:
             raise
@@ -240,7 +241,8 @@ class ErrorMapping(Layer):
         self, call: CallContext, request: Any, context: Context, proceed: StreamNext
     ) -> AsyncIterator[Any]:
         try:
-            _reject_malformed(call, request)
+            if request.__class__ is MalformedRequest:
+                _reject_malformed(call)
             async for item in proceed(call, request, context):
                 yield item
         except grpc.aio.AbortError:
@@ -252,6 +254,5 @@ class ErrorMapping(Layer):
 _PLAIN = ErrorMapping(tolerant=False)
 
 
-def _reject_malformed(call: CallContext, request: Any) -> None:
-    if isinstance(request, MalformedRequest):
-        raise InvalidSpecError.single("request", f"not a valid {call.method} request message")
+def _reject_malformed(call: CallContext) -> None:
+    raise InvalidSpecError.single("request", f"not a valid {call.method} request message")

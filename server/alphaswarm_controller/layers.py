@@ -1,12 +1,13 @@
-"""Behaviour layers around each method's handler, composed once per method.
+"""Behaviour layers around each method's handler, composed when it is registered.
 
-grpc.aio interceptors see only call details; to act on the request, the context
-and the outcome, each concern of the server (call set-up, telemetry, error
-mapping, audit, the call budget, authentication, scope, limits) is a ``Layer``
-that wraps the method's behaviour. ``LayeredInterceptor``, the server's only grpc
-interceptor, looks up the method's ``MethodInfo``, lets each layer bind itself to
-that method (or decline it), and caches the composed handler: a call then costs one
-dictionary lookup plus one frame per layer that applies to its method.
+Each concern of the server (call set-up, telemetry, error mapping, audit, the call
+budget, authentication, scope, limits) is a ``Layer`` that wraps the method's
+behaviour, with access to the request, the context and the outcome. Services are
+registered on a ``LayeredServer`` (``add_*Servicer_to_server(servicer, layered)``),
+which looks up each method's ``MethodInfo``, lets each layer bind itself to that
+method (or decline it) and hands grpc the composed handler. grpc.aio then runs no
+interceptor (it would await one per call, even one returning a cached handler): a
+call costs one frame per layer that applies to its method, and no look-up.
 
 Each call gets one ``CallContext`` (alphaswarm_core.call), built by ``CallSetup``
 before any layer runs and passed down explicitly; it is also published in
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeAlias
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
@@ -32,11 +33,14 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 UnaryNext = Callable[[CallContext, Any, Context], Awaitable[Any]]
 StreamNext = Callable[[CallContext, Any, Context], AsyncIterator[Any]]
 Deserializer = Callable[[bytes], Any]
+GenericHandler: TypeAlias = "grpc.GenericRpcHandler[Any, Any]"
 
 
 class Layer:
-    """One concern around handlers. Subclasses override ``unary`` and/or ``stream`` and
-    say in ``bind`` which methods they apply to (and may specialise per method)."""
+    """One concern around handlers. Subclasses say in ``bind`` which methods they apply
+    to (and may specialise per method), and override either ``check`` (a concern that
+    only looks at the call before it goes on: it costs a function call and no frame of
+    its own) or ``unary`` and/or ``stream`` (a concern around the rest of the call)."""
 
     def bind(self, method: MethodInfo) -> Layer | None:
         """The layer serving ``method`` (self, or a per-method specialisation), or None
@@ -46,21 +50,30 @@ class Layer:
     def deserializer(self, inner: Deserializer | None) -> Deserializer | None:
         return inner
 
+    def check(self, call: CallContext, request: Any, context: Context) -> None:
+        """Runs before the layers inside, within the error handling of those outside
+        (raise to refuse the call)."""
+
     async def unary(
         self, call: CallContext, request: Any, context: Context, proceed: UnaryNext
     ) -> Any:
+        self.check(call, request, context)
         return await proceed(call, request, context)
 
     async def stream(
         self, call: CallContext, request: Any, context: Context, proceed: StreamNext
     ) -> AsyncIterator[Any]:
+        self.check(call, request, context)
         async for item in proceed(call, request, context):
             yield item
 
-    def handles(self, kind: Kind) -> bool:
-        """Whether this layer overrides the hook that serves calls of ``kind``."""
-        hook = "unary" if kind is Kind.UNARY else "stream"
+    def overrides(self, hook: str) -> bool:
         return getattr(type(self), hook) is not getattr(Layer, hook)
+
+    def handles(self, kind: Kind) -> bool:
+        """Whether this layer does anything for calls of ``kind``."""
+        hook = "unary" if kind is Kind.UNARY else "stream"
+        return self.overrides(hook) or self.overrides("check")
 
 
 class CallSetup:
@@ -90,13 +103,17 @@ class CallSetup:
         return call
 
 
-def _chain_unary(layers: Sequence[Layer], inner: Any) -> UnaryNext:
-    async def handler(call: CallContext, request: Any, context: Context) -> Any:
-        return await inner(request, context)
+def _chain_unary(layers: Sequence[Layer], inner: Callable[..., Any]) -> UnaryNext:
+    # A plain function, not a coroutine: the layer outside awaits the servicer's own.
+    def handler(call: CallContext, request: Any, context: Context) -> Awaitable[Any]:
+        return inner(request, context)  # type: ignore[no-any-return]
 
     proceed: UnaryNext = handler
     for layer in reversed(layers):
-        proceed = functools.partial(layer.unary, proceed=proceed)
+        if layer.overrides("unary"):
+            proceed = functools.partial(layer.unary, proceed=proceed)
+        else:
+            proceed = _checked(layer.check, proceed)
     return proceed
 
 
@@ -106,8 +123,25 @@ def _chain_stream(layers: Sequence[Layer], inner: Any) -> StreamNext:
 
     proceed: StreamNext = handler
     for layer in reversed(layers):
-        proceed = functools.partial(layer.stream, proceed=proceed)
+        if layer.overrides("stream"):
+            proceed = functools.partial(layer.stream, proceed=proceed)
+        else:
+            proceed = _checked(layer.check, proceed)
     return proceed
+
+
+Next = TypeVar("Next", UnaryNext, StreamNext)
+
+
+def _checked(check: Callable[[CallContext, Any, Context], None], proceed: Next) -> Next:
+    """``proceed`` after ``check``, with no frame of the layer's own: the check runs
+    where the layer outside calls ``proceed``, so within that layer's error handling."""
+
+    def checked(call: CallContext, request: Any, context: Context) -> Any:
+        check(call, request, context)
+        return proceed(call, request, context)
+
+    return checked
 
 
 async def _iterate(produced: Any) -> AsyncIterator[Any]:
@@ -164,35 +198,78 @@ def compose(
     )
 
 
-class LayeredInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """The server's only grpc interceptor: composes the layers once per method.
-
-    grpc.aio awaits every registered interceptor on every call, even when each
-    returns a cached handler, so there is exactly one, and it returns a cached,
-    fully composed handler.
-    """
+class LayeredServer(grpc.aio.Server):
+    """A grpc.aio server whose method handlers are registered composed with the layers
+    (``add_*Servicer_to_server(servicer, layered)``); the rest is the wrapped server's."""
 
     def __init__(
-        self, methods: Mapping[str, MethodInfo], layers: Sequence[Layer], setup: CallSetup
+        self,
+        server: grpc.aio.Server,
+        methods: Mapping[str, MethodInfo],
+        layers: Sequence[Layer],
+        setup: CallSetup,
     ) -> None:
+        self._server = server
         self._methods = methods
         self._layers = tuple(layers)
         self._setup = setup
-        self._composed: dict[str, Handler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        path = handler_call_details.method
-        cached = self._composed.get(path)
-        if cached is not None:
-            return cached
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+    def compose(self, path: str, handler: Handler) -> Handler:
+        """``handler`` of the method at ``path`` with the layers that apply to it."""
         method = self._methods.get(path) or unknown_method(path)
-        composed = compose(method, handler, self._layers, self._setup)
-        self._composed[path] = composed
+        return compose(method, handler, self._layers, self._setup)
+
+    def knows(self, path: str) -> bool:
+        return path in self._methods
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, Handler]
+    ) -> None:
+        # grpc.aio has it since 1.62; grpc-stubs does not know it yet.
+        self._server.add_registered_method_handlers(  # type: ignore[attr-defined]
+            service_name,
+            {
+                name: self.compose(f"/{service_name}/{name}", handler)
+                for name, handler in method_handlers.items()
+            },
+        )
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Iterable[GenericHandler]) -> None:
+        # grpc asks these only for methods not registered by name.
+        self._server.add_generic_rpc_handlers(
+            [_ComposedGenericHandler(inner, self) for inner in generic_rpc_handlers]
+        )
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return self._server.add_secure_port(address, server_credentials)
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - grpc's signature
+        return await self._server.wait_for_termination(timeout)
+
+
+class _ComposedGenericHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """A generic handler whose method handlers come out composed, once per method."""
+
+    def __init__(self, inner: GenericHandler, layered: LayeredServer) -> None:
+        self._inner = inner
+        self._layered = layered
+        self._composed: dict[str, Handler | None] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        path = handler_call_details.method
+        if path in self._composed:
+            return self._composed[path]
+        handler = self._inner.service(handler_call_details)
+        composed = None if handler is None else self._layered.compose(path, handler)
+        if self._layered.knows(path):  # not for every path a caller makes up
+            self._composed[path] = composed
         return composed

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import logging
 import os
 import sys
@@ -22,6 +21,8 @@ from .settings import ServerSettings
 
 
 def _version() -> str:
+    import importlib.metadata  # only for --version: not on the way to serving
+
     try:
         return importlib.metadata.version("alphaswarm-controller")
     except importlib.metadata.PackageNotFoundError:

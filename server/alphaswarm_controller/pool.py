@@ -28,8 +28,13 @@ class ProviderPool:
         default_alias: str,
         env: Mapping[str, str],
         instrument: Callable[[str, InfrastructureProvider], None] | None = None,
+        prepare: Callable[[], object] | None = None,
     ) -> None:
         self.registry = registry
+        self._prepare = prepare
+        """Run once, off the loop, before the registry is first consulted (reading the
+        installed distributions' entry points: not on the way to serving)."""
+        self._prepared: asyncio.Future[object] | None = None
         self._instrument = instrument
         """Called once with each new instance (observability wraps its methods)."""
         self.default_alias = default_alias
@@ -42,6 +47,7 @@ class ProviderPool:
         instance = self._instances.get(alias)
         if instance is not None:
             return instance
+        await self._ready()
         cls = await shared_runner().run(self.registry.get, alias, self._env)
         async with self._lock:
             instance = self._instances.get(alias)
@@ -67,8 +73,16 @@ class ProviderPool:
                 log.exception("closing provider %s after a failed open failed", alias)
             raise
 
+    async def _ready(self) -> None:
+        if self._prepare is None:
+            return
+        if self._prepared is None:
+            self._prepared = asyncio.ensure_future(shared_runner().run(self._prepare))
+        await asyncio.shield(self._prepared)  # one caller leaving cancels no one's
+
     async def describe_all(self) -> list[ProviderDescription]:
         """Every alias as ListProviders shows it (loads provider modules off the loop)."""
+        await self._ready()
 
         def describe() -> list[ProviderDescription]:
             return [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -17,13 +18,13 @@ from grpc_health.v1 import health_pb2_grpc
 
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm_core.providers.concurrency import shared_runner
-from alphaswarm_core.providers.registry import Registry
+from alphaswarm_core.providers.registry import REGISTRY, Registry
 
 from . import reflection
 from .budget import CallBudget
 from .errors import ErrorMapping
 from .health import HealthReporter
-from .layers import CallSetup, Layer, LayeredInterceptor
+from .layers import CallSetup, Layer, LayeredServer
 from .listen import ListenError, bind
 from .methods import HEALTH_SERVICE, PROVIDER_SERVICE, method_table
 from .observability import Observability
@@ -185,27 +186,29 @@ async def start_server(
     if observability is None:
         observability = Observability.from_settings(settings)
     pool = ProviderPool(
-        bootstrap(registry),
+        REGISTRY if registry is None else registry,
         settings.default_provider,
         provider_env,
         instrument=observability.provider_hook(),
+        prepare=functools.partial(bootstrap, registry),  # after the port serves
     )
     shutdown = ShutdownSignal()
     observability.start()  # before the gRPC server exists: a taken port leaves nothing behind
     audit = Audit()
     streams = StreamLimit(settings.max_streams, settings.max_streams_per_connection)
     protect_reflection = settings.reflection == "auth" and settings.tokens_file is not None
-    interceptor = LayeredInterceptor(
+    server = grpc.aio.server(options=server_options(settings))
+    layered = LayeredServer(
+        server,
         method_table(protect_reflection),
         _layers(settings, observability, audit, streams),
         CallSetup(settings.call_timeout_seconds),
     )
-    server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
-    pb_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(pool, shutdown), server)
+    pb_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(pool, shutdown), layered)
     reporter = HealthReporter(pool, settings.providers, settings.health_interval_seconds)
-    health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, layered)
     if settings.reflection != "off":
-        reflection.enable(server, (PROVIDER_SERVICE, HEALTH_SERVICE))
+        reflection.enable(layered, (PROVIDER_SERVICE, HEALTH_SERVICE))
     try:
         port = bind(server, settings.listen, credentials)
     except ListenError:

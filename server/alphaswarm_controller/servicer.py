@@ -89,7 +89,9 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         provider = await self._pool.get(call.alias)
         await changes.prepare(provider, call, change, False, None)
         status = await provider.stop(call.service_id, namespace=call.namespace)
-        return pb.StopDeploymentResponse(status=convert.status_to_proto(status, call.caller))
+        response = pb.StopDeploymentResponse()
+        convert.fill_status(response.status, status, call.caller)
+        return response
 
     async def ScaleDeployment(
         self, request: pb.ScaleDeploymentRequest, context: Context
@@ -117,7 +119,9 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         call = _call()
         provider = await self._pool.get(call.alias)
         status = await provider.status(call.service_id, namespace=call.namespace)
-        return pb.GetDeploymentStatusResponse(status=convert.status_to_proto(status, call.caller))
+        response = pb.GetDeploymentStatusResponse()
+        convert.fill_status(response.status, status, call.caller)
+        return response
 
     async def ListDeployments(
         self, request: pb.ListDeploymentsRequest, context: Context
@@ -131,10 +135,13 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
             visible = _visible(call.caller)
             everything = [status for status in everything if visible(status.namespace)]
         chunk, resume = paging.page(everything, size, after)
-        return pb.ListDeploymentsResponse(
-            deployments=[convert.status_to_proto(s) for s in chunk],
-            next_page_token=paging.encode(resume, call.alias, call.namespace) if resume else "",
+        response = pb.ListDeploymentsResponse(
+            next_page_token=paging.encode(resume, call.alias, call.namespace) if resume else ""
         )
+        add = response.deployments.add
+        for status in chunk:
+            convert.fill_status(add(), status)
+        return response
 
     async def GetServiceConfig(
         self, request: pb.GetServiceConfigRequest, context: Context
@@ -256,7 +263,9 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
             )
         statuses = provider.watch(call.service_id, namespace=call.namespace)
         async for status in until_shutdown(statuses, self._shutdown, context):
-            yield pb.WatchDeploymentResponse(status=convert.status_to_proto(status))
+            response = pb.WatchDeploymentResponse()
+            convert.fill_status(response.status, status)
+            yield response
             if request.until_rollout_done and status.rollout and status.rollout.done:
                 return
 

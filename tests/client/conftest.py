@@ -18,7 +18,7 @@ from alphaswarm_client import AlphaswarmClient
 from alphaswarm_controller.server import RunningServer, start_server
 from alphaswarm_controller.settings import ServerSettings
 from alphaswarm_core.providers.registry import Registry
-from tests.fakes.memory_provider import ConfiglessProvider, MemoryProvider
+from tests.fakes.memory_provider import ConfiglessProvider, MemoryProvider, PlainProvider
 
 
 @dataclass
@@ -41,6 +41,7 @@ async def inproc(tmp_path: Path) -> AsyncIterator[InProcess]:
     registry = Registry(builtins=())
     registry.register("memory", MemoryProvider)
     registry.register("configless", ConfiglessProvider)
+    registry.register("plain", PlainProvider)
     # From an environment, so settings added to the server later keep their defaults.
     settings = ServerSettings.from_env(
         {

@@ -129,7 +129,8 @@ def test_explicit_zero_replicas_is_kept() -> None:
         (
             {"service_id": "a", "replica": 2},
             "^replica: not a DeploymentSpec field; the fields are service_id, namespace, "
-            "image, command, env, replicas, labels, ports, resources, provider_options$",
+            "image, command, env, replicas, labels, ports, resources, provider_options, "
+            "progress_deadline, auto_rollback$",
         ),
         (
             {"service_id": "a", "resources": {"cpus": "1"}},

@@ -219,35 +219,24 @@ def test_set_changes_one_part_and_keeps_the_rest(server: ServerProcess) -> None:
     wait_until(lambda: not marked(MARKER, tag), "no replica left")
 
 
-def test_a_change_past_its_deadline_is_reported_as_unknown(tmp_path: Path) -> None:
-    slow = start_server(tmp_path / "state", {"ALPHASWARM_LOCAL_READY_SECONDS": "2"})
-    try:
-        tag = uuid.uuid4().hex
-        _start(slow, "big", tag, "--replicas", "3")
-        wait_until(lambda: "3/3" in ok(slow, "list").out, "3 ready replicas", timeout=60)
-        # The roll restarts 3 replicas one at a time, 2 s each: past a 1 s deadline.
-        late = run(slow, "--timeout", "1", "config", "set", "big", "A=2")
-        assert late.code == 3, late.err
-        assert late.err.startswith("error: DEADLINE_EXCEEDED: outcome unknown")
-        assert "alphaswarm status big" in late.err
-        # ...and it was applied: the server finishes what it accepted.
-        wait_until(
-            lambda: (
-                ok(slow, "config", "get", "big", "-o", "json").json()["config"]["data"]
-                == {"A": "2"}
-            ),
-            "the config applied",
-        )
-        wait_until(
-            lambda: [environ_of(p).get("A") for p in marked(MARKER, tag)] == ["2"] * 3,
-            "3 replicas rolled",
-            timeout=60,
-        )
-        # A read past its deadline is a plain failure (nothing to be unsure about).
-        assert run(slow, "--timeout", "0.001", "list").code == 1
-        ok(slow, "stop", "big")
-    finally:
-        assert slow.terminate() == 0, slow.log
+def test_a_change_past_its_deadline_is_reported_as_unknown(server: ServerProcess) -> None:
+    tag = uuid.uuid4().hex
+    # Replicas that ignore SIGTERM: a stop waits out the grace (10 s) before SIGKILL. (A
+    # change of what runs returns once recorded and rolls in the background: no use here.)
+    ok(
+        server, "start", "big", "--replicas", "2", "--env", f"{MARKER}={tag}",
+        "--", "sh", "-c", "trap '' TERM; while true; do sleep 1; done",
+    )  # fmt: skip
+    wait_until(lambda: "2/2" in ok(server, "list").out, "2 ready replicas", timeout=60)
+    late = run(server, "--timeout", "1", "stop", "big")
+    assert late.code == 3, late.err
+    assert late.err.startswith("error: DEADLINE_EXCEEDED: outcome unknown")
+    assert "alphaswarm status big" in late.err
+    # ...and it was applied: the server finishes what it accepted.
+    wait_until(lambda: "STOPPED" in ok(server, "status", "big").out, "the service stopped")
+    wait_until(lambda: not marked(MARKER, tag), "no replica left", timeout=60)
+    # A read past its deadline is a plain failure (nothing to be unsure about).
+    assert run(server, "--timeout", "0.001", "list").code == 1
 
 
 # -- live views -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ accepted request (``REWRITES``), each with its source too.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -93,6 +94,17 @@ def ssm_describe_parameters(params: Params, _: RuleContext) -> AwsError | None:
 ECS_MAX_TAGS = 50
 
 
+#: TagKey / TagValue: "min": 1 / 0, "max": 128 / 256, "pattern":
+#: "([\p{L}\p{Z}\p{N}_.:/=+\-@]*)" (botocore ecs model shapes); "Do not use aws:,
+#: AWS:, or any upper or lowercase combination of such as a prefix for either keys or
+#: values as it is reserved for Amazon Web Services use" (CreateServiceRequest.tags).
+_TAG_PUNCTUATION = frozenset("_.:/=+-@")
+
+
+def _tag_text(text: str) -> bool:
+    return all(unicodedata.category(char)[0] in "LZN" or char in _TAG_PUNCTUATION for char in text)
+
+
 def _counted(tags: list[dict[str, str]]) -> int:
     return sum(1 for tag in tags if not str(tag.get("key", "")).lower().startswith("aws:"))
 
@@ -101,6 +113,30 @@ def _too_many_tags(tags: list[dict[str, str]]) -> AwsError | None:
     if _counted(tags) > ECS_MAX_TAGS:
         return _invalid(f"Too many tags: at most {ECS_MAX_TAGS} tags per resource are allowed.")
     return None
+
+
+def _bad_tags(tags: list[dict[str, str]]) -> AwsError | None:
+    """The request's own tags against the key and value rules."""
+    for tag in tags:
+        key, value = str(tag.get("key", "")), str(tag.get("value", ""))
+        if not 1 <= len(key) <= 128 or len(value) > 256:
+            return _validation(
+                "1 validation error detected: Value at 'tags.member.key' failed to satisfy "
+                "constraint: Member must have length between 1 and 128 (values at most 256)"
+            )
+        if not (_tag_text(key) and _tag_text(value)):
+            return _validation(
+                "1 validation error detected: Value at 'tags.member.value' failed to satisfy "
+                "constraint: Member must satisfy regular expression pattern: "
+                "^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$"
+            )
+        if key.lower().startswith("aws:") or value.lower().startswith("aws:"):
+            return _invalid("Tag keys and values cannot start with the reserved prefix aws:.")
+    return None
+
+
+def _tags_ok(tags: list[dict[str, str]]) -> AwsError | None:
+    return _bad_tags(tags) or _too_many_tags(tags)
 
 
 def _public_ip_on_ec2(params: Params, launch_type: str) -> AwsError | None:
@@ -113,7 +149,7 @@ def _public_ip_on_ec2(params: Params, launch_type: str) -> AwsError | None:
 
 
 def ecs_create_service(params: Params, _: RuleContext) -> AwsError | None:
-    return _too_many_tags(params.get("tags", [])) or _public_ip_on_ec2(
+    return _tags_ok(params.get("tags", [])) or _public_ip_on_ec2(
         params, str(params.get("launchType") or "FARGATE")
     )
 
@@ -126,13 +162,15 @@ def ecs_update_service(params: Params, context: RuleContext) -> AwsError | None:
 
 
 def ecs_tag_resource(params: Params, context: RuleContext) -> AwsError | None:
+    if error := _bad_tags(params.get("tags", [])):
+        return error
     existing = {t["key"]: t for t in context.tags_of(params["resourceArn"])}
     existing.update({t["key"]: t for t in params.get("tags", [])})
     return _too_many_tags(list(existing.values()))
 
 
 def ecs_register_task_definition(params: Params, _: RuleContext) -> AwsError | None:
-    if error := _too_many_tags(params.get("tags", [])):
+    if error := _tags_ok(params.get("tags", [])):
         return error
     fargate = "FARGATE" in (params.get("requiresCompatibilities") or [])
     for container in params.get("containerDefinitions", []):

@@ -20,17 +20,56 @@ The rules it follows, each from the ECS API reference / developer guide:
 * Tasks take time to start (PROVISIONING, PENDING, then RUNNING; ``start_seconds``,
   non-zero by default). A task whose image cannot be pulled stops with
   ``CannotPullContainerError`` and stop code ``TaskFailedToStart``; the deployment's
-  ``failedTasks`` counts it.
+  ``failedTasks`` counts it: "A task is considered a failure if the service scheduler
+  can't launch the task, the task doesn't transition to a RUNNING state, or if it fails
+  any of its defined health checks and is stopped. Once a service deployment has one or
+  more successfully running tasks, the failed task count resets to zero and stops being
+  evaluated." (Deployment.failedTasks, botocore ecs model).
+* A container whose command is a shell that exits (``sh -c 'exit 3'``) starts, so its
+  task turns RUNNING, and exits ``crash_seconds`` later: the task stops with stop code
+  ``EssentialContainerExited``, ``stoppedReason`` "Essential container in task
+  exited" and the container's ``exitCode`` (TaskStopCode, "Stopped tasks error
+  codes"). It reached RUNNING, so ``failedTasks`` does not count it and the circuit
+  breaker never trips for it: the scheduler replaces it for ever
+  (aws/containers-roadmap#1206; aws/copilot-cli#1879, ``CMD exit 1`` with failedTasks 0
+  for an hour).
+* A task the scheduler cannot place leaves a service event and counts as failed
+  ("the service scheduler can't launch the task"): the EC2 launch type in a cluster
+  without container instances ("(service NAME) was unable to place a task because no
+  container instance met all of its requirements. Reason: No Container Instances were
+  found in your cluster."), or Fargate tasks beyond the account's vCPU quota
+  (``vcpu_quota``; "Fargate On-Demand vCPU resource count", Service Quotas: "(service
+  NAME) was unable to place a task. Reason: You've reached the limit on the number of
+  vCPUs you can run concurrently"; ECS developer guide, "Service event messages").
+  The scheduler tries again every ``start_seconds``.
+* Tasks the scheduler stops itself (replaced by a newer deployment, scaled in, the
+  service deleted) stop with code ``ServiceSchedulerInitiated``; ``stoppedAt`` and
+  ``startedAt`` are set as ECS sets them.
 * Rolling update with minimumHealthyPercent 100: tasks of older deployments stop once
   the primary deployment runs its desired count; a deployment with no tasks left goes.
 * Circuit breaker ("How the Amazon ECS deployment circuit breaker detects failures"):
   with ``deploymentCircuitBreaker.enable``, a deployment whose failed tasks reach the
-  threshold (0.5 x desired count, at least 3, at most 200) turns rolloutState FAILED
-  and launches no more tasks; with ``rollback`` and a previous deployment that
-  COMPLETED, the service rolls back to it (a new PRIMARY deployment of that task
-  definition). Without the breaker, failing tasks are replaced for ever and the
-  deployment stays IN_PROGRESS.
-* A deployment COMPLETES when it runs its desired count and no older one is left.
+  threshold turns rolloutState FAILED ("ECS deployment circuit breaker: tasks failed
+  to start.") and launches no more tasks. The threshold: "The deployment circuit
+  breaker has a minimum threshold of 3 and a maximum threshold of 200. and uses the
+  values in the following formula to determine the deployment failure. 0.5 * desired
+  task count" (ServiceDeploymentCircuitBreaker.threshold, ECS API reference), rounded
+  up. With ``rollback``, "it looks for the most recent deployment that is in a
+  COMPLETED state ... When the rollback starts, the deployment changes from a
+  COMPLETED to IN_PROGRESS. This means that the deployment is not eligible for
+  another rollback until it reaches a COMPLETED state. When the deployment circuit
+  breaker does not find a deployment that is in a COMPLETED state, the circuit breaker
+  does not launch new tasks and the deployment is stalled." (developer guide): that
+  deployment, the same id, becomes PRIMARY again and the service's task definition its
+  own. Without the breaker, failing tasks are replaced for ever and the deployment
+  stays IN_PROGRESS.
+* A deployment COMPLETES when it runs its desired count, no older one is left, and its
+  tasks have kept running for ``steady_seconds``: "When the service reaches a steady
+  state, the deployment transitions to a COMPLETED state" (Deployment.rolloutState,
+  botocore ecs model); a task that starts and then stops keeps it from one, and the
+  circuit breaker "might not activate" for it ("If a task successfully starts, passes
+  the dependent health checks, but then stops", AWS re:Post knowledge center, "Why
+  didn't my Amazon ECS deployment circuit breaker roll back?").
 * Paging: ListServices returns 10 by default, ListTasks and ListTaskDefinitions 100,
   each at most ``maxResults`` (1-100) with a ``nextToken``; ListTaskDefinitions sorts by
   family and revision, ``sort=DESC`` newest first (ListTaskDefinitionsRequest.sort).
@@ -60,6 +99,7 @@ import base64
 import logging
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -82,6 +122,29 @@ PULL_ERROR = (
     "CannotPullContainerError: pull image manifest has been retried 1 time(s): failed to "
     "resolve ref {image}: not found"
 )
+EXITED = "Essential container in task exited"
+NO_INSTANCES = (
+    "(service {service}) was unable to place a task because no container instance met all "
+    "of its requirements. Reason: No Container Instances were found in your cluster."
+)
+VCPU_LIMIT = (
+    "(service {service}) was unable to place a task. Reason: You've reached the limit on the "
+    "number of vCPUs you can run concurrently"
+)
+FAILED_TO_START = "TaskFailedToStart"
+CONTAINER_EXITED = "EssentialContainerExited"
+SCHEDULER = "ServiceSchedulerInitiated"
+_EXIT = re.compile(r"\s*exit\s+(?P<code>[0-9]{1,3})\s*")
+
+
+def exit_code_of(command: tuple[str, ...]) -> int | None:
+    """The status a container running ``command`` exits with at once (``sh -c 'exit N'``),
+    None for one that keeps running."""
+    if len(command) == 3 and command[0] in ("sh", "/bin/sh") and command[1] == "-c":
+        match = _EXIT.fullmatch(command[2])
+        if match:
+            return int(match["code"])
+    return None
 
 
 def now() -> datetime:
@@ -102,8 +165,12 @@ class Deployment:
     rollout: str = "IN_PROGRESS"
     reason: str = ""
     failed: int = 0
+    evaluated: bool = True
+    """The breaker still counts failures (no task of it has reached RUNNING yet)."""
     running: int = 0
     pending: int = 0
+    next_launch: float = 0.0
+    """When the scheduler tries again to place a task it could not place."""
 
     def render(self) -> JsonDict:
         rendered: JsonDict = {
@@ -137,6 +204,10 @@ class Definition:
     command: tuple[str, ...]
     logging: LogTarget | None
 
+    @property
+    def exit_code(self) -> int | None:
+        return exit_code_of(self.command)
+
 
 @dataclass
 class Task:
@@ -149,9 +220,14 @@ class Task:
     pullable: bool = True
     started: bool = False
     """The container started (image pulled, log driver ready)."""
+    started_at: float = 0.0
+    started_wall: datetime | None = None
     stopped: bool = False
     """ECS set the desired status to STOPPED."""
     stopped_at: float = 0.0
+    stopped_wall: datetime | None = None
+    stop_code: str = ""
+    exit_code: int | None = None
 
     def phase(self, start_seconds: float, stop_seconds: float) -> str:
         if self.stopped:
@@ -226,6 +302,9 @@ class EcsControlPlane:
         pullable: Iterable[str],
         start_seconds: float = 0.3,
         stop_seconds: float = 0.3,
+        crash_seconds: float = 0.3,
+        steady_seconds: float = 0.6,
+        vcpu_quota: float | None = None,
         interval: float = 0.05,
         publish_metrics: bool = True,
         metrics_interval: float = 1.0,
@@ -236,6 +315,12 @@ class EcsControlPlane:
         self.pullable = set(pullable)
         self.start_seconds = start_seconds
         self.stop_seconds = stop_seconds
+        self.crash_seconds = crash_seconds
+        self.steady_seconds = max(steady_seconds, crash_seconds)
+        """How long a deployment's tasks run before it is in a steady state (at least
+        ``crash_seconds``: a task that exits keeps its deployment from one)."""
+        self.vcpu_quota = vcpu_quota
+        """Fargate vCPUs the account may run at once (None: no limit)."""
         self.interval = interval
         self.publish_metrics = publish_metrics
         self.metrics_interval = metrics_interval
@@ -435,10 +520,19 @@ class EcsControlPlane:
             described["lastStatus"] = phase
             described["createdAt"] = task.created_at.timestamp()
             described["cpu"], described["memory"] = task.definition.cpu, task.definition.memory
-            if task.started:
-                described["startedAt"] = task.created_at.timestamp() + self.start_seconds
-            if task.stopped and not task.started:
-                described["stopCode"] = "TaskFailedToStart"
+            if task.started_wall is not None:
+                described["startedAt"] = task.started_wall.timestamp()
+            containers = described.get("containers") or [{}]
+            container = containers[0]
+            container["lastStatus"] = phase if phase != "PROVISIONING" else "PENDING"
+            container.pop("exitCode", None)  # moto says 0 for a container that never ran
+            if task.stopped:
+                described["stopCode"] = task.stop_code
+                if task.stopped_wall is not None and phase == "STOPPED":
+                    described["stoppedAt"] = task.stopped_wall.timestamp()
+                if task.exit_code is not None:
+                    container["exitCode"] = task.exit_code
+            described["containers"] = containers
         return answer
 
     def _arn_of(self, task_definition: str) -> str:
@@ -505,35 +599,31 @@ class EcsControlPlane:
 
     def _reconcile(self, service: Service) -> None:
         for deployment in service.deployments:
-            for task in self._alive(deployment):
-                due = time.monotonic() - task.created >= self.start_seconds
-                if task.started or not due:
-                    continue
-                failure = self._start_container(task)
-                if failure:
-                    self._stop_task(service, task, failure)
-                    deployment.failed += 1
-                    deployment.updated = now()
+            self._advance(service, deployment)
         if service.deleted:  # ECS stops what is left and starts nothing
             for deployment in service.deployments:
                 for task in self._alive(deployment):
-                    self._stop_task(service, task, "Service deleted")
+                    self._stop_task(service, task, "Service deleted", SCHEDULER)
             return
         primary = service.primary
         alive = self._alive(primary)
         if primary.rollout != "FAILED":
             missing = primary.desired - len(alive)
-            if missing > 0:
-                self._run_tasks(service, primary, missing)
+            if missing > 0 and time.monotonic() >= primary.next_launch:
+                self._launch(service, primary, missing)
             for task in sorted(alive, key=lambda t: t.created)[primary.desired :]:
-                self._stop_task(service, task, "Scaling activity initiated by deployment")
+                self._stop_task(
+                    service, task, f"Scaling activity initiated by (deployment {primary.id})"
+                )
         self._trip_breaker(service)
         primary = service.primary
         running = [t for t in self._alive(primary) if t.started]
         for old in service.deployments[1:]:
             if old.rollout == "FAILED" or len(running) >= primary.desired:
                 for task in self._alive(old):
-                    self._stop_task(service, task, "Task replaced by a newer deployment")
+                    self._stop_task(
+                        service, task, f"Scaling activity initiated by (deployment {primary.id})"
+                    )
         service.deployments = [service.primary] + [
             d for d in service.deployments[1:] if self._alive(d)
         ]
@@ -542,17 +632,44 @@ class EcsControlPlane:
             deployment.running = sum(1 for t in tasks if t.started)
             deployment.pending = len(tasks) - deployment.running
         primary = service.primary
+        settled = time.monotonic() - self.steady_seconds
         if (
             primary.rollout == "IN_PROGRESS"
             and primary.running == primary.desired
             and primary.pending == 0
             and len(service.deployments) == 1
+            and all(t.started_at <= settled for t in self._alive(primary))
         ):
             primary.rollout = "COMPLETED"
             primary.reason = f"ECS deployment {primary.id} completed."
             primary.updated = now()
             service.completed = primary
             service.event(f"(service {service.name}) has reached a steady state.")
+
+    def _advance(self, service: Service, deployment: Deployment) -> None:
+        """Start the containers of tasks that are due; stop those whose container exited."""
+        for task in self._alive(deployment):
+            clock = time.monotonic()
+            if task.started:
+                code = task.definition.exit_code
+                if code is not None and clock - task.started_at >= self.crash_seconds:
+                    task.exit_code = code
+                    self._stop_task(service, task, EXITED, CONTAINER_EXITED)
+                continue
+            if clock - task.created < self.start_seconds:
+                continue
+            failure = self._start_container(task)
+            if failure:
+                self._stop_task(service, task, failure, FAILED_TO_START)
+                self._failed(deployment)
+            elif deployment.evaluated:  # "the failed task count resets to zero"
+                deployment.evaluated = False
+                deployment.failed = 0
+
+    def _failed(self, deployment: Deployment) -> None:
+        if deployment.evaluated:
+            deployment.failed += 1
+            deployment.updated = now()
 
     def _trip_breaker(self, service: Service) -> None:
         primary = service.primary
@@ -571,16 +688,22 @@ class EcsControlPlane:
         completed = service.completed
         if not service.breaker.get("rollback") or completed is None:
             return
-        rollback = self._new_deployment(
-            service, completed.task_definition, completed.network, completed.platform_version
-        )
+        # The COMPLETED deployment itself goes back to IN_PROGRESS and becomes PRIMARY.
+        primary.status = "ACTIVE"
+        service.deployments = [completed] + [d for d in service.deployments if d is not completed]
+        completed.status = "PRIMARY"
+        completed.rollout = "IN_PROGRESS"
+        completed.reason = f"ECS deployment circuit breaker: rolling back to {completed.id}."
+        completed.desired = primary.desired
+        completed.updated = now()
+        completed.evaluated, completed.failed = True, 0
+        service.completed = None
         self._ecs().update_service(
             cluster=service.cluster,
             service=service.arn,
             taskDefinition=completed.task_definition,
         )
         service.event(f"(service {service.name}) rolling back to deployment {completed.id}.")
-        log.debug("rolled %s back in %s", service.name, rollback.id)
 
     def _start_container(self, task: Task) -> str:
         """Start a task's container: "" when it runs, else why it stopped."""
@@ -592,6 +715,8 @@ class EcsControlPlane:
             if failure:
                 return failure
         task.started = True
+        task.started_at = time.monotonic()
+        task.started_wall = now()
         return ""
 
     def _definition_of(self, task_definition: str) -> Definition:
@@ -609,6 +734,34 @@ class EcsControlPlane:
             )
             self._definitions[task_definition] = known
         return known
+
+    def _unplaceable(self, service: Service, deployment: Deployment, cpu_units: int) -> str:
+        """Why the scheduler cannot place one more task of ``deployment`` ("" if it can)."""
+        if deployment.launch_type == "EC2":
+            listed = self._ecs().list_container_instances(cluster=service.cluster, maxResults=1)
+            if not listed.get("containerInstanceArns"):
+                return NO_INSTANCES.format(service=service.name)
+            return ""
+        if self.vcpu_quota is None:
+            return ""
+        in_use = sum(int(t.definition.cpu or 0) for t in self._tasks.values() if not t.stopped)
+        if (in_use + cpu_units) / 1024 > self.vcpu_quota:
+            return VCPU_LIMIT.format(service=service.name)
+        return ""
+
+    def _launch(self, service: Service, deployment: Deployment, count: int) -> None:
+        """Place ``count`` more tasks of ``deployment``, as many as fit."""
+        definition = self._definition_of(deployment.task_definition)
+        for placed in range(count):
+            why = self._unplaceable(service, deployment, int(definition.cpu or 0))
+            if why:
+                service.event(why)
+                self._failed(deployment)
+                deployment.next_launch = time.monotonic() + self.start_seconds
+                count = placed
+                break
+        if count:
+            self._run_tasks(service, deployment, count)
 
     def _run_tasks(self, service: Service, deployment: Deployment, count: int) -> None:
         definition = self._definition_of(deployment.task_definition)
@@ -633,10 +786,12 @@ class EcsControlPlane:
             self._tasks[task.arn] = task
             service.tasks.append(task)
 
-    def _stop_task(self, service: Service, task: Task, reason: str) -> None:
+    def _stop_task(self, service: Service, task: Task, reason: str, code: str = SCHEDULER) -> None:
         self._ecs().stop_task(cluster=service.cluster, task=task.arn, reason=reason)
         task.stopped = True
         task.stopped_at = time.monotonic()
+        task.stopped_wall = now()
+        task.stop_code = code
         self.logs.stop(task.arn)
 
     def _metrics(self, service: Service) -> list[JsonDict]:

@@ -41,9 +41,11 @@ from .faults import Faults
 __all__ = [
     "CLUSTER",
     "CPU_PERCENT",
+    "CRASHING_COMMAND",
     "EXECUTION_ROLE",
     "IMAGE",
     "MEMORY_PERCENT",
+    "MISSING_IMAGE",
     "EcsTestBed",
     "MotoAws",
     "ecs_test_bed",
@@ -54,6 +56,10 @@ REGION = "us-east-1"
 CLUSTER = "alphaswarm-test"
 IMAGE = "public.ecr.aws/nginx/nginx:1.27"
 """The one image the emulated registry serves; any other fails to pull."""
+MISSING_IMAGE = "public.ecr.aws/nginx/nginx:no-such-tag"
+"""An image the emulated registry does not have: its tasks stop with CannotPullContainerError."""
+CRASHING_COMMAND = ("sh", "-c", "exit 3")
+"""A command whose container exits at once with status 3 (ecs_control.exit_code_of)."""
 EXECUTION_ROLE = "arn:aws:iam::123456789012:role/alphaswarm-task-execution"
 
 
@@ -191,6 +197,7 @@ def ecs_test_bed(
     publish_metrics: bool = True,
     start_seconds: float = 0.3,
     stop_seconds: float = 0.3,
+    crash_seconds: float = 0.3,
     log_flush_seconds: float = FLUSH_SECONDS,
     faults: Faults | None = None,
 ) -> Iterator[EcsTestBed]:
@@ -204,6 +211,7 @@ def ecs_test_bed(
         pullable={IMAGE},
         start_seconds=start_seconds,
         stop_seconds=stop_seconds,
+        crash_seconds=crash_seconds,
         publish_metrics=publish_metrics,
     )
     with start_moto(ecs=control, faults=faults) as aws:

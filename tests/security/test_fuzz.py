@@ -225,7 +225,7 @@ config_keys = st.one_of(
     ),
     env_keys.map(lambda name: models.SECRET_PREFIX + name),
 )
-instance_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,20}", fullmatch=True)
+instance_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,20}", fullmatch=True)
 free_text = st.text(NOT_NUL, max_size=20)
 """Values that may hold anything but NUL (environment, options, config, arguments)."""
 images = st.text(PRINTABLE, min_size=1, max_size=30)
@@ -377,7 +377,7 @@ SLOTS = (
         instance_ids,
         (
             CONTROL,
-            Spoil("wrong charset", insert_from(" é@\\")),
+            Spoil("wrong charset", insert_from(" é\\")),
             too_long(convert.MAX_INSTANCE_ID_LENGTH),
         ),
     ),
@@ -425,6 +425,11 @@ SLOTS = (
         "patch.expected_version",
         st.text(SAFE, max_size=20),
         (too_long(models.MAX_VERSION_LENGTH),),  # a bound in characters
+    ),
+    Slot(
+        "change_cause",
+        st.text(PRINTABLE, max_size=30).filter(str.isprintable),  # assigned characters only
+        (CONTROL, too_long(models.MAX_CHANGE_CAUSE_LENGTH)),  # recorded and shown in history
     ),
 )
 FREE_STRINGS = {"page_token"}

@@ -169,6 +169,7 @@ def test_transport_options_follow_the_caps(tmp_path: Path) -> None:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.so_reuseport", 0),
     ]
 
 

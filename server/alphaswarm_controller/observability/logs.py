@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -52,6 +52,10 @@ trace_ids: Callable[[], tuple[str, str] | None] | None = None
 
 AUDIT_LOGGER = "alphaswarm.audit"
 
+_new_ids = random.Random()  # seeded from os.urandom
+"""Request ids correlate log lines, and callers may choose their own: they need to be
+unique, not secret, so a read of os.urandom per call (uuid4) would buy nothing."""
+
 
 def accept_request_id(sent: str | bytes | None) -> str:
     """The caller's id when it is sane, else a new one (32 hex digits)."""
@@ -59,7 +63,7 @@ def accept_request_id(sent: str | bytes | None) -> str:
         sent = sent.decode("ascii", "replace")
     if sent and _SANE_REQUEST_ID.fullmatch(sent):
         return sent
-    return uuid.uuid4().hex
+    return f"{_new_ids.getrandbits(128):032x}"
 
 
 def escape_controls(text: str) -> str:

@@ -10,10 +10,9 @@ off, or token-protected by setting.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-from alphaswarm_controller.layers import Context, Layer, StreamNext, UnaryNext
+from alphaswarm_controller.layers import Context, Layer
 from alphaswarm_controller.methods import MethodInfo, Scope
 from alphaswarm_core.call import CallContext, Caller
 from alphaswarm_core.providers.errors import InfrastructureProviderError
@@ -52,7 +51,7 @@ class Authentication(Layer):
     def bind(self, method: MethodInfo) -> Layer | None:
         return None if method.role is None else Authentication(self._store, method)
 
-    def authenticate(self, call: CallContext, context: Context) -> None:
+    def check(self, call: CallContext, request: Any, context: Context) -> None:
         assert self._method is not None
         token = bearer_token(context)
         if token is None:
@@ -71,19 +70,6 @@ class Authentication(Layer):
                 metadata={"principal": principal.name, "required_role": needed.name.lower()},
             )
 
-    async def unary(
-        self, call: CallContext, request: Any, context: Context, proceed: UnaryNext
-    ) -> Any:
-        self.authenticate(call, context)
-        return await proceed(call, request, context)
-
-    async def stream(
-        self, call: CallContext, request: Any, context: Context, proceed: StreamNext
-    ) -> AsyncIterator[Any]:
-        self.authenticate(call, context)
-        async for item in proceed(call, request, context):
-            yield item
-
 
 class ScopeAuthorization(Layer):
     """The caller's provider and namespace restrictions, against the resolved scope."""
@@ -96,7 +82,7 @@ class ScopeAuthorization(Layer):
             return None
         return ScopeAuthorization(method.scope)
 
-    def check(self, call: CallContext) -> None:
+    def check(self, call: CallContext, request: Any = None, context: Context | None = None) -> None:
         caller = call.caller
         if caller.providers is not None and call.alias not in caller.providers:
             raise CallerPermissionDenied(
@@ -113,16 +99,3 @@ class ScopeAuthorization(Layer):
                 f"allowed: {', '.join(sorted(caller.namespaces))}",
                 metadata={"principal": caller.name, "namespace": call.namespace},
             )
-
-    async def unary(
-        self, call: CallContext, request: Any, context: Context, proceed: UnaryNext
-    ) -> Any:
-        self.check(call)
-        return await proceed(call, request, context)
-
-    async def stream(
-        self, call: CallContext, request: Any, context: Context, proceed: StreamNext
-    ) -> AsyncIterator[Any]:
-        self.check(call)
-        async for item in proceed(call, request, context):
-            yield item

@@ -28,12 +28,10 @@ import hmac
 import re
 import secrets
 import stat
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from alphaswarm_core.call import Caller
 from alphaswarm_core.providers.models import ALIAS_RULE, MAX_NAME_LENGTH, check_name, is_alias
@@ -105,25 +103,6 @@ class TokenStore:
 # -- reading ------------------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-
-def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Hashable, Any]:
-    seen: set[Hashable] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if isinstance(key, Hashable) and key in seen:
-            problem = f"key {str(key)[:64]!r} appears twice in one mapping"
-            raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
-        if isinstance(key, Hashable):
-            seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
-
-
 def _read(path: Path) -> Any:
     def fail(problem: str) -> TokensFileError:
         return TokensFileError(f"tokens file {path}: {problem}")
@@ -148,14 +127,16 @@ def _read(path: Path) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise fail(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
+    from . import strict_yaml  # here: a server without a tokens file never imports PyYAML
+
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
+        return strict_yaml.load(text)
+    except strict_yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = _one_line(str(exc.problem or exc.context or ""))
         raise fail(f"{where}not valid YAML: {problem}") from None
-    except yaml.YAMLError as exc:
+    except strict_yaml.YAMLError as exc:
         raise fail(f"not valid YAML: {_one_line(str(exc))}") from None
     except (ValueError, RecursionError) as exc:
         # Valid YAML that Python cannot hold: a number past 4300 digits, deep nesting.

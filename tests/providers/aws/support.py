@@ -8,7 +8,7 @@ import asyncio
 from alphaswarm_controller.providers.aws.config import base_path
 from alphaswarm_controller.providers.aws.taskdef import log_group, service_name
 from alphaswarm_core.testing import Leftovers, SpecFactory, spec_factory_for
-from tests.fakes.moto_server import IMAGE, EcsTestBed
+from tests.fakes.moto_server import IMAGE, MISSING_IMAGE, EcsTestBed
 
 LOG_COMMAND = ("sh", "-c", "while true; do echo tick; sleep 1; done")
 """The emulated container writes ``<command> #<n>`` once a second (tests/fakes/awslogs_driver)."""
@@ -16,6 +16,11 @@ LOG_COMMAND = ("sh", "-c", "while true; do echo tick; sleep 1; done")
 
 def log_spec_factory() -> SpecFactory:
     return spec_factory_for(image=IMAGE, command=LOG_COMMAND)
+
+
+def failing_spec_factory() -> SpecFactory:
+    """Specs whose tasks never start: an image the emulated registry does not have."""
+    return spec_factory_for(image=MISSING_IMAGE)
 
 
 def leftovers_in(bed: EcsTestBed, service_id: str, namespace: str) -> list[str]:

@@ -36,8 +36,11 @@ async def service(provider: EcsProvider) -> tuple[str, str]:
     return namespace, name
 
 
-def parameters(bed: EcsTestBed, namespace: str, name: str) -> dict[str, dict[str, Any]]:
-    """Every parameter of the service, by name below its base path."""
+def parameters(
+    bed: EcsTestBed, namespace: str, name: str, *, with_claims: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Every config parameter of the service (and the claims of its changes, revisions.py,
+    ``with_claims``), by name below its base path."""
     ssm = bed.aws.client("ssm")
     base = f"/alphaswarm/{namespace}/{name}"
     found: list[dict[str, Any]] = []
@@ -52,7 +55,8 @@ def parameters(bed: EcsTestBed, namespace: str, name: str) -> dict[str, dict[str
         found.extend(page["Parameters"])
         token = page.get("NextToken", "")
         if not token:
-            return {p["Name"].removeprefix(f"{base}/"): p for p in found}
+            named = {p["Name"].removeprefix(f"{base}/"): p for p in found}
+            return {k: v for k, v in named.items() if with_claims or not k.startswith("_claims/")}
 
 
 def generation(stored: dict[str, dict[str, Any]], number: int) -> dict[str, str]:
@@ -126,17 +130,47 @@ async def test_generations_versions_and_secret_keys(
     }
 
 
-async def test_old_generations_are_swept_keeping_the_previous_one(
+async def test_generations_a_revision_names_are_kept(
     provider: EcsProvider, bed: EcsTestBed, service: tuple[str, str]
 ) -> None:
+    """Each apply is a revision naming its generation; a rollback to any revision in the
+    history restores its config, so the sweep keeps every generation the history names."""
     namespace, name = service
     for value in ("1", "2", "3", "4"):
         await provider.apply_config(ConfigMapPatch(name, namespace, set={"A": value}))
     stored = parameters(bed, namespace, name)
-    assert sorted(n for n in stored if n.startswith("_meta/")) == ["_meta/3", "_meta/4"]
-    assert generation(stored, 3) == {"A": "3"}
-    assert generation(stored, 4) == {"A": "4"}
-    assert len(stored) == 4, sorted(stored)
+    assert sorted(n for n in stored if n.startswith("_meta/")) == [
+        f"_meta/{n}" for n in (1, 2, 3, 4)
+    ]
+    assert [generation(stored, n) for n in (1, 2, 3, 4)] == [{"A": v} for v in "1234"]
+
+
+async def test_old_generations_are_swept_once_their_revisions_leave_the_history(
+    bed: EcsTestBed,
+) -> None:
+    """With a history of 2 revisions, only the current and the previous generation stay."""
+    provider = EcsProvider(env=bed.provider_env(ALPHASWARM_AWS_REVISION_HISTORY="2"))
+    await provider.open()
+    try:
+        namespace, name = unique_name("ns"), unique_name()
+        await provider.start(DeploymentSpec(name, namespace, image=IMAGE))
+        for value in ("1", "2", "3", "4"):
+            await provider.apply_config(ConfigMapPatch(name, namespace, set={"A": value}))
+        stored = parameters(bed, namespace, name, with_claims=True)
+        assert sorted(n for n in stored if n.startswith("_meta/")) == ["_meta/3", "_meta/4"]
+        assert generation(stored, 3) == {"A": "3"}
+        assert generation(stored, 4) == {"A": "4"}
+        # The claims (revisions.py) of the revisions the history keeps: 4, claimed by the
+        # change that made 5 (5 is claimed only by the next change).
+        assert sorted(n for n in stored if n.startswith("_claims/")) == ["_claims/4/0"]
+        assert len(stored) == 5, sorted(stored)
+        assert [r.number for r in await provider.list_revisions(name, namespace=namespace)] == [
+            5,
+            4,
+        ]
+        await provider.delete(name, namespace=namespace)
+    finally:
+        await provider.close()
 
 
 async def test_stale_version_writes_nothing(
@@ -289,7 +323,9 @@ async def test_throttled_writes_are_retried_within_bounds(
     assert applied.version == "1"
     assert generation(parameters(bed, namespace, name), 1) == {f"K{i}": str(i) for i in range(4)}
     sent = bed.faults.count("ssm:PutParameter") - puts
-    assert sent == 4 + 1 + 3, "each key and the commit once, plus one retry per throttle"
+    # Each key and the commit once, one retry per throttle, and the claim of the change
+    # (revisions.py): its create and its end (done).
+    assert sent == 4 + 1 + 3 + 2
 
 
 async def test_a_failure_mid_apply_leaves_the_previous_config_and_a_retry_completes(
@@ -306,7 +342,9 @@ async def test_a_failure_mid_apply_leaves_the_previous_config_and_a_retry_comple
     puts = bed.faults.count("ssm:PutParameter")
     with pytest.raises(BackendUnavailableError):
         await provider.apply_config(patch)
-    assert bed.faults.count("ssm:PutParameter") - puts <= 1 + FAST_RETRIES.max_attempts
+    # The claim of the change, A, and B's attempts (the failed change's claim is deleted).
+    assert bed.faults.count("ssm:PutParameter") - puts <= 2 + FAST_RETRIES.max_attempts
+    assert not [n for n in parameters(bed, namespace, name, with_claims=True) if "_claims/2/" in n]
     bed.faults.clear()
 
     during = await provider.get_config(name, namespace=namespace)

@@ -11,6 +11,9 @@ answered to a share of every request.
 ``leftovers`` reads moto (and the emulated ECS's service status) directly: the
 service, its tasks, its task definition revisions, its SSM parameters and its log
 group (delete removes the logs with the service, docs/providers.md).
+``failing_spec_factory`` runs an image the emulated registry does not have: ECS's
+circuit breaker fails its deployment (test_revisions.py covers a crashing command,
+which the breaker does not see and the provider judges itself).
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from tests.fakes.faults import Faults, Kind
 from tests.fakes.moto_server import EcsTestBed, ecs_test_bed
 from tests.realkube.contract import KUBERNETES_CAPABILITIES, RealKubeFixtures, read_real_metrics
 
-from .support import leftovers_of, log_spec_factory
+from .support import failing_spec_factory, leftovers_of, log_spec_factory
 
 ECS_CAPABILITIES = frozenset(
     {"start", "stop", "scale", "status", "list", "config", "metrics", "logs", "delete"}
+    | {"revisions"}
 )
 
 
@@ -43,6 +47,10 @@ class TestEcsContract(ProviderContract):
     @pytest.fixture
     def log_spec_factory(self) -> SpecFactory:
         return log_spec_factory()
+
+    @pytest.fixture
+    def failing_spec_factory(self) -> SpecFactory:
+        return failing_spec_factory()
 
 
 class TestEksContract(RealKubeFixtures, ProviderContract):
@@ -88,6 +96,10 @@ class TestEcsContractUnderFaults(ProviderContract):
     @pytest.fixture
     def log_spec_factory(self) -> SpecFactory:
         return log_spec_factory()
+
+    @pytest.fixture
+    def failing_spec_factory(self) -> SpecFactory:
+        return failing_spec_factory()
 
     @pytest.fixture
     async def provider(self, faulty_bed: EcsTestBed) -> AsyncIterator[EcsProvider]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from alphaswarm_core.providers.protocol import (
     InvalidSpecError,
     PortSpec,
     Resources,
+    RolloutState,
 )
 from alphaswarm_core.testing import instance_ids, ready, unique_name, wait_for
 from tests.fakes.moto_server import EXECUTION_ROLE, IMAGE, EcsTestBed
@@ -382,13 +384,30 @@ async def test_the_emulator_refuses_what_ecs_refuses(bed: EcsTestBed) -> None:
             cluster=bed.cluster, services=[f"s{i}" for i in range(11)]
         ),
     }
+    # TagKey/TagValue (botocore ecs model: at most 128/256 characters of letters, digits,
+    # spaces and _.:/=+-@; the aws: prefix reserved): a change cause cannot be a tag.
+    for bad in (
+        {"key": "aws:owner", "value": "x"},
+        {"key": "cause", "value": "roll back {v2}"},
+        {"key": "cause", "value": "x" * 257},
+    ):
+        refusals[f"tag {bad}"] = functools.partial(
+            ecs.register_task_definition, **definition, executionRoleArn=EXECUTION_ROLE, tags=[bad]
+        )
     for what, call in refusals.items():
         with pytest.raises(ClientError) as caught:
             call()
         assert caught.value.response["Error"]["Code"] in (
             "ClientException",
             "InvalidParameterException",
+            "ValidationException",
         ), what
+    accepted = {**definition, "containerDefinitions": [{"name": "app", "image": IMAGE}]}
+    ecs.register_task_definition(  # letters, digits, spaces and the listed punctuation
+        **accepted,
+        executionRoleArn=EXECUTION_ROLE,
+        tags=[{"key": "owner team", "value": "ops:blue/green=+-@_ 7"}],
+    )
 
 
 # -- the deployment circuit breaker (issue 17) -------------------------------------------------
@@ -405,17 +424,20 @@ def failed(status: DeploymentStatus) -> bool:
     return status.state is DeploymentState.FAILED
 
 
-async def test_services_run_with_the_circuit_breaker_and_rollback(
-    provider: EcsProvider, bed: EcsTestBed, namespace: str
+@pytest.mark.parametrize("auto_rollback", [False, True])
+async def test_services_run_with_the_circuit_breaker_its_rollback_is_auto_rollback(
+    provider: EcsProvider, bed: EcsTestBed, namespace: str, auto_rollback: bool
 ) -> None:
     service = unique_name()
-    await provider.start(DeploymentSpec(service, namespace, image=IMAGE))
+    await provider.start(
+        DeploymentSpec(service, namespace, image=IMAGE, auto_rollback=auto_rollback)
+    )
     described = bed.aws.front_client("ecs").describe_services(
         cluster=bed.cluster, services=[service_name(namespace, service)]
     )["services"][0]
     assert described["deploymentConfiguration"]["deploymentCircuitBreaker"] == {
         "enable": True,
-        "rollback": True,
+        "rollback": auto_rollback,
     }
 
 
@@ -439,11 +461,14 @@ async def test_an_image_that_cannot_start_reports_failed_with_the_reason(
     await wait_for(provider, service, namespace, ready(1), timeout=60)
 
 
-async def test_a_failed_update_is_rolled_back_and_reported_failed(
+async def test_a_failed_update_rolled_back_by_the_breaker_is_recorded_as_a_revision(
     provider: EcsProvider, bed: EcsTestBed, namespace: str
 ) -> None:
+    """With auto_rollback, ECS's circuit breaker rolls the service back to the deployment
+    that completed; the provider records that as a revision of its own (automatic, the
+    failure's reason in its change cause) and the rollout of it succeeds."""
     service = unique_name()
-    good = DeploymentSpec(service, namespace, image=IMAGE, env={"V": "1"})
+    good = DeploymentSpec(service, namespace, image=IMAGE, env={"V": "1"}, auto_rollback=True)
     await provider.start(good)
     before = await wait_for(provider, service, namespace, ready(1))
 
@@ -455,20 +480,34 @@ async def test_a_failed_update_is_rolled_back_and_reported_failed(
         assert time.monotonic() < deadline, deployments(bed, namespace, service)
         await asyncio.sleep(0.1)
 
-    bad = DeploymentSpec(service, namespace, image="public.ecr.aws/nginx/nginx:no-such-tag")
+    bad = DeploymentSpec(
+        service, namespace, image="public.ecr.aws/nginx/nginx:no-such-tag", auto_rollback=True
+    )
     await provider.start(bad)
-    status = await wait_for(provider, service, namespace, failed, timeout=60)
-    assert "rolled" in status.message and "back" in status.message, status.message
 
     def rolled_back(status: DeploymentStatus) -> bool:
-        return failed(status) and status.ready_replicas == 1 and status.image == IMAGE
+        return (
+            status.revision == 3
+            and status.rollout is not None
+            and status.rollout.state is RolloutState.SUCCEEDED
+            and ready(1)(status)
+        )
 
     settled = await wait_for(provider, service, namespace, rolled_back, timeout=60)
-    assert "StartDeployment tries again" in settled.message or "rolled back" in settled.message
+    assert settled.image == IMAGE and settled.state is DeploymentState.RUNNING
     assert settled.instances and instance_ids(settled) != instance_ids(before)
+    events = bed.aws.front_client("ecs").describe_services(
+        cluster=bed.cluster, services=[service_name(namespace, service)]
+    )["services"][0]["events"]
+    assert any("rolling back to deployment" in e["message"] for e in events), events
+    newest, failed_one, first = await provider.list_revisions(service, namespace=namespace)
+    assert (newest.number, newest.rollback_of, newest.automatic) == (3, 1, True)
+    assert "IMAGE_PULL_FAILED" in newest.change_cause, newest.change_cause
+    assert newest.spec.env == {"V": "1"} and newest.spec.image == IMAGE
+    assert (failed_one.number, first.number) == (2, 1)
 
-    await provider.start(good)  # the spec that works: a new revision, RUNNING again
-    await wait_for(provider, service, namespace, ready(1), timeout=60)
+    await provider.start(good)  # what runs already: no new revision
+    assert (await provider.definition(service, namespace=namespace)).revision == 3
 
 
 async def test_without_the_breaker_ecs_retries_for_ever(bed: EcsTestBed) -> None:

@@ -25,6 +25,8 @@ Settings (``ALPHASWARM_AWS_*``; AWS's own variables for everything boto3 reads):
 ``LOG_RETENTION_DAYS``          retention of the log groups it creates (default 30; 0
                                 = never expire; one of CloudWatch's values)
 ``LOGS_POLL_INTERVAL``          a following StreamLogs' poll of CloudWatch (default 2s)
+``REVISION_HISTORY``            revisions (task definition revisions) kept per service
+                                (default 10, 2 to 100)
 ``EKS_CLUSTER``                 EKS cluster name (required in EKS mode)
 ==============================  ==================================================
 

@@ -27,8 +27,11 @@ that sees its record afterwards read complete data.
 
 Tasks never read the commit records: the task definition names the prefix of
 the generation it runs (``ALPHASWARM_CONFIG_SSM_PATH``), so a rollback of the
-ECS deployment is a rollback of the config too. The sweep keeps the current and
-the previous generation (what a circuit-breaker rollback returns to).
+ECS deployment is a rollback of the config too. A rollback to an earlier revision
+(revisions.py) *restores* that revision's generation: its data, secrets included,
+committed again as the next generation, so the config version only grows and
+GetServiceConfig shows what runs. The sweep keeps the current and the previous
+generation and every generation a revision still in the history names.
 
 Limits checked before any call (PutParameter's model, botocore ssm 2014-11-06):
 a value holds at most 4 KB in the Standard tier (the default, free) and 8 KB
@@ -199,6 +202,46 @@ class SsmConfig:
             data[key] = REDACTED if secure else str(parameter.get("Value", ""))
         return data
 
+    def data_at(self, namespace: str, service_id: str, path: str) -> tuple[str, dict[str, str]]:
+        """The version and the data (secrets masked) of the generation a task definition
+        names (``ALPHASWARM_CONFIG_SSM_PATH``); ("0", {}) for none."""
+        base = base_path(namespace, service_id)
+        prefix = path.removeprefix(f"{base}/").rstrip("/")
+        match = _PREFIX.fullmatch(prefix)
+        if match is None:
+            return str(NO_VERSION), {}
+        return match["n"], self._data(base, Generation(int(match["n"]), prefix))
+
+    def restore(self, namespace: str, service_id: str, path: str) -> Generation:
+        """Commit the data of the generation at ``path`` again as the next generation (the
+        current one when ``path`` is current): a rollback's config."""
+        base = base_path(namespace, service_id)
+        prefix = path.removeprefix(f"{base}/").rstrip("/")
+        match = _PREFIX.fullmatch(prefix)
+        for _ in range(APPLY_ATTEMPTS):
+            current = self.current(namespace, service_id)
+            if current.path(base) == path:
+                return current
+            values: dict[str, str] = {}
+            if match is not None:
+                source = Generation(int(match["n"]), prefix)
+                if not self._committed(base, source):
+                    raise BackendConflictError(
+                        f"config generation {source.number} of {namespace}/{service_id} is no "
+                        "longer kept; it cannot be restored"
+                    )
+                values = {
+                    str(p["Name"]).rsplit("/", 1)[-1]: str(p.get("Value", ""))
+                    for p in self._by_path(f"{base}/{prefix}", decrypt=True)
+                }
+            number = current.number + 1
+            proposed = Generation(number, f"v{number}-{secrets.token_hex(6)}")
+            if self._write(base, proposed, values):
+                return proposed
+        raise BackendConflictError(
+            f"the config of {namespace}/{service_id} kept changing concurrently; retry"
+        )
+
     def _secret_values(self, base: str, generation: Generation, keys: list[str]) -> dict[str, str]:
         """Decrypted values of ``keys`` (secret keys kept by an apply), for copying only."""
         values: dict[str, str] = {}
@@ -338,14 +381,27 @@ class SsmConfig:
 
     # -- sweeping ---------------------------------------------------------------------------
 
-    def sweep(self, namespace: str, service_id: str, current: Generation) -> None:
-        """Delete generations before ``current``'s predecessor and leftovers of applies that
-        never committed (numbered up to ``current``: a higher one may be an apply still
-        in flight). Commit records go first, so a reader never trusts swept data."""
+    def sweep(
+        self,
+        namespace: str,
+        service_id: str,
+        current: Generation,
+        referenced: Iterable[str] = (),
+    ) -> None:
+        """Delete generations before ``current``'s predecessor that no path in ``referenced``
+        names (the revisions still in the history) and leftovers of applies that never
+        committed (numbered up to ``current``: a higher one may be an apply still in
+        flight). Commit records go first, so a reader never trusts swept data."""
         base = base_path(namespace, service_id)
         records = self._records(base)
+        named = {p.removeprefix(f"{base}/").rstrip("/") for p in referenced}
         kept = {records[n] for n in (current.number, current.number - 1) if n in records}
-        doomed_records = [f"{base}/{META}/{n}" for n in sorted(records) if n < current.number - 1]
+        kept |= {prefix for prefix in records.values() if prefix in named}
+        doomed_records = [
+            f"{base}/{META}/{n}"
+            for n in sorted(records)
+            if n < current.number - 1 and records[n] not in kept
+        ]
         doomed_data = []
         for name in self._names_under(base):
             head = name.removeprefix(f"{base}/").split("/", 1)[0]

@@ -13,18 +13,21 @@ from the service's ``runningCount``: the instance list and the ready count
 then come from the same read and can never disagree, and tasks still running
 an older revision are reported as instances but not as ready. On AWS the two
 numbers agree once a deployment settles. ``failedTasks`` of the primary
-deployment makes it DEGRADED.
+deployment makes it DEGRADED, and so do recently stopped tasks of the current
+revision that failed (read when fewer tasks run than desired): ECS stops counting
+``failedTasks`` once a deployment has run a task ("Once a service deployment has one
+or more successfully running tasks, the failed task count resets to zero and stops
+being evaluated", Deployment.failedTasks, botocore ecs model), so a replacement
+that cannot start after the rollout completed shows only in its stopped task.
 
-Every service runs with ECS's deployment circuit breaker on, with rollback
-(``DEPLOYMENT_CONFIGURATION``): a deployment whose tasks keep failing to start
-(a bad image, a missing role) stops launching tasks and turns ``rolloutState``
+Every service runs with ECS's deployment circuit breaker on
+(``taskdef.deployment_configuration``): a deployment whose tasks keep failing to
+start (a bad image, a missing role) stops launching tasks and turns ``rolloutState``
 FAILED, which is what makes FAILED reachable (without the breaker ECS retries
-forever). With a previous deployment that completed, ECS then rolls the
-service back to it. FAILED is reported while ECS lists the failed deployment,
-and after it is gone as long as the service runs an older revision than the
-latest one ``start`` (or ``apply_config``) registered and the deployment
-running it began after that revision was registered: ECS made it, so the
-revision asked for failed. ``start`` with the spec again tries again.
+forever). Its rollback is the spec's ``auto_rollback``: with it, ECS itself rolls the
+service back to the last deployment that completed; without it, the service stays on
+the failed revision, FAILED, while the tasks of the previous one keep serving.
+rollout.py judges the rollout; revisions.py maps revisions onto task definitions.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,14 +57,17 @@ from alphaswarm_core.providers.reasons import ErrorReason
 
 from .clients import Clients, JsonDict
 from .logs import DEFAULT_RETENTION_DAYS, ensure_log_group
+from .rollout import Judgement, judge, newest_first, primary_deployment, stop_verdict
 from .taskdef import (
+    DEADLINE_TAG,
     EcsPlan,
     config_path_of,
+    deadline_of,
+    facts_of,
     labels_from_tags,
     parse_service_name,
     service_name,
     spec_hash_of,
-    with_config_path,
 )
 
 log = logging.getLogger(__name__)
@@ -72,24 +79,14 @@ TASK_DEFINITION_CACHE = 256
 Tags = list[dict[str, str]]
 REGISTER_ATTEMPTS = 3
 DRAINING_RETRY_AFTER = 5.0
-CIRCUIT_BREAKER = {"enable": True, "rollback": True}
-DEPLOYMENT_CONFIGURATION: JsonDict = {
-    "deploymentCircuitBreaker": CIRCUIT_BREAKER,
-    "maximumPercent": 200,
-    "minimumHealthyPercent": 100,
-}
+STOPPED_TASKS_READ = 100
+"""Stopped tasks read to judge a rollout: one ListTasks page (ECS lists stopped tasks for
+about an hour: "Recently stopped tasks might appear in the returned results")."""
 
 
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def primary_deployment(service: JsonDict) -> JsonDict:
-    for deployment in service.get("deployments", []):
-        if deployment.get("status") == "PRIMARY":
-            return dict(deployment)
-    return {}
 
 
 def task_is_current(task: JsonDict, service: JsonDict) -> bool:
@@ -106,39 +103,42 @@ def _revision(arn: str) -> str:
     return arn.rsplit("/", 1)[-1]
 
 
-def failure_of(service: JsonDict, latest: JsonDict | None) -> str:
-    """Why the service's rollout failed, or "" when it did not.
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What a rollout is judged on beyond the service and its running tasks."""
 
-    ``latest`` is the newest ACTIVE revision of the service's family (described), the
-    one ``start`` or ``apply_config`` asked for last; None skips the rollback check.
-    """
-    primary = primary_deployment(service)
-    asked = str((latest or {}).get("taskDefinitionArn", ""))
-    running = str(service.get("taskDefinition"))
-    for deployment in service.get("deployments", []):
-        if deployment.get("rolloutState") != "FAILED":
-            continue
-        reason = str(deployment.get("rolloutStateReason") or "ECS deployment failed")
-        if deployment.get("id") == primary.get("id") or not primary:
-            return reason
-        if asked and asked == running:
-            continue  # an older failure: what was asked last is being deployed now
-        return f"{reason}; ECS rolled back to {_revision(running)}"
-    if not latest or not primary:
-        return ""
-    registered, began = latest.get("registeredAt"), primary.get("createdAt")
-    if (
-        asked
-        and asked != running
-        and isinstance(registered, datetime)
-        and isinstance(began, datetime)
-        and began > registered
-    ):
-        return (
-            f"the deployment of {_revision(asked)} failed and ECS rolled the service back to "
-            f"{_revision(running)}; StartDeployment tries again"
+    stopped: tuple[JsonDict, ...] = ()
+    """Recently stopped tasks of the service (read while a rollout is not complete)."""
+    rolled_back_from: int = 0
+    rolled_back_since: datetime | None = None
+
+
+NO_EVIDENCE = Evidence()
+
+
+def _instances(service: JsonDict, tasks: list[JsonDict]) -> tuple[list[InstanceStatus], int]:
+    """The tasks as instances (sorted) and how many of them run an older revision."""
+    instances = []
+    stale = 0
+    for task in tasks:
+        last = str(task.get("lastStatus", "UNKNOWN"))
+        current = task_is_current(task, service)
+        healthy = task.get("healthStatus") != "UNHEALTHY"
+        if not current:
+            stale += 1
+        instances.append(
+            InstanceStatus(
+                instance_id=str(task.get("taskArn", "")).rsplit("/", 1)[-1],
+                state=last.lower(),
+                ready=last == "RUNNING" and current and healthy,
+                message="" if current else "running a previous revision; being replaced",
+                started_at=started
+                if isinstance(started := task.get("startedAt"), datetime)
+                else None,
+            )
         )
-    return ""
+    instances.sort(key=lambda item: item.instance_id)
+    return instances, stale
 
 
 def status_from(
@@ -148,36 +148,30 @@ def status_from(
     namespace: str,
     service_id: str,
     alias: str,
-    latest: JsonDict | None = None,
-) -> DeploymentStatus:
-    """DeploymentStatus of one ECS service and its (RUNNING-desired) tasks."""
+    evidence: Evidence = NO_EVIDENCE,
+) -> tuple[DeploymentStatus, Judgement]:
+    """DeploymentStatus of one ECS service and its (RUNNING-desired) tasks, and the
+    judgement of its rollout."""
     desired = int(service.get("desiredCount", 0))
     primary = primary_deployment(service)
-    failure = failure_of(service, latest)
     tasks = list(tasks)
-    instances = []
-    stale = 0
-    for task in tasks:
-        last = str(task.get("lastStatus", "UNKNOWN"))
-        current = task_is_current(task, service)
-        healthy = task.get("healthStatus") != "UNHEALTHY"
-        is_ready = last == "RUNNING" and current and healthy
-        if not current:
-            stale += 1
-        instances.append(
-            InstanceStatus(
-                instance_id=str(task.get("taskArn", "")).rsplit("/", 1)[-1],
-                state=last.lower(),
-                ready=is_ready,
-                message="" if current else "running a previous revision; being replaced",
-                started_at=started
-                if isinstance(started := task.get("startedAt"), datetime)
-                else None,
-            )
-        )
-    instances.sort(key=lambda item: item.instance_id)
+    instances, stale = _instances(service, tasks)
     ready = sum(1 for item in instances if item.ready)
-    failed = int(primary.get("failedTasks", 0) or 0)
+    judgement = judge(
+        service,
+        tasks,
+        stopped=evidence.stopped,
+        rolled_back_from=evidence.rolled_back_from,
+        rolled_back_since=evidence.rolled_back_since,
+        deadline_seconds=deadline_of(list(service.get("tags", []))),
+    )
+    failing = [
+        verdict
+        for task in newest_first(evidence.stopped)
+        if task.get("taskDefinitionArn") == service.get("taskDefinition")
+        and (verdict := stop_verdict(task)) is not None
+    ]
+    failed = max(int(primary.get("failedTasks", 0) or 0), len(failing))
     rollout = str(primary.get("rolloutState", ""))
     counts = (
         f"{ready}/{desired} ready (ECS: running {service.get('runningCount', 0)}, "
@@ -188,20 +182,25 @@ def status_from(
     if desired == 0:
         state = DeploymentState.STOPPED
         message = f"scaled to zero; {len(instances)} task(s) draining" if instances else "stopped"
-    elif failure:
+    elif judgement.failed:
+        assert judgement.rollout is not None
         state = DeploymentState.FAILED
-        message = failure
+        message = f"rollout of revision {judgement.revision} failed: {judgement.rollout.message}"
     elif ready >= desired and stale == 0:
         state = DeploymentState.RUNNING
         message = counts
     elif failed:
         state = DeploymentState.DEGRADED
-        message = f"{counts}; {failed} task(s) failed to start"
+        message = f"{counts}; {failed} task(s) failed" + (
+            f", the last: {failing[0].message}" if failing else " to start"
+        )
     else:
         state = DeploymentState.PENDING
         message = counts
+        if judgement.rollout is not None and judgement.rollout.reason:
+            message = f"{counts}; {judgement.rollout.message}"
     updated = primary.get("updatedAt") or primary.get("createdAt")
-    return DeploymentStatus(
+    status = DeploymentStatus(
         service_id=service_id,
         namespace=namespace,
         provider=alias,
@@ -224,7 +223,12 @@ def status_from(
             "",
         ),
         labels=labels_from_tags(service.get("tags", [])),
+        revision=judgement.revision,
+        observed_revision=judgement.observed,
+        rollout=judgement.rollout,
+        conditions=judgement.conditions,
     )
+    return status, judgement
 
 
 class EcsDeployments:
@@ -244,6 +248,10 @@ class EcsDeployments:
         self._log_retention_days = log_retention_days
         self._described: OrderedDict[str, JsonDict] = OrderedDict()
         self._described_lock = threading.Lock()
+
+    @property
+    def clients(self) -> Clients:
+        return self._clients
 
     # -- reads --------------------------------------------------------------------------
 
@@ -314,37 +322,50 @@ class EcsDeployments:
         ids.extend(str(arn).rsplit("/", 1)[-1] for arn in stopped.get("taskArns", []))
         return sorted(set(ids))
 
-    def status(self, namespace: str, service_id: str) -> DeploymentStatus:
-        return self.observe(namespace, service_id)[0]
+    def stopped_tasks(self, service: str) -> list[JsonDict]:
+        """The service's recently stopped tasks, described (one page: ``STOPPED_TASKS_READ``)."""
+        listed = self._clients.call(
+            "ecs",
+            "ListTasks",
+            cluster=self.cluster,
+            serviceName=service,
+            desiredStatus="STOPPED",
+            maxResults=STOPPED_TASKS_READ,
+        ).get("taskArns", [])
+        found: list[JsonDict] = []
+        for batch in _batches(list(listed), DESCRIBE_TASKS_BATCH):
+            page = self._clients.call("ecs", "DescribeTasks", cluster=self.cluster, tasks=batch)
+            found.extend(page.get("tasks", []))
+        return found
 
     def observe(self, namespace: str, service_id: str) -> tuple[DeploymentStatus, list[JsonDict]]:
-        """The status and the tasks counted ready in it (metrics size CPU and memory from
-        those)."""
+        """The status as ECS's deployments show it (no stopped tasks read, no claims: see
+        revisions.py for the full one) and the tasks counted ready in it (metrics size CPU
+        and memory from those)."""
         service = self.require(namespace, service_id)
         name = service["serviceName"]
         tasks = self.tasks(name).get(name, [])
-        latest = self.latest_revision(name)
-        status = self._status(service, tasks, namespace, service_id, latest)
+        status, _ = self.status_of(service, tasks, namespace, service_id)
         ready = [
             t for t in tasks if t.get("lastStatus") == "RUNNING" and task_is_current(t, service)
         ]
         return status, ready
 
-    def _status(
+    def status_of(
         self,
         service: JsonDict,
         tasks: list[JsonDict],
         namespace: str,
         service_id: str,
-        latest: JsonDict | None = None,
-    ) -> DeploymentStatus:
+        evidence: Evidence = NO_EVIDENCE,
+    ) -> tuple[DeploymentStatus, Judgement]:
         return status_from(
             service,
             tasks,
             namespace=namespace,
             service_id=service_id,
             alias=self._alias,
-            latest=latest,
+            evidence=evidence,
         )
 
     def task_definition(self, arn: str) -> JsonDict:
@@ -396,7 +417,8 @@ class EcsDeployments:
             parsed = parse_service_name(service["serviceName"])
             if parsed is None:
                 continue
-            result.append(self._status(service, tasks.get(service["serviceName"], []), *parsed))
+            found = tasks.get(service["serviceName"], [])
+            result.append(self.status_of(service, found, *parsed)[0])
         result.sort(key=lambda s: (s.namespace, s.service_id))
         return result
 
@@ -405,19 +427,7 @@ class EcsDeployments:
     def _write(self, operation: str, *, idempotent: bool = True, **kwargs: Any) -> JsonDict:
         return self._clients.call("ecs", operation, idempotent=idempotent, **kwargs)
 
-    def _task_definition(self, plan: EcsPlan, config_path: str) -> tuple[str, bool]:
-        """ARN of a revision matching ``plan`` and ``config_path`` (the latest, when it does)
-        and whether this call registered it (a failed start deregisters what it registered)."""
-        latest = self.latest_revision(plan.family)
-        if (
-            latest is not None
-            and spec_hash_of(latest) == plan.spec_hash
-            and config_path_of(latest) == config_path
-        ):
-            return str(latest["taskDefinitionArn"]), False
-        return self._register(plan.registration(config_path), plan.tags), True
-
-    def _register(self, registration: JsonDict, tags: Tags) -> str:
+    def register(self, registration: JsonDict, tags: Tags) -> str:
         """Register ``registration``; its ARN. Not idempotent (each call is a revision), so
         ``Clients.call`` sends it again only when throttled; after a 5xx or a timeout,
         which may or may not have registered it, the newest revision is checked first."""
@@ -432,19 +442,20 @@ class EcsDeployments:
                 if attempt + 1 == REGISTER_ATTEMPTS:
                     raise
             latest = self.latest_revision(family)
-            if latest is not None and _same_definition(latest, registration):
+            if latest is not None and same_registration(latest, registration):
                 return str(latest["taskDefinitionArn"])
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _deregister(self, arn: str) -> None:
+    def deregister(self, arn: str) -> None:
+        """Deregister a revision this call registered and did not deploy (quietly)."""
         try:
             self._write("DeregisterTaskDefinition", taskDefinition=arn)
         except InfrastructureProviderError:
-            log.warning("could not deregister %s after a failed start", arn, exc_info=True)
+            log.warning("could not deregister %s after a failed change", arn, exc_info=True)
 
-    def start(self, spec: DeploymentSpec, plan: EcsPlan, config_path: str) -> DeploymentStatus:
-        """Converge onto ``plan`` (validated by the caller before any call), its tasks
-        reading config generation ``config_path``."""
+    def prepare(self, spec: DeploymentSpec, plan: EcsPlan) -> JsonDict | None:
+        """What ``start`` does before it changes anything: refuse a name ECS still drains,
+        make sure the log group exists; the service when it exists."""
         existing = self.describe_one(spec.namespace, spec.service_id, draining=True)
         if existing is not None and existing.get("status") == "DRAINING":
             # ECS refuses the name until the deleted service's tasks have stopped
@@ -457,14 +468,9 @@ class EcsDeployments:
             )
         # Every start (a read when it exists): a task whose group is missing cannot start.
         ensure_log_group(self._clients, plan.log_group, self._log_retention_days)
-        if existing is None:
-            self._create(spec, plan, config_path)
-        else:
-            self._converge(spec, plan, config_path, existing)
-        return self.status(spec.namespace, spec.service_id)
+        return existing
 
-    def _create(self, spec: DeploymentSpec, plan: EcsPlan, config_path: str) -> None:
-        arn, registered = self._task_definition(plan, config_path)
+    def create_service(self, spec: DeploymentSpec, plan: EcsPlan, arn: str) -> None:
         args: dict[str, Any] = {
             "cluster": self.cluster,
             "serviceName": plan.service_name,
@@ -472,8 +478,8 @@ class EcsDeployments:
             "desiredCount": spec.replicas,
             "launchType": plan.launch_type,
             "networkConfiguration": plan.network,
-            "deploymentConfiguration": DEPLOYMENT_CONFIGURATION,
-            "tags": plan.tags,
+            "deploymentConfiguration": plan.deployment_configuration,
+            "tags": plan.service_tags,
             "propagateTags": "SERVICE",
             "enableECSManagedTags": True,
             # The same token on every attempt makes a retried CreateService idempotent.
@@ -481,113 +487,70 @@ class EcsDeployments:
         }
         if plan.platform_version:
             args["platformVersion"] = plan.platform_version
-        try:
-            self._write("CreateService", **args)
-        except BaseException:
-            if registered:
-                self._deregister(arn)
-            raise
+        self._write("CreateService", **args)
 
-    def _converge(
-        self, spec: DeploymentSpec, plan: EcsPlan, config_path: str, service: JsonDict
-    ) -> None:
-        current_launch = service.get("launchType")
-        if current_launch and current_launch != plan.launch_type:
-            raise BackendRejectedError(
-                f"{spec.namespace}/{spec.service_id} runs on {current_launch}; ECS cannot move "
-                f"an existing service to {plan.launch_type}",
-                metadata={"field": "spec.provider_options['launch_type']"},
-            )
+    def update_service(
+        self,
+        service: JsonDict,
+        *,
+        plan: EcsPlan | None = None,
+        replicas: int | None = None,
+        task_definition: str = "",
+    ) -> bool:
+        """Bring ``service`` to ``plan`` (network, breaker), ``replicas`` and
+        ``task_definition``, in one UpdateService when anything differs; whether it did."""
         updates: dict[str, Any] = {}
-        registered: str | None = None
-        running = self.task_definition(str(service["taskDefinition"]))
-        if spec_hash_of(running) != plan.spec_hash or config_path_of(running) != config_path:
-            arn, was_registered = self._task_definition(plan, config_path)
-            registered = arn if was_registered else None
-            updates["taskDefinition"] = arn
-        else:
-            self._abandon_newer(plan.family, str(running["taskDefinitionArn"]))
-        if int(service.get("desiredCount", 0)) != spec.replicas:
-            updates["desiredCount"] = spec.replicas
-        if _network_differs(service.get("networkConfiguration") or {}, plan.network):
-            updates["networkConfiguration"] = plan.network
-        breaker = (service.get("deploymentConfiguration") or {}).get("deploymentCircuitBreaker")
-        if breaker != CIRCUIT_BREAKER:
-            updates["deploymentConfiguration"] = DEPLOYMENT_CONFIGURATION
-        if updates:
-            try:
-                self._write(
-                    "UpdateService", cluster=self.cluster, service=plan.service_name, **updates
+        if plan is not None:
+            current_launch = service.get("launchType")
+            if current_launch and current_launch != plan.launch_type:
+                parsed = parse_service_name(str(service["serviceName"])) or ("", "")
+                raise BackendRejectedError(
+                    f"{parsed[0]}/{parsed[1]} runs on {current_launch}; ECS cannot move an "
+                    f"existing service to {plan.launch_type}",
+                    metadata={"field": "spec.provider_options['launch_type']"},
                 )
-            except BaseException:
-                if registered:
-                    self._deregister(registered)
-                raise
-        self._sync_tags(service, plan)
+            if _network_differs(service.get("networkConfiguration") or {}, plan.network):
+                updates["networkConfiguration"] = plan.network
+            have = (service.get("deploymentConfiguration") or {}).get("deploymentCircuitBreaker")
+            if have != plan.deployment_configuration["deploymentCircuitBreaker"]:
+                updates["deploymentConfiguration"] = plan.deployment_configuration
+        if task_definition and task_definition != service.get("taskDefinition"):
+            updates["taskDefinition"] = task_definition
+        if replicas is not None and int(service.get("desiredCount", 0)) != replicas:
+            updates["desiredCount"] = replicas
+        if not updates:
+            return False
+        name = service["serviceName"]
+        self._write("UpdateService", cluster=self.cluster, service=name, **updates)
+        return True
 
-    def _abandon_newer(self, family: str, running: str) -> None:
-        """Deregister revisions newer than the one running (the spec asked for now): what
-        is left of a deployment ECS rolled back, so the service reads RUNNING again."""
-        running_number = int(running.rsplit(":", 1)[-1])
-        newer: list[str] = []
-        for page in self._clients.pages(
-            "ecs",
-            "ListTaskDefinitions",
-            familyPrefix=family,
-            status="ACTIVE",
-            sort="DESC",
-            maxResults=LIST_PAGE_SIZE,
-        ):
-            arns = [
-                a
-                for a in page.get("taskDefinitionArns", [])
-                if _revision(a).split(":")[0] == family
-            ]
-            newer.extend(a for a in arns if int(a.rsplit(":", 1)[-1]) > running_number)
-            if not arns or int(arns[-1].rsplit(":", 1)[-1]) <= running_number:
-                break
-        for arn in newer:
-            self._write("DeregisterTaskDefinition", taskDefinition=arn)
-
-    def _sync_tags(self, service: JsonDict, plan: EcsPlan) -> None:
+    def sync_tags(self, service: JsonDict, plan: EcsPlan) -> None:
         have = {t["key"]: t["value"] for t in service.get("tags", [])}
-        want = {t["key"]: t["value"] for t in plan.tags}
+        want = {t["key"]: t["value"] for t in plan.service_tags}
         changed = [{"key": k, "value": v} for k, v in want.items() if have.get(k) != v]
-        gone = [k for k in have if k not in want and not k.startswith(("aws:", "alphaswarm:"))]
+        gone = [
+            k
+            for k in have
+            if k not in want and (k == DEADLINE_TAG or not k.startswith(("aws:", "alphaswarm:")))
+        ]
         if gone:  # first, so the resource never holds old and new labels (50-tag limit)
             self._write("UntagResource", resourceArn=service["serviceArn"], tagKeys=gone)
         if changed:
             self._write("TagResource", resourceArn=service["serviceArn"], tags=changed)
 
-    def scale(self, namespace: str, service_id: str, replicas: int) -> DeploymentStatus:
-        service = self.require(namespace, service_id)
-        if int(service.get("desiredCount", 0)) != replicas:
-            self._write(
-                "UpdateService",
-                cluster=self.cluster,
-                service=service["serviceName"],
-                desiredCount=replicas,
-            )
-        return self.status(namespace, service_id)
+    def scale(self, service: JsonDict, replicas: int) -> None:
+        self.update_service(service, replicas=replicas)
 
-    def roll_onto_config(self, namespace: str, service_id: str, config_path: str) -> None:
-        """Run the service on config generation ``config_path``: a copy of its running
-        revision that reads it, deployed (no-op when it already does)."""
-        service = self.require(namespace, service_id)
-        running = self.task_definition(str(service["taskDefinition"]))
-        if config_path_of(running) == config_path:
-            return
-        arn = self._register(with_config_path(running, config_path), running.get("tags", []))
-        try:
-            self._write(
-                "UpdateService",
-                cluster=self.cluster,
-                service=service["serviceName"],
-                taskDefinition=arn,
-            )
-        except BaseException:
-            self._deregister(arn)
-            raise
+    def retry_deployment(self, service: JsonDict) -> None:
+        """Deploy the service's task definition again ("start a new deployment with no
+        service definition changes", UpdateServiceRequest.forceNewDeployment): what a
+        deployment the circuit breaker failed needs to be tried again."""
+        self._write(
+            "UpdateService",
+            cluster=self.cluster,
+            service=service["serviceName"],
+            forceNewDeployment=True,
+        )
 
     def check_cluster(self) -> JsonDict:
         described = self._clients.call("ecs", "DescribeClusters", clusters=[self.cluster])
@@ -602,10 +565,14 @@ class EcsDeployments:
         )
 
 
-def _same_definition(described: JsonDict, registration: JsonDict) -> bool:
-    return spec_hash_of(described) == spec_hash_of(registration) and config_path_of(
-        described
-    ) == config_path_of(registration)
+def same_registration(described: JsonDict, registration: JsonDict) -> bool:
+    """Whether ``described`` is ``registration`` registered: the same spec, config and
+    facts (a rollback to what runs differs in its facts only)."""
+    return (
+        spec_hash_of(described) == spec_hash_of(registration)
+        and config_path_of(described) == config_path_of(registration)
+        and facts_of(described) == facts_of(registration)
+    )
 
 
 def _network_differs(have: JsonDict, want: JsonDict) -> bool:

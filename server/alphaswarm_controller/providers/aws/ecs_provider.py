@@ -1,6 +1,6 @@
 """``EcsProvider``: the ``aws`` alias in ECS mode (services on ECS, config in SSM, metrics
-and logs from CloudWatch). The package docstring lists the settings; docs/providers.md
-the IAM actions."""
+and logs from CloudWatch, revisions as task-definition revisions). The package
+docstring lists the settings; docs/providers.md the IAM actions."""
 
 from __future__ import annotations
 
@@ -17,28 +17,31 @@ from alphaswarm_core.providers.protocol import (
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigMapPatch,
+    Definition,
     DeploymentNotFoundError,
     DeploymentSpec,
     DeploymentStatus,
     FieldViolation,
     InfrastructureProvider,
-    InfrastructureProviderError,
     InvalidSpecError,
     LogEntry,
     LogQuery,
     MetricSample,
     ProviderHealth,
     ProviderKind,
+    Revision,
     ServiceConfig,
 )
 
 from .account import AwsAccount
-from .config import DEFAULT_TIER, TIERS, SsmConfig, base_path, check_values
+from .claims import RevisionClaims
+from .config import DEFAULT_TIER, TIERS, SsmConfig, check_values
 from .ecs import EcsDeployments
 from .logread import LogReader, read_logs
 from .logs import DEFAULT_RETENTION_DAYS, NO_EXPIRY, RETENTION_DAYS, TASK_ID, delete_log_group
 from .metrics import cpu_percent_of_one_core, reserved_memory_bytes, utilization
-from .taskdef import OPTION_SETTINGS, log_group, plan_for, service_name
+from .revisions import DEFAULT_HISTORY, EcsRevisions
+from .taskdef import OPTION_SETTINGS, EcsPlan, log_group, plan_for, service_name
 from .teardown import delete_revisions, delete_service, service_status
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,7 @@ DEFAULT_LOGS_POLL_SECONDS = 2.0
 DRAIN_WAIT_SECONDS = 60.0
 """How long ``delete`` waits for ECS to stop the tasks (the service turning INACTIVE)."""
 DRAIN_POLL_SECONDS = 1.0
+MIN_HISTORY, MAX_HISTORY = 2, 100
 
 
 class EcsProvider(InfrastructureProvider):
@@ -63,6 +67,7 @@ class EcsProvider(InfrastructureProvider):
         self.clients = self.account.clients
         self._ecs: EcsDeployments | None = None
         self._config: SsmConfig | None = None
+        self._revisions: EcsRevisions | None = None
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -87,6 +92,23 @@ class EcsProvider(InfrastructureProvider):
                 self.clients, kms_key_id=self.setting("SSM_KMS_KEY_ID"), tier=tier
             )
         return self._config
+
+    def revisions(self) -> EcsRevisions:
+        if self._revisions is None:
+            history = self.setting_int(
+                "REVISION_HISTORY", DEFAULT_HISTORY, minimum=MIN_HISTORY, maximum=MAX_HISTORY
+            )
+            self._revisions = EcsRevisions(
+                self.ecs(),
+                self.config_store(),
+                RevisionClaims(self.clients),
+                self._plan,
+                history=history,
+            )
+        return self._revisions
+
+    def _plan(self, spec: DeploymentSpec) -> EcsPlan:
+        return plan_for(spec, self._option_settings(), self.account.region)
 
     def _option_settings(self) -> dict[str, str]:
         settings = {suffix: self.setting(suffix) for suffix in OPTION_SETTINGS.values()}
@@ -113,27 +135,34 @@ class EcsProvider(InfrastructureProvider):
         )
 
     async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
-        ecs = self.ecs()
-        plan = plan_for(spec, self._option_settings(), self.account.region)  # before any call
-        store = self.config_store()
-        generation = await self.run_blocking(store.current, spec.namespace, spec.service_id)
-        path = generation.path(base_path(spec.namespace, spec.service_id))
-        return await self.run_blocking(ecs.start, spec, plan, path)
+        revisions = self.revisions()
+        plan = self._plan(spec)  # validates before any call
+        await self.run_blocking(revisions.start, spec, plan)
+        return await self._observed(spec.service_id, spec.namespace)
+
+    async def _observed(self, service_id: str, namespace: str) -> DeploymentStatus:
+        """The status after a change (as ``status``, without acting on the rollout)."""
+        observed = await self.run_blocking(self.revisions().observe, namespace, service_id)
+        return observed.status
 
     async def stop(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
-        return await self.run_blocking(self.ecs().scale, namespace, service_id, 0)
+        return await self.scale(service_id, 0, namespace=namespace)
 
     async def scale(
         self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
-        return await self.run_blocking(self.ecs().scale, namespace, service_id, replicas)
+        revisions = self.revisions()
+        await self.run_blocking(revisions.check_expected, namespace, service_id)
+        service = await self.run_blocking(revisions.ecs.require, namespace, service_id)
+        await self.run_blocking(revisions.ecs.scale, service, replicas)
+        return await self._observed(service_id, namespace)
 
     async def status(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
-        return await self.run_blocking(self.ecs().status, namespace, service_id)
+        return await self.run_blocking(self.revisions().status, namespace, service_id)
 
     async def list_deployments(self, *, namespace: str | None = None) -> list[DeploymentStatus]:
         return await self.run_blocking(self.ecs().list, namespace)
@@ -147,21 +176,30 @@ class EcsProvider(InfrastructureProvider):
         return await self.run_blocking(self.config_store().read, namespace, service_id)
 
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
-        """Commit the new generation, then roll the service onto it (a task definition that
-        names it), then sweep generations no revision still needs."""
-        store = self.config_store()
-        check_values(patch, store.tier)  # before any call
-        ecs = self.ecs()
-        namespace, service_id = patch.namespace, patch.service_id
-        await self.run_blocking(ecs.require, namespace, service_id)
-        applied, generation = await self.run_blocking(store.apply, patch)
-        path = generation.path(base_path(namespace, service_id))
-        await self.run_blocking(ecs.roll_onto_config, namespace, service_id, path)
-        try:
-            await self.run_blocking(store.sweep, namespace, service_id, generation)
-        except InfrastructureProviderError as exc:  # leftovers are swept by the next apply
-            log.warning("could not sweep old config of %s/%s: %s", namespace, service_id, exc)
-        return applied
+        """Commit the new generation and roll the service onto it as a new revision
+        (revisions.py), then sweep generations no revision still needs."""
+        revisions = self.revisions()
+        check_values(patch, revisions.store.tier)  # before any call
+        return await self.run_blocking(revisions.apply_config, patch)
+
+    # -- revisions ----------------------------------------------------------------------
+
+    async def definition(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> Definition:
+        return await self.run_blocking(self.revisions().definition, namespace, service_id)
+
+    async def list_revisions(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[Revision]:
+        return await self.run_blocking(self.revisions().list_revisions, namespace, service_id)
+
+    async def rollback(
+        self, service_id: str, to_revision: int, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
+        revisions = self.revisions()
+        await self.run_blocking(revisions.rollback, namespace, service_id, to_revision)
+        return await self._observed(service_id, namespace)
 
     # -- metrics ------------------------------------------------------------------------
 
@@ -259,6 +297,7 @@ class EcsProvider(InfrastructureProvider):
         ecs = self.ecs()
         store = self.config_store()
         name = service_name(namespace, service_id)
+        await self.run_blocking(self.revisions().check_expected, namespace, service_id)
         service = await self.run_blocking(ecs.describe_one, namespace, service_id, draining=True)
         active = service is not None and service.get("status") == "ACTIVE"
         if service is not None and active:

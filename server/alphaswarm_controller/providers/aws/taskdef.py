@@ -18,10 +18,25 @@ Rules checked here, each as ECS documents it (ECS API reference, botocore ecs
 * ``assign_public_ip`` only with Fargate: tasks of the EC2 launch type in awsvpc
   mode get no public address and ECS refuses ``assignPublicIp=ENABLED`` for them
   ("Assign public IP is not supported for this launch type");
+* a custom ``progress_deadline`` is kept as one more service tag
+  (``alphaswarm:progress-deadline``), so it costs a label when it is not the default;
 * container output goes to CloudWatch Logs (``awslogs``, group
   ``/alphaswarm/<namespace>/<service_id>``): on Fargate the awslogs driver needs
   a task execution role (ECS refuses the task definition without one), so a
   Fargate spec without ``execution_role_arn`` is rejected.
+
+Each registration is one revision of the service (revisions.py) and carries what it
+needs to be read back as the spec it was made from: the container holds the image,
+command and environment; the docker label ``alphaswarm.spec`` holds the rest of the
+spec as given (labels, ports, resources and provider options, which ECS stores
+converted: CPU units, host ports folded into the container port, options spread
+over the service). The revision's own facts (change cause, what it rolled back,
+whether it was automatic) are in the docker label ``alphaswarm.revision``: ECS tag
+values cannot hold free text ("Maximum value length - 256", pattern
+``[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*``: botocore ecs model, TagValue), while a docker
+label takes any string, and a registration never changes, as a revision's facts don't.
+Neither label holds anything the task definition does not show already or a secret:
+config stays in SSM.
 """
 
 from __future__ import annotations
@@ -33,15 +48,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from alphaswarm_core.providers.protocol import DeploymentSpec, FieldViolation, InvalidSpecError
+from alphaswarm_core.providers.models import DEFAULT_PROGRESS_DEADLINE_SECONDS
+from alphaswarm_core.providers.protocol import (
+    DeploymentSpec,
+    FieldViolation,
+    InvalidSpecError,
+    PortSpec,
+    Resources,
+)
 
 NAME_PREFIX = "alphaswarm_"
 CONTAINER_NAME = "app"
 SPEC_HASH_LABEL = "alphaswarm.spec-hash"
+SPEC_LABEL = "alphaswarm.spec"
+REVISION_LABEL = "alphaswarm.revision"
 CONFIG_PATH_ENV = "ALPHASWARM_CONFIG_SSM_PATH"
 LAUNCH_TYPES = ("FARGATE", "EC2")
 MAX_TAGS = 50
 OWN_TAGS = ("alphaswarm:namespace", "alphaswarm:service-id")
+DEADLINE_TAG = "alphaswarm:progress-deadline"
 LOG_STREAM_PREFIX = "alphaswarm"
 
 #: Fargate's valid task sizes: CPU units -> allowed memory (MiB).
@@ -141,6 +166,143 @@ def with_config_path(registration: Mapping[str, Any], path: str) -> dict[str, An
 
 
 @dataclass(frozen=True, slots=True)
+class RevisionFacts:
+    """What a revision records beside what it runs (the ``alphaswarm.revision`` label)."""
+
+    change_cause: str = ""
+    rollback_of: int = 0
+    automatic: bool = False
+
+    def label(self) -> str:
+        facts: dict[str, Any] = {}
+        if self.change_cause:
+            facts["change_cause"] = self.change_cause
+        if self.rollback_of:
+            facts["rollback_of"] = self.rollback_of
+        if self.automatic:
+            facts["automatic"] = True
+        return json.dumps(facts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+NO_FACTS = RevisionFacts()
+
+
+def with_facts(registration: Mapping[str, Any], facts: RevisionFacts) -> dict[str, Any]:
+    """A copy of ``registration`` labelled with ``facts`` (replacing any it had)."""
+    args = copy.deepcopy(dict(registration))
+    for container in args.get("containerDefinitions", []):
+        labels = dict(container.get("dockerLabels") or {})
+        labels.pop(REVISION_LABEL, None)
+        if facts != NO_FACTS:
+            labels[REVISION_LABEL] = facts.label()
+        container["dockerLabels"] = labels
+    return args
+
+
+def _labels(task_definition: Mapping[str, Any]) -> Mapping[str, Any]:
+    for container in task_definition.get("containerDefinitions", []):
+        return dict(container.get("dockerLabels") or {})
+    return {}
+
+
+def _record(text: object) -> dict[str, Any]:
+    """A JSON object from a label; {} for anything else (a label someone else wrote)."""
+    try:
+        value = json.loads(str(text))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def facts_of(task_definition: Mapping[str, Any]) -> RevisionFacts:
+    facts = _record(_labels(task_definition).get(REVISION_LABEL, "{}"))
+    cause, of = facts.get("change_cause", ""), facts.get("rollback_of", 0)
+    return RevisionFacts(
+        change_cause=cause if isinstance(cause, str) else "",
+        rollback_of=of if isinstance(of, int) and of > 0 else 0,
+        automatic=facts.get("automatic") is True,
+    )
+
+
+def same_family(arn: str, family: str) -> bool:
+    """Whether a task definition ARN is of ``family`` (``familyPrefix`` matches prefixes)."""
+    return arn.rsplit("/", 1)[-1].rpartition(":")[0] == family
+
+
+def revision_number(arn: str) -> int:
+    """The revision of a task definition ARN (``...:task-definition/family:7`` -> 7)."""
+    number = arn.rsplit(":", 1)[-1]
+    return int(number) if number.isdigit() else 0
+
+
+def _spec_record(spec: DeploymentSpec) -> str:
+    record = {
+        "labels": dict(sorted(spec.labels.items())),
+        "ports": [[p.container_port, p.host_port, p.protocol] for p in spec.ports],
+        "resources": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
+        "options": dict(sorted(spec.provider_options.items())),
+    }
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _strings(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def spec_of(
+    task_definition: Mapping[str, Any], namespace: str, service_id: str, *, replicas: int = 0
+) -> DeploymentSpec:
+    """The spec a (described) revision was registered from, at ``replicas``.
+
+    Revisions registered before the ``alphaswarm.spec`` label read back with what ECS
+    kept: labels from the task definition's tags, ports without host ports, resources
+    as ECS sized them.
+    """
+    [container] = task_definition.get("containerDefinitions", [])[:1] or [{}]
+    env = {
+        str(item["name"]): str(item.get("value", ""))
+        for item in container.get("environment") or []
+        if item.get("name") != CONFIG_PATH_ENV
+    }
+    record = _record(_labels(task_definition).get(SPEC_LABEL, ""))
+    if record:
+        ports = tuple(
+            PortSpec(int(port[0]), int(port[1]), str(port[2]))
+            for port in record.get("ports") or []
+            if isinstance(port, list) and len(port) == 3
+        )
+        sized = _strings(record.get("resources"))
+        resources = Resources(cpu=sized.get("cpu", ""), memory=sized.get("memory", ""))
+        labels = _strings(record.get("labels"))
+        options = _strings(record.get("options"))
+    else:
+        ports = tuple(
+            PortSpec(int(m["containerPort"]), 0, str(m.get("protocol", "tcp")))
+            for m in container.get("portMappings") or []
+        )
+        resources = Resources(
+            cpu=spec_cpu(int(task_definition["cpu"])) if task_definition.get("cpu") else "",
+            memory=f"{task_definition['memory']}Mi" if task_definition.get("memory") else "",
+        )
+        labels = labels_from_tags(list(task_definition.get("tags") or []))
+        options = {}
+    return DeploymentSpec(
+        service_id=service_id,
+        namespace=namespace,
+        image=str(container.get("image", "")),
+        command=tuple(str(arg) for arg in container.get("command") or ()),
+        env=env,
+        replicas=replicas,
+        labels=labels,
+        ports=ports,
+        resources=resources,
+        provider_options=options,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class EcsPlan:
     """What ``start`` registers and creates for one spec."""
 
@@ -154,6 +316,15 @@ class EcsPlan:
     log_group: str
     platform_version: str = ""
     tags: list[dict[str, str]] = field(default_factory=list)
+    """The task definition's: the provider's own and the labels."""
+    service_tags: list[dict[str, str]] = field(default_factory=list)
+    """The service's: ``tags`` and the rollout policy's."""
+    auto_rollback: bool = False
+
+    @property
+    def deployment_configuration(self) -> dict[str, Any]:
+        """Rolling updates with ECS's circuit breaker; its rollback is ``auto_rollback``."""
+        return deployment_configuration(self.auto_rollback)
 
     def registration(self, config_path: str) -> dict[str, Any]:
         """RegisterTaskDefinition's arguments for tasks reading config at ``config_path``."""
@@ -241,15 +412,51 @@ def _spec_limits(spec: DeploymentSpec) -> list[FieldViolation]:
                 "set by the provider: it names the config generation the tasks read",
             )
         )
-    if len(spec.labels) + len(OWN_TAGS) > MAX_TAGS:
+    own = len(OWN_TAGS) + (1 if _deadline_tag(spec) else 0)
+    if len(spec.labels) + own > MAX_TAGS:
         violations.append(
             FieldViolation(
                 "spec.labels",
                 f"{len(spec.labels)} labels; ECS allows {MAX_TAGS} tags per resource and the "
-                f"provider uses {len(OWN_TAGS)}, so at most {MAX_TAGS - len(OWN_TAGS)} labels",
+                f"provider uses {own} (one of them for a progress_deadline other than the "
+                f"default), so at most {MAX_TAGS - own} labels",
             )
         )
     return violations
+
+
+def _deadline_tag(spec: DeploymentSpec) -> str:
+    """The service tag's value for ``spec``'s progress deadline ("" for the default)."""
+    if spec.progress_deadline_seconds == DEFAULT_PROGRESS_DEADLINE_SECONDS:
+        return ""
+    return f"{spec.progress_deadline_seconds:g}"
+
+
+def deadline_of(tags: list[dict[str, str]]) -> float:
+    """The progress deadline a service's tags give (the default when absent or bad)."""
+    for tag in tags:
+        if tag.get("key") == DEADLINE_TAG:
+            try:
+                seconds = float(tag.get("value", ""))
+            except ValueError:
+                break
+            if seconds > 0:
+                return seconds
+    return DEFAULT_PROGRESS_DEADLINE_SECONDS
+
+
+def deployment_configuration(auto_rollback: bool) -> dict[str, Any]:
+    return {
+        "deploymentCircuitBreaker": {"enable": True, "rollback": auto_rollback},
+        "maximumPercent": 200,
+        "minimumHealthyPercent": 100,
+    }
+
+
+def auto_rollback_of(service: Mapping[str, Any]) -> bool:
+    configuration = service.get("deploymentConfiguration") or {}
+    breaker = configuration.get("deploymentCircuitBreaker") or {}
+    return bool(breaker.get("rollback"))
 
 
 def _launch_type_rules(
@@ -372,10 +579,11 @@ def plan_for(spec: DeploymentSpec, settings: Mapping[str, str], region: str) -> 
         value = _option(spec, settings, key)
         if value:
             register[arg] = value
+    container["dockerLabels"] = {SPEC_LABEL: _spec_record(spec)}
     spec_hash = hashlib.sha256(
         json.dumps(register, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()[:16]
-    container["dockerLabels"] = {SPEC_HASH_LABEL: spec_hash}
+    container["dockerLabels"][SPEC_HASH_LABEL] = spec_hash
     network = {
         "awsvpcConfiguration": {
             "subnets": subnets,
@@ -385,11 +593,7 @@ def plan_for(spec: DeploymentSpec, settings: Mapping[str, str], region: str) -> 
     }
     if not security_groups:
         del network["awsvpcConfiguration"]["securityGroups"]
-    tags = [
-        {"key": OWN_TAGS[0], "value": spec.namespace},
-        {"key": OWN_TAGS[1], "value": spec.service_id},
-        *({"key": k, "value": v} for k, v in sorted(spec.labels.items())),
-    ]
+    tags, service_tags = _tags(spec)
     return EcsPlan(
         family=name,
         service_name=name,
@@ -402,7 +606,22 @@ def plan_for(spec: DeploymentSpec, settings: Mapping[str, str], region: str) -> 
         if launch_type == "FARGATE"
         else "",
         tags=tags,
+        service_tags=service_tags,
+        auto_rollback=spec.auto_rollback,
     )
+
+
+def _tags(spec: DeploymentSpec) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The task definition's tags (the provider's own, the labels) and the service's (those
+    and the rollout policy's)."""
+    tags = [
+        {"key": OWN_TAGS[0], "value": spec.namespace},
+        {"key": OWN_TAGS[1], "value": spec.service_id},
+        *({"key": k, "value": v} for k, v in sorted(spec.labels.items())),
+    ]
+    deadline = _deadline_tag(spec)
+    service_tags = [*tags, {"key": DEADLINE_TAG, "value": deadline}] if deadline else list(tags)
+    return tags, service_tags
 
 
 def labels_from_tags(tags: list[dict[str, str]]) -> dict[str, str]:
