@@ -28,6 +28,12 @@ from .aws_wire import AwsError, AwsRequest
 SIGNATURE = "X-Amz-Signature"
 #: SigV4 query signing: X-Amz-Expires is 1 s to 7 days.
 MAX_EXPIRES = 7 * 24 * 3600
+#: A presigned sts:GetCallerIdentity (the EKS token) is good for 15 minutes after it was
+#: signed whatever its X-Amz-Expires says: aws-iam-authenticator signs with 60 only for
+#: old servers' sake and checks X-Amz-Date against 15 minutes itself (pkg/token/token.go,
+#: "valid for 15 minutes regardless of this parameter's value"); `aws eks get-token`
+#: reports the token's expirationTimestamp 14 minutes ahead accordingly.
+CALLER_IDENTITY_VALIDITY = timedelta(minutes=15)
 
 
 def presigned(method: str, target: str) -> AwsRequest | None:
@@ -64,7 +70,10 @@ def check(
         return AwsError(400, "AuthorizationQueryParametersError", "X-Amz-Date or X-Amz-Expires")
     if not 1 <= expires <= MAX_EXPIRES or not query["X-Amz-Date"].startswith(day):
         return AwsError(400, "AuthorizationQueryParametersError", "X-Amz-Expires out of range")
-    if (now or datetime.now(UTC)) > signed_at + timedelta(seconds=expires):
+    valid_for = timedelta(seconds=expires)
+    if service == "sts" and query.get("Action") == "GetCallerIdentity":
+        valid_for = CALLER_IDENTITY_VALIDITY
+    if (now or datetime.now(UTC)) > signed_at + valid_for:
         return AwsError(403, "ExpiredToken", "Request has expired")
     signed = query.get("X-Amz-SignedHeaders", "host").split(";")
     lowered = {k.lower(): v for k, v in headers.items()}

@@ -32,6 +32,7 @@ import psutil
 
 from . import manifests
 from .api import AdminApi, EtcdProbe, HttpsProbe, Probe
+from .failures import failing_pods_config
 from .pki import KeyPair, Pki
 from .podlogs import PodOutput, clusterlogs_config
 from .processes import Component, ComponentFailed, port_in_use, wait_until
@@ -407,6 +408,7 @@ class KubeCluster:
         serving = self._serving("kwok")
         self.pod_output = PodOutput(self.workdir / "pods.log").start()
         logs_config = clusterlogs_config(self.workdir / "kwok-logs.json", self.pod_output.path)
+        failing = failing_pods_config(self.workdir / "kwok-failing-pods.yaml")
         self._launch(
             "kwok",
             HttpsProbe(
@@ -415,6 +417,7 @@ class KubeCluster:
                     f"--kubeconfig={kubeconfig}",
                     f"--config={self.kwok_config}",
                     f"--config={logs_config}",  # what the pods print: podlogs.py
+                    f"--config={failing}",  # pods of a bad image: failures.py
                     "--manage-all-nodes=false",
                     f"--manage-nodes-with-annotation-selector={NODE_SELECTOR_ANNOTATION}=fake",
                     "--node-ip=127.0.0.1",

@@ -10,16 +10,19 @@ node writes a line every half second (podlogs.py).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import replace
 from urllib.parse import quote
 
 import pytest
 
-from alphaswarm_core.providers.protocol import InfrastructureProvider, MetricSample
+from alphaswarm_core.providers.protocol import DeploymentSpec, InfrastructureProvider, MetricSample
 from alphaswarm_core.testing import SpecFactory, ready, unique_name, wait_for
 from alphaswarm_core.testing.contract import Leftovers
 
 from .api import AdminApi
 from .cluster import Endpoint
+from .failures import UNPULLABLE_IMAGE
 from .fixtures import make_spec
 
 #: What KubernetesProvider and its EKS, AKS and GKE subclasses implement.
@@ -35,6 +38,7 @@ KUBERNETES_CAPABILITIES = frozenset(
         "native_watch",
         "logs",
         "delete",
+        "revisions",
     }
 )
 
@@ -47,6 +51,7 @@ NAMED = (
 #: ...and what the controllers create from it, by the service's label.
 LABELLED = (
     ("ReplicaSet", "/apis/apps/v1/namespaces/{ns}/replicasets"),
+    ("ConfigMap", "/api/v1/namespaces/{ns}/configmaps"),  # the config of each revision
     ("Pod", "/api/v1/namespaces/{ns}/pods"),
 )
 
@@ -66,7 +71,8 @@ def held(admin: AdminApi, service_id: str, namespace: str) -> list[str]:
 
 
 class RealKubeFixtures:
-    """Mix in before ``ProviderContract``: the fixtures of ``delete`` and ``logs``."""
+    """Mix in before ``ProviderContract``: the fixtures of ``delete``, ``logs`` and
+    ``revisions`` (an image the kwok node reports ImagePullBackOff for: failures.py)."""
 
     @pytest.fixture
     def leftovers(self, real_kube: Endpoint) -> Leftovers:
@@ -80,6 +86,20 @@ class RealKubeFixtures:
     @pytest.fixture
     def log_spec_factory(self) -> SpecFactory:
         return make_spec
+
+    @pytest.fixture
+    def failing_spec_factory(self) -> SpecFactory:
+        return make_failing_spec
+
+
+def make_failing_spec(
+    service_id: str,
+    namespace: str,
+    replicas: int = 1,
+    env: Mapping[str, str] | None = None,
+) -> DeploymentSpec:
+    """A spec whose pods stay in ImagePullBackOff on the kwok node."""
+    return replace(make_spec(service_id, namespace, replicas, env), image=UNPULLABLE_IMAGE)
 
 
 #: Two metrics-server scrapes (10 s apart) after the pods started, with room for a

@@ -8,7 +8,10 @@ aws-iam-authenticator does, RBAC on).
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -27,6 +30,8 @@ from alphaswarm_core.providers.protocol import (
     InfrastructureProviderUnavailable,
 )
 from alphaswarm_core.testing import ready, unique_name, wait_for
+from tests.fakes import aws_presigned
+from tests.fakes.aws_front import TEST_CREDENTIALS
 from tests.fakes.eks_server import CLUSTER, EKS_USER, EksTestBed, verify_eks_token
 from tests.fakes.moto_server import IMAGE
 
@@ -178,3 +183,28 @@ async def test_a_token_sts_would_refuse_is_refused_by_the_api_server(
     finally:
         await provider.close()
     assert caught.value.reason == "CREDENTIALS_INVALID"
+
+
+def test_the_bed_holds_a_token_good_for_15_minutes_whatever_its_expires(eks: EksTestBed) -> None:
+    """As STS and aws-iam-authenticator do (tests/fakes/aws_presigned.py): the provider
+    reuses a token for TOKEN_REUSE_SECONDS, well inside that."""
+    token = mint_token(Clients(eks.aws.env()), CLUSTER)
+    query = verify_eks_token(token, CLUSTER)
+    body = token.removeprefix(TOKEN_PREFIX)
+    url = urlsplit(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode())
+    signed_at = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    assert TOKEN_REUSE_SECONDS < 15 * 60
+
+    def refusal(after: timedelta) -> str:
+        error = aws_presigned.check(
+            "GET",
+            f"{url.path}?{url.query}",
+            url.netloc,
+            {"x-k8s-aws-id": CLUSTER},
+            TEST_CREDENTIALS,
+            now=signed_at + after,
+        )
+        return "" if error is None else error.code
+
+    assert refusal(timedelta(seconds=TOKEN_REUSE_SECONDS + 60)) == ""
+    assert refusal(timedelta(minutes=15, seconds=1)) == "ExpiredToken"

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
+from alphaswarm_controller.providers.kubernetes.manifests import config_hash
 from alphaswarm_core.providers.protocol import (
     BackendPermissionDenied,
     BackendRejectedError,
@@ -243,7 +244,8 @@ async def test_stop_deletes_pods_and_service_and_start_brings_them_back(
         assert asyncio.get_running_loop().time() < deadline, pods(admin, namespace)
         await asyncio.sleep(0.5)
     assert deployments(admin, namespace) == [service], "the definition is kept"
-    assert configmaps(admin, namespace) == [f"{service}-config"]
+    kept = [f"{service}-config", f"{service}-config-{config_hash({})}"]  # + revision 1's
+    assert configmaps(admin, namespace) == kept
 
     with pytest.raises(BackendRejectedError, match="StartDeployment"):
         await provider.scale(service, 3, namespace=namespace)

@@ -20,6 +20,10 @@ from alphaswarm_controller.providers.kubernetes.manifests import (
 )
 from alphaswarm_controller.providers.kubernetes.metrics import quantity
 from alphaswarm_controller.providers.kubernetes.reflector import Backoff
+from alphaswarm_controller.providers.kubernetes.revisions import (
+    REVISION_HISTORY_LIMIT,
+    spec_annotation,
+)
 from alphaswarm_controller.providers.kubernetes.status import deployment_status
 from alphaswarm_controller.providers.kubernetes.watch import LineTooLong, split_lines
 from alphaswarm_core.providers.models import MAX_LOG_LINE_BYTES
@@ -160,13 +164,19 @@ def test_manifests_carry_everything_the_spec_says() -> None:
         resources=Resources(cpu="500m", memory="256Mi"),
         provider_options={"service_account": "api-sa", "image_pull_policy": "Always"},
     ).validate()
-    deployment = deployment_manifest(spec, "hash1")
+    deployment = deployment_manifest(spec, "hash1", {"kubernetes.io/change-cause": "why"})
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
     assert deployment["spec"]["replicas"] == 3
     assert deployment["spec"]["selector"] == {"matchLabels": {"alphaswarm.dev/service": "api"}}
     assert pod["metadata"]["labels"]["team"] == "core"
-    assert pod["metadata"]["annotations"] == {"alphaswarm.dev/config-hash": "hash1"}
+    assert pod["metadata"]["annotations"] == {
+        "alphaswarm.dev/config-hash": "hash1",
+        "alphaswarm.dev/spec": spec_annotation(spec),
+    }
+    assert deployment["metadata"]["annotations"]["kubernetes.io/change-cause"] == "why"
+    assert deployment["spec"]["progressDeadlineSeconds"] == 600
+    assert deployment["spec"]["revisionHistoryLimit"] == REVISION_HISTORY_LIMIT
     assert container["command"] == ["serve", "--port", "8080"]
     assert [e["name"] for e in container["env"]] == ["A", "B"]
     assert container["resources"] == {"limits": {"cpu": "500m", "memory": "256Mi"}}

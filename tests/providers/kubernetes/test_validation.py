@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from alphaswarm_controller.providers.kubernetes import KubernetesProvider
+from alphaswarm_controller.providers.kubernetes.manifests import config_hash
 from alphaswarm_core.providers.protocol import (
     ConfigMapPatch,
     DeploymentSpec,
@@ -137,7 +138,8 @@ async def test_a_service_name_starting_with_a_digit_is_refused_before_any_call(
     assert requests_sent == []
     assert left_behind(real_kube, namespace) == []
     await provider.start(make_spec("2048-web", namespace))
-    assert left_behind(real_kube, namespace) == ["2048-web", "2048-web-config"]
+    snapshot = f"2048-web-config-{config_hash({})}"  # the config of revision 1
+    assert left_behind(real_kube, namespace) == ["2048-web", "2048-web-config", snapshot]
 
 
 async def test_a_422_that_gets_past_validation_is_invalid_argument_and_rolls_back(

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 
 from alphaswarm_core.providers.errors import FieldViolation, InvalidSpecError
 from alphaswarm_core.providers.models import ConfigMapPatch, DeploymentSpec
 
+from .revisions import (
+    AUTO_ROLLBACK_KEY,
+    CONFIG_HASH_KEY,
+    CONFIG_VERSION_KEY,
+    REVISION_HISTORY_LIMIT,
+    SNAPSHOT_KEY,
+    SPEC_KEY,
+    spec_annotation,
+)
 from .transport import JsonObj
 
 MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "alphaswarm"
 SERVICE_KEY = "alphaswarm.dev/service"
 STATE_KEY = "alphaswarm.dev/state"
-CONFIG_HASH_KEY = "alphaswarm.dev/config-hash"
 RESERVED_PREFIXES = ("alphaswarm.dev/", "app.kubernetes.io/managed-by", "pod-template-hash")
 MANAGED_SELECTOR = f"{MANAGED_BY_KEY}={MANAGED_BY}"
 CONTAINER_NAME = "main"
@@ -150,8 +159,14 @@ def check_spec(spec: DeploymentSpec) -> None:
         raise InvalidSpecError(violations)
 
 
-def deployment_manifest(spec: DeploymentSpec, config_data_hash: str) -> JsonObj:
-    """The Deployment this provider applies (its whole field set, for server-side apply)."""
+def deployment_manifest(
+    spec: DeploymentSpec, config_data_hash: str, change: Mapping[str, str]
+) -> JsonObj:
+    """The Deployment this provider applies (its whole field set, for server-side apply).
+
+    ``change`` are the annotations of the revision it makes (revisions.py); the spec
+    rides in the pod template, so each ReplicaSet carries the spec of its revision.
+    """
     labels = {**user_labels(spec.labels), **own_labels(spec.service_id)}
     container: JsonObj = {
         "name": CONTAINER_NAME,
@@ -184,15 +199,25 @@ def deployment_manifest(spec: DeploymentSpec, config_data_hash: str) -> JsonObj:
             "name": spec.service_id,
             "namespace": spec.namespace,
             "labels": labels,
-            "annotations": {STATE_KEY: "started"},
+            "annotations": {
+                STATE_KEY: "started",
+                AUTO_ROLLBACK_KEY: "true" if spec.auto_rollback else "false",
+                **change,
+            },
         },
         "spec": {
             "replicas": spec.replicas,
+            # Kubernetes counts whole seconds; the model's bound keeps it positive.
+            "progressDeadlineSeconds": max(1, math.ceil(spec.progress_deadline_seconds)),
+            "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
             "selector": {"matchLabels": {SERVICE_KEY: spec.service_id}},
             "template": {
                 "metadata": {
                     "labels": labels,
-                    "annotations": {CONFIG_HASH_KEY: config_data_hash},
+                    "annotations": {
+                        CONFIG_HASH_KEY: config_data_hash,
+                        SPEC_KEY: spec_annotation(spec),
+                    },
                 },
                 "spec": pod_spec,
             },
@@ -236,4 +261,31 @@ def configmap_manifest(service_id: str, namespace: str) -> JsonObj:
             "labels": own_labels(service_id),
         },
         "data": {},
+    }
+
+
+def snapshot_name(service_id: str, data_hash: str) -> str:
+    return f"{service_id}-config-{data_hash}"
+
+
+def snapshot_selector(service_id: str) -> str:
+    return f"{service_selector(service_id)},{SNAPSHOT_KEY}=true"
+
+
+def snapshot_manifest(
+    service_id: str, namespace: str, data: Mapping[str, str], data_hash: str, version: str
+) -> JsonObj:
+    """The config one revision runs with, kept for history and rollback: immutable (the
+    API server refuses any change of its data), named by the hash its pod template holds."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": snapshot_name(service_id, data_hash),
+            "namespace": namespace,
+            "labels": {**own_labels(service_id), SNAPSHOT_KEY: "true"},
+            "annotations": {CONFIG_VERSION_KEY: version},
+        },
+        "immutable": True,
+        "data": dict(data),
     }

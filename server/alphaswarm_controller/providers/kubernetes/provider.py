@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
+import time
 from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from kubernetes.client.exceptions import ApiException
 
+from alphaswarm_core.call import current_change
 from alphaswarm_core.providers.concurrency import BlockingRunner, remaining_timeout
 from alphaswarm_core.providers.errors import (
     BackendConflictError,
@@ -23,9 +26,12 @@ from alphaswarm_core.providers.errors import (
     InfrastructureProviderError,
     InfrastructureProviderUnavailable,
     ResourceNotFoundError,
+    RevisionConflict,
+    RevisionNotFound,
 )
 from alphaswarm_core.providers.models import (
     ConfigMapPatch,
+    Definition,
     DeploymentEvent,
     DeploymentSpec,
     DeploymentStatus,
@@ -35,6 +41,8 @@ from alphaswarm_core.providers.models import (
     MetricSample,
     ProviderHealth,
     ProviderKind,
+    Revision,
+    RolloutState,
     ServiceConfig,
 )
 from alphaswarm_core.providers.protocol import (
@@ -44,6 +52,7 @@ from alphaswarm_core.providers.protocol import (
 )
 from alphaswarm_core.providers.reasons import ErrorReason
 
+from . import revisions
 from .connection import (
     ClusterConnection,
     ResolvedCluster,
@@ -55,7 +64,6 @@ from .connection import (
 from .errors import TRANSPORT_ERRORS, Target, translate_api_error, translate_transport_error
 from .logs import Followers, has_log, merged_tail
 from .manifests import (
-    CONFIG_HASH_KEY,
     MANAGED_BY,
     MANAGED_BY_KEY,
     MANAGED_SELECTOR,
@@ -68,10 +76,14 @@ from .manifests import (
     deployment_manifest,
     service_manifest,
     service_selector,
+    snapshot_manifest,
+    snapshot_name,
+    snapshot_selector,
 )
 from .metrics import sample_from_pod_metrics
 from .reflector import Changed, Listed, Reflector
-from .status import deployment_status
+from .revisions import CONFIG_HASH_KEY
+from .status import deployment_status, recorded_spec
 from .transport import APPLY, MERGE, STRATEGIC, JsonObj, Response, Transport
 from .watch import WatchStream
 
@@ -104,6 +116,9 @@ REQUIRED_PERMISSIONS: tuple[tuple[str, str, str, str], ...] = (
     ("list", "", "pods", ""),
     ("watch", "", "pods", ""),
     ("get", "", "pods", "log"),
+    # Revisions: the Deployment's ReplicaSets, and the config snapshot of each.
+    ("list", "apps", "replicasets", ""),
+    ("list", "", "configmaps", ""),
 )
 #: Cluster-wide (every namespace): list_deployments() and watch_deployments() without a
 #: namespace list and watch Deployments across the cluster.
@@ -133,8 +148,34 @@ def _is_ours(obj: JsonObj) -> bool:
     return (obj.get("metadata", {}).get("labels") or {}).get(MANAGED_BY_KEY) == MANAGED_BY
 
 
+def _wants_auto_rollback(deployment: JsonObj, status: DeploymentStatus) -> bool:
+    """The rollout failed, its spec asked for auto_rollback, and it is no automatic
+    rollback itself (one that fails is left alone: no loop)."""
+    notes = revisions.meta_annotations(deployment)
+    return (
+        status.rollout is not None
+        and status.rollout.state is RolloutState.FAILED
+        and notes.get(revisions.AUTO_ROLLBACK_KEY) == "true"
+        and notes.get(revisions.AUTOMATIC_KEY) != "true"
+    )
+
+
 def _watch_key(status: DeploymentStatus) -> tuple[object, ...]:
-    return (status.state, status.desired_replicas, status.ready_replicas, status.message)
+    return (
+        status.state,
+        status.desired_replicas,
+        status.ready_replicas,
+        status.message,
+        status.revision,
+        status.observed_revision,
+        status.rollout.state if status.rollout else None,
+    )
+
+
+#: How long a mutating call waits for the Deployment controller to number the revision
+#: it made (it syncs in milliseconds; a loaded controller-manager takes longer).
+SETTLE_SECONDS = 30.0
+SETTLE_POLL_SECONDS = 0.25
 
 
 class KubernetesProvider(InfrastructureProvider):
@@ -327,8 +368,86 @@ class KubernetesProvider(InfrastructureProvider):
 
     async def _status_with_pods(self, deployment: JsonObj) -> DeploymentStatus:
         meta = deployment["metadata"]
-        pods = await self._pods(meta["name"], meta["namespace"])
-        return deployment_status(deployment, self.alias, pods)
+        pods, replica_sets = await asyncio.gather(
+            self._pods(meta["name"], meta["namespace"]), self._replica_sets(deployment)
+        )
+        return deployment_status(deployment, self.alias, pods, replica_sets)
+
+    async def _replica_sets(self, deployment: JsonObj) -> list[JsonObj]:
+        """The Deployment's ReplicaSets (one per revision in its history)."""
+        meta = deployment["metadata"]
+        items = await self._list_all(
+            f"{APPS}/namespaces/{meta['namespace']}/replicasets",
+            Target(namespace=meta["namespace"], what="list ReplicaSets"),
+            selector=service_selector(meta["name"]),
+        )
+        return [rs for rs in items if revisions.owned_by(rs, deployment)]
+
+    async def _settle(self, deployment: JsonObj) -> JsonObj:
+        """The Deployment once its controller has numbered its latest spec (bounded: after
+        SETTLE_SECONDS it is returned as it is, its revision maybe behind)."""
+        meta = deployment["metadata"]
+        path = _deployments(meta["namespace"], meta["name"])
+        target = Target(meta["name"], meta["namespace"], "read Deployment")
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while not revisions.settled(deployment) and time.monotonic() < deadline:
+            await asyncio.sleep(SETTLE_POLL_SECONDS)
+            fresh = await self._get(path, target)
+            if fresh is None:
+                break
+            deployment = fresh
+        return deployment
+
+    async def _check_revision(
+        self, service_id: str, namespace: str, deployment: JsonObj | None
+    ) -> JsonObj | None:
+        """The caller's expected_revision against the service's revision now: raises
+        RevisionConflict when stale. Returns the Deployment as read (settled)."""
+        expected = current_change().expected_revision
+        if not expected:
+            return deployment
+        if deployment is not None:
+            deployment = await self._settle(deployment)
+        actual = revisions.revision_of(deployment) if deployment is not None else 0
+        RevisionConflict.check(service_id, namespace, expected, actual)
+        return deployment
+
+    async def _patch_checked(self, deployment: JsonObj, what: str, body: JsonObj) -> JsonObj:
+        """A strategic-merge patch of the Deployment, conditional on the resourceVersion
+        read when the caller set expected_revision (409 -> RevisionConflict)."""
+        meta = deployment["metadata"]
+        conditional = bool(current_change().expected_revision)
+        if conditional:
+            body = {**body, "metadata": {**body.get("metadata", {})}}
+            body["metadata"]["resourceVersion"] = meta["resourceVersion"]
+        try:
+            return (
+                await self._call(
+                    "PATCH",
+                    _deployments(meta["namespace"], meta["name"]),
+                    Target(meta["name"], meta["namespace"], what),
+                    query={"fieldManager": FIELD_MANAGER},
+                    body=body,
+                    content_type=STRATEGIC,
+                )
+            ).body
+        except BackendConflictError:
+            if not conditional:
+                raise
+            raise await self._stale(meta["name"], meta["namespace"]) from None
+
+    async def _stale(self, service_id: str, namespace: str) -> RevisionConflict:
+        """The RevisionConflict of a write the API server refused for a stale
+        resourceVersion (409): someone changed the service since it was read."""
+        now = await self._get(
+            _deployments(namespace, service_id), Target(namespace=namespace, what="re-read")
+        )
+        return RevisionConflict(
+            service_id,
+            namespace,
+            expected=current_change().expected_revision,
+            actual=revisions.revision_of(now) if now else 0,
+        )
 
     # -- health -----------------------------------------------------------------------------
 
@@ -414,23 +533,102 @@ class KubernetesProvider(InfrastructureProvider):
                 reason=ErrorReason.NAME_TAKEN,
                 metadata={"service_id": service_id, "namespace": namespace},
             )
+        existing = await self._check_revision(service_id, namespace, existing)
         config, created_config = await self._ensure_configmap(service_id, namespace)
+        data = dict(config.get("data") or {})
+        data_hash = config_hash(data)
+        template = revisions.template_annotations(existing or {})
+        same = template.get(revisions.SPEC_KEY) == revisions.spec_annotation(spec) and (
+            template.get(CONFIG_HASH_KEY) == data_hash
+        )
+        if same:
+            change = revisions.kept_annotations(existing)  # no new revision: keep its record
+        else:
+            change = revisions.change_annotations(current_change().change_cause)
+        manifest = deployment_manifest(spec, data_hash, change)
+        if existing is not None and current_change().expected_revision:
+            # Check-and-set: the API server refuses the apply (409) if the Deployment
+            # changed since it was read.
+            manifest["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
         created_deployment = False
         try:
-            applied = await self._call(
-                "PATCH",
-                _deployments(namespace, service_id),
-                Target(namespace=namespace, what="apply Deployment"),
-                query={"fieldManager": FIELD_MANAGER, "force": True},
-                body=deployment_manifest(spec, config_hash(config.get("data") or {})),
-                content_type=APPLY,
-            )
+            try:
+                applied = await self._call(
+                    "PATCH",
+                    _deployments(namespace, service_id),
+                    Target(namespace=namespace, what="apply Deployment"),
+                    query={"fieldManager": FIELD_MANAGER, "force": True},
+                    body=manifest,
+                    content_type=APPLY,
+                )
+            except BackendConflictError:
+                if "resourceVersion" not in manifest["metadata"]:
+                    raise
+                raise await self._stale(service_id, namespace) from None
             created_deployment = existing is None
             await self._converge_service(spec)
+            if not same:  # a new revision: keep the config it runs with
+                await self._snapshot_config(service_id, namespace, data, config)
         except Exception:
             await self._roll_back(service_id, namespace, created_deployment, created_config)
             raise
-        return await self._status_with_pods(applied.body)
+        return await self._status_with_pods(await self._settle(applied.body))
+
+    async def _snapshot_config(
+        self, service_id: str, namespace: str, data: dict[str, str], config: JsonObj
+    ) -> None:
+        """Keep ``data`` as the immutable snapshot its hash names (history and rollback),
+        then drop the snapshots no ReplicaSet of the service refers to any more."""
+        version = str((config.get("metadata") or {}).get("resourceVersion") or "")
+        target = Target(namespace=namespace, what="keep the config of the revision")
+        with contextlib.suppress(BackendConflictError):  # AlreadyExists: the same data
+            await self._call(
+                "POST",
+                _core(namespace, "configmaps"),
+                target,
+                body=snapshot_manifest(service_id, namespace, data, config_hash(data), version),
+            )
+        try:
+            await self._prune_snapshots(service_id, namespace, config_hash(data))
+        except InfrastructureProviderError as exc:
+            log.warning(
+                "could not prune the config snapshots of %s/%s: %s",
+                namespace,
+                service_id,
+                exc.message,
+            )
+
+    async def _snapshots(self, service_id: str, namespace: str) -> dict[str, JsonObj]:
+        """The service's config snapshots by config hash."""
+        items = await self._list_all(
+            _core(namespace, "configmaps"),
+            Target(namespace=namespace, what="list config snapshots"),
+            selector=snapshot_selector(service_id),
+        )
+        prefix = snapshot_name(service_id, "")
+        return {
+            item["metadata"]["name"][len(prefix) :]: item
+            for item in items
+            if item["metadata"]["name"].startswith(prefix) and _is_ours(item)
+        }
+
+    async def _prune_snapshots(self, service_id: str, namespace: str, keep: str) -> None:
+        deployment = await self._get(
+            _deployments(namespace, service_id), Target(namespace=namespace, what="read")
+        )
+        if deployment is None:
+            return
+        used = {keep, revisions.template_annotations(deployment).get(CONFIG_HASH_KEY, "")}
+        for rs in await self._replica_sets(deployment):
+            used.add(revisions.template_annotations(rs).get(CONFIG_HASH_KEY, ""))
+        for data_hash, item in (await self._snapshots(service_id, namespace)).items():
+            if data_hash not in used:
+                with contextlib.suppress(ResourceNotFoundError):
+                    await self._call(
+                        "DELETE",
+                        _core(namespace, "configmaps", item["metadata"]["name"]),
+                        Target(namespace=namespace, what="prune a config snapshot"),
+                    )
 
     async def _ensure_configmap(self, service_id: str, namespace: str) -> tuple[JsonObj, bool]:
         """The service's ConfigMap, created empty when missing; (object, created)."""
@@ -518,21 +716,14 @@ class KubernetesProvider(InfrastructureProvider):
     ) -> DeploymentStatus:
         ns = await self._namespace(namespace)
         deployment = await self._require_deployment(service_id, ns)
+        deployment = await self._check_revision(service_id, ns, deployment) or deployment
         annotations = deployment["metadata"].get("annotations") or {}
         if annotations.get(STATE_KEY) != "stopped" or deployment["spec"].get("replicas") != 0:
-            deployment = (
-                await self._call(
-                    "PATCH",
-                    _deployments(ns, service_id),
-                    Target(service_id, ns, "stop Deployment"),
-                    query={"fieldManager": FIELD_MANAGER},
-                    body={
-                        "metadata": {"annotations": {STATE_KEY: "stopped"}},
-                        "spec": {"replicas": 0},
-                    },
-                    content_type=STRATEGIC,
-                )
-            ).body
+            deployment = await self._patch_checked(
+                deployment,
+                "stop Deployment",
+                {"metadata": {"annotations": {STATE_KEY: "stopped"}}, "spec": {"replicas": 0}},
+            )
         await self._delete_own_service(service_id, ns)
         return await self._status_with_pods(deployment)
 
@@ -548,15 +739,24 @@ class KubernetesProvider(InfrastructureProvider):
                 reason=ErrorReason.DEPLOYMENT_STOPPED,
                 metadata={"service_id": service_id, "namespace": ns},
             )
+        deployment = await self._check_revision(service_id, ns, deployment) or deployment
         if deployment["spec"].get("replicas") != replicas:
-            await self._call(
-                "PATCH",
-                _deployments(ns, service_id) + "/scale",
-                Target(service_id, ns, "scale Deployment"),
-                query={"fieldManager": FIELD_MANAGER},
-                body={"spec": {"replicas": replicas}},
-                content_type=MERGE,
-            )
+            body: JsonObj = {"spec": {"replicas": replicas}}
+            if current_change().expected_revision:  # check-and-set: 409 if it moved on
+                body["metadata"] = {"resourceVersion": deployment["metadata"]["resourceVersion"]}
+            try:
+                await self._call(
+                    "PATCH",
+                    _deployments(ns, service_id) + "/scale",
+                    Target(service_id, ns, "scale Deployment"),
+                    query={"fieldManager": FIELD_MANAGER},
+                    body=body,
+                    content_type=MERGE,
+                )
+            except BackendConflictError:
+                if "metadata" not in body:
+                    raise
+                raise await self._stale(service_id, ns) from None
             deployment = await self._require_deployment(service_id, ns)
         return await self._status_with_pods(deployment)
 
@@ -564,7 +764,28 @@ class KubernetesProvider(InfrastructureProvider):
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
         ns = await self._namespace(namespace)
-        return await self._status_with_pods(await self._require_deployment(service_id, ns))
+        deployment = await self._require_deployment(service_id, ns)
+        status = await self._status_with_pods(deployment)
+        if await self._auto_rollback(deployment, status):
+            status = await self._status_with_pods(await self._require_deployment(service_id, ns))
+        return status
+
+    async def _auto_rollback(self, deployment: JsonObj, status: DeploymentStatus) -> bool:
+        """With the failed revision's auto_rollback, roll back to the revision the replicas
+        still run (else the one before) as a new, automatic revision. Conditional on the
+        Deployment as read, so of several controllers seeing the failure one rolls back;
+        an automatic revision that fails is not rolled back again. True if it did."""
+        if not _wants_auto_rollback(deployment, status) or status.rollout is None:
+            return False
+        cause = f"auto_rollback: revision {status.revision} failed ({status.rollout.reason})"
+        try:
+            await self._roll_back_to(
+                deployment, status.observed_revision, cause=cause, automatic=True
+            )
+        except (RevisionConflict, RevisionNotFound, BackendConflictError) as exc:
+            log.info("auto_rollback of %s/%s: %s", status.namespace, status.service_id, exc)
+            return False
+        return True
 
     async def list_deployments(self, *, namespace: str | None = None) -> list[DeploymentStatus]:
         path = _deployments(namespace) if namespace else f"{APPS}/deployments"
@@ -592,8 +813,17 @@ class KubernetesProvider(InfrastructureProvider):
             _deployments(ns, service_id), Target(namespace=ns, what="read Deployment")
         )
         ours = deployment is not None and _is_ours(deployment)
+        if ours:
+            deployment = await self._check_revision(service_id, ns, deployment)
         await self._delete_own_service(service_id, ns)
         await self._delete_own_configmap(service_id, ns)
+        for item in (await self._snapshots(service_id, ns)).values():
+            with contextlib.suppress(ResourceNotFoundError):
+                await self._call(
+                    "DELETE",
+                    _core(ns, "configmaps", item["metadata"]["name"]),
+                    Target(namespace=ns, what="delete a config snapshot"),
+                )
         if not ours:
             if allow_missing:
                 return False
@@ -608,10 +838,123 @@ class KubernetesProvider(InfrastructureProvider):
                     "apiVersion": "v1",
                     "kind": "DeleteOptions",
                     "propagationPolicy": "Background",
-                    "preconditions": {"uid": deployment["metadata"]["uid"]},
+                    "preconditions": {
+                        "uid": deployment["metadata"]["uid"],
+                        **(
+                            {"resourceVersion": deployment["metadata"]["resourceVersion"]}
+                            if current_change().expected_revision
+                            else {}
+                        ),
+                    },
                 },
             )
         return True
+
+    # -- revisions --------------------------------------------------------------------------
+
+    async def definition(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> Definition:
+        ns = await self._namespace(namespace)
+        deployment = await self._settle(await self._require_deployment(service_id, ns))
+        status = deployment_status(deployment, self.alias)
+        spec = recorded_spec(deployment) or DeploymentSpec(
+            service_id, ns, image=status.image, replicas=status.desired_replicas
+        )
+        config = await self.get_config(service_id, namespace=ns)
+        return Definition(spec, dict(config.data), config.version, status.revision)
+
+    async def list_revisions(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[Revision]:
+        """One revision per ReplicaSet of the Deployment, newest first: the current one and
+        up to REVISION_HISTORY_LIMIT (10) before it, as the controller keeps them."""
+        ns = await self._namespace(namespace)
+        deployment = await self._settle(await self._require_deployment(service_id, ns))
+        replica_sets, snapshots = await asyncio.gather(
+            self._replica_sets(deployment), self._snapshots(service_id, ns)
+        )
+        found = [revisions.revision_from(rs, service_id, ns, snapshots) for rs in replica_sets]
+        return sorted((r for r in found if r is not None), key=lambda r: -r.number)
+
+    async def rollback(
+        self, service_id: str, to_revision: int, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
+        """What ``kubectl rollout undo`` does: the chosen revision's ReplicaSet template
+        becomes the Deployment's (the controller re-uses that ReplicaSet and numbers it
+        anew), with its config restored first; conditional on the Deployment as read."""
+        ns = await self._namespace(namespace)
+        deployment = await self._require_deployment(service_id, ns)
+        deployment = await self._settle(deployment)
+        await self._check_revision(service_id, ns, deployment)
+        try:
+            deployment = await self._roll_back_to(
+                deployment, to_revision, cause=current_change().change_cause, automatic=False
+            )
+        except BackendConflictError:
+            raise await self._stale(service_id, ns) from None
+        return await self._status_with_pods(await self._settle(deployment))
+
+    async def _roll_back_to(
+        self, deployment: JsonObj, to_revision: int, *, cause: str, automatic: bool
+    ) -> JsonObj:
+        """Make revision ``to_revision`` (0: the newest before the current one) run again as
+        a new revision; BackendConflictError when the Deployment changed since read."""
+        meta = deployment["metadata"]
+        service_id, ns = str(meta["name"]), str(meta["namespace"])
+        current = revisions.revision_of(deployment)
+        replica_sets = await self._replica_sets(deployment)
+        by_number = {revisions.revision_of(rs): rs for rs in replica_sets}
+        if not to_revision:
+            to_revision = max((n for n in by_number if 0 < n < current), default=0)
+        chosen = by_number.get(to_revision)
+        if chosen is None or not to_revision or to_revision == current:
+            raise RevisionNotFound(service_id, ns, to_revision)
+        template = json.loads(json.dumps(chosen["spec"]["template"]))
+        (template["metadata"].get("labels") or {}).pop(revisions.POD_TEMPLATE_HASH, None)
+        await self._restore_config(service_id, ns, revisions.template_annotations(chosen))
+        body = {k: v for k, v in deployment.items() if k != "status"}
+        body["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+        body["metadata"]["annotations"] = {
+            **(meta.get("annotations") or {}),
+            **revisions.change_annotations(cause, rollback_of=to_revision, automatic=automatic),
+        }
+        body["spec"] = {**deployment["spec"], "template": template}
+        # A PUT carrying the resourceVersion read: 409 if anyone changed it since.
+        written = await self._call(
+            "PUT",
+            _deployments(ns, service_id),
+            Target(service_id, ns, f"roll back to revision {to_revision}"),
+            query={"fieldManager": FIELD_MANAGER},
+            body=body,
+        )
+        spec = recorded_spec(written.body)
+        if spec is not None:
+            await self._converge_service(spec)
+        return written.body
+
+    async def _restore_config(
+        self, service_id: str, namespace: str, template: Mapping[str, str]
+    ) -> None:
+        """Put the config a revision ran with (its snapshot) back into the service's
+        ConfigMap, so its pods read it again."""
+        wanted = template.get(CONFIG_HASH_KEY, "")
+        path = _core(namespace, "configmaps", configmap_name(service_id))
+        target = Target(service_id, namespace, "restore the config of the revision")
+        config = await self._get(path, target)
+        if config is None or config_hash(config.get("data") or {}) == wanted:
+            return
+        snapshot = await self._get(
+            _core(namespace, "configmaps", snapshot_name(service_id, wanted)), target
+        )
+        if snapshot is None:
+            raise BackendRejectedError(
+                f"the config of that revision of {namespace}/{service_id} is no longer kept",
+                reason=ErrorReason.CONFIG_UNREADABLE,
+                metadata={"service_id": service_id, "namespace": namespace},
+            )
+        config["data"] = dict(snapshot.get("data") or {})
+        await self._call("PUT", path, target, body=config)  # conditional on its version
 
     async def _delete_own_configmap(self, service_id: str, namespace: str) -> None:
         path = _core(namespace, "configmaps", configmap_name(service_id))
@@ -641,6 +984,11 @@ class KubernetesProvider(InfrastructureProvider):
         ns, service_id = patch.namespace, patch.service_id
         target = Target(service_id, ns, "update ConfigMap")
         path = _core(ns, "configmaps", configmap_name(service_id))
+        checked: JsonObj | None = None
+        if current_change().expected_revision:
+            checked = await self._check_revision(
+                service_id, ns, await self._require_deployment(service_id, ns)
+            )
         for _ in range(3):
             config = await self._get(path, target)
             if config is None:
@@ -673,7 +1021,15 @@ class KubernetesProvider(InfrastructureProvider):
                         service_id, ns, expected=patch.expected_version, actual=actual
                     ) from None
                 continue  # an unconditional patch re-reads and merges again
-            await self._roll_out(service_id, ns, merged)
+            try:
+                await self._roll_out(service_id, ns, merged, checked)
+            except RevisionConflict:
+                # The Deployment moved on meanwhile: put the config back as it was.
+                restore = {**written.body, "data": data}
+                with contextlib.suppress(InfrastructureProviderError):
+                    await self._call("PUT", path, target, body=restore)
+                raise
+            await self._snapshot_config(service_id, ns, merged, written.body)
             new_data = dict(written.body.get("data") or {})
             new_version = str(written.body["metadata"]["resourceVersion"])
             return ServiceConfig(service_id, ns, new_data, new_version)
@@ -681,18 +1037,41 @@ class KubernetesProvider(InfrastructureProvider):
             f"the config of {ns}/{service_id} kept changing concurrently; retry"
         )
 
-    async def _roll_out(self, service_id: str, namespace: str, data: dict[str, str]) -> None:
-        """Change the pod template so the Deployment replaces its pods onto the new config."""
-        annotation = {CONFIG_HASH_KEY: config_hash(data)}
-        with contextlib.suppress(ResourceNotFoundError):
+    async def _roll_out(
+        self,
+        service_id: str,
+        namespace: str,
+        data: dict[str, str],
+        checked: JsonObj | None = None,
+    ) -> None:
+        """Change the pod template so the Deployment replaces its pods onto the new config:
+        a new revision, recorded with the change cause. ``checked`` is the Deployment the
+        caller's expected_revision was checked against: the patch is conditional on it."""
+        body: JsonObj = {
+            "metadata": {
+                "annotations": revisions.change_annotations(current_change().change_cause)
+            },
+            "spec": {
+                "template": {"metadata": {"annotations": {CONFIG_HASH_KEY: config_hash(data)}}}
+            },
+        }
+        if checked is not None:
+            body["metadata"]["resourceVersion"] = checked["metadata"]["resourceVersion"]
+        try:
             await self._call(
                 "PATCH",
                 _deployments(namespace, service_id),
                 Target(namespace=namespace, what="roll out the new config"),
                 query={"fieldManager": CONFIG_FIELD_MANAGER},
-                body={"spec": {"template": {"metadata": {"annotations": annotation}}}},
+                body=body,
                 content_type=STRATEGIC,
             )
+        except ResourceNotFoundError:
+            return
+        except BackendConflictError:
+            if checked is None:
+                raise
+            raise await self._stale(service_id, namespace) from None
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -825,6 +1204,8 @@ class KubernetesProvider(InfrastructureProvider):
                     status = await self._status_with_pods(obj)
                 else:
                     status = deployment_status(obj, self.alias)
+                if _wants_auto_rollback(obj, status):  # the rollback comes as the next event
+                    await self._auto_rollback(obj, await self._status_with_pods(obj))
                 if _watch_key(status) != last_key:
                     last_key = _watch_key(status)
                     yield status

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from alphaswarm_core.providers.models import DeploymentState, DeploymentStatus, InstanceStatus
+from alphaswarm_core.providers.models import (
+    DEFAULT_PROGRESS_DEADLINE_SECONDS,
+    DeploymentSpec,
+    DeploymentState,
+    DeploymentStatus,
+    InstanceStatus,
+    RolloutState,
+)
 
+from . import revisions
 from .manifests import STATE_KEY, user_labels
 from .transport import JsonObj
 
@@ -21,6 +30,7 @@ FAILING_REASONS = frozenset(
         "CreateContainerConfigError",
         "CreateContainerError",
         "RunContainerError",
+        "Unschedulable",
     }
 )
 
@@ -43,6 +53,10 @@ def _instance(pod: JsonObj) -> InstanceStatus:
     restarts = 0
     state = str(status.get("phase") or "Unknown")
     message = ""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+            state = "Unschedulable"
+            message = str(condition.get("message") or "")
     for container in status.get("containerStatuses") or []:
         restarts += int(container.get("restartCount") or 0)
         waiting = (container.get("state") or {}).get("waiting") or {}
@@ -64,8 +78,13 @@ def live_pods(pods: Sequence[JsonObj]) -> list[JsonObj]:
 
 
 def deployment_status(
-    deployment: JsonObj, alias: str, pods: Sequence[JsonObj] | None = None
+    deployment: JsonObj,
+    alias: str,
+    pods: Sequence[JsonObj] | None = None,
+    replica_sets: Sequence[JsonObj] | None = None,
 ) -> DeploymentStatus:
+    """The status; with ``pods`` its instances and the pods' reasons for a stuck rollout,
+    with ``replica_sets`` (the Deployment's) the revision its ready replicas run."""
     meta = deployment["metadata"]
     spec = deployment.get("spec") or {}
     observed = deployment.get("status") or {}
@@ -116,6 +135,7 @@ def deployment_status(
     ]
     created = _parse_time(meta.get("creationTimestamp"))
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
+    progress = revisions.rollout(deployment, live_pods(pods) if pods else None, replica_sets)
     return DeploymentStatus(
         service_id=str(meta["name"]),
         namespace=str(meta.get("namespace") or ""),
@@ -133,4 +153,34 @@ def deployment_status(
         # The last rollout condition change: the closest the Deployment records to when
         # its spec changed.
         changed_at=max(stamps) if stamps else created,
+        spec=recorded_spec(deployment),
+        revision=revisions.revision_of(deployment),
+        observed_revision=revisions.observed_revision(
+            deployment, replica_sets, progress.state is RolloutState.SUCCEEDED
+        ),
+        rollout=progress,
+        conditions=revisions.conditions(deployment),
+    )
+
+
+def recorded_spec(deployment: JsonObj) -> DeploymentSpec | None:
+    """The spec read back from the pod template, with the Deployment's replica count and
+    rollout policy (None for a Deployment made before specs were recorded)."""
+    raw = revisions.template_annotations(deployment).get(revisions.SPEC_KEY)
+    if not raw:
+        return None
+    meta = deployment["metadata"]
+    spec = deployment.get("spec") or {}
+    try:
+        recorded = revisions.spec_from_annotation(raw, meta["name"], meta.get("namespace") or "")
+    except (ValueError, TypeError, KeyError):
+        return None
+    return replace(
+        recorded,
+        replicas=int(spec.get("replicas", 1)),
+        progress_deadline_seconds=float(
+            spec.get("progressDeadlineSeconds") or DEFAULT_PROGRESS_DEADLINE_SECONDS
+        ),
+        auto_rollback=revisions.meta_annotations(deployment).get(revisions.AUTO_ROLLBACK_KEY)
+        == "true",
     )

@@ -1,0 +1,184 @@
+"""Revisions and rollouts as the real Deployment controller keeps them (tests/realkube).
+
+The contract checks the provider-agnostic semantics; these check that they are
+Kubernetes' own: the numbers are the ReplicaSets' ``deployment.kubernetes.io/
+revision`` annotations (so a second controller and ``kubectl rollout history``
+agree), a rollback re-uses the old ReplicaSet as ``kubectl rollout undo`` does,
+check-and-set rides on the resourceVersion (the real server's 409), a crashing
+image fails with CRASH_LOOP once the controller says ProgressDeadlineExceeded,
+and history is bounded by revisionHistoryLimit. Objects are read back with the
+admin's raw API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from alphaswarm_controller.providers.kubernetes import KubernetesProvider
+from alphaswarm_controller.providers.kubernetes.revisions import REVISION_HISTORY_LIMIT
+from alphaswarm_core.call import making_change
+from alphaswarm_core.providers.protocol import (
+    ChangeRequest,
+    ConfigMapPatch,
+    RevisionConflict,
+    RolloutState,
+)
+from alphaswarm_core.testing import unique_name, wait_for
+from alphaswarm_core.testing.contract import rollout_done
+from tests.fakes.kube_proxy import KubeFaultProxy
+from tests.realkube.api import AdminApi
+from tests.realkube.cluster import Endpoint
+from tests.realkube.failures import CRASHING_IMAGE
+from tests.realkube.fixtures import connect_real, connect_url, make_spec
+
+pytestmark = pytest.mark.asyncio
+
+
+def replica_sets(admin: AdminApi, namespace: str, service: str) -> dict[int, dict[str, Any]]:
+    """The service's ReplicaSets by the revision the Deployment controller gave them."""
+    selector = quote(f"alphaswarm.dev/service={service}")
+    items = admin.get(f"/apis/apps/v1/namespaces/{namespace}/replicasets?labelSelector={selector}")
+    return {
+        int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]): rs
+        for rs in items["items"]
+    }
+
+
+async def _done(provider: KubernetesProvider, service: str, namespace: str, revision: int) -> None:
+    status = await wait_for(provider, service, namespace, rollout_done(revision))
+    assert status.rollout is not None and status.rollout.state is RolloutState.SUCCEEDED, status
+
+
+@pytest.fixture
+async def second(real_kube: Endpoint) -> AsyncIterator[KubernetesProvider]:
+    """Another controller's provider on the same cluster."""
+    provider = connect_real(real_kube)
+    await provider.open()
+    yield provider
+    await provider.close()
+
+
+async def test_revisions_are_the_replica_sets_and_every_controller_sees_them(
+    provider: KubernetesProvider,
+    second: KubernetesProvider,
+    real_kube: Endpoint,
+    namespace: str,
+) -> None:
+    service = unique_name()
+    with making_change(ChangeRequest(change_cause="first")):
+        await provider.start(make_spec(service, namespace, env={"MODE": "a"}))
+    await _done(provider, service, namespace, 1)
+    with making_change(ChangeRequest(change_cause="config by the other one")):
+        await second.apply_config(ConfigMapPatch(service, namespace, set={"K": "v"}))
+    await _done(provider, service, namespace, 2)
+
+    admin = real_kube.admin()
+    held = replica_sets(admin, namespace, service)
+    assert sorted(held) == [1, 2]
+    assert held[2]["metadata"]["annotations"]["kubernetes.io/change-cause"] == (
+        "config by the other one"
+    ), "the cause is where kubectl rollout history shows it"
+    deployment = admin.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{service}")
+    assert deployment["spec"]["revisionHistoryLimit"] == REVISION_HISTORY_LIMIT
+    mine = await provider.list_revisions(service, namespace=namespace)
+    theirs = await second.list_revisions(service, namespace=namespace)
+    assert [(r.number, r.change_cause) for r in mine] == [
+        (2, "config by the other one"),
+        (1, "first"),
+    ]
+    assert [(r.number, dict(r.config)) for r in theirs] == [(2, {"K": "v"}), (1, {})]
+
+
+async def test_rollback_reuses_the_old_replica_set_like_rollout_undo(
+    provider: KubernetesProvider, real_kube: Endpoint, namespace: str
+) -> None:
+    service = unique_name()
+    await provider.start(make_spec(service, namespace, env={"MODE": "a"}))
+    await _done(provider, service, namespace, 1)
+    first = replica_sets(real_kube.admin(), namespace, service)[1]["metadata"]["name"]
+    await provider.start(make_spec(service, namespace, env={"MODE": "b"}))
+    await _done(provider, service, namespace, 2)
+
+    with making_change(ChangeRequest(change_cause="undo")):
+        rolled = await provider.rollback(service, 0, namespace=namespace)
+    assert rolled.revision == 3
+    await _done(provider, service, namespace, 3)
+    held = replica_sets(real_kube.admin(), namespace, service)
+    assert sorted(held) == [2, 3], "the controller renumbered revision 1's ReplicaSet"
+    assert held[3]["metadata"]["name"] == first
+    newest = (await provider.list_revisions(service, namespace=namespace))[0]
+    assert (newest.number, newest.rollback_of, newest.change_cause) == (3, 1, "undo")
+    assert newest.spec.env["MODE"] == "a"
+
+
+async def test_a_write_racing_a_checked_change_is_a_revision_conflict(
+    real_kube: Endpoint, kube_proxy: KubeFaultProxy, namespace: str
+) -> None:
+    """Another writer changes the Deployment between the provider's read and its apply
+    (the proxy lets it in just before forwarding): the real server's 409 on the stale
+    resourceVersion is REVISION_CONFLICT, and nothing of the change is applied."""
+    provider = connect_url(real_kube, kube_proxy.url)
+    await provider.open()
+    try:
+        service = unique_name()
+        await provider.start(make_spec(service, namespace, env={"MODE": "a"}))
+        await _done(provider, service, namespace, 1)
+        admin = real_kube.admin()
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{service}"
+
+        def other_writer() -> None:
+            current = admin.get(path)
+            current["metadata"]["labels"]["other"] = "x"
+            status, answer = admin.put(path, current)
+            assert status == 200, answer
+
+        kube_proxy.before("kube:patch deployments", other_writer)
+        with (
+            making_change(ChangeRequest(expected_revision=1)),
+            pytest.raises(RevisionConflict) as conflict,
+        ):
+            await provider.start(make_spec(service, namespace, env={"MODE": "b"}))
+        assert conflict.value.code == "ABORTED"
+        now = await provider.definition(service, namespace=namespace)
+        assert (now.revision, now.spec.env["MODE"]) == (1, "a")
+    finally:
+        await provider.close()
+
+
+async def test_a_crashing_image_fails_with_crash_loop_at_the_deadline(
+    provider: KubernetesProvider, namespace: str
+) -> None:
+    service = unique_name()
+    await provider.start(make_spec(service, namespace))
+    await _done(provider, service, namespace, 1)
+    crashing = replace(
+        make_spec(service, namespace), image=CRASHING_IMAGE, progress_deadline_seconds=5
+    )
+    await provider.start(crashing)
+    status = await wait_for(provider, service, namespace, rollout_done(2))
+    assert status.rollout is not None and status.rollout.state is RolloutState.FAILED
+    assert status.rollout.reason == "CRASH_LOOP", status.rollout
+    assert "CrashLoopBackOff" in status.rollout.message
+    assert status.observed_revision == 1 and status.ready_replicas == 1
+    progressing = {c.type: c for c in status.conditions}["Progressing"]
+    assert (progressing.status, progressing.reason) == (False, "ProgressDeadlineExceeded")
+
+
+async def test_history_is_bounded_by_the_revision_history_limit(
+    provider: KubernetesProvider, namespace: str
+) -> None:
+    service = unique_name()
+    changes = REVISION_HISTORY_LIMIT + 3
+    for number in range(1, changes + 1):
+        await provider.start(make_spec(service, namespace, env={"N": str(number)}))
+        await _done(provider, service, namespace, number)
+    history = await provider.list_revisions(service, namespace=namespace)
+    # The controller deletes the oldest scaled-down ReplicaSets beyond the limit.
+    assert [r.number for r in history] == list(
+        range(changes, changes - REVISION_HISTORY_LIMIT - 1, -1)
+    )
