@@ -24,7 +24,7 @@ from tests.e2e.processes import marked, wait_until
 from tests.e2e.server_process import ServerProcess, start_server
 from tests.e2e.terminal import cli_in_terminal
 from tests.e2e.test_cli import MARKER, failed, ok, run
-from tests.fakes.docker_images import connect_engine, ensure_busybox_image
+from tests.fakes.docker_images import ensure_busybox_image
 from tests.providers.docker_compose.support import (
     LOG_SCRIPT,
     NOTHING,
@@ -35,25 +35,6 @@ from tests.providers.docker_compose.test_contract import engine_leftovers
 
 SETTLE = 60.0
 LINE = re.compile(r"^(?P<instance>\S+) +(?P<mark>[|!]) (?P<text>.*)$")
-
-
-@pytest.fixture
-def engine() -> Iterator[docker.APIClient]:
-    api = connect_engine("the CLI's logs and delete tests", timeout=60)
-    try:
-        yield api
-    finally:
-        api.close()
-
-
-@pytest.fixture
-def compose_server(tmp_path: Path, engine: docker.APIClient) -> Iterator[ServerProcess]:
-    running = start_server(tmp_path / "state", {"ALPHASWARM_CP_PROVIDER": "docker_compose"})
-    try:
-        yield running
-    finally:
-        code = running.terminate()
-        assert code == 0, f"server exited with {code}:\n{running.log}"
 
 
 @pytest.fixture

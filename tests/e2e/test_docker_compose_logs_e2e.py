@@ -13,18 +13,17 @@ import queue
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
 from alphaswarm_core.testing import unique_name
-from tests.e2e.server_process import ServerProcess, start_server
+from tests.e2e.server_process import ServerProcess
 from tests.e2e.test_grpcurl import SERVICE, call, grpcurl, grpcurl_binary
-from tests.fakes.docker_images import connect_engine, ensure_busybox_image
+from tests.fakes.docker_images import ensure_busybox_image
 from tests.providers.docker_compose.support import (
     LOG_SCRIPT,
     NOTHING,
@@ -34,25 +33,6 @@ from tests.providers.docker_compose.support import (
 from tests.providers.docker_compose.test_contract import engine_leftovers
 
 SETTLE = 60.0
-
-
-@pytest.fixture
-def engine() -> Iterator[docker.APIClient]:
-    api = connect_engine("the docker_compose end-to-end test", timeout=60)
-    try:
-        yield api
-    finally:
-        api.close()
-
-
-@pytest.fixture
-def compose_server(tmp_path: Path, engine: docker.APIClient) -> Iterator[ServerProcess]:
-    running = start_server(tmp_path / "state", {"ALPHASWARM_CP_PROVIDER": "docker_compose"})
-    try:
-        yield running
-    finally:
-        code = running.terminate()
-        assert code == 0, f"server exited with {code}:\n{running.log}"
 
 
 class FollowingStream:

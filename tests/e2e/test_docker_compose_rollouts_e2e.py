@@ -11,42 +11,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import docker
-import pytest
 
 from alphaswarm_core.testing import unique_name
-from tests.e2e.server_process import ServerProcess, start_server
+from tests.e2e.server_process import ServerProcess
 from tests.e2e.test_grpcurl import SERVICE, call, grpcurl, grpcurl_binary
-from tests.fakes.docker_images import connect_engine, ensure_busybox_image
+from tests.fakes.docker_images import ensure_busybox_image
 from tests.providers.docker_compose.support import remove_project
 
 #: grpcurl's exit code for a call that ended with gRPC status ABORTED (64 + 10).
 ABORTED_EXIT = 74
 #: Far above what a rollout of these busybox replicas takes, far below "never".
 BOUND = 120
-
-
-@pytest.fixture
-def engine() -> Iterator[docker.APIClient]:
-    api = connect_engine("the docker_compose end-to-end test", timeout=60)
-    try:
-        yield api
-    finally:
-        api.close()
-
-
-@pytest.fixture
-def compose_server(tmp_path: Path, engine: docker.APIClient) -> Iterator[ServerProcess]:
-    running = start_server(tmp_path / "state", {"ALPHASWARM_CP_PROVIDER": "docker_compose"})
-    try:
-        yield running
-    finally:
-        code = running.terminate()
-        assert code == 0, f"server exited with {code}:\n{running.log}"
 
 
 def engine_state(api: docker.APIClient, namespace: str) -> dict[str, Any]:
