@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // Node.js client for alphaswarm-controller.
 //
-// Loads the .proto files at run time (no code generation), starts a `sleep 300`
-// service with 2 replicas on the `local` provider, prints a few StreamMetrics
-// samples, stops the service and exits 0. On a gRPC error it prints the status
+// Loads the .proto files at run time (no code generation), starts a service with
+// 2 replicas on the `local` provider (each prints "started", then runs `sleep 300`),
+// prints a few StreamMetrics samples and the replicas' last log line (StreamLogs,
+// which ends by itself without `follow`), stops the service and exits 0. On a gRPC error it prints the status
 // code and the google.rpc.ErrorInfo reason decoded from the
 // `grpc-status-details-bin` trailer, stops what it started, and exits 1.
 //
@@ -220,6 +221,24 @@ function streamMetrics(client, request, metadata, samples, intervalSeconds, onSa
   });
 }
 
+/**
+ * Reads StreamLogs to its end: without `follow` the server sends the last `tailLines`
+ * lines of each replica and ends the call. Resolves with the entries.
+ */
+function streamLogs(client, request, metadata) {
+  return new Promise((resolvePromise, reject) => {
+    const deadline = new Date(Date.now() + UNARY_DEADLINE_MS);
+    const call = client.StreamLogs(request, metadata, { deadline });
+    const entries = [];
+    call.on("data", (message) => entries.push(message.entry));
+    call.on("error", (error) => {
+      error.method = "StreamLogs";
+      reject(error);
+    });
+    call.on("end", () => resolvePromise(entries));
+  });
+}
+
 /** Decodes google.rpc.Status from the trailer into printable lines. */
 function errorDetails(error) {
   const lines = [];
@@ -293,7 +312,7 @@ async function run(opts) {
     const spec = {
       serviceId: opts.service,
       namespace: opts.namespace,
-      command: ["sleep", "300"],
+      command: ["sh", "-c", "echo started; exec sleep 300"],
       replicas: opts.replicas,
       env: opts.replicaEnv,
       labels: { "app.kubernetes.io/managed-by": "alphaswarm-example-node" },
@@ -313,6 +332,12 @@ async function run(opts) {
       (sample, index) => console.log(sampleLine(sample, index)),
     );
     console.log(`received ${samples.length} samples`);
+
+    const entries = await streamLogs(client, { ...ref, tailLines: 1 }, metadata);
+    for (const entry of entries) {
+      console.log(`log ${entry.instanceId} ${entry.stream}: ${entry.text}`);
+    }
+    console.log(`received ${entries.length} log lines`);
   } catch (error) {
     failure = error;
     console.error(describeError(error));

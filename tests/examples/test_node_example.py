@@ -1,8 +1,8 @@
 """The Node.js example (examples/node) against the real server, as CI runs it.
 
 The client is the documented one, unchanged: it starts a `sleep 300` service with
-2 replicas on the `local` provider, prints StreamMetrics samples, stops the service
-and exits 0. The machine's process table confirms the replicas really ran and
+2 replicas on the `local` provider, prints StreamMetrics samples and each replica's
+last log line (StreamLogs, which ends by itself), stops the service and exits 0. The machine's process table confirms the replicas really ran and
 really stopped; error runs confirm the gRPC code and the ErrorInfo reason decoded
 from the `grpc-status-details-bin` trailer.
 """
@@ -98,6 +98,11 @@ def test_client_starts_streams_and_stops_real_replicas(
     assert all(int(m.group(2)) == 2 for m in parsed), output
     assert all(float(m.group(3)) > 0 for m in parsed), "two live processes use memory"
     assert f"received {samples} samples" in lines
+    # StreamLogs without follow: each replica's last line, then the call ends by itself.
+    logs = [line.split() for line in lines if line.startswith("log ")]
+    assert [words[2:] for words in logs] == [["LOG_STREAM_STDOUT:", "started"]] * 2, output
+    assert len({words[1] for words in logs}) == 2, "one line of each replica"
+    assert "received 2 log lines" in lines
     assert lines[-1] == (
         "stopped examples/node-sleeper on local: state=DEPLOYMENT_STATE_STOPPED desired=0 ready=0"
     ), output
