@@ -2,8 +2,9 @@
 
 The client is the documented one, unchanged: it starts a `sleep 300` service with
 2 replicas on the `local` provider, prints StreamMetrics samples and each replica's
-last log line (StreamLogs, which ends by itself), stops the service and exits 0. The machine's process table confirms the replicas really ran and
-really stopped; error runs confirm the gRPC code and the ErrorInfo reason decoded
+last log line (StreamLogs, which ends by itself), stops the service and exits 0.
+The machine's process table confirms the replicas really ran and really stopped;
+error runs confirm the gRPC code and the ErrorInfo reason decoded
 from the `grpc-status-details-bin` trailer.
 """
 
