@@ -124,10 +124,11 @@ start_docker_engine() {
 run_pytest() {
     step "pytest"
     local code=0
-    # Workers: ALPHASWARM_TEST_WORKERS (default 3; 0 runs in this process). A module, or
-    # a class of the contract suite, stays on one worker with its fixtures.
+    # Workers: ALPHASWARM_TEST_WORKERS (default 4; 0 runs in this process). Most tests
+    # wait on a backend, so 4 fit on 2 cores. A module, or a class of the contract
+    # suite, stays on one worker with its fixtures.
     python -m pytest -p no:cacheprovider --basetemp="$RUN_DIR/pytest" \
-        -n "${ALPHASWARM_TEST_WORKERS:-3}" --dist loadscope "$@" || code=$?
+        -n "${ALPHASWARM_TEST_WORKERS:-4}" --dist loadscope --durations=25 "$@" || code=$?
     if ((code == 5)); then
         echo "pytest collected no tests: failing the run" >&2
         return 1
