@@ -31,6 +31,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -323,14 +324,25 @@ def ensure_wheelhouse(extras: str) -> Path:
         log(f"wheelhouse {house} is up to date")
         return house
     house.mkdir(parents=True, exist_ok=True)
-    target = f"{REPO}[{extras}]" if extras else str(REPO)
-    log(f"pip wheel {target} into {house}")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(house),
-         target, "setuptools>=77", "wheel"],
-        check=True,
-        stdout=sys.stderr,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="alphaswarm-wheelhouse-") as source:
+        # setuptools builds in the source tree (build/, *.egg-info): a copy of what the
+        # build reads keeps two builds at once (test workers, a developer) apart.
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(REPO / name, source)
+        for name in ("server", "client"):
+            shutil.copytree(
+                REPO / name,
+                Path(source) / name,
+                ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"),
+            )
+        target = f"{source}[{extras}]" if extras else source
+        log(f"pip wheel {REPO}{f'[{extras}]' if extras else ''} into {house}")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(house),
+             target, "setuptools>=77", "wheel"],
+            check=True,
+            stdout=sys.stderr,
+        )  # fmt: skip
     for own in house.glob("alphaswarm_controller-*.whl"):
         own.unlink()
     marker.write_text(json.dumps({"extras": extras}))
