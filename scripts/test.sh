@@ -129,7 +129,7 @@ run_pytest() {
     # suite, stays on one worker with its fixtures; the Docker engine's tests share
     # one worker (tests/conftest.py).
     python -m pytest -p no:cacheprovider --basetemp="$RUN_DIR/pytest" \
-        -n "${ALPHASWARM_TEST_WORKERS:-4}" --dist loadgroup --durations=25 "$@" || code=$?
+        -n "${ALPHASWARM_TEST_WORKERS:-4}" --dist loadscope --durations=25 "$@" || code=$?
     if ((code == 5)); then
         echo "pytest collected no tests: failing the run" >&2
         return 1
