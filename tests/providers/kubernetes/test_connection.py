@@ -6,9 +6,6 @@ import asyncio
 
 import pytest
 
-from alphaswarm_controller.providers.aws import EksProvider
-from alphaswarm_controller.providers.azure import AksProvider
-from alphaswarm_controller.providers.gcp import GkeProvider
 from alphaswarm_controller.providers.kubernetes import ClusterConnection, KubernetesProvider
 from alphaswarm_core.providers.protocol import BackendUnavailableError, DeploymentNotFoundError
 from tests.realkube.cluster import Endpoint
@@ -73,10 +70,3 @@ async def test_a_given_connection_is_never_discovered(real_kube: Endpoint) -> No
         assert provider.calls == 0 and provider.connection is given
     finally:
         await provider.close()
-
-
-@pytest.mark.parametrize("cloud", [EksProvider, AksProvider, GkeProvider])
-def test_the_cloud_providers_use_the_hook_and_nothing_else(cloud: type[KubernetesProvider]) -> None:
-    assert "_discover_connection" in vars(cloud)
-    for internal in ("_resolved", "_build_cluster", "_call"):
-        assert internal not in vars(cloud), f"{cloud.__name__} overrides {internal}"
