@@ -40,11 +40,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .faults import Fault, Faults, Kind
+from .loopback_server import LoopbackServer
 
 #: Request headers passed upstream (the rest are hop-by-hop or set by http.client).
 FORWARDED = ("Authorization", "Content-Type", "Accept", "User-Agent")
@@ -135,15 +136,14 @@ class KubeFaultProxy:
         self._before: dict[str, Callable[[], None]] = {}
         self._streams: set[tuple[Any, http.client.HTTPSConnection]] = set()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         assert self._server is not None, "start() first"
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     def start(self) -> KubeFaultProxy:
         proxy = self
@@ -151,22 +151,14 @@ class KubeFaultProxy:
         class Handler(_Handler):
             owner = proxy
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.socket = self.serving.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(Handler, self.serving)
         return self
 
     def stop(self) -> None:
         self.drop_watches()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     def __enter__(self) -> KubeFaultProxy:
         return self.start()

@@ -23,9 +23,11 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from tests.fakes.loopback_server import LoopbackServer
 
 from .pki import KeyPair
 
@@ -58,13 +60,12 @@ class TokenWebhook:
         self._authenticators: list[Authenticator] = []
         self._lock = threading.Lock()
         self.reviews = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
 
     @property
     def url(self) -> str:
         assert self._server is not None, "start() first"
-        return f"https://127.0.0.1:{self._server.server_address[1]}{PATH}"
+        return f"{self._server.url}{PATH}"
 
     def start(self) -> TokenWebhook:
         webhook = self
@@ -72,21 +73,13 @@ class TokenWebhook:
         class Handler(_Handler):
             owner = webhook
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.socket = self._context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(Handler, self._context)
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     def config_file(self, path: Path, client: KeyPair) -> Path:
         """The kubeconfig-format file ``--authentication-token-webhook-config-file`` reads."""

@@ -216,21 +216,19 @@ class ProviderContract:
 
     @pytest.fixture
     def failing_spec_factory(self) -> SpecFactory:
-        def unknown(
-            service_id: str,
-            namespace: str,
-            replicas: int = 1,
-            env: Mapping[str, str] | None = None,
-        ) -> DeploymentSpec:
-            pytest.fail(
-                f"{type(self).__name__} implements revisions: it must override the "
-                "`failing_spec_factory` fixture with specs whose replicas never get ready"
-            )
-
-        return unknown
+        return self._to_override(
+            "revisions", "failing_spec_factory", "specs whose replicas never get ready"
+        )
 
     @pytest.fixture
     def log_spec_factory(self) -> SpecFactory:
+        return self._to_override(
+            "logs", "log_spec_factory", "specs whose replicas write a line a second"
+        )
+
+    def _to_override(self, capability: str, fixture: str, what: str) -> SpecFactory:
+        """A spec factory that fails the case naming the fixture the subclass must give."""
+
         def unknown(
             service_id: str,
             namespace: str,
@@ -238,8 +236,8 @@ class ProviderContract:
             env: Mapping[str, str] | None = None,
         ) -> DeploymentSpec:
             pytest.fail(
-                f"{type(self).__name__} implements logs: it must override the "
-                "`log_spec_factory` fixture with specs whose replicas write a line a second"
+                f"{type(self).__name__} implements {capability}: it must override the "
+                f"`{fixture}` fixture with {what}"
             )
 
         return unknown
