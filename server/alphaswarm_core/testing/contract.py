@@ -61,6 +61,10 @@ from alphaswarm_core.providers.protocol import (
 )
 
 SETTLE_TIMEOUT = 90.0
+FAILING_ROLLOUT_DEADLINE = 15
+"""The progress deadline (s) of the specs whose rollout must fail: a backend that does not
+tell a failure apart (Kubernetes leaves a pod in ImagePullBackOff) fails it when this
+passes, so it bounds those cases; the wait for the outcome allows SETTLE_TIMEOUT more."""
 ROLLOUT_FAILURES = frozenset(
     {
         "IMAGE_PULL_FAILED",
@@ -722,7 +726,10 @@ class ProviderContract:
         service = unique_name()
         await provider.start(spec_factory(service, namespace))
         await _succeeded(provider, service, namespace, 1)
-        failing = replace(failing_spec_factory(service, namespace), progress_deadline_seconds=60)
+        failing = replace(
+            failing_spec_factory(service, namespace),
+            progress_deadline_seconds=FAILING_ROLLOUT_DEADLINE,
+        )
         await provider.start(failing)
         status = await wait_for(provider, service, namespace, rollout_done(2))
         assert status.rollout is not None and status.rollout.state is RolloutState.FAILED
@@ -743,7 +750,7 @@ class ProviderContract:
         await _succeeded(provider, service, namespace, 1)
         failing = replace(
             failing_spec_factory(service, namespace),
-            progress_deadline_seconds=60,
+            progress_deadline_seconds=FAILING_ROLLOUT_DEADLINE,
             auto_rollback=True,
         )
         await provider.start(failing)
