@@ -18,6 +18,7 @@ tests never meet.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from .api import AdminApi
 from .manifests import RBAC, RBAC_GROUP
 
 DOCUMENTED = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "base" / "rbac.yaml"
+GRANT_TIMEOUT = 30.0
 NAMESPACES_RULE = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["create"]}
 ACCOUNT = "alphaswarm-controller"
 TOKEN_SECONDS = 3600
@@ -99,6 +101,51 @@ def _binding(kind: str, name: str, role: str, subject: Subject, namespace: str =
     }
 
 
+def _reviewed_as(subject: Subject) -> dict[str, Any]:
+    """The user and groups a SubjectAccessReview asks about for ``subject``."""
+    if subject["kind"] == "ServiceAccount":
+        namespace = subject["namespace"]
+        return {
+            "user": f"system:serviceaccount:{namespace}:{subject['name']}",
+            "groups": [
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{namespace}",
+                "system:authenticated",
+            ],
+        }
+    return {"user": subject["name"], "groups": ["system:authenticated"]}
+
+
+def wait_granted(
+    admin: AdminApi, subject: Subject, role: dict[str, Any], namespace: str = ""
+) -> None:
+    """Return once the API server's authorizer applies ``role``'s first rule to
+    ``subject``. RBAC reads roles and bindings from an informer cache, so a request right
+    after they were created can still be denied ('role ... not found' was seen under
+    load); a SubjectAccessReview asks that same authorizer."""
+    rule = role["rules"][0]
+    attributes = {
+        "verb": rule["verbs"][0],
+        "group": rule["apiGroups"][0],
+        "resource": rule["resources"][0],
+    }
+    if namespace:
+        attributes["namespace"] = namespace
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {"resourceAttributes": attributes, **_reviewed_as(subject)},
+    }
+    deadline = time.monotonic() + GRANT_TIMEOUT
+    while True:
+        answer = admin.post("/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
+        if answer.get("status", {}).get("allowed"):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{role['metadata']['name']} not in force: {answer}")
+        time.sleep(0.1)
+
+
 def grant_namespaced(
     admin: AdminApi, who: Identity, namespaces: list[str], *, cluster_role: bool = True
 ) -> None:
@@ -117,6 +164,9 @@ def grant_namespaced(
         admin.create(
             f"{RBAC}/clusterrolebindings", _binding("ClusterRoleBinding", name, name, who.subject)
         )
+        wait_granted(admin, who.subject, cluster)
+    for namespace in namespaces:
+        wait_granted(admin, who.subject, workloads, namespace)
 
 
 def grant_cluster_wide(admin: AdminApi, subject: Subject, suffix: str) -> None:
@@ -127,3 +177,4 @@ def grant_cluster_wide(admin: AdminApi, subject: Subject, suffix: str) -> None:
         admin.create(
             f"{RBAC}/clusterrolebindings", _binding("ClusterRoleBinding", name, name, subject)
         )
+        wait_granted(admin, subject, role)

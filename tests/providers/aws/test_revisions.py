@@ -85,8 +85,10 @@ async def test_a_crashing_command_is_crash_loop_which_the_breaker_does_not_see(
     assert status.rollout.reason == "CRASH_LOOP", status.rollout
     assert "exit code 3" in status.rollout.message, status.rollout.message
     # Unlike a task that never starts, one that reaches RUNNING counts as healthy for
-    # minimumHealthyPercent (no health check), so ECS stopped the old tasks: none serves.
-    assert status.observed_revision == 0
+    # minimumHealthyPercent (no health check), so ECS stopped the old tasks: none of
+    # revision 1 is left. Between its crashes a task of revision 2 may be RUNNING when the
+    # status is read (observed 2), or none is (observed 0).
+    assert status.observed_revision in {0, 2}, status
     # ECS itself still calls the deployment IN_PROGRESS: its tasks reached RUNNING.
     described = bed.aws.front_client("ecs").describe_services(
         cluster=bed.cluster, services=[service_name(namespace, service)]

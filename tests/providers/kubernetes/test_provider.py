@@ -40,7 +40,7 @@ from tests.realkube.cluster import Endpoint
 from tests.realkube.fixtures import IMAGE, make_spec
 from tests.realkube.manifests import RBAC, RBAC_GROUP
 from tests.realkube.pki import Pki
-from tests.realkube.rbac import Identity, service_account
+from tests.realkube.rbac import Identity, service_account, wait_granted
 
 from .conftest import Sent, lists
 
@@ -397,6 +397,7 @@ def _grant(admin: AdminApi, who: Identity, namespace: str, rules: list[dict[str,
             "subjects": [who.subject],
         },
     )
+    wait_granted(admin, who.subject, {"metadata": {"name": name}, "rules": rules}, namespace)
 
 
 def _as(real_kube: Endpoint, who: Identity, namespace: str) -> KubernetesProvider:
