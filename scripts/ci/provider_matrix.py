@@ -246,7 +246,10 @@ class Runner:
         self.path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p != dev_bin]
 
     async def run(self, job: Job, slots: asyncio.Semaphore) -> None:
-        async with slots:
+        # A job of the Docker engine waits for the engine before it takes a slot, so that
+        # the slot goes to a job that can run meanwhile.
+        engine = self.docker if job.uses_docker else contextlib.nullcontext()
+        async with engine, slots:
             started = time.monotonic()
             print(f"start {job.name}", flush=True)
             home = self.work / job.name.replace("@", "-")
@@ -309,11 +312,7 @@ class Runner:
             f"--basetemp={home / 'pytest'}", "-n", str(self.workers), "--dist", "loadscope",
             *job.tests,
         ]  # fmt: skip
-        if job.uses_docker:
-            async with self.docker:
-                await self._step("pytest", out, env, *pytest, cwd=REPO)
-        else:
-            await self._step("pytest", out, env, *pytest, cwd=REPO)
+        await self._step("pytest", out, env, *pytest, cwd=REPO)
 
     async def _step(
         self, what: str, out: TextIO, env: dict[str, str], *argv: str, cwd: Path | None = None

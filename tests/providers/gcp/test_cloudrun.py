@@ -372,7 +372,25 @@ async def test_concurrent_first_starts_converge_on_one_service(
     emulator: GcpEmulator,
     namespace: str,
     cloud_run_specs: SpecFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Both starts look before either creates, so that both create and one of them meets
+    # ALREADY_EXISTS: left to the event loop, the second may look after the first created
+    # (then it converges without a create, and this case tests nothing).
+    looked = asyncio.Barrier(2)
+    find = cloud_run._find
+    first_looks = 0
+
+    async def find_then_meet(namespace: str, service_id: str) -> run_v2.Service | None:
+        nonlocal first_looks
+        found = await find(namespace, service_id)
+        first_looks += 1
+        if first_looks <= 2:
+            async with asyncio.timeout(30):
+                await looked.wait()
+        return found
+
+    monkeypatch.setattr(cloud_run, "_find", find_then_meet)
     spec = cloud_run_specs("twin", namespace, replicas=2)
     first, second = await asyncio.gather(cloud_run.start(spec), cloud_run.start(spec))
     assert first.desired_replicas == second.desired_replicas == 2
