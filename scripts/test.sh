@@ -126,8 +126,8 @@ run_pytest() {
     local code=0
     # Workers: ALPHASWARM_TEST_WORKERS (default 4; 0 runs in this process). Most tests
     # wait on a backend, so 4 fit on 2 cores. A module, or a class of the contract
-    # suite, stays on one worker with its fixtures; the Docker engine's tests share
-    # one worker (tests/conftest.py).
+    # suite, stays on one worker with its fixtures. Workers share the Docker engine and
+    # the control plane; each removes only what it made.
     python -m pytest -p no:cacheprovider --basetemp="$RUN_DIR/pytest" \
         -n "${ALPHASWARM_TEST_WORKERS:-4}" --dist loadscope --durations=25 "$@" || code=$?
     if ((code == 5)); then

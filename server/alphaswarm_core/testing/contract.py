@@ -371,8 +371,10 @@ class ProviderContract:
             assert all(s.namespace == namespace for s in listed)
             everywhere = {(s.namespace, s.service_id) for s in await provider.list_deployments()}
             assert (other_namespace, elsewhere) in everywhere
-        finally:
+        finally:  # the other namespace is not the fixture's: nothing else removes it
             await provider.stop(elsewhere, namespace=other_namespace)
+            if "delete" in provider.capabilities():
+                await provider.delete(elsewhere, namespace=other_namespace)
 
     async def test_config_versions_and_conflicts(
         self, provider: InfrastructureProvider, spec_factory: SpecFactory, namespace: str

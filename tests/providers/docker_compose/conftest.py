@@ -31,10 +31,16 @@ KEY_SETTING = "ALPHASWARM_DOCKER_COMPOSE_SECRET_KEY_FILE"
 
 
 @pytest.fixture(scope="session")
-def docker_api() -> Iterator[docker.APIClient]:
+def session_namespaces() -> set[str]:
+    """Every namespace this session handed out (its projects are its own on the engine)."""
+    return set()
+
+
+@pytest.fixture(scope="session")
+def docker_api(session_namespaces: set[str]) -> Iterator[docker.APIClient]:
     api = connect_engine("the docker_compose tests", timeout=60)
     yield api
-    remove_everything_managed(api)
+    remove_everything_managed(api, session_namespaces)
     api.close()
 
 
@@ -72,8 +78,9 @@ def engine_env(secret_key_file: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def namespace(docker_api: docker.APIClient) -> Iterator[str]:
+def namespace(docker_api: docker.APIClient, session_namespaces: set[str]) -> Iterator[str]:
     name = unique_name("t")
+    session_namespaces.add(name)
     yield name
     remove_project(docker_api, name)
 

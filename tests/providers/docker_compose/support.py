@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import docker
@@ -134,8 +134,12 @@ def project_objects(api: docker.APIClient, project: str) -> dict[str, list[str]]
     }
 
 
-def remove_everything_managed(api: docker.APIClient) -> None:
-    """What the provider (or a test) created anywhere on this engine (end of session)."""
+def remove_everything_managed(api: docker.APIClient, namespaces: Collection[str]) -> None:
+    """What the provider (or a test) created on this engine for ``namespaces`` (the
+    session's own, handed out by the ``namespace`` fixture), or for a project named after
+    one of them (a test's neighbour ``my<namespace>``): the end of a session. Never what
+    other sessions made: pytest-xdist workers share the engine, and one worker's end
+    removing another's replicas mid-roll was what 'a container vanished' had been."""
     managed = f"{compose.MANAGED_BY}={compose.MANAGED_BY_VALUE}"
     projects = {
         entry["Labels"].get(compose.PROJECT, "")
@@ -151,7 +155,8 @@ def remove_everything_managed(api: docker.APIClient) -> None:
     for network in api.networks(filters={"label": TEST_LABEL}):
         projects.add((network.get("Labels") or {}).get(TEST_LABEL, ""))
     for project in filter(None, projects):
-        remove_project(api, project)
+        if any(namespace in project for namespace in namespaces):
+            remove_project(api, project)
 
 
 class EngineProxy:

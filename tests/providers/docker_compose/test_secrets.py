@@ -9,6 +9,7 @@ which is how it reaches their processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
 
 from alphaswarm_controller.providers.docker_compose import DockerComposeProvider, definitions
@@ -33,15 +35,20 @@ def _exec_env(api: docker.APIClient, container: str, name: str) -> str:
 
 
 def _everything_shown(api: docker.APIClient, since: int) -> dict[str, Any]:
-    """What the engine shows of every container, volume and network, and its events."""
+    """What the engine shows of every container, volume and network, and its events.
+    Other test sessions share the engine: what one of them removed between the list and
+    the inspect is skipped (it is not this test's, and shows nothing any more)."""
     shown: dict[str, Any] = {"containers": {}, "volumes": {}, "networks": {}}
     for entry in api.containers(all=True):
-        detail = api.inspect_container(entry["Id"])
-        shown["containers"][detail["Name"]] = detail
+        with contextlib.suppress(docker.errors.NotFound):
+            detail = api.inspect_container(entry["Id"])
+            shown["containers"][detail["Name"]] = detail
     for volume in api.volumes().get("Volumes") or []:
-        shown["volumes"][volume["Name"]] = api.inspect_volume(volume["Name"])
+        with contextlib.suppress(docker.errors.NotFound):
+            shown["volumes"][volume["Name"]] = api.inspect_volume(volume["Name"])
     for network in api.networks():
-        shown["networks"][network["Name"]] = api.inspect_network(network["Id"])
+        with contextlib.suppress(docker.errors.NotFound):
+            shown["networks"][network["Name"]] = api.inspect_network(network["Id"])
     shown["volume_list"] = api.volumes()
     shown["events"] = list(api.events(since=since, until=int(time.time()) + 1, decode=True))
     return shown
