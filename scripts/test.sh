@@ -171,5 +171,8 @@ start_docker_engine
 build_kube_control_plane
 build_helm
 install_shells
-run_pytest "$@"
-check_provider_matrix
+# The matrix runs after a failed pytest too, so that one run reports every failure.
+failed=""
+run_pytest "$@" || failed=yes
+check_provider_matrix || failed=yes
+[[ -z "$failed" ]]

@@ -52,3 +52,12 @@ def environ_of(process: psutil.Process) -> dict[str, str]:
         return dict(process.environ())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return {}
+
+
+def cmdline_of(process: psutil.Process) -> list[str]:
+    """The process's command line; empty once it has exited (a replica replaced by a
+    roll may go between its listing and this read)."""
+    try:
+        return list(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []

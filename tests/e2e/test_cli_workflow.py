@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.processes import environ_of, marked, wait_until
+from tests.e2e.processes import cmdline_of, environ_of, marked, wait_until
 from tests.e2e.server_process import ServerProcess, start_server
 from tests.e2e.terminal import cli_in_terminal, plain
 from tests.e2e.test_cli import MARKER, _self_signed, cli_argv, failed, ok, run
@@ -203,7 +203,7 @@ def test_set_changes_one_part_and_keeps_the_rest(server: ServerProcess) -> None:
     assert spec["command"] == ["sleep", "300"] and spec["replicas"] == 2
     ok(server, "set", "command", "web", "--", "sleep", "301")
     wait_until(
-        lambda: [p.cmdline() for p in marked(MARKER, tag)] == [["sleep", "301"]] * 2,
+        lambda: [cmdline_of(p) for p in marked(MARKER, tag)] == [["sleep", "301"]] * 2,
         "replicas running sleep 301",
     )
     ok(server, "set", "replicas", "web", "3")
