@@ -38,6 +38,19 @@ def named(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
     return [span for span in spans if span.name == name]
 
 
+async def finished(
+    exporter: InMemorySpanExporter, name: str, count: int
+) -> tuple[ReadableSpan, ...]:
+    """The finished spans once ``count`` named ``name`` are among them (or after 5 s). A
+    server span ends once the RPC's status went out: the caller can have it first."""
+    for _ in range(100):
+        spans = exporter.get_finished_spans()
+        if len(named(spans, name)) >= count:
+            break
+        await asyncio.sleep(0.05)
+    return spans
+
+
 async def test_server_span_with_a_child_per_backend_call(
     serve: ServeFactory, observability: Observability, exporter: InMemorySpanExporter
 ) -> None:
@@ -49,7 +62,7 @@ async def test_server_span_with_a_child_per_backend_call(
     )
     await call
 
-    spans = exporter.get_finished_spans()
+    spans = await finished(exporter, f"{SERVICE}/StartDeployment", 1)
     (server,) = named(spans, f"{SERVICE}/StartDeployment")
     (backend,) = named(spans, "memory.start")
     assert server.kind is SpanKind.SERVER
@@ -95,7 +108,7 @@ async def test_span_status_follows_one_rule_for_server_and_backend_spans(
         await served.stub.GetDeploymentStatus(pb.GetDeploymentStatusRequest(service_id="nope"))
     assert missing.value.code() is grpc.StatusCode.NOT_FOUND
 
-    spans = exporter.get_finished_spans()
+    spans = await finished(exporter, f"{SERVICE}/GetDeploymentStatus", 2)
     servers = named(spans, f"{SERVICE}/GetDeploymentStatus")
     backends = named(spans, "memory.status")
     assert len(servers) == 2 and len(backends) == 2

@@ -229,6 +229,7 @@ class Replicas:
         name = container_id[:12]
         since: tuple[str, float] | None = None
         status = health = ""
+        last_exit: int | None = None  # the engine resets ExitCode when it restarts one
         for _ in _polls_within(clock):
             detail = api.inspect_container(container_id)
             state = detail["State"]
@@ -236,6 +237,8 @@ class Replicas:
             status = str(state.get("Status", ""))
             code = int(state.get("ExitCode") or 0)
             ended = status in ("exited", "dead")
+            if ended or status == "restarting":  # these keep the exit's code
+                last_exit = code
             if ended and code == 0 and restart in ("no", "on-failure"):
                 return  # completed, as a one-shot replica does
             exits = int(detail.get("RestartCount") or 0) + (1 if ended else 0)
@@ -248,8 +251,8 @@ class Replicas:
             if exits >= self.crash_loop_exits:
                 raise ReplicaFailed(
                     ErrorReason.CRASH_LOOP,
-                    f"{name} exited {exits} times in a row without becoming ready "
-                    f"(last exit code {code})",
+                    f"{name} exited {exits} times in a row without becoming ready"
+                    + (f" (last exit code {last_exit})" if last_exit is not None else ""),
                 )
             health = (state.get("Health") or {}).get("Status", "")
             if status == "running" and not state.get("Restarting"):

@@ -96,7 +96,14 @@ def service_status(
             message += f"; rolling out revision {record.revision}"
         elif rollout.state is RolloutState.FAILED:
             message += f"; rollout of revision {record.revision} failed ({rollout.reason})"
-            if desired and not ready and not done:
+            # Nothing of an earlier revision serves: a replica of the failed one that is
+            # up between two crashes does not make the service RUNNING.
+            serving = [
+                ref
+                for ref in refs
+                if ref.ready and runs_revision(ref, definition) != record.revision
+            ]
+            if desired and not serving and not done:
                 state = DeploymentState.FAILED
     available = ready + done == desired
     instances = tuple(
