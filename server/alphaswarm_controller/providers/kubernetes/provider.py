@@ -176,6 +176,9 @@ def _watch_key(status: DeploymentStatus) -> tuple[object, ...]:
 #: it made (it syncs in milliseconds; a loaded controller-manager takes longer).
 SETTLE_SECONDS = 30.0
 SETTLE_POLL_SECONDS = 0.25
+ROLLBACK_ATTEMPTS = 3
+"""A rollback's PUT carries the resourceVersion it read, and the Deployment controller's
+status writes move it too (409): it reads again and re-checks expected_revision."""
 
 
 class KubernetesProvider(InfrastructureProvider):
@@ -884,16 +887,20 @@ class KubernetesProvider(InfrastructureProvider):
         becomes the Deployment's (the controller re-uses that ReplicaSet and numbers it
         anew), with its config restored first; conditional on the Deployment as read."""
         ns = await self._namespace(namespace)
-        deployment = await self._require_deployment(service_id, ns)
-        deployment = await self._settle(deployment)
-        await self._check_revision(service_id, ns, deployment)
-        try:
-            deployment = await self._roll_back_to(
-                deployment, to_revision, cause=current_change().change_cause, automatic=False
-            )
-        except BackendConflictError:
-            raise await self._stale(service_id, ns) from None
-        return await self._status_with_pods(await self._settle(deployment))
+        for _ in range(ROLLBACK_ATTEMPTS):
+            deployment = await self._require_deployment(service_id, ns)
+            deployment = await self._settle(deployment)
+            await self._check_revision(service_id, ns, deployment)  # stale: RevisionConflict
+            try:
+                deployment = await self._roll_back_to(
+                    deployment, to_revision, cause=current_change().change_cause, automatic=False
+                )
+            except BackendConflictError:
+                continue  # written since read (maybe only its status): read and check again
+            return await self._status_with_pods(await self._settle(deployment))
+        raise BackendConflictError(
+            f"the Deployment {ns}/{service_id} kept changing concurrently; retry the rollback"
+        )
 
     async def _roll_back_to(
         self, deployment: JsonObj, to_revision: int, *, cause: str, automatic: bool
