@@ -51,6 +51,11 @@ SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"  # the first address of SERVICE_CIDR: the ``kubernetes`` Service
 POD_CIDR = "10.244.0.1/24"  # kwok hands out pod IPs from here; nothing routes to them
 NODE_NAME = "kwok-node-0"
+#: A kubelet's default (--node-lease-duration-seconds); kwok renews at a quarter of it.
+NODE_LEASE_SECONDS = 40
+#: How long the node lifecycle controller waits for a heartbeat before the node is
+#: Unknown (see _start_controllers).
+NODE_MONITOR_GRACE_SECONDS = 600
 NODE_SELECTOR_ANNOTATION = "kwok.x-k8s.io/node"
 TOKEN_USER = "alphaswarm-tests"
 TOKEN_GROUP = "alphaswarm:tests"
@@ -103,6 +108,14 @@ def _kubeconfig(path: Path, url: str, ca: Path, client: KeyPair, user: str) -> P
     path.write_text(json.dumps(config, indent=2))
     path.chmod(0o600)
     return path
+
+
+def node_lease(admin: AdminApi) -> dict[str, Any] | None:
+    """The node's heartbeat Lease (kube-node-lease), or None while kwok has not made it."""
+    lease: dict[str, Any] | None = admin.find(
+        f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{NODE_NAME}"
+    )
+    return lease
 
 
 def _condition_true(obj: dict[str, Any], kind: str) -> bool:
@@ -380,7 +393,7 @@ class KubeCluster:
                     # controller then marks every pod on the node NotReady for good (kwok
                     # moves pods to Ready only from Pending). A kubelet-less node gets more
                     # slack; a node that is really gone still turns NotReady.
-                    "--node-monitor-grace-period=10m",
+                    f"--node-monitor-grace-period={NODE_MONITOR_GRACE_SECONDS}s",
                     f"--service-account-private-key-file={self.service_account_key}",
                     f"--root-ca-file={ca}",
                 ],
@@ -422,6 +435,12 @@ class KubeCluster:
                     f"--manage-nodes-with-annotation-selector={NODE_SELECTOR_ANNOTATION}=fake",
                     "--node-ip=127.0.0.1",
                     f"--node-name={NODE_NAME}",
+                    # The node's heartbeat is its Lease, as a kubelet's is (and kwokctl's
+                    # default): kwok's default heartbeat stage (node-heartbeat-with-lease)
+                    # writes the Node's status only every 10-20 min. Without a Lease the
+                    # node lifecycle controller saw no heartbeat past its grace period,
+                    # turned the node Unknown and marked every new pod NotReady for good.
+                    f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
                     f"--cidr={POD_CIDR}",
                     # The node's kubelet port (Node status daemonEndpoints): metrics, logs.
                     f"--node-port={port}",
@@ -457,8 +476,13 @@ class KubeCluster:
 
     def _wait_for_node(self, admin: AdminApi) -> None:
         def node_ready() -> bool:
-            return _condition_true(admin.get(f"/api/v1/nodes/{NODE_NAME}"), "Ready")
+            return _condition_true(admin.get(f"/api/v1/nodes/{NODE_NAME}"), "Ready") and bool(
+                node_lease(admin)
+            )
 
         wait_until(
-            node_ready, what="kwok reports the Node Ready", timeout=60, watched=self.components
+            node_ready,
+            what="kwok reports the Node Ready and holds its Lease",
+            timeout=60,
+            watched=self.components,
         )

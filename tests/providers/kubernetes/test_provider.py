@@ -13,6 +13,7 @@ import asyncio
 import json
 import math
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,12 @@ from alphaswarm_core.providers.protocol import (
 from alphaswarm_core.providers.registry import Registry
 from alphaswarm_core.testing import ready, unique_name, wait_for
 from tests.realkube.api import AdminApi
-from tests.realkube.cluster import Endpoint
+from tests.realkube.cluster import (
+    NODE_LEASE_SECONDS,
+    NODE_MONITOR_GRACE_SECONDS,
+    Endpoint,
+    node_lease,
+)
 from tests.realkube.fixtures import IMAGE, make_spec
 from tests.realkube.manifests import RBAC, RBAC_GROUP
 from tests.realkube.pki import Pki
@@ -675,3 +681,17 @@ async def test_unknown_service_everywhere_is_not_found(
     ):
         with pytest.raises(DeploymentNotFoundError):
             await call
+
+
+def test_the_node_heartbeats_through_its_lease(real_kube: Endpoint) -> None:
+    """Without a Lease kwok's Node status moved every 10-20 min only: past the node
+    lifecycle controller's grace the node turned Unknown, and each pod created later
+    was marked NotReady for good (a Deployment that never got ready, late in a run)."""
+    lease = node_lease(real_kube.admin())
+    assert lease is not None, "kwok holds no Lease for its node"
+    spec = lease["spec"]
+    assert spec["leaseDurationSeconds"] == NODE_LEASE_SECONDS
+    renewed = datetime.fromisoformat(spec["renewTime"].replace("Z", "+00:00"))
+    # kwok renews every quarter of the duration; older than the grace, the node is Unknown.
+    age = (datetime.now(UTC) - renewed).total_seconds()
+    assert age < NODE_MONITOR_GRACE_SECONDS, f"the Lease was last renewed {age:.0f} s ago"
