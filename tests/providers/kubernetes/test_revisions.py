@@ -118,36 +118,101 @@ async def test_rollback_reuses_the_old_replica_set_like_rollout_undo(
     assert newest.spec.env["MODE"] == "a"
 
 
-async def test_a_write_racing_a_checked_change_is_a_revision_conflict(
+def _other_writer(admin: AdminApi, namespace: str, service: str, *, template: bool) -> Any:
+    """Another writer's PUT of the Deployment, straight to the API server: a label only
+    (the resourceVersion moves, the revision does not: what the Deployment controller's
+    status writes do all the time), or a pod-template annotation (a new revision)."""
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{service}"
+
+    def write() -> None:
+        current = admin.get(path)
+        if template:
+            current["spec"]["template"]["metadata"]["annotations"]["other"] = "x"
+        else:
+            current["metadata"]["labels"]["other"] = "x"
+        status, answer = admin.put(path, current)
+        assert status == 200, answer
+
+    return write
+
+
+async def test_a_new_revision_racing_a_checked_change_is_a_revision_conflict(
     real_kube: Endpoint, kube_proxy: KubeFaultProxy, namespace: str
 ) -> None:
-    """Another writer changes the Deployment between the provider's read and its apply
-    (the proxy lets it in just before forwarding): the real server's 409 on the stale
-    resourceVersion is REVISION_CONFLICT, and nothing of the change is applied."""
+    """Another writer makes revision 2 between the provider's read and its apply (the
+    proxy lets it in just before forwarding): the real server's 409 on the stale
+    resourceVersion, read again, is REVISION_CONFLICT, and nothing of the change is
+    applied."""
     provider = connect_url(real_kube, kube_proxy.url)
     await provider.open()
     try:
         service = unique_name()
         await provider.start(make_spec(service, namespace, env={"MODE": "a"}))
         await _done(provider, service, namespace, 1)
-        admin = real_kube.admin()
-        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{service}"
-
-        def other_writer() -> None:
-            current = admin.get(path)
-            current["metadata"]["labels"]["other"] = "x"
-            status, answer = admin.put(path, current)
-            assert status == 200, answer
-
-        kube_proxy.before("kube:patch deployments", other_writer)
+        writer = _other_writer(real_kube.admin(), namespace, service, template=True)
+        kube_proxy.before("kube:patch deployments", writer)
         with (
             making_change(ChangeRequest(expected_revision=1)),
             pytest.raises(RevisionConflict) as conflict,
         ):
             await provider.start(make_spec(service, namespace, env={"MODE": "b"}))
         assert conflict.value.code == "ABORTED"
+        assert conflict.value.metadata["current_revision"] == "2", conflict.value.message
         now = await provider.definition(service, namespace=namespace)
-        assert (now.revision, now.spec.env["MODE"]) == (1, "a")
+        assert (now.revision, now.spec.env["MODE"]) == (2, "a")
+    finally:
+        await provider.close()
+
+
+@pytest.mark.parametrize("operation", ["start", "scale", "stop", "config", "rollback"])
+async def test_a_write_of_the_same_revision_racing_a_checked_change_goes_through(
+    real_kube: Endpoint, kube_proxy: KubeFaultProxy, namespace: str, operation: str
+) -> None:
+    """Someone writes the Deployment's metadata between the provider's read and its
+    write: the server refuses the write (409), the provider reads again, finds the
+    revision the caller expected and writes once more; no REVISION_CONFLICT against a
+    revision that did not move (the controller's status writes race every change)."""
+    provider = connect_url(real_kube, kube_proxy.url)
+    await provider.open()
+    try:
+        service = unique_name()
+        await provider.start(make_spec(service, namespace, env={"MODE": "a"}))
+        await _done(provider, service, namespace, 1)
+        if operation == "rollback":
+            await provider.start(make_spec(service, namespace, env={"MODE": "b"}))
+            await _done(provider, service, namespace, 2)
+        expected = await provider.definition(service, namespace=namespace)
+        written = {"rollback": "kube:update deployments", "scale": "kube:patch deployments/scale"}
+        write = written.get(operation, "kube:patch deployments")
+        before = len(kube_proxy.sent(write))
+        writer = _other_writer(real_kube.admin(), namespace, service, template=False)
+        kube_proxy.before(write, writer)
+        with making_change(ChangeRequest(expected_revision=expected.revision)):
+            if operation == "start":
+                await provider.start(make_spec(service, namespace, env={"MODE": "b"}))
+            elif operation == "scale":
+                await provider.scale(service, 2, namespace=namespace)
+            elif operation == "stop":
+                await provider.stop(service, namespace=namespace)
+            elif operation == "config":
+                await provider.apply_config(ConfigMapPatch(service, namespace, set={"K": "v"}))
+            else:
+                await provider.rollback(service, 1, namespace=namespace)
+        assert len(kube_proxy.sent(write)) - before == 2, "one refused write, one made again"
+        now = await provider.definition(service, namespace=namespace)
+        labels = real_kube.admin().get(
+            f"/apis/apps/v1/namespaces/{namespace}/deployments/{service}"
+        )["metadata"]["labels"]
+        assert labels["other"] == "x", "the other writer's label is kept"
+        if operation in ("scale", "stop"):
+            status = await provider.status(service, namespace=namespace)
+            wanted = 2 if operation == "scale" else 0
+            assert (now.revision, status.desired_replicas) == (1, wanted)
+        elif operation == "rollback":
+            assert (now.revision, now.spec.env["MODE"]) == (3, "a")
+        else:
+            assert now.revision == 2
+            assert now.spec.env["MODE"] == "b" or dict(now.config) == {"K": "v"}
     finally:
         await provider.close()
 

@@ -8,9 +8,9 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
@@ -176,9 +176,12 @@ def _watch_key(status: DeploymentStatus) -> tuple[object, ...]:
 #: it made (it syncs in milliseconds; a loaded controller-manager takes longer).
 SETTLE_SECONDS = 30.0
 SETTLE_POLL_SECONDS = 0.25
-ROLLBACK_ATTEMPTS = 3
-"""A rollback's PUT carries the resourceVersion it read, and the Deployment controller's
-status writes move it too (409): it reads again and re-checks expected_revision."""
+CHECKED_WRITE_ATTEMPTS = 3
+"""A write carrying the resourceVersion it read meets 409 whenever anyone wrote the
+Deployment since, also when only its status moved (the Deployment controller writes it
+on every pod change): it reads again, re-checks expected_revision and writes again."""
+
+Written = TypeVar("Written")
 
 
 class KubernetesProvider(InfrastructureProvider):
@@ -415,42 +418,60 @@ class KubernetesProvider(InfrastructureProvider):
         RevisionConflict.check(service_id, namespace, expected, actual)
         return deployment
 
+    async def _checked_write(
+        self,
+        deployment: JsonObj,
+        write: Callable[[JsonObj], Awaitable[Written]],
+        *,
+        conditional: bool,
+    ) -> Written:
+        """``write(deployment)``. A ``conditional`` write carries the resourceVersion read,
+        and the API server's 409 says someone wrote the Deployment since: it is read again,
+        and at a revision other than the caller's expected_revision that is RevisionConflict
+        (nothing written); at the same revision (its metadata or status moved) the write
+        is made again on what was read, CHECKED_WRITE_ATTEMPTS times in all."""
+        meta = deployment["metadata"]
+        service_id, ns = str(meta["name"]), str(meta["namespace"])
+        for _ in range(CHECKED_WRITE_ATTEMPTS):
+            try:
+                return await write(deployment)
+            except BackendConflictError:
+                if not conditional:
+                    raise
+            fresh = await self._get(
+                _deployments(ns, service_id), Target(service_id, ns, "read Deployment again")
+            )
+            if fresh is None or not _is_ours(fresh):  # deleted since read
+                RevisionConflict.check(service_id, ns, current_change().expected_revision, 0)
+                raise DeploymentNotFoundError(service_id, ns)
+            deployment = await self._settle(fresh)
+            await self._check_revision(service_id, ns, deployment)
+        raise BackendConflictError(
+            f"the Deployment {ns}/{service_id} kept changing concurrently; retry"
+        )
+
     async def _patch_checked(self, deployment: JsonObj, what: str, body: JsonObj) -> JsonObj:
         """A strategic-merge patch of the Deployment, conditional on the resourceVersion
-        read when the caller set expected_revision (409 -> RevisionConflict)."""
-        meta = deployment["metadata"]
+        read when the caller set expected_revision (see _checked_write)."""
         conditional = bool(current_change().expected_revision)
-        if conditional:
-            body = {**body, "metadata": {**body.get("metadata", {})}}
-            body["metadata"]["resourceVersion"] = meta["resourceVersion"]
-        try:
-            return (
-                await self._call(
-                    "PATCH",
-                    _deployments(meta["namespace"], meta["name"]),
-                    Target(meta["name"], meta["namespace"], what),
-                    query={"fieldManager": FIELD_MANAGER},
-                    body=body,
-                    content_type=STRATEGIC,
-                )
-            ).body
-        except BackendConflictError:
-            if not conditional:
-                raise
-            raise await self._stale(meta["name"], meta["namespace"]) from None
 
-    async def _stale(self, service_id: str, namespace: str) -> RevisionConflict:
-        """The RevisionConflict of a write the API server refused for a stale
-        resourceVersion (409): someone changed the service since it was read."""
-        now = await self._get(
-            _deployments(namespace, service_id), Target(namespace=namespace, what="re-read")
-        )
-        return RevisionConflict(
-            service_id,
-            namespace,
-            expected=current_change().expected_revision,
-            actual=revisions.revision_of(now) if now else 0,
-        )
+        async def patch(current: JsonObj) -> JsonObj:
+            meta = current["metadata"]
+            sent = body
+            if conditional:
+                sent = {**body, "metadata": {**body.get("metadata", {})}}
+                sent["metadata"]["resourceVersion"] = meta["resourceVersion"]
+            answer = await self._call(
+                "PATCH",
+                _deployments(meta["namespace"], meta["name"]),
+                Target(meta["name"], meta["namespace"], what),
+                query={"fieldManager": FIELD_MANAGER},
+                body=sent,
+                content_type=STRATEGIC,
+            )
+            return answer.body
+
+        return await self._checked_write(deployment, patch, conditional=conditional)
 
     # -- health -----------------------------------------------------------------------------
 
@@ -540,34 +561,38 @@ class KubernetesProvider(InfrastructureProvider):
         config, created_config = await self._ensure_configmap(service_id, namespace)
         data = dict(config.get("data") or {})
         data_hash = config_hash(data)
-        template = revisions.template_annotations(existing or {})
-        same = template.get(revisions.SPEC_KEY) == revisions.spec_annotation(spec) and (
-            template.get(CONFIG_HASH_KEY) == data_hash
-        )
-        if same:
-            change = revisions.kept_annotations(existing)  # no new revision: keep its record
-        else:
-            change = revisions.change_annotations(current_change().change_cause)
-        manifest = deployment_manifest(spec, data_hash, change)
-        if existing is not None and current_change().expected_revision:
-            # Check-and-set: the API server refuses the apply (409) if the Deployment
-            # changed since it was read.
-            manifest["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+        # Check-and-set: with expected_revision the apply carries the resourceVersion read.
+        conditional = existing is not None and bool(current_change().expected_revision)
+
+        async def apply(current: JsonObj | None) -> tuple[JsonObj, bool]:
+            """Apply the spec onto ``current``; also whether it makes no new revision."""
+            template = revisions.template_annotations(current or {})
+            same = template.get(revisions.SPEC_KEY) == revisions.spec_annotation(spec) and (
+                template.get(CONFIG_HASH_KEY) == data_hash
+            )
+            if same:
+                change = revisions.kept_annotations(current)  # no new revision: keep its record
+            else:
+                change = revisions.change_annotations(current_change().change_cause)
+            manifest = deployment_manifest(spec, data_hash, change)
+            if conditional and current is not None:
+                manifest["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            applied = await self._call(
+                "PATCH",
+                _deployments(namespace, service_id),
+                Target(namespace=namespace, what="apply Deployment"),
+                query={"fieldManager": FIELD_MANAGER, "force": True},
+                body=manifest,
+                content_type=APPLY,
+            )
+            return applied.body, same
+
         created_deployment = False
         try:
-            try:
-                applied = await self._call(
-                    "PATCH",
-                    _deployments(namespace, service_id),
-                    Target(namespace=namespace, what="apply Deployment"),
-                    query={"fieldManager": FIELD_MANAGER, "force": True},
-                    body=manifest,
-                    content_type=APPLY,
-                )
-            except BackendConflictError:
-                if "resourceVersion" not in manifest["metadata"]:
-                    raise
-                raise await self._stale(service_id, namespace) from None
+            if existing is None:
+                applied, same = await apply(None)
+            else:
+                applied, same = await self._checked_write(existing, apply, conditional=conditional)
             created_deployment = existing is None
             await self._converge_service(spec)
             if not same:  # a new revision: keep the config it runs with
@@ -575,7 +600,7 @@ class KubernetesProvider(InfrastructureProvider):
         except Exception:
             await self._roll_back(service_id, namespace, created_deployment, created_config)
             raise
-        return await self._status_with_pods(await self._settle(applied.body))
+        return await self._status_with_pods(await self._settle(applied))
 
     async def _snapshot_config(
         self, service_id: str, namespace: str, data: dict[str, str], config: JsonObj
@@ -744,10 +769,12 @@ class KubernetesProvider(InfrastructureProvider):
             )
         deployment = await self._check_revision(service_id, ns, deployment) or deployment
         if deployment["spec"].get("replicas") != replicas:
-            body: JsonObj = {"spec": {"replicas": replicas}}
-            if current_change().expected_revision:  # check-and-set: 409 if it moved on
-                body["metadata"] = {"resourceVersion": deployment["metadata"]["resourceVersion"]}
-            try:
+            conditional = bool(current_change().expected_revision)  # check-and-set
+
+            async def scale(current: JsonObj) -> None:
+                body: JsonObj = {"spec": {"replicas": replicas}}
+                if conditional:
+                    body["metadata"] = {"resourceVersion": current["metadata"]["resourceVersion"]}
                 await self._call(
                     "PATCH",
                     _deployments(ns, service_id) + "/scale",
@@ -756,10 +783,8 @@ class KubernetesProvider(InfrastructureProvider):
                     body=body,
                     content_type=MERGE,
                 )
-            except BackendConflictError:
-                if "metadata" not in body:
-                    raise
-                raise await self._stale(service_id, ns) from None
+
+            await self._checked_write(deployment, scale, conditional=conditional)
             deployment = await self._require_deployment(service_id, ns)
         return await self._status_with_pods(deployment)
 
@@ -887,20 +912,16 @@ class KubernetesProvider(InfrastructureProvider):
         becomes the Deployment's (the controller re-uses that ReplicaSet and numbers it
         anew), with its config restored first; conditional on the Deployment as read."""
         ns = await self._namespace(namespace)
-        for _ in range(ROLLBACK_ATTEMPTS):
-            deployment = await self._require_deployment(service_id, ns)
-            deployment = await self._settle(deployment)
-            await self._check_revision(service_id, ns, deployment)  # stale: RevisionConflict
-            try:
-                deployment = await self._roll_back_to(
-                    deployment, to_revision, cause=current_change().change_cause, automatic=False
-                )
-            except BackendConflictError:
-                continue  # written since read (maybe only its status): read and check again
-            return await self._status_with_pods(await self._settle(deployment))
-        raise BackendConflictError(
-            f"the Deployment {ns}/{service_id} kept changing concurrently; retry the rollback"
-        )
+        deployment = await self._settle(await self._require_deployment(service_id, ns))
+        await self._check_revision(service_id, ns, deployment)  # stale: RevisionConflict
+        cause = current_change().change_cause
+
+        async def roll_back(current: JsonObj) -> JsonObj:
+            return await self._roll_back_to(current, to_revision, cause=cause, automatic=False)
+
+        # Its PUT carries the resourceVersion read, with or without expected_revision.
+        deployment = await self._checked_write(deployment, roll_back, conditional=True)
+        return await self._status_with_pods(await self._settle(deployment))
 
     async def _roll_back_to(
         self, deployment: JsonObj, to_revision: int, *, cause: str, automatic: bool
@@ -1062,23 +1083,26 @@ class KubernetesProvider(InfrastructureProvider):
                 "template": {"metadata": {"annotations": {CONFIG_HASH_KEY: config_hash(data)}}}
             },
         }
-        if checked is not None:
-            body["metadata"]["resourceVersion"] = checked["metadata"]["resourceVersion"]
-        try:
+
+        async def patch(current: JsonObj | None) -> None:
+            sent = body
+            if current is not None:  # check-and-set (see _checked_write)
+                version = current["metadata"]["resourceVersion"]
+                sent = {**body, "metadata": {**body["metadata"], "resourceVersion": version}}
             await self._call(
                 "PATCH",
                 _deployments(namespace, service_id),
                 Target(namespace=namespace, what="roll out the new config"),
                 query={"fieldManager": CONFIG_FIELD_MANAGER},
-                body=body,
+                body=sent,
                 content_type=STRATEGIC,
             )
-        except ResourceNotFoundError:
-            return
-        except BackendConflictError:
+
+        with contextlib.suppress(ResourceNotFoundError):  # no Deployment: nothing runs it
             if checked is None:
-                raise
-            raise await self._stale(service_id, namespace) from None
+                await patch(None)
+            else:
+                await self._checked_write(checked, patch, conditional=True)
 
     # -- metrics ----------------------------------------------------------------------------
 
