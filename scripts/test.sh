@@ -4,10 +4,10 @@
 # Installs the venv with all providers and dev tools, starts (or reuses) a Docker
 # engine for the docker_compose provider, builds (or reuses) the Kubernetes control plane
 # the kubernetes tests start (scripts/kube/build.sh), checks the generated stubs and the
-# protos (buf lint / format / breaking), runs ruff and mypy, then pytest; then each
-# provider extra alone in a clean venv, and every extra at the lowest versions its
-# floors allow (scripts/ci/provider_matrix.py). Any failure, including a backend that
-# cannot start, fails the run. Extra arguments go to the main pytest run.
+# protos (buf lint / format / breaking), runs ruff and mypy, then pytest and, beside it,
+# each provider extra alone in a clean venv and at the lowest versions its floors allow
+# (scripts/ci/provider_matrix.py). Any failure, including a backend that cannot start,
+# fails the run. Extra arguments go to the main pytest run.
 #
 # A run removes everything it made, also when it fails or is interrupted (Ctrl-C,
 # SIGTERM): the Docker engine with its bridge and temp dir, the run's temp dir (TMPDIR
@@ -67,6 +67,9 @@ cleanup() {
     trap - EXIT
     trap '' INT TERM  # the clean-up is bounded: let it finish
     step "clean-up"
+    if [[ -n "${matrix_pid:-}" ]] && kill -TERM "$matrix_pid" 2>/dev/null; then
+        wait "$matrix_pid" 2>/dev/null || true  # it stops its jobs, bounded by their kill
+    fi
     if [[ -n "${ALPHASWARM_DOCKERD_ROOT:-}" ]]; then
         bash scripts/ci/stop-dockerd.sh "$ALPHASWARM_DOCKERD_ROOT" || ok=""
     fi
@@ -159,9 +162,21 @@ install_shells() {
         || { apt-get update -q >/dev/null && apt-get install -y -q zsh fish >/dev/null; }
 }
 
+# The matrix runs beside pytest: pytest's workers mostly wait on backends (a third of
+# the two cores idle), the matrix's jobs fill that. Its log is printed once both ended.
+MATRIX_LOG="$RUN_DIR/provider-matrix.log"
+start_provider_matrix() {
+    python scripts/ci/provider_matrix.py >"$MATRIX_LOG" 2>&1 &
+    matrix_pid=$!
+}
+
 check_provider_matrix() {
     step "each provider extra alone in a clean venv, and at its lowest allowed versions"
-    python scripts/ci/provider_matrix.py
+    local code=0
+    wait "$matrix_pid" || code=$?
+    matrix_pid=""
+    cat "$MATRIX_LOG"
+    return "$code"
 }
 
 check_stubs
@@ -171,8 +186,9 @@ start_docker_engine
 build_kube_control_plane
 build_helm
 install_shells
-# The matrix runs after a failed pytest too, so that one run reports every failure.
+# Both run to their end, so that one run reports every failure.
 failed=""
+start_provider_matrix
 run_pytest "$@" || failed=yes
 check_provider_matrix || failed=yes
 [[ -z "$failed" ]]

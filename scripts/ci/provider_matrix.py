@@ -4,17 +4,17 @@ Run by scripts/test.sh (``python scripts/ci/provider_matrix.py``) with the dev v
 which has uv (pinned in the dev extra; its cache stays in ~/.cache/uv, outside the
 tree). The project is built once into a wheel, from a copy of the working tree. Jobs:
 
-``EXTRA``
-    a clean venv with the wheel and that one extra (``pip install 'alphaswarm-
-    controller[EXTRA]'``), the newest versions; it runs the provider's contract suite
-    (tests/providers/<alias>/test_contract.py): what the extra alone can lack is a
-    dependency, which the import of every module (step 2) and a call through every RPC
-    path find; the provider's other tests run at these versions in the main pytest run;
 ``EXTRA@lowest``
-    the same with every direct dependency at the lowest version its floor allows
-    (``uv pip install --resolution lowest-direct``: the floors in pyproject.toml are
-    given on the command line, so that they count as direct), and all of the provider's
-    tests, unit and contract;
+    a clean venv with the wheel and that one extra (``pip install 'alphaswarm-
+    controller[EXTRA]'``), every direct dependency at the lowest version its floor
+    allows (``uv pip install --resolution lowest-direct``: the floors in pyproject.toml
+    are given on the command line, so that they count as direct); all of the provider's
+    tests, unit and contract, run there: what the extra alone can lack is a dependency,
+    and what a floor can lack is an API the code calls;
+``EXTRA``
+    the same extra alone at the newest versions, for steps 1 and 2 only (every module
+    imports, the server starts and lists the providers): the provider's tests run at
+    these versions in the main pytest run, and with the extra alone in the job above;
 ``server@lowest``
     the server without any extra at its lowest versions, for the core's unit tests,
     with the test tools at their floors too (the ``test`` extra's floors are checked
@@ -33,12 +33,15 @@ Each job, in its own venv:
    Compose CLI for docker_compose);
 4. runs that provider's tests (above) with ``--workers`` pytest-xdist workers.
 
+scripts/test.sh starts the matrix beside the main pytest run, which leaves a third of
+the two cores idle (its workers wait on backends), and prints its log once both end.
+
 A dependency missing from an extra, or a floor the code does not work with, fails the
 job, and any failed job fails the run. A floor the resolver had to raise (another
 requirement needs more) is listed in the summary: where every job raises it, the
 declared floor is not what anyone can install, and pyproject.toml should say so.
 
-Jobs run ``--jobs`` at a time (default 3, or ALPHASWARM_MATRIX_JOBS), the longest
+Jobs run ``--jobs`` at a time (default 2, or ALPHASWARM_MATRIX_JOBS), the longest
 first, each pytest with ``--workers`` workers (default 3, or ALPHASWARM_MATRIX_WORKERS):
 the tests mostly wait on emulators and servers, so several at once fit on two cores.
 The docker_compose jobs share the run's Docker engine (DOCKER_HOST): each test session
@@ -179,12 +182,6 @@ class Job:
     needs more, so the declared floor cannot be what users get)."""
 
 
-def contract_tests(alias: str) -> list[str]:
-    """The contract suite's module of a provider (its whole tests when it has none)."""
-    module = PROVIDER_TESTS / alias / "test_contract.py"
-    return [str(module.relative_to(REPO))] if module.is_file() else provider_tests(alias)
-
-
 def plan(project: Project, only: Sequence[str]) -> list[Job]:
     jobs = []
     # The lowest jobs first: they run the most tests, so the run ends soonest.
@@ -197,7 +194,7 @@ def plan(project: Project, only: Sequence[str]) -> list[Job]:
                     f"{entry.extra}@lowest" if lowest else entry.extra,
                     entry.extra,
                     lowest,
-                    provider_tests(entry.alias) if lowest else contract_tests(entry.alias),
+                    provider_tests(entry.alias) if lowest else [],
                     tuple(project.dev_requirement(n) for n in TEST_NEEDS.get(entry.alias, ())),
                 )
             )
@@ -289,6 +286,8 @@ class Runner:
             str(REPO / "scripts" / "ci" / "check_installed_providers.py"),
             "--installed", installed, cwd=home,
         )  # fmt: skip
+        if not job.tests:
+            return
         test_tools = self.project.requirements(["test"], base=False)
         await self._step(
             "install test tools", out, env, self.uv, "pip", "install", "--python", python,
@@ -380,6 +379,12 @@ async def main_async(args: argparse.Namespace) -> int:
     project = Project(REPO / "pyproject.toml")
     jobs = plan(project, args.only)
     started = time.monotonic()
+    # scripts/test.sh runs the matrix in the background (SIGINT ignored there) and ends
+    # it with SIGTERM when the run is interrupted: cancel, so that each step's process
+    # group is killed and the work dir removed.
+    main = asyncio.current_task()
+    assert main is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     work = Path(tempfile.mkdtemp(prefix="provider-matrix-"))
     try:
         wheel = await build_wheel(uv, work)
@@ -408,8 +413,8 @@ def main() -> None:
     parser.add_argument(
         "--jobs",
         type=int,
-        default=int(os.environ.get("ALPHASWARM_MATRIX_JOBS", "3")),
-        help="jobs at a time (default 3, or ALPHASWARM_MATRIX_JOBS)",
+        default=int(os.environ.get("ALPHASWARM_MATRIX_JOBS", "2")),
+        help="jobs at a time (default 2, or ALPHASWARM_MATRIX_JOBS)",
     )
     parser.add_argument(
         "--workers",

@@ -98,11 +98,9 @@ def service_status(
             message += f"; rollout of revision {record.revision} failed ({rollout.reason})"
             # Nothing of an earlier revision serves: a replica of the failed one that is
             # up between two crashes does not make the service RUNNING.
-            serving = [
-                ref
-                for ref in refs
-                if ref.ready and runs_revision(ref, definition) != record.revision
-            ]
+            serving = any(
+                ref.ready and runs_revision(ref, definition) != record.revision for ref in refs
+            )
             if desired and not serving and not done:
                 state = DeploymentState.FAILED
     available = ready + done == desired
