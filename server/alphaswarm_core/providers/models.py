@@ -231,11 +231,8 @@ class DeploymentSpec:
         _check_ports(violations, f"{prefix}.ports", self.ports)
         _check_resources(violations, f"{prefix}.resources", self.resources)
         _check_options(violations, f"{prefix}.provider_options", self.provider_options)
-        if (
-            not MIN_PROGRESS_DEADLINE_SECONDS
-            <= self.progress_deadline_seconds
-            <= (MAX_PROGRESS_DEADLINE_SECONDS)
-        ):
+        deadline = self.progress_deadline_seconds
+        if not (MIN_PROGRESS_DEADLINE_SECONDS <= deadline <= MAX_PROGRESS_DEADLINE_SECONDS):
             violations.append(
                 FieldViolation(
                     f"{prefix}.progress_deadline",
