@@ -55,7 +55,7 @@ class ServerShuttingDown(BackendUnavailableError):
     reason = ErrorReason.SERVER_SHUTTING_DOWN
 
     def __init__(self) -> None:
-        super().__init__("server is shutting down; reconnect and retry", retry_after_seconds=1.0)
+        super().__init__("server is shutting down; reconnect and retry")  # retry after 1 s
 
 
 def _pack(message: Any) -> any_pb2.Any:

@@ -33,7 +33,15 @@ def page_size(requested: int) -> int:
     return requested
 
 
-def decode(token: str, provider: str, namespace: str) -> tuple[str, str] | None:
+def _not_a_token(rpc: str) -> InvalidSpecError:
+    return InvalidSpecError.single(
+        "page_token", f"not a token from a previous {rpc} with the same query"
+    )
+
+
+def decode(token: str, provider: str, namespace: str, rpc: str) -> tuple[str, str] | None:
+    """The key to resume after, from a token ``encode`` made for the same provider and
+    namespace (``rpc`` names the call in the refusal of any other token)."""
     if not token:
         return None
     try:
@@ -42,9 +50,7 @@ def decode(token: str, provider: str, namespace: str) -> tuple[str, str] | None:
         if raw["q"] != _query_key(provider, namespace):
             raise ValueError("token of another query")
     except (ValueError, KeyError, IndexError, TypeError, binascii.Error) as exc:
-        raise InvalidSpecError.single(
-            "page_token", "not a token from a previous ListDeployments with the same query"
-        ) from exc
+        raise _not_a_token(rpc) from exc
     return after
 
 
@@ -65,19 +71,20 @@ def page(
     return chunk, ((chunk[-1].namespace, chunk[-1].service_id) if more else None)
 
 
+_REVISION = "revision"
+"""The first half of a ListRevisions resume key, beside the revision number."""
+
+
 def page_revisions(
     revisions: Sequence[Revision], size: int, after: tuple[str, str] | None
 ) -> tuple[list[Revision], tuple[str, str] | None]:
     """One page of a service's revisions, newest first, after revision ``after``."""
     ordered = sorted(revisions, key=lambda r: -r.number)
     if after is not None:
-        try:
-            before = int(after[1])
-        except ValueError as exc:
-            raise InvalidSpecError.single(
-                "page_token", "not a token from a previous ListRevisions with the same query"
-            ) from exc
-        ordered = [r for r in ordered if r.number < before]
+        kind, number = after
+        if kind != _REVISION or not number.isdigit():
+            raise _not_a_token("ListRevisions")
+        ordered = [r for r in ordered if r.number < int(number)]
     chunk = ordered[:size]
     more = len(ordered) > size
-    return chunk, (("revision", str(chunk[-1].number)) if more else None)
+    return chunk, ((_REVISION, str(chunk[-1].number)) if more else None)

@@ -128,7 +128,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
     ) -> pb.ListDeploymentsResponse:
         call = _call()
         size = paging.page_size(request.page_size)
-        after = paging.decode(request.page_token, call.alias, call.namespace)
+        after = paging.decode(request.page_token, call.alias, call.namespace, "ListDeployments")
         provider = await self._pool.get(call.alias)
         everything = await provider.list_deployments(namespace=call.namespace or None)
         if not call.namespace:
@@ -177,7 +177,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         call = _call()
         size = paging.page_size(request.page_size)
         query = f"{call.namespace}/{call.service_id}"
-        after = paging.decode(request.page_token, call.alias, query)
+        after = paging.decode(request.page_token, call.alias, query, "ListRevisions")
         provider = await self._pool.get(call.alias)
         history = await provider.list_revisions(call.service_id, namespace=call.namespace)
         chunk, resume = paging.page_revisions(history, size, after)

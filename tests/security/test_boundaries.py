@@ -114,6 +114,10 @@ def spec_proto(made: DeploymentSpec, sid: str) -> types.DeploymentSpec:
         ],
         resources=types.Resources(cpu=made.resources.cpu, memory=made.resources.memory),
         provider_options=dict(made.provider_options),
+        progress_deadline=Duration(
+            seconds=int(made.progress_deadline_seconds),
+            nanos=round(made.progress_deadline_seconds % 1 * NANOS),
+        ),
     )
 
 
@@ -273,6 +277,13 @@ BOUNDS = [
             pb.ScaleDeploymentRequest(service_id=sid, replicas=n),
         ),
         signed=True,
+    ),
+    spec_bound(
+        "progress_deadline_ms",
+        round(models.MIN_PROGRESS_DEADLINE_SECONDS * 1000),
+        round(models.MAX_PROGRESS_DEADLINE_SECONDS * 1000),
+        fixed("spec.progress_deadline"),
+        progress_deadline_seconds=lambda n: n / 1000,
     ),
     spec_bound(
         "service_id_length",

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from alphaswarm_controller.security.tokens import Role, TokensFileError, TokenStore, hash_token
+from alphaswarm_controller.security.tokens import (
+    MAX_FILE_BYTES,
+    Role,
+    TokensFileError,
+    TokenStore,
+    hash_token,
+)
 
 A = hash_token("token-a")
 B = hash_token("token-b")
@@ -235,3 +241,71 @@ def test_a_well_formed_file_keeps_every_restriction(tmp_path: Path) -> None:
     assert ops is not None and ops.role is Role.ADMIN
     assert ops.providers == frozenset({"local", "aws"}) and ops.namespaces is None
     assert store.authenticate("token-c") is None
+
+
+def _fifo(directory: Path) -> Path:
+    path = directory / "tokens.fifo"
+    os.mkfifo(path)
+    return path
+
+
+def _sized(size: int) -> Callable[[Path], Path]:
+    def write(directory: Path) -> Path:
+        path = directory / "tokens.yaml"
+        with path.open("wb") as file:
+            file.truncate(size)  # sparse: the size is refused before a byte is read
+        return path
+
+    return write
+
+
+EXACT = [
+    ("missing-file", lambda directory: directory / "absent.yaml", "no such file"),
+    ("a-directory", lambda directory: directory, "is a directory, not a file"),
+    ("a-fifo", _fifo, "is not a regular file"),
+    (
+        "over-the-size-bound",
+        _sized(MAX_FILE_BYTES + 1),
+        f"is {MAX_FILE_BYTES + 1} bytes; a tokens file is at most {MAX_FILE_BYTES}",
+    ),
+    (
+        "not-utf-8",
+        raw(b"tokens:\n  - name: \xff\xfe\n"),
+        "not UTF-8 text (invalid byte at offset 18)",
+    ),
+    (
+        "yaml-with-a-mark",
+        text("tokens: [\n  - {name: ci\n"),
+        "line 2, column 3: not valid YAML: expected the node content, but found '-'",
+    ),
+    (
+        "unknown-field-name-cut",
+        text(f"tokens:\n  - {{name: ci, sha256: {A}, role: viewer, {'z' * 100}: 1}}\n"),
+        f"tokens[0] (name 'ci'): field '{'z' * 64}': unknown field; "
+        "an entry has name, sha256, role, namespaces, providers",
+    ),
+    (
+        "namespace-not-a-name",
+        text(f"tokens:\n  - {{name: ci, sha256: {A}, role: viewer, namespaces: [Team]}}\n"),
+        "tokens[0] (name 'ci'): field 'namespaces[0]': the string 'Team' is not a namespace "
+        "name (at most 63 of [a-z0-9-], a DNS-1123 label)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("write", "problem"), [c[1:] for c in EXACT], ids=[c[0] for c in EXACT])
+def test_the_refusal_is_exactly_one_line_naming_the_problem(
+    tmp_path: Path, write: Callable[[Path], Path], problem: str
+) -> None:
+    path = write(tmp_path)
+    with pytest.raises(TokensFileError) as caught:
+        TokenStore.load(path)
+    assert str(caught.value) == f"tokens file {path}: {problem}"
+
+
+def test_a_file_of_exactly_the_size_bound_is_read(tmp_path: Path) -> None:
+    body = f"tokens:\n  - {{name: ci, sha256: {A}, role: viewer}}\n"
+    path = tmp_path / "tokens.yaml"
+    path.write_text(body + "#" * (MAX_FILE_BYTES - len(body) - 1) + "\n")
+    assert path.stat().st_size == MAX_FILE_BYTES
+    assert TokenStore.load(path).authenticate("token-a") is not None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from alphaswarm.provider.v1 import types_pb2 as types
 from alphaswarm_controller import convert
@@ -26,7 +27,11 @@ from alphaswarm_controller.security.tokens import (
     new_token,
 )
 from alphaswarm_core.call import CallContext, Caller
-from alphaswarm_core.providers.errors import InfrastructureProviderUnavailable, InvalidSpecError
+from alphaswarm_core.providers.errors import (
+    InfrastructureProviderUnavailable,
+    InvalidSpecError,
+    ProviderNotFoundError,
+)
 from alphaswarm_core.providers.models import (
     MAX_LOG_LINE_BYTES,
     MAX_TAIL_LINES,
@@ -36,6 +41,7 @@ from alphaswarm_core.providers.models import (
     LogEntry,
     LogQuery,
     LogStreamKind,
+    ProviderKind,
     Resources,
     config_environment,
     is_secret_key,
@@ -154,6 +160,41 @@ def test_new_tokens_are_long_random_and_url_safe() -> None:
         assert set(token[4:]) <= set(
             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
         )
+
+
+def _failing_yaml(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    from alphaswarm_controller.security import strict_yaml
+
+    def load(text: str) -> Any:
+        raise error
+
+    monkeypatch.setattr(strict_yaml, "load", load)
+
+
+@pytest.mark.parametrize(
+    ("error", "problem"),
+    [
+        (yaml.MarkedYAMLError(problem="found a tab"), "not valid YAML: found a tab"),
+        (
+            yaml.MarkedYAMLError(context="while parsing a list"),
+            "not valid YAML: while parsing a list",
+        ),
+        (yaml.MarkedYAMLError(), "not valid YAML: "),
+        (yaml.YAMLError("reader:\n  bad   stream"), "not valid YAML: reader: bad stream"),
+        (yaml.YAMLError("x" * 300), f"not valid YAML: {'x' * 197}..."),
+        (yaml.YAMLError("y" * 200), f"not valid YAML: {'y' * 200}"),
+        (RecursionError(), "cannot be loaded: RecursionError"),
+    ],
+)
+def test_a_yaml_error_without_a_place_is_one_line_of_at_most_200(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, problem: str
+) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text("tokens: []\n")
+    _failing_yaml(monkeypatch, error)
+    with pytest.raises(TokensFileError) as caught:
+        TokenStore.load(path)
+    assert str(caught.value) == f"tokens file {path}: {problem}"
 
 
 @pytest.mark.parametrize(
@@ -419,6 +460,35 @@ def test_describe_says_what_list_providers_shows() -> None:
     assert broken.install_hint == (
         "json:JSONDecoder is neither an InfrastructureProvider subclass nor a backend selector"
     )
+    assert registry.describe("ghost", {}, default="ghost").is_default, "installed or not"
+
+
+def test_describe_asks_the_selector_with_the_given_environment() -> None:
+    registry = Registry(builtins=[LazyProvider("picky", "json:JSONDecoder", ProviderKind.LOCAL)])
+
+    def pick(env: Mapping[str, str]) -> Any:
+        return MemoryProvider if env.get("MODE") == "memory" else 3
+
+    registry.register("picky", pick, replace=True)
+    chosen = registry.describe("picky", {"MODE": "memory"}, default="")
+    assert (chosen.kind, chosen.installed, chosen.origin) == ("memory", True, "builtin")
+    refused = registry.describe("picky", {"MODE": "other"}, default="picky")
+    assert (refused.kind, refused.installed, refused.is_default) == ("picky", True, True), (
+        "a registered selector has no lazy entry: its alias stands for the kind"
+    )
+    assert (
+        refused.install_hint == "the backend selector of 'picky' returned 3, not a provider class"
+    )
+    lazy = Registry(
+        builtins=[
+            LazyProvider(
+                "ghost", "g:G", ProviderKind.DOCKER_COMPOSE, extra="g", sdk_modules=("no_sdk_y",)
+            )
+        ]
+    )
+    assert lazy.describe("ghost", {}).kind == "docker_compose"
+    with pytest.raises(ProviderNotFoundError):
+        registry.origin("nomad")
 
 
 A64, B64 = "a" * 64, "b" * 64

@@ -65,11 +65,14 @@ def test_page_sizes_out_of_range(requested: int) -> None:
 
 def test_a_token_resumes_only_the_query_it_came_from() -> None:
     token = paging.encode(("ns", "web"), "memory", "ns")
-    assert "=" not in token and paging.decode(token, "memory", "ns") == ("ns", "web")
-    assert paging.decode("", "memory", "ns") is None
+    assert "=" not in token and paging.decode(token, "memory", "ns", "ListDeployments") == (
+        "ns",
+        "web",
+    )
+    assert paging.decode("", "memory", "ns", "ListDeployments") is None
     for provider, namespace in (("other", "ns"), ("memory", "other"), ("memory", "")):
         with pytest.raises(InvalidSpecError) as caught:
-            paging.decode(token, provider, namespace)
+            paging.decode(token, provider, namespace, "ListDeployments")
         assert [(v.field, v.description) for v in caught.value.violations] == [
             ("page_token", "not a token from a previous ListDeployments with the same query")
         ]
@@ -91,7 +94,7 @@ def test_a_token_resumes_only_the_query_it_came_from() -> None:
 def test_malformed_tokens_are_invalid_arguments(raw: bytes) -> None:
     token = base64.urlsafe_b64encode(raw).decode()
     with pytest.raises(InvalidSpecError):
-        paging.decode(token, "memory", "ns")
+        paging.decode(token, "memory", "ns", "ListDeployments")
 
 
 def test_a_token_holds_the_key_and_a_query_hash_only() -> None:
@@ -244,4 +247,7 @@ def test_tokens_round_trip_whatever_their_last_characters() -> None:
     # Every length base64 can end with once its "=" padding is stripped (0, 2 or 3 mod 4).
     assert {len(token) % 4 for token in tokens} == {0, 2, 3}
     for token, i in tokens.items():
-        assert paging.decode(token, "memory", f"ns-{i}") == (f"ns-{i}", f"svc-{i * 7}")
+        assert paging.decode(token, "memory", f"ns-{i}", "ListDeployments") == (
+            f"ns-{i}",
+            f"svc-{i * 7}",
+        )

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from alphaswarm_core.call import Caller
-from alphaswarm_core.providers.models import ALIAS_RULE, MAX_NAME_LENGTH, check_name, is_alias
+from alphaswarm_core.providers.models import ALIAS_RULE, MAX_NAME_LENGTH, is_alias, is_name
 
 MAX_FILE_BYTES = 1024 * 1024
 """A tokens file is a few lines per caller; anything larger is a mistake."""
@@ -249,9 +249,7 @@ def _restriction(
 
 
 def _namespace_problem(value: str) -> str | None:
-    violations: list[Any] = []
-    check_name(violations, "namespace", value)
-    if not violations:
+    if is_name(value):
         return None
     return f"is not a namespace name (at most {MAX_NAME_LENGTH} of [a-z0-9-], a DNS-1123 label)"
 

@@ -589,7 +589,7 @@ def check_name(violations: list[FieldViolation], path: str, value: str) -> None:
     """A DNS-1123 label: what every backend accepts as a name."""
     if not value:
         violations.append(FieldViolation(path, "is required"))
-    elif len(value) > MAX_NAME_LENGTH or not _DNS1123_LABEL.fullmatch(value):
+    elif not is_name(value):
         violations.append(
             FieldViolation(
                 path,
@@ -597,6 +597,11 @@ def check_name(violations: list[FieldViolation], path: str, value: str) -> None:
                 "starting and ending with a letter or digit",
             )
         )
+
+
+def is_name(value: str) -> bool:
+    """Whether ``value`` is a DNS-1123 label of at most ``MAX_NAME_LENGTH`` characters."""
+    return len(value) <= MAX_NAME_LENGTH and _DNS1123_LABEL.fullmatch(value) is not None
 
 
 ALIAS_RULE = "1-63 lowercase letters, digits or '_', starting with a letter"

@@ -123,7 +123,7 @@ def _module_present(name: str) -> bool:
     locations = [entry or "." for entry in sys.path]
     *packages, leaf = name.split(".")
     for part in packages:
-        locations = [str(Path(base, part)) for base in locations if Path(base, part).is_dir()]
+        locations = [str(path) for base in locations if (path := Path(base, part)).is_dir()]
         if not locations:
             return False
     suffixes = importlib.machinery.all_suffixes()
@@ -205,7 +205,10 @@ class Registry:
 
     def origin(self, alias: str) -> str:
         """ "builtin", the distribution of an entry point, or "registered" (from code)."""
-        return self._origins.get(alias, "registered")
+        try:
+            return self._origins[alias]
+        except KeyError:
+            raise ProviderNotFoundError(alias, self.aliases()) from None
 
     def lazy_entry(self, alias: str) -> LazyProvider | None:
         return self._lazy.get(alias)
@@ -245,16 +248,16 @@ class Registry:
         except InfrastructureProviderUnavailable as exc:
             # Not installed (SDK_MISSING), or installed but unusable as set up: either way
             # the hint says what to do, and ListProviders itself does not fail.
-            kind = str(getattr(entry.kind, "value", entry.kind)) if entry else alias
+            kind = str(entry.kind) if entry else alias  # a StrEnum's str() is its value
             return ProviderDescription(
                 alias,
                 kind,
                 installed=exc.reason is not ErrorReason.SDK_MISSING,
                 origin=origin,
-                install_hint=exc.metadata.get("install", "") or exc.message,
+                install_hint=exc.metadata.get("install") or exc.message,
                 is_default=is_default,
             )
-        kind = str(getattr(cls.provider_kind, "value", cls.provider_kind))
+        kind = str(cls.provider_kind)
         return ProviderDescription(
             alias, kind, True, origin, cls.capabilities(), is_default=is_default
         )
