@@ -294,7 +294,9 @@ def fill_status(
     if caller is not None and status.spec is not None:
         spec = spec_to_proto(status.spec)
         if caller.role < OPERATOR_ROLE:
-            for key in spec.env:
+            # The keys first: a protobuf map written while it is iterated skips entries,
+            # and a skipped entry is a value shown to a viewer.
+            for key in list(spec.env):
                 spec.env[key] = SECRET_MASK
         message.spec.CopyFrom(spec)
 

@@ -177,6 +177,7 @@ class MemoryProvider(InfrastructureProvider):
             ),
             image=spec.image or " ".join(spec.command),
             labels=dict(spec.labels),
+            spec=replace(spec, replicas=service.replicas),
             revision=service.revision,
             observed_revision=service.observed,
             rollout=service.rollout,

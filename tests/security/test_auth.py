@@ -16,6 +16,7 @@ from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm.provider.v1 import types_pb2 as types
 from alphaswarm_controller.security.tokens import Role, TokensFileError, TokenStore, hash_token
 from alphaswarm_controller.server import RunningServer
+from alphaswarm_core.providers.models import SECRET_MASK
 from tests.security.conftest import TOKENS, ServerFactory
 from tests.service.rich_status import details
 
@@ -225,3 +226,17 @@ async def test_audit_line_per_mutating_call(
     assert (first["provider"], first["namespace"], first["service"]) == ("memory", "team-a", "web")
     assert first["duration_ms"] >= 0 and first["peer"]
     assert "hunter2" not in caplog.text
+
+
+async def test_a_viewer_reads_every_env_value_masked(secured: RunningServer) -> None:
+    channel, stub = stub_for(secured)
+    env = {f"KEY_{i}": f"value-{i}" for i in range(12)}
+    async with channel:
+        request = start_request()
+        request.spec.env.update(env)
+        await stub.StartDeployment(request, metadata=auth(TOKENS["operator"]))
+        status_request = pb.GetDeploymentStatusRequest(service_id="web", namespace="team-a")
+        seen = await stub.GetDeploymentStatus(status_request, metadata=auth(TOKENS["viewer"]))
+        assert dict(seen.status.spec.env) == dict.fromkeys(env, SECRET_MASK)
+        full = await stub.GetDeploymentStatus(status_request, metadata=auth(TOKENS["operator"]))
+        assert dict(full.status.spec.env) == env

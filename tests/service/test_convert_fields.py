@@ -1,4 +1,5 @@
-"""The wire translation of revisions, specs read back, change requests and rollback targets.
+"""The wire translation, field by field: specs and revisions read back, patches, change
+requests and rollback targets.
 
 Every field a caller reads back (a revision's spec in ListRevisions, a status's spec) must
 come out as it went in, and every refusal must name its field and say what is allowed:
@@ -13,9 +14,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from alphaswarm.provider.v1 import types_pb2 as types
 from alphaswarm_controller import paging
 from alphaswarm_controller.convert import (
     change_from_proto,
+    patch_from_proto,
     revision_to_proto,
     rollback_target,
     spec_from_proto,
@@ -29,6 +32,7 @@ from alphaswarm_core.providers.models import (
     MAX_CHANGE_CAUSE_LENGTH,
     SECRET_MASK,
     ChangeRequest,
+    ConfigMapPatch,
     DeploymentSpec,
     DeploymentState,
     DeploymentStatus,
@@ -229,3 +233,11 @@ def test_a_status_read_by_a_caller_carries_the_spec_masked_below_operator() -> N
     viewer = status_to_proto(status, Caller("eyes", 1))
     assert dict(viewer.spec.env) == {"MODE": SECRET_MASK, "LEVEL": SECRET_MASK}
     assert viewer.spec.image == FULL.image and viewer.revision == 3
+
+
+def test_a_patch_is_read_into_the_calls_namespace() -> None:
+    message = types.ConfigMapPatch(
+        service_id="web", namespace="ignored", set={"K": "v"}, remove=["OLD"], expected_version="4"
+    )
+    patch = patch_from_proto(message, "team-a")
+    assert patch == ConfigMapPatch("web", "team-a", {"K": "v"}, ("OLD",), "4")
