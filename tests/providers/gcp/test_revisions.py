@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import pytest
+from google.cloud import run_v2
 
 from alphaswarm_controller.providers.gcp import CloudRunProvider
 from alphaswarm_controller.providers.gcp.cloudrun import cloud_run_name
@@ -22,6 +23,7 @@ from alphaswarm_controller.providers.gcp.revisions import (
     NUMBER_KEY,
     ROLLBACK_OF_KEY,
 )
+from alphaswarm_controller.providers.gcp.rollout import verdict
 from alphaswarm_core.call import making_change
 from alphaswarm_core.providers.models import ChangeRequest
 from alphaswarm_core.providers.protocol import (
@@ -344,3 +346,65 @@ async def test_rollback_of_names_what_it_restored(
             next(n for n in emulator.run.services if n.endswith(short))
         ].template.annotations
         assert (newest[ROLLBACK_OF_KEY], newest[CHANGE_CAUSE_KEY]) == ("1", "V=2 was wrong")
+
+
+# -- the reason table, for the conditions the emulator's failures do not produce --------------
+
+_FAILED = run_v2.Condition.State.CONDITION_FAILED
+_SUCCEEDED = run_v2.Condition.State.CONDITION_SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    ("condition", "reason"),
+    [
+        (
+            run_v2.Condition(
+                type_="Ready",
+                state=_FAILED,
+                reason=run_v2.Condition.CommonReason.SECRETS_ACCESS_CHECK_FAILED,
+            ),
+            "CONFIG_UNREADABLE",
+        ),
+        (
+            run_v2.Condition(
+                type_="Ready",
+                state=_FAILED,
+                reason=run_v2.Condition.CommonReason.CONTAINER_IMAGE_UNAUTHORIZED,
+            ),
+            "IMAGE_PULL_FAILED",
+        ),
+        (
+            run_v2.Condition(
+                type_="Ready",
+                state=_FAILED,
+                reason=run_v2.Condition.CommonReason.PROGRESS_DEADLINE_EXCEEDED,
+            ),
+            "PROGRESS_DEADLINE_EXCEEDED",
+        ),
+        (
+            run_v2.Condition(
+                type_="Ready",
+                state=_FAILED,
+                revision_reason=run_v2.Condition.RevisionReason.ACTIVE_REVISION_LIMIT_REACHED,
+            ),
+            "BACKEND_QUOTA_EXCEEDED",
+        ),
+        (
+            run_v2.Condition(type_="ResourcesAvailable", state=_FAILED, message="no capacity"),
+            "UNSCHEDULABLE",
+        ),
+        (
+            run_v2.Condition(
+                type_="Ready",
+                state=_FAILED,
+                reason=run_v2.Condition.CommonReason.VPC_NETWORK_NOT_FOUND,
+                message="VPC network not found",
+            ),
+            "BACKEND_REJECTED",
+        ),
+    ],
+)
+def test_cloud_run_reasons_map_onto_the_catalogue(condition: run_v2.Condition, reason: str) -> None:
+    found = verdict([run_v2.Condition(type_="ContainerHealthy", state=_SUCCEEDED), condition])
+    assert found is not None and found.reason.value == reason
+    assert verdict([run_v2.Condition(type_="Ready", state=_SUCCEEDED)]) is None
