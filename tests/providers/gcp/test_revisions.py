@@ -120,6 +120,23 @@ async def test_each_revision_failure_has_its_reason(
     assert (conditions["Progressing"].status, conditions["Progressing"].reason) == (False, reason)
 
 
+async def test_scaling_after_a_failed_rollout_is_no_error(
+    cloud_run: CloudRunProvider,
+    emulator: GcpEmulator,
+    cloud_run_specs: SpecFactory,
+    namespace: str,
+) -> None:
+    """Cloud Run reconciles towards the failed revision again (the operation fails as it
+    did): the scale is made, and the status still shows that rollout FAILED."""
+    emulator.run.break_image(BROKEN, image_not_found(BROKEN))
+    await cloud_run.start(cloud_run_specs("web", namespace))
+    await cloud_run.start(replace(cloud_run_specs("web", namespace), image=BROKEN))
+    scaled = await cloud_run.scale("web", 3, namespace=namespace)
+    assert (scaled.desired_replicas, scaled.revision, scaled.observed_revision) == (3, 2, 1)
+    assert scaled.rollout is not None and scaled.rollout.reason == "IMAGE_PULL_FAILED"
+    assert (await cloud_run.definition("web", namespace=namespace)).spec.replicas == 3
+
+
 async def test_a_revision_not_ready_within_the_deadline_fails_on_it(
     cloud_run: CloudRunProvider,
     emulator: GcpEmulator,

@@ -201,18 +201,26 @@ class CloudRunProvider(InfrastructureProvider):
     async def _update(self, before: run_v2.Service, service: run_v2.Service) -> run_v2.Service:
         """Send ``service`` (carrying the etag ``before`` was read with) and await it. An
         update that made a revision ends with the service as it is then, whatever the
-        rollout's outcome (``_await_rollout``)."""
+        rollout's outcome (``_await_rollout``). One that made none (a scale, say) while
+        the newest revision is a failed one fails as that revision did (Cloud Run keeps
+        reconciling towards it): that too is the rollout's outcome, not the call's error."""
         clients = await self._connect()
+        namespace, service_id = cloudrun.owner(service) or ("", "")
         with api_errors("run"):
             operation = await clients.run().update_service(
                 service=service, retry=retry.policy(), timeout=remaining_timeout()
             )
-        if number_of(service.template) == number_of(before.template):
+        if number_of(service.template) != number_of(before.template):
+            deadline = self._read_now().spec(service).progress_deadline_seconds
+            await self._await_rollout(operation, deadline)
+            return await self._get(namespace, service_id)
+        try:
             return await self._await_operation(operation)
-        namespace, service_id = cloudrun.owner(service) or ("", "")
-        deadline = self._read_now().spec(service).progress_deadline_seconds
-        await self._await_rollout(operation, deadline)
-        return await self._get(namespace, service_id)
+        except BackendRejectedError:
+            after = await self._find(namespace, service_id)
+            if after is None or after.latest_created_revision == after.latest_ready_revision:
+                raise
+            return after
 
     def _read_now(self) -> ServiceViews:
         assert self._views is not None, "connected before any update"
