@@ -159,12 +159,12 @@ class CloudRunProvider(InfrastructureProvider):
                 result: run_v2.Service = await operation.result()
         return result
 
-    async def _await_rollout(self, operation: Any, deadline_seconds: float) -> bool:
-        """Await the operation of an update that made a revision: True when it succeeded;
-        False when the revision failed (Cloud Run ends the operation with the revision's
-        error and keeps the previous one serving) or the spec's progress deadline passed
-        first, both the rollout's outcome for ``status`` to report, not the call's error.
-        The caller's deadline passing first is BACKEND_TIMEOUT, as for any operation."""
+    async def _await_rollout(self, operation: Any, deadline_seconds: float) -> None:
+        """Await the operation of an update that made a revision, until it ends or the
+        spec's progress deadline passes. A revision that failed (Cloud Run ends the
+        operation with its error and keeps the previous one serving) and a deadline that
+        passed are the rollout's outcome, for ``status`` to report, not the call's error;
+        the caller's deadline passing first is BACKEND_TIMEOUT, as for any operation."""
         call = remaining_timeout(self.settings.operation_timeout)
         try:
             if deadline_seconds < call:
@@ -173,11 +173,9 @@ class CloudRunProvider(InfrastructureProvider):
             else:
                 await self._await_operation(operation)
         except TimeoutError:
-            return False  # the progress deadline passed: the rollout is FAILED by it
+            log.info("a Cloud Run revision was not ready within %gs", deadline_seconds)
         except BackendRejectedError as exc:
             log.info("a Cloud Run revision failed: %s", exc.message)
-            return False
-        return True
 
     async def _find(self, namespace: str, service_id: str) -> run_v2.Service | None:
         clients = await self._connect()
@@ -211,7 +209,7 @@ class CloudRunProvider(InfrastructureProvider):
                 service=service, retry=retry.policy(), timeout=remaining_timeout()
             )
         if number_of(service.template) != number_of(before.template):
-            deadline = self._read_now().spec(service).progress_deadline_seconds
+            deadline = (await self._read()).spec(service).progress_deadline_seconds
             await self._await_rollout(operation, deadline)
             return await self._get(namespace, service_id)
         try:
@@ -221,10 +219,6 @@ class CloudRunProvider(InfrastructureProvider):
             if after is None or after.latest_created_revision == after.latest_ready_revision:
                 raise
             return after
-
-    def _read_now(self) -> ServiceViews:
-        assert self._views is not None, "connected before any update"
-        return self._views
 
     async def _converge_with(
         self,
@@ -237,7 +231,6 @@ class CloudRunProvider(InfrastructureProvider):
         concurrent change (ABORTED) read again and retry, at most MAX_CONVERGE_ATTEMPTS.
         ``change`` checks the caller's ``expected_revision`` against each read, so with
         the etag the check and the change are one compare-and-swap."""
-        await self._read()
         service = first
         for attempt in range(1, MAX_CONVERGE_ATTEMPTS + 1):
             if service is None:
@@ -303,7 +296,6 @@ class CloudRunProvider(InfrastructureProvider):
         cloudrun.validate_spec(spec)
         self.settings.validate()
         clients = await self._connect()
-        await self._read()
         change = current_change()
         existing = await self._find(spec.namespace, spec.service_id)
         if existing is not None:
