@@ -83,8 +83,8 @@ class RevisionFailure:
 
 
 def image_not_found(image: str) -> RevisionFailure:
-    """[proto] CommonReason CONTAINER_MISSING, "The container image path is incorrect";
-    the message as the Cloud Run troubleshooting page shows it."""
+    """[proto] CommonReason CONTAINER_MISSING, "The container image path is incorrect",
+    on Ready; the message is of the kind Cloud Run writes (tests match on the reason)."""
     return RevisionFailure("Ready", f"Image '{image}' not found.", reason=_COMMON.CONTAINER_MISSING)
 
 
@@ -100,8 +100,8 @@ def image_denied(image: str) -> RevisionFailure:
 
 def container_unhealthy(port: int = 8080) -> RevisionFailure:
     """[proto] RevisionReason HEALTH_CHECK_CONTAINER_ERROR, "There was a health check
-    error", on ContainerHealthy: the container exited or never listened on $PORT (the
-    message of the Cloud Run troubleshooting page)."""
+    error", on ContainerHealthy (and Ready): the container exited or never listened on
+    $PORT (https://cloud.google.com/run/docs/troubleshooting, "Container failed to start")."""
     return RevisionFailure(
         "ContainerHealthy",
         "The user-provided container failed to start and listen on the port defined "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from google.api_core import exceptions as gexc
 from google.cloud import run_v2
@@ -26,11 +27,13 @@ from alphaswarm_core.providers.concurrency import remaining_timeout
 from . import retry
 from .errors import api_errors
 from .revisions import facts_of
+from .rollout import time_of
 
 PAGE_SIZE = 50
 MAX_PAGES = 20
 """1,000 revisions: beyond that the history is cut short rather than read without end."""
 CACHE_SIZE = 256
+EPOCH = datetime.fromtimestamp(0, UTC)
 
 Clients = Callable[[], run_v2.RevisionsAsyncClient]
 
@@ -50,8 +53,15 @@ class RevisionReader:
         while len(self._settled) > CACHE_SIZE:
             self._settled.popitem(last=False)
 
-    def cached(self, name: str) -> run_v2.Revision | None:
-        return self._settled.get(name)
+    def cached(self, name: str, service: run_v2.Service) -> run_v2.Revision | None:
+        """The cached revision ``name`` of ``service``, unless it is older than the service
+        (a deleted service's revision whose name the new one happened to reuse)."""
+        revision = self._settled.get(name)
+        if revision is None or time_of(revision.create_time, EPOCH) < time_of(
+            service.create_time, EPOCH
+        ):
+            return None
+        return revision
 
     async def get(self, name: str) -> run_v2.Revision | None:
         """Revision ``name`` as Cloud Run reports it now (None: it does not exist)."""
@@ -66,9 +76,10 @@ class RevisionReader:
                 return None
         return revision
 
-    async def number(self, name: str) -> int:
-        """The controller number of revision ``name`` (0: none, or no such revision)."""
-        known = self.cached(name)
+    async def number(self, name: str, service: run_v2.Service) -> int:
+        """The controller number of ``service``'s revision ``name`` (0: none, or no such
+        revision)."""
+        known = self.cached(name, service)
         if known is None:
             known = await self.get(name)
             if known is None:

@@ -73,11 +73,13 @@ class ServiceViews:
         version, data = await self.config_of(service.template.containers)
         return Definition(self.spec(service), data, version, number_of(service.template))
 
-    async def _revision(self, name: str, ready: bool) -> run_v2.Revision | None:
+    async def _revision(
+        self, name: str, service: run_v2.Service, *, ready: bool
+    ) -> run_v2.Revision | None:
         """Revision ``name``: from the cache when it is ready (it never changes then)."""
         if not name:
             return None
-        cached = self.reader.cached(name) if ready else None
+        cached = self.reader.cached(name, service) if ready else None
         if cached is not None:
             return cached
         revision = await self.reader.get(name)
@@ -93,8 +95,8 @@ class ServiceViews:
             return replace(base, spec=spec)
         ready_name = str(service.latest_ready_revision)
         created_name = str(service.latest_created_revision)
-        created = await self._revision(created_name, created_name == ready_name)
-        observed = await self.reader.number(ready_name) if ready_name else 0
+        created = await self._revision(created_name, service, ready=created_name == ready_name)
+        observed = await self.reader.number(ready_name, service) if ready_name else 0
         judgement = judge(
             service,
             created,
