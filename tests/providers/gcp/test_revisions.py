@@ -425,3 +425,23 @@ def test_cloud_run_reasons_map_onto_the_catalogue(condition: run_v2.Condition, r
     found = verdict([run_v2.Condition(type_="ContainerHealthy", state=_SUCCEEDED), condition])
     assert found is not None and found.reason.value == reason
     assert verdict([run_v2.Condition(type_="Ready", state=_SUCCEEDED)]) is None
+
+
+async def test_a_recreated_service_that_reuses_a_revision_name_is_read_afresh(
+    cloud_run: CloudRunProvider,
+    cloud_run_specs: SpecFactory,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Revision names are the service's plus a sequence and a short random suffix: a
+    deleted and re-created service can meet a name its predecessor had. What the provider
+    cached of the old one is not taken for the new one's."""
+    monkeypatch.setattr("tests.fakes.gcp_run.secrets.token_hex", lambda _: "abcd")
+    await cloud_run.start(cloud_run_specs("web", namespace, env={"V": "old"}))
+    first = await succeeded(cloud_run, "web", namespace, 1)
+    await cloud_run.delete("web", namespace=namespace)
+    await cloud_run.start(cloud_run_specs("web", namespace, env={"V": "new"}))
+    again = await succeeded(cloud_run, "web", namespace, 1)
+    assert first.rollout is not None and again.rollout is not None
+    assert again.rollout.started_at > first.rollout.started_at
+    assert again.created_at is not None and again.rollout.started_at >= again.created_at
