@@ -5,7 +5,8 @@ service_id) — readable prefix plus a hash, so any pair fits Cloud Run's 49
 character rule and two pairs never collide — labelled with both ids. Replicas
 are the service-level ``scaling.manual_instance_count`` (manual scaling mode),
 so scaling never creates a revision; only template changes (image, command,
-env, ports, limits, the config secret version) do.
+env, ports, limits, labels and the spec record, the config secret version) do, each
+numbered by the controller (``revisions``).
 
 Cloud Run reports no per-instance list. With manual scaling, a reconciled
 service whose Ready condition succeeded and whose latest ready revision is the
@@ -23,9 +24,9 @@ from __future__ import annotations
 import enum
 import hashlib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 from google.cloud import run_v2
 
@@ -250,7 +251,7 @@ def config_ref(service: run_v2.Service) -> run_v2.EnvVar | None:
     return template_config_ref(service.template.containers)
 
 
-def template_config_ref(containers: Any) -> run_v2.EnvVar | None:
+def template_config_ref(containers: Sequence[run_v2.Container]) -> run_v2.EnvVar | None:
     """The config reference among a template's (or a revision's) ``containers``."""
     for container in containers:
         for var in container.env:
@@ -259,7 +260,7 @@ def template_config_ref(containers: Any) -> run_v2.EnvVar | None:
     return None
 
 
-def pinned_version(containers: Any) -> tuple[str, str] | None:
+def pinned_version(containers: Sequence[run_v2.Container]) -> tuple[str, str] | None:
     """(secret, version) of the config a template or revision runs with (None: none)."""
     ref = template_config_ref(containers)
     if ref is None:
@@ -360,11 +361,8 @@ def converge(
             template.execution_environment = desired.execution_environment
         if owned["identity"]:
             template.service_account = desired.service_account
-        facts = RevisionFacts(number_of(existing.template) + 1, cause)
-        if restores is not None:
-            facts = RevisionFacts(
-                facts.number, restores.change_cause, restores.rollback_of, restores.automatic
-            )
+        number = number_of(existing.template) + 1
+        facts = replace(restores, number=number) if restores else RevisionFacts(number, cause)
         annotations = {**existing.template.annotations, **desired.annotations}
         template.annotations = with_facts(annotations, facts)
         updated.template = template

@@ -33,7 +33,7 @@ is in the *service's* annotations (``alphaswarm.dev/progress-deadline``,
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -142,7 +142,7 @@ def _ports(value: object) -> tuple[PortSpec, ...]:
 
 
 def spec_of(
-    containers: Any,
+    containers: Sequence[run_v2.Container],
     annotations: Mapping[str, str],
     namespace: str,
     service_id: str,

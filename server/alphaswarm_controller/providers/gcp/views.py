@@ -11,7 +11,7 @@ back, ``revisions.spec_of``).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -56,7 +56,7 @@ class ServiceViews:
         )
         return with_policy(spec, service.annotations)
 
-    async def config_of(self, containers: object) -> tuple[str, dict[str, str]]:
+    async def config_of(self, containers: Sequence[run_v2.Container]) -> tuple[str, dict[str, str]]:
         """(version, data) of the config a template or revision pins ("0", {}: none)."""
         pinned = cloudrun.pinned_version(containers)
         if pinned is None:
