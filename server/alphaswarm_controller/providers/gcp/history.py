@@ -3,9 +3,9 @@
 History is what Cloud Run lists, not controller memory: ``ListRevisions`` of the
 service ("Results are sorted by creation time, descending", revision.proto), paged,
 keeping the revisions that carry a controller number (``revisions.py``) until the
-newest ``history`` of them are found. Cloud Run keeps older revisions too (and counts
-them against its own per-service limit); they are simply beyond the controller's
-history. Reading is bounded: at most ``MAX_PAGES`` pages of ``PAGE_SIZE``.
+newest ``history`` of them are found. Cloud Run keeps older revisions too; they are
+beyond the controller's history (the controller deletes none: Cloud Run deletes a
+service's revisions with the service). Reading is bounded: at most ``MAX_PAGES`` pages of ``PAGE_SIZE``.
 
 A revision never changes what it runs or its annotations once made, so a revision that
 became ready is cached by name (its number, time and facts), and so is the config data
