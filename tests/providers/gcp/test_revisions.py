@@ -17,7 +17,7 @@ import pytest
 from google.cloud import run_v2
 
 from alphaswarm_controller.providers.gcp import CloudRunProvider
-from alphaswarm_controller.providers.gcp.cloudrun import cloud_run_name
+from alphaswarm_controller.providers.gcp.cloudrun import cloud_run_name, serving_revision
 from alphaswarm_controller.providers.gcp.revisions import (
     CHANGE_CAUSE_KEY,
     NUMBER_KEY,
@@ -445,3 +445,17 @@ async def test_a_recreated_service_that_reuses_a_revision_name_is_read_afresh(
     assert first.rollout is not None and again.rollout is not None
     assert again.rollout.started_at > first.rollout.started_at
     assert again.created_at is not None and again.rollout.started_at >= again.created_at
+
+
+def test_the_serving_revision_is_read_from_the_traffic_statuses() -> None:
+    name = "projects/p/locations/europe-west4/services/web"
+    latest = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
+    pinned = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
+    service = run_v2.Service(name=name, latest_ready_revision=f"{name}/revisions/web-00003-c")
+    assert serving_revision(service) == f"{name}/revisions/web-00003-c", "no statuses yet"
+    service.traffic_statuses = [
+        run_v2.TrafficTargetStatus(type_=latest, revision="web-00003-c", percent=10),
+        run_v2.TrafficTargetStatus(type_=pinned, revision="web-00001-a", percent=90),
+    ]
+    assert serving_revision(service) == f"{name}/revisions/web-00001-a", "a split set elsewhere"
+    assert serving_revision(run_v2.Service(name=name)) == "", "nothing serves"

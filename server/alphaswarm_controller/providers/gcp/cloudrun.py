@@ -383,6 +383,17 @@ def converge(
     return updated if changed else None
 
 
+def serving_revision(service: run_v2.Service) -> str:
+    """The full name of the revision that takes (most of) the traffic: the provider routes
+    100 % to LATEST, which serves ``latest_ready_revision``; a split set by someone else is
+    read from ``traffic_statuses`` ("Detailed status information for corresponding traffic
+    targets", service.proto). "" when none serves."""
+    best = max(service.traffic_statuses, key=lambda t: int(t.percent), default=None)
+    if best is not None and best.percent > 0 and best.revision:
+        return f"{service.name}/revisions/{best.revision}"
+    return str(service.latest_ready_revision)
+
+
 def owner(service: run_v2.Service) -> tuple[str, str] | None:
     labels = service.labels
     if labels.get(MANAGED_BY[0]) != MANAGED_BY[1]:

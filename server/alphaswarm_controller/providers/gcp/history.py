@@ -5,7 +5,8 @@ service ("Results are sorted by creation time, descending", revision.proto), pag
 keeping the revisions that carry a controller number (``revisions.py``) until the
 newest ``history`` of them are found. Cloud Run keeps older revisions too; they are
 beyond the controller's history (the controller deletes none: Cloud Run deletes a
-service's revisions with the service). Reading is bounded: at most ``MAX_PAGES`` pages of ``PAGE_SIZE``.
+service's revisions with the service). Reading is bounded: at most ``MAX_PAGES``
+pages of ``PAGE_SIZE``.
 
 A revision never changes what it runs or its annotations once made, so a revision that
 became ready is cached by name (its number, time and facts), and so is the config data
@@ -77,8 +78,8 @@ class RevisionReader:
         return revision
 
     async def number(self, name: str, service: run_v2.Service) -> int:
-        """The controller number of ``service``'s revision ``name`` (0: none, or no such
-        revision)."""
+        """The controller number of ``service``'s revision ``name``, one that serves (0:
+        none, or no such revision)."""
         known = self.cached(name, service)
         if known is None:
             known = await self.get(name)

@@ -2,9 +2,10 @@
 revisions. Reads only; the changes are the provider's.
 
 Statuses carry ``revision`` (the number the service's template carries: what it is meant
-to run), ``observed_revision`` (the number of ``latest_ready_revision``, which the
-service's 100 % LATEST traffic target serves; a failed update leaves it on the previous
-one), ``rollout`` and ``conditions`` (``rollout.py``), and ``spec`` (the template read
+to run), ``observed_revision`` (the number of the revision that serves: the
+``latest_ready_revision`` the service's 100 % LATEST traffic target routes to, which a
+failed update leaves on the previous one, or the one a traffic split set elsewhere gives
+the most), ``rollout`` and ``conditions`` (``rollout.py``), and ``spec`` (the template read
 back, ``revisions.spec_of``).
 """
 
@@ -96,7 +97,8 @@ class ServiceViews:
         ready_name = str(service.latest_ready_revision)
         created_name = str(service.latest_created_revision)
         created = await self._revision(created_name, service, ready=created_name == ready_name)
-        observed = await self.reader.number(ready_name, service) if ready_name else 0
+        serving = cloudrun.serving_revision(service)
+        observed = await self.reader.number(serving, service) if serving else 0
         judgement = judge(
             service,
             created,
