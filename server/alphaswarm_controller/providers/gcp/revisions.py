@@ -16,7 +16,7 @@ the template's annotations, which Cloud Run copies onto the revision it creates
   restored, whether the controller made it on its own (auto_rollback);
 * ``alphaswarm.dev/spec``: what Cloud Run does not keep as given (the spec's labels,
   ports and resources as the caller wrote them: Cloud Run keeps normalised limits and
-  fills in a default port), as compact JSON. Image, command and env are the container's.
+  may fill in a default port), as compact JSON. Image, command and env are the container's.
 
 Annotations, not labels: label values are at most 63 lowercase letters, digits, ``_``
 and ``-`` (Google Cloud label rules), which no free-text change cause fits; template
