@@ -180,6 +180,26 @@ async def test_auto_rollback_of_a_crash_loop_is_an_automatic_revision(
     assert (failed.number, failed.spec.image, first.number) == (2, BROKEN, 1)
 
 
+async def test_a_status_read_sends_the_auto_rollback_without_waiting_for_it(
+    cloud_run: CloudRunProvider,
+    emulator: GcpEmulator,
+    cloud_run_specs: SpecFactory,
+    namespace: str,
+) -> None:
+    emulator.run.break_image(BROKEN, image_not_found(BROKEN))
+    good = cloud_run_specs("web", namespace)
+    await cloud_run.start(good)
+    await succeeded(cloud_run, "web", namespace, 1)
+    failed = await cloud_run.start(replace(good, image=BROKEN, auto_rollback=True))
+    assert (failed.revision, failed.observed_revision) == (2, 1), "start itself rolls nothing"
+    emulator.operations.seconds = 3600.0  # the rollback's revision takes long to be ready
+    began = time.monotonic()
+    status = await cloud_run.status("web", namespace=namespace)
+    assert time.monotonic() - began < 10
+    assert (status.revision, status.observed_revision) == (3, 1)
+    assert status.rollout is not None and status.rollout.state is RolloutState.IN_PROGRESS
+
+
 # -- numbering: what makes a revision, and who numbers it ------------------------------------
 
 

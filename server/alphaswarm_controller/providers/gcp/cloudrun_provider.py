@@ -196,18 +196,23 @@ class CloudRunProvider(InfrastructureProvider):
             raise DeploymentNotFoundError(service_id, namespace)
         return service
 
-    async def _update(self, before: run_v2.Service, service: run_v2.Service) -> run_v2.Service:
-        """Send ``service`` (carrying the etag ``before`` was read with) and await it. An
-        update that made a revision ends with the service as it is then, whatever the
-        rollout's outcome (``_await_rollout``). One that made none (a scale, say) while
-        the newest revision is a failed one fails as that revision did (Cloud Run keeps
-        reconciling towards it): that too is the rollout's outcome, not the call's error."""
+    async def _update(
+        self, before: run_v2.Service, service: run_v2.Service, *, wait: bool = True
+    ) -> run_v2.Service:
+        """Send ``service`` (carrying the etag ``before`` was read with) and await it
+        (``wait`` False: only its acceptance). An update that made a revision ends with
+        the service as it is then, whatever the rollout's outcome (``_await_rollout``).
+        One that made none (a scale, say) while the newest revision is a failed one fails
+        as that revision did (Cloud Run keeps reconciling towards it): that too is the
+        rollout's outcome, not the call's error."""
         clients = await self._connect()
         namespace, service_id = cloudrun.owner(service) or ("", "")
         with api_errors("run"):
             operation = await clients.run().update_service(
                 service=service, retry=retry.policy(), timeout=remaining_timeout()
             )
+        if not wait:
+            return await self._get(namespace, service_id)
         if number_of(service.template) != number_of(before.template):
             deadline = (await self._read()).spec(service).progress_deadline_seconds
             await self._await_rollout(operation, deadline)
@@ -226,6 +231,8 @@ class CloudRunProvider(InfrastructureProvider):
         service_id: str,
         change: Callable[[run_v2.Service], run_v2.Service | None],
         first: run_v2.Service | None = None,
+        *,
+        wait: bool = True,
     ) -> DeploymentStatus:
         """Read, apply ``change`` (None: nothing to do), update with the read etag; on a
         concurrent change (ABORTED) read again and retry, at most MAX_CONVERGE_ATTEMPTS.
@@ -239,7 +246,7 @@ class CloudRunProvider(InfrastructureProvider):
             if updated is None:
                 return await self._status(service)
             try:
-                return await self._status(await self._update(service, updated))
+                return await self._status(await self._update(service, updated, wait=wait))
             except BackendConflictError:
                 if attempt == MAX_CONVERGE_ATTEMPTS:
                     raise
@@ -520,7 +527,13 @@ class CloudRunProvider(InfrastructureProvider):
         return await self._restore(service, target, facts, expected=change.expected_revision)
 
     async def _restore(
-        self, service: run_v2.Service, target: Revision, facts: RevisionFacts, *, expected: int
+        self,
+        service: run_v2.Service,
+        target: Revision,
+        facts: RevisionFacts,
+        *,
+        expected: int,
+        wait: bool = True,
     ) -> DeploymentStatus:
         """A new revision running ``target``'s spec (at the current replica count and
         rollout policy) and config. The config comes back as it was: when the secret's
@@ -551,7 +564,7 @@ class CloudRunProvider(InfrastructureProvider):
             )
             return cloudrun.converge(existing, spec, account, ref=ref, restores=facts)
 
-        return await self._converge_with(namespace, service_id, restore, service)
+        return await self._converge_with(namespace, service_id, restore, service, wait=wait)
 
     async def _rolled_back(self, service: run_v2.Service, status: DeploymentStatus) -> bool:
         """Roll a failed rollout back to the revision that serves when the spec asks for
@@ -582,7 +595,9 @@ class CloudRunProvider(InfrastructureProvider):
                 status.observed_revision,
                 automatic=True,
             )
-            await self._restore(service, good[0], facts, expected=status.revision)
+            # Sent, not awaited: a status read does not wait for the rollback's rollout,
+            # which the statuses that follow report.
+            await self._restore(service, good[0], facts, expected=status.revision, wait=False)
         except InfrastructureProviderError as exc:
             log.warning("could not roll %s/%s back: %s", status.namespace, status.service_id, exc)
             return False
