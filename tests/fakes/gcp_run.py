@@ -14,11 +14,22 @@ and google/cloud/run/v2/service.proto):
 * a new revision is created only when the template changes; ``manual_instance_count``
   instances of the latest ready revision serve once reconciled (the real API reports no
   per-instance list, neither does this);
-* a revision fails when its image is one a test marked broken (``break_image``: "not
-  found", "did not listen on $PORT"...) or when it references a Secret Manager version
-  that does not exist; the operation then ends in FAILED_PRECONDITION and the previous
-  ready revision keeps serving, as Cloud Run does;
-* list is paged, newest first ("Results are sorted by creation time, descending");
+* a revision fails when its image is one a test marked broken (``break_image`` with a
+  ``RevisionFailure``: an image that is not found or may not be read, a container that
+  does not start and listen on $PORT, a quota) or when it references a Secret Manager
+  version that does not exist; the operation then ends in FAILED_PRECONDITION and the
+  previous ready revision keeps serving, as Cloud Run does;
+* every revision is a ``Revision`` resource (``google.cloud.run.v2.Revisions``:
+  GetRevision, ListRevisions): "an immutable snapshot of code and configuration" made
+  only "by updates to its parent Service" ([proto] Revision), named from the service
+  (RevisionTemplate.revision: "If this field is omitted, it will be automatically
+  generated based on the Service name"; gcloud shows ``<service>-<5 digits>-<suffix>``),
+  carrying the template's labels and annotations, and its conditions (``Ready``,
+  ``ContainerHealthy``, ``ResourcesAvailable``, [proto] condition.proto): RECONCILING
+  while its operation runs, then SUCCEEDED (no reason: "Successful conditions cannot
+  have a reason") or FAILED with the failure's reason and message;
+* list is paged, newest first ("Results are sorted by creation time, descending"), for
+  services and for revisions alike;
 * delete is a long-running operation; when it completes the service and its revisions
   are gone ([proto] DeleteServiceRequest: "Deletes a Service. This will cause the Service
   to stop serving traffic and will delete all revisions"), and its instances stop.
@@ -51,8 +62,60 @@ from . import gcp_run_rules as rules
 from .gcp_common import EmulatorError, Method, Operations, Plumbing, generic_handler, invalid
 
 _COND = run_v2.Condition.State
+_COMMON = run_v2.Condition.CommonReason
+_REVISION = run_v2.Condition.RevisionReason
 _LATEST = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
 SecretCheck = Callable[[str, str], bool]
+#: The conditions of a revision ([proto] Revision.conditions, as Cloud Run reports them).
+REVISION_CONDITIONS = ("Ready", "ContainerHealthy", "ResourcesAvailable")
+
+
+@dataclass(frozen=True)
+class RevisionFailure:
+    """Why a revision fails: the condition that fails, Cloud Run's reason and message."""
+
+    condition: str
+    message: str
+    reason: int = 0
+    """A ``Condition.CommonReason`` (0: none)."""
+    revision_reason: int = 0
+    """A ``Condition.RevisionReason`` (0: none)."""
+
+
+def image_not_found(image: str) -> RevisionFailure:
+    """[proto] CommonReason CONTAINER_MISSING, "The container image path is incorrect",
+    on Ready; the message is of the kind Cloud Run writes (tests match on the reason)."""
+    return RevisionFailure("Ready", f"Image '{image}' not found.", reason=_COMMON.CONTAINER_MISSING)
+
+
+def image_denied(image: str) -> RevisionFailure:
+    """[proto] CONTAINER_PERMISSION_DENIED, "Insufficient permissions on the container
+    image" (the service agent may not read the repository)."""
+    return RevisionFailure(
+        "Ready",
+        f"Google Cloud Run Service Agent must have permission to read the image, {image}.",
+        reason=_COMMON.CONTAINER_PERMISSION_DENIED,
+    )
+
+
+def container_unhealthy(port: int = 8080) -> RevisionFailure:
+    """[proto] RevisionReason HEALTH_CHECK_CONTAINER_ERROR, "There was a health check
+    error", on ContainerHealthy (and Ready): the container exited or never listened on
+    $PORT (https://cloud.google.com/run/docs/troubleshooting, "Container failed to start")."""
+    return RevisionFailure(
+        "ContainerHealthy",
+        "The user-provided container failed to start and listen on the port defined "
+        f"provided by the PORT={port} environment variable within the allocated timeout.",
+        revision_reason=_REVISION.HEALTH_CHECK_CONTAINER_ERROR,
+    )
+
+
+def quota_exceeded() -> RevisionFailure:
+    """ResourcesAvailable fails when the project's regional quota cannot hold the
+    revision's instances (no specific reason enum exists for it)."""
+    return RevisionFailure(
+        "ResourcesAvailable", "Quota exceeded for total allowable CPU per project per region."
+    )
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -116,16 +179,19 @@ class CloudRunEmulator:
         self.secret_exists = secret_exists
         self.services: dict[str, run_v2.Service] = {}
         self.revisions: dict[str, list[str]] = {}
-        self.broken_images: dict[str, str] = {}
+        """Each service's revision names (short), oldest first."""
+        self.revision_resources: dict[str, run_v2.Revision] = {}
+        """Every revision by its full name."""
+        self.broken_images: dict[str, RevisionFailure] = {}
         self.instances: list[Instance] = []
         """Every instance that ever ran (a stopped one keeps its logs)."""
         self.log_interval = log_interval
         self._created: dict[str, int] = {}
         self._order = 0
 
-    def break_image(self, image: str, message: str) -> None:
-        """Revisions of ``image`` fail to become ready, with ``message`` (e.g. not found)."""
-        self.broken_images[image] = message
+    def break_image(self, image: str, failure: RevisionFailure) -> None:
+        """Revisions of ``image`` fail to become ready, as ``failure`` says."""
+        self.broken_images[image] = failure
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -168,9 +234,72 @@ class CloudRunEmulator:
         history = self.revisions.setdefault(service.name, [])
         revision = f"{short}-{len(history) + 1:05d}-{secrets.token_hex(2)[:3]}"
         history.append(revision)
-        service.latest_created_revision = (
-            f"{service.name.rsplit('/services/', 1)[0]}/revisions/{revision}"
+        full = f"{service.name}/revisions/{revision}"
+        service.latest_created_revision = full
+        template = service.template
+        self._order += 1
+        self._created[full] = self._order
+        self.revision_resources[full] = run_v2.Revision(
+            name=full,
+            uid=str(uuid.uuid4()),
+            generation=1,
+            labels=dict(template.labels),
+            annotations=dict(template.annotations),
+            create_time=_now(),
+            update_time=_now(),
+            service=service.name,
+            scaling=template.scaling,
+            max_instance_request_concurrency=template.max_instance_request_concurrency,
+            timeout=template.timeout,
+            service_account=template.service_account,
+            containers=list(template.containers),
+            volumes=list(template.volumes),
+            execution_environment=template.execution_environment,
+            reconciling=True,
+            conditions=[
+                run_v2.Condition(
+                    type_=kind, state=_COND.CONDITION_RECONCILING, last_transition_time=_now()
+                )
+                for kind in REVISION_CONDITIONS
+            ],
+            etag=f'"{uuid.uuid4().hex}"',
         )
+
+    def _settle_revision(self, name: str, failure: RevisionFailure | None) -> None:
+        """The revision's conditions once Cloud Run is done with it."""
+        revision = self.revision_resources.get(name)
+        if revision is None:
+            return
+        revision.reconciling = False
+        revision.observed_generation = revision.generation
+        conditions = []
+        for kind in REVISION_CONDITIONS:
+            if failure is None:
+                conditions.append(
+                    run_v2.Condition(
+                        type_=kind, state=_COND.CONDITION_SUCCEEDED, last_transition_time=_now()
+                    )
+                )
+            elif kind in ("Ready", failure.condition):  # Ready fails with the cause
+                condition = run_v2.Condition(
+                    type_=kind,
+                    state=_COND.CONDITION_FAILED,
+                    message=failure.message,
+                    severity=run_v2.Condition.Severity.ERROR,
+                    last_transition_time=_now(),
+                )
+                if failure.reason:
+                    condition.reason = _COMMON(failure.reason)
+                elif failure.revision_reason:
+                    condition.revision_reason = _REVISION(failure.revision_reason)
+                conditions.append(condition)
+            else:  # not reached: what comes after the failure never ran
+                conditions.append(
+                    run_v2.Condition(
+                        type_=kind, state=_COND.CONDITION_PENDING, last_transition_time=_now()
+                    )
+                )
+        revision.conditions = conditions
 
     def _reconciling(self, service: run_v2.Service) -> None:
         service.reconciling = True
@@ -181,7 +310,7 @@ class CloudRunEmulator:
             type_="Ready", state=_COND.CONDITION_RECONCILING, last_transition_time=_now()
         )
 
-    def _revision_failure(self, service: run_v2.Service) -> str | None:
+    def _revision_failure(self, service: run_v2.Service) -> RevisionFailure | None:
         for container in service.template.containers:
             if container.image in self.broken_images:
                 return self.broken_images[container.image]
@@ -195,14 +324,26 @@ class CloudRunEmulator:
                 if not secret.startswith("projects/"):
                     secret = f"{service.name.split('/locations/')[0]}/secrets/{secret}"
                 if not self.secret_exists(secret, ref.version or "latest"):
-                    return f"Secret {secret}/versions/{ref.version} was not found."
+                    # [proto] CommonReason SECRETS_ACCESS_CHECK_FAILED: "At least one
+                    # Access check on secrets failed."
+                    return RevisionFailure(
+                        "Ready",
+                        f"Secret {secret}/versions/{ref.version} was not found.",
+                        reason=_COMMON.SECRETS_ACCESS_CHECK_FAILED,
+                    )
         return None
 
     def _operation(self, service: run_v2.Service) -> operations_pb2.Operation:
         name, generation = service.name, service.generation
         revision_changed = service.latest_created_revision != service.latest_ready_revision
+        revision = service.latest_created_revision
+        # What the revision meets is decided by its own template, superseded or not: a
+        # revision is reconciled on its own ([proto] Revision.reconciling).
+        own_failure = self._revision_failure(service) if revision_changed else None
 
         def complete() -> tuple[run_v2.Service, status_pb2.Status | None]:
+            if revision_changed:
+                self._settle_revision(revision, own_failure)
             current = self.services.get(name)
             if current is None:
                 return service, None
@@ -210,11 +351,11 @@ class CloudRunEmulator:
                 return run_v2.Service(current), None  # superseded by a later update
             current.reconciling = False
             current.observed_generation = current.generation
-            failure = self._revision_failure(current) if revision_changed else None
+            failure = own_failure
             if failure is not None:
                 message = (
                     f"Revision '{current.latest_created_revision.rsplit('/', 1)[1]}' is not "
-                    f"ready and cannot serve traffic. {failure}"
+                    f"ready and cannot serve traffic. {failure.message}"
                 )
                 current.terminal_condition = run_v2.Condition(
                     type_="Ready",
@@ -252,7 +393,7 @@ class CloudRunEmulator:
             raise invalid("service: required")
         name = f"{request.parent}/services/{request.service_id}"
         service = run_v2.Service(request.service)
-        rules.check_service(service)
+        rules.check_service(service, creating=True)
         if name in self.services:
             raise EmulatorError(
                 grpc.StatusCode.ALREADY_EXISTS, f"Resource '{name}' already exists."
@@ -281,10 +422,7 @@ class CloudRunEmulator:
         names = sorted(
             (n for n in self.services if n.startswith(prefix)), key=lambda n: -self._created[n]
         )
-        try:
-            start = int(request.page_token or 0)
-        except ValueError:
-            raise invalid(f"invalid page_token {request.page_token[:40]!r}") from None
+        start = rules.page_start(request.page_token)
         size = min(request.page_size or self.max_page_size, self.max_page_size)
         page = names[start : start + size]
         token = str(start + size) if start + size < len(names) else ""
@@ -307,7 +445,7 @@ class CloudRunEmulator:
                 f"Resource '{incoming.name}' was modified concurrently (etag mismatch); "
                 "read it again and retry.",
             )
-        rules.check_service(incoming)
+        rules.check_service(incoming, creating=False)
         rules.fill_defaults(incoming)
         template_changed = _template_key(incoming.template) != _template_key(current.template)
         current.labels = dict(incoming.labels)
@@ -343,11 +481,57 @@ class CloudRunEmulator:
         def complete() -> tuple[run_v2.Service, None]:
             self.services.pop(name, None)
             self._created.pop(name, None)
-            self.revisions.pop(name, None)
+            for revision in self.revisions.pop(name, []):
+                self.revision_resources.pop(f"{name}/revisions/{revision}", None)
+                self._created.pop(f"{name}/revisions/{revision}", None)
             self._stop_all(name)
             return snapshot, None
 
         return self.operations.start(name.rsplit("/services/", 1)[0], snapshot, complete)
+
+    # -- google.cloud.run.v2.Revisions ------------------------------------------------------
+
+    def get_revision(self, request: run_v2.GetRevisionRequest) -> run_v2.Revision:
+        # [proto] GetRevisionRequest.name: "projects/{project}/locations/{location}/
+        # services/{service}/revisions/{revision}".
+        if not rules.REVISION_NAME.fullmatch(request.name):
+            raise invalid(f"name {request.name!r} is not a revision name")
+        revision = self.revision_resources.get(request.name)
+        if revision is None:
+            raise rules.not_found(request.name)
+        return run_v2.Revision(revision)
+
+    def list_revisions(self, request: run_v2.ListRevisionsRequest) -> run_v2.ListRevisionsResponse:
+        # [proto] ListRevisionsRequest.parent: a service, or "-" for every service of the
+        # location; "Results are sorted by creation time, descending"; paged.
+        every = request.parent.endswith("/services/-")
+        if not (rules.SERVICE_NAME.fullmatch(request.parent) or every):
+            raise invalid(f"parent {request.parent!r} is not a service name")
+        if not every:
+            self._get(request.parent)
+        if request.page_size < 0:
+            raise invalid("page_size must not be negative")
+        prefix = request.parent.removesuffix("-") if every else f"{request.parent}/"
+        names = sorted(
+            (n for n in self.revision_resources if n.startswith(prefix)),
+            key=lambda n: -self._created[n],
+        )
+        start = rules.page_start(request.page_token)
+        size = min(request.page_size or self.max_page_size, self.max_page_size)
+        token = str(start + size) if start + size < len(names) else ""
+        return run_v2.ListRevisionsResponse(
+            revisions=[
+                run_v2.Revision(self.revision_resources[n]) for n in names[start : start + size]
+            ],
+            next_page_token=token,
+        )
+
+    def revisions_handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        methods: dict[str, tuple[Method, Callable[[bytes], Any]]] = {
+            "GetRevision": (self.get_revision, run_v2.GetRevisionRequest.deserialize),
+            "ListRevisions": (self.list_revisions, run_v2.ListRevisionsRequest.deserialize),
+        }
+        return generic_handler("google.cloud.run.v2.Revisions", "run", self.plumbing, methods)
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         methods: dict[str, tuple[Method, Callable[[bytes], Any]]] = {

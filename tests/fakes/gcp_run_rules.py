@@ -11,12 +11,21 @@ shared mistake would hide itself). Sources, cited per rule below:
 * [concurrency] https://cloud.google.com/run/docs/about-concurrency (maximum 1000);
 * [env] https://cloud.google.com/run/docs/configuring/services/environment-variables
   (reserved names of the container runtime contract, 1000 variables, 32 KiB values);
-* [labels] gcp_common.check_labels.
+* [labels] gcp_common.check_labels;
+* [annotations] Service.annotations and RevisionTemplate.annotations: they "follow
+  Kubernetes annotations' namespacing, limits, and rules" and the ``run.googleapis.com``,
+  ``cloud.googleapis.com``, ``serving.knative.dev`` and ``autoscaling.knative.dev``
+  namespaces "will be rejected" (a service's "in new resources"); Kubernetes' rules are
+  k8s.io/apimachinery ``ValidateAnnotations``: each key a qualified name (an optional
+  DNS-1123 subdomain prefix of at most 253 characters and ``/``, then a name of at most
+  63 of ``[A-Za-z0-9-_.]`` starting and ending alphanumeric), all keys and values at
+  most 256 KiB together (``TotalAnnotationSizeLimitB``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import grpc
 from google.cloud import run_v2
@@ -32,6 +41,9 @@ SERVICE_ID = re.compile(r"[a-z]([-a-z0-9]{0,47}[a-z0-9])?")
 # [proto] "Format: projects/{project}/locations/{location}".
 PARENT = re.compile(r"projects/([a-z0-9][-a-z0-9.:]*)/locations/([a-z]+-[a-z]+[0-9]+)")
 SERVICE_NAME = re.compile(PARENT.pattern + r"/services/" + SERVICE_ID.pattern)
+# [proto] Revision: "projects/{project}/locations/{location}/services/{service}/revisions/
+# {revision}"; a revision name is a DNS label (at most 63 characters).
+REVISION_NAME = re.compile(SERVICE_NAME.pattern + r"/revisions/[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 SERVICE_ACCOUNT = re.compile(r"[^@\s]+@[^@\s]+\.gserviceaccount\.com")
 # [env] The container runtime contract's variables "are reserved and cannot be set".
 RESERVED_ENV = frozenset({"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"})
@@ -49,6 +61,15 @@ WHOLE_CPU_MEMORY = {  # [cpu] the vCPU and memory table: millicores -> (least, m
 DEFAULT_CPU = "1000m"  # what Cloud Run reports for a container without limits
 DEFAULT_MEMORY = "512Mi"  # [memory] "By default, the memory allocated ... is 512 MiB"
 DEFAULT_TIMEOUT_SECONDS = 300  # [proto] RevisionTemplate.timeout, 5 minutes by default
+RESERVED_NAMESPACES = (  # [annotations]
+    "run.googleapis.com",
+    "cloud.googleapis.com",
+    "serving.knative.dev",
+    "autoscaling.knative.dev",
+)
+MAX_ANNOTATION_BYTES = 256 * 1024  # [annotations] TotalAnnotationSizeLimitB
+_QUALIFIED_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _GEN2 = run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2
 _CPU = re.compile(r"(\d+(?:\.\d+)?)(m?)")
 _MEMORY = re.compile(r"(\d+)(Ki|Mi|Gi|Ti|K|M|G|T)?")
@@ -83,12 +104,42 @@ def check_service_id(service_id: str) -> None:
         )
 
 
-def check_service(service: run_v2.Service) -> None:
+def _reserved(prefix: str) -> bool:
+    """A reserved namespace, or a subdomain of one (a stricter reading than the proto's
+    "namespaces": an emulator that accepted what Cloud Run rejects would hide a bug)."""
+    return any(prefix == ns or prefix.endswith(f".{ns}") for ns in RESERVED_NAMESPACES)
+
+
+def check_annotations(
+    annotations: Mapping[str, str], where: str, *, reserved_allowed: bool = False
+) -> None:
+    """[annotations] Kubernetes' key rules and size limit; Cloud Run's reserved namespaces."""
+    items = list(annotations.items())
+    total = 0
+    for key, value in items:
+        prefix, slash, name = str(key).rpartition("/")
+        if (slash and (not prefix or len(prefix) > 253 or not _SUBDOMAIN.fullmatch(prefix))) or (
+            not _QUALIFIED_NAME.fullmatch(name)
+        ):
+            raise invalid(f"{where}: invalid annotation key {str(key)[:80]!r}")
+        if slash and _reserved(prefix) and not reserved_allowed:
+            raise invalid(
+                f"{where}: annotation {key!r}: the {prefix} namespace is not supported by "
+                "Cloud Run API v2"
+            )
+        total += len(str(key).encode()) + len(str(value).encode())
+    if total > MAX_ANNOTATION_BYTES:
+        raise invalid(f"{where}: annotations are {total} bytes, at most {MAX_ANNOTATION_BYTES}")
+
+
+def check_service(service: run_v2.Service, *, creating: bool = True) -> None:
     """Raise INVALID_ARGUMENT for what Cloud Run refuses in a created or updated Service."""
     # [proto] Service.labels: Google Cloud label rules; the run.googleapis.com,
     # cloud.googleapis.com, serving.knative.dev, autoscaling.knative.dev namespaces are
     # rejected (their '/' already breaks the key rule).
     check_labels(service.labels.items(), "service.labels")
+    # [annotations] a service's reserved namespaces are "rejected in new resources".
+    check_annotations(service.annotations, "service.annotations", reserved_allowed=not creating)
     if "template" not in service:
         raise invalid("service.template: required")  # [proto] field_behavior REQUIRED
     _check_template(service.template)
@@ -100,6 +151,10 @@ def check_service(service: run_v2.Service) -> None:
 
 
 def _check_template(template: run_v2.RevisionTemplate) -> None:
+    # [proto] RevisionTemplate.labels: label rules, reserved namespaces rejected;
+    # .annotations: [annotations], reserved namespaces rejected in every request.
+    check_labels(template.labels.items(), "template.labels")
+    check_annotations(template.annotations, "template.annotations")
     containers = template.containers
     if not containers:
         raise invalid("template.containers: at least one container is required")
@@ -220,6 +275,17 @@ def fill_defaults(service: run_v2.Service) -> None:
                 percent=100,
             )
         ]
+
+
+def page_start(token: str) -> int:
+    """The offset a page token of this emulator stands for (opaque to clients)."""
+    try:
+        start = int(token or 0)
+    except ValueError:
+        raise invalid(f"invalid page_token {token[:40]!r}") from None
+    if start < 0:
+        raise invalid(f"invalid page_token {token[:40]!r}")
+    return start
 
 
 def not_found(name: str) -> EmulatorError:

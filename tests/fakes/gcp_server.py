@@ -25,8 +25,8 @@ OPERATION_SECONDS = 0.25
 
 
 class GcpEmulator:
-    """Cloud Run v2, Secret Manager, Cloud Monitoring, Cloud Logging and GKE ClusterManager
-    on one port."""
+    """Cloud Run v2 (Services, Revisions), Secret Manager, Cloud Monitoring, Cloud Logging
+    and GKE ClusterManager on one port."""
 
     def __init__(
         self,
@@ -60,6 +60,7 @@ class GcpEmulator:
             [
                 self.operations.handler(),
                 self.run.handler(),
+                self.run.revisions_handler(),
                 self.secrets.handler(),
                 self.monitoring.handler(),
                 self.logging.handler(),

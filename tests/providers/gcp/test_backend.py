@@ -44,9 +44,10 @@ def test_list_providers_reports_the_chosen_class() -> None:
         "metrics",
         "logs",
         "delete",
+        "revisions",
     }
-    # GKE mode is the kubernetes provider: its native watch and its revisions (the
-    # Deployment's ReplicaSets), which Cloud Run mode does not keep yet.
-    assert set(gke.capabilities) == set(cloud_run.capabilities) | {"native_watch", "revisions"}
+    # GKE mode is the kubernetes provider: its native watch; both keep revisions (Cloud
+    # Run's revisions, the Deployment's ReplicaSets).
+    assert set(gke.capabilities) == set(cloud_run.capabilities) | {"native_watch"}
     bad = registry.describe("gcp", {"ALPHASWARM_GCP_MODE": "nope"})
     assert bad.installed and "ALPHASWARM_GCP_MODE" in bad.install_hint

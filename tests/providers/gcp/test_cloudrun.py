@@ -24,11 +24,13 @@ from alphaswarm_core.providers.protocol import (
     InvalidSpecError,
     PortSpec,
     Resources,
+    RolloutState,
     SettingInvalid,
 )
 from alphaswarm_core.testing import SpecFactory
 from tests.fakes.faults import Kind
 from tests.fakes.gcp_auth import PROJECT
+from tests.fakes.gcp_run import container_unhealthy, image_not_found
 from tests.fakes.gcp_server import GcpEmulator
 
 from .conftest import IMAGE, REGION, served
@@ -264,7 +266,7 @@ async def test_failed_create_leaves_no_service(
     namespace: str,
     cloud_run_specs: SpecFactory,
 ) -> None:
-    emulator.run.break_image(IMAGE, f"Image '{IMAGE}' not found.")
+    emulator.run.break_image(IMAGE, image_not_found(IMAGE))
     with pytest.raises(BackendRejectedError, match="not found"):
         await cloud_run.start(cloud_run_specs("broken", namespace))
     assert served(emulator, "run:DeleteService") == 1
@@ -281,18 +283,16 @@ async def test_failed_update_keeps_the_previous_revision_serving(
 ) -> None:
     await cloud_run.start(cloud_run_specs("roll", namespace, replicas=2, env={"V": "1"}))
     broken = "us-docker.pkg.dev/team/app:crashes"
-    emulator.run.break_image(
-        broken,
-        "The user-provided container failed to start and listen on the port defined "
-        "provided by the PORT=8080 environment variable.",
+    emulator.run.break_image(broken, container_unhealthy())
+    # The change was made: its rollout failed, which the status says (the call does not).
+    started = await cloud_run.start(
+        replace(cloud_run_specs("roll", namespace, replicas=2, env={"V": "2"}), image=broken)
     )
-    with pytest.raises(BackendRejectedError):
-        await cloud_run.start(
-            replace(cloud_run_specs("roll", namespace, replicas=2, env={"V": "2"}), image=broken)
-        )
+    assert started.rollout is not None and started.rollout.state is RolloutState.FAILED
     status = await cloud_run.status("roll", namespace=namespace)
     assert status.state is DeploymentState.DEGRADED
     assert status.ready_replicas == 2 and "PORT=8080" in status.message
+    assert (status.revision, status.observed_revision) == (2, 1)
 
 
 async def test_operations_are_bounded_by_the_callers_deadline(

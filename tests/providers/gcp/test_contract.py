@@ -30,6 +30,7 @@ from alphaswarm_core.testing import (
 )
 from alphaswarm_core.testing.contract import wait_for_logs
 from tests.fakes.gcp_auth import PROJECT
+from tests.fakes.gcp_run import image_not_found
 from tests.fakes.gcp_server import GcpEmulator
 from tests.realkube.contract import KUBERNETES_CAPABILITIES, RealKubeFixtures, read_real_metrics
 from tests.realkube.fixtures import make_spec
@@ -43,9 +44,24 @@ TICKER = (
 )
 
 
+#: An image the emulated registry does not hold (Cloud Run: CONTAINER_MISSING).
+MISSING_IMAGE = "us-docker.pkg.dev/alphaswarm-tests/missing/app:never-pushed"
+
+
 class TestCloudRunContract(ProviderContract):
     expected_capabilities = frozenset(
-        {"start", "stop", "scale", "status", "list", "config", "metrics", "logs", "delete"}
+        {
+            "start",
+            "stop",
+            "scale",
+            "status",
+            "list",
+            "config",
+            "metrics",
+            "logs",
+            "delete",
+            "revisions",
+        }
     )
 
     @pytest.fixture
@@ -55,6 +71,11 @@ class TestCloudRunContract(ProviderContract):
     @pytest.fixture
     def spec_factory(self, cloud_run_specs: SpecFactory) -> SpecFactory:
         return cloud_run_specs
+
+    @pytest.fixture
+    def failing_spec_factory(self, emulator: GcpEmulator) -> SpecFactory:
+        emulator.run.break_image(MISSING_IMAGE, image_not_found(MISSING_IMAGE))
+        return spec_factory_for(image=MISSING_IMAGE, resources=Resources(cpu="1", memory="512Mi"))
 
     @pytest.fixture
     def log_spec_factory(self) -> SpecFactory:

@@ -20,6 +20,7 @@ from google.cloud.container_v1.services.cluster_manager.transports import (
 from google.cloud.monitoring_v3.services.metric_service.transports import (
     MetricServiceGrpcAsyncIOTransport,
 )
+from google.cloud.run_v2.services.revisions.transports import RevisionsGrpcAsyncIOTransport
 from google.cloud.run_v2.services.services.transports import ServicesGrpcAsyncIOTransport
 from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
     SecretManagerServiceGrpcAsyncIOTransport,
@@ -27,6 +28,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 from google.protobuf import field_mask_pb2
 
 from tests.fakes.faults import Kind
+from tests.fakes.gcp_run import container_unhealthy
 from tests.fakes.gcp_server import GcpEmulator
 
 PARENT = "projects/p-test-1/locations/europe-west4"
@@ -37,6 +39,7 @@ GEN2 = run_v2.ExecutionEnvironment(run_v2.ExecutionEnvironment.EXECUTION_ENVIRON
 @dataclass
 class Clients:
     run: run_v2.ServicesAsyncClient
+    revisions: run_v2.RevisionsAsyncClient
     secrets: secretmanager_v1.SecretManagerServiceAsyncClient
     monitoring: monitoring_v3.MetricServiceAsyncClient
     container: container_v1.ClusterManagerAsyncClient
@@ -55,6 +58,7 @@ async def clients(quiet: GcpEmulator) -> AsyncIterator[Clients]:
 
     made = Clients(
         run_v2.ServicesAsyncClient(transport=ServicesGrpcAsyncIOTransport(channel=channel())),
+        run_v2.RevisionsAsyncClient(transport=RevisionsGrpcAsyncIOTransport(channel=channel())),
         secretmanager_v1.SecretManagerServiceAsyncClient(
             transport=SecretManagerServiceGrpcAsyncIOTransport(channel=channel())
         ),
@@ -66,7 +70,7 @@ async def clients(quiet: GcpEmulator) -> AsyncIterator[Clients]:
         ),
     )
     yield made
-    for client in (made.run, made.secrets, made.monitoring, made.container):
+    for client in (made.run, made.revisions, made.secrets, made.monitoring, made.container):
         await client.transport.close()  # type: ignore[no-untyped-call]
 
 
@@ -174,6 +178,109 @@ async def test_cloud_run_stale_etag_is_aborted(clients: Clients, quiet: GcpEmula
     with pytest.raises(gexc.Aborted):
         await clients.run.update_service(service=first, retry=None)
     assert (await clients.run.get_service(name=name, retry=None)).labels == {"who": "second"}
+
+
+def _annotated(template: dict[str, str], service: dict[str, str] | None = None) -> run_v2.Service:
+    made = _service()
+    made.template.annotations = template
+    made.annotations = service or {}
+    return made
+
+
+@pytest.mark.parametrize(
+    ("service", "message"),
+    [
+        # revision_template.proto: these namespaces "will be rejected".
+        (_annotated({"run.googleapis.com/cpu-throttling": "false"}), "not supported"),
+        (_annotated({"serving.knative.dev/creator": "me"}), "not supported"),
+        (_annotated({"features.run.googleapis.com/x": "1"}), "not supported"),
+        # service.proto: "rejected in new resources".
+        (_annotated({}, {"autoscaling.knative.dev/maxScale": "3"}), "not supported"),
+        (_annotated({}, {"cloud.googleapis.com/location": "x"}), "not supported"),
+        # Kubernetes' annotation rules: qualified-name keys, 256 KiB in all.
+        (_annotated({"bad key": "x"}), "annotation key"),
+        (_annotated({"-leading/x": "x"}), "annotation key"),
+        (_annotated({"a/" + "n" * 64: "x"}), "annotation key"),
+        (_annotated({"big": "x" * (256 * 1024)}), "at most 262144"),
+    ],
+)
+async def test_cloud_run_refuses_reserved_and_malformed_annotations(
+    clients: Clients, quiet: GcpEmulator, service: run_v2.Service, message: str
+) -> None:
+    with pytest.raises(gexc.InvalidArgument, match=message):
+        await _create(clients, service)
+    assert quiet.run.services == {}
+
+
+async def test_revisions_are_listed_newest_first_page_by_page_with_their_annotations(
+    clients: Clients, quiet: GcpEmulator
+) -> None:
+    quiet.operations.seconds = 0
+    await _create(clients, _annotated({"example.com/n": "1"}))
+    name = f"{PARENT}/services/svc"
+    for n in range(2, 6):
+        current = await clients.run.get_service(name=name, retry=None)
+        current.template.annotations = {"example.com/n": str(n)}
+        await clients.run.update_service(service=current, retry=None)
+    current = await clients.run.get_service(name=name, retry=None)
+    current.scaling.manual_instance_count = 3  # a service-level change: no revision
+    await clients.run.update_service(service=current, retry=None)
+    pages = []
+    token = ""
+    while True:
+        response = await clients.revisions.list_revisions(
+            request=run_v2.ListRevisionsRequest(parent=name, page_size=2, page_token=token),
+            retry=None,
+        )
+        pages.append([r.annotations["example.com/n"] for r in response.revisions])
+        token = response.next_page_token
+        if not token:
+            break
+    assert pages == [["5", "4"], ["3", "2"], ["1"]]
+    newest = await clients.revisions.get_revision(
+        name=(await clients.run.get_service(name=name, retry=None)).latest_created_revision,
+        retry=None,
+    )
+    assert newest.name.startswith(f"{name}/revisions/svc-00005-")
+    assert newest.service == name and not newest.reconciling
+    assert {c.type_: c.state for c in newest.conditions} == {
+        "Ready": run_v2.Condition.State.CONDITION_SUCCEEDED,
+        "ContainerHealthy": run_v2.Condition.State.CONDITION_SUCCEEDED,
+        "ResourcesAvailable": run_v2.Condition.State.CONDITION_SUCCEEDED,
+    }
+    with pytest.raises(gexc.NotFound):
+        await clients.revisions.list_revisions(parent=f"{PARENT}/services/other", retry=None)
+    with pytest.raises(gexc.InvalidArgument):
+        await clients.revisions.get_revision(name="svc-00001-abc", retry=None)
+
+
+async def test_a_failed_revision_keeps_traffic_on_the_last_ready_one(
+    clients: Clients, quiet: GcpEmulator
+) -> None:
+    await (await _create(clients, _service())).result(timeout=10)  # type: ignore[attr-defined]
+    name = f"{PARENT}/services/svc"
+    ready = (await clients.run.get_service(name=name, retry=None)).latest_ready_revision
+    broken = "us-docker.pkg.dev/team/app:crashes"
+    quiet.run.break_image(broken, container_unhealthy())
+    current = await clients.run.get_service(name=name, retry=None)
+    current.template.containers[0].image = broken
+    operation = await clients.run.update_service(service=current, retry=None)
+    # The operation ends with the revision's error (code 9, FAILED_PRECONDITION).
+    with pytest.raises(gexc.GoogleAPICallError, match="PORT=8080") as caught:
+        await operation.result(timeout=10)  # type: ignore[no-untyped-call]
+    assert caught.value.errors[0].code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    after = await clients.run.get_service(name=name, retry=None)
+    assert after.latest_ready_revision == ready != after.latest_created_revision
+    assert [t.revision for t in after.traffic_statuses] == [ready.rsplit("/", 1)[1]]
+    assert after.terminal_condition.state == run_v2.Condition.State.CONDITION_FAILED
+    failed = await clients.revisions.get_revision(name=after.latest_created_revision, retry=None)
+    conditions = {c.type_: c for c in failed.conditions}
+    unhealthy = conditions["ContainerHealthy"]
+    assert unhealthy.state == run_v2.Condition.State.CONDITION_FAILED
+    assert unhealthy.revision_reason == (
+        run_v2.Condition.RevisionReason.HEALTH_CHECK_CONTAINER_ERROR
+    )
+    assert conditions["Ready"].state == run_v2.Condition.State.CONDITION_FAILED
 
 
 async def test_secret_payload_is_at_most_64_kib(clients: Clients, quiet: GcpEmulator) -> None:

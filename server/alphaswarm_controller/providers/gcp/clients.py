@@ -34,6 +34,7 @@ from google.cloud.logging_v2.services.logging_service_v2.transports import (
 from google.cloud.monitoring_v3.services.metric_service.transports import (
     MetricServiceGrpcAsyncIOTransport,
 )
+from google.cloud.run_v2.services.revisions.transports import RevisionsGrpcAsyncIOTransport
 from google.cloud.run_v2.services.services.transports import ServicesGrpcAsyncIOTransport
 from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
     SecretManagerServiceGrpcAsyncIOTransport,
@@ -122,8 +123,9 @@ class GcpClients:
         self.credentials = credentials
         self._clients: dict[str, Any] = {}
 
-    def _make(self, api: str, client_cls: Any, transport_cls: Any) -> Any:
-        client = self._clients.get(api)
+    def _make(self, api: str, client_cls: Any, transport_cls: Any, key: str = "") -> Any:
+        """The client of ``api`` (``key``: a second client of the same API's endpoint)."""
+        client = self._clients.get(key or api)
         if client is None:
             endpoint = self.settings.endpoints.get(api, "")
             if endpoint and is_loopback(endpoint):
@@ -134,12 +136,19 @@ class GcpClients:
                 client = client_cls(
                     credentials=self.credentials, client_options=options, transport="grpc_asyncio"
                 )
-            self._clients[api] = client
+            self._clients[key or api] = client
         return client
 
     def run(self) -> run_v2.ServicesAsyncClient:
         client: run_v2.ServicesAsyncClient = self._make(
             "run", run_v2.ServicesAsyncClient, ServicesGrpcAsyncIOTransport
+        )
+        return client
+
+    def revisions(self) -> run_v2.RevisionsAsyncClient:
+        """Cloud Run's Revisions service, on the run endpoint."""
+        client: run_v2.RevisionsAsyncClient = self._make(
+            "run", run_v2.RevisionsAsyncClient, RevisionsGrpcAsyncIOTransport, "run-revisions"
         )
         return client
 

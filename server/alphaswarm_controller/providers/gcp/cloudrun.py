@@ -5,7 +5,8 @@ service_id) — readable prefix plus a hash, so any pair fits Cloud Run's 49
 character rule and two pairs never collide — labelled with both ids. Replicas
 are the service-level ``scaling.manual_instance_count`` (manual scaling mode),
 so scaling never creates a revision; only template changes (image, command,
-env, ports, limits, the config secret version) do.
+env, ports, limits, labels and the spec record, the config secret version) do, each
+numbered by the controller (``revisions``).
 
 Cloud Run reports no per-instance list. With manual scaling, a reconciled
 service whose Ready condition succeeded and whose latest ready revision is the
@@ -20,9 +21,11 @@ ports must still listen on ``$PORT``; CPU, memory and what they imply are in ``l
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from google.cloud import run_v2
@@ -38,6 +41,15 @@ from alphaswarm_core.providers.protocol import (
 )
 
 from . import limits
+from .revisions import (
+    POLICY_KEYS,
+    SPEC_KEY,
+    RevisionFacts,
+    number_of,
+    policy_annotations,
+    spec_record,
+    with_facts,
+)
 
 MANAGED_BY = ("managed-by", "alphaswarm")
 NAMESPACE_LABEL = "alphaswarm-namespace"
@@ -50,6 +62,13 @@ CONTAINER_NAME = "app"
 
 MAX_LABELS = 64
 _NAME_LIMIT = 49
+
+
+class Keep(enum.Enum):
+    """``converge``'s ``ref`` when the service keeps the config reference it has."""
+
+    CONFIG = "config"
+
 
 HAS_MANUAL_SCALING = "manual_instance_count" in run_v2.ServiceScaling.meta.fields
 _COND = run_v2.Condition.State
@@ -170,8 +189,10 @@ def build_container(spec: DeploymentSpec, config_ref: run_v2.EnvVar | None) -> r
 def build_template(
     spec: DeploymentSpec, config_ref: run_v2.EnvVar | None, service_account: str
 ) -> run_v2.RevisionTemplate:
+    """The template of ``spec`` without revision facts (``revisions.with_facts`` adds them)."""
     instance = limits.shape(spec.resources)
     return run_v2.RevisionTemplate(
+        annotations={SPEC_KEY: spec_record(spec)},
         containers=[build_container(spec, config_ref)],
         max_instance_request_concurrency=instance.concurrency,
         execution_environment=instance.execution_environment,
@@ -188,10 +209,16 @@ def own_labels(spec: DeploymentSpec) -> dict[str, str]:
     }
 
 
-def build_service(spec: DeploymentSpec, service_account: str = "") -> run_v2.Service:
+def build_service(
+    spec: DeploymentSpec, service_account: str = "", facts: RevisionFacts | None = None
+) -> run_v2.Service:
+    """A new service running ``spec`` as revision ``facts`` (1 unless given)."""
+    template = build_template(spec, None, service_account)
+    template.annotations = with_facts(template.annotations, facts or RevisionFacts(1))
     service = run_v2.Service(
         labels=own_labels(spec),
-        template=build_template(spec, None, service_account),
+        annotations=policy_annotations(spec),
+        template=template,
         traffic=[
             run_v2.TrafficTarget(
                 type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST,
@@ -221,11 +248,25 @@ def instance_count(service: run_v2.Service) -> int:
 
 
 def config_ref(service: run_v2.Service) -> run_v2.EnvVar | None:
-    for container in service.template.containers:
+    return template_config_ref(service.template.containers)
+
+
+def template_config_ref(containers: Sequence[run_v2.Container]) -> run_v2.EnvVar | None:
+    """The config reference among a template's (or a revision's) ``containers``."""
+    for container in containers:
         for var in container.env:
             if var.name == CONFIG_ENV:
                 return run_v2.EnvVar(var)
     return None
+
+
+def pinned_version(containers: Sequence[run_v2.Container]) -> tuple[str, str] | None:
+    """(secret, version) of the config a template or revision runs with (None: none)."""
+    ref = template_config_ref(containers)
+    if ref is None:
+        return None
+    selector = ref.value_source.secret_key_ref
+    return str(selector.secret), str(selector.version)
 
 
 def make_config_ref(secret: str, version: str) -> run_v2.EnvVar:
@@ -283,21 +324,33 @@ def template_key(
         int(template.max_instance_request_concurrency),
         str(template.service_account) if identity else None,
         int(template.execution_environment) if environment else None,
+        str(template.annotations.get(SPEC_KEY, "")),
     )
 
 
 def converge(
-    existing: run_v2.Service, spec: DeploymentSpec, service_account: str = ""
+    existing: run_v2.Service,
+    spec: DeploymentSpec,
+    service_account: str = "",
+    *,
+    cause: str = "",
+    ref: run_v2.EnvVar | Keep | None = Keep.CONFIG,
+    restores: RevisionFacts | None = None,
 ) -> run_v2.Service | None:
-    """The service updated to ``spec`` (keeping its config reference), or None if it holds."""
+    """The service updated to ``spec``, or None if it holds. A changed template is the
+    next revision (its number one more than the template's, with ``cause``); ``ref`` is
+    the config reference to run with (``Keep.CONFIG``: the service's). ``restores``: a
+    rollback, always a new revision, with these facts (number aside)."""
     updated = run_v2.Service(existing)
     changed = False
-    desired = build_template(spec, config_ref(existing), service_account)
+    desired = build_template(
+        spec, config_ref(existing) if isinstance(ref, Keep) else ref, service_account
+    )
     owned = {
         "environment": desired.execution_environment != limits.ANY_ENVIRONMENT,
         "identity": bool(service_account),
     }
-    if template_key(desired, **owned) != template_key(existing.template, **owned):
+    if restores or template_key(desired, **owned) != template_key(existing.template, **owned):
         # Only what the provider owns changes; the rest of the template (a timeout or a
         # VPC connector set with gcloud) is kept.
         template = run_v2.RevisionTemplate(existing.template)
@@ -308,10 +361,18 @@ def converge(
             template.execution_environment = desired.execution_environment
         if owned["identity"]:
             template.service_account = desired.service_account
+        number = number_of(existing.template) + 1
+        facts = replace(restores, number=number) if restores else RevisionFacts(number, cause)
+        annotations = {**existing.template.annotations, **desired.annotations}
+        template.annotations = with_facts(annotations, facts)
         updated.template = template
         changed = True
     if dict(existing.labels) != own_labels(spec):
         updated.labels = own_labels(spec)
+        changed = True
+    policy = policy_annotations(spec)
+    if {k: v for k, v in existing.annotations.items() if k in POLICY_KEYS} != policy:
+        updated.annotations = {**existing.annotations, **policy}
         changed = True
     if instance_count(existing) != spec.replicas or (
         HAS_MANUAL_SCALING
@@ -320,6 +381,17 @@ def converge(
         set_instance_count(updated, spec.replicas)
         changed = True
     return updated if changed else None
+
+
+def serving_revision(service: run_v2.Service) -> str:
+    """The full name of the revision that takes (most of) the traffic: the provider routes
+    100 % to LATEST, which serves ``latest_ready_revision``; a split set by someone else is
+    read from ``traffic_statuses`` ("Detailed status information for corresponding traffic
+    targets", service.proto). "" when none serves."""
+    best = max(service.traffic_statuses, key=lambda t: int(t.percent), default=None)
+    if best is not None and best.percent > 0 and best.revision:
+        return f"{service.name}/revisions/{best.revision}"
+    return str(service.latest_ready_revision)
 
 
 def owner(service: run_v2.Service) -> tuple[str, str] | None:

@@ -22,10 +22,19 @@ makes the provider read again, a bounded number of times. Logs stay in Cloud Log
 the retention of the bucket they were routed to.
 
 A failed create deletes the half-created service before reporting the failure. A failed
-update leaves Cloud Run serving the previous ready revision, which ``status`` reports as
-DEGRADED with Cloud Run's message. An update is sent with the etag of the service it was
-computed from; when another writer got there first (ABORTED) the provider reads again
-and converges from what it finds, a bounded number of times.
+update leaves Cloud Run serving the previous ready revision: the change was made, its
+rollout FAILED, which ``status`` reports (DEGRADED, the rollout's reason and Cloud Run's
+message) rather than the call raising. An update is sent with the etag of the service it
+was computed from; when another writer got there first (ABORTED) the provider reads
+again and converges from what it finds, a bounded number of times.
+
+Revisions (capability ``revisions``): every change of what runs is a Cloud Run revision
+numbered by the controller in the template's annotations (``revisions``), read back
+from Cloud Run (``history``, ``views``); rollouts are judged from Cloud Run's conditions
+(``rollout``). ``expected_revision`` is checked against the service as read, and the
+update carries that read's etag: check-and-set. A failed rollout of a spec with
+``auto_rollback`` is rolled back when a status read sees it (the controller keeps no
+loop of its own), to the revision that serves, as a new automatic revision.
 """
 
 from __future__ import annotations
@@ -34,19 +43,23 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import run_v2
 
+from alphaswarm_core.call import current_change
 from alphaswarm_core.providers.concurrency import BlockingRunner, remaining_timeout
 from alphaswarm_core.providers.protocol import (
     DEFAULT_NAMESPACE,
     BackendConflictError,
+    BackendRejectedError,
     BackendTimeoutError,
     ConfigMapPatch,
     ConfigVersionConflict,
+    Definition,
     DeploymentNotFoundError,
     DeploymentSpec,
     DeploymentStatus,
@@ -57,6 +70,10 @@ from alphaswarm_core.providers.protocol import (
     MetricSample,
     ProviderHealth,
     ProviderKind,
+    Revision,
+    RevisionConflict,
+    RevisionNotFound,
+    RolloutState,
     ServiceConfig,
 )
 
@@ -64,9 +81,12 @@ from . import cloudrun, retry
 from .clients import GcpClients, load_credentials
 from .config import SecretConfigStore
 from .errors import api_errors, credentials_missing
+from .history import RevisionReader
 from .logs import CloudRunLogs
 from .metrics import CloudRunMetrics
+from .revisions import RevisionFacts, facts_of, number_of
 from .settings import GcpSettings
+from .views import ServiceViews
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +109,7 @@ class CloudRunProvider(InfrastructureProvider):
         self._clients: GcpClients | None = None
         self._project = ""
         self._connect_lock = asyncio.Lock()
+        self._views: ServiceViews | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -112,6 +133,14 @@ class CloudRunProvider(InfrastructureProvider):
                 self._clients = GcpClients(self.settings, credentials)
         return self._clients
 
+    async def _read(self) -> ServiceViews:
+        """The reads of services and revisions (made once, after connecting)."""
+        clients = await self._connect()
+        if self._views is None:
+            reader = RevisionReader(clients.revisions, self.settings.revision_history)
+            self._views = ServiceViews(reader, self._store, self.provider_alias)
+        return self._views
+
     @property
     def _parent(self) -> str:
         return f"projects/{self._project}/locations/{self.settings.region}"
@@ -129,6 +158,24 @@ class CloudRunProvider(InfrastructureProvider):
                     delay = min(delay * 1.5, MAX_POLL_DELAY)
                 result: run_v2.Service = await operation.result()
         return result
+
+    async def _await_rollout(self, operation: Any, deadline_seconds: float) -> None:
+        """Await the operation of an update that made a revision, until it ends or the
+        spec's progress deadline passes. A revision that failed (Cloud Run ends the
+        operation with its error and keeps the previous one serving) and a deadline that
+        passed are the rollout's outcome, for ``status`` to report, not the call's error;
+        the caller's deadline passing first is BACKEND_TIMEOUT, as for any operation."""
+        call = remaining_timeout(self.settings.operation_timeout)
+        try:
+            if deadline_seconds < call:
+                async with asyncio.timeout(deadline_seconds):
+                    await self._await_operation(operation)
+            else:
+                await self._await_operation(operation)
+        except TimeoutError:
+            log.info("a Cloud Run revision was not ready within %gs", deadline_seconds)
+        except BackendRejectedError as exc:
+            log.info("a Cloud Run revision failed: %s", exc.message)
 
     async def _find(self, namespace: str, service_id: str) -> run_v2.Service | None:
         clients = await self._connect()
@@ -149,13 +196,34 @@ class CloudRunProvider(InfrastructureProvider):
             raise DeploymentNotFoundError(service_id, namespace)
         return service
 
-    async def _update(self, service: run_v2.Service) -> run_v2.Service:
+    async def _update(
+        self, before: run_v2.Service, service: run_v2.Service, *, wait: bool = True
+    ) -> run_v2.Service:
+        """Send ``service`` (carrying the etag ``before`` was read with) and await it
+        (``wait`` False: only its acceptance). An update that made a revision ends with
+        the service as it is then, whatever the rollout's outcome (``_await_rollout``).
+        One that made none (a scale, say) while the newest revision is a failed one fails
+        as that revision did (Cloud Run keeps reconciling towards it): that too is the
+        rollout's outcome, not the call's error."""
         clients = await self._connect()
+        namespace, service_id = cloudrun.owner(service) or ("", "")
         with api_errors("run"):
             operation = await clients.run().update_service(
                 service=service, retry=retry.policy(), timeout=remaining_timeout()
             )
-        return await self._await_operation(operation)
+        if not wait:
+            return await self._get(namespace, service_id)
+        if number_of(service.template) != number_of(before.template):
+            deadline = (await self._read()).spec(service).progress_deadline_seconds
+            await self._await_rollout(operation, deadline)
+            return await self._get(namespace, service_id)
+        try:
+            return await self._await_operation(operation)
+        except BackendRejectedError:
+            after = await self._find(namespace, service_id)
+            if after is None or after.latest_created_revision == after.latest_ready_revision:
+                raise
+            return after
 
     async def _converge_with(
         self,
@@ -163,18 +231,22 @@ class CloudRunProvider(InfrastructureProvider):
         service_id: str,
         change: Callable[[run_v2.Service], run_v2.Service | None],
         first: run_v2.Service | None = None,
+        *,
+        wait: bool = True,
     ) -> DeploymentStatus:
         """Read, apply ``change`` (None: nothing to do), update with the read etag; on a
-        concurrent change (ABORTED) read again and retry, at most MAX_CONVERGE_ATTEMPTS."""
+        concurrent change (ABORTED) read again and retry, at most MAX_CONVERGE_ATTEMPTS.
+        ``change`` checks the caller's ``expected_revision`` against each read, so with
+        the etag the check and the change are one compare-and-swap."""
         service = first
         for attempt in range(1, MAX_CONVERGE_ATTEMPTS + 1):
             if service is None:
                 service = await self._get(namespace, service_id)
             updated = change(service)
             if updated is None:
-                return self._status(service)
+                return await self._status(service)
             try:
-                return self._status(await self._update(updated))
+                return await self._status(await self._update(service, updated, wait=wait))
             except BackendConflictError:
                 if attempt == MAX_CONVERGE_ATTEMPTS:
                     raise
@@ -186,8 +258,8 @@ class CloudRunProvider(InfrastructureProvider):
                 service = None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _status(self, service: run_v2.Service) -> DeploymentStatus:
-        return cloudrun.to_status(service, self.provider_alias)
+    async def _status(self, service: run_v2.Service) -> DeploymentStatus:
+        return await (await self._read()).status(service)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -195,6 +267,7 @@ class CloudRunProvider(InfrastructureProvider):
         if self._clients is not None:
             await self._clients.close()
             self._clients = None
+            self._views = None
 
     async def health(self) -> ProviderHealth:
         self._check_credentials()
@@ -230,15 +303,18 @@ class CloudRunProvider(InfrastructureProvider):
         cloudrun.validate_spec(spec)
         self.settings.validate()
         clients = await self._connect()
+        change = current_change()
         existing = await self._find(spec.namespace, spec.service_id)
         if existing is not None:
             return await self._converge(existing, spec)
+        RevisionConflict.check(spec.service_id, spec.namespace, change.expected_revision, 0)
         short = cloudrun.cloud_run_name(spec.namespace, spec.service_id)
+        facts = RevisionFacts(1, change.change_cause)
         with api_errors("run"):
             try:
                 operation = await clients.run().create_service(
                     parent=self._parent,
-                    service=cloudrun.build_service(spec, self.settings.service_account),
+                    service=cloudrun.build_service(spec, self.settings.service_account, facts),
                     service_id=short,
                     retry=retry.policy(),
                     timeout=remaining_timeout(),
@@ -259,16 +335,17 @@ class CloudRunProvider(InfrastructureProvider):
         except InfrastructureProviderError:
             await self._remove_failed(self._name(spec.namespace, spec.service_id))
             raise
-        return self._status(created)
+        return await self._status(created)
 
     async def _converge(self, existing: run_v2.Service, spec: DeploymentSpec) -> DeploymentStatus:
         account = self.settings.service_account
-        return await self._converge_with(
-            spec.namespace,
-            spec.service_id,
-            lambda service: cloudrun.converge(service, spec, account),
-            existing,
-        )
+        change = current_change()
+
+        def converge(service: run_v2.Service) -> run_v2.Service | None:
+            _check(service, change.expected_revision)
+            return cloudrun.converge(service, spec, account, cause=change.change_cause)
+
+        return await self._converge_with(spec.namespace, spec.service_id, converge, existing)
 
     async def _remove_failed(self, name: str) -> None:
         """Delete a service whose creation failed, so no half-created service is left."""
@@ -291,7 +368,10 @@ class CloudRunProvider(InfrastructureProvider):
     async def scale(
         self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
+        expected = current_change().expected_revision
+
         def change(service: run_v2.Service) -> run_v2.Service | None:
+            _check(service, expected)
             if cloudrun.instance_count(service) == replicas:
                 return None
             updated = run_v2.Service(service)
@@ -303,7 +383,11 @@ class CloudRunProvider(InfrastructureProvider):
     async def status(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
-        return self._status(await self._get(namespace, service_id))
+        service = await self._get(namespace, service_id)
+        status = await self._status(service)
+        if await self._rolled_back(service, status):
+            status = await self._status(await self._get(namespace, service_id))
+        return status
 
     async def list_deployments(self, *, namespace: str | None = None) -> list[DeploymentStatus]:
         clients = await self._connect()
@@ -317,18 +401,21 @@ class CloudRunProvider(InfrastructureProvider):
             async for service in pager:
                 ids = cloudrun.owner(service)
                 if ids is not None and (namespace is None or ids[0] == namespace):
-                    found.append(self._status(service))
+                    found.append(await self._status(service))
         return found
 
     async def delete(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
     ) -> bool:
         short = cloudrun.cloud_run_name(namespace, service_id)
+        expected = current_change().expected_revision
         found = False
         for attempt in range(1, MAX_CONVERGE_ATTEMPTS + 1):
             service = await self._find(namespace, service_id)
             if service is None:
+                RevisionConflict.check(service_id, namespace, expected, 0)
                 break
+            _check(service, expected)  # the delete carries this read's etag
             found = True
             try:
                 await self._delete_service(service)
@@ -372,7 +459,10 @@ class CloudRunProvider(InfrastructureProvider):
 
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
         patch.validate()
+        views = await self._read()
         service = await self._get(patch.namespace, patch.service_id)
+        change = current_change()
+        _check(service, change.expected_revision)  # before anything is written
         short = service.name.rsplit("/", 1)[1]
         store = await self._store()
         current = await store.read(short)
@@ -386,20 +476,132 @@ class CloudRunProvider(InfrastructureProvider):
         data = patch.applied_to(current.data)
         version = await store.write(short, patch.namespace, patch.service_id, current, data)
         ref = cloudrun.make_config_ref(store.secret_name(short), version)
+        account = self.settings.service_account
 
         def pin(existing: run_v2.Service) -> run_v2.Service | None:
             # Pinning the version (not "latest") changes the template: Cloud Run rolls a
             # revision, and a replica always runs the config version it was started with.
+            _check(existing, change.expected_revision)
             if cloudrun.config_ref(existing) == ref:
                 return None
-            rolled = run_v2.Service(existing)
-            rolled.template.revision = ""
-            for container in rolled.template.containers:
-                container.env = [v for v in container.env if v.name != cloudrun.CONFIG_ENV] + [ref]
-            return rolled
+            spec = views.spec(existing)
+            return cloudrun.converge(existing, spec, account, cause=change.change_cause, ref=ref)
 
         await self._converge_with(patch.namespace, patch.service_id, pin, service)
         return ServiceConfig(patch.service_id, patch.namespace, data, version)
+
+    # -- revisions --------------------------------------------------------------------------
+
+    async def definition(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> Definition:
+        views = await self._read()
+        return await views.definition(await self._get(namespace, service_id))
+
+    async def list_revisions(
+        self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[Revision]:
+        views = await self._read()
+        return await views.revisions(await self._get(namespace, service_id))
+
+    async def rollback(
+        self, service_id: str, to_revision: int, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> DeploymentStatus:
+        views = await self._read()
+        service = await self._get(namespace, service_id)
+        change = current_change()
+        _check(service, change.expected_revision)
+        current = number_of(service.template)
+        history = await views.revisions(service)
+        if to_revision == 0:
+            older = [r for r in history if r.number < current]
+            if not older:
+                raise RevisionNotFound(service_id, namespace, 0)
+            target = older[0]
+        else:
+            found = [r for r in history if r.number == to_revision]
+            if not found:
+                raise RevisionNotFound(service_id, namespace, to_revision)
+            target = found[0]
+        facts = RevisionFacts(0, change.change_cause, target.number)
+        return await self._restore(service, target, facts, expected=change.expected_revision)
+
+    async def _restore(
+        self,
+        service: run_v2.Service,
+        target: Revision,
+        facts: RevisionFacts,
+        *,
+        expected: int,
+        wait: bool = True,
+    ) -> DeploymentStatus:
+        """A new revision running ``target``'s spec (at the current replica count and
+        rollout policy) and config. The config comes back as it was: when the secret's
+        newest version holds other data, that data is written as a new version (so
+        GetConfig, the next patch and the revision agree), else the newest is pinned."""
+        namespace, service_id = cloudrun.owner(service) or ("", "")
+        short = service.name.rsplit("/", 1)[1]
+        store = await self._store()
+        latest = await store.read(short)
+        if latest.data == dict(target.config):
+            version = latest.version
+        else:
+            version = await store.write(short, namespace, service_id, latest, target.config)
+        ref = (
+            None if version == "0" else cloudrun.make_config_ref(store.secret_name(short), version)
+        )
+        views = await self._read()
+        account = self.settings.service_account
+
+        def restore(existing: run_v2.Service) -> run_v2.Service | None:
+            _check(existing, expected)
+            now = views.spec(existing)
+            spec = replace(
+                target.spec,
+                replicas=now.replicas,
+                progress_deadline_seconds=now.progress_deadline_seconds,
+                auto_rollback=now.auto_rollback,
+            )
+            return cloudrun.converge(existing, spec, account, ref=ref, restores=facts)
+
+        return await self._converge_with(namespace, service_id, restore, service, wait=wait)
+
+    async def _rolled_back(self, service: run_v2.Service, status: DeploymentStatus) -> bool:
+        """Roll a failed rollout back to the revision that serves when the spec asks for
+        it (auto_rollback): a new revision, ``automatic``, ``rollback_of`` the serving
+        one. Never for an automatic revision (no loop of rollbacks), never when nothing
+        served before. Best effort: a failure (another controller did it first, say) is
+        left to the next read, and the status is returned all the same."""
+        rollout = status.rollout
+        if (
+            rollout is None
+            or rollout.state is not RolloutState.FAILED
+            or status.spec is None
+            or not status.spec.auto_rollback
+            or not status.observed_revision
+            or status.observed_revision == status.revision
+            or facts_of(service.template.annotations).automatic
+        ):
+            return False
+        views = await self._read()
+        try:
+            history = await views.revisions(service)
+            good = [r for r in history if r.number == status.observed_revision]
+            if not good:
+                return False
+            facts = RevisionFacts(
+                0,
+                f"auto_rollback: revision {status.revision} failed ({rollout.reason})",
+                status.observed_revision,
+                automatic=True,
+            )
+            # Sent, not awaited: a status read does not wait for the rollback's rollout,
+            # which the statuses that follow report.
+            await self._restore(service, good[0], facts, expected=status.revision, wait=False)
+        except InfrastructureProviderError as exc:
+            log.warning("could not roll %s/%s back: %s", status.namespace, status.service_id, exc)
+            return False
+        return True
 
     # -- logs -------------------------------------------------------------------------------
 
@@ -470,3 +672,9 @@ class CloudRunProvider(InfrastructureProvider):
                 ok=False,
                 error=exc.message,
             )
+
+
+def _check(service: run_v2.Service, expected: int) -> None:
+    """The caller's ``expected_revision`` against the service as read."""
+    namespace, service_id = cloudrun.owner(service) or ("", "")
+    RevisionConflict.check(service_id, namespace, expected, number_of(service.template))

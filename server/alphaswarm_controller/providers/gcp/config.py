@@ -93,6 +93,18 @@ class SecretConfigStore:
             {str(k): str(v) for k, v in data.items()}, access.name.rsplit("/", 1)[1], secret
         )
 
+    async def read_at(self, secret: str, version: str) -> dict[str, str]:
+        """The data version ``version`` of ``secret`` (its full name) holds: what a revision
+        that pins it runs with. A version never changes, so callers may cache this."""
+        with api_errors("secretmanager"):
+            access = await self.client.access_secret_version(
+                name=f"{secret}/versions/{version}",
+                retry=retry.policy(),
+                timeout=remaining_timeout(),
+            )
+        data = json.loads(access.payload.data.decode() or "{}")
+        return {str(k): str(v) for k, v in data.items()}
+
     async def _ensure_secret(
         self, cloud_run_name: str, namespace: str, service_id: str
     ) -> sm.Secret:

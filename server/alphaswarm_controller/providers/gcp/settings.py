@@ -17,6 +17,7 @@ from typing import Protocol
 from alphaswarm_core.providers.protocol import SettingInvalid
 
 PREFIX = "ALPHASWARM_GCP_"
+DEFAULT_HISTORY, MIN_HISTORY, MAX_HISTORY = 10, 2, 100
 APIS = ("run", "secretmanager", "monitoring", "logging", "container")
 #: Every setting the gcp provider reads under ALPHASWARM_GCP_ (GKE mode routes the rest of
 #: its settings to the Kubernetes machinery's ALPHASWARM_KUBERNETES_*).
@@ -29,6 +30,7 @@ NAMES = frozenset(
         "POLL_INTERVAL",
         "OPERATION_TIMEOUT",
         "METRICS_WINDOW",
+        "REVISION_HISTORY",
         "GKE_CLUSTER",
         "GKE_LOCATION",
         "API_ENDPOINT",
@@ -61,6 +63,10 @@ class SettingReader(Protocol):
         self, name: str, default: float, *, minimum: float = 0.0, maximum: float = 86400.0
     ) -> float: ...
 
+    def setting_int(
+        self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**31
+    ) -> int: ...
+
 
 def is_loopback(endpoint: str) -> bool:
     host = endpoint.rsplit(":", 1)[0].strip("[]") if ":" in endpoint else endpoint
@@ -82,6 +88,8 @@ class GcpSettings:
     poll_interval: float = 1.0
     operation_timeout: float = 300.0
     metrics_window: float = 300.0
+    revision_history: int = DEFAULT_HISTORY
+    """Cloud Run mode: how many revisions ListRevisions shows and rollback reaches."""
     gke_cluster: str = ""
     gke_location: str = ""
 
@@ -101,6 +109,9 @@ class GcpSettings:
             poll_interval=reader.setting_seconds("POLL_INTERVAL", 1.0, minimum=0.001, maximum=60),
             operation_timeout=reader.setting_seconds("OPERATION_TIMEOUT", 300.0, minimum=1),
             metrics_window=reader.setting_seconds("METRICS_WINDOW", 300.0, minimum=1),
+            revision_history=reader.setting_int(
+                "REVISION_HISTORY", DEFAULT_HISTORY, minimum=MIN_HISTORY, maximum=MAX_HISTORY
+            ),
             gke_cluster=reader.setting("GKE_CLUSTER").strip(),
             gke_location=reader.setting("GKE_LOCATION").strip(),
         )
