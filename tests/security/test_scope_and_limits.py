@@ -130,19 +130,21 @@ def test_each_cap_says_which_it_is() -> None:
     assert refused.message == "the server already serves 20 streams (limit 20); retry later"
     assert refused.reason == "STREAM_LIMIT"
     assert StreamLimit(1)._refusal(False, "p") is None
+    assert StreamLimit(5, per_connection=1)._refusal(False, "new") is None, "none held yet"
 
 
 async def test_counts_rise_while_a_stream_is_open_and_fall_after() -> None:
     limits = StreamLimit(10, per_connection=5)
     seen: list[tuple[int, int, dict[str, int]]] = []
 
-    async def proceed(call: Any, request: Any, context: Any) -> AsyncIterator[int]:
+    async def proceed(given: Any, request: Any, passed: Any) -> AsyncIterator[int]:
+        assert (given, passed) == (call, context), "the call and context go through"
         for item in (1, 2):
             seen.append((limits.open, limits.open_standard, dict(limits._by_peer)))
             yield item
 
     call: Any = SimpleNamespace(peer="p")
-    context: Any = None  # only a refusal of a standard stream uses it
+    context: Any = SimpleNamespace()  # only a refusal of a standard stream uses it
     first = limits.counted(call, None, context, proceed, standard=True)
     second = limits.counted(call, None, context, proceed, standard=False)
     assert await anext(first) == 1

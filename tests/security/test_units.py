@@ -303,6 +303,17 @@ def test_registry_book_keeping() -> None:
     assert not registry.installed("other")
     assert registry.origin("memory") == "registered"
     assert registry.origin("lazy_one") == "builtin"
+    again = LazyProvider("lazy_one", "json:JSONEncoder", kind="y")
+    for taken in (again, LazyProvider("memory", "json:JSONDecoder", kind="x")):
+        with pytest.raises(ValueError) as caught:
+            registry.register_lazy(taken)
+        assert str(caught.value) == f"provider alias {taken.alias!r} is already registered"
+    registry.register_lazy(
+        LazyProvider("memory", "json:JSONDecoder", "x", origin="d"), replace=True
+    )
+    assert not registry.is_loaded("memory") and registry.origin("memory") == "d"
+    registry.register_lazy(again, replace=True)
+    assert registry.lazy_entry("lazy_one") is again
 
 
 def test_the_decorator_checks_the_class_alias() -> None:

@@ -32,10 +32,12 @@ from alphaswarm_core.providers.models import (
     MAX_CHANGE_CAUSE_LENGTH,
     SECRET_MASK,
     ChangeRequest,
+    Condition,
     ConfigMapPatch,
     DeploymentSpec,
     DeploymentState,
     DeploymentStatus,
+    InstanceStatus,
     PortSpec,
     Resources,
     Revision,
@@ -241,3 +243,40 @@ def test_a_patch_is_read_into_the_calls_namespace() -> None:
     )
     patch = patch_from_proto(message, "team-a")
     assert patch == ConfigMapPatch("web", "team-a", {"K": "v"}, ("OLD",), "4")
+
+
+def test_every_time_and_condition_of_a_status_reaches_the_wire() -> None:
+    def at(second: int) -> datetime:
+        return datetime(2026, 3, 1, 12, 0, second, 250_000, tzinfo=UTC)
+
+    status = DeploymentStatus(
+        "web",
+        "team-a",
+        "memory",
+        DeploymentState.DEGRADED,
+        2,
+        1,
+        instances=(
+            InstanceStatus("web-0", "running", True, started_at=at(1)),
+            InstanceStatus("web-1", "waiting", False, restarts=3, message="crashed"),
+        ),
+        created_at=at(2),
+        changed_at=at(3),
+        conditions=(
+            Condition("Available", False, at(4), "MinimumReplicasUnavailable", "1 of 2"),
+            Condition("Progressing", None, at(5)),
+        ),
+    )
+    message = status_to_proto(status)
+    started = [i.started_at.ToDatetime(tzinfo=UTC) for i in message.instances if i.ready]
+    assert started == [at(1)]
+    assert not message.instances[1].HasField("started_at"), "unknown stays unset"
+    assert message.created_at.ToDatetime(tzinfo=UTC) == at(2)
+    assert message.changed_at.ToDatetime(tzinfo=UTC) == at(3)
+    assert [
+        (c.type, c.status, c.reason, c.message, c.last_transition_time.ToDatetime(tzinfo=UTC))
+        for c in message.conditions
+    ] == [
+        ("Available", types.CONDITION_STATUS_FALSE, "MinimumReplicasUnavailable", "1 of 2", at(4)),
+        ("Progressing", types.CONDITION_STATUS_UNKNOWN, "", "", at(5)),
+    ]

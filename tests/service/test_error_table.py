@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -254,3 +256,46 @@ async def test_undecodable_request_bytes_are_invalid_argument(harness: Harness) 
     found = details(caught.value)
     assert found.code is grpc.StatusCode.INVALID_ARGUMENT
     assert found.fields == ["request"]
+
+
+async def test_each_refusal_is_logged_once_with_its_provider_code_and_message(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="alphaswarm_controller.errors")
+    missing = await rpc_error(
+        harness.stub.GetDeploymentStatus(
+            pb.GetDeploymentStatusRequest(service_id="nothing", namespace="team-a")
+        )
+    )
+    malformed = await rpc_error(
+        harness.stub.GetDeploymentStatus(
+            pb.GetDeploymentStatusRequest(provider="Bad!", service_id="web")
+        )
+    )
+    lines = [r.getMessage() for r in caplog.records if r.name == "alphaswarm_controller.errors"]
+    assert lines == [
+        f"provider=memory -> NOT_FOUND: {missing.message}",
+        f"provider=- -> INVALID_ARGUMENT: {malformed.message}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "stream"),
+    [("GetDeploymentStatus", False), ("WatchDeployment", True), ("StreamMetrics", True)],
+)
+async def test_bytes_that_are_no_request_message_are_invalid_argument(
+    harness: Harness, method: str, stream: bool
+) -> None:
+    path = f"/alphaswarm.provider.v1.ProviderService/{method}"
+    garbage = b"\xff\xff\xff\xff"  # a field tag with no end: no message parses from it
+    if stream:
+        call: Any = harness.channel.unary_stream(path, None, None)(garbage)
+        waiting = anext(aiter(call))
+    else:
+        waiting = harness.channel.unary_unary(path, None, None)(garbage)
+    found = await rpc_error(waiting)
+    assert found.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert found.bad_request is not None
+    assert [(v.field, v.description) for v in found.bad_request.field_violations] == [
+        ("request", f"not a valid {method} request message")
+    ]

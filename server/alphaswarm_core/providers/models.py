@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -763,11 +763,16 @@ def _check_ports(violations: list[FieldViolation], path: str, ports: Sequence[Po
             violations.append(FieldViolation(f"{path}[{index}].protocol", "must be tcp or udp"))
 
 
-def _check_resources(violations: list[FieldViolation], path: str, resources: Resources) -> None:
+def _positive(parse: Callable[[str], int], quantity: str) -> bool:
+    """Whether ``quantity`` parses to more than zero."""
     try:
-        if resources.cpu and parse_cpu_millicores(resources.cpu) == 0:
-            raise ValueError("zero")
+        return parse(quantity) > 0
     except ValueError:
+        return False
+
+
+def _check_resources(violations: list[FieldViolation], path: str, resources: Resources) -> None:
+    if resources.cpu and not _positive(parse_cpu_millicores, resources.cpu):
         violations.append(
             FieldViolation(
                 f"{path}.cpu",
@@ -775,10 +780,7 @@ def _check_resources(violations: list[FieldViolation], path: str, resources: Res
                 f"at most {MAX_CPU_MILLICORES // 1000} cores",
             )
         )
-    try:
-        if resources.memory and parse_memory_bytes(resources.memory) == 0:
-            raise ValueError("zero")
-    except ValueError:
+    if resources.memory and not _positive(parse_memory_bytes, resources.memory):
         violations.append(
             FieldViolation(
                 f"{path}.memory",
