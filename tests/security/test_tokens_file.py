@@ -309,3 +309,29 @@ def test_a_file_of_exactly_the_size_bound_is_read(tmp_path: Path) -> None:
     path.write_text(body + "#" * (MAX_FILE_BYTES - len(body) - 1) + "\n")
     assert path.stat().st_size == MAX_FILE_BYTES
     assert TokenStore.load(path).authenticate("token-a") is not None
+
+
+def test_a_file_that_cannot_be_read_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    beside = tmp_path / "plain"
+    beside.write_text("")
+    inside = beside / "tokens.yaml"  # a path through a file: stat fails with ENOTDIR
+    with pytest.raises(TokensFileError) as caught:
+        TokenStore.load(inside)
+    assert str(caught.value) == f"tokens file {inside}: cannot read it: Not a directory"
+
+    path = tmp_path / "tokens.yaml"
+    path.write_text("tokens: []\n")
+    for error, said in (
+        (OSError(5, "Input/output error"), "Input/output error"),
+        (OSError("gone"), "gone"),
+    ):
+
+        def fail(self: Path, error: OSError = error) -> bytes:
+            raise error
+
+        monkeypatch.setattr(Path, "read_bytes", fail)
+        with pytest.raises(TokensFileError) as read:
+            TokenStore.load(path)
+        assert str(read.value) == f"tokens file {path}: cannot read it: {said}"

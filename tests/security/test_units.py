@@ -498,8 +498,9 @@ def test_describe_asks_the_selector_with_the_given_environment() -> None:
         ]
     )
     assert lazy.describe("ghost", {}).kind == "docker_compose"
-    with pytest.raises(ProviderNotFoundError):
+    with pytest.raises(ProviderNotFoundError) as unknown:
         registry.origin("nomad")
+    assert (unknown.value.alias, unknown.value.known) == ("nomad", ("picky",))
 
 
 A64, B64 = "a" * 64, "b" * 64

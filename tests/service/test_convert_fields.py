@@ -237,6 +237,13 @@ def test_a_status_read_by_a_caller_carries_the_spec_masked_below_operator() -> N
     assert viewer.spec.image == FULL.image and viewer.revision == 3
 
 
+def test_a_patch_names_its_bad_service_id() -> None:
+    message = types.ConfigMapPatch(service_id="Web_1", set={"K": "v"})
+    with pytest.raises(InvalidSpecError) as caught:
+        patch_from_proto(message, "team-a")
+    assert [v.field for v in caught.value.violations] == ["patch.service_id"]
+
+
 def test_a_patch_is_read_into_the_calls_namespace() -> None:
     message = types.ConfigMapPatch(
         service_id="web", namespace="ignored", set={"K": "v"}, remove=["OLD"], expected_version="4"

@@ -221,3 +221,12 @@ def test_wide_violations_stop_at_the_details_budget() -> None:
     assert one.description == "d" * (MAX_DETAIL_BYTES - 3) + "..."
     # One more would not have fitted.
     assert status.ByteSize() + one.ByteSize() + 4 > MAX_DETAILS_BYTES - 128
+
+
+@pytest.mark.parametrize("width", [8, 40, 60, 80, 100, 120, 160, 250])
+def test_the_details_stay_within_their_budget_whatever_the_violations_width(width: int) -> None:
+    # 25 violations of ~2 x width bytes each: around 60 bytes they just fill the budget,
+    # where a miscount of a few bytes per violation adds up past the margin.
+    many = [FieldViolation(f"f{i:02d}" + "x" * width, "d" * width) for i in range(30)]
+    _, status = to_status(InvalidSpecError(many))
+    assert status.ByteSize() <= MAX_DETAILS_BYTES
