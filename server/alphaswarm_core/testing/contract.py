@@ -646,7 +646,7 @@ class ProviderContract:
         with making_change(ChangeRequest(change_cause="first")):
             first = await provider.start(spec_factory(service, namespace, env={"MODE": "a"}))
         assert first.revision == 1
-        await _succeeded(provider, service, namespace, 1)
+        await rollout_succeeded(provider, service, namespace, 1)
         await provider.scale(service, 2, namespace=namespace)
         await provider.start(spec_factory(service, namespace, replicas=2, env={"MODE": "a"}))
         assert (await provider.status(service, namespace=namespace)).revision == 1, (
@@ -655,14 +655,14 @@ class ProviderContract:
         if "config" in provider.capabilities():
             with making_change(ChangeRequest(change_cause="config")):
                 await provider.apply_config(ConfigMapPatch(service, namespace, set={"K": "v"}))
-            await _succeeded(provider, service, namespace, 2)
+            await rollout_succeeded(provider, service, namespace, 2)
         with making_change(ChangeRequest(change_cause="mode b")):
             changed = await provider.start(
                 spec_factory(service, namespace, replicas=2, env={"MODE": "b"})
             )
         latest = changed.revision
         assert latest == (3 if "config" in provider.capabilities() else 2)
-        await _succeeded(provider, service, namespace, latest)
+        await rollout_succeeded(provider, service, namespace, latest)
         history = await provider.list_revisions(service, namespace=namespace)
         assert [r.number for r in history] == list(range(latest, 0, -1)), "newest first"
         assert history[0].change_cause == "mode b" and history[-1].change_cause == "first"
@@ -676,14 +676,14 @@ class ProviderContract:
         service = unique_name()
         config = "config" in provider.capabilities()
         await provider.start(spec_factory(service, namespace, env={"MODE": "a"}))
-        await _succeeded(provider, service, namespace, 1)
+        await rollout_succeeded(provider, service, namespace, 1)
         if config:
             await provider.apply_config(ConfigMapPatch(service, namespace, set={"LEVEL": "2"}))
         changed = await provider.start(spec_factory(service, namespace, env={"MODE": "b"}))
-        await _succeeded(provider, service, namespace, changed.revision)
+        await rollout_succeeded(provider, service, namespace, changed.revision)
         rolled = await provider.rollback(service, 1, namespace=namespace)
         assert rolled.revision == changed.revision + 1, "a rollback is a new revision"
-        await _succeeded(provider, service, namespace, rolled.revision)
+        await rollout_succeeded(provider, service, namespace, rolled.revision)
         newest = (await provider.list_revisions(service, namespace=namespace))[0]
         assert (newest.number, newest.rollback_of, newest.automatic) == (rolled.revision, 1, False)
         assert newest.spec.env["MODE"] == "a"
@@ -727,7 +727,7 @@ class ProviderContract:
             return
         service = unique_name()
         await provider.start(spec_factory(service, namespace))
-        await _succeeded(provider, service, namespace, 1)
+        await rollout_succeeded(provider, service, namespace, 1)
         failing = replace(
             failing_spec_factory(service, namespace),
             progress_deadline_seconds=FAILING_ROLLOUT_DEADLINE,
@@ -749,7 +749,7 @@ class ProviderContract:
             return
         service = unique_name()
         await provider.start(spec_factory(service, namespace, env={"MODE": "good"}))
-        await _succeeded(provider, service, namespace, 1)
+        await rollout_succeeded(provider, service, namespace, 1)
         failing = replace(
             failing_spec_factory(service, namespace),
             progress_deadline_seconds=FAILING_ROLLOUT_DEADLINE,
@@ -790,9 +790,10 @@ def rollout_done(revision: int) -> Callable[[DeploymentStatus], bool]:
     return check
 
 
-async def _succeeded(
+async def rollout_succeeded(
     provider: InfrastructureProvider, service: str, namespace: str, revision: int
 ) -> DeploymentStatus:
+    """Wait until ``revision``'s rollout ended; it must have succeeded onto every replica."""
     status = await wait_for(provider, service, namespace, rollout_done(revision))
     assert status.rollout is not None and status.rollout.state is RolloutState.SUCCEEDED, status
     assert status.observed_revision == revision

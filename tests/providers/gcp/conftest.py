@@ -16,6 +16,7 @@ token is, as GKE does; RBAC is on and that account holds the documented RBAC.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -79,14 +80,21 @@ def gcp_env(emulator: GcpEmulator, service_account_key: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-async def cloud_run(gcp_env: dict[str, str]) -> AsyncIterator[CloudRunProvider]:
-    provider = CloudRunProvider(env=gcp_env)
+@contextlib.asynccontextmanager
+async def opened_cloud_run(env: dict[str, str]) -> AsyncIterator[CloudRunProvider]:
+    """A Cloud Run provider opened on ``env``, closed after use."""
+    provider = CloudRunProvider(env=env)
     await provider.open()
     try:
         yield provider
     finally:
         await provider.close()
+
+
+@pytest.fixture
+async def cloud_run(gcp_env: dict[str, str]) -> AsyncIterator[CloudRunProvider]:
+    async with opened_cloud_run(gcp_env) as provider:
+        yield provider
 
 
 @pytest.fixture

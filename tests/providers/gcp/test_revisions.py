@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
@@ -29,13 +29,13 @@ from alphaswarm_core.providers.models import ChangeRequest
 from alphaswarm_core.providers.protocol import (
     ConfigMapPatch,
     DeploymentState,
-    DeploymentStatus,
     RevisionConflict,
     RevisionNotFound,
     RolloutState,
     SettingInvalid,
 )
 from alphaswarm_core.testing import SpecFactory, wait_for
+from alphaswarm_core.testing.contract import rollout_done, rollout_succeeded
 from tests.fakes.gcp_auth import PROJECT
 from tests.fakes.gcp_run import (
     RevisionFailure,
@@ -46,25 +46,9 @@ from tests.fakes.gcp_run import (
 )
 from tests.fakes.gcp_server import GcpEmulator
 
-from .conftest import IMAGE, served
+from .conftest import IMAGE, opened_cloud_run, served
 
 BROKEN = "us-docker.pkg.dev/team/app:broken"
-
-
-def done(revision: int) -> Callable[[DeploymentStatus], bool]:
-    def check(status: DeploymentStatus) -> bool:
-        return status.revision == revision and status.rollout is not None and status.rollout.done
-
-    return check
-
-
-async def succeeded(
-    provider: CloudRunProvider, service: str, namespace: str, revision: int
-) -> DeploymentStatus:
-    status = await wait_for(provider, service, namespace, done(revision))
-    assert status.rollout is not None and status.rollout.state is RolloutState.SUCCEEDED, status
-    assert status.observed_revision == revision
-    return status
 
 
 def _secret(namespace: str, service_id: str) -> str:
@@ -74,12 +58,8 @@ def _secret(namespace: str, service_id: str) -> str:
 @pytest.fixture
 async def other(gcp_env: dict[str, str]) -> AsyncIterator[CloudRunProvider]:
     """A second controller on the same project and region."""
-    provider = CloudRunProvider(env=gcp_env)
-    await provider.open()
-    try:
+    async with opened_cloud_run(gcp_env) as provider:
         yield provider
-    finally:
-        await provider.close()
 
 
 # -- why a rollout fails ---------------------------------------------------------------------
@@ -106,9 +86,9 @@ async def test_each_revision_failure_has_its_reason(
 ) -> None:
     emulator.run.break_image(BROKEN, failure)
     await cloud_run.start(cloud_run_specs("web", namespace, replicas=2))
-    await succeeded(cloud_run, "web", namespace, 1)
+    await rollout_succeeded(cloud_run, "web", namespace, 1)
     await cloud_run.start(replace(cloud_run_specs("web", namespace, replicas=2), image=BROKEN))
-    status = await wait_for(cloud_run, "web", namespace, done(2))
+    status = await wait_for(cloud_run, "web", namespace, rollout_done(2))
     assert status.rollout is not None and status.rollout.state is RolloutState.FAILED
     assert status.rollout.reason == reason, status.rollout
     assert failure.message in status.rollout.message
@@ -146,13 +126,13 @@ async def test_a_revision_not_ready_within_the_deadline_fails_on_it(
     """Provisioning that outlives the spec's progress deadline: the start returns once the
     deadline passed (the rollout FAILED), not when Cloud Run gives up."""
     await cloud_run.start(cloud_run_specs("slow", namespace))
-    await succeeded(cloud_run, "slow", namespace, 1)
+    await rollout_succeeded(cloud_run, "slow", namespace, 1)
     emulator.operations.seconds = 3600.0  # the new revision never becomes ready meanwhile
     spec = replace(cloud_run_specs("slow", namespace, env={"V": "2"}), progress_deadline_seconds=2)
     began = time.monotonic()
     started = await cloud_run.start(spec)
     assert time.monotonic() - began < 30
-    status = await wait_for(cloud_run, "slow", namespace, done(2))
+    status = await wait_for(cloud_run, "slow", namespace, rollout_done(2))
     assert status.rollout is not None and status.rollout.state is RolloutState.FAILED
     assert status.rollout.reason == "PROGRESS_DEADLINE_EXCEEDED", status.rollout
     assert "not ready within 2s" in status.rollout.message
@@ -170,9 +150,9 @@ async def test_auto_rollback_of_a_crash_loop_is_an_automatic_revision(
     emulator.run.break_image(BROKEN, container_unhealthy())
     good = cloud_run_specs("web", namespace, env={"MODE": "good"})
     await cloud_run.start(good)
-    await succeeded(cloud_run, "web", namespace, 1)
+    await rollout_succeeded(cloud_run, "web", namespace, 1)
     await cloud_run.start(replace(good, image=BROKEN, auto_rollback=True))
-    await succeeded(cloud_run, "web", namespace, 3)
+    await rollout_succeeded(cloud_run, "web", namespace, 3)
     newest, failed, first = await cloud_run.list_revisions("web", namespace=namespace)
     assert (newest.number, newest.rollback_of, newest.automatic) == (3, 1, True)
     assert "revision 2 failed (CRASH_LOOP)" in newest.change_cause
@@ -189,7 +169,7 @@ async def test_a_status_read_sends_the_auto_rollback_without_waiting_for_it(
     emulator.run.break_image(BROKEN, image_not_found(BROKEN))
     good = cloud_run_specs("web", namespace)
     await cloud_run.start(good)
-    await succeeded(cloud_run, "web", namespace, 1)
+    await rollout_succeeded(cloud_run, "web", namespace, 1)
     failed = await cloud_run.start(replace(good, image=BROKEN, auto_rollback=True))
     assert (failed.revision, failed.observed_revision) == (2, 1), "start itself rolls nothing"
     emulator.operations.seconds = 3600.0  # the rollback's revision takes long to be ready
@@ -375,7 +355,7 @@ async def test_rollback_of_names_what_it_restored(
     await cloud_run.start(cloud_run_specs("web", namespace, env={"V": "2"}))
     with making_change(ChangeRequest(change_cause="V=2 was wrong")):
         await cloud_run.rollback("web", 0, namespace=namespace)
-    status = await succeeded(cloud_run, "web", namespace, 3)
+    status = await rollout_succeeded(cloud_run, "web", namespace, 3)
     assert status.spec is not None and status.spec.env == {"V": "1"}
     short = cloud_run_name(namespace, "web")
     with emulator.plumbing.lock:
@@ -458,10 +438,10 @@ async def test_a_recreated_service_that_reuses_a_revision_name_is_read_afresh(
     cached of the old one is not taken for the new one's."""
     monkeypatch.setattr("tests.fakes.gcp_run.secrets.token_hex", lambda _: "abcd")
     await cloud_run.start(cloud_run_specs("web", namespace, env={"V": "old"}))
-    first = await succeeded(cloud_run, "web", namespace, 1)
+    first = await rollout_succeeded(cloud_run, "web", namespace, 1)
     await cloud_run.delete("web", namespace=namespace)
     await cloud_run.start(cloud_run_specs("web", namespace, env={"V": "new"}))
-    again = await succeeded(cloud_run, "web", namespace, 1)
+    again = await rollout_succeeded(cloud_run, "web", namespace, 1)
     assert first.rollout is not None and again.rollout is not None
     assert again.rollout.started_at > first.rollout.started_at
     assert again.created_at is not None and again.rollout.started_at >= again.created_at

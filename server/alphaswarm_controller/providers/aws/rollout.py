@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from alphaswarm_core.providers.conditions import rollout_conditions
 from alphaswarm_core.providers.models import Condition, Rollout, RolloutState
 from alphaswarm_core.providers.reasons import ErrorReason
 
@@ -47,8 +48,6 @@ from .taskdef import revision_number
 JsonDict = Mapping[str, Any]
 
 CRASH_LOOP_EXITS = 3
-AVAILABLE = "Available"
-PROGRESSING = "Progressing"
 EPOCH = datetime.fromtimestamp(0, UTC)
 
 
@@ -269,7 +268,7 @@ def judge(
         revision=revision,
         observed=observed,
         rollout=rollout,
-        conditions=conditions(rollout, _serving(tasks), desired),
+        conditions=rollout_conditions(rollout, _serving(tasks), desired),
         good=good,
     )
 
@@ -325,20 +324,3 @@ def _serving(tasks: Sequence[JsonDict]) -> int:
         for task in tasks
         if task.get("lastStatus") == "RUNNING" and task.get("healthStatus") != "UNHEALTHY"
     )
-
-
-def conditions(rollout: Rollout, serving: int, desired: int) -> tuple[Condition, ...]:
-    when = rollout.finished_at or rollout.started_at
-    if rollout.state is RolloutState.FAILED:
-        progressing = Condition(PROGRESSING, False, when, rollout.reason, rollout.message)
-    elif rollout.state is RolloutState.SUCCEEDED:
-        progressing = Condition(PROGRESSING, True, when, "NewRevisionAvailable")
-    else:
-        progressing = Condition(PROGRESSING, True, when, "RolloutInProgress", rollout.message)
-    if serving >= desired:
-        available = Condition(AVAILABLE, True, when, "MinimumReplicasAvailable")
-    else:
-        available = Condition(
-            AVAILABLE, False, when, "MinimumReplicasUnavailable", f"{serving}/{desired} serving"
-        )
-    return (available, progressing)

@@ -45,6 +45,7 @@ from datetime import UTC, datetime, timedelta
 
 from google.cloud import run_v2
 
+from alphaswarm_core.providers.conditions import rollout_conditions
 from alphaswarm_core.providers.models import Condition, Rollout, RolloutState
 from alphaswarm_core.providers.reasons import ErrorReason
 
@@ -53,8 +54,6 @@ from .revisions import facts_of
 _STATE = run_v2.Condition.State
 _COMMON = run_v2.Condition.CommonReason
 _REVISION = run_v2.Condition.RevisionReason
-AVAILABLE = "Available"
-PROGRESSING = "Progressing"
 
 COMMON_REASONS: Mapping[int, ErrorReason] = {
     _COMMON.CONTAINER_MISSING: ErrorReason.IMAGE_PULL_FAILED,
@@ -144,7 +143,7 @@ def judge(
         rollout = _in_progress(started, None, deadline_seconds, now, "creating the revision")
     else:
         rollout = _of_revision(service, created, desired, deadline_seconds, now)
-    return Judgement(rollout, conditions(rollout, serving, replicas))
+    return Judgement(rollout, rollout_conditions(rollout, serving, replicas))
 
 
 def _of_revision(
@@ -196,21 +195,3 @@ def _in_progress(
             finished_at=started + timedelta(seconds=deadline_seconds),
         )
     return Rollout(RolloutState.IN_PROGRESS, started, message=doing)
-
-
-def conditions(rollout: Rollout, serving: int, desired: int) -> tuple[Condition, ...]:
-    """Available (enough instances serve, whichever revision) and Progressing."""
-    when = rollout.finished_at or rollout.started_at
-    if rollout.state is RolloutState.FAILED:
-        progressing = Condition(PROGRESSING, False, when, rollout.reason, rollout.message)
-    elif rollout.state is RolloutState.SUCCEEDED:
-        progressing = Condition(PROGRESSING, True, when, "NewRevisionAvailable")
-    else:
-        progressing = Condition(PROGRESSING, True, when, "RolloutInProgress", rollout.message)
-    if serving >= desired:
-        available = Condition(AVAILABLE, True, when, "MinimumReplicasAvailable")
-    else:
-        available = Condition(
-            AVAILABLE, False, when, "MinimumReplicasUnavailable", f"{serving}/{desired} serving"
-        )
-    return (available, progressing)
