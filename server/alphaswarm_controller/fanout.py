@@ -31,17 +31,44 @@ class _End:
     """The provider's stream ended normally."""
 
 
+class _Inbox:
+    """One subscriber's items, at most QUEUE_DEPTH: metrics are latest-wins, so the
+    oldest is dropped. Not an asyncio.Queue: that is three deques and an Event, about
+    3 KiB, for each of thousands of idle streams; this is a list and, while its
+    subscriber waits, one future."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Any) -> None:
+        if len(self._items) >= QUEUE_DEPTH:
+            del self._items[0]
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
 @dataclass(eq=False)
 class _Feed:
-    subscribers: set[asyncio.Queue[Any]] = field(default_factory=set)
+    subscribers: set[_Inbox] = field(default_factory=set)
     latest: Any = None
     task: asyncio.Task[None] | None = None
 
     def publish(self, item: Any) -> None:
-        for queue in self.subscribers:
-            if queue.full():
-                queue.get_nowait()  # metrics are latest-wins: drop the oldest
-            queue.put_nowait(item)
+        for inbox in self.subscribers:
+            inbox.put(item)
 
 
 def _same(sample: MetricSample) -> Any:
@@ -74,20 +101,20 @@ class MetricsFanout(Generic[R]):
             )
             feed = self._feeds[key] = _Feed()
             feed.task = asyncio.create_task(self._pump(key, feed, source))
-        queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_DEPTH)
+        inbox = _Inbox()
         if feed.latest is not None:
-            queue.put_nowait(feed.latest)
-        feed.subscribers.add(queue)
+            inbox.put(feed.latest)
+        feed.subscribers.add(inbox)
         try:
             while True:
-                item = await queue.get()
+                item = await inbox.get()
                 if isinstance(item, _End):
                     return
                 if isinstance(item, BaseException):
                     raise item
                 yield item  # a transformed sample
         finally:
-            feed.subscribers.discard(queue)
+            feed.subscribers.discard(inbox)
             if not feed.subscribers and self._feeds.get(key) is feed:
                 del self._feeds[key]
                 if feed.task is not None:

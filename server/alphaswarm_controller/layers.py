@@ -17,6 +17,7 @@ before any layer runs and passed down explicitly; it is also published in
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
@@ -121,7 +122,12 @@ def _chain_stream(layers: Sequence[Layer], inner: Any) -> StreamNext:
     def handler(call: CallContext, request: Any, context: Context) -> AsyncIterator[Any]:
         return _iterate(inner(request, context))
 
-    proceed: StreamNext = handler
+    def generator(call: CallContext, request: Any, context: Context) -> AsyncIterator[Any]:
+        return inner(request, context)  # type: ignore[no-any-return]
+
+    # An async generator function is its own stream: no generator around it.
+    proceed: StreamNext = generator if inspect.isasyncgenfunction(inner) else handler
+
     for layer in reversed(layers):
         if layer.overrides("stream"):
             proceed = functools.partial(layer.stream, proceed=proceed)

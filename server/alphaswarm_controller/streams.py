@@ -5,28 +5,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import ServerShuttingDown
 from .layers import Context
 
 T = TypeVar("T")
 
+#: Close tasks started by a call's done-callback, held until they ran.
+_closing: set[asyncio.Task[None]] = set()
+
 
 class ShutdownSignal:
-    """Set once when the server begins to stop; every open stream watches it."""
+    """Set once when the server begins to stop; ends every open stream.
+
+    A stream waiting on its source is interrupted by cancelling the call's own task
+    (grpc.aio runs each call in one), not by a watcher task and a wait per stream:
+    thousands of idle streams then cost no task, future or callback of their own.
+    """
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._set = False
+        self._reading: set[asyncio.Task[Any]] = set()
+        self._interrupted: set[asyncio.Task[Any]] = set()
 
     def set(self) -> None:
-        self._event.set()
+        self._set = True
+        for task in self._reading:
+            self._interrupted.add(task)
+            task.cancel()
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._set
 
-    async def wait(self) -> None:
-        await self._event.wait()
+    def reading(self, task: asyncio.Task[Any]) -> bool:
+        return task in self._reading
+
+    def begin_read(self, task: asyncio.Task[Any]) -> None:
+        self._reading.add(task)
+
+    def end_read(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the read was interrupted by this signal (then the cancellation is
+        taken back: the call goes on to end with ServerShuttingDown)."""
+        self._reading.discard(task)
+        if task not in self._interrupted:
+            return False
+        self._interrupted.discard(task)
+        task.uncancel()
+        return True
 
 
 async def _close(source: AsyncGenerator[T, None]) -> None:
@@ -47,31 +73,32 @@ async def until_shutdown(
     So the call's done-callback closes ``source`` too, unless a read is under
     way (then the cancellation reaches this generator and its ``finally``).
     """
-    stopping = asyncio.ensure_future(shutdown.wait())
-    pending: asyncio.Future[T] | None = None
-    closing: list[asyncio.Task[None]] = []  # holds the close task until it ran
+    task = asyncio.current_task()
+    assert task is not None, "a stream runs in its call's task"
 
     def on_call_done(_: Context) -> None:
-        if pending is None or pending.done():
-            closing.append(asyncio.ensure_future(_close(source)))
+        if not shutdown.reading(task):
+            closing = asyncio.ensure_future(_close(source))
+            _closing.add(closing)
+            closing.add_done_callback(_closing.discard)
 
     if context is not None:
         context.add_done_callback(on_call_done)  # type: ignore[arg-type]  # grpc-stubs: DoneCallback of a client call
     try:
         while True:
-            pending = asyncio.ensure_future(anext(source))
-            await asyncio.wait({pending, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not pending.done():
+            if shutdown.is_set():
                 raise ServerShuttingDown()
+            shutdown.begin_read(task)
             try:
-                value = pending.result()
-            except StopAsyncIteration:
-                return
-            pending = None
+                value = await anext(source)
+            except BaseException as error:
+                interrupted = shutdown.end_read(task)
+                if isinstance(error, StopAsyncIteration):
+                    return
+                if interrupted:
+                    raise ServerShuttingDown() from None
+                raise
+            shutdown.end_read(task)
             yield value
     finally:
-        stopping.cancel()
-        if pending is not None and not pending.done():
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
         await _close(source)

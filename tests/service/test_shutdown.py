@@ -79,3 +79,38 @@ async def test_graceful_stop(tmp_path: Path) -> None:
     async with asyncio.timeout(10):  # finished tasks leave the loop's set at their next step
         while leftover():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+async def test_idle_streams_end_unavailable_at_once(tmp_path: Path) -> None:
+    """Streams waiting on their source (a 1-hour metrics interval) end with
+    SERVER_SHUTTING_DOWN when the stop begins, not when the 60 s grace runs out."""
+    running = await start_server(
+        settings(tmp_path, shutdown_grace_seconds=60.0), env={}, registry=make_registry()
+    )
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    stub = pb_grpc.ProviderServiceStub(channel)
+    await stub.StartDeployment(
+        pb.StartDeploymentRequest(
+            spec=types.DeploymentSpec(service_id="web", command=["sleep", "1"], replicas=1)
+        )
+    )
+    request = pb.StreamMetricsRequest(service_id="web")
+    request.interval.FromSeconds(3600)
+    streams = [stub.StreamMetrics(request) for _ in range(20)]
+    for stream in streams:
+        await stream.read()  # the latest sample; the next is an hour away
+    stopping = asyncio.ensure_future(running.stop())
+    async with asyncio.timeout(20):  # a third of the grace: only the interruption ends them
+        for stream in streams:
+            try:
+                await stream.read()
+                raise AssertionError("an idle stream got a sample while the server stopped")
+            except grpc.aio.AioRpcError as error:
+                found = details(error)
+                assert found.code is grpc.StatusCode.UNAVAILABLE
+                assert found.error_info is not None
+                assert found.error_info.reason == "SERVER_SHUTTING_DOWN"
+        await stopping
+    await channel.close(None)
+    memory = running.pool.opened()["memory"]
+    assert isinstance(memory, MemoryProvider) and memory.open_streams == 0
