@@ -5,7 +5,8 @@ health, reflection) over the in-memory provider, with ``--services`` deployments
 of 2 replicas. ``bare``: a plain grpc.aio server with health and reflection whose
 GetDeploymentStatus answers a prebuilt message from memory: the same response
 bytes the full server sends for ``svc-0`` (built once, the same way), so that the
-comparison is of the serving, not of the payload. Both print ``PORT <n>`` when serving.
+comparison is of the serving, not of the payload; its StreamMetrics sends one
+sample and then holds the stream open, idle. Both print ``PORT <n>`` when serving.
 """
 
 from __future__ import annotations
@@ -69,9 +70,18 @@ async def run_bare() -> None:
     status = await provider.status("svc-0")
     answer = pb.GetDeploymentStatusResponse(status=status_to_proto(status, ANONYMOUS))
 
+    sample = pb.StreamMetricsResponse()
+    sample.sample.extra["poll"] = 1
+    forever = asyncio.Event()
+
     class Bare(pb_grpc.ProviderServiceServicer):
         async def GetDeploymentStatus(self, request: Any, context: Any) -> Any:
             return answer
+
+        async def StreamMetrics(self, request: Any, context: Any) -> Any:
+            # What an idle stream costs grpc.aio itself: one sample, then nothing.
+            yield sample
+            await forever.wait()
 
     server = grpc.aio.server()
     pb_grpc.add_ProviderServiceServicer_to_server(Bare(), server)  # type: ignore[abstract]

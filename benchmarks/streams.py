@@ -8,12 +8,20 @@ arrived in the window, as this did before, also counted polls made before it, fo
 subscribers that far behind (the client falls behind unevenly with thousands of
 streams): 1.13-1.25 per service and second arrived where 0.87-1.00 were made, in the
 same runs. Samples made in the window are collected for a while after it.
+
+The subscribers are spread over client processes (benchmarks/subscribers.py): one
+Python process reads 2,000-4,800 messages a second on a shared core, so a single
+one measured itself, not the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -21,7 +29,7 @@ import grpc
 
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
-from benchmarks.harness import now, server
+from benchmarks.harness import ROOT, server
 
 # Channels to one address share a connection unless told otherwise, and one
 # connection carries at most ALPHASWARM_CP_MAX_STREAMS_PER_CONNECTION streams.
@@ -31,28 +39,17 @@ DRAIN_SECONDS = 3.0
 
 
 async def _subscribe(
-    stub: pb_grpc.ProviderServiceAsyncStub,
-    service_id: str,
-    interval_ms: int,
-    polls: dict[int, float],
-    counter: list[int],
-    *,
-    arrived: set[int] | None = None,
+    stub: pb_grpc.ProviderServiceAsyncStub, service_id: str, interval_ms: int, counter: list[int]
 ) -> None:
-    """One subscriber. gRPC's client cancels a few streams of a burst of thousands
+    """One idle subscriber. gRPC's client cancels a few streams of a burst of thousands
     before they start (seen with a bare grpc.aio server too): those re-subscribe."""
     request = pb.StreamMetricsRequest(service_id=service_id)
     request.interval.FromMilliseconds(interval_ms)
     received = False
     while not received:
         try:
-            async for response in stub.StreamMetrics(request):
+            async for _ in stub.StreamMetrics(request):
                 received = True
-                made = response.sample.timestamp
-                poll = int(response.sample.extra["poll"])
-                polls[poll] = made.seconds + made.nanos / 1e9
-                if arrived is not None:
-                    arrived.add(poll)
                 counter[0] += 1
             return
         except grpc.aio.AioRpcError as error:
@@ -65,70 +62,88 @@ def _last_poll_before(polls: dict[int, float], moment: float) -> int:
     return max((poll for poll, at in polls.items() if at < moment), default=0)
 
 
-async def _fanout(
-    address: str, services: int, per_service: int, seconds: float, channels: int
+def fanout(
+    services: int, per_service: int, seconds: float, *, processes: int = 1
 ) -> dict[str, float]:
-    opened = [grpc.aio.insecure_channel(address, options=OWN_CONNECTION) for _ in range(channels)]
-    stubs = [pb_grpc.ProviderServiceStub(c) for c in opened]
-    polls: dict[int, float] = {}
-    arrived: set[int] = set()  # the polls whose samples arrived in the window, made when not
-    counter = [0]
-    tasks = [
-        asyncio.create_task(
-            _subscribe(
-                stubs[i % channels], f"svc-{i % services}", 1000, polls, counter, arrived=arrived
+    """``services`` x ``per_service`` subscribers at a 1 s interval, spread over
+    ``processes`` client processes (benchmarks/subscribers.py), each with whole
+    services, counted over a ``seconds`` window that begins once all are served."""
+    names = [f"svc-{i}" for i in range(services)]
+    shares = [names[i::processes] for i in range(processes) if names[i::processes]]
+    # Opening thousands of streams takes a few seconds on a loaded machine.
+    settle = 3.0 + services * per_service / 1000
+    with server("full", services=services) as target:
+        window_start = time.time() + settle
+        window_end = window_start + seconds
+        until = window_end + DRAIN_SECONDS
+        clients = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.subscribers",
+                    target.address,
+                    "--services",
+                    ",".join(share),
+                    "--per-service",
+                    str(per_service),
+                    "--window-start",
+                    repr(window_start),
+                    "--window-end",
+                    repr(window_end),
+                    "--until",
+                    repr(until),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
-        )
-        for i in range(services * per_service)
-    ]
-    await asyncio.sleep(2.0)  # every subscriber connected and served its first sample
-    counter[0] = 0
-    arrived.clear()
-    # The provider stamps its samples with the wall clock, as this does.
-    window_start, started = time.time(), now()
-    await asyncio.sleep(seconds)
-    window_end, elapsed = time.time(), now() - started
-    delivered, arrivals = counter[0], len(arrived)
-    await asyncio.sleep(DRAIN_SECONDS)
+            for share in shares
+        ]
+        try:
+            time.sleep(max(0.0, window_start - time.time()))
+            cpu_before, rss_before = target.cpu_seconds(), target.rss()
+            time.sleep(max(0.0, window_end - time.time()))
+            cpu = target.cpu_seconds() - cpu_before
+            rss_after = target.rss()
+            outputs = [
+                client.communicate(timeout=until - time.time() + 60)[0] for client in clients
+            ]
+        finally:
+            for client in clients:
+                if client.poll() is None:
+                    client.kill()
+                    client.wait()
+    if any(client.returncode for client in clients):
+        raise RuntimeError(f"a subscriber process failed: {[c.returncode for c in clients]}")
+    reports = [json.loads(output) for output in outputs]
+    polls = {int(n): at for report in reports for n, at in report["polls"].items()}
     # Poll numbers count every poll the provider made, delivered or not (a subscriber
     # far behind drops the oldest samples): the last number before each end of the
     # window tells how many were made within it.
     made = _last_poll_before(polls, window_end) - _last_poll_before(polls, window_start)
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    for channel in opened:
-        await channel.close(None)
     return {
         "subscribers": services * per_service,
-        "polls_per_interval": made / (window_end - window_start),
-        "polls_arrived_per_interval": arrivals / elapsed,
-        "messages_per_second": delivered / elapsed,
-        "seconds": elapsed,
+        "client_processes": len(shares),
+        "polls_per_interval": made / seconds,
+        "messages_per_second": sum(r["delivered"] for r in reports) / seconds,
+        "server_cpu_cores": cpu / seconds,
+        "server_rss_per_stream_kib": (rss_after - rss_before) / 1024 / (services * per_service),
     }
 
 
-def fanout(services: int, per_service: int, seconds: float) -> dict[str, float]:
-    with server("full", services=services) as target:
-        cpu_before, started = target.cpu_seconds(), now()
-        rss_before = target.rss()
-        result = asyncio.run(_fanout(target.address, services, per_service, seconds, 16))
-        result["server_cpu_cores"] = (target.cpu_seconds() - cpu_before) / (now() - started)
-        result["server_rss_per_stream_kib"] = (
-            (target.rss() - rss_before) / 1024 / max(1, services * per_service)
-        )
-    return result
+#: Streams per connection when holding idle streams: half the server's default cap.
+IDLE_STREAMS_PER_CONNECTION = 500
 
 
 async def _idle(address: str, streams: int, measure: Callable[[], None]) -> None:
-    opened = [grpc.aio.insecure_channel(address, options=OWN_CONNECTION) for _ in range(4)]
+    channels = max(4, -(-streams // IDLE_STREAMS_PER_CONNECTION))
+    opened = [grpc.aio.insecure_channel(address, options=OWN_CONNECTION) for _ in range(channels)]
     stubs = [pb_grpc.ProviderServiceStub(c) for c in opened]
-    polls: dict[int, float] = {}
     counter = [0]
     tasks = [
-        asyncio.create_task(_subscribe(stubs[i % 4], "svc-0", 3_600_000, polls, counter))
+        asyncio.create_task(_subscribe(stubs[i % channels], "svc-0", 3_600_000, counter))
         for i in range(streams)
     ]
     # Each stream got its first (latest) sample: all are open.
@@ -145,8 +160,9 @@ async def _idle(address: str, streams: int, measure: Callable[[], None]) -> None
         await channel.close(None)
 
 
-def idle_stream_memory(streams: int) -> dict[str, float]:
-    with server("full") as target:
+def idle_stream_memory(streams: int, kind: str = "full") -> dict[str, float]:
+    """RSS per idle stream of the ``full`` server, or of the ``bare`` grpc.aio one."""
+    with server(kind) as target:
         before = target.rss()
         after: list[int] = []
         asyncio.run(_idle(target.address, streams, lambda: after.append(target.rss())))

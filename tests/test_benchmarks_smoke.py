@@ -24,7 +24,7 @@ def test_benchmark_smoke_produces_every_figure(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert len(report["rows"]) == 11
+    assert len(report["rows"]) == 13
     assert set(report["backend_calls"]) == {"local", "docker_compose"}
     polls = next(r for r in report["rows"] if "subscribers on 1 service" in r["figure"])
     # Counting, not timing: 50 subscribers of one service share one backend stream.

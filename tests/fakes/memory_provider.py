@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from alphaswarm_core.call import current_change
+from alphaswarm_core.providers.cadence import Cadence
 from alphaswarm_core.providers.protocol import (
     DEFAULT_NAMESPACE,
     Condition,
@@ -347,10 +348,11 @@ class MemoryProvider(InfrastructureProvider):
         await self._enter("stream_metrics")
         service = self._get(service_id, namespace)
         self.open_streams += 1
+        cadence = Cadence(interval_seconds)
         try:
             while True:
                 yield self._sample(service, interval_seconds)
-                await asyncio.sleep(interval_seconds)
+                await cadence.wait()
         finally:
             self.open_streams -= 1
 

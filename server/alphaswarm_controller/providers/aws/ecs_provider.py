@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime
 from typing import ClassVar
 
+from alphaswarm_core.providers.cadence import Cadence
 from alphaswarm_core.providers.concurrency import BlockingRunner, remaining_timeout
 from alphaswarm_core.providers.protocol import (
     DEFAULT_NAMESPACE,
@@ -211,10 +212,10 @@ class EcsProvider(InfrastructureProvider):
         interval_seconds: float = 10.0,
     ) -> AsyncGenerator[MetricSample, None]:
         ecs = self.ecs()
+        cadence = Cadence(interval_seconds)
         while True:  # the first sample's status read raises NOT_FOUND for an unknown service
-            began = time.monotonic()
             yield await self._sample(ecs, service_id, namespace)
-            await asyncio.sleep(max(0.0, interval_seconds - (time.monotonic() - began)))
+            await cadence.wait()
 
     async def _sample(self, ecs: EcsDeployments, service_id: str, namespace: str) -> MetricSample:
         now = datetime.now(UTC)

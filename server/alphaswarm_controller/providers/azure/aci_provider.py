@@ -10,7 +10,6 @@ ACI's logs API (``logs``). Settings and design: the package docstring.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -19,6 +18,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.paging import ItemPaged
 from azure.mgmt.containerinstance import models as aci_models
 
+from alphaswarm_core.providers.cadence import Cadence
 from alphaswarm_core.providers.concurrency import BlockingRunner, remaining_timeout
 from alphaswarm_core.providers.models import masked_config
 from alphaswarm_core.providers.protocol import (
@@ -372,11 +372,11 @@ class AciProvider(InfrastructureProvider):
         namespace: str = DEFAULT_NAMESPACE,
         interval_seconds: float = 10.0,
     ) -> AsyncGenerator[MetricSample, None]:
-        interval = interval_seconds
         await self._found(service_id, namespace)
+        cadence = Cadence(interval_seconds)
         while True:
             yield await self._sample(service_id, namespace)
-            await asyncio.sleep(interval)
+            await cadence.wait()
 
     async def _sample(self, service_id: str, namespace: str) -> MetricSample:
         now = datetime.now(UTC)

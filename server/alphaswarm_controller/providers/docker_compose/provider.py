@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 from alphaswarm_core.call import current_change
 from alphaswarm_core.providers import models
+from alphaswarm_core.providers.cadence import Cadence
 from alphaswarm_core.providers.errors import (
     BackendConflictError,
     BackendRejectedError,
@@ -1040,11 +1041,12 @@ class DockerComposeProvider(InfrastructureProvider):
         await self._observed(project, service_id)  # NOT_FOUND before the first sample
         held: set[str] = set()
         marks: dict[str, CpuMark] = {}
+        cadence = Cadence(interval_seconds)
         try:
             while True:
                 sample = await self._sample(project, service_id, held, marks)
                 yield sample
-                await asyncio.sleep(interval_seconds)
+                await cadence.wait()
         finally:
             self.stats.release_all(held)
 

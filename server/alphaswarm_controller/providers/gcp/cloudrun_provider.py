@@ -51,6 +51,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import run_v2
 
 from alphaswarm_core.call import current_change
+from alphaswarm_core.providers.cadence import Cadence
 from alphaswarm_core.providers.concurrency import BlockingRunner, remaining_timeout
 from alphaswarm_core.providers.protocol import (
     DEFAULT_NAMESPACE,
@@ -643,10 +644,11 @@ class CloudRunProvider(InfrastructureProvider):
             self.settings.metrics_window,
             read_timeout=max(interval_seconds, 5.0),
         )
+        cadence = Cadence(interval_seconds)
         while True:
             sample = await self._sample(reader, service_id, namespace)
             yield sample
-            await asyncio.sleep(interval_seconds)
+            await cadence.wait()
 
     async def _sample(
         self, reader: CloudRunMetrics, service_id: str, namespace: str

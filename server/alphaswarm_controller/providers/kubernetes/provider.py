@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 from kubernetes.client.exceptions import ApiException
 
 from alphaswarm_core.call import current_change
+from alphaswarm_core.providers.cadence import Cadence
 from alphaswarm_core.providers.concurrency import BlockingRunner, remaining_timeout
 from alphaswarm_core.providers.errors import (
     BackendConflictError,
@@ -1118,6 +1119,7 @@ class KubernetesProvider(InfrastructureProvider):
         await self._require_metrics_api(ns)
         path = f"{METRICS_API}/namespaces/{ns}/pods"
         target = Target(namespace=ns, what="read PodMetrics")
+        cadence = Cadence(interval_seconds)
         while True:
             now = datetime.now(UTC)
             try:
@@ -1137,7 +1139,7 @@ class KubernetesProvider(InfrastructureProvider):
                     service_id, ns, self.alias, now, replicas=0, ok=False, error=message
                 )
             yield sample
-            await asyncio.sleep(interval_seconds)
+            await cadence.wait()
 
     async def _require_metrics_api(self, namespace: str) -> None:
         try:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from alphaswarm_core.call import current_change
+from alphaswarm_core.providers.cadence import Cadence
 from alphaswarm_core.providers.concurrency import BlockingRunner
 from alphaswarm_core.providers.errors import (
     ConfigVersionConflict,
@@ -890,6 +891,7 @@ class LocalProvider(RolloutDriver, InfrastructureProvider):
         interval = max(0.05, interval_seconds)
         await self._ensure_open()
         sampler = ProcessTreeSampler()
+        cadence = Cadence(interval)
         while True:
             deployment = self._get(service_id, namespace)  # NOT_FOUND once it is deleted
             replicas = {r.ordinal: r.pid for r in deployment.replicas.values() if r.pid}
@@ -925,7 +927,7 @@ class LocalProvider(RolloutDriver, InfrastructureProvider):
                     extra=extra,
                 )
             yield sample
-            await asyncio.sleep(interval)
+            await cadence.wait()
 
     # -- logs -------------------------------------------------------------------------------
 
