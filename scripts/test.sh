@@ -154,6 +154,13 @@ build_helm() {
     echo "$ALPHASWARM_HELM"
 }
 
+install_azurite() {
+    step "Azurite (npm) for the ACI revision records' Blob Storage (first install about a minute)"
+    ALPHASWARM_AZURITE="$(bash scripts/azurite/install.sh)"
+    export ALPHASWARM_AZURITE  # the azure tests start and stop its blob service themselves
+    echo "$ALPHASWARM_AZURITE"
+}
+
 install_shells() {
     step "zsh and fish for the shell-completion tests (Debian packages)"
     command -v zsh >/dev/null && command -v fish >/dev/null && return 0
@@ -185,6 +192,7 @@ check_lint
 start_docker_engine
 build_kube_control_plane
 build_helm
+install_azurite
 install_shells
 # Both run to their end, so that one run reports every failure.
 failed=""

@@ -69,6 +69,73 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _pull_failed(image: str) -> list[dict[str, Any]]:
+    """The events of a container whose image cannot be pulled, as `az container show`
+    prints them in "Troubleshoot common issues in Azure Container Instances"
+    (learn.microsoft.com/azure/container-instances/container-instances-troubleshooting,
+    "Unable to pull image"): Pulling, then Failed (Warning), then BackOff."""
+    now = _iso(time.time())
+    return [
+        {
+            "count": 3,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "type": "Normal",
+            "name": "Pulling",
+            "message": f'pulling image "{image}"',
+        },
+        {
+            "count": 3,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "type": "Warning",
+            "name": "Failed",
+            "message": f'Failed to pull image "{image}": rpc error: code 2 desc Error: '
+            "image not found",
+        },
+        {
+            "count": 3,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "type": "Normal",
+            "name": "BackOff",
+            "message": f'Back-off pulling image "{image}"',
+        },
+    ]
+
+
+def _crashing(since: float, interval: float) -> dict[str, Any]:
+    """The instance view of a container that exits with code 1 at once and is restarted
+    (restart policy Always): ``restartCount`` grows, the state between two starts is
+    ``Terminated`` with the exit code (same page, "Container continually exits and
+    restarts", and the ContainerState definition of the containerinstance spec:
+    state, startTime, exitCode, finishTime, detailStatus)."""
+    restarts = int(since / interval)
+    now = _iso(time.time())
+    terminated = {
+        "state": "Terminated",
+        "startTime": now,
+        "exitCode": 1,
+        "finishTime": now,
+        "detailStatus": "Error",
+    }
+    return {
+        "restartCount": restarts,
+        "currentState": terminated,
+        "previousState": terminated,
+        "events": [
+            {
+                "count": restarts + 1,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "type": "Normal",
+                "name": "Started",
+                "message": "Started container",
+            }
+        ],
+    }
+
+
 def _conflict(name: str, what: str) -> ArmError:
     return ArmError(
         409,
@@ -127,6 +194,10 @@ class ArmStore:
         """AKS cluster name -> user kubeconfig (YAML)."""
         self.failing_images: set[str] = set()
         """Images whose groups end provisioning ``Failed`` (as an image ACI cannot pull)."""
+        self.crashing_images: set[str] = set()
+        """Images whose containers exit with code 1 as soon as they start (restarted)."""
+        self.crash_interval = 0.3
+        """Seconds between two restarts of a crashing container."""
         self.metric_values: dict[str, tuple[float, float]] = {}
         """Group name -> (CpuUsage millicores, MemoryUsage bytes); default from requests."""
         self.max_groups = MAX_GROUPS
@@ -288,13 +359,17 @@ class ArmStore:
                         "currentState": {"state": state, "startTime": _iso(time.time())},
                         "events": [],
                     }
+                    if running and cprops.get("image") in self.crashing_images:
+                        since = now - (group.running_at or now)
+                        cprops["instanceView"] = _crashing(since, self.crash_interval)
             if instance_view:
                 state = "Stopped" if stopped else ("Running" if running else "Pending")
                 if provisioning == "Failed":
                     state = "Failed"
                     for container in props.get("containers", []):
-                        current = container["properties"]["instanceView"]["currentState"]
-                        current.update(state="Waiting", detailStatus="ErrImagePull")
+                        view = container["properties"]["instanceView"]
+                        view["currentState"].update(state="Waiting", detailStatus="ErrImagePull")
+                        view["events"] = _pull_failed(container["properties"].get("image", ""))
                 props["instanceView"] = {"state": state, "events": []}
             return body
 

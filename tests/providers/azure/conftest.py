@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import yaml
 
-from alphaswarm_controller.providers.azure import AciProvider, AksProvider
+from alphaswarm_controller.providers.azure import AciProvider, AciRevisionsProvider, AksProvider
 from alphaswarm_core.providers.protocol import Resources
 from alphaswarm_core.testing import SpecFactory, spec_factory_for, unique_name
 from tests.fakes.arm_emulator import ArmEmulator
 from tests.fakes.arm_testing import emulator_env, make_provider
+from tests.fakes.azurite import azurite_blob
 from tests.realkube.cluster import KubeCluster
 from tests.realkube.managed import ManagedCluster, managed_cluster
 
@@ -38,6 +39,34 @@ def arm() -> Iterator[ArmEmulator]:
 @pytest.fixture
 async def provider(arm: ArmEmulator) -> AsyncIterator[AciProvider]:
     instance = make_provider(arm, AciProvider)
+    await instance.open()
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[str]:
+    """Azurite's blob service for the whole session (per worker); its connection string."""
+    with azurite_blob() as connection:
+        yield connection
+
+
+def revisions_env(arm: ArmEmulator, azurite: str, **extra: str) -> dict[str, str]:
+    """The aci mode with revision records in Azurite (a container per test: no test
+    sees another's records)."""
+    return emulator_env(
+        arm,
+        ALPHASWARM_AZURE_REVISIONS_CONNECTION_STRING=azurite,
+        ALPHASWARM_AZURE_REVISIONS_CONTAINER=unique_name("rev"),
+        **extra,
+    )
+
+
+@pytest.fixture
+async def revisions_provider(arm: ArmEmulator, azurite: str) -> AsyncIterator[AciRevisionsProvider]:
+    instance = make_provider(arm, AciRevisionsProvider, env=revisions_env(arm, azurite))
     await instance.open()
     try:
         yield instance

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from alphaswarm_controller.providers.azure import AksProvider
+from alphaswarm_controller.providers.azure import AciRevisionsProvider, AksProvider
 from alphaswarm_controller.providers.azure.aci import TAG_NAMESPACE, TAG_SERVICE
 from alphaswarm_core.providers.protocol import InfrastructureProvider, Resources
 from alphaswarm_core.testing import Leftovers, ProviderContract, SpecFactory, spec_factory_for
@@ -21,7 +21,7 @@ from tests.fakes.faults import Kind
 from tests.realkube.contract import KUBERNETES_CAPABILITIES, RealKubeFixtures, read_real_metrics
 from tests.realkube.managed import ManagedCluster
 
-from .conftest import CLUSTER, IMAGE, LOG_COMMAND, aks_env, user_kubeconfig
+from .conftest import CLUSTER, IMAGE, LOG_COMMAND, aks_env, revisions_env, user_kubeconfig
 
 THROTTLE_EVERY = 7
 UNAVAILABLE_EVERY = 11
@@ -33,15 +33,47 @@ def faulted(emulator: ArmEmulator) -> ArmEmulator:
     return emulator
 
 
+BAD_IMAGE = "registry.example/not-there:1"
+"""An image the emulator cannot pull (its failing_images), as ACI reports one."""
+
+
 class TestAciContract(ProviderContract):
+    """The aci mode with revision records in Blob Storage (Azurite), as operators who
+    set ALPHASWARM_AZURE_REVISIONS_ACCOUNT_URL run it."""
+
     expected_capabilities = frozenset(
-        {"start", "stop", "scale", "status", "list", "config", "metrics", "logs", "delete"}
+        {
+            "start",
+            "stop",
+            "scale",
+            "status",
+            "list",
+            "config",
+            "metrics",
+            "logs",
+            "delete",
+            "revisions",
+        }
     )
 
     @pytest.fixture
     def arm(self) -> Iterator[ArmEmulator]:
         with ArmEmulator() as emulator:
+            emulator.store.failing_images.add(BAD_IMAGE)
             yield faulted(emulator)
+
+    @pytest.fixture
+    async def provider(self, arm: ArmEmulator, azurite: str) -> AsyncIterator[AciRevisionsProvider]:
+        instance = make_provider(arm, AciRevisionsProvider, env=revisions_env(arm, azurite))
+        await instance.open()
+        try:
+            yield instance
+        finally:
+            await instance.close()
+
+    @pytest.fixture
+    def failing_spec_factory(self) -> SpecFactory:
+        return spec_factory_for(image=BAD_IMAGE, resources=Resources(cpu="500m", memory="512Mi"))
 
     @pytest.fixture
     def leftovers(self, arm: ArmEmulator) -> Leftovers:

@@ -4,6 +4,10 @@
   Azure Container Instances container group (``aci_provider``; translation in
   ``aci``, ARM calls in ``gateway``, config as environment in ``config``, status
   in ``status``, Azure Monitor in ``metrics``, the polled logs API in ``logs``).
+* ``AciRevisionsProvider`` (``aci`` with ``ALPHASWARM_AZURE_REVISIONS_ACCOUNT_URL`` or
+  ``_CONNECTION_STRING`` set): the same plus revisions, kept in Azure Blob Storage
+  (``aci_revisions_provider``; record in ``revision_record``, blob I/O in
+  ``revision_store``, rolls in ``aci_roll``, outcomes in ``aci_rollout``).
 * ``AksProvider`` (``aks``): a ``KubernetesProvider`` on an AKS cluster whose
   connection comes from ``listClusterUserCredential`` (``aks_provider``, ``aks``).
 
@@ -22,7 +26,8 @@ lazily, when the alias is first used.
 from __future__ import annotations
 
 from .aci_provider import AciProvider
+from .aci_revisions_provider import AciRevisionsProvider
 from .aks_provider import AksProvider
 from .backend import select_backend
 
-__all__ = ["AciProvider", "AksProvider", "select_backend"]
+__all__ = ["AciProvider", "AciRevisionsProvider", "AksProvider", "select_backend"]

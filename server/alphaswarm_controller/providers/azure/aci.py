@@ -34,8 +34,10 @@ TAG_INSTANCE = "alphaswarm-instance"
 TAG_STOPPED = "alphaswarm-stopped"
 TAG_SIZING = "alphaswarm-sizing"
 """Set when the requested memory was rounded up to ACI's 0.1 GB step; says how."""
+TAG_REVISION = "alphaswarm-revision"
+"""The revision the group runs, when the provider keeps revisions (``revision_record``)."""
 RESERVED_TAG_PREFIX = "alphaswarm-"
-RESERVED_TAGS = 9
+RESERVED_TAGS = 10
 
 MAX_GROUP_NAME = 63
 MAX_TAGS = 50
@@ -210,8 +212,10 @@ def build_group(
     location: str,
     environment: Iterable[aci.EnvironmentVariable],
     config_version: str,
+    revision: int = 0,
 ) -> aci.ContainerGroup:
-    """The container group for replica ``ordinal`` of ``spec`` (spec checked already)."""
+    """The container group for replica ``ordinal`` of ``spec`` (spec checked already);
+    ``revision`` (0: none kept) goes into its ``alphaswarm-revision`` tag."""
     size = sizing(spec)
     ports = [
         aci.ContainerPort(port=p.container_port, protocol=p.protocol.upper()) for p in spec.ports
@@ -245,6 +249,8 @@ def build_group(
     )
     if size.note:
         tags[TAG_SIZING] = size.note
+    if revision:
+        tags[TAG_REVISION] = str(revision)
     return aci.ContainerGroup(
         location=location,
         tags=tags,

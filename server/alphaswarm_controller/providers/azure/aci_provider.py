@@ -49,7 +49,7 @@ from .settings import AzureSettings
 from .status import deployment_status
 
 
-def _secrets_unreadable(keys: Sequence[str], what: str) -> BackendRejectedError:
+def secrets_unreadable(keys: Sequence[str], what: str) -> BackendRejectedError:
     return BackendRejectedError(
         f"cannot {what}: Azure never returns secure environment values, so the secret config "
         f"keys {', '.join(keys)} cannot be copied into a new container group; remove them "
@@ -57,6 +57,23 @@ def _secrets_unreadable(keys: Sequence[str], what: str) -> BackendRejectedError:
         reason=ErrorReason.SECRET_VALUES_UNREADABLE,
         metadata={"keys": ",".join(keys)},
     )
+
+
+def check_owners(spec: DeploymentSpec, groups: Sequence[aci_models.ContainerGroup]) -> None:
+    """NAME_TAKEN when a group name ``spec``'s replicas need belongs to something else."""
+    namespace, service = spec.namespace, spec.service_id
+    names = {aci.group_name(namespace, service, i) for i in range(max(spec.replicas, 1))}
+    for group in groups:
+        owner = aci.as_replica(group)
+        if group.name in names and (
+            owner is None or (owner.namespace, owner.service_id) != (namespace, service)
+        ):
+            raise BackendRejectedError(
+                f"container group {group.name!r} already exists and belongs to "
+                f"{'another service' if owner else 'something alphaswarm did not create'}",
+                reason=ErrorReason.NAME_TAKEN,
+                metadata={"container_group": str(group.name)},
+            )
 
 
 class AciProvider(InfrastructureProvider):
@@ -172,18 +189,7 @@ class AciProvider(InfrastructureProvider):
         namespace, service = spec.namespace, spec.service_id
         groups = await self.gateway.list_groups()
         wanted = max(spec.replicas, 1)
-        names = {aci.group_name(namespace, service, i) for i in range(wanted)}
-        for group in groups:
-            owner = aci.as_replica(group)
-            if group.name in names and (
-                owner is None or (owner.namespace, owner.service_id) != (namespace, service)
-            ):
-                raise BackendRejectedError(
-                    f"container group {group.name!r} already exists and belongs to "
-                    f"{'another service' if owner else 'something alphaswarm did not create'}",
-                    reason=ErrorReason.NAME_TAKEN,
-                    metadata={"container_group": str(group.name)},
-                )
+        check_owners(spec, groups)
         replicas = aci.group_replicas(groups, namespace).get((namespace, service), [])
         data: dict[str, str] = {}
         version = "0"
@@ -195,7 +201,7 @@ class AciProvider(InfrastructureProvider):
         stale = [r for r in replicas if r.ordinal < wanted and r.spec_hash != target]
         missing = [i for i in range(wanted) if i not in by_ordinal]
         if (stale or missing) and config.unreadable_secrets(data):
-            raise _secrets_unreadable(config.unreadable_secrets(data), "create container groups")
+            raise secrets_unreadable(config.unreadable_secrets(data), "create container groups")
         environment = config.environment(spec.env, data)
 
         def build(ordinal: int) -> aci_models.ContainerGroup:
@@ -252,7 +258,7 @@ class AciProvider(InfrastructureProvider):
         missing = [i for i in range(replicas) if i not in by_ordinal]
         secrets = config.unreadable_secrets(config.read_config(template.group))
         if missing and secrets:
-            raise _secrets_unreadable(secrets, f"scale to {replicas}")
+            raise secrets_unreadable(secrets, f"scale to {replicas}")
         await self._create_all(
             {
                 aci.group_name(ns, service_id, i): aci.clone_group(template.group, ordinal=i)
@@ -302,7 +308,7 @@ class AciProvider(InfrastructureProvider):
         merged = patch.applied_to(config.read_config(newest.group))
         secrets = config.unreadable_secrets(merged)
         if secrets:
-            raise _secrets_unreadable(secrets, "roll the replicas onto the new config")
+            raise secrets_unreadable(secrets, "roll the replicas onto the new config")
         new_version = str(newest.config_version + 1)
         environment = config.environment(config.spec_environment(newest.group), merged)
         for replica in replicas:

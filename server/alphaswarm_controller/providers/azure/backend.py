@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from alphaswarm_core.providers.protocol import InfrastructureProvider
 
 from .aci_provider import AciProvider
+from .aci_revisions_provider import AciRevisionsProvider
 from .aks_provider import AksProvider
+from .revision_settings import revisions_configured
 from .settings import MODES
 
 BACKENDS: dict[str, type[InfrastructureProvider]] = {"aci": AciProvider, "aks": AksProvider}
@@ -20,6 +22,11 @@ BACKENDS: dict[str, type[InfrastructureProvider]] = {"aci": AciProvider, "aks": 
 
 def select_backend(env: Mapping[str, str]) -> type[InfrastructureProvider]:
     """``ALPHASWARM_AZURE_MODE``: ``aci`` (default) or ``aks``; anything else is
-    ``SettingInvalid`` naming the variable. Builds no client and makes no call."""
-    mode = AciProvider(env=env).setting_choice("MODE", MODES, "aci")
+    ``SettingInvalid`` naming the variable. Builds no client and makes no call. In the
+    aci mode, a revision store setting (``revision_settings``) selects
+    ``AciRevisionsProvider``, which reports the ``revisions`` capability."""
+    probe = AciProvider(env=env)
+    mode = probe.setting_choice("MODE", MODES, "aci")
+    if mode == "aci" and revisions_configured(probe):
+        return AciRevisionsProvider
     return BACKENDS[mode]
