@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from alphaswarm_core.providers import cadence as cadence_module
 from alphaswarm_core.providers.cadence import Cadence
 
 
 class FakeClock:
-    """time.monotonic and asyncio.sleep of the cadence module, on a clock of our own."""
+    """A monotonic clock and a sleep that only advances it."""
 
     def __init__(self) -> None:
         self.now = 100.0
@@ -24,31 +23,32 @@ class FakeClock:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(cadence_module.time, "monotonic", fake.monotonic)
-    monkeypatch.setattr(cadence_module.asyncio, "sleep", fake.sleep)
-    return fake
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def cadence(clock: FakeClock) -> Cadence:
+    return Cadence(1.0, clock=clock.monotonic, sleep=clock.sleep)
 
 
 async def test_a_polls_own_time_does_not_stretch_the_period(clock: FakeClock) -> None:
-    cadence = Cadence(1.0)
+    every = cadence(clock)
     polled = []
     for _ in range(5):
         polled.append(clock.now)
         clock.now += 0.3  # the poll takes 0.3 s
-        await cadence.wait()
+        await every.wait()
     assert polled == [100.0, 101.0, 102.0, 103.0, 104.0]
     assert clock.slept == [pytest.approx(0.7)] * 5
 
 
 async def test_a_loop_behind_polls_at_once_and_drops_the_missed_ticks(clock: FakeClock) -> None:
-    cadence = Cadence(1.0)
+    every = cadence(clock)
     clock.now += 3.5  # the first poll took 3.5 s: the ticks at 101, 102 and 103 passed
-    await cadence.wait()
+    await every.wait()
     assert clock.now == 103.5 and clock.slept == [0], "polls at once, no burst of three"
     clock.now += 0.1
-    await cadence.wait()
+    await every.wait()
     assert clock.now == pytest.approx(104.0), "back on the schedule: next tick at 104"
 
 

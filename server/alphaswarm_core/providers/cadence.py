@@ -14,23 +14,32 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 
 
 class Cadence:
     """``await cadence.wait()`` between polls: returns when the next one is due."""
 
-    def __init__(self, interval_seconds: float) -> None:
+    def __init__(
+        self,
+        interval_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         if not interval_seconds > 0:
             raise ValueError("a cadence needs a positive interval")
         self.interval = interval_seconds
-        self._next = time.monotonic() + interval_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._next = clock() + interval_seconds
 
     async def wait(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if self._next <= now:  # behind by a whole interval or more: poll now, skip the missed
             self._next += (math.floor((now - self._next) / self.interval) + 1) * self.interval
-            await asyncio.sleep(0)
+            await self._sleep(0)
             return
         delay = self._next - now
         self._next += self.interval
-        await asyncio.sleep(delay)
+        await self._sleep(delay)
