@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks import backend_calls, startup, streams, unary
+from benchmarks import backend_calls, logs, startup, streams, unary
 from benchmarks.report import LATEST, Row, text, update_readme
 
 
@@ -160,6 +160,29 @@ def collect(smoke: bool) -> list[Row]:
                 idle["rss_per_stream_kib"] <= 16.0,
             )
         )
+    followed = logs.run(2_000 if smoke else 200_000)
+    rows.append(
+        Row(
+            f"StreamLogs follower, 1 replica writing {followed['lines']:.0f} lines at once",
+            followed["follower_lines_per_second"],
+            followed["tail_lines_per_second"],
+            "lines/s (baseline: tail -F on the same file)",
+            "none lost or reordered",
+            followed["follower_in_order"] == 1.0,
+        )
+    )
+
+    rows.append(
+        Row(
+            "StreamLogs follower against bare grpc.aio streaming the same lines",
+            followed["follower_lines_per_second"],
+            followed["bare_grpc_lines_per_second"],
+            "lines/s (baseline: bare grpc.aio, one message per line)",
+            "report",
+            True,
+        )
+    )
+
     # What grpc.aio alone holds per idle stream: the floor under the figure above.
     bare_idle = streams.idle_stream_memory(100 if smoke else 2000, "bare")
     rows.append(

@@ -6,7 +6,8 @@ of 2 replicas. ``bare``: a plain grpc.aio server with health and reflection whos
 GetDeploymentStatus answers a prebuilt message from memory: the same response
 bytes the full server sends for ``svc-0`` (built once, the same way), so that the
 comparison is of the serving, not of the payload; its StreamMetrics sends one
-sample and then holds the stream open, idle. Both print ``PORT <n>`` when serving.
+sample and then holds the stream open, idle; its StreamLogs sends ``tail_lines``
+numbered lines as fast as it can. Both print ``PORT <n>`` when serving.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ async def run_bare() -> None:
 
     from alphaswarm.provider.v1 import provider_service_pb2 as pb
     from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
+    from alphaswarm.provider.v1 import types_pb2 as types
     from alphaswarm_controller.convert import status_to_proto
     from alphaswarm_core.call import ANONYMOUS
     from tests.fakes.memory_provider import MemoryProvider
@@ -77,6 +79,14 @@ async def run_bare() -> None:
     class Bare(pb_grpc.ProviderServiceServicer):
         async def GetDeploymentStatus(self, request: Any, context: Any) -> Any:
             return answer
+
+        async def StreamLogs(self, request: Any, context: Any) -> Any:
+            # One message per line, as fast as grpc.aio sends them: tail_lines of them.
+            entry = types.LogEntry(instance_id="logbench-0", stream=types.LOG_STREAM_STDOUT)
+            entry.time.GetCurrentTime()
+            for number in range(1, request.tail_lines + 1):
+                entry.text = str(number)
+                yield pb.StreamLogsResponse(entry=entry)
 
         async def StreamMetrics(self, request: Any, context: Any) -> Any:
             # What an idle stream costs grpc.aio itself: one sample, then nothing.

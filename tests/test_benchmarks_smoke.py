@@ -24,13 +24,15 @@ def test_benchmark_smoke_produces_every_figure(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert len(report["rows"]) == 13
+    assert len(report["rows"]) == 15
     assert set(report["backend_calls"]) == {"local", "docker_compose"}
     polls = next(r for r in report["rows"] if "subscribers on 1 service" in r["figure"])
     # Counting, not timing: 50 subscribers of one service share one backend stream.
     assert polls["value"] < 0.5 * polls["baseline"]
     measured = [r for r in report["rows"] if "backend calls" not in r["figure"]]
     assert all(row["value"] > 0 for row in measured)
+    followed = next(r for r in report["rows"] if r["figure"].startswith("StreamLogs follower"))
+    assert followed["met"], "the follower got every line, in order"
     calls = report["backend_calls"]
     assert calls["local"]["GetDeploymentStatus"] == 0, "local serves status from memory"
     lists = [v for k, v in calls["docker_compose"].items() if k.startswith("ListDeployments")]
