@@ -19,6 +19,7 @@ import pwd
 import signal
 import sqlite3
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,9 @@ from pathlib import Path
 import pytest
 
 from alphaswarm_controller.providers.local import LocalProvider
+from alphaswarm_controller.providers.local.containment import Containment
 from alphaswarm_controller.providers.local.identity import uid_taken
+from alphaswarm_controller.providers.local.proctable import OWNER_ENV
 from alphaswarm_controller.providers.local.settings import DEFAULT_UID_RANGE
 from alphaswarm_controller.providers.local.store import spec_to_json
 from alphaswarm_core.providers.protocol import (
@@ -38,6 +41,7 @@ from alphaswarm_core.providers.protocol import (
 from alphaswarm_core.testing import ready, unique_name, wait_for
 
 from .support import (
+    MARKER_ENV,
     alive,
     all_sleepers,
     command_spec,
@@ -595,6 +599,31 @@ async def test_two_providers_in_one_process_never_sweep_each_others_replicas(
     finally:
         await first.close()
         await second.close()
+
+
+def test_a_sweep_spares_a_leader_being_spawned_with_the_pid_of_an_earlier_one(
+    tmp_path: Path, local_marker: str
+) -> None:
+    """Pids come round again: in a long-lived process (a server, a pytest worker) a new
+    replica's leader can get the pid of an earlier replica's leader. It leads a new session,
+    not that replica's: a sweep of any provider in the process while the spawn is in flight
+    leaves it alone (it was SIGKILLed, and the test above failed now and then)."""
+    owner = str(tmp_path / "state")
+    first, last = DEFAULT_UID_RANGE
+    containment = Containment.create("off", owner, range(first, last + 1))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), OWNER_ENV: owner}
+    with containment.spawning():
+        leader = subprocess.Popen(
+            ["sleep", "300"], start_new_session=True, env={**env, MARKER_ENV: local_marker}
+        )
+        try:
+            containment.register(leader.pid)  # an earlier replica's leader had this pid,
+            containment.unregister(leader.pid)  # and it is long gone
+            assert containment.sweep() == 0
+            assert leader.poll() is None
+        finally:
+            leader.kill()
+            leader.wait()
 
 
 _OLD_SCHEMA = """

@@ -207,7 +207,11 @@ class _Leaders:
         self._lock = threading.Lock()
         self._live: set[int] = set()
         self._seen: dict[int, None] = {}
-        """Leaders of this run, oldest first (bounded): their sessions are replicas' forever."""
+        """Leaders of this run, oldest first (bounded): their sessions are replicas' as long as
+        they last. The kernel reuses no pid still naming a session or group, and a leader is
+        unregistered once it exited (reaped, or SIGKILLed by a spawn that failed midway): a
+        process that itself leads session (or group) P, P not live, is a new one whose pid
+        came round again (_adopted)."""
         self._spawning = 0
 
     @contextlib.contextmanager
@@ -367,7 +371,11 @@ class Containment:
         for proc in table.values():
             if proc.ppid != me or proc.pid in live or proc.sid == my_sid:
                 continue
-            if proc.sid in seen or proc.pgid in seen:
+            if (proc.sid in seen and proc.sid != proc.pid) or (
+                proc.pgid in seen and proc.pgid != proc.pid
+            ):
+                # Left in a past replica's session or group. Not the leader of one: that is a
+                # new session with a reused pid (a leader being spawned, or any other child).
                 found.append(proc)
             elif spawning:
                 # A leader being spawned is a child that nothing knows yet, with the
