@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from alphaswarm_core.providers.conditions import rollout_conditions
+from alphaswarm_core.providers.conditions import Verdict, rollout_conditions
 from alphaswarm_core.providers.models import Condition, Rollout, RolloutState
 from alphaswarm_core.providers.reasons import ErrorReason
 
@@ -49,12 +49,6 @@ JsonDict = Mapping[str, Any]
 
 CRASH_LOOP_EXITS = 3
 EPOCH = datetime.fromtimestamp(0, UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    reason: ErrorReason
-    message: str
 
 
 @dataclass(frozen=True, slots=True)

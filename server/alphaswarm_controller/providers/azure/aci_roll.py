@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from azure.mgmt.containerinstance import models as aci_models
 
 from alphaswarm_core.providers.concurrency import remaining_timeout
+from alphaswarm_core.providers.conditions import Verdict
 from alphaswarm_core.providers.models import Revision
 from alphaswarm_core.providers.protocol import (
     BackendQuotaExceeded,
@@ -32,7 +33,7 @@ from alphaswarm_core.providers.protocol import (
 from alphaswarm_core.providers.reasons import ErrorReason
 
 from . import aci, config
-from .aci_rollout import Verdict, group_failure, revision_of
+from .aci_rollout import group_failure, revision_of
 from .gateway import AciGateway
 from .revision_record import ServiceRecord
 from .status import running_state

@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 
 from azure.mgmt.containerinstance import models as aci_models
 
-from alphaswarm_core.providers.conditions import rollout_conditions
+from alphaswarm_core.providers.conditions import Verdict, rollout_conditions
 from alphaswarm_core.providers.models import Condition, Rollout, RolloutState
 from alphaswarm_core.providers.reasons import ErrorReason
 
@@ -49,12 +49,6 @@ from .status import running_state
 CRASH_LOOP_RESTARTS = 3
 PULL_DETAILS = frozenset({"errimagepull", "imagepullbackoff"})
 RESTARTING_POLICIES = frozenset({"always", "onfailure"})
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    reason: ErrorReason
-    message: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 
 from google.cloud import run_v2
 
-from alphaswarm_core.providers.conditions import rollout_conditions
+from alphaswarm_core.providers.conditions import Verdict, rollout_conditions
 from alphaswarm_core.providers.models import Condition, Rollout, RolloutState
 from alphaswarm_core.providers.reasons import ErrorReason
 
@@ -67,12 +67,6 @@ REVISION_REASONS: Mapping[int, ErrorReason] = {
     _REVISION.HEALTH_CHECK_CONTAINER_ERROR: ErrorReason.CRASH_LOOP,
     _REVISION.ACTIVE_REVISION_LIMIT_REACHED: ErrorReason.BACKEND_QUOTA_EXCEEDED,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    reason: ErrorReason
-    message: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,13 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from alphaswarm_core.providers.conditions import Verdict
 from alphaswarm_core.providers.errors import InvalidSpecError, RevisionNotFound
 from alphaswarm_core.providers.models import DeploymentSpec, Revision, Rollout, RolloutState
 
 from . import rollout as rollouts
 from .launch import LaunchPlan
 from .replica import Replica
-from .rollout import Progress, Verdict
+from .rollout import Progress
 from .settings import LocalSettings
 from .store import Desired, StateStore
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from alphaswarm_core.providers.conditions import Verdict
 from alphaswarm_core.providers.models import Condition, Rollout, RolloutState
 from alphaswarm_core.providers.reasons import ErrorReason
 
@@ -56,12 +57,6 @@ class Progress:
 
     def stalled(self, now: float, deadline: float) -> bool:
         return now - self.since > deadline
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    reason: ErrorReason
-    message: str
 
 
 def failure(revision: int, replicas: Mapping[int, Replica], exits: int) -> Verdict | None:
