@@ -17,45 +17,19 @@ one measured itself, not the server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 
-import grpc
-
-from alphaswarm.provider.v1 import provider_service_pb2 as pb
-from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
+from benchmarks import subscribers
 from benchmarks.harness import ROOT, server
 
-# Channels to one address share a connection unless told otherwise, and one
-# connection carries at most ALPHASWARM_CP_MAX_STREAMS_PER_CONNECTION streams.
-OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 #: How long after the window samples made in it are still collected.
 DRAIN_SECONDS = 3.0
-
-
-async def _subscribe(
-    stub: pb_grpc.ProviderServiceAsyncStub, service_id: str, interval_ms: int, counter: list[int]
-) -> None:
-    """One idle subscriber. gRPC's client cancels a few streams of a burst of thousands
-    before they start (seen with a bare grpc.aio server too): those re-subscribe."""
-    request = pb.StreamMetricsRequest(service_id=service_id)
-    request.interval.FromMilliseconds(interval_ms)
-    received = False
-    while not received:
-        try:
-            async for _ in stub.StreamMetrics(request):
-                received = True
-                counter[0] += 1
-            return
-        except grpc.aio.AioRpcError as error:
-            if error.code() is not grpc.StatusCode.CANCELLED:
-                raise
-            await asyncio.sleep(0.1)
 
 
 def _last_poll_before(polls: dict[int, float], moment: float) -> int:
@@ -133,31 +107,22 @@ def fanout(
     }
 
 
-#: Streams per connection when holding idle streams: half the server's default cap.
-IDLE_STREAMS_PER_CONNECTION = 500
-
-
 async def _idle(address: str, streams: int, measure: Callable[[], None]) -> None:
-    channels = max(4, -(-streams // IDLE_STREAMS_PER_CONNECTION))
-    opened = [grpc.aio.insecure_channel(address, options=OWN_CONNECTION) for _ in range(channels)]
-    stubs = [pb_grpc.ProviderServiceStub(c) for c in opened]
-    counter = [0]
+    channels = subscribers.channels_for(address, streams)
+    request = subscribers.request("svc-0", 3600)  # after the latest sample, an hour of quiet
+    arrived = subscribers.Tally(0.0, math.inf)
     tasks = [
-        asyncio.create_task(_subscribe(stubs[i % channels], "svc-0", 3_600_000, counter))
+        asyncio.create_task(
+            subscribers.subscribe(channels[i % len(channels)], request, arrived, probe=False)
+        )
         for i in range(streams)
     ]
     # Each stream got its first (latest) sample: all are open.
-    while counter[0] < streams:  # noqa: ASYNC110 - counting arrivals from many tasks
+    while arrived.delivered < streams:  # noqa: ASYNC110 - counting arrivals from many tasks
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.0)
     measure()
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    for channel in opened:
-        await channel.close(None)
+    await subscribers.stop(tasks, channels)
 
 
 def idle_stream_memory(streams: int, kind: str = "full") -> dict[str, float]:

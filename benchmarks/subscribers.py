@@ -39,7 +39,7 @@ class Tally:
             self.delivered += 1
 
 
-async def _subscribe(
+async def subscribe(
     channel: grpc.aio.Channel, request: bytes, tally: Tally, *, probe: bool
 ) -> None:
     """One subscriber. gRPC's client cancels a few streams of a burst of thousands
@@ -62,23 +62,18 @@ async def _subscribe(
             await asyncio.sleep(0.1)
 
 
-async def run(
-    address: str, services: list[str], per_service: int, window: tuple[float, float], until: float
-) -> Tally:
-    tally = Tally(*window)
-    subscribers = [(s, n == 0) for n in range(per_service) for s in services]
-    count = -(-len(subscribers) // STREAMS_PER_CONNECTION)
-    channels = [grpc.aio.insecure_channel(address, options=OWN_CONNECTION) for _ in range(count)]
-    requests = {}
-    for service in services:
-        request = pb.StreamMetricsRequest(service_id=service)
-        request.interval.FromSeconds(1)
-        requests[service] = request.SerializeToString()
-    tasks = [
-        asyncio.create_task(_subscribe(channels[i % count], requests[service], tally, probe=probe))
-        for i, (service, probe) in enumerate(subscribers)
-    ]
-    await asyncio.sleep(max(0.0, until - time.time()))
+def request(service_id: str, interval_seconds: int) -> bytes:
+    message = pb.StreamMetricsRequest(service_id=service_id)
+    message.interval.FromSeconds(interval_seconds)
+    return message.SerializeToString()
+
+
+def channels_for(address: str, streams: int) -> list[grpc.aio.Channel]:
+    count = max(1, -(-streams // STREAMS_PER_CONNECTION))
+    return [grpc.aio.insecure_channel(address, options=OWN_CONNECTION) for _ in range(count)]
+
+
+async def stop(tasks: list[asyncio.Task[None]], channels: list[grpc.aio.Channel]) -> None:
     for task in tasks:
         task.cancel()
     for task in tasks:
@@ -86,6 +81,23 @@ async def run(
             await task
     for channel in channels:
         await channel.close(None)
+
+
+async def run(
+    address: str, services: list[str], per_service: int, window: tuple[float, float], until: float
+) -> Tally:
+    tally = Tally(*window)
+    subscribers = [(s, n == 0) for n in range(per_service) for s in services]
+    channels = channels_for(address, len(subscribers))
+    requests = {service: request(service, 1) for service in services}
+    tasks = [
+        asyncio.create_task(
+            subscribe(channels[i % len(channels)], requests[service], tally, probe=probe)
+        )
+        for i, (service, probe) in enumerate(subscribers)
+    ]
+    await asyncio.sleep(max(0.0, until - time.time()))
+    await stop(tasks, channels)
     return tally
 
 
