@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -21,12 +22,16 @@ def test_health_list_answers_every_name_without_an_error_log(tmp_path: Path) -> 
     try:
         with grpc.insecure_channel(server.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            # Providers report NOT_SERVING until their first probe passes: wait for it.
-            for _ in range(100):
+            # Providers report NOT_SERVING until their first probe passes: wait for it, for
+            # a time, not a count of polls (100 quick polls ran out before it on an idle run).
+            give_up = time.monotonic() + 60
+            while True:
                 listed = health.List(health_pb2.HealthListRequest(), timeout=10)
-                if listed.statuses["local"].status == health_pb2.HealthCheckResponse.SERVING:
+                local = listed.statuses["local"].status
+                if local == health_pb2.HealthCheckResponse.SERVING or time.monotonic() > give_up:
                     break
                 health.Check(health_pb2.HealthCheckRequest(service="local"), timeout=10)
+                time.sleep(0.05)
             statuses = {name: s.status for name, s in listed.statuses.items()}
         serving = health_pb2.HealthCheckResponse.SERVING
         assert statuses == {"": serving, PROVIDER_SERVICE: serving, "local": serving}
