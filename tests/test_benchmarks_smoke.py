@@ -65,3 +65,35 @@ def test_load_smoke_has_no_errors(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
     assert report["errors"] == {} and report["calls"] > 0 and report["stream_messages"] > 0
+
+
+def test_unary_breakdown_smoke_measures_every_variant() -> None:
+    from benchmarks.unary_breakdown import STEPS
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.unary_breakdown",
+            "--seconds",
+            "1",
+            "--rounds",
+            "1",
+            "--concurrency",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    *table, last = result.stdout.strip().splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in table[1:]}
+    assert set(rows) == {"bare", *STEPS, "full"}
+    assert all(float(row[0]) > 0 for row in rows.values()), "every variant served calls"
+    # The handler measured the calls it served, so its figure is a number, not nan.
+    in_handler = float(last.split(" us inside")[0].rsplit(" ", 1)[1])
+    assert in_handler > 0, last

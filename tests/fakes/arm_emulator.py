@@ -105,6 +105,8 @@ TOKEN_AUDIENCE_PREFIX = "aud="
 """Test tokens are ``aud=<audience>``: what a real token's ``aud`` claim would say,
 optionally followed by ``;n=<serial>`` so that a test can tell one token from the next."""
 TOKEN_SERIAL_SEPARATOR = ";n="
+GATHER_SECONDS = 10.0
+"""How long a request held by ``ArmEmulator.gather`` waits for the others at most."""
 
 
 def fault_error(fault: Fault) -> ArmError:
@@ -153,11 +155,14 @@ class ArmEmulator:
         """The bearer token each request carried, in arrival order."""
         self.timeline: list[tuple[float, str, str]] = []
         """(time.monotonic(), method, path) of every request, in arrival order."""
-        self.response_delay: dict[str, float] = {}
-        """Method -> seconds each such request takes (to make concurrency observable)."""
+        self.gather: dict[str, int] = {}
+        """Method -> hold each such request until that many have been in flight at once
+        (for at most GATHER_SECONDS): a client's concurrency bound is then reached however
+        loaded the machine, where a delay per request would leave it to timing."""
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()
         self._requests_lock = threading.Lock()
+        self._in_flight_changed = threading.Condition(self._requests_lock)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -233,10 +238,14 @@ class ArmEmulator:
             self.timeline.append((time.monotonic(), method, path))
 
     def enter(self, method: str) -> None:
-        with self._requests_lock:
+        with self._in_flight_changed:
             self.in_flight[method] += 1
             self.max_in_flight[method] = max(self.max_in_flight[method], self.in_flight[method])
-        time.sleep(self.response_delay.get(method, 0.0))
+            self._in_flight_changed.notify_all()
+            wanted = self.gather.get(method, 0)
+            self._in_flight_changed.wait_for(
+                lambda: self.max_in_flight[method] >= wanted, timeout=GATHER_SECONDS
+            )
 
     def leave(self, method: str) -> None:
         with self._requests_lock:

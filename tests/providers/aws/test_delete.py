@@ -147,6 +147,9 @@ async def test_a_start_while_the_old_one_drains_is_unavailable(
     slow: EcsProvider, slow_bed: EcsTestBed, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ecs_provider, "DRAIN_WAIT_SECONDS", 0.0)  # return while DRAINING
+    # Tasks stop only when the test lets them: the calls below take more than the bed's
+    # 3 s on a loaded machine, and the service must still be DRAINING at the last one.
+    monkeypatch.setattr(slow_bed.ecs, "stop_seconds", 3600.0)
     service = unique_name()
     spec = DeploymentSpec(service, namespace, image=IMAGE)
     await slow.start(spec)
@@ -161,6 +164,7 @@ async def test_a_start_while_the_old_one_drains_is_unavailable(
     with pytest.raises(BackendUnavailableError) as caught:
         await slow.start(spec)
     assert caught.value.retry_after_seconds > 0
+    slow_bed.ecs.stop_seconds = 3.0  # the tasks stop now: 3 s after the delete
     deadline = time.monotonic() + 30
     while slow_bed.ecs.service_status(service_name(namespace, service)) == "DRAINING":
         assert time.monotonic() < deadline

@@ -141,7 +141,7 @@ async def test_stop_keeps_first_group_stopped(arm: ArmEmulator, provider: AciPro
 async def test_scale_creates_concurrently_within_the_bound(arm: ArmEmulator) -> None:
     provider = make_provider(arm, AciProvider, ALPHASWARM_AZURE_MAX_PARALLEL="3")
     await provider.start(spec("burst", 1))
-    arm.response_delay = {"PUT": 0.15, "DELETE": 0.15}
+    arm.gather = {"PUT": 3, "DELETE": 3}  # each request waits until 3 were in flight
     status = await provider.scale("burst", 8, namespace="team")
     assert status.desired_replicas == 8
     assert arm.store.names() == [f"team-burst-{i}" for i in range(8)]
