@@ -265,12 +265,18 @@ async def test_short_throttling_and_5xx_are_retried_a_bounded_number_of_times(
 
 async def test_operations_on_a_group_still_provisioning_are_retried_until_it_settles() -> None:
     # ACI answers 409 to stop/start/tag updates while the group is being provisioned:
-    # scale to 0 right after start must wait that out, not fail. (2.5 s: the stop comes
-    # well within it; the 6 attempts' backoff spans at least 3.9 s.)
-    with ArmEmulator(provision_delay=2.5) as arm:
+    # scale to 0 right after start must wait that out, not fail. The group provisions
+    # until a second attempt shows that the first was refused, then settles (the 6
+    # attempts' backoff spans at least 3.9 s).
+    with ArmEmulator(provision_delay=3600.0) as arm:
         provider = make_provider(arm, AciProvider)
         await provider.start(spec("young", 1))
-        stopped = await provider.scale("young", 0, namespace="team")
+        scaling = asyncio.create_task(provider.scale("young", 0, namespace="team"))
+        async with asyncio.timeout(30):
+            while arm.faults.count("arm:ContainerGroups_Update") < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        arm.store.settle("team-young-0")
+        stopped = await scaling
         assert stopped.state is DeploymentState.STOPPED
         conflicts = arm.faults.count("arm:ContainerGroups_Update")
         assert 2 <= conflicts <= CONFLICT_ATTEMPTS, "refused at least once, retried, bounded"
@@ -343,11 +349,13 @@ async def test_memory_is_rounded_up_to_acis_step_and_said_so(
 
 
 async def test_status_reads_instance_views(arm: ArmEmulator, provider: AciProvider) -> None:
-    arm.store.run_delay = 0.5
+    arm.store.run_delay = 3600.0  # the containers run when settled below
     await provider.start(spec("slow", 2))
     early = await provider.status("slow", namespace="team")
     assert early.state is DeploymentState.PENDING
     assert early.ready_replicas == 0
+    for name in ("team-slow-0", "team-slow-1"):
+        arm.store.settle(name)
     settled = await wait_for(provider, "slow", "team", ready(2), timeout=10)
     assert all(i.state == "running" for i in settled.instances)
     assert settled.image == IMAGE

@@ -315,7 +315,7 @@ async def test_a_reconciling_service_is_pending_until_its_operation_completes(
     gcp_env: dict[str, str], emulator: GcpEmulator, cloud_run_specs: SpecFactory, namespace: str
 ) -> None:
     emulator.faults.clear()
-    emulator.operations.seconds = 1.0
+    emulator.operations.seconds = 3600.0  # until released below, after the look
     provider = CloudRunProvider(env=gcp_env)
     await provider.health()  # connected: the deadline below is all the create's
     token = current_call.set(CallContext("StartDeployment", "r-2", "", time.monotonic() + 0.3))
@@ -328,6 +328,7 @@ async def test_a_reconciling_service_is_pending_until_its_operation_completes(
         assert (await provider.status("later", namespace=namespace)).state is (
             DeploymentState.PENDING
         )
+        emulator.operations.release()
         deadline = time.monotonic() + 30
         while (status := await provider.status("later", namespace=namespace)).state is (
             DeploymentState.PENDING

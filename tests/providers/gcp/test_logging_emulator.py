@@ -249,16 +249,14 @@ async def test_delete_is_an_operation_that_takes_revisions_and_instances(
     await (await run.update_service(service=service, retry=None)).result(timeout=10)  # type: ignore[no-untyped-call]
     with pytest.raises(gexc.Aborted):
         await run.delete_service(request=run_v2.DeleteServiceRequest(name=NAME, etag=stale))
-    quiet.operations.seconds = 5.0
+    quiet.operations.seconds = 3600.0  # until released below
     operation = await run.delete_service(name=NAME, retry=None)
     deleting = await run.get_service(name=NAME, retry=None)
     assert deleting.reconciling and "delete_time" in deleting
     with pytest.raises(gexc.FailedPrecondition, match="being deleted"):
         await run.update_service(service=deleting, retry=None)
     quiet.operations.seconds = 0
-    with quiet.plumbing.lock:
-        for pending in quiet.operations.pending.values():
-            pending.done_at = 0
+    quiet.operations.release()
     await operation.result(timeout=10)  # type: ignore[no-untyped-call]
     with pytest.raises(gexc.NotFound):
         await run.get_service(name=NAME, retry=None)
