@@ -39,32 +39,31 @@ class ServerUnderTest:
 def server(kind: str, *, services: int = 1) -> Iterator[ServerUnderTest]:
     """Run ``benchmarks.servers <kind>`` in its own process until the block ends."""
     with tempfile.TemporaryDirectory() as state:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.servers",
-                kind,
-                "--services",
-                str(services),
-                "--state-dir",
-                state,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line.startswith("PORT "):
-            process.kill()
-            raise RuntimeError(f"{kind} server did not start: {line!r}")
-        try:
-            yield ServerUnderTest(process, int(line.split()[1]))
-        finally:
-            process.terminate()
-            process.wait(15)
+        args = ["benchmarks.servers", kind, "--services", str(services), "--state-dir", state]
+        with server_process(args, kind) as started:
+            yield started
+
+
+@contextmanager
+def server_process(module_args: list[str], name: str) -> Iterator[ServerUnderTest]:
+    """Run ``python -m <module_args>`` until the block ends; it prints ``PORT <n>`` first."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", *module_args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("PORT "):
+        process.kill()
+        raise RuntimeError(f"{name} server did not start: {line!r}")
+    try:
+        yield ServerUnderTest(process, int(line.split()[1]))
+    finally:
+        process.terminate()
+        process.wait(15)
 
 
 def percentile(values: list[float], fraction: float) -> float:

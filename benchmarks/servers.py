@@ -54,11 +54,6 @@ async def run_full(services: int, state_dir: str) -> None:
 
 
 async def run_bare() -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-    from grpc_health.v1._async import HealthServicer
-    from grpc_reflection.v1alpha import reflection
-
     from alphaswarm.provider.v1 import provider_service_pb2 as pb
     from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
     from alphaswarm.provider.v1 import types_pb2 as types
@@ -93,8 +88,21 @@ async def run_bare() -> None:
             yield sample
             await forever.wait()
 
+    await serve_bare(Bare())  # type: ignore[abstract]
+
+
+async def serve_bare(servicer: Any, until: asyncio.Event | None = None) -> None:
+    """A plain grpc.aio server of ``servicer`` with health and reflection; prints its port
+    and serves until terminated (or until ``until`` is set, then stops)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1._async import HealthServicer
+    from grpc_reflection.v1alpha import reflection
+
+    from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
+
     server = grpc.aio.server()
-    pb_grpc.add_ProviderServiceServicer_to_server(Bare(), server)  # type: ignore[abstract]
+    pb_grpc.add_ProviderServiceServicer_to_server(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -109,7 +117,11 @@ async def run_bare() -> None:
     await server.start()
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     print(f"PORT {port}", flush=True)
-    await server.wait_for_termination()
+    if until is None:
+        await server.wait_for_termination()
+    else:
+        await until.wait()
+        await server.stop(None)
 
 
 def main() -> None:

@@ -27,19 +27,17 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 import grpc
 
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from benchmarks import unary
-from benchmarks.harness import ROOT, ServerUnderTest, server
-from benchmarks.servers import _seed
+from benchmarks.harness import ServerUnderTest, server, server_process
+from benchmarks.servers import _seed, serve_bare
 
 STEPS = ("call-setup", "status", "convert", "status+convert")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -48,10 +46,6 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 async def _serve(step: str) -> None:
     """The bare server with ``step`` before each answer; on SIGTERM, prints the handler
     CPU the step took per call (``status+convert`` only) and stops."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-    from grpc_health.v1._async import HealthServicer
-    from grpc_reflection.v1alpha import reflection
-
     from alphaswarm.provider.v1 import provider_service_pb2 as pb
     from alphaswarm_controller.convert import status_to_proto
     from alphaswarm_controller.layers import CallSetup
@@ -98,48 +92,14 @@ async def _serve(step: str) -> None:
                 setup.begin(method, context)
             return await do()
 
-    grpc_server = grpc.aio.server()
-    pb_grpc.add_ProviderServiceServicer_to_server(Variant(), grpc_server)  # type: ignore[abstract]
-    health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, grpc_server)
-    reflection.enable_server_reflection(
-        (
-            "alphaswarm.provider.v1.ProviderService",
-            "grpc.health.v1.Health",
-            reflection.SERVICE_NAME,
-        ),
-        grpc_server,
-    )
-    port = grpc_server.add_insecure_port("127.0.0.1:0")
-    await grpc_server.start()
-    await health.set("", health_pb2.HealthCheckResponse.SERVING)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print(f"PORT {port}", flush=True)
-    await stop.wait()
+    await serve_bare(Variant(), until=stop)  # type: ignore[abstract]
     print(json.dumps({"handler_us": spent[0] / max(1, spent[1]) * 1e6}), flush=True)
-    await grpc_server.stop(None)
 
 
-@contextmanager
-def _variant(step: str) -> Iterator[ServerUnderTest]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.unary_breakdown", "--serve", step],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("PORT "):
-        process.kill()
-        raise RuntimeError(f"{step} server did not start: {line!r}")
-    try:
-        yield ServerUnderTest(process, int(line.split()[1]))
-    finally:
-        process.terminate()
-        process.wait(15)
+def _variant(step: str) -> AbstractContextManager[ServerUnderTest]:
+    return server_process(["benchmarks.unary_breakdown", "--serve", step], step)
 
 
 def _handler_us(target: ServerUnderTest) -> float:

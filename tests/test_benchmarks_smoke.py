@@ -11,17 +11,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_benchmark_smoke_produces_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--smoke", "--json", str(out)],
+def _run(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` from the project root, as a user runs a benchmark."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
         check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def test_benchmark_smoke_produces_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = _run("benchmarks", "--smoke", "--json", str(out), timeout=240)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert len(report["rows"]) == 15
@@ -41,26 +46,10 @@ def test_benchmark_smoke_produces_every_figure(tmp_path: Path) -> None:
 
 def test_load_smoke_has_no_errors(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.load",
-            "--seconds",
-            "6",
-            "--clients",
-            "4",
-            "--streams",
-            "5",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    result = _run(
+        "benchmarks.load",
+        *("--seconds", "6", "--clients", "4", "--streams", "5", "--json", str(out)),
         timeout=120,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
@@ -70,24 +59,10 @@ def test_load_smoke_has_no_errors(tmp_path: Path) -> None:
 def test_unary_breakdown_smoke_measures_every_variant() -> None:
     from benchmarks.unary_breakdown import STEPS
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.unary_breakdown",
-            "--seconds",
-            "1",
-            "--rounds",
-            "1",
-            "--concurrency",
-            "2",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    result = _run(
+        "benchmarks.unary_breakdown",
+        *("--seconds", "1", "--rounds", "1", "--concurrency", "2"),
         timeout=180,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     *table, last = result.stdout.strip().splitlines()
