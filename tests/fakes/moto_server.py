@@ -14,22 +14,23 @@ state through moto directly (``MotoAws.client``), which no fault touches.
 moto advances a task's state each time DescribeTasks sees it (RUNNING ->
 DEACTIVATING -> ... after one look by default); ``start_moto`` sets that
 transition to manual with an unreachable count through moto's own
-``/moto-api/state-manager`` endpoint: task states are the control plane's.
+state manager (``_reset_moto``): task states are the control plane's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
+from moto.core.base_backend import BackendDict
+from moto.core.model_instances import reset_model_data
+from moto.moto_api import state_manager
 from moto.server import ThreadedMotoServer
 
 from .aws_front import AwsFront
@@ -125,12 +126,20 @@ class MotoAws:
             return self._shared[service]
 
 
-def _moto_api(url: str, path: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(
-        f"{url}/moto-api/{path}", data=json.dumps(body).encode(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
+def _reset_moto() -> None:
+    """Empty every moto backend and make ECS task states manual.
+
+    moto's backends are process-global, and the server runs in this process
+    (ThreadedMotoServer), so this is what ``POST /moto-api/reset`` and
+    ``/moto-api/state-manager/set-transition`` do, without the socket: a read timeout
+    on those calls was outrun once on a loaded CI machine (aws@lowest), and a call
+    that hangs now shows its threads' stacks through pytest-timeout instead.
+    """
+    BackendDict.reset()
+    reset_model_data()
+    # Task states are the control plane's: an unreachable count of looks never
+    # advances them (moto's default moves RUNNING on after one DescribeTasks).
+    state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
 
 
 @contextlib.contextmanager
@@ -147,13 +156,7 @@ def start_moto(
     )
     aws = MotoAws(direct_url=direct, server=server, front=front)
     try:
-        # moto's backends are process-global: start each bed from an empty account.
-        _moto_api(direct, "reset", {})
-        _moto_api(
-            direct,
-            "state-manager/set-transition",
-            {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 10**9}},
-        )
+        _reset_moto()  # start each bed from an empty account
         with front:
             yield aws
     finally:
