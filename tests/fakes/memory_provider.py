@@ -81,6 +81,8 @@ class MemoryProvider(InfrastructureProvider):
         """Method name -> error raised by that method's next call."""
         self.repeated_failures: dict[str, list[BaseException]] = {}
         """Method name -> errors raised by its next calls, one per call, in order."""
+        self.sticky_failures: dict[str, BaseException] = {}
+        """Method name -> error raised by each of its calls until the entry is removed."""
         self.hang_seconds = 0.0
         self.opened = False
         self.open_streams = 0
@@ -101,6 +103,8 @@ class MemoryProvider(InfrastructureProvider):
         error = self.failures.pop(name, None)
         if error is None and self.repeated_failures.get(name):
             error = self.repeated_failures[name].pop(0)
+        if error is None:
+            error = self.sticky_failures.get(name)
         if error is not None:
             raise error
 

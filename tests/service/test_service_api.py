@@ -181,10 +181,9 @@ async def test_health_service_follows_provider_health(tmp_path: object) -> None:
         memory = await running.pool.get("memory")
         # Down until told otherwise: a single failed probe is NOT_SERVING for one 0.1 s
         # interval only, which a poller on a loaded machine can miss altogether.
-        down: list[BaseException] = [BackendUnavailableError("down")] * 10_000
-        memory.repeated_failures["health"] = down  # type: ignore[attr-defined]
+        memory.sticky_failures["health"] = BackendUnavailableError("down")  # type: ignore[attr-defined]
         await eventually("memory", not_serving)
-        down.clear()
+        del memory.sticky_failures["health"]  # type: ignore[attr-defined]
         await eventually("memory", serving)
     finally:
         await channel.close(None)
