@@ -28,9 +28,7 @@ from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
-from moto.core.base_backend import BackendDict
-from moto.core.model_instances import reset_model_data
-from moto.moto_api import state_manager
+from moto.moto_api._internal.models import moto_api_backend
 from moto.server import ThreadedMotoServer
 
 from .aws_front import AwsFront
@@ -127,19 +125,16 @@ class MotoAws:
 
 
 def _reset_moto() -> None:
-    """Empty every moto backend and make ECS task states manual.
+    """Empty every moto backend and make ECS task states manual (module docstring).
 
-    moto's backends are process-global, and the server runs in this process
-    (ThreadedMotoServer), so this is what ``POST /moto-api/reset`` and
-    ``/moto-api/state-manager/set-transition`` do, without the socket: a read timeout
-    on those calls was outrun once on a loaded CI machine (aws@lowest), and a call
+    moto's backends are process-global and its server runs in this process
+    (ThreadedMotoServer), so these are the calls ``POST /moto-api/reset`` and
+    ``/moto-api/state-manager/set-transition`` make, without the socket: a read
+    timeout on them was outrun once on a loaded CI machine (aws@lowest), and a reset
     that hangs now shows its threads' stacks through pytest-timeout instead.
     """
-    BackendDict.reset()
-    reset_model_data()
-    # Task states are the control plane's: an unreachable count of looks never
-    # advances them (moto's default moves RUNNING on after one DescribeTasks).
-    state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
+    moto_api_backend.reset()
+    moto_api_backend.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
 
 
 @contextlib.contextmanager
