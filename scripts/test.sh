@@ -2,22 +2,24 @@
 # Set up everything the tests need, then run every check and the whole test suite.
 #
 # Installs the venv with all providers and dev tools, starts (or reuses) a Docker
-# engine for the docker_compose provider, builds (or reuses) the Kubernetes control plane
-# the kubernetes tests start (scripts/kube/build.sh), checks the generated stubs and the
-# protos (buf lint / format / breaking), runs ruff and mypy, then pytest and, beside it,
-# each provider extra alone in a clean venv and at the lowest versions its floors allow
+# engine for the docker_compose provider, builds (or reuses) the Kubernetes control
+# plane (scripts/kube/build.sh) and starts one for the run that every test process
+# shares (tests/realkube/shared.py), checks the generated stubs and the protos (buf
+# lint / format / breaking), runs ruff and mypy, then pytest and, beside it, each
+# provider extra alone in a clean venv and at the lowest versions its floors allow
 # (scripts/ci/provider_matrix.py). Any failure, including a backend that cannot start,
 # fails the run. Extra arguments go to the main pytest run.
 #
 # A run removes everything it made, also when it fails or is interrupted (Ctrl-C,
-# SIGTERM): the Docker engine with its bridge and temp dir, the run's temp dir (TMPDIR
-# and pytest's base temp point into it), and any process still carrying this run's
-# ALPHASWARM_TEST_RUN. Finding such a process at the end of a run that was not
-# interrupted fails the run: a test left it behind.
+# SIGTERM): the control plane, the Docker engine with its bridge and temp dir, the
+# run's temp dir (TMPDIR and pytest's base temp point into it), and any process still
+# carrying this run's ALPHASWARM_TEST_RUN. Finding such a process at the end of a run
+# that was not interrupted fails the run: a test left it behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step says when it began (seconds into the run): CI logs show where a run's time goes.
+step() { printf '\n== %s (at %ds)\n' "$*" "$SECONDS"; }
 
 # -- the run's temp dir and the clean-up of everything the run made ----------------------
 
@@ -70,6 +72,9 @@ cleanup() {
     if [[ -n "${matrix_pid:-}" ]] && kill -TERM "$matrix_pid" 2>/dev/null; then
         wait "$matrix_pid" 2>/dev/null || true  # it stops its jobs, bounded by their kill
     fi
+    if [[ -n "${kube_pid:-}" ]] && kill -TERM "$kube_pid" 2>/dev/null; then
+        wait "$kube_pid" 2>/dev/null || true  # it stops its components (bounded)
+    fi
     if [[ -n "${ALPHASWARM_DOCKERD_ROOT:-}" ]]; then
         bash scripts/ci/stop-dockerd.sh "$ALPHASWARM_DOCKERD_ROOT" || ok=""
     fi
@@ -114,7 +119,9 @@ check_lint() {
     step "ruff and mypy"
     ruff check .
     ruff format --check server client/alphaswarm_client tests benchmarks scripts
-    mypy
+    # Its incremental cache outside the tree, beside uv's and the builds': a fresh
+    # checkout is checked in seconds, not the 40 s of a cold run.
+    MYPY_CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/alphaswarm/mypy" mypy
 }
 
 start_docker_engine() {
@@ -145,6 +152,20 @@ build_kube_control_plane() {
     ALPHASWARM_KUBE_BIN_DIR="$(bash scripts/kube/build.sh)"
     export ALPHASWARM_KUBE_BIN_DIR
     echo "$ALPHASWARM_KUBE_BIN_DIR"
+}
+
+# One control plane for the whole run, shared by pytest's workers and the matrix's jobs
+# (tests/realkube/shared.py says why). It starts while the next steps run; the tests
+# wait for it. Its log is printed at the end.
+KUBE_DIR="$RUN_DIR/kube"
+start_shared_control_plane() {
+    step "the run's Kubernetes control plane (starts in the background)"
+    mkdir -m 0700 "$KUBE_DIR"
+    local pdeathsig=()  # it stops with this script, even one that is killed
+    command -v setpriv >/dev/null && pdeathsig=(setpriv --pdeathsig TERM --)
+    "${pdeathsig[@]}" python -m tests.realkube.shared "$KUBE_DIR" >"$KUBE_DIR.log" 2>&1 &
+    kube_pid=$!
+    export ALPHASWARM_TEST_KUBE_SHARED="$KUBE_DIR"
 }
 
 build_helm() {
@@ -186,11 +207,18 @@ check_provider_matrix() {
     return "$code"
 }
 
+check_shared_control_plane() {
+    step "the run's Kubernetes control plane"
+    cat "$KUBE_DIR.log"
+    kill -0 "$kube_pid" 2>/dev/null || { echo "it stopped before the tests ended" >&2; return 1; }
+}
+
 check_stubs
 check_protos
 check_lint
 start_docker_engine
 build_kube_control_plane
+start_shared_control_plane
 build_helm
 install_azurite
 install_shells
@@ -199,4 +227,5 @@ failed=""
 start_provider_matrix
 run_pytest "$@" || failed=yes
 check_provider_matrix || failed=yes
+check_shared_control_plane || failed=yes
 [[ -z "$failed" ]]

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import urllib3
 
-from tests.realkube.cluster import Endpoint, KubeCluster
+from tests.realkube.cluster import ControlPlane, Endpoint
 from tests.realkube.rbac import grant_cluster_wide, user
 from tests.realkube.webhook import User
 
@@ -132,7 +132,7 @@ class EksTestBed:
 
 
 @contextlib.contextmanager
-def eks_test_bed(cluster: KubeCluster) -> Iterator[EksTestBed]:
+def eks_test_bed(cluster: ControlPlane) -> Iterator[EksTestBed]:
     """moto + the AWS front, the EKS cluster record pointing at the real API server (through
     a proxy), the EKS authenticator on its token webhook, the documented RBAC for the user."""
     assert cluster.endpoint is not None and cluster.token_webhook is not None

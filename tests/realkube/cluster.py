@@ -24,9 +24,10 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
@@ -108,6 +109,33 @@ def _kubeconfig(path: Path, url: str, ca: Path, client: KeyPair, user: str) -> P
     path.write_text(json.dumps(config, indent=2))
     path.chmod(0o600)
     return path
+
+
+def wait_for_metrics_api(
+    endpoint: Endpoint, timeout: float = READY_TIMEOUT, watched: Sequence[Component] = ()
+) -> None:
+    """Until the aggregator reports metrics.k8s.io Available (metrics-server scraped kwok)."""
+    admin = endpoint.admin()
+
+    def available() -> bool:
+        service = admin.get(f"/apis/apiregistration.k8s.io/v1/apiservices/{manifests.METRICS_API}")
+        conditions = (service.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
+
+    wait_until(available, what="metrics.k8s.io is Available", timeout=timeout, watched=watched)
+
+
+class ControlPlane(Protocol):
+    """What the tests use of a control plane: their own (KubeCluster) or the run's
+    (shared.SharedControlPlane)."""
+
+    endpoint: Endpoint | None
+    token_webhook: TokenWebhook | None
+    startup_seconds: float
+
+    def serving_certificate(self, name: str) -> KeyPair: ...
+
+    def wait_for_metrics_api(self, timeout: float = READY_TIMEOUT) -> None: ...
 
 
 def node_lease(admin: AdminApi) -> dict[str, Any] | None:
@@ -224,22 +252,8 @@ class KubeCluster:
         )
 
     def wait_for_metrics_api(self, timeout: float = READY_TIMEOUT) -> None:
-        """Until the aggregator reports metrics.k8s.io Available (metrics-server scraped kwok)."""
         assert self.endpoint is not None, "start() first"
-        admin = self.endpoint.admin()
-
-        def available() -> bool:
-            service = admin.get(
-                f"/apis/apiregistration.k8s.io/v1/apiservices/{manifests.METRICS_API}"
-            )
-            conditions = (service.get("status") or {}).get("conditions") or []
-            return any(
-                c.get("type") == "Available" and c.get("status") == "True" for c in conditions
-            )
-
-        wait_until(
-            available, what="metrics.k8s.io is Available", timeout=timeout, watched=self.components
-        )
+        wait_for_metrics_api(self.endpoint, timeout, watched=self.components)
 
     # -- components -------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Pytest fixtures: the real control plane once per session, a namespace per test.
+"""Pytest fixtures: the real control plane once per session (or the run's), a namespace per test.
 
 The binaries come from ``ALPHASWARM_KUBE_BIN_DIR`` (scripts/test.sh exports it)
 or, when that is unset, from an earlier ``bash scripts/kube/build.sh``. Without
@@ -9,6 +9,7 @@ failure, never a skip.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -21,7 +22,8 @@ from alphaswarm_core.providers.protocol import DeploymentSpec
 from alphaswarm_core.testing import unique_name
 from tests.fakes.kube_proxy import KubeFaultProxy
 
-from .cluster import BUILD_COMMAND, Endpoint, KubeCluster, missing_binaries
+from .cluster import BUILD_COMMAND, ControlPlane, Endpoint, KubeCluster, missing_binaries
+from .shared import SHARED_ENV, SharedControlPlane
 
 if TYPE_CHECKING:  # imported where used: tests/conftest.py loads this module for every
     # test, and a venv with one provider extra alone has no kubernetes SDK.
@@ -88,9 +90,9 @@ def _report(config: pytest.Config, line: str) -> None:
         reporter.write_line(line)
 
 
-@pytest.fixture(scope="session")
-def real_kube_cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
-    """etcd + kube-apiserver + controller-manager + scheduler + kwok, up for the session."""
+@contextlib.contextmanager
+def private_cluster(config: pytest.Config) -> Iterator[KubeCluster]:
+    """etcd + kube-apiserver + controller-manager + scheduler + kwok, this process's own."""
     cluster = KubeCluster(kube_bin_dir())
     # Teardown runs on failure and on Ctrl-C; atexit covers an interpreter exit
     # that skips fixture teardown. Stopping twice is harmless.
@@ -98,7 +100,7 @@ def real_kube_cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
     try:
         endpoint = cluster.start()
         _report(
-            request.config,
+            config,
             f"real Kubernetes control plane up in {cluster.startup_seconds:.1f}s at {endpoint.url}",
         )
         yield cluster
@@ -108,14 +110,27 @@ def real_kube_cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
 
 
 @pytest.fixture(scope="session")
-def real_kube(real_kube_cluster: KubeCluster) -> Endpoint:
+def real_kube_cluster(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
+    """The run's control plane when scripts/test.sh started one (shared.py), else this
+    session's own, up for the session."""
+    shared = os.environ.get(SHARED_ENV)
+    if shared:
+        with SharedControlPlane.join(Path(shared)) as cluster:
+            yield cluster
+    else:
+        with private_cluster(request.config) as own:
+            yield own
+
+
+@pytest.fixture(scope="session")
+def real_kube(real_kube_cluster: ControlPlane) -> Endpoint:
     """How to reach the session's API server (URL, CA, tokens, admin kubeconfig)."""
     assert real_kube_cluster.endpoint is not None
     return real_kube_cluster.endpoint
 
 
 @pytest.fixture(scope="session")
-def real_kube_metrics(real_kube_cluster: KubeCluster) -> Endpoint:
+def real_kube_metrics(real_kube_cluster: ControlPlane) -> Endpoint:
     """The session's API server once metrics.k8s.io is Available (metrics-server scraped kwok).
 
     Only the tests that read metrics wait for it (about two scrapes, 10-20 s).
@@ -138,7 +153,7 @@ def real_kube_namespace(real_kube: Endpoint) -> Iterator[str]:
 
 
 @pytest.fixture
-def kube_proxy(real_kube_cluster: KubeCluster, real_kube: Endpoint) -> Iterator[KubeFaultProxy]:
+def kube_proxy(real_kube_cluster: ControlPlane, real_kube: Endpoint) -> Iterator[KubeFaultProxy]:
     """A fault-injecting proxy in front of the session's API server, fresh faults per test."""
     pair = real_kube_cluster.serving_certificate(unique_name("proxy"))
     with KubeFaultProxy(real_kube.url, real_kube.ca_pem, str(pair.cert), str(pair.key)) as proxy:

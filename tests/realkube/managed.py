@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from tests.fakes.kube_proxy import KubeFaultProxy
 
-from .cluster import KubeCluster
+from .cluster import ControlPlane
 from .rbac import grant_cluster_wide, user
 from .webhook import Authenticator, StaticTokens, User
 
@@ -35,7 +35,7 @@ class ManagedCluster:
 
 @contextlib.contextmanager
 def managed_cluster(
-    cluster: KubeCluster,
+    cluster: ControlPlane,
     username: str,
     *,
     authenticator: Authenticator | None = None,

@@ -57,9 +57,12 @@ def kwok_node(name: str, selector_annotation: str) -> list[Manifest]:
                         "type": "kwok",
                     },
                 },
+                # The one node holds the pods of every test process sharing the run's
+                # control plane (shared.py): more than a kubelet's default --max-pods
+                # (110), as a big node may be configured to hold.
                 "status": {
-                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    "allocatable": {"cpu": "64", "memory": "512Gi", "pods": "1000"},
+                    "capacity": {"cpu": "64", "memory": "512Gi", "pods": "1000"},
                 },
             },
         )

@@ -43,42 +43,62 @@ def _write_private(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-class Pki:
-    """A CA named ``name``; writes everything into ``directory`` (owner-only keys)."""
-
-    def __init__(self, directory: Path, name: str = "ca") -> None:
-        self.directory = directory
-        self._ca_key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"alphaswarm-test-{name}")])
-        now = datetime.datetime.now(datetime.UTC)
-        self._ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(self._ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(self._ca_key, hashes.SHA256())
+def _new_ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"alphaswarm-test-{name}")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
         )
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+class Pki:
+    """A CA named ``name``; writes everything into ``directory`` (owner-only keys).
+
+    With ``issuer`` (the paths of an existing CA's certificate and key: a shared
+    control plane's, tests/realkube/shared.py) it issues from that CA instead of a new one.
+    """
+
+    def __init__(
+        self, directory: Path, name: str = "ca", *, issuer: tuple[Path, Path] | None = None
+    ) -> None:
+        self.directory = directory
+        if issuer is None:
+            self._ca_key, self._ca_cert = _new_ca(name)
+            self.ca_cert, self.ca_key = directory / f"{name}.crt", directory / f"{name}.key"
+            self.ca_cert.write_bytes(self._ca_cert.public_bytes(serialization.Encoding.PEM))
+            _write_private(self.ca_key, _key_pem(self._ca_key))
+        else:
+            self.ca_cert, self.ca_key = issuer
+            self._ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+            key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise TypeError(f"{self.ca_key} is not an EC private key")
+            self._ca_key = key
         self.ca_pem = self._ca_cert.public_bytes(serialization.Encoding.PEM)
-        self.ca_cert = directory / f"{name}.crt"
-        self.ca_cert.write_bytes(self.ca_pem)
 
     def _issue(
         self,

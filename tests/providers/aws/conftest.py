@@ -18,7 +18,7 @@ from alphaswarm_controller.providers.aws import EcsProvider, EksProvider
 from alphaswarm_core.testing import SpecFactory, spec_factory_for, unique_name
 from tests.fakes.eks_server import EksTestBed, eks_test_bed
 from tests.fakes.moto_server import IMAGE, EcsTestBed, ecs_test_bed
-from tests.realkube.cluster import KubeCluster
+from tests.realkube.cluster import ControlPlane
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ async def provider(bed: EcsTestBed) -> AsyncIterator[EcsProvider]:
 
 
 @pytest.fixture(scope="module")
-def eks(real_kube_cluster: KubeCluster) -> Iterator[EksTestBed]:
+def eks(real_kube_cluster: ControlPlane) -> Iterator[EksTestBed]:
     with eks_test_bed(real_kube_cluster) as test_bed:
         yield test_bed
 

@@ -19,7 +19,7 @@ from alphaswarm_core.testing import SpecFactory, spec_factory_for, unique_name
 from tests.fakes.arm_emulator import ArmEmulator
 from tests.fakes.arm_testing import emulator_env, make_provider
 from tests.fakes.azurite import azurite_blob
-from tests.realkube.cluster import KubeCluster
+from tests.realkube.cluster import ControlPlane
 from tests.realkube.managed import ManagedCluster, managed_cluster
 
 IMAGE = "mcr.microsoft.com/azuredocs/aci-helloworld:latest"
@@ -122,7 +122,7 @@ def aks_env(arm: ArmEmulator, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def kube(real_kube_cluster: KubeCluster) -> Iterator[ManagedCluster]:
+def kube(real_kube_cluster: ControlPlane) -> Iterator[ManagedCluster]:
     """The AKS cluster: the real API server, the cluster user's token known to its webhook."""
     with managed_cluster(real_kube_cluster, CLUSTER_USER, rbac_suffix="aks") as cluster:
         yield cluster

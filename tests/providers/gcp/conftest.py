@@ -34,7 +34,7 @@ from tests.fakes.gcp_auth import (
     write_service_account,
 )
 from tests.fakes.gcp_server import GcpEmulator
-from tests.realkube.cluster import KubeCluster
+from tests.realkube.cluster import ControlPlane
 from tests.realkube.managed import ManagedCluster, managed_cluster
 
 IMAGE = "us-docker.pkg.dev/cloudrun/container/hello:latest"
@@ -109,7 +109,7 @@ def token_server() -> Iterator[TokenServer]:
 
 
 @pytest.fixture
-def kube(real_kube_cluster: KubeCluster, token_server: TokenServer) -> Iterator[ManagedCluster]:
+def kube(real_kube_cluster: ControlPlane, token_server: TokenServer) -> Iterator[ManagedCluster]:
     """The GKE cluster: the real API server, Google tokens checked through tokeninfo."""
     with managed_cluster(
         real_kube_cluster,

@@ -29,7 +29,7 @@ from tests.fakes.gcp_auth import (
     write_service_account,
 )
 from tests.fakes.gcp_server import GcpEmulator
-from tests.realkube.cluster import KubeCluster
+from tests.realkube.cluster import ControlPlane
 from tests.realkube.fixtures import make_spec
 from tests.realkube.managed import ManagedCluster, managed_cluster
 
@@ -80,7 +80,7 @@ async def test_cluster_is_found_and_called_with_the_google_token(
 
 async def test_an_expiring_google_token_is_renewed_and_each_request_carries_the_latest(
     gke_emulator: GcpEmulator,
-    real_kube_cluster: KubeCluster,
+    real_kube_cluster: ControlPlane,
     tmp_path: Path,
     real_kube_namespace: str,
 ) -> None:

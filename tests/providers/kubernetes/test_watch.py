@@ -4,19 +4,38 @@ Against the real API server. ``restart_apiserver`` gives what a long-running
 cluster has: a Deployment untouched since before the watch cache window (the
 new process's cache begins at the current revision). Request counts come from
 the provider's transport (``requests_sent``).
+
+Restarting the API server would break the other tests of a run that share its
+control plane (tests/realkube/shared.py): this module's tests have one of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+
+import pytest
 
 from alphaswarm_controller.providers.kubernetes import KubernetesProvider
 from alphaswarm_core.providers.protocol import DeploymentStatus
 from alphaswarm_core.testing import ready, unique_name, wait_for
-from tests.realkube.cluster import KubeCluster
-from tests.realkube.fixtures import make_spec
+from tests.realkube.cluster import Endpoint, KubeCluster
+from tests.realkube.fixtures import make_spec, private_cluster
 
 from .conftest import Sent, lists, watches
+
+
+@pytest.fixture(scope="module")
+def real_kube_cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
+    """This module's own control plane (its tests restart the API server)."""
+    with private_cluster(request.config) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def real_kube(real_kube_cluster: KubeCluster) -> Endpoint:
+    assert real_kube_cluster.endpoint is not None
+    return real_kube_cluster.endpoint
 
 
 async def _until(watch: object, predicate: object) -> DeploymentStatus:
