@@ -177,11 +177,13 @@ def remove_orphaned_workdirs() -> None:
 
 
 class KubeCluster:
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, parent: Path | None = None) -> None:
+        """``parent``: where the work dir goes (default: the temp dir, where a later
+        cluster removes it if this process dies without its teardown)."""
         self.bin_dir = bin_dir
         self.kwok_config = bin_dir.parent / "share" / "kwok" / "config.yaml"
         remove_orphaned_workdirs()
-        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=parent))
         (self.workdir / OWNER_FILE).write_text(_owner_stamp())
         self.pki = Pki(self.workdir)
         self.front_proxy = Pki(self.workdir, "front-proxy-ca")

@@ -23,13 +23,12 @@ from alphaswarm_core.testing import unique_name
 from tests.fakes.kube_proxy import KubeFaultProxy
 
 from .cluster import BUILD_COMMAND, ControlPlane, Endpoint, KubeCluster, missing_binaries
-from .shared import SHARED_ENV, SharedControlPlane
+from .shared import BIN_DIR_ENV, SHARED_ENV, SharedControlPlane
 
 if TYPE_CHECKING:  # imported where used: tests/conftest.py loads this module for every
     # test, and a venv with one provider extra alone has no kubernetes SDK.
     from alphaswarm_controller.providers.kubernetes import KubernetesProvider
 
-BIN_DIR_ENV = "ALPHASWARM_KUBE_BIN_DIR"
 REPO = Path(__file__).resolve().parents[2]
 #: Never pulled: kwok runs no containers, it reports the pods Running.
 IMAGE = "registry.example/team/app:1.0"

@@ -49,6 +49,7 @@ from .webhook import TokenWebhook, User
 
 log = logging.getLogger(__name__)
 SHARED_ENV = "ALPHASWARM_TEST_KUBE_SHARED"
+BIN_DIR_ENV = "ALPHASWARM_KUBE_BIN_DIR"
 STATE_FILE = "cluster.json"
 FAILED_FILE = "failed"
 WEBHOOKS = "webhooks"
@@ -155,13 +156,18 @@ class SharedControlPlane:
         self.stop()
 
 
-def serve(directory: Path, bin_dir: Path) -> int:
+def serve(directory: Path) -> int:
     """Start the control plane, publish how to reach it, run until SIGTERM or SIGINT."""
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     (directory / WEBHOOKS).mkdir(mode=0o700, exist_ok=True)
-    cluster = KubeCluster(bin_dir)
+    bin_dir = os.environ.get(BIN_DIR_ENV)
+    if not bin_dir:
+        (directory / FAILED_FILE).write_text(f"{BIN_DIR_ENV} does not name the binaries")
+        return 2
+    # Its files live in DIR, out of reach of the temp dir's sweep of orphaned clusters.
+    cluster = KubeCluster(Path(bin_dir), parent=directory)
     try:
         endpoint = cluster.start()
         assert cluster.token_webhook is not None
@@ -200,5 +206,5 @@ def serve(directory: Path, bin_dir: Path) -> int:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     if len(sys.argv) != 2:
-        sys.exit(f"usage: ALPHASWARM_KUBE_BIN_DIR=... python -m {__spec__.name} DIR")
-    sys.exit(serve(Path(sys.argv[1]), Path(os.environ["ALPHASWARM_KUBE_BIN_DIR"])))
+        sys.exit(f"usage: {BIN_DIR_ENV}=... python -m tests.realkube.shared DIR")
+    sys.exit(serve(Path(sys.argv[1])))
