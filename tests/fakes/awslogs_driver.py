@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -94,8 +95,12 @@ class _Stream:
 
 
 class AwsLogsDriver:
-    """Every running task's driver. ``start``/``stop`` and ``collect`` run under the ECS
-    control plane's lock; ``send`` outside it."""
+    """Every running task's driver. The ECS control plane calls ``start`` and ``stop``;
+    the driver's own thread (``open``/``close``) collects and sends, every ``tick``
+    seconds, whatever the control plane is doing: Docker's driver flushes each
+    container's batch on a ticker of its own (moby ``daemon/logger/awslogs``,
+    ``processEvents``), so a slow ECS pass never holds lines back (it did: a batch
+    reached CloudWatch later than a follower's lookback, in a loaded run)."""
 
     def __init__(
         self,
@@ -108,6 +113,25 @@ class AwsLogsDriver:
         self.flush_seconds = flush_seconds
         self.line_seconds = line_seconds
         self._streams: dict[str, _Stream] = {}
+        self._lock = threading.Lock()
+        self._tick = 0.05
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="awslogs-driver", daemon=True)
+
+    def open(self, tick: float = 0.05) -> None:
+        self._tick = tick
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._closed.wait(self._tick):
+            try:
+                self.send(self.collect())
+            except Exception:  # the next tick retries, as the control plane's pass does
+                log.debug("awslogs driver pass failed", exc_info=True)
 
     def start(self, task_arn: str, target: LogTarget, command: tuple[str, ...]) -> str:
         """Create the task's stream; the stop reason when the container cannot start."""
@@ -121,17 +145,23 @@ class AwsLogsDriver:
             if code != "ResourceAlreadyExistsException":
                 raise
         if command:
-            self._streams[task_arn] = _Stream(target, name, shlex.join(command), time.time())
+            with self._lock:
+                self._streams[task_arn] = _Stream(target, name, shlex.join(command), time.time())
         return ""
 
     def stop(self, task_arn: str) -> None:
-        stream = self._streams.get(task_arn)
-        if stream is not None:
-            self._write_due(stream, time.time())
-            stream.closing = True
+        with self._lock:
+            stream = self._streams.get(task_arn)
+            if stream is not None:
+                self._write_due(stream, time.time())
+                stream.closing = True
 
     def collect(self) -> list[Batch]:
         """Lines written since the last call; the batches due to be sent."""
+        with self._lock:
+            return self._collect()
+
+    def _collect(self) -> list[Batch]:
         now, tick = time.time(), time.monotonic()
         batches: list[Batch] = []
         for arn, stream in list(self._streams.items()):

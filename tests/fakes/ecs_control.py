@@ -336,11 +336,13 @@ class EcsControlPlane:
 
     def start(self) -> EcsControlPlane:
         self._thread.start()
+        self.logs.open(self.interval)
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        self.logs.close()
 
     def __enter__(self) -> EcsControlPlane:
         return self.start()
@@ -587,8 +589,7 @@ class EcsControlPlane:
             for service in list(self._services.values()):
                 self._reconcile(service)
                 metric_data.extend(self._metrics(service))
-            batches = self.logs.collect()
-        self.logs.send(batches)  # CloudWatch calls outside the lock, like the metrics
+        # CloudWatch calls outside the lock (the task logs are the driver's own thread's).
         for start in range(0, len(metric_data), 20):
             self._cloudwatch().put_metric_data(
                 Namespace="AWS/ECS", MetricData=metric_data[start : start + 20]
