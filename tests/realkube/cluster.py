@@ -131,7 +131,6 @@ class ControlPlane(Protocol):
 
     endpoint: Endpoint | None
     token_webhook: TokenWebhook | None
-    startup_seconds: float
 
     def serving_certificate(self, name: str) -> KeyPair: ...
 
@@ -371,9 +370,7 @@ class KubeCluster:
         return self._serving(name)
 
     def _serving(self, name: str, *dns_names: str) -> KeyPair:
-        return self.pki.serving(
-            f"{name}-serving", dns_names=("localhost", *dns_names), ips=("127.0.0.1",)
-        )
+        return self.pki.loopback_serving(name, *dns_names)
 
     def _delegated(self, kubeconfig: Path, serving: KeyPair, port: int) -> list[str]:
         """Flags of a component that serves HTTPS and asks the API server who may call it."""

@@ -139,6 +139,12 @@ class Pki:
     def serving(self, stem: str, *, dns_names: tuple[str, ...], ips: tuple[str, ...]) -> KeyPair:
         return self._issue(stem, dns_names[0], dns_names=dns_names, ips=ips, server=True)
 
+    def loopback_serving(self, name: str, *dns_names: str) -> KeyPair:
+        """A serving certificate for 127.0.0.1 and localhost (and ``dns_names``)."""
+        return self.serving(
+            f"{name}-serving", dns_names=("localhost", *dns_names), ips=("127.0.0.1",)
+        )
+
     def client(self, stem: str, user: str, *groups: str) -> KeyPair:
         return self._issue(stem, user, organizations=groups)
 

@@ -107,7 +107,6 @@ class SharedControlPlane:
         self.endpoint: Endpoint | None = Endpoint(
             state["url"], self.pki.ca_pem, state["token"], Path(state["kubeconfig"])
         )
-        self.startup_seconds = 0.0
         serving = self.serving_certificate("token-webhook")
         self.token_webhook: TokenWebhook | None = TokenWebhook(serving, self.pki.ca_cert).start()
         self._registration = directory / WEBHOOKS / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.url"
@@ -130,7 +129,7 @@ class SharedControlPlane:
 
     def serving_certificate(self, name: str) -> KeyPair:
         """A certificate for 127.0.0.1/localhost from the cluster CA (clients trust it)."""
-        return self.pki.serving(f"{name}-serving", dns_names=("localhost",), ips=("127.0.0.1",))
+        return self.pki.loopback_serving(name)
 
     def wait_for_metrics_api(self, timeout: float = READY_TIMEOUT) -> None:
         assert self.endpoint is not None
