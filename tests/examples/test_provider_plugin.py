@@ -9,6 +9,7 @@ plain pytest, and (2) a real server lists it and serves it over gRPC.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -76,14 +77,16 @@ def test_a_real_server_lists_and_serves_the_plugin(server: ServerProcess) -> Non
         assert (procs.kind, procs.origin, procs.installed) == ("procs", DISTRIBUTION, True)
         assert list(procs.capabilities) == ["start", "stop", "scale", "status", "list"]
 
-        tag = os.urandom(4).hex()
-        spec = types.DeploymentSpec(
-            service_id="plugin-demo", command=["sleep", f"30{int(tag, 16) % 1000}"], replicas=2
-        )
+        # The duration doubles as a tag no other test or concurrent run uses.
+        tag = str(10**9 + secrets.randbelow(10**9))
+        spec = types.DeploymentSpec(service_id="plugin-demo", command=["sleep", tag], replicas=2)
         started = stub.StartDeployment(pb.StartDeploymentRequest(provider="procs", spec=spec))
         assert started.status.provider == "procs"
         assert started.status.ready_replicas == 2
-        assert len(sleepers(spec.command[1])) == 2
+        # Polled, not read once: Popen returns when exec closes the child's close-on-exec
+        # pipe, before the kernel has set up its new argument area; until then
+        # /proc/<pid>/cmdline is empty (seen 5 times in 300 starts beside a CPU hog).
+        wait_until(lambda: len(sleepers(tag)) == 2, "both replicas to show as `sleep`")
 
         with pytest.raises(grpc.RpcError) as unsupported:
             stub.GetServiceConfig(
@@ -92,7 +95,7 @@ def test_a_real_server_lists_and_serves_the_plugin(server: ServerProcess) -> Non
         assert unsupported.value.code() is grpc.StatusCode.UNIMPLEMENTED
 
         stub.StopDeployment(pb.StopDeploymentRequest(provider="procs", service_id="plugin-demo"))
-        wait_until(lambda: not sleepers(spec.command[1]), "the plugin's replicas to end")
+        wait_until(lambda: not sleepers(tag), "the plugin's replicas to end")
 
 
 def sleepers(seconds: str) -> list[int]:
