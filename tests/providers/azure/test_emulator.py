@@ -167,7 +167,9 @@ def test_secure_values_are_never_returned(client: Client) -> None:
 
 
 def test_provisioning_takes_time_and_a_changing_group_refuses_operations() -> None:
-    with ArmEmulator(provision_delay=30.0) as arm:
+    # Both delays far longer than the test: on a loaded machine the default 0.2 s delete
+    # could end before the next request and the group be gone instead of Deleting.
+    with ArmEmulator(provision_delay=30.0, delete_delay=30.0) as arm:
         client = Client(arm)
         assert client.put("young", group()).status_code == 201
         shown = client.send("GET", "young").json()

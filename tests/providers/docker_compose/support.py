@@ -178,7 +178,9 @@ class EngineProxy:
         self._server.listen(64)
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
-        self._open_connections = 0
+        self._accepted = 0
+        self._live: set[int] = set()
+        """Serial numbers (in accept order) of the connections the client has not closed."""
         self._cut = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -191,7 +193,20 @@ class EngineProxy:
     def open_connections(self) -> int:
         """Connections whose client has not closed its end yet (idle pooled ones count)."""
         with self._lock:
-            return self._open_connections
+            return len(self._live)
+
+    @property
+    def accepted(self) -> int:
+        """How many connections were accepted so far: a mark for ``open_since``."""
+        with self._lock:
+            return self._accepted
+
+    def open_since(self, mark: int) -> int:
+        """Connections accepted after ``mark`` that are still open. Unlike a difference of
+        ``open_connections``, idle pooled connections the client closes meanwhile do not
+        offset it."""
+        with self._lock:
+            return sum(1 for serial in self._live if serial > mark)
 
     def count(self, method: str, fragment: str) -> int:
         return sum(
@@ -215,11 +230,15 @@ class EngineProxy:
                 continue
             with self._lock:
                 self._sockets += [client, upstream]
-                self._open_connections += 1
-            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+                self._accepted += 1
+                serial = self._accepted
+                self._live.add(serial)
+            for args in ((client, upstream, serial), (upstream, client, None)):
+                threading.Thread(target=self._pipe, args=args, daemon=True).start()
 
-    def _pipe(self, source: socket.socket, target: socket.socket, from_client: bool) -> None:
+    def _pipe(self, source: socket.socket, target: socket.socket, serial: int | None) -> None:
+        """Copies one direction; ``serial`` is the connection's for the client's direction."""
+        from_client = serial is not None
         try:
             while True:
                 data = source.recv(65536)
@@ -236,9 +255,9 @@ class EngineProxy:
         except OSError:
             pass
         finally:
-            if from_client:
+            if serial is not None:
                 with self._lock:
-                    self._open_connections -= 1
+                    self._live.discard(serial)
             with contextlib.suppress(OSError):
                 target.shutdown(socket.SHUT_WR)
 
