@@ -57,6 +57,12 @@ class DeadlineAPIClient(docker.APIClient):
         return kwargs
 
 
+#: Polls of the engine's state (a replica's readiness, a removal by another client, a
+#: network's endpoints) start this often and back off to at most MAX_POLL_INTERVAL:
+#: about 3 inspects a second.
+POLL_INTERVAL = 0.1
+MAX_POLL_INTERVAL = 0.5
+
 Timeout = float | tuple[float, float] | None
 
 _undoing: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -91,6 +97,22 @@ def remaining(default: float) -> float:
     (unless undoing)."""
     left = deadline_left()
     return default if left is None else min(default, left)
+
+
+def polls(timeout: float) -> Iterator[int]:
+    """Yield before each poll, sleeping between polls with a capped backoff, until
+    ``timeout`` seconds have passed (at least one poll, and one at the very end)."""
+    deadline = time.monotonic() + timeout
+    interval = POLL_INTERVAL
+    attempt = 0
+    while True:
+        yield attempt
+        attempt += 1
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(interval, left))
+        interval = min(MAX_POLL_INTERVAL, interval * 1.5)
 
 
 @contextlib.contextmanager
@@ -220,11 +242,14 @@ def translate(
 __all__ = [
     "DEFAULT_BACKEND_TIMEOUT",
     "ENV_VARS",
+    "MAX_POLL_INTERVAL",
+    "POLL_INTERVAL",
     "DeadlineAPIClient",
     "bounded_timeout",
     "connect",
     "deadline_left",
     "engine_address",
+    "polls",
     "remaining",
     "translate",
     "undoing",

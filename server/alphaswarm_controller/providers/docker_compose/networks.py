@@ -9,13 +9,14 @@ project's network. Here a name filter only narrows the engine's answer; the
 network is the one whose ``Name`` is exactly the name, and it must carry the
 Compose labels of this project (as Compose itself requires of a project network).
 
-A network is removed only when it is the one this provider created in the same
-call (by ID), still carries our ``managed-by`` label and has no container
-attached: never a Compose-created or another project's network.
+A network is removed only when it is the one this provider created (by ID), still
+carries our ``managed-by`` label and no existing container is attached: never a
+Compose-created or another project's network.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import docker.errors
@@ -23,7 +24,14 @@ import docker.errors
 from alphaswarm_core.providers.errors import BackendRejectedError
 
 from . import compose
-from .engine import DeadlineAPIClient
+from .engine import DeadlineAPIClient, polls, remaining
+
+log = logging.getLogger(__name__)
+
+#: Seconds a removal waits for the engine to release the endpoints of containers that
+#: are already gone before it takes them for stale. Releasing takes milliseconds; a
+#: loaded engine was seen to still list one right after the container's removal.
+ENDPOINT_RELEASE_SECONDS = 5.0
 
 
 def find(api: DeadlineAPIClient, project: str) -> dict[str, Any] | None:
@@ -75,25 +83,84 @@ def ensure(api: DeadlineAPIClient, project: str) -> tuple[str, bool]:
 
 
 def remove_if_ours_and_unused(api: DeadlineAPIClient, project: str, network_id: str) -> bool:
-    """Remove the network ``network_id`` when it is ours and empty; True if removed."""
-    try:
-        detail = api.inspect_network(network_id)
-    except docker.errors.NotFound:
+    """Remove the network ``network_id`` when it is ours and no container uses it; True if
+    removed.
+
+    An endpoint whose container is gone does not count as a use. The engine lists the
+    endpoint of a replica removed a moment ago until its exit handler has released it,
+    and refuses the removal meanwhile ("has active endpoints"); so this waits, within
+    ``ENDPOINT_RELEASE_SECONDS`` and the call's deadline, for such endpoints to go. One
+    still listed after that is stale (the engine lost track of it, moby#33156 and
+    #17217): it is disconnected by force, as ``docker network disconnect -f`` does, and
+    the network removed. An endpoint of a container that exists means a replica (ours,
+    or anyone's) uses the network: it is kept.
+    """
+    for _ in polls(remaining(ENDPOINT_RELEASE_SECONDS)):
+        detail = _inspect_if_ours(api, project, network_id)
+        if detail is None or _in_use(api, detail):
+            return False
+        if not detail.get("Containers") and _remove(api, network_id):
+            return True
+        # Endpoints of removed containers (or one that joined since the inspect): again.
+    detail = _inspect_if_ours(api, project, network_id)
+    if detail is None or _in_use(api, detail):
         return False
+    for endpoint in (detail.get("Containers") or {}).values():
+        _disconnect_stale(api, network_id, str(endpoint.get("Name", "")))
+    return _remove(api, network_id)
+
+
+def _inspect_if_ours(
+    api: DeadlineAPIClient, project: str, network_id: str
+) -> dict[str, Any] | None:
+    """The network's detail if it exists, has the project's name and our labels."""
+    try:
+        detail: dict[str, Any] = api.inspect_network(network_id)
+    except docker.errors.NotFound:
+        return None
     labels = detail.get("Labels") or {}
     ours = (
         detail.get("Name") == compose.network_name(project)
         and labels.get(compose.PROJECT) == project
         and labels.get(compose.MANAGED_BY) == compose.MANAGED_BY_VALUE
     )
-    if not ours or detail.get("Containers"):
+    return detail if ours else None
+
+
+def _exists(api: DeadlineAPIClient, container: str) -> bool:
+    try:
+        api.inspect_container(container)
+    except docker.errors.NotFound:
         return False
+    return True
+
+
+def _in_use(api: DeadlineAPIClient, detail: dict[str, Any]) -> bool:
+    """Whether a container that exists is attached (the keys are container IDs; a stale
+    endpoint's key is ``ep-<endpoint id>``, which names no container)."""
+    return any(_exists(api, key) for key in detail.get("Containers") or {})
+
+
+def _disconnect_stale(api: DeadlineAPIClient, network_id: str, name: str) -> None:
+    """Force the endpoint ``name`` of a removed container off the network. The engine
+    takes the name for a container's first: a replica created since under the same name
+    would be disconnected, so a name that names a container now is left alone."""
+    if not name or _exists(api, name):
+        return
+    try:
+        api.disconnect_container_from_network(name, network_id, force=True)
+    except docker.errors.NotFound:
+        return  # released meanwhile
+    log.warning("disconnected the stale endpoint %s from network %s", name, network_id[:12])
+
+
+def _remove(api: DeadlineAPIClient, network_id: str) -> bool:
     try:
         api.remove_network(network_id)
     except docker.errors.NotFound:
         return False
     except docker.errors.APIError as exc:
-        # 403/409 "has active endpoints": a replica joined since the inspect. Keep it.
+        # 403 (engine 20.10) or 409 (later) "has active endpoints": one is still attached.
         if exc.status_code in (403, 409):
             return False
         raise

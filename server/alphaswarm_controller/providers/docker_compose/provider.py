@@ -886,7 +886,8 @@ class DockerComposeProvider(InfrastructureProvider):
 
     async def _remove_project_network(self, project: str) -> None:
         """Remove the project network when no service of the project is left, it is ours
-        and nothing is attached; and no call of this process is about to use it."""
+        and no container is attached (``networks.remove_if_ours_and_unused``); and no call
+        of this process is about to use it."""
         async with self._network_locks.setdefault(project, asyncio.Lock()):
             if self._network_users[project]:
                 return

@@ -25,17 +25,21 @@ from alphaswarm_core.providers.reasons import ErrorReason
 from . import compose, definitions
 from .compose import ContainerRef
 from .definitions import Definition
-from .engine import DeadlineAPIClient, deadline_left, remaining, undoing
+from .engine import (
+    MAX_POLL_INTERVAL,
+    POLL_INTERVAL,
+    DeadlineAPIClient,
+    deadline_left,
+    polls,
+    remaining,
+    undoing,
+)
 from .options import Options
 from .rollouts import DEFAULT_CRASH_LOOP_EXITS, ReplicaFailed, RolloutClock, RolloutRecord
 
 #: Seconds kept, when the caller's deadline is near, between the SIGKILL that ends a
 #: shortened stop grace and the deadline: the kill and the removal take that long.
 STOP_MARGIN = 2.0
-#: Polls of one container's state (readiness, removal by another client) start this
-#: often and back off to at most MAX_POLL_INTERVAL: about 3 inspects a second.
-POLL_INTERVAL = 0.1
-MAX_POLL_INTERVAL = 0.5
 #: The change cause of revision 1 of a service that Docker Compose started.
 ADOPTED = "adopted: started by Docker Compose"
 #: The engine's answer when another client is already removing the container
@@ -207,7 +211,7 @@ class Replicas:
     def _wait_gone(self, container_id: str) -> None:
         api = self._client()
         timeout = remaining(self.ready_timeout)
-        for _ in _polls(timeout):
+        for _ in polls(timeout):
             try:
                 api.inspect_container(container_id)
             except docker.errors.NotFound:
@@ -369,7 +373,7 @@ def _grace_in_time(grace: int) -> int:
 
 
 def _polls_within(clock: RolloutClock) -> Iterator[int]:
-    """Yield before each poll, with the capped backoff of ``_polls``, while ``clock`` has
+    """Yield before each poll, with the capped backoff of ``engine.polls``, while ``clock`` has
     time left (re-read at each poll: another replica becoming ready extends it)."""
     interval = POLL_INTERVAL
     attempt = 0
@@ -377,22 +381,6 @@ def _polls_within(clock: RolloutClock) -> Iterator[int]:
         yield attempt
         attempt += 1
         left = clock.left()
-        if left <= 0:
-            return
-        time.sleep(min(interval, left))
-        interval = min(MAX_POLL_INTERVAL, interval * 1.5)
-
-
-def _polls(timeout: float) -> Iterator[int]:
-    """Yield before each poll, sleeping between polls with a capped backoff, until
-    ``timeout`` seconds have passed (at least one poll, and one at the very end)."""
-    deadline = time.monotonic() + timeout
-    interval = POLL_INTERVAL
-    attempt = 0
-    while True:
-        yield attempt
-        attempt += 1
-        left = deadline - time.monotonic()
         if left <= 0:
             return
         time.sleep(min(interval, left))
