@@ -29,8 +29,8 @@ from .engine import DeadlineAPIClient, polls, remaining
 log = logging.getLogger(__name__)
 
 #: Seconds a removal waits for the engine to release the endpoints of containers that
-#: are already gone before it takes them for stale. Releasing takes milliseconds; a
-#: loaded engine was seen to still list one right after the container's removal.
+#: are already gone before it takes them for stale. Releasing takes milliseconds; on a
+#: loaded machine a delete that gave up at the first inspect left the network behind.
 ENDPOINT_RELEASE_SECONDS = 5.0
 
 
