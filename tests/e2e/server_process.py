@@ -26,21 +26,31 @@ class ServerProcess:
     env: dict[str, str]
     state_dir: Path
     log_lines: list[str] = field(default_factory=list)
+    pump: threading.Thread | None = None
 
     @property
     def log(self) -> str:
         return "".join(self.log_lines)
 
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for the exit; returns its code once ``log`` holds every line the server
+        wrote. The lines come in on a thread of their own, which can still be behind when
+        the exit is seen."""
+        code = self.process.wait(timeout)
+        if self.pump is not None:
+            self.pump.join(timeout)  # the pipe ends when the server (and its children) close it
+        return code
+
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; returns the exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+        return self.wait(timeout)
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-            self.process.wait(10)
+            self.wait(10)
 
 
 SERVER_COMMAND = (sys.executable, "-m", "alphaswarm_controller")
@@ -93,7 +103,8 @@ def start_server(
                 ready.set()
         ready.set()
 
-    threading.Thread(target=pump, daemon=True).start()
+    pumping = threading.Thread(target=pump, daemon=True)
+    pumping.start()
     deadline = time.monotonic() + timeout
     while not ready.wait(0.1):
         if time.monotonic() > deadline:
@@ -101,4 +112,4 @@ def start_server(
             raise RuntimeError("server did not report its address:\n" + "".join(lines))
     if not found:
         raise RuntimeError("server exited before listening:\n" + "".join(lines))
-    return ServerProcess(process, found[0], env, state_dir, lines)
+    return ServerProcess(process, found[0], env, state_dir, lines, pumping)

@@ -160,7 +160,7 @@ def user_state(throwaway_user: pwd.struct_passwd) -> Iterator[Path]:
 
 
 def _dies(server: ServerProcess) -> int:
-    return server.process.wait(timeout=60)
+    return server.wait(timeout=60)
 
 
 @needs_root
@@ -241,13 +241,14 @@ def test_shutdown_grace_bounds_everything_replica_stops_included(tmp_path: Path)
         wait_until(lambda: all(sleepers(t) for t in (tokens[0], tokens[1], tokens[3])), "tree")
         began = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        code = server.process.wait(timeout=30)
+        code = server.wait(timeout=30)
         took = time.monotonic() - began
     finally:
         server.kill()
     assert code == 0, server.log
-    # The budget is the whole shutdown; a few seconds of slack for a loaded machine.
-    assert took < grace + 5, f"took {took:.1f}s with a {grace:.0f}s grace"
+    # The budget is the whole shutdown (the stop grace alone is 60 s); the slack is wide,
+    # so that a loaded two-core machine cannot flap it.
+    assert took < grace + 15, f"took {took:.1f}s with a {grace:.0f}s grace"
     assert {t: p for t in tokens if (p := sleepers(t))} == {}, "every process was killed"
     assert replica_cgroups(tmp_path / "state") == [], "and its cgroups removed"
 
@@ -267,7 +268,7 @@ def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
         server.process.send_signal(signal.SIGTERM)
         wait_until(lambda: "shutting down" in server.log, "the first signal handled")
         server.process.send_signal(signal.SIGTERM)
-        code = server.process.wait(timeout=30)  # not the 120 s either grace would allow
+        code = server.wait(timeout=30)  # not the 120 s either grace would allow
     finally:
         server.kill()
     assert code == 1, server.log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import AsyncGenerator
@@ -48,10 +49,17 @@ class FaultProvider(MemoryProvider):
         interval_seconds: float = 10.0,
     ) -> AsyncGenerator[MetricSample, None]:
         sent = 0
-        async for sample in super().stream_metrics(
-            service_id, namespace=namespace, interval_seconds=interval_seconds
-        ):
-            if self.stream_fail_after is not None and sent >= self.stream_fail_after:
-                raise BackendUnavailableError("metrics backend went away", retry_after_seconds=3)
-            sent += 1
-            yield sample
+        # aclosing: the failure closes the backend's stream before it propagates, not later
+        # in a task the event loop's finalizer hook schedules (a test counts open streams).
+        async with contextlib.aclosing(
+            super().stream_metrics(
+                service_id, namespace=namespace, interval_seconds=interval_seconds
+            )
+        ) as samples:
+            async for sample in samples:
+                if self.stream_fail_after is not None and sent >= self.stream_fail_after:
+                    raise BackendUnavailableError(
+                        "metrics backend went away", retry_after_seconds=3
+                    )
+                sent += 1
+                yield sample

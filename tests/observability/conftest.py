@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -79,3 +81,15 @@ def scrape(port: int) -> Samples:
 def value(samples: Samples, name: str, **labels: str) -> float:
     """The sample ``name`` with exactly ``labels``; 0 when absent (not yet observed)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def scraped_when(port: int, done: Callable[[Samples], bool], within: float = 10.0) -> Samples:
+    """Scrape until ``done`` holds (bounded by ``within`` seconds) and return the last one.
+    A call's end is counted after the caller has its status (grpc aio's abort sends the
+    status first; a cancelled stream ends on the server later): poll for it."""
+    deadline = time.monotonic() + within
+    samples = await asyncio.to_thread(scrape, port)
+    while not done(samples) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        samples = await asyncio.to_thread(scrape, port)
+    return samples

@@ -11,7 +11,14 @@ import pytest
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm_controller.observability.metrics import parse_listen
 from alphaswarm_core.providers.errors import BackendUnavailableError
-from tests.observability.conftest import ServeFactory, scrape, spec, value
+from tests.observability.conftest import (
+    Samples,
+    ServeFactory,
+    scrape,
+    scraped_when,
+    spec,
+    value,
+)
 
 SERVICE = "alphaswarm.provider.v1.ProviderService"
 
@@ -38,14 +45,20 @@ async def test_rpc_and_backend_metrics_by_label(serve: ServeFactory) -> None:
         await stub.GetDeploymentStatus(pb.GetDeploymentStatusRequest(service_id="api"))
     assert blinked.value.code() is grpc.StatusCode.UNAVAILABLE
 
-    during = await asyncio.to_thread(scrape, port)
+    status = rpc("GetDeploymentStatus")
+    during = await scraped_when(
+        port,
+        lambda samples: all(
+            value(samples, "grpc_server_handled_total", **status, grpc_code=code)
+            for code in ("NotFound", "Unavailable")
+        ),
+    )
     start = rpc("StartDeployment")
     assert value(during, "grpc_server_started_total", **start) == 2
     assert value(during, "grpc_server_handled_total", **start, grpc_code="OK") == 2
     assert value(during, "grpc_server_handling_seconds_count", **start) == 2
     assert value(during, "grpc_server_handling_seconds_bucket", **start, le="+Inf") == 2
     assert value(during, "grpc_server_handling_seconds_sum", **start) > 0
-    status = rpc("GetDeploymentStatus")
     assert value(during, "grpc_server_handled_total", **status, grpc_code="NotFound") == 1
     assert value(during, "grpc_server_handled_total", **status, grpc_code="Unavailable") == 1
     assert value(during, "grpc_server_handled_total", **rpc("ListProviders"), grpc_code="OK") == 1
@@ -121,27 +134,25 @@ async def test_open_streams_and_their_end(serve: ServeFactory) -> None:
     )
 
     # Once the caller cancels, the stream is over: gauges back to 0, CANCELLED counted.
-    for _ in range(100):
-        after = await asyncio.to_thread(scrape, port)
-        if value(after, "grpc_server_handled_total", **metrics_stream, grpc_code="Canceled"):
-            break
-        await asyncio.sleep(0.05)
+    after = await scraped_when(
+        port,
+        lambda samples: bool(
+            value(samples, "grpc_server_handled_total", **metrics_stream, grpc_code="Canceled")
+        ),
+    )
     assert value(after, "grpc_server_handled_total", **metrics_stream, grpc_code="Canceled") == 1
     assert (
         value(after, "alphaswarm_open_streams", grpc_service=SERVICE, grpc_method="StreamMetrics")
         == 0
     )
-    for _ in range(100):
-        after = await asyncio.to_thread(scrape, port)
-        if not value(
-            after, "alphaswarm_backend_streams_open", provider="memory", method="stream_metrics"
-        ):
-            break
-        await asyncio.sleep(0.05)
-    assert (
-        value(after, "alphaswarm_backend_streams_open", provider="memory", method="stream_metrics")
-        == 0
-    )
+
+    def backend_open(samples: Samples) -> float:
+        return value(
+            samples, "alphaswarm_backend_streams_open", provider="memory", method="stream_metrics"
+        )
+
+    after = await scraped_when(port, lambda samples: not backend_open(samples))
+    assert backend_open(after) == 0
 
 
 async def test_rejected_calls_count_with_their_code(serve: ServeFactory) -> None:
@@ -152,8 +163,13 @@ async def test_rejected_calls_count_with_their_code(serve: ServeFactory) -> None
         async for _ in served.stub.StreamMetrics(pb.StreamMetricsRequest(service_id="x")):
             pass
     assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    samples = await asyncio.to_thread(scrape, port)
     labels = rpc("StreamMetrics", "server_stream")
+    samples = await scraped_when(
+        port,
+        lambda samples: bool(
+            value(samples, "grpc_server_handled_total", **labels, grpc_code="ResourceExhausted")
+        ),
+    )
     assert value(samples, "grpc_server_handled_total", **labels, grpc_code="ResourceExhausted") == 1
     assert (
         value(samples, "alphaswarm_open_streams", grpc_service=SERVICE, grpc_method="StreamMetrics")

@@ -3,9 +3,11 @@ of streams; the caller's own when sane; in every log line written while serving 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -104,8 +106,16 @@ async def test_log_lines_of_a_call_carry_its_id(serve: ServeFactory, captured: i
     assert header(failed.value.trailing_metadata()) == "r-1"
     await served.stub.StartDeployment(pb.StartDeploymentRequest(spec=spec("api")))
 
-    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
-    of_call = [line for line in lines if line.get("request_id") == "r-1"]
+    # The access line is written once the failed call's status went out (grpc aio's abort
+    # sends it first): wait for it, bounded.
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+        of_call = [line for line in lines if line.get("request_id") == "r-1"]
+        if any(line["logger"] == "alphaswarm.access" for line in of_call):
+            break
+        assert time.monotonic() < deadline, "no access line for the failed call"
+        await asyncio.sleep(0.05)
     loggers = {line["logger"] for line in of_call}
     # error mapping, audit (an operator call) and the access line: all carry the id.
     assert {"alphaswarm_controller.errors", "alphaswarm.audit", "alphaswarm.access"} <= loggers

@@ -107,7 +107,9 @@ async def test_stop_escalates_to_sigkill_and_leaves_no_process(
         stopped = await provider.stop("stubborn", namespace=namespace)
         took = time.monotonic() - began
         assert stopped.state is DeploymentState.STOPPED
-        assert grace <= took < grace + 5, f"SIGKILL after the grace period, took {took:.2f}s"
+        # The upper bound only tells a kill after the grace from none (the sleep is 300 s):
+        # wide, so that a loaded two-core machine's slow signals and scans cannot flap it.
+        assert grace <= took < grace + 15, f"SIGKILL after the grace period, took {took:.2f}s"
         assert not any(alive(pid) for pid in family), "leader and child are gone"
         assert marked_processes(local_marker) == []
         assert "stubborn" in {s.service_id for s in await provider.list_deployments()}
