@@ -12,7 +12,11 @@ Rules, from google/cloud/secretmanager/v1/{service,resources}.proto and the docs
 * AddSecretVersion's payload is REQUIRED and "Must be no larger than 64KiB"
   (``SecretPayload.data``): a larger one is INVALID_ARGUMENT and adds nothing;
 * versions are numbered from 1; ``latest`` is "an alias to the most recently created"
-  version; accessing a disabled or destroyed version is FAILED_PRECONDITION.
+  version; accessing a disabled or destroyed version is FAILED_PRECONDITION;
+* DestroySecretVersion "Sets the state of the SecretVersion to DESTROYED and irrevocably
+  destroys the secret data" (service.proto); its name is ``projects/*/secrets/*/versions/*``
+  and its optional ``etag`` must match the version's; a version already destroyed is
+  FAILED_PRECONDITION (its state is no longer one it can leave).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ _VERSION_NAME = re.compile(_SECRET_NAME.pattern + r"/versions/(latest|[1-9][0-9]
 MAX_PAYLOAD_BYTES = 64 * 1024
 UPDATABLE = frozenset({"labels", "annotations"})
 _ENABLED = sm.SecretVersion.State.ENABLED
+_DESTROYED = sm.SecretVersion.State.DESTROYED
 
 
 def _etag() -> str:
@@ -62,7 +67,9 @@ class SecretManagerEmulator:
             return False
         if version == "latest":
             return True
-        return version.isdigit() and 1 <= int(version) <= len(history)
+        if not version.isdigit() or not 1 <= int(version) <= len(history):
+            return False
+        return history[int(version) - 1][0].state == _ENABLED
 
     def create_secret(self, request: sm.CreateSecretRequest) -> sm.Secret:
         if not _PARENT.fullmatch(request.parent):
@@ -156,6 +163,33 @@ class SecretManagerEmulator:
             name=version.name, payload=sm.SecretPayload(data=data)
         )
 
+    def destroy_secret_version(self, request: sm.DestroySecretVersionRequest) -> sm.SecretVersion:
+        if not _VERSION_NAME.fullmatch(request.name) or request.name.endswith("/latest"):
+            raise invalid(f"{request.name!r} is not a secret version name")
+        secret_name, _, version_id = request.name.rpartition("/versions/")
+        self._secret(secret_name)
+        history = self.versions[secret_name]
+        index = int(version_id) - 1
+        if index >= len(history):
+            raise EmulatorError(
+                grpc.StatusCode.NOT_FOUND, f"Secret Version [{request.name}] not found."
+            )
+        version, _ = history[index]
+        if request.etag and request.etag != version.etag:
+            raise EmulatorError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"The etag provided in the request does not match the etag of Secret "
+                f"Version [{version.name}].",
+            )
+        if version.state == _DESTROYED:
+            raise EmulatorError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Secret Version [{version.name}] is already in DESTROYED state.",
+            )
+        destroyed = sm.SecretVersion(version, state=_DESTROYED, etag=_etag())
+        history[index] = (destroyed, b"")  # the data is gone for good
+        return sm.SecretVersion(destroyed)
+
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         methods: dict[str, tuple[Method, Callable[[bytes], Any]]] = {
             "CreateSecret": (self.create_secret, sm.CreateSecretRequest.deserialize),
@@ -166,6 +200,10 @@ class SecretManagerEmulator:
             "AccessSecretVersion": (
                 self.access_secret_version,
                 sm.AccessSecretVersionRequest.deserialize,
+            ),
+            "DestroySecretVersion": (
+                self.destroy_secret_version,
+                sm.DestroySecretVersionRequest.deserialize,
             ),
         }
         return generic_handler(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any, cast
 
 import pytest
+from google.cloud import secretmanager_v1 as sm
 
 from alphaswarm_controller.providers.gcp import CloudRunProvider
 from alphaswarm_controller.providers.gcp.cloudrun import cloud_run_name
-from alphaswarm_controller.providers.gcp.config import VERSION_LABEL
+from alphaswarm_controller.providers.gcp.config import VERSION_LABEL, SecretConfigStore
 from alphaswarm_core.providers.protocol import (
     ConfigMapPatch,
     ConfigVersionConflict,
@@ -108,21 +110,84 @@ async def test_concurrent_writers_of_one_version_one_wins(
 ) -> None:
     await cloud_run.start(cloud_run_specs("race", namespace))
     base = await cloud_run.apply_config(ConfigMapPatch("race", namespace, set={"N": "0"}))
-    results = await asyncio.gather(
-        *(
-            cloud_run.apply_config(
-                ConfigMapPatch("race", namespace, set={"N": str(n)}, expected_version=base.version)
-            )
-            for n in (1, 2)
-        ),
-        return_exceptions=True,
+    for round_ in range(5):  # several rounds: the interleaving is the event loop's
+        results = await asyncio.gather(
+            *(
+                cloud_run.apply_config(
+                    ConfigMapPatch(
+                        "race", namespace, set={"N": f"{round_}.{n}"}, expected_version=base.version
+                    )
+                )
+                for n in (1, 2)
+            ),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, ConfigVersionConflict) for r in results) == 1, results
+        (winner,) = [r for r in results if not isinstance(r, BaseException)]
+        assert (await cloud_run.get_config("race", namespace=namespace)) == winner
+        base = winner
+
+
+class _PausingClient:
+    """The Secret Manager client, except that the first ``method`` call waits for ``go``:
+    another writer can act at that point of this one's write."""
+
+    def __init__(self, client: sm.SecretManagerServiceAsyncClient, method: str) -> None:
+        self._client, self._method = client, method
+        self.reached, self.go = asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._client, name)
+        if name != self._method or self.reached.is_set():
+            return real
+
+        async def paused(*args: Any, **kwargs: Any) -> Any:
+            self.reached.set()
+            await self.go.wait()
+            return await real(*args, **kwargs)
+
+        return paused
+
+
+@pytest.mark.parametrize("paused_before", ["add_secret_version", "update_secret"])
+async def test_a_writer_that_reads_while_another_writes_loses_and_its_version_is_destroyed(
+    cloud_run: CloudRunProvider,
+    emulator: GcpEmulator,
+    namespace: str,
+    cloud_run_specs: SpecFactory,
+    paused_before: str,
+) -> None:
+    # A loaded run once saw both writers of one version win: the second read between the
+    # first's steps. Here the second reads at each step of the first, then writes.
+    service_id = f"late-{paused_before[:3]}"
+    await cloud_run.start(cloud_run_specs(service_id, namespace))
+    await cloud_run.apply_config(ConfigMapPatch(service_id, namespace, set={"N": "1"}))
+    short = cloud_run_name(namespace, service_id)
+    store = await cloud_run._store()
+    client = _PausingClient(store.client, paused_before)
+    paused = SecretConfigStore(cast(sm.SecretManagerServiceAsyncClient, client), store.project)
+
+    first = asyncio.create_task(
+        paused.write(short, namespace, service_id, await store.read(short), {"N": "first"})
     )
-    assert sum(isinstance(r, ConfigVersionConflict) for r in results) == 1, results
-    (winner,) = [r for r in results if not isinstance(r, BaseException)]
-    assert (await cloud_run.get_config("race", namespace=namespace)) == winner
+    await asyncio.wait_for(client.reached.wait(), 30)
+    second = await store.read(short)
+    client.go.set()
+    won = await first
+    with pytest.raises(ConfigVersionConflict) as caught:
+        await store.write(short, namespace, service_id, second, {"N": "second"})
+    assert caught.value.metadata == {"expected_version": "1", "current_version": won}
+
+    secret = _secret(namespace, service_id)
+    assert emulator.secrets.secrets[secret].labels[VERSION_LABEL] == won
+    (lost,) = [
+        v for v, _ in emulator.secrets.versions[secret] if int(v.name.rsplit("/", 1)[1]) > int(won)
+    ]
+    assert lost.state == sm.SecretVersion.State.DESTROYED, "the loser's data is not kept"
+    assert (await store.read(short)).data == {"N": "first"}
 
 
-async def test_a_claim_whose_version_never_arrived_is_taken_over_by_the_next_write(
+async def test_a_write_whose_version_never_arrived_changes_nothing_and_a_retry_completes(
     cloud_run: CloudRunProvider,
     emulator: GcpEmulator,
     namespace: str,

@@ -1,25 +1,27 @@
 """Service config in Secret Manager: one secret per service, its versions the config versions.
 
-The secret ``alphaswarm-<cloud run name>`` holds the config as a JSON object;
-the number of its newest version is the config ``version`` ("0" before the
-first write). A write is a compare-and-swap on the secret's etag (the secret's
-``alphaswarm-config-version`` label moves with every write), so two writers
-that read the same version cannot both add one: the loser gets
-ConfigVersionConflict and nothing is written.
+The secret ``alphaswarm-<cloud run name>`` holds the config as a JSON object; its
+``alphaswarm-config-version`` label names the version that is the config ("0" before
+the first write), and that number is the config ``version``.
+
+A write adds a version, then moves the label to it with a compare-and-swap on the
+secret's etag as it was read with the config: of two writers that read the same
+version both add one, but only the first label update matches the etag; the second
+is ConfigVersionConflict, and its version, which nothing names, is destroyed. (The
+label used to be moved first, as a claim, with the newest version as the config: a
+writer that read between another's claim and its version passed the same CAS, and
+both wrote.) A write that fails before the label moves leaves the previous config
+what is read, and retrying it completes.
 
 The whole config is one secret version, whose payload Secret Manager caps at 64 KiB
 (``SecretPayload.data``, google/cloud/secretmanager/v1/resources.proto), while the
 provider-agnostic model allows 512 KiB: a config that would not fit is INVALID_ARGUMENT
-before anything is written (the version label is not moved, no version is added).
-
-Order of a write, so that a failure at any step leaves the previous config readable:
-claim (the label CAS), add the version, then (the provider) pin it in the service. A
-claim whose version never arrived is harmless: the version is the newest version's
-number, not the label, and the next write claims over it.
+before anything is written (the label is not moved, no version is added).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -80,18 +82,10 @@ class SecretConfigStore:
                 )
             except gexc.NotFound:
                 return StoredConfig({}, "0", None)
-            try:
-                access = await self.client.access_secret_version(
-                    name=f"{name}/versions/latest",
-                    retry=retry.policy(),
-                    timeout=remaining_timeout(),
-                )
-            except gexc.NotFound:
-                return StoredConfig({}, "0", secret)
-        data = json.loads(access.payload.data.decode() or "{}")
-        return StoredConfig(
-            {str(k): str(v) for k, v in data.items()}, access.name.rsplit("/", 1)[1], secret
-        )
+        version = secret.labels.get(VERSION_LABEL, "0")
+        if version == "0":
+            return StoredConfig({}, "0", secret)
+        return StoredConfig(await self.read_at(name, version), version, secret)
 
     async def read_at(self, secret: str, version: str) -> dict[str, str]:
         """The data version ``version`` of ``secret`` (its full name) holds: what a revision
@@ -175,31 +169,50 @@ class SecretConfigStore:
         current: StoredConfig,
         data: Mapping[str, str],
     ) -> str:
-        """Add a version holding ``data`` on top of ``current``; return its version id."""
+        """Make ``data`` the config in place of ``current``; return its version id, or
+        raise ConfigVersionConflict if another writer replaced ``current`` first."""
         payload = encode(data)
         secret = current.secret or await self._ensure_secret(cloud_run_name, namespace, service_id)
-        claim = sm.Secret(
-            name=secret.name,
-            etag=secret.etag,
-            labels={**secret.labels, VERSION_LABEL: str(int(current.version) + 1)},
-        )
+        if secret.labels.get(VERSION_LABEL, "0") != current.version:
+            # Only on a first write: another writer created the secret and wrote since.
+            raise ConfigVersionConflict(
+                service_id, namespace, expected=current.version, actual=secret.labels[VERSION_LABEL]
+            )
         with api_errors("secretmanager"):
-            try:
-                await self.client.update_secret(
-                    secret=claim,
-                    update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
-                    retry=retry.policy(),
-                    timeout=remaining_timeout(),
-                )
-            except (gexc.Aborted, gexc.FailedPrecondition) as exc:
-                latest = await self.read(cloud_run_name)
-                raise ConfigVersionConflict(
-                    service_id, namespace, expected=current.version, actual=latest.version
-                ) from exc
             added = await self.client.add_secret_version(
                 parent=secret.name,
                 payload=sm.SecretPayload(data=payload),
                 retry=retry.policy(),
                 timeout=remaining_timeout(),
             )
-        return str(added.name.rsplit("/", 1)[1])
+            version = str(added.name.rsplit("/", 1)[1])
+            commit = sm.Secret(
+                name=secret.name, etag=secret.etag, labels={**secret.labels, VERSION_LABEL: version}
+            )
+            try:
+                await self.client.update_secret(
+                    secret=commit,
+                    update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
+                    retry=retry.policy(),
+                    timeout=remaining_timeout(),
+                )
+            except (gexc.Aborted, gexc.FailedPrecondition) as exc:
+                now = await self.client.get_secret(
+                    name=secret.name, retry=retry.policy(), timeout=remaining_timeout()
+                )
+                named = now.labels.get(VERSION_LABEL, "0")
+                if named == version:
+                    return version  # a retried update whose first attempt landed
+                await self._destroy_unnamed(added.name)
+                raise ConfigVersionConflict(
+                    service_id, namespace, expected=current.version, actual=named
+                ) from exc
+        return version
+
+    async def _destroy_unnamed(self, version_name: str) -> None:
+        """Destroy a version the label never named (a lost write's), so its data is not
+        kept readable. Best effort: if it fails, the version stays, read by no one."""
+        with contextlib.suppress(gexc.GoogleAPICallError):  # the conflict is the answer
+            await self.client.destroy_secret_version(
+                name=version_name, retry=retry.policy(), timeout=remaining_timeout()
+            )
