@@ -10,7 +10,7 @@ import pytest
 from google.cloud import secretmanager_v1 as sm
 
 from alphaswarm_controller.providers.gcp import CloudRunProvider
-from alphaswarm_controller.providers.gcp.cloudrun import cloud_run_name
+from alphaswarm_controller.providers.gcp.cloudrun import cloud_run_name, pinned_version
 from alphaswarm_controller.providers.gcp.config import VERSION_LABEL, SecretConfigStore
 from alphaswarm_core.providers.protocol import (
     ConfigMapPatch,
@@ -185,6 +185,80 @@ async def test_a_writer_that_reads_while_another_writes_loses_and_its_version_is
     ]
     assert lost.state == sm.SecretVersion.State.DESTROYED, "the loser's data is not kept"
     assert (await store.read(short)).data == {"N": "first"}
+
+
+class _StoreThatPausesAfterItsFirstWrite(SecretConfigStore):
+    def __init__(self, store: SecretConfigStore) -> None:
+        super().__init__(store.client, store.project)
+        self.reached, self.go = asyncio.Event(), asyncio.Event()
+
+    async def write(self, *args: Any, **kwargs: Any) -> str:
+        version = await super().write(*args, **kwargs)
+        if not self.reached.is_set():
+            self.reached.set()
+            await self.go.wait()
+        return version
+
+
+async def test_a_pin_that_comes_after_a_later_writes_pin_leaves_the_later_one(
+    cloud_run: CloudRunProvider,
+    emulator: GcpEmulator,
+    namespace: str,
+    cloud_run_specs: SpecFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A names version 2 and is slow to pin it; B names version 3 and pins it. A's pin
+    # must not move the service back to 2 while GetConfig shows 3.
+    await cloud_run.start(cloud_run_specs("slow", namespace))
+    await cloud_run.apply_config(ConfigMapPatch("slow", namespace, set={"N": "1"}))
+    pausing = _StoreThatPausesAfterItsFirstWrite(await cloud_run._store())
+
+    async def the_pausing_store() -> SecretConfigStore:
+        return pausing
+
+    monkeypatch.setattr(cloud_run, "_store", the_pausing_store)
+    first = asyncio.create_task(
+        cloud_run.apply_config(ConfigMapPatch("slow", namespace, set={"N": "A"}))
+    )
+    await asyncio.wait_for(pausing.reached.wait(), 30)
+    later = await cloud_run.apply_config(ConfigMapPatch("slow", namespace, set={"N": "B"}))
+    pausing.go.set()
+    earlier = await first
+    assert (earlier.version, later.version) == ("2", "3")
+
+    assert await cloud_run.get_config("slow", namespace=namespace) == later
+    short = cloud_run_name(namespace, "slow")
+    service = next(s for s in emulator.run.services.values() if s.name.endswith(short))
+    assert pinned_version(service.template.containers) == (_secret(namespace, "slow"), "3")
+
+
+async def test_a_rollback_whose_pin_comes_after_a_later_write_keeps_the_later_config(
+    cloud_run: CloudRunProvider,
+    emulator: GcpEmulator,
+    namespace: str,
+    cloud_run_specs: SpecFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await cloud_run.start(cloud_run_specs("back", namespace))  # revision 1
+    await cloud_run.apply_config(ConfigMapPatch("back", namespace, set={"N": "1"}))  # 2, v1
+    await cloud_run.apply_config(ConfigMapPatch("back", namespace, set={"N": "2"}))  # 3, v2
+    pausing = _StoreThatPausesAfterItsFirstWrite(await cloud_run._store())
+
+    async def the_pausing_store() -> SecretConfigStore:
+        return pausing
+
+    monkeypatch.setattr(cloud_run, "_store", the_pausing_store)
+    rollback = asyncio.create_task(cloud_run.rollback("back", 2, namespace=namespace))
+    await asyncio.wait_for(pausing.reached.wait(), 30)  # v3 holds revision 2's {"N": "1"}
+    later = await cloud_run.apply_config(ConfigMapPatch("back", namespace, set={"N": "3"}))
+    pausing.go.set()
+    await rollback
+    assert later.version == "4"
+
+    assert await cloud_run.get_config("back", namespace=namespace) == later
+    short = cloud_run_name(namespace, "back")
+    service = next(s for s in emulator.run.services.values() if s.name.endswith(short))
+    assert pinned_version(service.template.containers) == (_secret(namespace, "back"), "4")
 
 
 async def test_a_write_whose_version_never_arrived_changes_nothing_and_a_retry_completes(

@@ -269,6 +269,23 @@ def pinned_version(containers: Sequence[run_v2.Container]) -> tuple[str, str] | 
     return str(selector.secret), str(selector.version)
 
 
+def pins_newer(service: run_v2.Service, ref: run_v2.EnvVar | None) -> bool:
+    """Whether ``service`` already runs a newer version of ``ref``'s secret. Config
+    versions only move forward, so a write whose pin comes after a later write's must
+    leave the later one (else the service would run an older config than GetConfig shows)."""
+    pinned = pinned_version(service.template.containers)
+    if ref is None or pinned is None:
+        return False
+    selector = ref.value_source.secret_key_ref
+    secret, version = pinned
+    return (
+        secret == selector.secret
+        and version.isdigit()
+        and selector.version.isdigit()
+        and int(version) > int(selector.version)
+    )
+
+
 def make_config_ref(secret: str, version: str) -> run_v2.EnvVar:
     return run_v2.EnvVar(
         name=CONFIG_ENV,

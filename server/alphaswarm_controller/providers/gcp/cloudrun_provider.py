@@ -483,7 +483,7 @@ class CloudRunProvider(InfrastructureProvider):
             # Pinning the version (not "latest") changes the template: Cloud Run rolls a
             # revision, and a replica always runs the config version it was started with.
             _check(existing, change.expected_revision)
-            if cloudrun.config_ref(existing) == ref:
+            if cloudrun.config_ref(existing) == ref or cloudrun.pins_newer(existing, ref):
                 return None
             spec = views.spec(existing)
             return cloudrun.converge(existing, spec, account, cause=change.change_cause, ref=ref)
@@ -537,9 +537,9 @@ class CloudRunProvider(InfrastructureProvider):
         wait: bool = True,
     ) -> DeploymentStatus:
         """A new revision running ``target``'s spec (at the current replica count and
-        rollout policy) and config. The config comes back as it was: when the secret's
-        newest version holds other data, that data is written as a new version (so
-        GetConfig, the next patch and the revision agree), else the newest is pinned."""
+        rollout policy) and config. The config comes back as it was: when the config's
+        version holds other data, that data is written as a new version (so GetConfig,
+        the next patch and the revision agree), else that version is pinned."""
         namespace, service_id = cloudrun.owner(service) or ("", "")
         short = service.name.rsplit("/", 1)[1]
         store = await self._store()
@@ -563,7 +563,11 @@ class CloudRunProvider(InfrastructureProvider):
                 progress_deadline_seconds=now.progress_deadline_seconds,
                 auto_rollback=now.auto_rollback,
             )
-            return cloudrun.converge(existing, spec, account, ref=ref, restores=facts)
+            # A config written after this rollback's read stays: it is what GetConfig shows.
+            keep = cloudrun.pins_newer(existing, ref)
+            return cloudrun.converge(
+                existing, spec, account, ref=cloudrun.Keep.CONFIG if keep else ref, restores=facts
+            )
 
         return await self._converge_with(namespace, service_id, restore, service, wait=wait)
 
