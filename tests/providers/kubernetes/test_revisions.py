@@ -22,6 +22,7 @@ from urllib.parse import quote
 import pytest
 
 from alphaswarm_controller.providers.kubernetes import KubernetesProvider
+from alphaswarm_controller.providers.kubernetes.manifests import configmap_name
 from alphaswarm_controller.providers.kubernetes.revisions import REVISION_HISTORY_LIMIT
 from alphaswarm_core.call import making_change
 from alphaswarm_core.providers.protocol import (
@@ -213,6 +214,40 @@ async def test_a_write_of_the_same_revision_racing_a_checked_change_goes_through
         else:
             assert now.revision == 2
             assert now.spec.env["MODE"] == "b" or dict(now.config) == {"K": "v"}
+    finally:
+        await provider.close()
+
+
+async def test_a_rollback_refused_by_a_new_revision_puts_the_config_back(
+    real_kube: Endpoint, kube_proxy: KubeFaultProxy, namespace: str
+) -> None:
+    """The rollback restores its revision's config, then its Deployment PUT meets a new
+    revision (409, REVISION_CONFLICT): nothing of the rollback stays, the config
+    included (pods started later would read it while the template names another)."""
+    provider = connect_url(real_kube, kube_proxy.url)
+    await provider.open()
+    try:
+        service = unique_name()
+        await provider.start(make_spec(service, namespace))
+        await _done(provider, service, namespace, 1)
+        await provider.apply_config(ConfigMapPatch(service, namespace, set={"K": "1"}))
+        await _done(provider, service, namespace, 2)
+        await provider.apply_config(ConfigMapPatch(service, namespace, set={"K": "2"}))
+        await _done(provider, service, namespace, 3)
+        kube_proxy.before(
+            "kube:update deployments",
+            _other_writer(real_kube.admin(), namespace, service, template=True),
+        )
+        with (
+            making_change(ChangeRequest(expected_revision=3)),
+            pytest.raises(RevisionConflict),
+        ):
+            await provider.rollback(service, 2, namespace=namespace)
+        assert dict((await provider.get_config(service, namespace=namespace)).data) == {"K": "2"}
+        configmap = real_kube.admin().get(
+            f"/api/v1/namespaces/{namespace}/configmaps/{configmap_name(service)}"
+        )
+        assert configmap["data"] == {"K": "2"}
     finally:
         await provider.close()
 

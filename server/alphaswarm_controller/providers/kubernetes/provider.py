@@ -941,7 +941,7 @@ class KubernetesProvider(InfrastructureProvider):
             raise RevisionNotFound(service_id, ns, to_revision)
         template = json.loads(json.dumps(chosen["spec"]["template"]))
         (template["metadata"].get("labels") or {}).pop(revisions.POD_TEMPLATE_HASH, None)
-        await self._restore_config(service_id, ns, revisions.template_annotations(chosen))
+        undo = await self._restore_config(service_id, ns, revisions.template_annotations(chosen))
         body = {k: v for k, v in deployment.items() if k != "status"}
         body["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
         body["metadata"]["annotations"] = {
@@ -950,13 +950,20 @@ class KubernetesProvider(InfrastructureProvider):
         }
         body["spec"] = {**deployment["spec"], "template": template}
         # A PUT carrying the resourceVersion read: 409 if anyone changed it since.
-        written = await self._call(
-            "PUT",
-            _deployments(ns, service_id),
-            Target(service_id, ns, f"roll back to revision {to_revision}"),
-            query={"fieldManager": FIELD_MANAGER},
-            body=body,
-        )
+        try:
+            written = await self._call(
+                "PUT",
+                _deployments(ns, service_id),
+                Target(service_id, ns, f"roll back to revision {to_revision}"),
+                query={"fieldManager": FIELD_MANAGER},
+                body=body,
+            )
+        except InfrastructureProviderError:
+            # The rollback did not happen: its config must not stay (pods started later
+            # would read it while the template names the previous one).
+            if undo is not None:
+                await self._put_back(undo, Target(service_id, ns, "put the config back"))
+            raise
         spec = recorded_spec(written.body)
         if spec is not None:
             await self._converge_service(spec)
@@ -964,15 +971,16 @@ class KubernetesProvider(InfrastructureProvider):
 
     async def _restore_config(
         self, service_id: str, namespace: str, template: Mapping[str, str]
-    ) -> None:
+    ) -> JsonObj | None:
         """Put the config a revision ran with (its snapshot) back into the service's
-        ConfigMap, so its pods read it again."""
+        ConfigMap, so its pods read it again. Returns what undoes it (None: unchanged):
+        the ConfigMap as written, with the data it held before."""
         wanted = template.get(CONFIG_HASH_KEY, "")
         path = _core(namespace, "configmaps", configmap_name(service_id))
         target = Target(service_id, namespace, "restore the config of the revision")
         config = await self._get(path, target)
         if config is None or config_hash(config.get("data") or {}) == wanted:
-            return
+            return None
         snapshot = await self._get(
             _core(namespace, "configmaps", snapshot_name(service_id, wanted)), target
         )
@@ -982,8 +990,18 @@ class KubernetesProvider(InfrastructureProvider):
                 reason=ErrorReason.CONFIG_UNREADABLE,
                 metadata={"service_id": service_id, "namespace": namespace},
             )
+        before = dict(config.get("data") or {})
         config["data"] = dict(snapshot.get("data") or {})
-        await self._call("PUT", path, target, body=config)  # conditional on its version
+        written = await self._call("PUT", path, target, body=config)  # conditional on its version
+        return {**written.body, "data": before}
+
+    async def _put_back(self, config: JsonObj, target: Target) -> None:
+        """PUT ``config`` (a ConfigMap as this provider wrote it, with the data it held
+        before) conditional on that write's resourceVersion. If someone wrote over it
+        since, their write was built on it and stays."""
+        path = _core(config["metadata"]["namespace"], "configmaps", config["metadata"]["name"])
+        with contextlib.suppress(InfrastructureProviderError):
+            await self._call("PUT", path, target, body=config)
 
     async def _delete_own_configmap(self, service_id: str, namespace: str) -> None:
         path = _core(namespace, "configmaps", configmap_name(service_id))
@@ -1054,9 +1072,7 @@ class KubernetesProvider(InfrastructureProvider):
                 await self._roll_out(service_id, ns, merged, checked)
             except RevisionConflict:
                 # The Deployment moved on meanwhile: put the config back as it was.
-                restore = {**written.body, "data": data}
-                with contextlib.suppress(InfrastructureProviderError):
-                    await self._call("PUT", path, target, body=restore)
+                await self._put_back({**written.body, "data": data}, target)
                 raise
             await self._snapshot_config(service_id, ns, merged, written.body)
             new_data = dict(written.body.get("data") or {})
