@@ -15,6 +15,7 @@ from alphaswarm_controller.providers.aws.retry import RetryPolicy
 from alphaswarm_controller.providers.aws.taskdef import service_name
 from alphaswarm_core.providers.models import SECRET_MASK as REDACTED
 from alphaswarm_core.providers.protocol import (
+    BackendConflictError,
     BackendUnavailableError,
     ConfigMapPatch,
     ConfigVersionConflict,
@@ -223,6 +224,36 @@ async def test_a_writer_that_commits_first_wins_and_the_other_aborts(
     assert generation(stored, 1) == {"WINNER": "yes"}
     assert not [n for n in stored if n.endswith("/LOST")], "the loser's data is deleted"
     assert (await provider.get_config(name, namespace=namespace)).data == {"WINNER": "yes"}
+
+
+async def test_a_rollback_whose_config_is_swept_while_it_is_read_restores_nothing(
+    provider: EcsProvider,
+    bed: EcsTestBed,
+    service: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    namespace, name = service
+    base = f"/alphaswarm/{namespace}/{name}"
+    await provider.apply_config(ConfigMapPatch(name, namespace, set={"K": "1"}))  # revision 2
+    await provider.apply_config(ConfigMapPatch(name, namespace, set={"K": "2"}))  # revision 3
+    source = parameters(bed, namespace, name)["_meta/1"]["Value"]
+    original = provider.clients.pages
+    sweeper = bed.aws.client("ssm")
+
+    def swept_meanwhile(service_name: str, operation: str, /, **kwargs: Any) -> Any:
+        if operation == "GetParametersByPath" and kwargs.get("Path") == f"{base}/{source}":
+            # Another change's sweep, in its order: the record, then the data.
+            sweeper.delete_parameter(Name=f"{base}/_meta/1")
+            sweeper.delete_parameter(Name=f"{base}/{source}/K")
+        return original(service_name, operation, **kwargs)
+
+    monkeypatch.setattr(provider.clients, "pages", swept_meanwhile)
+    with pytest.raises(BackendConflictError, match="no longer kept"):
+        await provider.rollback(name, 2, namespace=namespace)
+    monkeypatch.undo()
+    assert (await provider.get_config(name, namespace=namespace)).data == {"K": "2"}
+    newest, *_ = await provider.list_revisions(name, namespace=namespace)
+    assert newest.number == 3, "no revision made"
 
 
 async def test_apply_config_rolls_the_service_onto_a_new_revision(

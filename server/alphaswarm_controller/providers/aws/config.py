@@ -225,15 +225,17 @@ class SsmConfig:
             values: dict[str, str] = {}
             if match is not None:
                 source = Generation(int(match["n"]), prefix)
+                values = {
+                    str(p["Name"]).rsplit("/", 1)[-1]: str(p.get("Value", ""))
+                    for p in self._by_path(f"{base}/{prefix}", decrypt=True)
+                }
+                # Checked after the read, as read() does: a sweep deletes the record
+                # before the data, so a record still there means the data read is whole.
                 if not self._committed(base, source):
                     raise BackendConflictError(
                         f"config generation {source.number} of {namespace}/{service_id} is no "
                         "longer kept; it cannot be restored"
                     )
-                values = {
-                    str(p["Name"]).rsplit("/", 1)[-1]: str(p.get("Value", ""))
-                    for p in self._by_path(f"{base}/{prefix}", decrypt=True)
-                }
             number = current.number + 1
             proposed = Generation(number, f"v{number}-{secrets.token_hex(6)}")
             if self._write(base, proposed, values):
