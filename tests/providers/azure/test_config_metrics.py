@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator
 
@@ -146,6 +147,45 @@ async def test_stale_version_is_a_conflict_and_changes_nothing(
     assert caught.value.code == "ABORTED"
     assert arm.count("PUT") == arm.count("DELETE") == 0
     assert (await provider.get_config("race", namespace="cfg")).data == {"A": "1"}
+
+
+async def test_concurrent_writers_of_one_version_one_wins_on_every_replica(
+    arm: ArmEmulator, provider: AciProvider
+) -> None:
+    # ARM has no compare-and-swap on a group: without the provider's own per-service
+    # serialisation both writers read version 0, both "won", and the replicas ended
+    # up with a mix of the two configs, all tagged 1.
+    await provider.start(spec("both", 2))
+    results = await asyncio.gather(
+        *(
+            provider.apply_config(
+                ConfigMapPatch("both", "cfg", set={"WHO": who}, expected_version="0")
+            )
+            for who in ("a", "b")
+        ),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, ConfigVersionConflict) for r in results) == 1, results
+    (winner,) = [r for r in results if not isinstance(r, BaseException)]
+    assert winner.version == "1"
+    for name in ("cfg-both-0", "cfg-both-1"):
+        assert {"name": "WHO", "value": winner.data["WHO"]} in env_of(arm, name)
+    assert len(provider.service_locks) == 0, "no lock is kept once nobody waits"
+
+
+async def test_concurrent_unconditional_patches_keep_both_keys(
+    arm: ArmEmulator, provider: AciProvider
+) -> None:
+    await provider.start(spec("keys", 2))
+    await asyncio.gather(
+        provider.apply_config(ConfigMapPatch("keys", "cfg", set={"A": "1"})),
+        provider.apply_config(ConfigMapPatch("keys", "cfg", set={"B": "2"})),
+    )
+    now = await provider.get_config("keys", namespace="cfg")
+    assert (dict(now.data), now.version) == ({"A": "1", "B": "2"}, "2")
+    for name in ("cfg-keys-0", "cfg-keys-1"):
+        assert {"name": "A", "value": "1"} in env_of(arm, name)
+        assert {"name": "B", "value": "2"} in env_of(arm, name)
 
 
 async def test_secret_keys_are_secure_values_never_read_back(

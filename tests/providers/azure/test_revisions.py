@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
@@ -66,6 +67,31 @@ async def test_secret_config_survives_a_changed_spec_and_a_scale(
         assert {"name": "TOKEN", "secureValue": "s3cr3t"} in variables
     shown = await revisions_provider.get_config(service, namespace=namespace)
     assert "s3cr3t" not in str(shown.data) and shown.version == "1"
+
+
+@pytest.mark.asyncio
+async def test_concurrent_changes_end_with_every_replica_on_the_newest_revision(
+    arm: ArmEmulator,
+    revisions_provider: AciRevisionsProvider,
+    spec_factory: SpecFactory,
+    namespace: str,
+) -> None:
+    # Each change's roll used to walk the replicas it listed from its own record: the
+    # older change could replace a replica after the newer one had, leaving it behind.
+    service = "busy"
+    await revisions_provider.start(spec_factory(service, namespace, replicas=2))
+    await rollout_succeeded(revisions_provider, service, namespace, 1)
+    await asyncio.gather(
+        revisions_provider.apply_config(ConfigMapPatch(service, namespace, set={"A": "1"})),
+        revisions_provider.apply_config(ConfigMapPatch(service, namespace, set={"B": "2"})),
+    )
+    await rollout_succeeded(revisions_provider, service, namespace, 3)
+    held = arm.store.held()
+    assert [held[f"{namespace}-{service}-{i}"][TAG_REVISION] for i in range(2)] == ["3", "3"]
+    assert dict((await revisions_provider.get_config(service, namespace=namespace)).data) == {
+        "A": "1",
+        "B": "2",
+    }
 
 
 def test_without_a_store_setting_the_aci_mode_keeps_no_revisions(arm: ArmEmulator) -> None:

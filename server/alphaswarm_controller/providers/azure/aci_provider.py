@@ -39,6 +39,7 @@ from alphaswarm_core.providers.protocol import (
     ServiceConfig,
 )
 from alphaswarm_core.providers.reasons import ErrorReason
+from alphaswarm_core.providers.service_locks import ServiceLocks, one_change_at_a_time
 
 from . import aci, config
 from .clients import AzureAccess
@@ -96,6 +97,9 @@ class AciProvider(InfrastructureProvider):
         super().__init__(env=env, runner=runner)
         self.access = AzureAccess(self, "aci", credential, client_options)
         self._gateway: AciGateway | None = None
+        # ARM offers no compare-and-swap on a group and its tags: this controller's
+        # changes of one service go one at a time (docs/providers.md, ACI).
+        self.service_locks = ServiceLocks()
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -184,6 +188,7 @@ class AciProvider(InfrastructureProvider):
             {**self.access.details(), "location": self.settings.location},
         )
 
+    @one_change_at_a_time
     async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
         aci.check_spec(spec)
         namespace, service = spec.namespace, spec.service_id
@@ -235,12 +240,14 @@ class AciProvider(InfrastructureProvider):
         await self._delete_all(rest)
         await self.gateway.stop(keep)
 
+    @one_change_at_a_time
     async def stop(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
         await self._stop_keeping_first(await self._found(service_id, namespace))
         return await self._observe(service_id, namespace)
 
+    @one_change_at_a_time
     async def scale(
         self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
@@ -295,6 +302,7 @@ class AciProvider(InfrastructureProvider):
             service_id, ns, config.read_config(newest.group), str(newest.config_version)
         )
 
+    @one_change_at_a_time
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
         config.check_patch_values(patch.set)
         ns, service = patch.namespace, patch.service_id
@@ -340,6 +348,7 @@ class AciProvider(InfrastructureProvider):
 
     # -- delete and logs -----------------------------------------------------------------------
 
+    @one_change_at_a_time
     async def delete(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
     ) -> bool:

@@ -43,6 +43,7 @@ from alphaswarm_core.providers.protocol import (
     RolloutState,
     ServiceConfig,
 )
+from alphaswarm_core.providers.service_locks import one_change_at_a_time
 
 from . import aci, config
 from .aci_provider import AciProvider, check_owners, secrets_unreadable
@@ -136,6 +137,7 @@ class AciRevisionsProvider(AciProvider):
 
     # -- changes -------------------------------------------------------------------------------
 
+    @one_change_at_a_time
     async def start(self, spec: DeploymentSpec) -> DeploymentStatus:
         aci.check_spec(spec)
         namespace, service = spec.namespace, spec.service_id
@@ -270,6 +272,7 @@ class AciRevisionsProvider(AciProvider):
         replicas = await self._replicas(service, namespace)
         await self._converge(written, len([r for r in replicas if not r.stopped]))
 
+    @one_change_at_a_time
     async def scale(
         self, service_id: str, replicas: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
@@ -284,6 +287,7 @@ class AciRevisionsProvider(AciProvider):
             await self._converge(record, replicas, roll=False)
         return await self.status(service_id, namespace=namespace)
 
+    @one_change_at_a_time
     async def stop(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
@@ -293,6 +297,7 @@ class AciRevisionsProvider(AciProvider):
         RevisionConflict.check(service_id, namespace, expected, record.number if record else 0)
         return await super().stop(service_id, namespace=namespace)
 
+    @one_change_at_a_time
     async def delete(
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE, allow_missing: bool = False
     ) -> bool:
@@ -322,6 +327,7 @@ class AciRevisionsProvider(AciProvider):
             service_id, namespace, masked_config(current.config), current.config_version
         )
 
+    @one_change_at_a_time
     async def apply_config(self, patch: ConfigMapPatch) -> ServiceConfig:
         config.check_patch_values(patch.set)
         namespace, service = patch.namespace, patch.service_id
@@ -456,6 +462,7 @@ class AciRevisionsProvider(AciProvider):
         record = await self._live(service_id, namespace)
         return list(record.revisions) if record is not None else []
 
+    @one_change_at_a_time
     async def rollback(
         self, service_id: str, to_revision: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
