@@ -16,6 +16,7 @@ from alphaswarm_core.providers.protocol import (
     ConfigMapPatch,
     ConfigVersionConflict,
     InvalidSpecError,
+    ServiceConfig,
 )
 from alphaswarm_core.testing import SpecFactory
 from tests.fakes.faults import Kind
@@ -200,6 +201,29 @@ class _StoreThatPausesAfterItsFirstWrite(SecretConfigStore):
         return version
 
 
+def _pause_after_first_write(
+    cloud_run: CloudRunProvider, store: SecretConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> _StoreThatPausesAfterItsFirstWrite:
+    pausing = _StoreThatPausesAfterItsFirstWrite(store)
+
+    async def the_pausing_store() -> SecretConfigStore:
+        return pausing
+
+    monkeypatch.setattr(cloud_run, "_store", the_pausing_store)
+    return pausing
+
+
+async def _runs_and_shows(
+    cloud_run: CloudRunProvider, emulator: GcpEmulator, namespace: str, config: ServiceConfig
+) -> None:
+    """The service pins ``config``'s version and GetConfig shows ``config``."""
+    assert await cloud_run.get_config(config.service_id, namespace=namespace) == config
+    short = cloud_run_name(namespace, config.service_id)
+    service = next(s for s in emulator.run.services.values() if s.name.endswith(short))
+    pinned = pinned_version(service.template.containers)
+    assert pinned == (_secret(namespace, config.service_id), config.version)
+
+
 async def test_a_pin_that_comes_after_a_later_writes_pin_leaves_the_later_one(
     cloud_run: CloudRunProvider,
     emulator: GcpEmulator,
@@ -211,12 +235,7 @@ async def test_a_pin_that_comes_after_a_later_writes_pin_leaves_the_later_one(
     # must not move the service back to 2 while GetConfig shows 3.
     await cloud_run.start(cloud_run_specs("slow", namespace))
     await cloud_run.apply_config(ConfigMapPatch("slow", namespace, set={"N": "1"}))
-    pausing = _StoreThatPausesAfterItsFirstWrite(await cloud_run._store())
-
-    async def the_pausing_store() -> SecretConfigStore:
-        return pausing
-
-    monkeypatch.setattr(cloud_run, "_store", the_pausing_store)
+    pausing = _pause_after_first_write(cloud_run, await cloud_run._store(), monkeypatch)
     first = asyncio.create_task(
         cloud_run.apply_config(ConfigMapPatch("slow", namespace, set={"N": "A"}))
     )
@@ -226,10 +245,7 @@ async def test_a_pin_that_comes_after_a_later_writes_pin_leaves_the_later_one(
     earlier = await first
     assert (earlier.version, later.version) == ("2", "3")
 
-    assert await cloud_run.get_config("slow", namespace=namespace) == later
-    short = cloud_run_name(namespace, "slow")
-    service = next(s for s in emulator.run.services.values() if s.name.endswith(short))
-    assert pinned_version(service.template.containers) == (_secret(namespace, "slow"), "3")
+    await _runs_and_shows(cloud_run, emulator, namespace, later)
 
 
 async def test_a_rollback_whose_pin_comes_after_a_later_write_keeps_the_later_config(
@@ -242,23 +258,14 @@ async def test_a_rollback_whose_pin_comes_after_a_later_write_keeps_the_later_co
     await cloud_run.start(cloud_run_specs("back", namespace))  # revision 1
     await cloud_run.apply_config(ConfigMapPatch("back", namespace, set={"N": "1"}))  # 2, v1
     await cloud_run.apply_config(ConfigMapPatch("back", namespace, set={"N": "2"}))  # 3, v2
-    pausing = _StoreThatPausesAfterItsFirstWrite(await cloud_run._store())
-
-    async def the_pausing_store() -> SecretConfigStore:
-        return pausing
-
-    monkeypatch.setattr(cloud_run, "_store", the_pausing_store)
+    pausing = _pause_after_first_write(cloud_run, await cloud_run._store(), monkeypatch)
     rollback = asyncio.create_task(cloud_run.rollback("back", 2, namespace=namespace))
     await asyncio.wait_for(pausing.reached.wait(), 30)  # v3 holds revision 2's {"N": "1"}
     later = await cloud_run.apply_config(ConfigMapPatch("back", namespace, set={"N": "3"}))
     pausing.go.set()
     await rollback
     assert later.version == "4"
-
-    assert await cloud_run.get_config("back", namespace=namespace) == later
-    short = cloud_run_name(namespace, "back")
-    service = next(s for s in emulator.run.services.values() if s.name.endswith(short))
-    assert pinned_version(service.template.containers) == (_secret(namespace, "back"), "4")
+    await _runs_and_shows(cloud_run, emulator, namespace, later)
 
 
 async def test_a_write_whose_version_never_arrived_changes_nothing_and_a_retry_completes(
