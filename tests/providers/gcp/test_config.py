@@ -188,6 +188,33 @@ async def test_a_writer_that_reads_while_another_writes_loses_and_its_version_is
     assert (await store.read(short)).data == {"N": "first"}
 
 
+async def test_a_patch_without_expected_version_that_loses_the_race_merges_again(
+    cloud_run: CloudRunProvider,
+    emulator: GcpEmulator,
+    namespace: str,
+    cloud_run_specs: SpecFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await cloud_run.start(cloud_run_specs("keys", namespace))
+    store = await cloud_run._store()
+    client = _PausingClient(store.client, "update_secret")
+    paused = SecretConfigStore(cast(sm.SecretManagerServiceAsyncClient, client), store.project)
+
+    async def the_paused_store() -> SecretConfigStore:
+        return paused
+
+    monkeypatch.setattr(cloud_run, "_store", the_paused_store)
+    first = asyncio.create_task(
+        cloud_run.apply_config(ConfigMapPatch("keys", namespace, set={"A": "1"}))
+    )
+    await asyncio.wait_for(client.reached.wait(), 30)
+    await cloud_run.apply_config(ConfigMapPatch("keys", namespace, set={"B": "2"}))
+    client.go.set()
+    merged = await first
+    assert merged.data == {"A": "1", "B": "2"}
+    await _runs_and_shows(cloud_run, emulator, namespace, merged)
+
+
 class _StoreThatPausesAfterItsFirstWrite(SecretConfigStore):
     def __init__(self, store: SecretConfigStore) -> None:
         super().__init__(store.client, store.project)

@@ -93,6 +93,7 @@ log = logging.getLogger(__name__)
 
 #: Reads and re-converges after a concurrent writer changed the service (etag ABORTED).
 MAX_CONVERGE_ATTEMPTS = 3
+MAX_CONFIG_WRITE_ATTEMPTS = 3
 MAX_POLL_DELAY = 10.0
 
 
@@ -466,16 +467,7 @@ class CloudRunProvider(InfrastructureProvider):
         _check(service, change.expected_revision)  # before anything is written
         short = service.name.rsplit("/", 1)[1]
         store = await self._store()
-        current = await store.read(short)
-        if patch.expected_version and patch.expected_version != current.version:
-            raise ConfigVersionConflict(
-                patch.service_id,
-                patch.namespace,
-                expected=patch.expected_version,
-                actual=current.version,
-            )
-        data = patch.applied_to(current.data)
-        version = await store.write(short, patch.namespace, patch.service_id, current, data)
+        data, version = await self._write_config(store, short, patch)
         ref = cloudrun.make_config_ref(store.secret_name(short), version)
         account = self.settings.service_account
 
@@ -490,6 +482,35 @@ class CloudRunProvider(InfrastructureProvider):
 
         await self._converge_with(patch.namespace, patch.service_id, pin, service)
         return ServiceConfig(patch.service_id, patch.namespace, data, version)
+
+    @staticmethod
+    async def _write_config(
+        store: SecretConfigStore, short: str, patch: ConfigMapPatch
+    ) -> tuple[dict[str, str], str]:
+        """The patched config and its version, written. With ``expected_version`` a lost
+        race is ConfigVersionConflict; without, the patch is read and merged again (as on
+        kubernetes and aws), MAX_CONFIG_WRITE_ATTEMPTS times in all."""
+        for attempt in range(1, MAX_CONFIG_WRITE_ATTEMPTS + 1):
+            current = await store.read(short)
+            if patch.expected_version and patch.expected_version != current.version:
+                raise ConfigVersionConflict(
+                    patch.service_id,
+                    patch.namespace,
+                    expected=patch.expected_version,
+                    actual=current.version,
+                )
+            data = patch.applied_to(current.data)
+            try:
+                version = await store.write(short, patch.namespace, patch.service_id, current, data)
+            except ConfigVersionConflict:
+                if patch.expected_version:
+                    raise
+                log.info("config of %s changed under us (attempt %d)", short, attempt)
+                continue
+            return data, version
+        raise BackendConflictError(
+            f"the config of {patch.namespace}/{patch.service_id} kept changing concurrently; retry"
+        )
 
     # -- revisions --------------------------------------------------------------------------
 
