@@ -21,6 +21,7 @@ from alphaswarm_controller.providers.docker_compose import (
 from alphaswarm_controller.providers.docker_compose.rollouts import RolloutRecord
 from alphaswarm_core.call import making_change
 from alphaswarm_core.providers.protocol import (
+    BackendConflictError,
     ChangeRequest,
     ConfigMapPatch,
     DeploymentState,
@@ -322,6 +323,31 @@ async def test_the_calls_deadline_ends_a_rollout_that_would_outlive_it(
     assert "call's deadline" in status.rollout.message
     assert status.observed_revision == 1 and status.ready_replicas == 1
     assert {i.instance_id for i in status.instances} == {i.instance_id for i in before.instances}
+
+
+async def test_a_writer_that_read_long_ago_cannot_take_a_generation_freed_since(
+    provider: DockerComposeProvider,
+    spec_factory: SpecFactory,
+    namespace: str,
+    docker_api: docker.APIClient,
+) -> None:
+    # Creating generation N+1 is the compare-and-swap, and pruning frees the name again:
+    # a writer that read N before two others' writes used to create N+1 anew and win.
+    await provider.start(spec_factory("web", namespace))
+    await wait_for(provider, "web", namespace, succeeded(1))
+    api = provider._client()
+    stale = definitions.read(api, namespace, "web")
+    assert stale is not None
+    first = definitions.write(api, replace(stale, env={"W": "1"}))
+    second = definitions.write(api, replace(first, env={"W": "2"}))  # first's name is free
+    with pytest.raises(BackendConflictError):
+        definitions.write(api, replace(stale, env={"W": "stale"}))
+    now = definitions.read(api, namespace, "web")
+    assert now is not None and (now.generation, dict(now.env)) == (second.generation, {"W": "2"})
+    volumes = docker_api.volumes(
+        filters={"label": [definitions.KIND, f"{definitions.PROJECT}={namespace}"]}
+    )["Volumes"]
+    assert [v["Labels"][definitions.GENERATION] for v in volumes] == [str(second.generation)]
 
 
 async def test_a_rollout_its_controller_left_is_failed_after_its_deadline(

@@ -62,6 +62,8 @@ PROJECT = "dev.alphaswarm.project"
 SERVICE = "dev.alphaswarm.service"
 GENERATION = "dev.alphaswarm.generation"
 NONCE = "dev.alphaswarm.nonce"
+PARENT = "dev.alphaswarm.parent"
+"""The nonce of the generation a generation was written on (see ``write``)."""
 BODY = "dev.alphaswarm.body"
 
 #: 3: revisions and rollouts; 2: ``secret.*`` values sealed (``sealing``); 1 kept them
@@ -95,6 +97,8 @@ class Definition:
     config_version: int = 0
     generation: int = 0
     """0 when not stored yet."""
+    nonce: str = field(default="", compare=False)
+    """The nonce of the volume this generation was read from or written as."""
     revision: int = 0
     """The revision this definition is (0: none yet)."""
     created_at: datetime | None = None
@@ -130,6 +134,7 @@ class Definition:
             definition.with_config_of(keep),
             config_version=keep.config_version,
             generation=keep.generation,
+            nonce=keep.nonce,
             revision=keep.revision,
             created_at=keep.created_at,
             change_cause=keep.change_cause,
@@ -337,6 +342,7 @@ class Definition:
                 legacy_plain=legacy and bool(secrets),
                 config_version=int(body["config_version"]),
                 generation=int(generation),
+                nonce=str(labels.get(NONCE, "")),
                 **_revision_fields(body, volume),
             )
         except (KeyError, ValueError, TypeError, AttributeError):
@@ -413,7 +419,15 @@ def read_all(api: DeadlineAPIClient, project: str | None) -> dict[tuple[str, str
 
 
 def write(api: DeadlineAPIClient, definition: Definition) -> Definition:
-    """Store ``definition`` as the generation after its own; conflict if another writer won."""
+    """Store ``definition`` as the generation after its own; conflict if another writer won.
+
+    Creating the volume of generation N+1 is the compare-and-swap: of two writers that
+    read N, the engine creates it for one, and the other gets the existing volume (not
+    its nonce). A name is freed again when a later write prunes it, so a writer that read
+    N long ago could create N+1 after others wrote N+1 and N+2 (ABA): the new volume then
+    has a newer generation beside it that was not written on it (its ``PARENT`` is not
+    this nonce), and the write is a conflict and its volume removed.
+    """
     generation = definition.generation + 1
     nonce = uuid.uuid4().hex
     name = volume_name(definition.project, definition.service, generation)
@@ -426,22 +440,48 @@ def write(api: DeadlineAPIClient, definition: Definition) -> Definition:
             SERVICE: definition.service,
             GENERATION: str(generation),
             NONCE: nonce,
+            PARENT: definition.nonce,
             BODY: definition.to_body(),
         },
     )
+    conflict = BackendConflictError(
+        f"the definition of {definition.project}/{definition.service} was changed "
+        "concurrently by another writer; read it again and retry",
+        metadata={"generation": str(generation)},
+    )
     if (created.get("Labels") or {}).get(NONCE) != nonce:
-        raise BackendConflictError(
-            f"the definition of {definition.project}/{definition.service} was changed "
-            "concurrently by another writer; read it again and retry",
-            metadata={"generation": str(generation)},
-        )
-    prune(api, definition.project, definition.service, keep=generation)
-    return replace(definition, generation=generation)
+        raise conflict
+    volumes = _volumes(api, definition.project, definition.service)
+    if not _written_on_or_newest(volumes, generation, nonce):
+        with contextlib.suppress(docker.errors.NotFound):
+            api.remove_volume(name)
+        raise conflict
+    _prune(api, volumes, keep=generation)
+    return replace(definition, generation=generation, nonce=nonce)
+
+
+def _written_on_or_newest(volumes: list[Any], generation: int, nonce: str) -> bool:
+    """Whether generation ``generation`` (nonce ``nonce``) is the newest among
+    ``volumes``, or the next one was written on it."""
+    newer: dict[int, Mapping[str, str]] = {}
+    for volume in volumes:
+        labels = volume.get("Labels") or {}
+        with contextlib.suppress(ValueError):
+            if int(labels.get(GENERATION, "0")) > generation:
+                newer[int(labels[GENERATION])] = labels
+    if not newer:
+        return True
+    first = min(newer)
+    return first == generation + 1 and newer[first].get(PARENT) == nonce
 
 
 def prune(api: DeadlineAPIClient, project: str, service: str, *, keep: int | None) -> None:
     """Remove generations other than ``keep`` (all of them when ``keep`` is None)."""
-    for volume in _volumes(api, project, service):
+    _prune(api, _volumes(api, project, service), keep=keep)
+
+
+def _prune(api: DeadlineAPIClient, volumes: list[Any], *, keep: int | None) -> None:
+    for volume in volumes:
         labels = volume.get("Labels") or {}
         if keep is not None and labels.get(GENERATION) == str(keep):
             continue

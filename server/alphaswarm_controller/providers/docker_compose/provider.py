@@ -758,7 +758,7 @@ class DockerComposeProvider(InfrastructureProvider):
                         "restoring the previous definition",
                         definitions.write,
                         self._client(),
-                        replace(previous, generation=stored.generation),
+                        replace(previous, generation=stored.generation, nonce=stored.nonce),
                     )
         await self._drop_network(project, network)
 

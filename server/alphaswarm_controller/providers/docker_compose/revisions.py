@@ -86,6 +86,7 @@ def restored(
     back = replace(
         target,
         generation=head.generation,
+        nonce=head.nonce,
         config_version=head.config_version if same_config else head.config_version + 1,
         revision=head.revision,
         rollout=head.rollout,
