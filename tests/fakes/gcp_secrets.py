@@ -15,8 +15,11 @@ Rules, from google/cloud/secretmanager/v1/{service,resources}.proto and the docs
   version; accessing a disabled or destroyed version is FAILED_PRECONDITION;
 * DestroySecretVersion "Sets the state of the SecretVersion to DESTROYED and irrevocably
   destroys the secret data" (service.proto); its name is ``projects/*/secrets/*/versions/*``
-  and its optional ``etag`` must match the version's; a version already destroyed is
-  FAILED_PRECONDITION (its state is no longer one it can leave).
+  and its optional ``etag`` must match the version's. The ``latest`` alias is documented
+  only for Get and Access (their ``name`` fields), so Destroy takes a version number. A
+  version already destroyed is refused: the real service answers "Error 400:
+  SecretVersion.state is already DESTROYED." (hashicorp/terraform-provider-google#12504),
+  and 400 with a state precondition is FAILED_PRECONDITION in the google.rpc.Code mapping.
 """
 
 from __future__ import annotations
@@ -184,7 +187,7 @@ class SecretManagerEmulator:
         if version.state == _DESTROYED:
             raise EmulatorError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"Secret Version [{version.name}] is already in DESTROYED state.",
+                "SecretVersion.state is already DESTROYED.",
             )
         destroyed = sm.SecretVersion(version, state=_DESTROYED, etag=_etag())
         history[index] = (destroyed, b"")  # the data is gone for good

@@ -336,6 +336,39 @@ async def test_secret_etag_and_mask_rules(clients: Clients) -> None:
         )
 
 
+async def test_secret_version_destroy_rules(clients: Clients) -> None:
+    secret = await clients.secrets.create_secret(
+        parent="projects/p-test-1",
+        secret_id="cfg",
+        secret=secretmanager_v1.Secret(
+            replication=secretmanager_v1.Replication(
+                automatic=secretmanager_v1.Replication.Automatic()
+            )
+        ),
+        retry=None,
+    )
+    added = await clients.secrets.add_secret_version(
+        parent=secret.name, payload=secretmanager_v1.SecretPayload(data=b"{}"), retry=None
+    )
+    with pytest.raises(gexc.InvalidArgument, match="not a secret version name"):
+        await clients.secrets.destroy_secret_version(
+            name=f"{secret.name}/versions/latest", retry=None
+        )
+    with pytest.raises(gexc.FailedPrecondition, match="etag"):
+        await clients.secrets.destroy_secret_version(
+            request=secretmanager_v1.DestroySecretVersionRequest(name=added.name, etag='"x"'),
+            retry=None,
+        )
+    destroyed = await clients.secrets.destroy_secret_version(name=added.name, retry=None)
+    assert destroyed.state == secretmanager_v1.SecretVersion.State.DESTROYED
+    with pytest.raises(gexc.FailedPrecondition, match="DESTROYED"):
+        await clients.secrets.access_secret_version(name=added.name, retry=None)
+    with pytest.raises(gexc.FailedPrecondition, match="already DESTROYED"):
+        await clients.secrets.destroy_secret_version(name=added.name, retry=None)
+    with pytest.raises(gexc.NotFound):
+        await clients.secrets.destroy_secret_version(name=f"{secret.name}/versions/2", retry=None)
+
+
 @pytest.mark.parametrize(
     ("kind", "operation", "error", "reason"),
     [

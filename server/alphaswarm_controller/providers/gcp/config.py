@@ -61,6 +61,11 @@ class StoredConfig:
     secret: sm.Secret | None
 
 
+def named_version(secret: sm.Secret) -> str:
+    """The config version ``secret``'s label names; "0" before the first write."""
+    return secret.labels.get(VERSION_LABEL, "0")
+
+
 def secret_id(cloud_run_name: str) -> str:
     return f"alphaswarm-{cloud_run_name}"
 
@@ -82,7 +87,7 @@ class SecretConfigStore:
                 )
             except gexc.NotFound:
                 return StoredConfig({}, "0", None)
-        version = secret.labels.get(VERSION_LABEL, "0")
+        version = named_version(secret)
         if version == "0":
             return StoredConfig({}, "0", secret)
         return StoredConfig(await self.read_at(name, version), version, secret)
@@ -173,10 +178,10 @@ class SecretConfigStore:
         raise ConfigVersionConflict if another writer replaced ``current`` first."""
         payload = encode(data)
         secret = current.secret or await self._ensure_secret(cloud_run_name, namespace, service_id)
-        if secret.labels.get(VERSION_LABEL, "0") != current.version:
+        if named_version(secret) != current.version:
             # Only on a first write: another writer created the secret and wrote since.
             raise ConfigVersionConflict(
-                service_id, namespace, expected=current.version, actual=secret.labels[VERSION_LABEL]
+                service_id, namespace, expected=current.version, actual=named_version(secret)
             )
         with api_errors("secretmanager"):
             added = await self.client.add_secret_version(
@@ -200,7 +205,7 @@ class SecretConfigStore:
                 now = await self.client.get_secret(
                     name=secret.name, retry=retry.policy(), timeout=remaining_timeout()
                 )
-                named = now.labels.get(VERSION_LABEL, "0")
+                named = named_version(now)
                 if named == version:
                     return version  # a retried update whose first attempt landed
                 await self._destroy_unnamed(added.name)
