@@ -212,12 +212,39 @@ class RevisionConflict(InfrastructureProviderError):
 
     reason = ErrorReason.REVISION_CONFLICT
 
-    def __init__(self, service_id: str, namespace: str, *, expected: int, actual: int) -> None:
+    def __init__(
+        self,
+        service_id: str,
+        namespace: str,
+        *,
+        expected: int,
+        actual: int,
+        config_live: bool = False,
+    ) -> None:
+        self.service_id, self.namespace = service_id, namespace
+        self.expected, self.actual = expected, actual
         now = f"at revision {actual}" if actual else "absent"
         wanted = "absent" if expected == -1 else f"at revision {expected}"
-        super().__init__(
-            f"{namespace}/{service_id} is {now}, not {wanted} as expected; plan again",
-            metadata={"expected_revision": str(expected), "current_revision": str(actual)},
+        message = f"{namespace}/{service_id} is {now}, not {wanted} as expected; plan again"
+        metadata = {"expected_revision": str(expected), "current_revision": str(actual)}
+        if config_live:
+            # The one exception to "nothing changed": the change had written the config,
+            # and another writer built on it before it could be put back.
+            message += (
+                "; the config this change wrote could not be put back (it was changed again "
+                "since) and is live: read it before retrying"
+            )
+            metadata["config_put_back"] = "false"
+        super().__init__(message, metadata=metadata)
+
+    def with_config_live(self) -> RevisionConflict:
+        """This conflict, saying the config the change wrote stays (see __init__)."""
+        return RevisionConflict(
+            self.service_id,
+            self.namespace,
+            expected=self.expected,
+            actual=self.actual,
+            config_live=True,
         )
 
     @staticmethod

@@ -240,7 +240,7 @@ async def test_a_rollback_refused_by_a_new_revision_puts_the_config_back(
         )
         with (
             making_change(ChangeRequest(expected_revision=3)),
-            pytest.raises(RevisionConflict),
+            pytest.raises(RevisionConflict) as conflict,
         ):
             await provider.rollback(service, 2, namespace=namespace)
         assert dict((await provider.get_config(service, namespace=namespace)).data) == {"K": "2"}
@@ -248,6 +248,53 @@ async def test_a_rollback_refused_by_a_new_revision_puts_the_config_back(
             f"/api/v1/namespaces/{namespace}/configmaps/{configmap_name(service)}"
         )
         assert configmap["data"] == {"K": "2"}
+        assert "config_put_back" not in conflict.value.metadata
+    finally:
+        await provider.close()
+
+
+@pytest.mark.parametrize("operation", ["config", "rollback"])
+async def test_a_config_that_cannot_be_put_back_is_reported_live(
+    real_kube: Endpoint, kube_proxy: KubeFaultProxy, namespace: str, operation: str
+) -> None:
+    """The change wrote the config (a patch, or a rollback's restore), then its
+    Deployment write met a new revision; before the put-back, another writer changed the
+    ConfigMap on top of that data (the real server's 409 refuses the put-back). The
+    caller is told the config is live, not that nothing changed."""
+    provider = connect_url(real_kube, kube_proxy.url)
+    await provider.open()
+    try:
+        service = unique_name()
+        await provider.start(make_spec(service, namespace))
+        await _done(provider, service, namespace, 1)
+        await provider.apply_config(ConfigMapPatch(service, namespace, set={"K": "1"}))
+        await _done(provider, service, namespace, 2)
+        admin = real_kube.admin()
+        path = f"/api/v1/namespaces/{namespace}/configmaps/{configmap_name(service)}"
+        new_revision = _other_writer(admin, namespace, service, template=True)
+
+        def write_both() -> None:
+            new_revision()
+            config = admin.get(path)
+            config["data"] = {**(config.get("data") or {}), "OTHER": "x"}
+            status, answer = admin.put(path, config)
+            assert status == 200, answer
+
+        with making_change(ChangeRequest(expected_revision=2)):
+            if operation == "config":
+                kube_proxy.before("kube:patch deployments", write_both)
+                with pytest.raises(RevisionConflict) as conflict:
+                    await provider.apply_config(ConfigMapPatch(service, namespace, set={"K": "2"}))
+                written = {"K": "2"}
+            else:
+                kube_proxy.before("kube:update deployments", write_both)
+                with pytest.raises(RevisionConflict) as conflict:
+                    await provider.rollback(service, 1, namespace=namespace)
+                written = {}
+        assert conflict.value.metadata["config_put_back"] == "false"
+        assert conflict.value.metadata["current_revision"] == "3"
+        assert "could not be put back" in conflict.value.message
+        assert admin.get(path)["data"] == {**written, "OTHER": "x"}, "the other write stays"
     finally:
         await provider.close()
 

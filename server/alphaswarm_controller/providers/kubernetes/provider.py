@@ -961,8 +961,10 @@ class KubernetesProvider(InfrastructureProvider):
         except InfrastructureProviderError:
             # The rollback did not happen: its config must not stay (pods started later
             # would read it while the template names the previous one).
-            if undo is not None:
-                await self._put_back(undo, Target(service_id, ns, "put the config back"))
+            if undo is not None and not await self._put_back(
+                undo, Target(service_id, ns, "put the config back")
+            ):
+                await self._check_revision_config_live(service_id, ns)
             raise
         spec = recorded_spec(written.body)
         if spec is not None:
@@ -995,13 +997,29 @@ class KubernetesProvider(InfrastructureProvider):
         written = await self._call("PUT", path, target, body=config)  # conditional on its version
         return {**written.body, "data": before}
 
-    async def _put_back(self, config: JsonObj, target: Target) -> None:
+    async def _put_back(self, config: JsonObj, target: Target) -> bool:
         """PUT ``config`` (a ConfigMap as this provider wrote it, with the data it held
-        before) conditional on that write's resourceVersion. If someone wrote over it
-        since, their write was built on it and stays."""
+        before) conditional on that write's resourceVersion; whether it was. If someone
+        wrote over it since, their write was built on it and stays."""
         path = _core(config["metadata"]["namespace"], "configmaps", config["metadata"]["name"])
-        with contextlib.suppress(InfrastructureProviderError):
+        try:
             await self._call("PUT", path, target, body=config)
+        except InfrastructureProviderError:
+            return False
+        return True
+
+    async def _check_revision_config_live(self, service_id: str, namespace: str) -> None:
+        """_check_revision after a config this change wrote could not be put back: a stale
+        expected_revision is then a RevisionConflict that says the config is live (the
+        caller would otherwise read "nothing changed"). Fresh from the server: the
+        conflict that led here may be swallowed by a retry of the write."""
+        fresh = await self._get(
+            _deployments(namespace, service_id), Target(service_id, namespace, "read Deployment")
+        )
+        try:
+            await self._check_revision(service_id, namespace, fresh)
+        except RevisionConflict as stale:
+            raise stale.with_config_live() from None
 
     async def _delete_own_configmap(self, service_id: str, namespace: str) -> None:
         path = _core(namespace, "configmaps", configmap_name(service_id))
@@ -1070,9 +1088,10 @@ class KubernetesProvider(InfrastructureProvider):
                 continue  # an unconditional patch re-reads and merges again
             try:
                 await self._roll_out(service_id, ns, merged, checked)
-            except RevisionConflict:
+            except RevisionConflict as conflict:
                 # The Deployment moved on meanwhile: put the config back as it was.
-                await self._put_back({**written.body, "data": data}, target)
+                if not await self._put_back({**written.body, "data": data}, target):
+                    raise conflict.with_config_live() from None
                 raise
             await self._snapshot_config(service_id, ns, merged, written.body)
             new_data = dict(written.body.get("data") or {})
