@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import psutil
 
 
@@ -35,16 +32,6 @@ def marked_roots(marker: str, value: str) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return roots
-
-
-def wait_until(
-    check: Callable[[], bool], what: str, timeout: float = 30.0, interval: float = 0.2
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def environ_of(process: psutil.Process) -> dict[str, str]:

@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.processes import environ_of, marked, wait_until
+from tests.e2e.processes import environ_of, marked
 from tests.e2e.server_process import ServerProcess, start_server
+from tests.waiting import until_sync
 
 MARKER = "ALPHASWARM_CLI_E2E"
 
@@ -105,7 +106,7 @@ def test_lifecycle(server: ServerProcess) -> None:
     ).json()["status"]
     assert (started["serviceId"], started["namespace"]) == ("web", "default")
     assert started["desiredReplicas"] == 2
-    wait_until(lambda: replicas(tag) == 2, "2 sleep processes")
+    until_sync(lambda: replicas(tag) == 2, "2 sleep processes")
     assert all(p.cmdline() == ["sleep", "300"] for p in marked(MARKER, tag))
     health = ok(server, "health").out
     assert "healthy:" in health and "yes" in health.split("healthy:")[1].splitlines()[0]
@@ -119,7 +120,7 @@ def test_lifecycle(server: ServerProcess) -> None:
         "READY",
     ]
     assert "/3" in scaled.splitlines()[1]
-    wait_until(lambda: replicas(tag) == 3, "3 sleep processes")
+    until_sync(lambda: replicas(tag) == 3, "3 sleep processes")
 
     before = ok(server, "config", "get", "web", "--json").json()["config"]
     applied = ok(
@@ -135,7 +136,7 @@ def test_lifecycle(server: ServerProcess) -> None:
     assert applied["data"] == {"MODE": "fast"}
     assert applied["version"] != before["version"]
     # The config reaches every replica's environment (replicas restart one at a time).
-    wait_until(
+    until_sync(
         lambda: [environ_of(p).get("MODE") for p in marked(MARKER, tag)] == ["fast"] * 3,
         "3 replicas with MODE=fast",
     )
@@ -147,7 +148,7 @@ def test_lifecycle(server: ServerProcess) -> None:
     human_config = ok(server, "config", "get", "web").out
     assert "MODE" in human_config and "fast" in human_config
 
-    wait_until(
+    until_sync(
         lambda: '"readyReplicas": 3' in ok(server, "--json", "status", "web").out,
         "3 ready replicas",
     )
@@ -180,7 +181,7 @@ def test_lifecycle(server: ServerProcess) -> None:
 
     stopped = ok(server, "stop", "web", "--json").json()["status"]
     assert stopped["state"] == "DEPLOYMENT_STATE_STOPPED"
-    wait_until(lambda: replicas(tag) == 0, "no sleep process left")
+    until_sync(lambda: replicas(tag) == 0, "no sleep process left")
     assert "STOPPED" in ok(server, "status", "web").out
     # Stopping a stopped service succeeds.
     ok(server, "stop", "web")
@@ -200,7 +201,7 @@ def test_start_from_a_spec_file(server: ServerProcess, tmp_path: Path) -> None:
         "worker",
         2,
     )
-    wait_until(lambda: replicas(tag) == 2, "2 replicas from the spec file")
+    until_sync(lambda: replicas(tag) == 2, "2 replicas from the spec file")
     assert {environ_of(p).get("RETRIES") for p in marked(MARKER, tag)} == {"3"}
 
     # Flags override the file; the same spec from stdin as JSON works too.
@@ -215,9 +216,9 @@ def test_start_from_a_spec_file(server: ServerProcess, tmp_path: Path) -> None:
     )
     done = run(server, "start", "-f", "-", stdin=body)
     assert done.code == 0, done.err
-    wait_until(lambda: replicas(tag) == 1, "1 replica after the JSON spec")
+    until_sync(lambda: replicas(tag) == 1, "1 replica after the JSON spec")
     ok(server, "-n", "jobs", "stop", "worker")
-    wait_until(lambda: replicas(tag) == 0, "no replica left")
+    until_sync(lambda: replicas(tag) == 0, "no replica left")
 
     broken = tmp_path / "broken.yaml"
     broken.write_text("service_id: worker\nreplica: 2\n", encoding="utf-8")

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 
 from alphaswarm_core.testing import unique_name
-from tests.e2e.processes import marked, wait_until
+from tests.e2e.processes import marked
 from tests.e2e.server_process import ServerProcess, start_server
 from tests.e2e.terminal import cli_in_terminal
-from tests.e2e.test_cli import MARKER, failed, ok, run
+from tests.e2e.test_cli import MARKER, Result, failed, ok, run
 from tests.fakes.docker_images import ensure_busybox_image
 from tests.providers.docker_compose.support import (
     LOG_SCRIPT,
@@ -32,6 +32,7 @@ from tests.providers.docker_compose.support import (
     remove_project,
 )
 from tests.providers.docker_compose.test_contract import engine_leftovers
+from tests.waiting import until_sync
 
 SETTLE = 60.0
 LINE = re.compile(r"^(?P<instance>\S+) +(?P<mark>[|!]) (?P<text>.*)$")
@@ -48,10 +49,13 @@ def talker(compose_server: ServerProcess, engine: docker.APIClient) -> Iterator[
             "-n", namespace, "start", "talker", "--image", image, "--replicas", "2",
             "--", "/bin/sh", "-c", LOG_SCRIPT,
         )  # fmt: skip
-        deadline = time.monotonic() + SETTLE
-        while "2/2" not in ok(compose_server, "-n", namespace, "list").out:
-            assert time.monotonic() < deadline, "talker never had 2 ready replicas"
-            time.sleep(0.3)
+        until_sync(
+            lambda: ok(compose_server, "-n", namespace, "list").out,
+            "talker with 2 ready replicas",
+            holds=lambda listed: "2/2" in listed,
+            within=SETTLE,
+            every=0.3,
+        )
         yield namespace, "talker"
     finally:
         remove_project(engine, namespace)
@@ -67,16 +71,21 @@ def test_logs_piped_json_and_terminal(
     compose_server: ServerProcess, talker: tuple[str, str]
 ) -> None:
     namespace, service = talker
+
     # Piped: 'instance | line', plain, the last N of each replica, then the command ends.
-    deadline = time.monotonic() + SETTLE
-    while True:
-        piped = run(compose_server, "-n", namespace, "logs", service, "--tail", "2")
+    def two_lines_each(piped: Result) -> bool:
         assert piped.code == 0, piped.err
         lines = _parsed(piped.out)
-        if all(m["text"].startswith("line ") for m in lines) and len(lines) == 4:
-            break
-        assert time.monotonic() < deadline, piped.out
-        time.sleep(0.5)
+        return all(m["text"].startswith("line ") for m in lines) and len(lines) == 4
+
+    piped = until_sync(
+        lambda: run(compose_server, "-n", namespace, "logs", service, "--tail", "2"),
+        "the last 2 lines of each replica",
+        holds=two_lines_each,
+        within=SETTLE,
+        every=0.5,
+    )
+    lines = _parsed(piped.out)
     assert "\x1b" not in piped.out
     instances = {m["instance"] for m in lines}
     assert len(instances) == 2
@@ -209,9 +218,9 @@ def test_watch_a_namespace_piped_and_as_a_live_table(server: ServerProcess) -> N
         assert term.wait() == 130
         raw = term.raw
     assert re.search(r"\x1b\[\d*A", raw)  # the cursor moves up: redrawn in place, not scrolled
-    wait_until(lambda: len(marked(MARKER, tag)) == 4, "4 replicas")
+    until_sync(lambda: len(marked(MARKER, tag)) == 4, "4 replicas")
     ok(server, "-n", "team", "stop", "api", "worker")  # several names where the verb allows
-    wait_until(lambda: not marked(MARKER, tag), "no replica left")
+    until_sync(lambda: not marked(MARKER, tag), "no replica left")
 
 
 def test_docker_compose_reads_its_spec_back_for_status_and_set(
@@ -228,15 +237,19 @@ def test_docker_compose_reads_its_spec_back_for_status_and_set(
     assert len(rows) == 2 and all(re.fullmatch(r"\d+s|\d+m\d*s?", row[4]) for row in rows), rows
 
     ok(compose_server, "-n", namespace, "set", "env", service, "EXTRA=1")
-    deadline = time.monotonic() + SETTLE
-    while True:
+
+    def configs() -> list[dict[str, Any]]:
         containers = engine.containers(
             filters={"label": [f"com.docker.compose.project={namespace}"]}
         )
-        envs = [engine.inspect_container(c["Id"])["Config"]["Env"] for c in containers]
-        commands = [engine.inspect_container(c["Id"])["Config"]["Cmd"] for c in containers]
-        if len(envs) == 2 and all("EXTRA=1" in env for env in envs):
-            break
-        assert time.monotonic() < deadline, envs
-        time.sleep(0.5)
-    assert commands == [["/bin/sh", "-c", LOG_SCRIPT]] * 2  # the rest of the spec stayed
+        return [engine.inspect_container(c["Id"])["Config"] for c in containers]
+
+    replaced = until_sync(
+        configs,
+        "2 containers with EXTRA=1",
+        holds=lambda found: len(found) == 2 and all("EXTRA=1" in c["Env"] for c in found),
+        within=SETTLE,
+        every=0.5,
+    )
+    # the rest of the spec stayed
+    assert [c["Cmd"] for c in replaced] == [["/bin/sh", "-c", LOG_SCRIPT]] * 2

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import environ_of, marked, wait_until
+from tests.e2e.processes import environ_of, marked
 from tests.e2e.server_process import ServerProcess, start_server
 from tests.e2e.terminal import cli_in_terminal
 from tests.e2e.test_cli import MARKER, Result, ok, run
 from tests.e2e.test_cli_workflow import VENV_BIN
+from tests.waiting import until_sync
 
 EXIT_ROLLOUT_FAILED = 4
 EXIT_OUTCOME_UNKNOWN = 3
@@ -76,7 +77,7 @@ class Web:
         )  # fmt: skip
 
     def settles_on(self, mode: str) -> None:
-        wait_until(lambda: modes(self.tag) == [mode, mode], f"both replicas with MODE={mode}")
+        until_sync(lambda: modes(self.tag) == [mode, mode], f"both replicas with MODE={mode}")
 
 
 def test_wait_plan_conflict_crash_loop_history_and_undo(server: ServerProcess) -> None:
@@ -118,12 +119,12 @@ def test_wait_plan_conflict_crash_loop_history_and_undo(server: ServerProcess) -
     assert (level.code, level.err) == (0, ""), level.err
     assert level.out.startswith("demo/web: config version ")
     assert "revision 5: SUCCEEDED" in level.out.splitlines()[-1]
-    wait_until(
+    until_sync(
         lambda: [environ_of(p).get("LEVEL") for p in marked(MARKER, web.tag)] == ["2", "2"],
         "both replicas restarted with LEVEL=2",
     )
     assert web.cli("delete", "web", "--yes", "--expected-revision", "5").code == 0
-    wait_until(lambda: not marked(MARKER, web.tag), "no replica left")
+    until_sync(lambda: not marked(MARKER, web.tag), "no replica left")
 
 
 def plan_changes_nothing(web: Web, running: set[int]) -> None:
@@ -196,12 +197,12 @@ def test_the_live_view_on_a_terminal_and_set_with_wait(server: ServerProcess) ->
     assert (
         text.rstrip().splitlines()[-1].startswith("rollout of default/web to revision 2: SUCCEEDED")
     )
-    wait_until(lambda: modes(tag) == ["live", "live"], "both replicas with MODE=live")
+    until_sync(lambda: modes(tag) == ["live", "live"], "both replicas with MODE=live")
     # Off a terminal, TERM=dumb too: lines, not redraws.
     dumb = run(server, "rollout", "status", "web", env={**server.env, "TERM": "dumb"})
     assert dumb.code == 0 and "\x1b" not in dumb.out
     ok(server, "delete", "web", "--yes")
-    wait_until(lambda: not marked(MARKER, tag), "no replica left")
+    until_sync(lambda: not marked(MARKER, tag), "no replica left")
 
 
 @pytest.fixture
@@ -255,7 +256,7 @@ def test_a_wait_cut_short_interrupted_or_past_the_progress_deadline(
     )
     for name in ("slow", "late"):
         ok(server, "delete", name, "--yes")
-    wait_until(lambda: not marked(MARKER, tag), "no replica left")
+    until_sync(lambda: not marked(MARKER, tag), "no replica left")
 
 
 def test_completion_of_the_rollout_commands(server: ServerProcess, tmp_path: Path) -> None:
@@ -290,4 +291,4 @@ def test_completion_of_the_rollout_commands(server: ServerProcess, tmp_path: Pat
     assert "--expected-revision" in complete("alphaswarm start web --ex")
     assert complete("alphaswarm config set web --wa") == ["--wait", "--wait-timeout"]
     ok(server, "delete", "web", "--yes")
-    wait_until(lambda: not marked(MARKER, tag), "no replica left")
+    until_sync(lambda: not marked(MARKER, tag), "no replica left")

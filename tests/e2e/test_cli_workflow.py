@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.processes import cmdline_of, environ_of, marked, wait_until
+from tests.e2e.processes import cmdline_of, environ_of, marked
 from tests.e2e.server_process import ServerProcess, start_server
 from tests.e2e.terminal import cli_in_terminal, plain
 from tests.e2e.test_cli import MARKER, _self_signed, cli_argv, failed, ok, run
+from tests.waiting import until_sync
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -147,7 +148,7 @@ def test_output_formats_and_tables_that_fit(server: ServerProcess) -> None:
         "IMAGE", "CHANGED", "MESSAGE",
     ]  # fmt: skip
     assert re.fullmatch(r"\d+s", wide[1].split()[6]), wide  # AGE: since the service was created
-    wait_until(lambda: "2/2 ready" in ok(server, "status", "web").out, "2 ready replicas")
+    until_sync(lambda: "2/2 ready" in ok(server, "status", "web").out, "2 ready replicas")
     described = ok(server, "describe", "web").out
     assert re.search(r"^command:\s+sleep 300$", described, re.M), described
     assert re.search(rf"^env:\s+{MARKER}={tag}$", described, re.M), described
@@ -173,13 +174,13 @@ def test_flags_between_positionals_and_several_names(server: ServerProcess) -> N
     version = ok(server, "config", "get", "roll", "-o", "json").json()["config"]["version"]
     applied = ok(server, "config", "set", "roll", "--expected-version", version, "X=1", "Y=2")
     assert re.search(r"^X\s+1$", applied.out, re.M) and re.search(r"^Y\s+2$", applied.out, re.M)
-    wait_until(lambda: len(marked(MARKER, tag)) == 2, "2 replicas")
+    until_sync(lambda: len(marked(MARKER, tag)) == 2, "2 replicas")
     stopped = ok(server, "stop", "web", "roll").out.splitlines()
     assert [line.split()[1:4] for line in stopped[1:]] == [
         ["web", "local", "STOPPED"],
         ["roll", "local", "STOPPED"],
     ]
-    wait_until(lambda: not marked(MARKER, tag), "no replica left")
+    until_sync(lambda: not marked(MARKER, tag), "no replica left")
     # A missing one among several: the others are done, the failure is named, exit 1.
     mixed = run(server, "stop", "ghost", "web")
     assert mixed.code == 1 and mixed.err.startswith("error: ghost: NOT_FOUND")
@@ -189,9 +190,9 @@ def test_flags_between_positionals_and_several_names(server: ServerProcess) -> N
 def test_set_changes_one_part_and_keeps_the_rest(server: ServerProcess) -> None:
     tag = uuid.uuid4().hex
     _start(server, "web", tag, "--env", "A=1", "--replicas", "2")
-    wait_until(lambda: len(marked(MARKER, tag)) == 2, "2 replicas")
+    until_sync(lambda: len(marked(MARKER, tag)) == 2, "2 replicas")
     ok(server, "set", "env", "web", "B=2", "--remove", "A")
-    wait_until(
+    until_sync(
         lambda: (
             [(environ_of(p).get("A"), environ_of(p).get("B")) for p in marked(MARKER, tag)]
             == [(None, "2")] * 2
@@ -202,12 +203,12 @@ def test_set_changes_one_part_and_keeps_the_rest(server: ServerProcess) -> None:
     assert spec["env"] == {MARKER: tag, "B": "2"}
     assert spec["command"] == ["sleep", "300"] and spec["replicas"] == 2
     ok(server, "set", "command", "web", "--", "sleep", "301")
-    wait_until(
+    until_sync(
         lambda: [cmdline_of(p) for p in marked(MARKER, tag)] == [["sleep", "301"]] * 2,
         "replicas running sleep 301",
     )
     ok(server, "set", "replicas", "web", "3")
-    wait_until(lambda: len(marked(MARKER, tag)) == 3, "3 replicas")
+    until_sync(lambda: len(marked(MARKER, tag)) == 3, "3 replicas")
     # What local cannot honour is refused, never silently ignored.
     bogus = failed(server, 1, "set", "option", "web", "bogus=1")
     assert "INVALID_ARGUMENT" in bogus and "provider_options['bogus']" in bogus
@@ -217,7 +218,7 @@ def test_set_changes_one_part_and_keeps_the_rest(server: ServerProcess) -> None:
     assert "spec.resources.memory" in memory
     assert "other" not in ok(server, "list").out
     ok(server, "stop", "web")
-    wait_until(lambda: not marked(MARKER, tag), "no replica left")
+    until_sync(lambda: not marked(MARKER, tag), "no replica left")
 
 
 def test_a_change_past_its_deadline_is_reported_as_unknown(server: ServerProcess) -> None:
@@ -228,14 +229,14 @@ def test_a_change_past_its_deadline_is_reported_as_unknown(server: ServerProcess
         server, "start", "big", "--replicas", "2", "--env", f"{MARKER}={tag}",
         "--", "sh", "-c", "trap '' TERM; while true; do sleep 1; done",
     )  # fmt: skip
-    wait_until(lambda: "2/2" in ok(server, "list").out, "2 ready replicas", timeout=60)
+    until_sync(lambda: "2/2" in ok(server, "list").out, "2 ready replicas", within=60)
     late = run(server, "--timeout", "1", "stop", "big")
     assert late.code == 3, late.err
     assert late.err.startswith("error: DEADLINE_EXCEEDED: outcome unknown")
     assert "alphaswarm status big" in late.err
     # ...and it was applied: the server finishes what it accepted.
-    wait_until(lambda: "STOPPED" in ok(server, "status", "big").out, "the service stopped")
-    wait_until(lambda: not marked(MARKER, tag), "no replica left", timeout=60)
+    until_sync(lambda: "STOPPED" in ok(server, "status", "big").out, "the service stopped")
+    until_sync(lambda: not marked(MARKER, tag), "no replica left", within=60)
     # A read past its deadline is a plain failure (nothing to be unsure about). A peer that
     # accepts the connection and never answers makes the deadline certain to pass: a tiny
     # --timeout against the real server is not (a late deadline timer on a loaded machine
@@ -254,7 +255,7 @@ def test_a_change_past_its_deadline_is_reported_as_unknown(server: ServerProcess
 def test_metrics_follow_is_a_summary_redrawn_in_place(server: ServerProcess) -> None:
     tag = uuid.uuid4().hex
     _start(server, "web", tag, "--replicas", "3")
-    wait_until(lambda: len(marked(MARKER, tag)) == 3, "3 replicas")
+    until_sync(lambda: len(marked(MARKER, tag)) == 3, "3 replicas")
     follow = ("metrics", "web", "--follow", "--interval", "0.3")
     with cli_in_terminal(server, *follow, columns=100, lines=30) as term:
         term.expect(r"(\d\d:\d\d:\d\d\s+3\s.*\n.*){3}")  # three samples in the table
@@ -316,7 +317,7 @@ def test_watch_reconnects_when_the_server_restarts(tmp_path: Path) -> None:
             ok(second, "stop", "web")
             assert second.terminate() == 0, second.log
         first.kill()
-    wait_until(lambda: not marked(MARKER, tag), "no replica left")
+    until_sync(lambda: not marked(MARKER, tag), "no replica left")
 
 
 # -- completion -----------------------------------------------------------------------------
@@ -396,4 +397,4 @@ def test_completion_in_bash_zsh_and_fish(server: ServerProcess, tmp_path: Path) 
     offered = (tmp_path / "zsh.out").read_text().splitlines()
     assert {line.split(":", 1)[0] for line in offered} >= {"start", "status"}
     ok(server, "stop", "webshop")
-    wait_until(lambda: not marked(MARKER, tag), "no replica left")
+    until_sync(lambda: not marked(MARKER, tag), "no replica left")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 
@@ -20,17 +18,9 @@ from alphaswarm_client import (
 )
 from tests.e2e.processes import environ_of, marked
 from tests.e2e.server_process import ServerProcess
+from tests.waiting import until
 
 MARKER = "ALPHASWARM_CLIENT_E2E"
-
-
-async def eventually(check: Callable[[], bool], what: str, within: float = 30.0) -> None:
-    # psutil scans are quick and synchronous; polling them here keeps the test readable.
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 async def test_lifecycle(server: ServerProcess) -> None:
@@ -47,7 +37,7 @@ async def test_lifecycle(server: ServerProcess) -> None:
             service_id="web", command=["sleep", "300"], replicas=2, env={MARKER: tag}
         )
         assert (status.provider, status.desired_replicas) == ("local", 2)
-        await eventually(lambda: count() == 2, "2 replicas")
+        await until(lambda: count() == 2, "2 replicas")
         # Not before the first call: the server's own start-up probe races a concurrent one
         # (both use the same probe file name in the local provider; reported to the lead).
         health = await client.check_health(provider="local")
@@ -56,12 +46,12 @@ async def test_lifecycle(server: ServerProcess) -> None:
 
         status = await client.scale_deployment("web", 3)
         assert status.desired_replicas == 3
-        await eventually(lambda: count() == 3, "3 replicas")
+        await until(lambda: count() == 3, "3 replicas")
 
         config = await client.apply_config("web", set={"MODE": "fast"})
         assert dict(config.data) == {"MODE": "fast"}
         assert (await client.get_config("web")).version == config.version
-        await eventually(
+        await until(
             lambda: [environ_of(p).get("MODE") for p in marked(MARKER, tag)] == ["fast"] * 3,
             "every replica restarted with MODE=fast",
         )
@@ -92,7 +82,7 @@ async def test_lifecycle(server: ServerProcess) -> None:
 
         stopped = await client.stop_deployment("web")
         assert stopped.state == types_pb2.DEPLOYMENT_STATE_STOPPED
-        await eventually(lambda: count() == 0, "no replica left")
+        await until(lambda: count() == 0, "no replica left")
 
 
 async def test_errors_arrive_typed(server: ServerProcess) -> None:

@@ -31,6 +31,7 @@ from tests.providers.docker_compose.support import (
     remove_project,
 )
 from tests.providers.docker_compose.test_contract import engine_leftovers
+from tests.waiting import until_sync
 
 SETTLE = 60.0
 
@@ -95,14 +96,14 @@ def _instances(status: dict[str, Any]) -> set[str]:
 
 
 def _wait_ready(server: ServerProcess, ref: dict[str, str], count: int) -> dict[str, Any]:
-    deadline = time.monotonic() + SETTLE
-    while True:
-        status: dict[str, Any] = call(server, "GetDeploymentStatus", ref)["status"]
-        if status.get("readyReplicas", 0) == count and status.get("desiredReplicas") == count:
-            return status
-        if time.monotonic() > deadline:
-            pytest.fail(f"never {count} ready replicas: {status}")
-        time.sleep(0.3)
+    status: dict[str, Any] = until_sync(
+        lambda: call(server, "GetDeploymentStatus", ref)["status"],
+        f"{count} ready replicas",
+        holds=lambda s: s.get("readyReplicas", 0) == count and s.get("desiredReplicas") == count,
+        within=SETTLE,
+        every=0.3,
+    )
+    return status
 
 
 def test_logs_tail_follow_scale_and_delete_through_grpcurl(
@@ -132,9 +133,9 @@ def test_logs_tail_follow_scale_and_delete_through_grpcurl(
             return len(entries) == 6 and all(e["text"].startswith("line ") for e in entries)
 
         # Right after the start a replica's last 3 lines may still include its stderr one.
-        deadline = time.monotonic() + SETTLE
-        while not six_counted(entries := tail()) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        entries = until_sync(
+            tail, "3 lines of each replica", holds=six_counted, within=SETTLE, every=0.5
+        )
         per_replica = {i: [e for e in entries if e["instanceId"] == i] for i in first}
         assert all(len(lines) == 3 for lines in per_replica.values()), entries
         assert {e["instanceId"] for e in entries} == first

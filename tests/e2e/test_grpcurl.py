@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.processes import environ_of, marked, wait_until
+from tests.e2e.processes import environ_of, marked
 from tests.e2e.server_process import ServerProcess
+from tests.waiting import until_sync
 
 SERVICE = "alphaswarm.provider.v1.ProviderService"
 MARKER = "ALPHASWARM_E2E_MARKER"
@@ -85,7 +86,7 @@ def test_health_is_serving(server: ServerProcess) -> None:
 
     # A provider reports NOT_SERVING until its first probe passes, which may finish
     # after the server logged that it listens.
-    wait_until(lambda: status() == {"status": "SERVING"}, "the local provider SERVING")
+    until_sync(lambda: status() == {"status": "SERVING"}, "the local provider SERVING")
 
 
 def test_sleep_service_walkthrough_matches_process_table(server: ServerProcess) -> None:
@@ -99,13 +100,13 @@ def test_sleep_service_walkthrough_matches_process_table(server: ServerProcess) 
     }
     started = call(server, "StartDeployment", {"spec": spec})
     assert started["status"]["desiredReplicas"] == 2
-    wait_until(lambda: len(marked(MARKER, tag)) == 2, "2 sleep processes")
+    until_sync(lambda: len(marked(MARKER, tag)) == 2, "2 sleep processes")
     assert all(p.cmdline() == ["sleep", "300"] for p in marked(MARKER, tag))
 
     ref = {"service_id": "sleeper", "namespace": "demo"}
     scaled = call(server, "ScaleDeployment", {**ref, "replicas": 3})
     assert scaled["status"]["desiredReplicas"] == 3
-    wait_until(lambda: len(marked(MARKER, tag)) == 3, "3 sleep processes")
+    until_sync(lambda: len(marked(MARKER, tag)) == 3, "3 sleep processes")
 
     config = call(server, "GetServiceConfig", ref)["config"]
     applied = call(
@@ -127,7 +128,7 @@ def test_sleep_service_walkthrough_matches_process_table(server: ServerProcess) 
             environ_of(p).get("GREETING") == "hello" for p in processes
         )
 
-    wait_until(rolled, "3 processes with GREETING=hello", timeout=60)
+    until_sync(rolled, "3 processes with GREETING=hello", within=60)
 
     stream = grpcurl(
         server,
@@ -151,7 +152,7 @@ def test_sleep_service_walkthrough_matches_process_table(server: ServerProcess) 
 
     stopped = call(server, "StopDeployment", ref)
     assert stopped["status"]["state"] == "DEPLOYMENT_STATE_STOPPED"
-    wait_until(lambda: not marked(MARKER, tag), "no sleep process left")
+    until_sync(lambda: not marked(MARKER, tag), "no sleep process left")
 
 
 def test_errors_carry_code_and_details(server: ServerProcess) -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
-from tests.e2e.processes import wait_until
 from tests.e2e.server_process import SERVER_COMMAND, ServerProcess, server_env, start_server
+from tests.waiting import until_sync
 
 
 def list_deployments(address: str) -> pb.ListDeploymentsResponse:
@@ -56,10 +56,10 @@ def test_provider_on_a_locked_state_dir_is_not_reported_opened(tmp_path: Path) -
     first = start_server(state)
     second: ServerProcess | None = None
     try:
-        wait_until(lambda: "provider local opened" in first.log, "the first server's provider")
+        until_sync(lambda: "provider local opened" in first.log, "the first server's provider")
         second = start_server(state)
         running = second
-        wait_until(lambda: "is in use by another controller" in running.log, "the lock refusal")
+        until_sync(lambda: "is in use by another controller" in running.log, "the lock refusal")
         with pytest.raises(grpc.RpcError) as caught:
             list_deployments(running.address)
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # STATE_DIR_LOCKED

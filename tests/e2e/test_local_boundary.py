@@ -29,7 +29,7 @@ from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm.provider.v1 import types_pb2 as types
 from alphaswarm_controller.providers.local.settings import DEFAULT_UID_RANGE
-from tests.e2e.processes import marked, wait_until
+from tests.e2e.processes import marked
 from tests.e2e.server_process import ServerProcess, start_server
 from tests.providers.local.support import (
     escaping_tree,
@@ -39,6 +39,7 @@ from tests.providers.local.support import (
     sleep_tokens,
     sleepers,
 )
+from tests.waiting import until_sync
 
 MARKER = "ALPHASWARM_E2E_MARKER"
 ROOT = os.geteuid() == 0
@@ -90,7 +91,7 @@ def status(server: ServerProcess, service_id: str, namespace: str) -> types.Depl
 
 
 def read_results(log: Path, done: str = "attack-done") -> dict[str, str]:
-    wait_until(lambda: done in log_text(log), f"{done} in {log}")
+    until_sync(lambda: done in log_text(log), f"{done} in {log}")
     pairs = (line.split("=", 1) for line in log_text(log).splitlines() if "=" in line)
     return {key.strip(): value.strip() for key, value in pairs}
 
@@ -115,7 +116,7 @@ def test_replica_of_a_root_server_cannot_touch_it(tmp_path: Path) -> None:
         assert all(code != "0" for code in results.values()), results
         assert set(results) == {"kill9", "term", "environ", "mem", "db", "wal", "ls"}
         assert server.process.poll() is None, "the server is alive"
-        wait_until(
+        until_sync(
             lambda: status(server, "mallory", "evil").state == types.DEPLOYMENT_STATE_RUNNING,
             "the attacker's replica running, the server serving",
         )
@@ -186,7 +187,7 @@ def test_replica_of_an_unprivileged_server_cannot_trace_it(
         assert modes[user_state.name] == modes["local"] == 0o700, modes
     finally:
         assert server.terminate() == 0, server.log
-    wait_until(lambda: not marked(MARKER, "probe"), "no replica left")
+    until_sync(lambda: not marked(MARKER, "probe"), "no replica left")
 
 
 @needs_root
@@ -216,14 +217,14 @@ def test_a_deployment_that_keeps_killing_the_server_is_held(
         assert not marked(MARKER, "killer"), "the killer was not started again"
         assert server.process.poll() is None
         start(server, "killer", "demo", ["sleep", "300"])  # a fixed spec resumes it
-        wait_until(
+        until_sync(
             lambda: status(server, "killer", "demo").state == types.DEPLOYMENT_STATE_RUNNING,
             "the resumed deployment running",
         )
     finally:
         if server.process.poll() is None:
             assert server.terminate() == 0, server.log
-    wait_until(lambda: not marked(MARKER, "killer"), "no replica left")
+    until_sync(lambda: not marked(MARKER, "killer"), "no replica left")
 
 
 def test_shutdown_grace_bounds_everything_replica_stops_included(tmp_path: Path) -> None:
@@ -238,7 +239,7 @@ def test_shutdown_grace_bounds_everything_replica_stops_included(tmp_path: Path)
     )
     try:
         start(server, "stubborn", "demo", list(escaping_tree(tokens)))
-        wait_until(lambda: all(sleepers(t) for t in (tokens[0], tokens[1], tokens[3])), "tree")
+        until_sync(lambda: all(sleepers(t) for t in (tokens[0], tokens[1], tokens[3])), "tree")
         began = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         code = server.wait(timeout=30)
@@ -264,14 +265,14 @@ def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
     )
     try:
         start(server, "stubborn", "demo", list(escaping_tree(tokens)))
-        wait_until(lambda: all(sleepers(t) for t in (tokens[0], tokens[1], tokens[3])), "tree")
+        until_sync(lambda: all(sleepers(t) for t in (tokens[0], tokens[1], tokens[3])), "tree")
         server.process.send_signal(signal.SIGTERM)
-        wait_until(lambda: "shutting down" in server.log, "the first signal handled")
+        until_sync(lambda: "shutting down" in server.log, "the first signal handled")
         server.process.send_signal(signal.SIGTERM)
         code = server.wait(timeout=30)  # not the 120 s either grace would allow
     finally:
         server.kill()
     assert code == 1, server.log
     assert "second signal" in server.log
-    wait_until(lambda: not any(sleepers(t) for t in tokens), "every process killed")
+    until_sync(lambda: not any(sleepers(t) for t in tokens), "every process killed")
     assert replica_cgroups(tmp_path / "state") == [], "and its cgroups removed"

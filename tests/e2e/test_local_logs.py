@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tests.e2e.processes import marked, marked_roots, wait_until
+from tests.e2e.processes import marked, marked_roots
 from tests.e2e.server_process import ServerProcess
 from tests.e2e.test_grpcurl import MARKER, SERVICE, call, grpcurl, grpcurl_binary
 from tests.providers.local.support import TALKER, machine_leftovers
+from tests.waiting import until_sync
 
 Message = dict[str, Any]
 
@@ -103,7 +104,7 @@ def test_stream_logs_tail_follow_scale_then_delete_leaves_nothing(server: Server
         out = grpcurl(server, f"{SERVICE}/StreamLogs", data={**ref, "tail_lines": 3}).stdout
         return [message["entry"] for message in messages(out)]
 
-    wait_until(lambda: len(tail()) == 3, "three past lines", timeout=60)
+    until_sync(lambda: len(tail()) == 3, "three past lines", within=60)
     past = tail()  # grpcurl exited 0: the call ended by itself, with OK
     assert len(past) == 3 and all(e["instanceId"].startswith("talker-0@") for e in past), past
     assert {e["stream"] for e in past} <= {"LOG_STREAM_STDOUT", "LOG_STREAM_STDERR"}
@@ -119,7 +120,7 @@ def test_stream_logs_tail_follow_scale_then_delete_leaves_nothing(server: Server
             "a line of the replica added by ScaleDeployment",
         )
         assert added["entry"]["text"] == "line 1", "the new replica from its first line"
-    wait_until(lambda: len(marked_roots(MARKER, tag)) == 2, "two replicas")
+    until_sync(lambda: len(marked_roots(MARKER, tag)) == 2, "two replicas")
     one = added["entry"]["instanceId"]  # <service>-<n>@<pid>, as in status
     only = grpcurl(server, f"{SERVICE}/StreamLogs", data={**ref, "instance_id": one}).stdout
     assert {message["entry"]["instanceId"] for message in messages(only)} == {one}

@@ -13,10 +13,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from tests.e2e.processes import environ_of, marked, wait_until
+from tests.e2e.processes import environ_of, marked
 from tests.e2e.server_process import ServerProcess
 from tests.e2e.test_grpcurl import MARKER, SERVICE, call, grpcurl
 from tests.e2e.test_local_logs import Message, messages
+from tests.waiting import until_sync
 
 REF = {"service_id": "web", "namespace": "demo"}
 
@@ -80,7 +81,7 @@ def crash_loop_fails_while_the_old_replicas_serve(
         "CONDITION_STATUS_FALSE",
         "CRASH_LOOP",
     )
-    wait_until(
+    until_sync(
         lambda: [env.get("MODE") for env in environments(tag)] == ["b", "b"],
         "two replicas of revision 2 (slot 0 back on it)",
     )
@@ -101,7 +102,7 @@ def test_plan_change_conflict_crash_loop_and_rollback(server: ServerProcess) -> 
     first = watch_rollout(server)[-1]
     assert first["rollout"]["state"] == "ROLLOUT_STATE_SUCCEEDED", first
     assert (first["revision"], first["observedRevision"]) == ("1", "1")
-    wait_until(lambda: len(marked(MARKER, tag)) == 2, "2 replicas")
+    until_sync(lambda: len(marked(MARKER, tag)) == 2, "2 replicas")
     running = pids(tag)
 
     plan_changes_nothing(server, tag, spec(sleeper, "b"), running)
@@ -115,7 +116,7 @@ def test_plan_change_conflict_crash_loop_and_rollback(server: ServerProcess) -> 
     assert changed["status"]["revision"] == "2"
     second = watch_rollout(server)[-1]
     assert second["rollout"]["state"] == "ROLLOUT_STATE_SUCCEEDED", second
-    wait_until(
+    until_sync(
         lambda: [env.get("MODE") for env in environments(tag)] == ["b", "b"],
         "both replicas replaced with MODE=b",
     )
@@ -145,7 +146,7 @@ def test_plan_change_conflict_crash_loop_and_rollback(server: ServerProcess) -> 
     back = watch_rollout(server)[-1]
     assert back["rollout"]["state"] == "ROLLOUT_STATE_SUCCEEDED", back
     assert (back["revision"], back["observedRevision"]) == ("4", "4")
-    wait_until(
+    until_sync(
         lambda: (
             len(marked(MARKER, tag)) == 2
             and all(env.get("MODE") == "a" for env in environments(tag))

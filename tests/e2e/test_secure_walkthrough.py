@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import marked, wait_until
+from tests.e2e.processes import marked
 from tests.e2e.server_process import ServerProcess, start_server
 from tests.e2e.test_grpcurl import grpcurl_binary
+from tests.waiting import until_sync
 
 SERVER = [sys.executable, "-m", "alphaswarm_controller"]
 CLI = [sys.executable, "-m", "alphaswarm_client"]
@@ -105,7 +106,7 @@ def test_mtls_and_token_through_grpcurl_and_cli(secured: tuple[ServerProcess, Pa
         ]
     )
     assert started.returncode == 0, started.stderr
-    wait_until(lambda: len(marked("ALPHASWARM_E2E_MARKER", tag)) == 1, "the replica")
+    until_sync(lambda: len(marked("ALPHASWARM_E2E_MARKER", tag)) == 1, "the replica")
 
     no_token = run([*CLI, *cli_tls, "-n", "demo", "status", "web"])
     assert no_token.returncode == 1 and "UNAUTHENTICATED" in no_token.stderr
@@ -128,4 +129,4 @@ def test_mtls_and_token_through_grpcurl_and_cli(secured: tuple[ServerProcess, Pa
 
     stopped = run([*CLI, *cli_tls, "--token", token, "-n", "demo", "stop", "web"])
     assert stopped.returncode == 0, stopped.stderr
-    wait_until(lambda: not marked("ALPHASWARM_E2E_MARKER", tag), "no replica left")
+    until_sync(lambda: not marked("ALPHASWARM_E2E_MARKER", tag), "no replica left")

@@ -11,8 +11,9 @@ import pytest
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm.provider.v1 import types_pb2 as types
-from tests.e2e.processes import marked, wait_until
+from tests.e2e.processes import marked
 from tests.e2e.server_process import ServerProcess, start_server
+from tests.waiting import until_sync
 
 MARKER = "ALPHASWARM_E2E_MARKER"
 
@@ -48,22 +49,22 @@ def test_restart_recovers_deployments_without_orphans(tmp_path: Path, how: str) 
     first = start_server(state)
     try:
         start_sleepers(first, tag)
-        wait_until(lambda: len(marked(MARKER, tag)) == 2, "2 replicas")
+        until_sync(lambda: len(marked(MARKER, tag)) == 2, "2 replicas")
         old_pids = {p.pid for p in marked(MARKER, tag)}
         if how == "sigterm":
             assert first.terminate() == 0, first.log
             assert "stopped" in first.log
         else:
             first.kill()
-        wait_until(lambda: not marked(MARKER, tag), "replicas of the old run gone")
+        until_sync(lambda: not marked(MARKER, tag), "replicas of the old run gone")
     finally:
         first.kill()
 
     second = start_server(state)
     try:
         assert listed(second) == ["sleeper"]
-        wait_until(lambda: len(marked(MARKER, tag)) == 2, "2 replicas again")
+        until_sync(lambda: len(marked(MARKER, tag)) == 2, "2 replicas again")
         assert not old_pids & {p.pid for p in marked(MARKER, tag)}
     finally:
         assert second.terminate() == 0, second.log
-    wait_until(lambda: not marked(MARKER, tag), "no replica left after shutdown")
+    until_sync(lambda: not marked(MARKER, tag), "no replica left after shutdown")

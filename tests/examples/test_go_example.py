@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import marked, wait_until
+from tests.e2e.processes import marked
 from tests.e2e.server_process import ServerProcess, start_server
 from tests.examples.go_env import GO_EXAMPLE, REPO, GoExample, example_lock, require_go
 from tests.examples.secured_server import secured_server
+from tests.waiting import until_sync
 
 # A cold Go module cache and build cache make the first test wait for the build
 # (go_env.BUILD_TIMEOUT bounds each step); later runs build in seconds.
@@ -134,7 +135,7 @@ def test_client_starts_streams_and_stops_real_replicas(
         for line in client.stdout:
             lines.append(line.rstrip("\n"))
             if line.startswith("sample 1:"):
-                wait_until(lambda: len(marked(MARKER, tag)) == 2, "2 sleep replicas", 10)
+                until_sync(lambda: len(marked(MARKER, tag)) == 2, "2 sleep replicas", within=10)
                 replicas = marked(MARKER, tag)
                 assert all(p.cmdline() == ["sleep", "300"] for p in replicas)
         code = client.wait(60)
@@ -161,7 +162,7 @@ def test_client_starts_streams_and_stops_real_replicas(
     assert lines[-1] == (
         "stopped examples/go-sleeper on local: state=DEPLOYMENT_STATE_STOPPED desired=0 ready=0"
     ), output
-    wait_until(lambda: not marked(MARKER, tag), "no replica left after StopDeployment", 10)
+    until_sync(lambda: not marked(MARKER, tag), "no replica left after StopDeployment", within=10)
 
 
 def test_attach_streams_a_running_service_and_leaves_it_running(
@@ -171,7 +172,7 @@ def test_attach_streams_a_running_service_and_leaves_it_running(
     start = ["start", "go-attached", "--replicas", "1", "--env", f"{MARKER}={tag}"]
     cli(server, "-n", "examples", *start, "--", "sleep", "300")
     try:
-        wait_until(lambda: len(marked(MARKER, tag)) == 1, "1 sleep replica", 10)
+        until_sync(lambda: len(marked(MARKER, tag)) == 1, "1 sleep replica", within=10)
         before = {p.pid for p in marked(MARKER, tag)}
         result = run(
             go_example.command(
@@ -186,7 +187,7 @@ def test_attach_streams_a_running_service_and_leaves_it_running(
         assert {p.pid for p in marked(MARKER, tag)} == before, "the same replica still runs"
     finally:
         cli(server, "-n", "examples", "stop", "go-attached")
-    wait_until(lambda: not marked(MARKER, tag), "no replica left after stop", 10)
+    until_sync(lambda: not marked(MARKER, tag), "no replica left after stop", within=10)
 
 
 def test_unknown_service_prints_deployment_not_found_and_resource(

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import marked, wait_until
+from tests.e2e.processes import marked
 from tests.e2e.server_process import ServerProcess, start_server
 from tests.examples.node_env import NodeExample
 from tests.examples.secured_server import secured_server
+from tests.waiting import until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +75,7 @@ def test_client_starts_streams_and_stops_real_replicas(
         for line in client.stdout:
             lines.append(line.rstrip("\n"))
             if line.startswith("sample 1:"):
-                wait_until(lambda: len(marked(MARKER, tag)) == 2, "2 sleep replicas", 10)
+                until_sync(lambda: len(marked(MARKER, tag)) == 2, "2 sleep replicas", within=10)
                 replicas = marked(MARKER, tag)
                 assert all(p.cmdline() == ["sleep", "300"] for p in replicas)
         code = client.wait(60)
@@ -107,7 +108,7 @@ def test_client_starts_streams_and_stops_real_replicas(
     assert lines[-1] == (
         "stopped examples/node-sleeper on local: state=DEPLOYMENT_STATE_STOPPED desired=0 ready=0"
     ), output
-    wait_until(lambda: not marked(MARKER, tag), "no replica left after StopDeployment", 10)
+    until_sync(lambda: not marked(MARKER, tag), "no replica left after StopDeployment", within=10)
 
 
 def test_invalid_spec_prints_code_reason_and_field(

@@ -22,8 +22,8 @@ import pytest
 from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from alphaswarm.provider.v1 import types_pb2 as types
-from tests.e2e.processes import wait_until
 from tests.e2e.server_process import ServerProcess, start_server
+from tests.waiting import until_sync
 
 PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "provider-plugin"
 DISTRIBUTION = "alphaswarm-procs-example"
@@ -86,7 +86,7 @@ def test_a_real_server_lists_and_serves_the_plugin(server: ServerProcess) -> Non
         # Polled, not read once: Popen returns when exec closes the child's close-on-exec
         # pipe, before the kernel has set up its new argument area; until then
         # /proc/<pid>/cmdline is empty (seen 5 times in 300 starts beside a CPU hog).
-        wait_until(lambda: len(sleepers(tag)) == 2, "both replicas to show as `sleep`")
+        until_sync(lambda: len(sleepers(tag)) == 2, "both replicas to show as `sleep`")
 
         with pytest.raises(grpc.RpcError) as unsupported:
             stub.GetServiceConfig(
@@ -95,7 +95,7 @@ def test_a_real_server_lists_and_serves_the_plugin(server: ServerProcess) -> Non
         assert unsupported.value.code() is grpc.StatusCode.UNIMPLEMENTED
 
         stub.StopDeployment(pb.StopDeploymentRequest(provider="procs", service_id="plugin-demo"))
-        wait_until(lambda: not sleepers(tag), "the plugin's replicas to end")
+        until_sync(lambda: not sleepers(tag), "the plugin's replicas to end")
 
 
 def sleepers(seconds: str) -> list[int]:

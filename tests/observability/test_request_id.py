@@ -3,11 +3,9 @@ of streams; the caller's own when sane; in every log line written while serving 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +20,7 @@ from alphaswarm_controller.observability.logs import (
 )
 from alphaswarm_core.call import CallContext, current_call
 from tests.observability.conftest import ServeFactory, spec
+from tests.waiting import until
 
 
 def header(metadata: object) -> str:
@@ -108,14 +107,20 @@ async def test_log_lines_of_a_call_carry_its_id(serve: ServeFactory, captured: i
 
     # The access line is written once the failed call's status went out (grpc aio's abort
     # sends it first): wait for it, bounded.
-    deadline = time.monotonic() + 10
-    while True:
-        lines = [json.loads(line) for line in captured.getvalue().splitlines()]
-        of_call = [line for line in lines if line.get("request_id") == "r-1"]
-        if any(line["logger"] == "alphaswarm.access" for line in of_call):
-            break
-        assert time.monotonic() < deadline, "no access line for the failed call"
-        await asyncio.sleep(0.05)
+    def logged() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in captured.getvalue().splitlines()]
+
+    lines = await until(
+        logged,
+        "the failed call's access line",
+        holds=lambda found: any(
+            line.get("request_id") == "r-1" and line["logger"] == "alphaswarm.access"
+            for line in found
+        ),
+        within=10,
+        every=0.05,
+    )
+    of_call = [line for line in lines if line.get("request_id") == "r-1"]
     loggers = {line["logger"] for line in of_call}
     # error mapping, audit (an operator call) and the access line: all carry the id.
     assert {"alphaswarm_controller.errors", "alphaswarm.audit", "alphaswarm.access"} <= loggers

@@ -25,6 +25,7 @@ from alphaswarm.provider.v1 import provider_service_pb2 as pb
 from alphaswarm.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from tests.e2e.server_process import ServerProcess, start_server
 from tests.observability.conftest import Samples, scrape, value
+from tests.waiting import until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -129,11 +130,13 @@ def test_json_logs_and_metrics_of_the_real_server(json_server: ServerProcess) ->
                      grpc_method="StopDeployment", grpc_code="NotFound")  # fmt: skip
 
     # The status reaches the caller before the server's layers count it: poll, bounded.
-    deadline = time.monotonic() + 10
-    samples = scrape(metrics_port)
-    while handled(samples) < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-        samples = scrape(metrics_port)
+    samples = until_sync(
+        lambda: scrape(metrics_port),
+        "the call counted",
+        holds=lambda samples: handled(samples) >= 1,
+        within=10,
+        every=0.05,
+    )
     assert handled(samples) == 1
     assert value(samples, "alphaswarm_backend_call_seconds_count", provider="local",
                  method="health") >= 1  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 import pytest
@@ -14,6 +13,7 @@ from alphaswarm.provider.v1 import types_pb2 as types
 from alphaswarm_core.providers.errors import BackendUnavailableError
 from tests.service.conftest import Harness
 from tests.service.rich_status import details
+from tests.waiting import until
 
 
 def spec(service_id: str, namespace: str = "", replicas: int = 1) -> types.DeploymentSpec:
@@ -127,10 +127,13 @@ async def test_stream_metrics_delivers_at_interval_and_releases_backend(
     assert memory.open_streams == 1
     call.cancel()
     # The server closes the provider's stream in a task of its own: wait, bounded.
-    deadline = time.monotonic() + 10
-    while memory.open_streams:
-        assert time.monotonic() < deadline, "cancelling the call closes the provider's stream"
-        await asyncio.sleep(0.05)
+    await until(
+        lambda: memory.open_streams,
+        "the provider's stream closed by the cancel",
+        holds=lambda open_streams: not open_streams,
+        within=10,
+        every=0.05,
+    )
 
 
 async def test_watch_sends_current_status_then_changes(harness: Harness) -> None:

@@ -3,8 +3,6 @@ completed by the next one, draining, and the emulator's DeleteService rules."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -20,6 +18,7 @@ from alphaswarm_core.providers.protocol import (
 from alphaswarm_core.testing import ready, unique_name, wait_for
 from tests.fakes.faults import Kind
 from tests.fakes.moto_server import IMAGE, EcsTestBed, ecs_test_bed
+from tests.waiting import until, until_sync
 
 from .support import leftovers_in, log_spec_factory
 
@@ -165,10 +164,12 @@ async def test_a_start_while_the_old_one_drains_is_unavailable(
         await slow.start(spec)
     assert caught.value.retry_after_seconds > 0
     slow_bed.ecs.stop_seconds = 3.0  # the tasks stop now: 3 s after the delete
-    deadline = time.monotonic() + 30
-    while slow_bed.ecs.service_status(service_name(namespace, service)) == "DRAINING":
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.2)
+    await until(
+        lambda: slow_bed.ecs.service_status(service_name(namespace, service)),
+        "the service to leave DRAINING",
+        holds=lambda status: status != "DRAINING",
+        every=0.2,
+    )
     await slow.start(spec)
     await wait_for(slow, service, namespace, ready(1))
 
@@ -199,12 +200,12 @@ def test_the_emulator_keeps_ecs_rules_for_deleted_services(slow_bed: EcsTestBed)
         "networkConfiguration": network,
     }
     ecs.create_service(desiredCount=1, **args)
-    deadline = time.monotonic() + 30
-    while not ecs.describe_services(cluster=slow_bed.cluster, services=[name])["services"][0][
-        "runningCount"
-    ]:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    until_sync(
+        lambda: ecs.describe_services(cluster=slow_bed.cluster, services=[name])["services"][0][
+            "runningCount"
+        ],
+        "a running task",
+    )
     with pytest.raises(Exception, match="scaled above 0"):  # moto's own check, as ECS's
         ecs.delete_service(cluster=slow_bed.cluster, service=name)
     deleted = ecs.delete_service(cluster=slow_bed.cluster, service=name, force=True)["service"]
@@ -212,11 +213,11 @@ def test_the_emulator_keeps_ecs_rules_for_deleted_services(slow_bed: EcsTestBed)
     assert name not in str(ecs.list_services(cluster=slow_bed.cluster)["serviceArns"])
     with pytest.raises(Exception, match="still Draining"):
         ecs.create_service(desiredCount=1, **args)
-    deadline = time.monotonic() + 30
-    while not ecs.describe_services(cluster=slow_bed.cluster, services=[name])["services"][0][
-        "runningCount"
-    ]:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    until_sync(
+        lambda: ecs.describe_services(cluster=slow_bed.cluster, services=[name])["services"][0][
+            "runningCount"
+        ],
+        "a running task",
+    )
     with pytest.raises(Exception, match="ServiceNotActiveException"):
         ecs.update_service(cluster=slow_bed.cluster, service=name, desiredCount=2)

@@ -26,6 +26,7 @@ from alphaswarm_core.providers.protocol import (
 )
 from alphaswarm_core.testing import instance_ids, ready, unique_name, wait_for
 from tests.fakes.moto_server import EXECUTION_ROLE, IMAGE, EcsTestBed
+from tests.waiting import until
 
 
 def count_calls(provider: EcsProvider, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
@@ -472,13 +473,11 @@ async def test_a_failed_update_rolled_back_by_the_breaker_is_recorded_as_a_revis
     await provider.start(good)
     before = await wait_for(provider, service, namespace, ready(1))
 
-    def completed() -> bool:
-        return [d["rolloutState"] for d in deployments(bed, namespace, service)] == ["COMPLETED"]
-
-    deadline = time.monotonic() + 30
-    while not completed():
-        assert time.monotonic() < deadline, deployments(bed, namespace, service)
-        await asyncio.sleep(0.1)
+    await until(
+        lambda: deployments(bed, namespace, service),
+        "one COMPLETED deployment",
+        holds=lambda found: [d["rolloutState"] for d in found] == ["COMPLETED"],
+    )
 
     bad = DeploymentSpec(
         service, namespace, image="public.ecr.aws/nginx/nginx:no-such-tag", auto_rollback=True

@@ -31,6 +31,7 @@ from alphaswarm_core.providers.protocol import (
 from alphaswarm_core.testing import collect_logs, instance_ids, ready, unique_name, wait_for
 from tests.fakes.faults import Kind
 from tests.fakes.moto_server import IMAGE, EcsTestBed
+from tests.waiting import until
 
 from .support import LOG_COMMAND, log_spec_factory
 
@@ -73,13 +74,13 @@ async def lines_until(
     predicate: Callable[[list[LogEntry]], bool],
     query: LogQuery,
 ) -> list[LogEntry]:
-    deadline = time.monotonic() + 60
-    while True:
-        entries = await collect_logs(provider, service, namespace, query)
-        if predicate(entries):
-            return entries
-        assert time.monotonic() < deadline, entries[-5:]
-        await asyncio.sleep(0.5)
+    return await until(
+        lambda: collect_logs(provider, service, namespace, query),
+        "the lines awaited",
+        holds=predicate,
+        within=60,
+        every=0.5,
+    )
 
 
 async def follow(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 import pytest
 import yaml
@@ -26,6 +25,7 @@ from tests.fakes.arm_emulator import ArmEmulator
 from tests.fakes.arm_testing import make_provider
 from tests.realkube.api import status_as
 from tests.realkube.managed import ManagedCluster
+from tests.waiting import until
 
 from .conftest import CLUSTER, CLUSTER_USER, aks_env, user_kubeconfig
 
@@ -105,10 +105,7 @@ async def test_watch_is_a_kubernetes_watch_not_polling(
             # The stream waits for the next change; meanwhile a watch request reaches the
             # API server (polling never sends one).
             pending = asyncio.ensure_future(anext(watch))
-            deadline = time.monotonic() + 10
-            while _watches(kube, namespace) == 0:
-                assert time.monotonic() < deadline, "no watch request was sent"
-                await asyncio.sleep(0.05)
+            await until(lambda: _watches(kube, namespace), "a watch request", within=10, every=0.05)
             await aks_provider.scale("web", 2, namespace=namespace)
             status = await pending
             while status.desired_replicas != 2:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ import requests
 from tests.fakes import arm_logs
 from tests.fakes.arm_emulator import TOKEN_AUDIENCE_PREFIX, ArmEmulator
 from tests.fakes.faults import Kind
+from tests.waiting import until_sync
 
 from .conftest import IMAGE
 
@@ -238,13 +238,13 @@ def logs(client: Client, group: str, container: str = "app", **query: str) -> re
 def running(client: Client, name: str, lines: int, **props: Any) -> None:
     """PUT a group and wait (bounded) until its container has written ``lines`` lines."""
     assert client.put(name, group(**props)).status_code == 201
-    deadline = time.monotonic() + 30
-    while True:
-        answer = logs(client, name)
-        if answer.status_code == 200 and answer.json()["content"].count("\n") >= lines:
-            return
-        assert time.monotonic() < deadline, answer.text
-        time.sleep(0.1)
+    until_sync(
+        lambda: logs(client, name),
+        f"{lines} lines of {name}",
+        holds=lambda answer: (
+            answer.status_code == 200 and answer.json()["content"].count("\n") >= lines
+        ),
+    )
 
 
 def test_logs_are_the_running_containers_lines_with_tail_and_timestamps(client: Client) -> None:
@@ -283,10 +283,11 @@ def test_a_restarted_container_keeps_only_its_new_log(client: Client) -> None:
     running(client, "again", 5)
     assert client.send("POST", "again/stop").status_code == 204
     assert client.send("POST", "again/start").status_code == 202
-    deadline = time.monotonic() + 30
-    while (answer := logs(client, "again")).status_code != 200 or not answer.json()["content"]:
-        assert time.monotonic() < deadline, answer.text
-        time.sleep(0.1)
+    answer = until_sync(
+        lambda: logs(client, "again"),
+        "lines of the group put again",
+        holds=lambda answer: answer.status_code == 200 and bool(answer.json()["content"]),
+    )
     assert answer.json()["content"].startswith("line 0 of ")
 
 

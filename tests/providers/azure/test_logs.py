@@ -32,6 +32,7 @@ from alphaswarm_core.testing import collect_logs, instance_ids, ready, wait_for
 from tests.fakes.arm_emulator import ArmEmulator
 from tests.fakes.arm_testing import make_provider
 from tests.fakes.faults import Kind
+from tests.waiting import until
 
 from .conftest import IMAGE, LOG_COMMAND
 
@@ -153,14 +154,16 @@ def log_urls(arm: ArmEmulator) -> list[str]:
 async def wait_for_lines(
     provider: AciProvider, service: str, replicas: set[str], count: int
 ) -> list[LogEntry]:
-    deadline = time.monotonic() + 30
-    while True:
-        entries = await collect_logs(provider, service, "team", LogQuery())
+    def enough(entries: list[LogEntry]) -> bool:
         seen = Counter(e.instance_id for e in entries)
-        if all(seen[i] >= count for i in replicas):
-            return entries
-        assert time.monotonic() < deadline, f"too few lines: {seen}"
-        await asyncio.sleep(0.2)
+        return all(seen[i] >= count for i in replicas)
+
+    return await until(
+        lambda: collect_logs(provider, service, "team", LogQuery()),
+        f"{count} lines of each of {sorted(replicas)}",
+        holds=enough,
+        every=0.2,
+    )
 
 
 async def test_a_stopped_service_has_no_running_container_to_read(

@@ -28,6 +28,7 @@ import pytest
 from alphaswarm_controller.providers.docker_compose import compose, definitions
 from alphaswarm_core.call import CallContext, current_call
 from alphaswarm_core.testing import SpecFactory, spec_factory_for
+from tests.waiting import until_sync
 
 #: Marks engine objects a test created itself; the value is the test's namespace.
 TEST_LABEL = "dev.alphaswarm.test-namespace"
@@ -91,11 +92,13 @@ def remove_container(api: docker.APIClient, container: str, timeout: float = 60.
     except docker.errors.APIError as error:
         if error.status_code != 409 or "already in progress" not in str(error):
             raise
-    deadline = time.monotonic() + timeout
-    while api.containers(all=True, filters={"id": container}):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"container {container} still there {timeout:.0f} s later")
-        time.sleep(0.2)
+    until_sync(
+        lambda: api.containers(all=True, filters={"id": container}),
+        f"container {container} removed",
+        holds=lambda found: not found,
+        within=timeout,
+        every=0.2,
+    )
 
 
 def remove_project(api: docker.APIClient, project: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-import time
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from tests.providers.docker_compose.support import (
     remove_project,
     run_compose,
 )
+from tests.waiting import until
 
 LINE = re.compile(r"line (\d+)")
 SETTLE = 60.0
@@ -57,14 +57,6 @@ def _reader_threads() -> list[str]:
         for t in threading.enumerate()
         if t.name.startswith(("docker-logs-", "docker-events-"))
     ]
-
-
-async def _until(check: Callable[[], bool], what: str, timeout: float = SETTLE) -> None:  # noqa: ASYNC109 - a polling bound
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout}s")
-        await asyncio.sleep(0.1)
 
 
 async def _read_until(
@@ -184,7 +176,7 @@ async def test_a_slow_reader_holds_the_engine_back_and_loses_nothing(
             return sum(session.buffered().values())
 
         # The caller reads nothing now: the reader fills its buffer, then waits.
-        await _until(lambda: held() >= BUFFER_LINES, "the reader never filled its buffer")
+        await until(lambda: held() >= BUFFER_LINES, "the reader to fill its buffer", within=SETTLE)
         marks = []
         for _ in range(10):
             marks.append(held())
@@ -207,7 +199,9 @@ async def test_closing_a_following_stream_ends_its_threads_and_connections(
         await provider.start(log_spec_factory_for(busybox_image)("close", namespace, replicas=3))
         await wait_for(provider, "close", namespace, ready(3))
         await collect_logs(provider, "close", namespace, LogQuery(tail_lines=1))
-        await _until(lambda: not _reader_threads(), "threads of a finished stream remain")
+        await until(
+            lambda: not _reader_threads(), "the threads of a finished stream to end", within=SETTLE
+        )
         idle = proxy.open_connections  # the request pool's idle connections
         mark = proxy.accepted
         stream = provider.stream_logs("close", LogQuery(follow=True), namespace=namespace)
@@ -215,14 +209,18 @@ async def test_closing_a_following_stream_ends_its_threads_and_connections(
         assert len(_reader_threads()) == 4, "a reader per replica, and the event watcher"
         # Each thread opens its connection itself: the event watcher's may still be on the
         # way when every replica's first line has arrived (a loaded run saw 3 of 4).
-        await _until(
-            lambda: proxy.open_since(mark) >= 4, "each reader holds a connection of its own"
+        await until(
+            lambda: proxy.open_since(mark) >= 4,
+            "each reader to hold a connection of its own",
+            within=SETTLE,
         )
         assert provider.log_slots.in_use == 4
         await stream.aclose()
-        await _until(lambda: not _reader_threads(), "reader threads outlived the stream", 10)
-        await _until(
-            lambda: proxy.open_connections <= idle, "the streams' connections stayed open", 10
+        await until(
+            lambda: not _reader_threads(), "the reader threads to end with the stream", within=10
+        )
+        await until(
+            lambda: proxy.open_connections <= idle, "the streams' connections to close", within=10
         )
         assert provider.log_slots.in_use == 0
         assert seen
@@ -249,7 +247,7 @@ async def test_the_reader_limit_is_enforced_and_given_back(
         assert caught.value.reason is ErrorReason.STREAM_LIMIT
         await refused.aclose()
         await following.aclose()
-        await _until(lambda: provider.log_slots.in_use == 0, "slots were not given back", 10)
+        await until(lambda: provider.log_slots.in_use == 0, "the slots to be given back", within=10)
         assert await collect_logs(provider, "cap", namespace, LogQuery(tail_lines=1))
     finally:
         await provider.close()
@@ -317,4 +315,8 @@ async def test_a_log_driver_that_cannot_be_read_is_a_clear_error(
         await anext(stream)
     await stream.aclose()
     assert caught.value.metadata["cause"] == "LOG_DRIVER_UNREADABLE"
-    await _until(lambda: provider.log_slots.in_use == 0, "the failed reader kept its slot", 10)
+    await until(
+        lambda: provider.log_slots.in_use == 0,
+        "the failed reader's slot to be given back",
+        within=10,
+    )

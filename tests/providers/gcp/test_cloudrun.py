@@ -32,6 +32,7 @@ from tests.fakes.faults import Kind
 from tests.fakes.gcp_auth import PROJECT
 from tests.fakes.gcp_run import container_unhealthy, image_not_found
 from tests.fakes.gcp_server import GcpEmulator
+from tests.waiting import until
 
 from .conftest import IMAGE, REGION, served
 
@@ -329,12 +330,11 @@ async def test_a_reconciling_service_is_pending_until_its_operation_completes(
             DeploymentState.PENDING
         )
         emulator.operations.release()
-        deadline = time.monotonic() + 30
-        while (status := await provider.status("later", namespace=namespace)).state is (
-            DeploymentState.PENDING
-        ):
-            assert time.monotonic() < deadline, status
-            await asyncio.sleep(0.1)
+        status = await until(
+            lambda: provider.status("later", namespace=namespace),
+            "the service to leave PENDING",
+            holds=lambda s: s.state is not DeploymentState.PENDING,
+        )
         assert status.state is DeploymentState.RUNNING, "it settles whether or not it is polled"
     finally:
         await provider.close()

@@ -12,8 +12,6 @@ admin's raw API.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -38,6 +36,7 @@ from tests.realkube.api import AdminApi
 from tests.realkube.cluster import Endpoint
 from tests.realkube.failures import CRASHING_IMAGE
 from tests.realkube.fixtures import connect_real, connect_url, make_spec
+from tests.waiting import until
 
 pytestmark = pytest.mark.asyncio
 
@@ -329,10 +328,11 @@ async def test_history_is_bounded_by_the_revision_history_limit(
     kept = list(range(changes, changes - REVISION_HISTORY_LIMIT - 1, -1))
     # The controller deletes the oldest scaled-down ReplicaSets beyond the limit, in a
     # sync of its own after the rollout completed: a moment later on a loaded machine.
-    deadline = time.monotonic() + 60
-    while True:
-        history = await provider.list_revisions(service, namespace=namespace)
-        if len(history) <= len(kept) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.5)
+    history = await until(
+        lambda: provider.list_revisions(service, namespace=namespace),
+        f"at most {len(kept)} revisions",
+        holds=lambda found: len(found) <= len(kept),
+        within=60,
+        every=0.5,
+    )
     assert [r.number for r in history] == kept

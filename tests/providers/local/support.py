@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
 import shutil
 import sqlite3
 import sys
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
@@ -23,6 +21,7 @@ from alphaswarm_controller.providers.local.launch import resolve_program
 from alphaswarm_controller.providers.local.logfiles import parse
 from alphaswarm_controller.providers.local.settings import LocalSettings
 from alphaswarm_core.providers.protocol import DeploymentSpec, DeploymentStatus
+from tests.waiting import until
 
 MARKER_ENV = "ALPHASWARM_TEST_MARKER"
 
@@ -117,10 +116,13 @@ def environ_of(pid: int) -> dict[str, str]:
 
 
 async def wait_gone(pid_list: list[int], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while any(alive(pid) for pid in pid_list):
-        assert time.monotonic() < deadline, [p for p in pid_list if alive(p)]
-        await asyncio.sleep(0.05)
+    await until(
+        lambda: [p for p in pid_list if alive(p)],
+        f"processes {pid_list} gone",
+        holds=lambda living: not living,
+        within=within,
+        every=0.05,
+    )
 
 
 async def opened(env: Mapping[str, str]) -> LocalProvider:
@@ -167,13 +169,6 @@ def all_sleepers(tokens: list[str]) -> dict[str, list[int]]:
     return {token: sleepers(token) for token in tokens}
 
 
-async def until(check: Callable[[], bool], what: str, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {within}s waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 def proc_status(pid: int) -> dict[str, str]:
     """/proc/<pid>/status as a dict (Uid, Gid, Groups, NoNewPrivs, ...)."""
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -190,13 +185,13 @@ def log_text(path: Path) -> str:
 
 async def read_log_until(path: Path, marker: str, within: float = 30.0) -> str:
     """The replica's log once it contains ``marker`` (a bounded poll; fails otherwise)."""
-    deadline = time.monotonic() + within
-    while True:
-        text = log_text(path)
-        if marker in text:
-            return text
-        assert time.monotonic() < deadline, f"{marker!r} never appeared in {path}:\n{text}"
-        await asyncio.sleep(0.05)
+    return await until(
+        lambda: log_text(path),
+        f"{marker!r} in {path}",
+        holds=lambda text: marker in text,
+        within=within,
+        every=0.05,
+    )
 
 
 def replica_cgroups(state_dir: Path) -> list[Path]:

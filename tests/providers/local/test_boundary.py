@@ -39,6 +39,7 @@ from alphaswarm_core.providers.protocol import (
     InvalidSpecError,
 )
 from alphaswarm_core.testing import ready, unique_name, wait_for
+from tests.waiting import until
 
 from .support import (
     MARKER_ENV,
@@ -56,7 +57,6 @@ from .support import (
     replica_cgroups,
     sleep_tokens,
     sleepers,
-    until,
 )
 
 ROOT = os.geteuid() == 0

@@ -20,6 +20,7 @@ from alphaswarm_core.providers.protocol import (
 )
 from alphaswarm_core.testing import collect_logs, ready, unique_name, wait_for
 from alphaswarm_core.testing.contract import wait_for_logs
+from tests.waiting import until
 
 from .support import (
     all_sleepers,
@@ -32,7 +33,6 @@ from .support import (
     pids,
     sleep_tokens,
     sleepers,
-    until,
 )
 
 MODES = pytest.mark.parametrize("cgroup", ["on", "off"], ids=["cgroup", "subreaper"])
