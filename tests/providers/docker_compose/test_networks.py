@@ -164,6 +164,7 @@ class LingeringEndpoint(DeadlineAPIClient):
         self.gone = gone
         self.released_after = released_after
         self.inspects = 0
+        self.container_inspects: list[str] = []
         self.forced: list[str] = []
 
     def _listed(self) -> bool:
@@ -177,6 +178,11 @@ class LingeringEndpoint(DeadlineAPIClient):
             self.inspects += 1
             if self._listed():
                 detail["Containers"] = {**(detail.get("Containers") or {}), **self.gone}
+        return detail
+
+    def inspect_container(self, container: Any) -> dict[str, Any]:
+        self.container_inspects.append(str(container))
+        detail: dict[str, Any] = super().inspect_container(container)
         return detail
 
     def remove_network(self, net_id: Any) -> None:
@@ -236,6 +242,10 @@ async def test_an_endpoint_of_a_removed_replica_does_not_keep_the_network(
     assert engine.forced == ([] if released_after is not None else [name])
     if released_after is not None:
         assert engine.inspects > released_after, "it waited for the release"
+    # A container ID found gone is asked about once, however many polls list it; the
+    # stale endpoint's name is asked again before its forced disconnect (a name is reused).
+    [gone_id] = removed_replica
+    assert engine.container_inspects.count(gone_id) == 1, engine.container_inspects
 
 
 async def test_a_network_a_container_is_attached_to_stays(

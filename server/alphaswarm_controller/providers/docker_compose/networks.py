@@ -95,15 +95,16 @@ def remove_if_ours_and_unused(api: DeadlineAPIClient, project: str, network_id: 
     the network removed. An endpoint of a container that exists means a replica (ours,
     or anyone's) uses the network: it is kept.
     """
+    gone: set[str] = set()  # container IDs found gone: an ID never names another one
     for _ in polls(remaining(ENDPOINT_RELEASE_SECONDS)):
         detail = _inspect_if_ours(api, project, network_id)
-        if detail is None or _in_use(api, detail):
+        if detail is None or _in_use(api, detail, gone):
             return False
         if not detail.get("Containers") and _remove(api, network_id):
             return True
         # Endpoints of removed containers (or one that joined since the inspect): again.
     detail = _inspect_if_ours(api, project, network_id)
-    if detail is None or _in_use(api, detail):
+    if detail is None or _in_use(api, detail, gone):
         return False
     for endpoint in (detail.get("Containers") or {}).values():
         _disconnect_stale(api, network_id, str(endpoint.get("Name", "")))
@@ -135,10 +136,17 @@ def _exists(api: DeadlineAPIClient, container: str) -> bool:
     return True
 
 
-def _in_use(api: DeadlineAPIClient, detail: dict[str, Any]) -> bool:
+def _in_use(api: DeadlineAPIClient, detail: dict[str, Any], gone: set[str]) -> bool:
     """Whether a container that exists is attached (the keys are container IDs; a stale
-    endpoint's key is ``ep-<endpoint id>``, which names no container)."""
-    return any(_exists(api, key) for key in detail.get("Containers") or {})
+    endpoint's key is ``ep-<endpoint id>``, which names no container). Keys in ``gone``
+    are not asked again; keys found gone are added to it."""
+    for key in detail.get("Containers") or {}:
+        if key in gone:
+            continue
+        if _exists(api, key):
+            return True
+        gone.add(key)
+    return False
 
 
 def _disconnect_stale(api: DeadlineAPIClient, network_id: str, name: str) -> None:
