@@ -283,8 +283,8 @@ async def test_a_failed_revision_keeps_traffic_on_the_last_ready_one(
     assert conditions["Ready"].state == run_v2.Condition.State.CONDITION_FAILED
 
 
-async def test_secret_payload_is_at_most_64_kib(clients: Clients, quiet: GcpEmulator) -> None:
-    secret = await clients.secrets.create_secret(
+async def _new_secret(clients: Clients) -> secretmanager_v1.Secret:
+    return await clients.secrets.create_secret(
         parent="projects/p-test-1",
         secret_id="cfg",
         secret=secretmanager_v1.Secret(
@@ -294,6 +294,10 @@ async def test_secret_payload_is_at_most_64_kib(clients: Clients, quiet: GcpEmul
         ),
         retry=None,
     )
+
+
+async def test_secret_payload_is_at_most_64_kib(clients: Clients, quiet: GcpEmulator) -> None:
+    secret = await _new_secret(clients)
     limit = 64 * 1024
     await clients.secrets.add_secret_version(
         parent=secret.name, payload=secretmanager_v1.SecretPayload(data=b"x" * limit), retry=None
@@ -308,16 +312,7 @@ async def test_secret_payload_is_at_most_64_kib(clients: Clients, quiet: GcpEmul
 
 
 async def test_secret_etag_and_mask_rules(clients: Clients) -> None:
-    secret = await clients.secrets.create_secret(
-        parent="projects/p-test-1",
-        secret_id="cfg",
-        secret=secretmanager_v1.Secret(
-            replication=secretmanager_v1.Replication(
-                automatic=secretmanager_v1.Replication.Automatic()
-            )
-        ),
-        retry=None,
-    )
+    secret = await _new_secret(clients)
     labels = field_mask_pb2.FieldMask(paths=["labels"])
     changed = secretmanager_v1.Secret(name=secret.name, etag=secret.etag, labels={"v": "1"})
     await clients.secrets.update_secret(secret=changed, update_mask=labels, retry=None)
@@ -337,16 +332,7 @@ async def test_secret_etag_and_mask_rules(clients: Clients) -> None:
 
 
 async def test_secret_version_destroy_rules(clients: Clients) -> None:
-    secret = await clients.secrets.create_secret(
-        parent="projects/p-test-1",
-        secret_id="cfg",
-        secret=secretmanager_v1.Secret(
-            replication=secretmanager_v1.Replication(
-                automatic=secretmanager_v1.Replication.Automatic()
-            )
-        ),
-        retry=None,
-    )
+    secret = await _new_secret(clients)
     added = await clients.secrets.add_secret_version(
         parent=secret.name, payload=secretmanager_v1.SecretPayload(data=b"{}"), retry=None
     )
