@@ -55,7 +55,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     REVISION_CONFLICT: _ErrorReason.ValueType  # 22
     """The service is not at `expected_revision` (it moved on since the plan, or it
     exists when -1 was expected). Metadata: `expected_revision`, `current_revision`.
-    Nothing changed: plan again.
+    Nothing changed: plan again. One exception: a change that had already written
+    the config (kubernetes writes it before the Deployment) puts it back; if another
+    writer changed the config on top of it first, their write stays and so does this
+    one's config, and metadata `config_put_back` is `false`: read the config before
+    retrying.
     """
     CAPABILITY_UNSUPPORTED: _ErrorReason.ValueType  # 30
     """The backend has no such operation. Metadata: `capability` (e.g. `config`,
@@ -199,7 +203,11 @@ BACKEND_CONFLICT: ErrorReason.ValueType  # 21
 REVISION_CONFLICT: ErrorReason.ValueType  # 22
 """The service is not at `expected_revision` (it moved on since the plan, or it
 exists when -1 was expected). Metadata: `expected_revision`, `current_revision`.
-Nothing changed: plan again.
+Nothing changed: plan again. One exception: a change that had already written
+the config (kubernetes writes it before the Deployment) puts it back; if another
+writer changed the config on top of it first, their write stays and so does this
+one's config, and metadata `config_put_back` is `false`: read the config before
+retrying.
 """
 CAPABILITY_UNSUPPORTED: ErrorReason.ValueType  # 30
 """The backend has no such operation. Metadata: `capability` (e.g. `config`,
