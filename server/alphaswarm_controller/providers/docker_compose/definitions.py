@@ -444,20 +444,23 @@ def write(api: DeadlineAPIClient, definition: Definition) -> Definition:
             BODY: definition.to_body(),
         },
     )
-    conflict = BackendConflictError(
-        f"the definition of {definition.project}/{definition.service} was changed "
-        "concurrently by another writer; read it again and retry",
-        metadata={"generation": str(generation)},
-    )
     if (created.get("Labels") or {}).get(NONCE) != nonce:
-        raise conflict
+        raise _conflict(definition, generation)
     volumes = _volumes(api, definition.project, definition.service)
     if not _written_on_or_newest(volumes, generation, nonce):
         with contextlib.suppress(docker.errors.NotFound):
             api.remove_volume(name)
-        raise conflict
+        raise _conflict(definition, generation)
     _prune(api, volumes, keep=generation)
     return replace(definition, generation=generation, nonce=nonce)
+
+
+def _conflict(definition: Definition, generation: int) -> BackendConflictError:
+    return BackendConflictError(
+        f"the definition of {definition.project}/{definition.service} was changed "
+        "concurrently by another writer; read it again and retry",
+        metadata={"generation": str(generation)},
+    )
 
 
 def _written_on_or_newest(volumes: list[Any], generation: int, nonce: str) -> bool:

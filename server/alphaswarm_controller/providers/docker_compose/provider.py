@@ -50,6 +50,7 @@ from alphaswarm_core.providers.models import (
     is_secret_key,
 )
 from alphaswarm_core.providers.protocol import DEFAULT_NAMESPACE, InfrastructureProvider
+from alphaswarm_core.providers.service_locks import ServiceLocks
 
 from . import (
     checks,
@@ -137,7 +138,7 @@ class DockerComposeProvider(InfrastructureProvider):
         # Serialises writers of one service inside this process; across controller
         # replicas the definition's compare-and-swap and the engine's unique
         # container names keep writers from corrupting each other.
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.service_locks = ServiceLocks()
         # Calls that may put replicas on a project's network right now, counted under
         # that project's network lock: delete removes the network only when none is.
         self._network_locks: dict[str, asyncio.Lock] = {}
@@ -184,9 +185,6 @@ class DockerComposeProvider(InfrastructureProvider):
                 raise engine.translate(exc, self.env, what=what) from exc
 
         return await self.run_blocking(call)
-
-    def _lock(self, project: str, service: str) -> asyncio.Lock:
-        return self._locks.setdefault((project, service), asyncio.Lock())
 
     @contextlib.asynccontextmanager
     async def _using_network(self, project: str) -> AsyncIterator[None]:
@@ -776,7 +774,7 @@ class DockerComposeProvider(InfrastructureProvider):
         not finish, or only sets the number of replicas."""
         checks.checked_options(spec)
         project, service = spec.namespace, spec.service_id
-        async with self._lock(project, service):
+        async with self.service_locks.hold(project, service):
             previous, refs = await self._call(
                 f"reading {project}/{service}", self._observe, project, service
             )
@@ -802,7 +800,7 @@ class DockerComposeProvider(InfrastructureProvider):
         """Set the number of replicas; new ones run the current revision. A scale is no
         new revision and no rollout (nothing waits for the new replicas)."""
         project = namespace
-        async with self._lock(project, service_id):
+        async with self.service_locks.hold(project, service_id):
             definition, refs = await self._definition(project, service_id)
             RevisionConflict.check(
                 service_id, project, current_change().expected_revision, definition.revision
@@ -836,7 +834,7 @@ class DockerComposeProvider(InfrastructureProvider):
         self, service_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
         project = namespace
-        async with self._lock(project, service_id):
+        async with self.service_locks.hold(project, service_id):
             definition, refs = await self._definition(project, service_id)
             RevisionConflict.check(
                 service_id, project, current_change().expected_revision, definition.revision
@@ -860,7 +858,7 @@ class DockerComposeProvider(InfrastructureProvider):
         compose down`` without ``-v``: they hold data, and other services may mount them.
         """
         project = namespace
-        async with self._lock(project, service_id):
+        async with self.service_locks.hold(project, service_id):
             definition, refs = await self._call(
                 f"reading {project}/{service_id}", self._observe, project, service_id
             )
@@ -958,7 +956,7 @@ class DockerComposeProvider(InfrastructureProvider):
         self, service_id: str, to_revision: int, *, namespace: str = DEFAULT_NAMESPACE
     ) -> DeploymentStatus:
         project = namespace
-        async with self._lock(project, service_id):
+        async with self.service_locks.hold(project, service_id):
             head, refs = await self._definition(project, service_id)
             RevisionConflict.check(
                 service_id, project, current_change().expected_revision, head.revision
@@ -998,7 +996,7 @@ class DockerComposeProvider(InfrastructureProvider):
         """A new config version and revision, rolled out to the replicas one at a time
         (their environment changes); a patch that changes nothing changes nothing."""
         project, service = patch.namespace, patch.service_id
-        async with self._lock(project, service):
+        async with self.service_locks.hold(project, service):
             definition, refs = await self._definition(project, service)
             current = str(definition.config_version)
             if patch.expected_version and patch.expected_version != current:

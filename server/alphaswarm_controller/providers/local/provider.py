@@ -29,7 +29,7 @@ import shutil
 import sqlite3
 import sys
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +65,7 @@ from alphaswarm_core.providers.models import (
 )
 from alphaswarm_core.providers.protocol import DEFAULT_NAMESPACE, InfrastructureProvider
 from alphaswarm_core.providers.reasons import ErrorReason
+from alphaswarm_core.providers.service_locks import ServiceLocks
 
 from . import identity as identities_module
 from . import launch, processes
@@ -136,8 +137,7 @@ class LocalProvider(RolloutDriver, InfrastructureProvider):
         self._store: StateStore | None = None
         self._lock_fd: int | None = None
         self._deployments: dict[Key, Deployment] = {}
-        self._locks: dict[Key, asyncio.Lock] = {}
-        self._lock_users: dict[Key, int] = {}
+        self.service_locks = ServiceLocks()
         self._logbooks: dict[Key, LogBook] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._open_lock = asyncio.Lock()
@@ -343,8 +343,7 @@ class LocalProvider(RolloutDriver, InfrastructureProvider):
                 self._containment = None
             self._release_lock()
             self._deployments.clear()
-            self._locks.clear()
-            self._lock_users.clear()
+            self.service_locks = ServiceLocks()
             self._sweeper = None
             self._policies.clear()
             self._opened = False
@@ -419,21 +418,9 @@ class LocalProvider(RolloutDriver, InfrastructureProvider):
             raise DeploymentNotFoundError(service_id, namespace)
         return deployment
 
-    @contextlib.asynccontextmanager
-    async def _serialised(self, key: Key) -> AsyncIterator[None]:
+    def _serialised(self, key: Key) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold the service's lock: one change (or rollout step) of a service at a time."""
-        self._lock_users[key] = self._lock_users.get(key, 0) + 1
-        try:
-            async with self._locks.setdefault(key, asyncio.Lock()):
-                yield
-        finally:
-            left = self._lock_users.get(key, 1) - 1
-            if left:
-                self._lock_users[key] = left
-            else:  # the lock of a deleted service goes with it
-                self._lock_users.pop(key, None)
-                if key not in self._deployments:
-                    self._locks.pop(key, None)
+        return self.service_locks.hold(*key)
 
     async def _locked(self, key: Key, action: Callable[[], Awaitable[T]]) -> T:
         """Run a mutation serialised per service, to completion even if the caller goes away.
